@@ -1,0 +1,35 @@
+# lora-edu: `make lab` opens the notebooks, `make test` runs every test. Both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# A machine without an NVIDIA GPU (and CI, always) gets the small CPU build of torch.
+TORCH_CONSTRAINT := $(shell if [ -n "$$CI" ] || ! command -v nvidia-smi >/dev/null 2>&1; then echo "-c constraints-cpu.txt"; fi)
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: setup lab test lint benchmark clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt constraints-cpu.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) -r requirements.txt $(TORCH_CONSTRAINT) 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	$(PY) -c "import torch, jupyterlab, nbval, ipywidgets, safetensors"
+	$(PIP) --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+test: setup
+	$(VENV)/bin/ruff check lora_edu tests benchmarks
+	$(PY) -m pytest --nbval --sanitize-with tests/nbval_sanitize.cfg -q tests notebooks
+
+lint: setup
+	$(VENV)/bin/ruff check lora_edu tests benchmarks
+
+benchmark: setup
+	$(PY) benchmarks/lora_layer.py
+
+clean:
+	rm -rf $(VENV)

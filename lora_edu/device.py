@@ -1,0 +1,67 @@
+"""Picking the device and the CPU thread count, and the setup line every notebook prints."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+__all__ = ["configure_threads", "environment_summary", "pick_device"]
+
+THREADS_ENV = "LORA_EDU_THREADS"
+MIN_TORCH_FOR_MPS = (2, 3)
+
+
+def torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """CUDA if present, else MPS (on torch >= 2.3, where it is known to work), else CPU.
+
+    ``prefer`` (or the ``LORA_EDU_DEVICE`` environment variable) forces one, e.g. ``"cpu"``.
+    """
+    prefer = prefer or os.environ.get("LORA_EDU_DEVICE")
+    if prefer:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available() and torch_version() >= MIN_TORCH_FOR_MPS:
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def configure_threads(n: int | None = None) -> int:
+    """Set torch's intra-op CPU threads deliberately and return the number.
+
+    Order: the argument, then ``$LORA_EDU_THREADS``, then the cores this process may use
+    (at most 8).  Too many threads on a small shared CPU make every step many times slower.
+    """
+    if n is None:
+        env = os.environ.get(THREADS_ENV, "").strip()
+        if env:
+            if not env.isdigit() or int(env) < 1:
+                raise ValueError(f"${THREADS_ENV} must be a positive integer, got {env!r}.")
+            n = int(env)
+        else:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            n = max(1, min(8, cores))
+    if n < 1:
+        raise ValueError(f"The thread count must be at least 1, got {n}.")
+    torch.set_num_threads(n)
+    return n
+
+
+def environment_summary(device: torch.device | None = None) -> str:
+    """One line: Python, torch and numpy versions, the device and the CPU threads."""
+    import numpy
+
+    device = device or pick_device()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return (
+        f"python {platform.python_version()} | torch {torch.__version__} | numpy {numpy.__version__} | "
+        f"device {device} ({name}) | cpu threads {torch.get_num_threads()}"
+    )

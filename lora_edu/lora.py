@@ -1,0 +1,335 @@
+"""The LoRA layer and the functions that put it into (and take it out of) a model.
+
+A frozen linear layer ``y = x W^T + b`` gets a trainable low-rank update::
+
+    y = x W^T + b + scaling * dropout(x) A^T B^T        A: (r, d_in), B: (d_out, r)
+
+so that the effective weight is ``W + scaling * B A``.  ``B`` starts at zero, so the wrapped
+model computes exactly what the base model computes until training moves ``B``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+__all__ = [
+    "LoRALinear",
+    "ParameterCount",
+    "count_parameters",
+    "disable_lora",
+    "inject_lora",
+    "lora_layers",
+    "mark_only_lora_trainable",
+    "merge_lora",
+    "remove_lora",
+    "unmerge_lora",
+]
+
+INITS = ("kaiming", "gaussian")
+OUTPUT_HEAD_NAMES = ("lm_head",)
+
+
+def check_lora_hyperparameters(r: object, alpha: object, dropout: object = 0.0) -> None:
+    """Raise a clear error for a rank, alpha or dropout that cannot work."""
+    if isinstance(r, bool) or not isinstance(r, int):
+        raise TypeError(f"LoRA rank r must be a positive int, got {r!r} ({type(r).__name__}).")
+    if r < 1:
+        raise ValueError(f"LoRA rank r must be at least 1, got r={r}. Use r=1 for the smallest update.")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        raise ValueError(f"LoRA alpha must be a positive number, got {alpha!r}. A common choice is alpha = r or 2 r.")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"LoRA dropout must be a probability in [0, 1), got {dropout!r}.")
+
+
+class LoRALinear(nn.Module):
+    """A frozen ``nn.Linear`` plus a trainable rank-``r`` update ``scaling * B @ A``.
+
+    Args:
+        base: the pretrained layer; its weight and bias are frozen, never replaced.
+        r: rank of the update, ``1 <= r <= min(d_in, d_out)``.
+        alpha: scaling numerator: ``scaling = alpha / r`` (or ``alpha / sqrt(r)`` with ``use_rslora``).
+        dropout: dropout on the input of the LoRA branch only.
+        init: ``"kaiming"`` (Kaiming-uniform A, as in loralib and PEFT) or ``"gaussian"``
+            (A ~ N(0, 1/r^2), the paper's "random Gaussian").  B is zero either way.
+        use_rslora: rank-stabilised scaling ``alpha / sqrt(r)`` (Kalajdzievski, 2023).
+
+    Shapes: ``x: (..., d_in) -> (..., d_out)``; ``lora_A: (r, d_in)``; ``lora_B: (d_out, r)``.
+    """
+
+    def __init__(
+        self,
+        base: nn.Linear,
+        r: int,
+        alpha: float,
+        dropout: float = 0.0,
+        init: str = "kaiming",
+        use_rslora: bool = False,
+    ) -> None:
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}.")
+        check_lora_hyperparameters(r, alpha, dropout)
+        if r > min(base.in_features, base.out_features):
+            raise ValueError(
+                f"LoRA rank r={r} exceeds min(d_in, d_out) = min({base.in_features}, {base.out_features}); "
+                "a product B A cannot have a higher rank than that. Choose a smaller r."
+            )
+        if init not in INITS:
+            raise ValueError(f"Unknown LoRA init {init!r}; choose one of {INITS}.")
+        super().__init__()
+        self.base = base
+        self.base.weight.requires_grad_(False)
+        if self.base.bias is not None:
+            self.base.bias.requires_grad_(False)
+        self.r = r
+        self.alpha = float(alpha)
+        self.init = init
+        self.use_rslora = use_rslora
+        self.scaling = self.alpha / (math.sqrt(r) if use_rslora else r)
+        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, **factory))
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+        self.disabled = False
+        self.reset_lora_parameters()
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def reset_lora_parameters(self) -> None:
+        """A random (Kaiming-uniform or Gaussian), B zero: so ``delta_weight()`` is exactly 0."""
+        if self.init == "kaiming":
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        else:
+            nn.init.normal_(self.lora_A, std=1.0 / self.r)
+        nn.init.zeros_(self.lora_B)
+
+    def delta_weight(self) -> torch.Tensor:
+        """``scaling * B @ A`` in fp32: (d_out, d_in)."""
+        return (self.lora_B.float() @ self.lora_A.float()) * self.scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., d_in) -> (..., d_out)."""
+        out = self.base(x)
+        if self.merged or self.disabled:
+            return out
+        h = self.lora_dropout(x).to(self.lora_A.dtype)
+        return out + ((h @ self.lora_A.T) @ self.lora_B.T * self.scaling).to(out.dtype)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold the update into the base weight (``W <- W + scaling B A``, computed in fp32)."""
+        if self.merged:
+            raise ValueError("This LoRA layer is already merged; merging again would add B A twice. Call unmerge() first.")
+        w = self.base.weight
+        w.copy_((w.float() + self.delta_weight()).to(w.dtype))
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Subtract the update from the base weight again (inverse of ``merge``)."""
+        if not self.merged:
+            raise ValueError("This LoRA layer is not merged, so there is nothing to unmerge. Call merge() first.")
+        w = self.base.weight
+        w.copy_((w.float() - self.delta_weight()).to(w.dtype))
+        self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, alpha={self.alpha:g}, scaling={self.scaling:g}, merged={self.merged}"
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
+    """Every ``LoRALinear`` in ``model``, by qualified name."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def output_head_name(model: nn.Module) -> str | None:
+    """The qualified name of the output projection that ``"all-linear"`` leaves alone."""
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    for name, module in linears:
+        if module is head or name.split(".")[-1] in OUTPUT_HEAD_NAMES:
+            return name
+    return linears[-1][0] if linears else None
+
+
+def match_targets(model: nn.Module, targets: str | Sequence[str]) -> list[str]:
+    """Qualified names of the modules that ``targets`` selects, in model order.
+
+    ``targets`` is ``"all-linear"`` (every ``nn.Linear`` but the output head), a regular expression
+    that must match the whole qualified name (a single string, as in PEFT), or a list of names
+    or name suffixes (``"q_proj"`` matches ``"blocks.0.attn.q_proj"``).
+    Raises ``ValueError`` when a target matches nothing and ``TypeError`` when it matches a module
+    that is not an ``nn.Linear``.
+    """
+    inside_lora = {f"{n}.base" for n in lora_layers(model)}
+    modules = [(n, m) for n, m in model.named_modules() if n and n not in inside_lora]
+    linear_names = [n for n, m in modules if isinstance(m, (nn.Linear, LoRALinear))]
+    if isinstance(targets, str) and targets == "all-linear":
+        head = output_head_name(model)
+        chosen = [n for n in linear_names if n != head]
+    elif isinstance(targets, str):
+        try:
+            pattern = re.compile(targets)
+        except re.error as exc:
+            raise ValueError(f"targets={targets!r} is not a valid regular expression: {exc}.") from exc
+        chosen = [n for n, _ in modules if pattern.fullmatch(n)]
+        if not chosen:
+            raise ValueError(
+                f"The regex targets={targets!r} matches no module name. Linear layers are named like: "
+                f"{', '.join(linear_names[:6])}."
+            )
+    elif isinstance(targets, Sequence) and targets and all(isinstance(t, str) for t in targets):
+        chosen = []
+        for t in targets:
+            hits = [n for n, _ in modules if n == t or n.endswith("." + t)]
+            if not hits:
+                suffixes = sorted({n.split(".")[-1] for n in linear_names})
+                raise ValueError(
+                    f"Target module {t!r} matches no module in {type(model).__name__}. "
+                    f"Linear layer names end in: {', '.join(suffixes)}."
+                )
+            chosen += [n for n in hits if n not in chosen]
+    else:
+        raise TypeError(f"targets must be 'all-linear', a regex string or a non-empty list of names, got {targets!r}.")
+    by_name = dict(modules)
+    for name in chosen:
+        if not isinstance(by_name[name], (nn.Linear, LoRALinear)):
+            raise TypeError(
+                f"Target {name!r} is a {type(by_name[name]).__name__}, not an nn.Linear; LoRA here wraps Linear "
+                "layers only. Name the Linear layers inside it instead."
+            )
+    return [n for n, _ in modules if n in chosen]
+
+
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def inject_lora(
+    model: nn.Module,
+    targets: str | Sequence[str],
+    r: int,
+    alpha: float,
+    dropout: float = 0.0,
+    init: str = "kaiming",
+    use_rslora: bool = False,
+) -> list[str]:
+    """Wrap the ``nn.Linear`` layers selected by ``targets`` in ``LoRALinear``, in place.
+
+    Returns the qualified names of the wrapped layers.  Every check runs before the first layer
+    is replaced, so a bad call leaves ``model`` exactly as it was.
+    """
+    check_lora_hyperparameters(r, alpha, dropout)
+    if init not in INITS:
+        raise ValueError(f"Unknown LoRA init {init!r}; choose one of {INITS}.")
+    names = match_targets(model, targets)
+    already = [n for n in names if isinstance(model.get_submodule(n), LoRALinear)]
+    if already:
+        raise ValueError(
+            f"LoRA is already injected into {already[0]!r}" + (f" and {len(already) - 1} more" if len(already) > 1 else "")
+            + ". Injecting twice would stack adapters; call remove_lora(model) first."
+        )
+    for name in names:
+        base = model.get_submodule(name)
+        if r > min(base.in_features, base.out_features):
+            raise ValueError(
+                f"LoRA rank r={r} exceeds min(d_in, d_out) = {min(base.in_features, base.out_features)} for {name!r}. "
+                "Choose a smaller r."
+            )
+    for name in names:
+        set_submodule(model, name, LoRALinear(model.get_submodule(name), r, alpha, dropout, init, use_rslora))
+    return names
+
+
+def remove_lora(model: nn.Module, merge: bool = False) -> list[str]:
+    """Put the base ``nn.Linear`` layers back (with the update folded in when ``merge``)."""
+    layers = lora_layers(model)
+    for name, layer in layers.items():
+        if merge and not layer.merged:
+            layer.merge()
+        if not merge and layer.merged:
+            layer.unmerge()
+        set_submodule(model, name, layer.base)
+    return list(layers)
+
+
+def mark_only_lora_trainable(model: nn.Module) -> None:
+    """Freeze every parameter except the LoRA factors ``lora_A`` and ``lora_B``."""
+    if not lora_layers(model):
+        raise ValueError("The model has no LoRA layers; call inject_lora(model, ...) first.")
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.endswith(("lora_A", "lora_B")))
+
+
+def require_lora(model: nn.Module, merged: bool) -> dict[str, LoRALinear]:
+    layers = lora_layers(model)
+    if not layers:
+        raise ValueError("The model has no LoRA layers; call inject_lora(model, ...) first.")
+    wrong = [n for n, m in layers.items() if m.merged != merged]
+    if wrong:
+        state = "already merged" if merged is False else "not merged"
+        raise ValueError(f"LoRA layer {wrong[0]!r} is {state}; nothing was changed.")
+    return layers
+
+
+def merge_lora(model: nn.Module) -> None:
+    """Fold every adapter into its base weight: inference then costs exactly what the base costs."""
+    for layer in require_lora(model, merged=False).values():
+        layer.merge()
+
+
+def unmerge_lora(model: nn.Module) -> None:
+    """Undo ``merge_lora`` (to keep training, or to save the adapter)."""
+    for layer in require_lora(model, merged=True).values():
+        layer.unmerge()
+
+
+@contextmanager
+def disable_lora(model: nn.Module) -> Iterator[nn.Module]:
+    """Run the base model exactly: inside the block every LoRA branch is skipped.
+
+    >>> with disable_lora(model):
+    ...     base_logits = model(x)
+    """
+    layers = require_lora(model, merged=False)
+    for layer in layers.values():
+        layer.disabled = True
+    try:
+        yield model
+    finally:
+        for layer in layers.values():
+            layer.disabled = False
+
+
+class ParameterCount(NamedTuple):
+    """What ``count_parameters`` returns; ``summary`` is one line for a notebook."""
+
+    trainable: int
+    total: int
+    fraction: float
+    summary: str
+
+
+def count_parameters(model: nn.Module) -> ParameterCount:
+    """Trainable and total parameters of ``model`` (each shared tensor counted once)."""
+    unique = {id(p): p for p in model.parameters()}.values()
+    total = sum(p.numel() for p in unique)
+    trainable = sum(p.numel() for p in unique if p.requires_grad)
+    fraction = trainable / total if total else 0.0
+    summary = f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * fraction:.4f}"
+    return ParameterCount(trainable, total, fraction, summary)

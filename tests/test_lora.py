@@ -1,0 +1,309 @@
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lora_edu import (
+    LoRALinear,
+    count_parameters,
+    disable_lora,
+    inject_lora,
+    lora_layers,
+    mark_only_lora_trainable,
+    merge_lora,
+    remove_lora,
+    unmerge_lora,
+)
+
+
+class Block(nn.Module):
+    def __init__(self, d: int = 16) -> None:
+        super().__init__()
+        self.q_proj = nn.Linear(d, d)
+        self.v_proj = nn.Linear(d, d, bias=False)
+        self.norm = nn.LayerNorm(d)
+        self.fc = nn.Linear(d, 2 * d)
+
+    def forward(self, x):
+        return self.fc(self.norm(self.q_proj(x) + self.v_proj(x)))
+
+
+class Toy(nn.Module):
+    def __init__(self, d: int = 16, vocab: int = 11) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([Block(d), Block(2 * d)])
+        self.mid = nn.Linear(2 * d, 2 * d)
+        self.lm_head = nn.Linear(4 * d, vocab)
+
+    def forward(self, x):
+        return self.lm_head(self.blocks[1](self.mid(self.blocks[0](x))))
+
+
+def trained_lora(d_in=12, d_out=7, r=3, seed=0) -> LoRALinear:
+    torch.manual_seed(seed)
+    layer = LoRALinear(nn.Linear(d_in, d_out), r=r, alpha=2 * r)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    return layer
+
+
+def state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_state(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for k in before:
+        assert torch.equal(after[k], before[k]), k
+
+
+def test_output_equals_base_at_init():
+    torch.manual_seed(0)
+    base = nn.Linear(10, 6)
+    x = torch.randn(4, 5, 10)
+    expected = base(x)
+    layer = LoRALinear(base, r=2, alpha=4)
+    assert torch.equal(layer(x), expected)
+    assert torch.count_nonzero(layer.delta_weight()) == 0
+    assert layer.lora_A.shape == (2, 10) and layer.lora_B.shape == (6, 2)
+    assert layer.lora_A.abs().sum() > 0  # A is random, so B receives a gradient from step one
+
+
+@pytest.mark.parametrize("init", ["kaiming", "gaussian"])
+def test_forward_matches_formula(init):
+    layer = trained_lora()
+    layer.init = init
+    layer.reset_lora_parameters()
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(3, 12)
+    w = layer.base.weight + layer.scaling * layer.lora_B @ layer.lora_A
+    torch.testing.assert_close(layer(x), x @ w.T + layer.base.bias, rtol=1e-5, atol=1e-6)
+
+
+def test_gaussian_init_std_is_one_over_r():
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(4000, 8), r=8, alpha=8, init="gaussian")
+    assert abs(layer.lora_A.std().item() - 1 / 8) < 0.005
+
+
+def test_scaling_and_rslora():
+    assert LoRALinear(nn.Linear(8, 8), r=4, alpha=8).scaling == 2.0
+    assert LoRALinear(nn.Linear(8, 8), r=4, alpha=8, use_rslora=True).scaling == 4.0
+
+
+def test_only_a_and_b_get_gradients_and_base_is_bitwise_unchanged():
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(8, 5), r=2, alpha=2)
+    w0, b0 = layer.base.weight.clone(), layer.base.bias.clone()
+    opt = torch.optim.AdamW([p for p in layer.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(3):
+        loss = layer(torch.randn(16, 8)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert layer.base.weight.grad is None and layer.base.bias.grad is None
+    assert layer.lora_A.grad is not None and layer.lora_B.grad is not None
+    assert torch.equal(layer.base.weight, w0) and torch.equal(layer.base.bias, b0)
+    assert layer.lora_B.abs().sum() > 0
+
+
+def test_merge_equals_unmerged_and_unmerge_restores():
+    layer = trained_lora()
+    x = torch.randn(5, 12)
+    w0 = layer.base.weight.clone()
+    y = layer(x)
+    layer.merge()
+    assert layer.merged
+    torch.testing.assert_close(layer(x), y, rtol=0, atol=1e-6)
+    torch.testing.assert_close(layer.base.weight, w0 + layer.delta_weight(), rtol=0, atol=1e-6)
+    layer.unmerge()
+    torch.testing.assert_close(layer.base.weight, w0, rtol=0, atol=1e-6)
+    torch.testing.assert_close(layer(x), y, rtol=0, atol=1e-6)
+
+
+def test_merge_twice_and_unmerge_unmerged_are_errors():
+    layer = trained_lora()
+    with pytest.raises(ValueError, match="not merged"):
+        layer.unmerge()
+    layer.merge()
+    w = layer.base.weight.clone()
+    with pytest.raises(ValueError, match="already merged"):
+        layer.merge()
+    assert torch.equal(layer.base.weight, w)
+
+
+def test_half_precision_merge_is_computed_in_fp32():
+    layer = trained_lora()
+    half = copy.deepcopy(layer).to(torch.bfloat16)
+    half.merge()
+    expected = (layer.base.weight.to(torch.bfloat16).float() + half.delta_weight()).to(torch.bfloat16)
+    assert torch.equal(half.base.weight, expected)
+    assert half.base.weight.dtype == torch.bfloat16
+
+
+def test_bias_untouched_by_merge():
+    layer = trained_lora()
+    b = layer.base.bias.clone()
+    layer.merge()
+    assert torch.equal(layer.base.bias, b)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, text",
+    [
+        ({"r": 0, "alpha": 1}, ValueError, "at least 1"),
+        ({"r": 2.5, "alpha": 1}, TypeError, "positive int"),
+        ({"r": 9, "alpha": 1}, ValueError, "exceeds min"),
+        ({"r": 2, "alpha": 0}, ValueError, "alpha"),
+        ({"r": 2, "alpha": 1, "dropout": 1.0}, ValueError, "dropout"),
+        ({"r": 2, "alpha": 1, "init": "zeros"}, ValueError, "init"),
+    ],
+)
+def test_bad_layer_arguments(kwargs, error, text):
+    with pytest.raises(error, match=text):
+        LoRALinear(nn.Linear(8, 12), **kwargs)
+
+
+def test_wrapping_a_non_linear_is_a_type_error():
+    with pytest.raises(TypeError, match="nn.Linear"):
+        LoRALinear(nn.Conv1d(3, 3, 1), r=1, alpha=1)
+
+
+def test_inject_by_suffix_returns_names_and_keeps_output():
+    torch.manual_seed(0)
+    model = Toy()
+    x = torch.randn(2, 3, 16)
+    y = model(x)
+    names = inject_lora(model, ["q_proj", "v_proj"], r=2, alpha=4)
+    assert names == ["blocks.0.q_proj", "blocks.0.v_proj", "blocks.1.q_proj", "blocks.1.v_proj"]
+    assert all(isinstance(model.get_submodule(n), LoRALinear) for n in names)
+    assert torch.equal(model(x), y)
+
+
+def test_inject_by_regex_and_all_linear():
+    model = Toy()
+    assert inject_lora(model, r"blocks\.1\..*_proj", r=1, alpha=1) == ["blocks.1.q_proj", "blocks.1.v_proj"]
+    model = Toy()
+    names = inject_lora(model, "all-linear", r=1, alpha=1)
+    assert "lm_head" not in names
+    assert len(names) == 7
+
+
+def test_bad_targets_leave_model_unchanged():
+    model = Toy()
+    before = state(model)
+    with pytest.raises(ValueError, match="'k_proj' matches no module"):
+        inject_lora(model, ["q_proj", "k_proj"], r=2, alpha=2)
+    with pytest.raises(TypeError, match="not an nn.Linear"):
+        inject_lora(model, ["q_proj", "norm"], r=2, alpha=2)
+    with pytest.raises(ValueError, match="matches no module name"):
+        inject_lora(model, r"attn\..*", r=2, alpha=2)
+    with pytest.raises(ValueError, match="exceeds min"):
+        inject_lora(model, ["q_proj"], r=17, alpha=2)  # fine for blocks.1 (32), too big for blocks.0 (16)
+    with pytest.raises(TypeError, match="targets must be"):
+        inject_lora(model, [], r=2, alpha=2)
+    assert not lora_layers(model)
+    assert_same_state(model, before)
+
+
+def test_inject_twice_is_an_error():
+    model = Toy()
+    inject_lora(model, ["q_proj"], r=2, alpha=2)
+    before = state(model)
+    with pytest.raises(ValueError, match="already injected"):
+        inject_lora(model, ["q_proj", "v_proj"], r=2, alpha=2)
+    assert_same_state(model, before)
+
+
+def test_mark_only_lora_trainable():
+    model = Toy()
+    inject_lora(model, ["q_proj"], r=2, alpha=2)
+    mark_only_lora_trainable(model)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(n.endswith(("lora_A", "lora_B")) for n in trainable)
+    with pytest.raises(ValueError, match="no LoRA layers"):
+        mark_only_lora_trainable(Toy())
+
+
+def randomize_b(model: nn.Module) -> None:
+    with torch.no_grad():
+        for layer in lora_layers(model).values():
+            layer.lora_B.normal_()
+
+
+def test_merge_unmerge_and_disable_on_a_model():
+    torch.manual_seed(0)
+    model = Toy()
+    x = torch.randn(2, 3, 16)
+    base_out = model(x)
+    inject_lora(model, "all-linear", r=2, alpha=4)
+    randomize_b(model)
+    lora_out = model(x)
+    assert not torch.allclose(lora_out, base_out)
+    with disable_lora(model):
+        assert torch.equal(model(x), base_out)
+    assert torch.equal(model(x), lora_out)
+    merge_lora(model)
+    torch.testing.assert_close(model(x), lora_out, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="already merged"):
+        merge_lora(model)
+    with pytest.raises(ValueError, match="already merged"):
+        with disable_lora(model):
+            pass
+    unmerge_lora(model)
+    with pytest.raises(ValueError, match="not merged"):
+        unmerge_lora(model)
+    with disable_lora(model):
+        torch.testing.assert_close(model(x), base_out, rtol=0, atol=1e-5)
+
+
+def test_disable_restores_even_after_an_exception():
+    model = Toy()
+    inject_lora(model, ["q_proj"], r=1, alpha=1)
+    with pytest.raises(RuntimeError):
+        with disable_lora(model):
+            raise RuntimeError("boom")
+    assert not any(layer.disabled for layer in lora_layers(model).values())
+
+
+def test_remove_lora_with_and_without_merge():
+    torch.manual_seed(0)
+    model = Toy()
+    x = torch.randn(2, 16)
+    base_out = model(x)
+    inject_lora(model, ["q_proj", "fc"], r=2, alpha=2)
+    randomize_b(model)
+    lora_out = model(x)
+    merged = copy.deepcopy(model)
+    assert remove_lora(merged, merge=True)
+    assert not lora_layers(merged)
+    torch.testing.assert_close(merged(x), lora_out, rtol=0, atol=1e-5)
+    remove_lora(model)
+    assert not lora_layers(model)
+    assert torch.equal(model(x), base_out)
+
+
+@pytest.mark.parametrize("d_in, d_out, r", [(4, 4, 1), (768, 768, 8), (4096, 1024, 16), (1000, 3000, 5)])
+def test_count_parameters_matches_hand_count(d_in, d_out, r):
+    layer = LoRALinear(nn.Linear(d_in, d_out), r=r, alpha=r)
+    count = count_parameters(layer)
+    assert count.trainable == r * (d_in + d_out)
+    if d_in == d_out:
+        assert count.trainable == 2 * r * d_in
+    assert count.total == d_in * d_out + d_out + r * (d_in + d_out)
+    assert math.isclose(count.fraction, count.trainable / count.total)
+    assert f"{count.trainable:,}" in count.summary and "trainable%" in count.summary
+
+
+def test_count_parameters_on_injected_model():
+    model = Toy(d=16)
+    total_before = count_parameters(model).total
+    inject_lora(model, ["q_proj", "v_proj"], r=4, alpha=4)
+    mark_only_lora_trainable(model)
+    count = count_parameters(model)
+    assert count.trainable == 2 * (2 * 4 * 16) + 2 * (2 * 4 * 32)
+    assert count.total == total_before + count.trainable
