@@ -122,7 +122,9 @@ def read_adapter_config(directory: str | os.PathLike) -> dict:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path.name} in {str(directory)!r} is not valid JSON ({exc}); the file is corrupt. Save the adapter again.") from exc
+        raise ValueError(
+            f"{path.name} in {str(directory)!r} is not valid JSON ({exc}); the file is corrupt. Save the adapter again."
+        ) from exc
     missing = [k for k in ("peft_type", "r", "lora_alpha", "target_modules") if k not in config]
     if missing or config.get("peft_type") != "LORA":
         raise ValueError(f"{path.name} is not a LoRA adapter config (missing {missing or 'peft_type=LORA'}).")
@@ -136,7 +138,9 @@ def read_adapter_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ValueError(f"{WEIGHTS_NAME} in {str(directory)!r} cannot be read ({exc}); the file is corrupt. Save the adapter again.") from exc
+        raise ValueError(
+            f"{WEIGHTS_NAME} in {str(directory)!r} cannot be read ({exc}); the file is corrupt. Save the adapter again."
+        ) from exc
 
 
 def load_adapter(model: nn.Module, directory: str | os.PathLike, check_base: bool = True) -> list[str]:
