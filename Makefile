@@ -23,7 +23,7 @@ lab: setup
 
 test: setup
 	$(VENV)/bin/ruff check lora_edu tests benchmarks
-	$(PY) -m pytest --nbval --sanitize-with tests/nbval_sanitize.cfg -q tests notebooks
+	$(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -q tests notebooks
 
 lint: setup
 	$(VENV)/bin/ruff check lora_edu tests benchmarks

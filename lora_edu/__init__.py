@@ -1,10 +1,17 @@
 """lora_edu: the tested package behind the lora-edu notebooks.
 
-The LoRA layer (``LoRALinear``) and the functions that inject, merge, disable, save and load it.
+The LoRA layer (``LoRALinear``) and the functions that inject, merge, disable, save and load it;
+the linear algebra of the early lessons (rank, SVD), parameter arithmetic for real architectures,
+a small GPT, exercises (``quiz``) and the instructor's widgets (``lora_edu.widgets``).
 """
 
+from . import quiz
 from .adapter import base_fingerprint, load_adapter, read_adapter_config, save_adapter
-from .device import configure_threads, environment_summary, pick_device
+from .arch import ARCHITECTURES, Architecture, lora_parameter_count, memory_estimate
+from .device import configure_threads, environment_summary, pick_device, setup_notebook
+from .fit import FitResult, fit_lora_to_matrix
+from .gpt import GPT, GPT_SIZES, GPTConfig
+from .linalg import SVDReconstructor, low_rank_approx, rank_by_elimination, row_echelon, svd_storage
 from .lora import (
     LoRALinear,
     ParameterCount,
@@ -21,7 +28,23 @@ from .lora import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "FitResult",
+    "GPT",
+    "GPTConfig",
+    "GPT_SIZES",
     "LoRALinear",
+    "SVDReconstructor",
+    "fit_lora_to_matrix",
+    "low_rank_approx",
+    "lora_parameter_count",
+    "memory_estimate",
+    "quiz",
+    "rank_by_elimination",
+    "row_echelon",
+    "setup_notebook",
+    "svd_storage",
     "ParameterCount",
     "base_fingerprint",
     "configure_threads",

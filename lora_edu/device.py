@@ -7,7 +7,7 @@ import platform
 
 import torch
 
-__all__ = ["configure_threads", "environment_summary", "pick_device"]
+__all__ = ["configure_threads", "environment_summary", "pick_device", "setup_notebook"]
 
 THREADS_ENV = "LORA_EDU_THREADS"
 MIN_TORCH_FOR_MPS = (2, 3)
@@ -65,3 +65,12 @@ def environment_summary(device: torch.device | None = None) -> str:
         f"python {platform.python_version()} | torch {torch.__version__} | numpy {numpy.__version__} | "
         f"device {device} ({name}) | cpu threads {torch.get_num_threads()}"
     )
+
+
+def setup_notebook(seed: int = 0) -> torch.device:
+    """What every notebook's first cell does: threads, seeds, the device, and one line of versions."""
+    configure_threads()
+    torch.manual_seed(seed)
+    device = pick_device()
+    print(environment_summary(device))
+    return device

@@ -1,0 +1,94 @@
+"""Rank, row echelon form and the best low-rank approximation (SVD, Eckart-Young)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["SVDReconstructor", "low_rank_approx", "rank_by_elimination", "row_echelon", "svd_storage"]
+
+
+def row_echelon(m: np.ndarray, tol: float = 1e-10) -> tuple[np.ndarray, list[int]]:
+    """Gaussian elimination with partial pivoting.
+
+    m: (rows, cols).  Returns the row echelon form (leading entries scaled to 1) and the pivot
+    columns.  Entries with magnitude below ``tol`` times the largest entry count as zero.
+    """
+    a = np.array(m, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"row_echelon needs a 2-D matrix, got shape {a.shape}.")
+    rows, cols = a.shape
+    eps = tol * max(1.0, np.abs(a).max(initial=0.0))
+    pivots: list[int] = []
+    row = 0
+    for col in range(cols):
+        if row == rows:
+            break
+        best = row + int(np.argmax(np.abs(a[row:, col])))
+        if abs(a[best, col]) <= eps:
+            a[row:, col] = 0.0
+            continue
+        a[[row, best]] = a[[best, row]]  # swap the largest entry up (stability)
+        a[row] /= a[row, col]
+        a[row + 1 :] -= np.outer(a[row + 1 :, col], a[row])
+        a[row + 1 :, col] = 0.0
+        pivots.append(col)
+        row += 1
+    a[np.abs(a) <= eps] = 0.0
+    return a, pivots
+
+
+def rank_by_elimination(m: np.ndarray, tol: float = 1e-10) -> int:
+    """The number of pivots (non-zero rows) in the row echelon form of m."""
+    return len(row_echelon(m, tol)[1])
+
+
+def svd_storage(rows: int, cols: int, k: int) -> int:
+    """Numbers stored for a rank-k factorisation U_k (rows x k), s_k (k), V_k (cols x k)."""
+    return k * (rows + cols + 1)
+
+
+def low_rank_approx(m: np.ndarray, k: int) -> np.ndarray:
+    """The best rank-k approximation of m in Frobenius and spectral norm (truncated SVD)."""
+    return SVDReconstructor(m).reconstruct(k)
+
+
+class SVDReconstructor:
+    """Factorise once (``m = U diag(s) V^T``), then rebuild any rank quickly: what a slider needs.
+
+    m: (rows, cols).
+    """
+
+    def __init__(self, m: np.ndarray) -> None:
+        m = np.asarray(m, dtype=np.float64)
+        if m.ndim != 2:
+            raise ValueError(f"SVDReconstructor needs a 2-D matrix, got shape {m.shape}.")
+        self.shape = m.shape
+        self.u, self.s, self.vt = np.linalg.svd(m, full_matrices=False)
+        self.us = self.u * self.s  # columns of U scaled by the singular values
+        self.total_energy = float(np.sum(self.s**2))
+
+    @property
+    def max_rank(self) -> int:
+        return len(self.s)
+
+    def check_rank(self, k: int) -> int:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= self.max_rank:
+            raise ValueError(f"Rank k must be an integer in [0, {self.max_rank}], got {k!r}.")
+        return int(k)
+
+    def reconstruct(self, k: int) -> np.ndarray:
+        """U_k diag(s_k) V_k^T: (rows, cols)."""
+        k = self.check_rank(k)
+        return self.us[:, :k] @ self.vt[:k]
+
+    def error(self, k: int) -> float:
+        """Frobenius error of the rank-k reconstruction: sqrt(sum of the squared tail singular values)."""
+        k = self.check_rank(k)
+        return float(np.sqrt(np.sum(self.s[k:] ** 2)))
+
+    def relative_error(self, k: int) -> float:
+        return self.error(k) / np.sqrt(self.total_energy) if self.total_energy else 0.0
+
+    def storage(self, k: int) -> int:
+        """Numbers stored for rank k: k (rows + cols + 1), against rows * cols for the full matrix."""
+        return svd_storage(*self.shape, self.check_rank(k))
