@@ -24,7 +24,8 @@ def digest(exercise_id: str, answer: str) -> str:
 
 @dataclass(frozen=True)
 class Exercise:
-    """A question with options (multiple choice) or a numeric answer given by ``expected``."""
+    """A question with options (multiple choice) or a numeric answer given by ``expected``
+    (an int must be matched exactly, a float within ``rel_tol``)."""
 
     id: str
     prompt: str
@@ -41,7 +42,10 @@ class Exercise:
             return digest(self.id, answer) == self.answer_digest
         if isinstance(answer, bool) or not isinstance(answer, (int, float)):
             raise TypeError(f"This exercise wants a number, got {answer!r}.")
-        return math.isclose(float(answer), float(self.expected()), rel_tol=self.rel_tol)
+        expected = self.expected()
+        if isinstance(expected, int):  # counts must be exact
+            return float(answer) == expected
+        return math.isclose(float(answer), float(expected), rel_tol=self.rel_tol)
 
 
 EXERCISES: dict[str, Exercise] = {}

@@ -14,7 +14,7 @@ import numpy as np
 from .arch import ARCHITECTURES, DTYPE_BYTES, format_bytes, lora_parameter_count, memory_estimate
 from .linalg import SVDReconstructor
 
-__all__ = ["RankSlider", "calculator_table", "lora_calculator", "product_rank_report", "rank_caption", "to_png"]
+__all__ = ["RankSlider", "calculator_table", "lora_calculator", "product_rank_explorer", "product_rank_report", "rank_caption", "to_png"]
 
 
 def to_png(image: np.ndarray) -> bytes:
@@ -121,15 +121,31 @@ def lora_calculator(model: str = "GPT-3 175B", r: int = 4, targets: tuple[str, .
 
 
 def product_rank_report(d: int = 64, k: int = 4, seed: int = 0) -> str:
-    """Draw A (d x k) and B (k x d) at random; print and return rank(AB) and the storage of each form."""
+    """Draw A (d x k) and B (k x d) at random; report rank(AB) and the storage of each form."""
     if not 1 <= k <= d:
         raise ValueError(f"Need 1 <= k <= d, got k={k}, d={d}.")
     rng = np.random.default_rng(seed)
     product = rng.standard_normal((d, k)) @ rng.standard_normal((k, d))
     rank = int(np.linalg.matrix_rank(product))
-    report = (
+    return (
         f"A {d}x{k} @ B {k}x{d}: rank(AB) = {rank} (<= k = {k}) | full matrix stores {d * d:,} numbers, "
         f"the factors {2 * d * k:,} ({100 * 2 * k / d:.1f}%)"
     )
-    print(report)
-    return report
+
+
+def product_rank_explorer(d: int = 64, k: int = 4):
+    """Sliders for d and k wired to ``product_rank_report``; returns the widget to display."""
+    import ipywidgets as W
+
+    d_w = W.IntSlider(value=d, min=4, max=512, step=4, description="d")
+    k_w = W.IntSlider(value=k, min=1, max=64, description="k")
+    out = W.HTML()
+
+    def refresh(_=None) -> None:
+        k_w.max = d_w.value
+        out.value = product_rank_report(d_w.value, k_w.value)
+
+    d_w.observe(refresh, names="value")
+    k_w.observe(refresh, names="value")
+    refresh()
+    return W.VBox([d_w, k_w, out])
