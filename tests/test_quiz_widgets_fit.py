@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+import lora_edu.exercises  # noqa: F401  (registers them)
 from lora_edu import fit_lora_to_matrix, quiz
 from lora_edu.arch import ARCHITECTURES
-import lora_edu.exercises  # noqa: F401  (registers them)
 from lora_edu.linalg import SVDReconstructor
 from lora_edu.widgets import RankSlider, calculator_table, lora_calculator, product_rank_explorer, product_rank_report, rank_caption
 
