@@ -41,9 +41,19 @@ def regression_data(w_target: np.ndarray, n: int = 64, seed: int = 0) -> tuple[t
 
 
 def fit_lora_to_matrix(
-    w: np.ndarray, w_target: np.ndarray, r: int = 1, alpha: float = 1.0, steps: int = 300, lr: float = 0.05, seed: int = 0
+    w: np.ndarray,
+    w_target: np.ndarray,
+    r: int = 1,
+    alpha: float = 1.0,
+    steps: int = 300,
+    lr: float = 0.05,
+    seed: int = 0,
+    a_init: np.ndarray | None = None,
 ) -> FitResult:
-    """Plain gradient descent on the mean squared error 0.5 * mean ||X (W + s B A)^T - Y||^2 over rows."""
+    """Plain gradient descent on the loss 0.5 * mean over rows of ||X (W + s B A)^T - Y||^2.
+
+    B starts at zero; A at ``a_init`` (r, d_in) when given, else LoRALinear's random init.
+    """
     if np.shape(w) != np.shape(w_target):
         raise ValueError(f"W {np.shape(w)} and W_target {np.shape(w_target)} must have the same shape.")
     torch.manual_seed(seed)
@@ -51,6 +61,11 @@ def fit_lora_to_matrix(
     with torch.no_grad():
         base.weight.copy_(torch.as_tensor(w))
     layer = LoRALinear(base, r=r, alpha=alpha)
+    if a_init is not None:
+        if np.shape(a_init) != tuple(layer.lora_A.shape):
+            raise ValueError(f"a_init has shape {np.shape(a_init)}, A needs {tuple(layer.lora_A.shape)}.")
+        with torch.no_grad():
+            layer.lora_A.copy_(torch.as_tensor(a_init))
     x, y = regression_data(w_target, seed=seed)
     opt = torch.optim.SGD([layer.lora_A, layer.lora_B], lr=lr)
     losses, deltas = [], []

@@ -14,7 +14,17 @@ import numpy as np
 from .arch import ARCHITECTURES, DTYPE_BYTES, format_bytes, lora_parameter_count, memory_estimate
 from .linalg import SVDReconstructor
 
-__all__ = ["RankSlider", "calculator_table", "lora_calculator", "product_rank_explorer", "product_rank_report", "rank_caption", "to_png"]
+__all__ = [
+    "calculator_table",
+    "fit_history_explorer",
+    "fit_step_html",
+    "lora_calculator",
+    "product_rank_explorer",
+    "product_rank_report",
+    "rank_caption",
+    "RankSlider",
+    "to_png",
+]
 
 
 def to_png(image: np.ndarray) -> bytes:
@@ -149,3 +159,22 @@ def product_rank_explorer(d: int = 64, k: int = 4):
     k_w.observe(refresh, names="value")
     refresh()
     return W.VBox([d_w, k_w, out])
+
+
+def fit_step_html(fit, step: int) -> str:
+    """An HTML table of ``scaling * B @ A`` after ``step`` steps of a ``FitResult``, with the loss."""
+    if not 1 <= step <= len(fit.deltas):
+        raise ValueError(f"step must be in [1, {len(fit.deltas)}], got {step}.")
+    delta = fit.deltas[step - 1]
+    cells = "".join("<tr>" + "".join(f"<td style='padding:2px 8px'>{v:.3f}</td>" for v in row) + "</tr>" for row in delta)
+    return f"<div>step {step}: loss {fit.losses[step - 1]:.6f}</div><table class='delta-table'>{cells}</table>"
+
+
+def fit_history_explorer(fit):
+    """A step slider over a ``FitResult``: the learned update B A after each gradient step."""
+    import ipywidgets as W
+
+    step = W.IntSlider(value=len(fit.deltas), min=1, max=len(fit.deltas), description="step")
+    out = W.HTML(value=fit_step_html(fit, step.value))
+    step.observe(lambda change: setattr(out, "value", fit_step_html(fit, change["new"])), names="value")
+    return W.VBox([step, out])

@@ -102,3 +102,18 @@ def test_fit_reaches_the_rank_one_target():
     np.testing.assert_allclose(fit.deltas[-1], fit.delta_weight)
     with pytest.raises(ValueError, match="same shape"):
         fit_lora_to_matrix(w, np.ones((3, 4)))
+
+
+def test_fit_history_explorer_shows_each_step():
+    from lora_edu.widgets import fit_history_explorer, fit_step_html
+
+    w, target = np.ones((2, 2)), np.array([[1.0, 1.0], [2.0, 3.0]])
+    fit = fit_lora_to_matrix(w, target, r=1, steps=5, lr=0.1, a_init=np.array([[0.3, -0.2]]))
+    assert f"loss {fit.losses[2]:.6f}" in fit_step_html(fit, 3)
+    box = fit_history_explorer(fit)
+    box.children[0].value = 2
+    assert box.children[1].value == fit_step_html(fit, 2)
+    with pytest.raises(ValueError, match="step must be"):
+        fit_step_html(fit, 0)
+    with pytest.raises(ValueError, match="a_init"):
+        fit_lora_to_matrix(w, target, r=1, a_init=np.zeros((2, 2)))
