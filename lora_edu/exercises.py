@@ -12,6 +12,20 @@ from .arch import ARCHITECTURES, lora_parameter_count
 from .linalg import rank_by_elimination, svd_storage
 from .quiz import Exercise, register
 
+
+def tiny_gpt_lora_qv_count() -> int:
+    """LoRA r=8 on q_proj and v_proj of the tiny GPT, counted on the meta device."""
+    import torch
+
+    from .gpt import GPT, GPT_SIZES
+    from .lora import count_parameters, inject_lora, mark_only_lora_trainable
+
+    with torch.device("meta"):
+        model = GPT(GPT_SIZES["tiny"])
+    inject_lora(model, ["q_proj", "v_proj"], r=8, alpha=16)
+    mark_only_lora_trainable(model)
+    return count_parameters(model).trainable
+
 register(Exercise(
     id="rank-of-product",
     prompt="W (d x d) is the product of A (d x k) and B (k x d), with k <= d. What is the rank of W?",
@@ -109,4 +123,23 @@ register(Exercise(
     answer_digest="622eb29d8ab7027e",
     explanation="dL/dA = B^T G (r x d_in, the shape of A) and dL/dB = G A^T (d_out x r, the shape of B). "
     "Shapes alone rule the other options out.",
+))
+register(Exercise(
+    id="tiny-gpt-lora-qv",
+    prompt="The tiny GPT has 4 layers with d_model = 64. How many parameters does rank-8 LoRA on Wq and Wv train?",
+    expected=tiny_gpt_lora_qv_count,
+    explanation="2 matrices x 4 layers x r (d_in + d_out) = 8 * 8 * 128.",
+))
+register(Exercise(
+    id="disable-lora",
+    prompt="After LoRA fine-tuning, `with disable_lora(model): ...` runs the model with",
+    options={
+        "a": "the fine-tuned weights, slightly damped",
+        "b": "exactly the pretrained model: every LoRA branch is skipped, the frozen weights never changed",
+        "c": "random weights",
+        "d": "the merged weights W + B A",
+    },
+    answer_digest="e0153af5bd746a6d",
+    explanation="The base weights are frozen, so skipping B A gives back the pretrained model bit for bit: "
+    "LoRA's forgetting is reversible.",
 ))

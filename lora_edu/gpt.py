@@ -45,8 +45,8 @@ class GPTConfig:
 # tiny: trains on a laptop CPU in minutes; gpu: a class GPU's configuration; gpt2*: the real sizes,
 # for parameter arithmetic (built on the meta device, never allocated).
 GPT_SIZES: dict[str, GPTConfig] = {
-    "tiny": GPTConfig(n_ctx=64, n_layer=2, n_head=4, d_model=64),
-    "gpu": GPTConfig(n_ctx=128, n_layer=8, n_head=8, d_model=512),
+    "tiny": GPTConfig(n_ctx=64, n_layer=4, n_head=4, d_model=64),
+    "gpu": GPTConfig(n_ctx=64, n_layer=8, n_head=8, d_model=512),
     "gpt2": GPTConfig(vocab_size=50257, n_ctx=1024, n_layer=12, n_head=12, d_model=768),
     "gpt2-medium": GPTConfig(vocab_size=50257, n_ctx=1024, n_layer=24, n_head=16, d_model=1024),
     "gpt2-large": GPTConfig(vocab_size=50257, n_ctx=1024, n_layer=36, n_head=20, d_model=1280),

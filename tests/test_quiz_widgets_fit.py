@@ -20,6 +20,8 @@ CORRECT = {
     "image-storage": 51_250,
     "gpt2-qv-r8": 294_912,
     "llama-all-linear-r5": 13_107_200,
+    "tiny-gpt-lora-qv": 8192,
+    "disable-lora": "b",
 }
 
 

@@ -1,0 +1,50 @@
+"""Scoring a GPT on the synthetic world: exact match of generated answers, and language-model loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import World
+
+__all__ = ["exact_match", "generate_answers", "lm_loss"]
+
+
+@torch.no_grad()
+def generate_answers(model: nn.Module, world: World, task: str, animals: list[str], max_new_tokens: int = 32) -> list[str]:
+    """Greedy answers of ``model`` to the task's prompt for each animal (batched; prompts share a length)."""
+    tok = world.tokenizer
+    device = next(model.parameters()).device
+    prompts = torch.tensor([tok.encode(world.prompt(task, a)) for a in animals], device=device)
+    was_training = model.training
+    model.eval()
+    out = model.generate(prompts, max_new_tokens, stop_token=tok.eos_id)
+    model.train(was_training)
+    return [tok.decode(row[prompts.shape[1] :].tolist()) for row in out]
+
+
+def exact_match(model: nn.Module, world: World, task: str, animals: list[str]) -> float:
+    """Fraction of animals whose generated answer equals the target exactly."""
+    answers = generate_answers(model, world, task, animals)
+    return sum(ans == world.target(task, a) for ans, a in zip(answers, animals, strict=True)) / len(animals)
+
+
+@torch.no_grad()
+def lm_loss(model: nn.Module, rows: torch.Tensor, pad_id: int = 0, batch_size: int = 256) -> float:
+    """Mean next-token cross-entropy over rows (n, seq + 1) of packed text, padding (``pad_id``) excluded."""
+    device = next(model.parameters()).device
+    pad = -100
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    for i in range(0, len(rows), batch_size):
+        batch = rows[i : i + batch_size].to(device)
+        x, y = batch[:, :-1], batch[:, 1:].clone()
+        y[y == pad_id] = pad
+        logits, _ = model(x)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=pad, reduction="sum")
+        total += loss.item()
+        count += int((y != pad).sum())
+    model.train(was_training)
+    return total / count

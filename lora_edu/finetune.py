@@ -1,0 +1,137 @@
+"""Fine-tuning the pretrained GPT on a new output format, by LoRA or by the alternatives.
+
+``finetune(base, world, "json", method)`` trains a copy of ``base`` and returns it with a
+``Report``: trainable parameters, training-state memory, step time, held-out exact match and the
+loss on the pretraining distribution (forgetting).  Methods:
+
+- ``"lora-qv"``: rank-r LoRA on Wq and Wv (the paper's choice); ``"lora-all"``: on every linear layer;
+- ``"full"``: every weight trains; ``"last-block"``: only the last transformer block trains
+  (partial freezing, as vision models are often tuned);
+- ``"control"``: full fine-tuning of an *untrained* GPT of the same size: it cannot know the
+  held-out animals, so it must score about 0 on them.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .data import World, answer_mask, task_examples
+from .evaluate import exact_match, lm_loss
+from .gpt import GPT
+from .lora import count_parameters, inject_lora, mark_only_lora_trainable
+from .pretrain import pretraining_rows
+from .train import TrainConfig, TrainResult, train
+
+__all__ = ["FINETUNE_SIZES", "METHODS", "Report", "finetune", "pretraining_eval_rows", "task_data"]
+
+# The notebook's configuration per model size: "tiny" on a CPU (CI), "gpu" on a class GPU.
+FINETUNE_SIZES = {"tiny": {"steps": 300, "batch_size": 32}, "gpu": {"steps": 600, "batch_size": 64}}
+METHODS = ("lora-qv", "lora-all", "full", "last-block", "control")
+# Each method at a learning rate that suits it (LoRA's small, zero-started update takes a larger one).
+DEFAULT_LR = {"lora-qv": 1e-2, "lora-all": 1e-2, "full": 3e-4, "last-block": 1e-3, "control": 1e-3}
+
+
+@dataclass
+class Report:
+    """One fine-tuning run, as a row of the comparison table."""
+
+    method: str
+    trainable: int
+    total: int
+    state_bytes: int
+    ms_per_step: float
+    tokens_per_second: float
+    heldout_exact_match: float
+    train_exact_match: float
+    pretrain_loss: float
+    best_step: int
+    result: TrainResult
+
+
+def task_data(world: World, task: str, animals: list[str], n_ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs (rows, n_ctx) and answer-only targets for the task on ``animals``."""
+    rows = task_examples(world, task, animals, n_ctx)
+    return rows[:, :-1], answer_mask(world, task, rows)
+
+
+def pretraining_eval_rows(world: World, n_ctx: int) -> torch.Tensor:
+    """A fixed reshuffle of the pretraining corpus (not one used in pretraining) to measure forgetting."""
+    return pretraining_rows(world, n_ctx, epochs=1, first_seed=10_000)
+
+
+def prepare(base: GPT, method: str, r: int, alpha: float, seed: int) -> GPT:
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose from {METHODS}.")
+    if method == "control":
+        torch.manual_seed(seed + 1)
+        return GPT(base.config).to(next(base.parameters()).device)
+    model = copy.deepcopy(base)
+    if method.startswith("lora"):
+        inject_lora(model, ["q_proj", "v_proj"] if method == "lora-qv" else "all-linear", r=r, alpha=alpha)
+        mark_only_lora_trainable(model)
+    elif method == "last-block":
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(f"blocks.{base.config.n_layer - 1}."))
+    else:
+        model.requires_grad_(True)
+    return model
+
+
+def finetune(
+    base: GPT,
+    world: World,
+    task: str,
+    method: str = "lora-qv",
+    r: int = 8,
+    alpha: float = 16,
+    steps: int = 300,
+    lr: float | None = None,
+    batch_size: int = 32,
+    replay: float = 0.0,
+    save_dir: str | Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[GPT, Report]:
+    """Fine-tune a copy of ``base`` (never ``base`` itself) and report on it.
+
+    ``replay`` > 0 mixes pretraining text into the batches, ``replay`` rows of it per task row
+    (a cure for forgetting).  ``save_dir`` keeps the best adapter on disk (LoRA methods).
+    """
+    if replay < 0:
+        raise ValueError(f"replay must be >= 0, got {replay}.")
+    n_ctx = base.config.n_ctx
+    model = prepare(base, method, r, alpha, seed)
+    x, y = task_data(world, task, world.train_animals, n_ctx)
+    if replay:  # pretraining rows make up replay / (1 + replay) of what a batch draws from
+        pre = pretraining_rows(world, n_ctx, epochs=4, first_seed=20_000)
+        pre_targets = pre[:, 1:].clone()
+        pre_targets[pre_targets == world.tokenizer.pad_id] = -100
+        reps = max(1, round(len(pre) / (replay * len(x))))
+        x, y = torch.cat([x.repeat(reps, 1), pre[:, :-1]]), torch.cat([y.repeat(reps, 1), pre_targets])
+
+    def evaluate(m: GPT) -> dict[str, float]:
+        return {"heldout": exact_match(m, world, task, world.heldout_animals)}
+
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr or DEFAULT_LR[method], eval_every=max(1, steps // 6), seed=seed)
+    result = train(
+        model, x, y, cfg, evaluate=evaluate, score_key="heldout", save_dir=save_dir, desc=f"{method} ({task})", progress=progress
+    )
+    count = count_parameters(model)
+    report = Report(
+        method=method + (f" + replay {replay:g}" if replay else ""),
+        trainable=count.trainable,
+        total=count.total,
+        state_bytes=result.state_bytes,
+        ms_per_step=result.ms_per_step,
+        tokens_per_second=result.tokens_per_second,
+        heldout_exact_match=exact_match(model, world, task, world.heldout_animals),
+        train_exact_match=exact_match(model, world, task, world.train_animals),
+        pretrain_loss=lm_loss(model, pretraining_eval_rows(world, n_ctx), world.tokenizer.pad_id),
+        best_step=result.best_step,
+        result=result,
+    )
+    return model, report

@@ -1,0 +1,228 @@
+import json
+
+import pytest
+import torch
+
+from lora_edu import inject_lora, lora_layers, mark_only_lora_trainable
+from lora_edu.adapter import read_adapter_config
+from lora_edu.data import TASKS, answer_mask, make_world, pack_lines, parse_json_answer, task_examples
+from lora_edu.device import configure_threads, pick_device
+from lora_edu.evaluate import exact_match, generate_answers, lm_loss
+from lora_edu.finetune import finetune
+from lora_edu.gpt import GPT, GPTConfig
+from lora_edu.pretrain import PRETRAIN_SIZES, load_pretrained, pretrain, world_for
+from lora_edu.train import TrainConfig, lr_at, state_bytes, train
+
+
+@pytest.fixture(scope="module")
+def pretrained():
+    return load_pretrained("tiny", "cpu")
+
+
+def test_world_is_deterministic_and_split():
+    a, b = make_world(), make_world()
+    assert a.animals == b.animals and a.home == b.home and a.pretraining_lines() == b.pretraining_lines()
+    assert not set(a.train_animals) & set(a.heldout_animals)
+    assert sorted(a.train_animals + a.heldout_animals) == a.animals
+    with pytest.raises(ValueError):
+        make_world(10, 10)
+
+
+def test_pretraining_corpus_has_json_but_no_animal_json():
+    world = make_world()
+    lines = world.pretraining_lines()
+    json_lines = [line for line in lines if line.startswith("{")]
+    assert json_lines and all("animal" not in line for line in json_lines)
+    assert all(parse_json_answer(line) is not None for line in json_lines)
+    for a in world.heldout_animals:  # held-out facts are in pretraining, never in a task format
+        assert any(f"the {a} lives in the {world.home[a]}" in line for line in lines)
+        assert not any(line.startswith(f"json : {a}") for line in lines)
+    assert any(f"q : where does the {a} live ? a : the {a}" in line for line in lines for a in world.animals[:1])
+
+
+def test_tokenizer_round_trip_and_unknown_words():
+    world = make_world()
+    text = world.target("json", world.animals[0])
+    assert world.tokenizer.decode(world.tokenizer.encode(text)) == text
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        world.tokenizer.encode("the unicorn")
+    a = world.animals[0]
+    assert parse_json_answer(text) == {"animal": a, "home": world.home[a], "food": world.food[a]}
+    assert parse_json_answer("{ broken") is None
+
+
+def test_packing_starts_rows_at_line_boundaries():
+    world = make_world()
+    tok = world.tokenizer
+    lines = world.pretraining_lines()[:50]
+    rows = pack_lines(lines, tok, 32)
+    assert rows.shape[1] == 33
+    starts = {tuple(tok.encode(line)[:2]) for line in lines}
+    for row in rows.tolist():
+        assert tuple(row[:2]) in starts  # every row begins with the start of a line
+    with pytest.raises(ValueError, match="does not fit"):
+        pack_lines(["the " * 40], tok, 8)
+
+
+def test_task_rows_mask_the_prompt():
+    world = make_world()
+    rows = task_examples(world, "json", world.train_animals[:2], 40)
+    targets = answer_mask(world, "json", rows)
+    ids = world.tokenizer.encode(world.prompt("json", world.train_animals[0]))
+    assert (targets[:, : len(ids) - 1] == -100).all()
+    assert targets[0, len(ids) - 1] == world.tokenizer.encode("{")[0]
+    with pytest.raises(ValueError, match="Unknown task"):
+        world.target("yaml", world.animals[0])
+    assert TASKS == ("json", "card")
+
+
+def test_lr_schedule_warms_up_and_decays():
+    cfg = TrainConfig(steps=100, lr=1.0, warmup=0.1, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
+    assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 99))
+    with pytest.raises(ValueError):
+        TrainConfig(steps=0)
+
+
+def tiny_model_and_data():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=12, n_ctx=8, n_layer=1, n_head=2, d_model=16))
+    x = torch.randint(1, 12, (16, 8))
+    return model, x, x.roll(-1, dims=1)
+
+
+def test_train_lowers_the_loss_and_reports():
+    configure_threads(1)
+    model, x, y = tiny_model_and_data()
+    res = train(model, x, y, TrainConfig(steps=60, batch_size=8, lr=1e-2, eval_every=20), progress=False, device=torch.device("cpu"))
+    assert res.losses[-1] < res.losses[0]
+    assert res.steps_done == 60 and res.tokens == 60 * 8 * 8 and res.tokens_per_second > 0
+    n = sum(p.numel() for p in model.parameters())
+    n_tensors = len(list(model.parameters()))
+    assert res.state_bytes == 4 * n * 4 + 4 * n_tensors  # params, grads, two Adam buffers (fp32) and Adam's step counters
+
+
+def test_train_keeps_the_best_weights_and_saves_the_adapter(tmp_path):
+    model, x, y = tiny_model_and_data()
+    inject_lora(model, ["q_proj", "v_proj"], r=2, alpha=4)
+    mark_only_lora_trainable(model)
+    scores = iter([0.5, 0.9, 0.1])
+    snapshots = []
+
+    def evaluate(m):
+        snapshots.append({n: p.detach().clone() for n, p in m.named_parameters() if p.requires_grad})
+        return {"score": next(scores)}
+
+    res = train(model, x, y, TrainConfig(steps=30, batch_size=4, lr=1e-2, eval_every=10), evaluate=evaluate,
+                save_dir=tmp_path / "best", progress=False, device=torch.device("cpu"))
+    assert res.best_step == 20 and res.best_score == 0.9
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p, snapshots[1][name])  # restored to the best evaluation
+    assert read_adapter_config(tmp_path / "best")["r"] == 2
+
+
+def test_keyboard_interrupt_keeps_the_best_adapter(tmp_path):
+    model, x, y = tiny_model_and_data()
+    inject_lora(model, ["q_proj"], r=2, alpha=4)
+    mark_only_lora_trainable(model)
+    calls = {"n": 0}
+
+    def evaluate(m):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the stop button, pressed during the second evaluation
+        return {"score": float(calls["n"])}
+
+    res = train(model, x, y, TrainConfig(steps=50, batch_size=4, lr=1e-2, eval_every=10), evaluate=evaluate,
+                save_dir=tmp_path / "best", progress=False, device=torch.device("cpu"))
+    assert res.interrupted and res.steps_done == 20
+    assert (tmp_path / "best" / "adapter_model.safetensors").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no half-written temp dirs
+
+
+def test_train_argument_errors():
+    model, x, y = tiny_model_and_data()
+    with pytest.raises(ValueError, match="same shape"):
+        train(model, x, y[:, :-1], TrainConfig(steps=1), progress=False)
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="nothing to train"):
+        train(model, x, y, TrainConfig(steps=1), progress=False)
+    model.requires_grad_(True)
+    with pytest.raises(ValueError, match="no LoRA layers"):
+        train(model, x, y, TrainConfig(steps=1), save_dir="x", progress=False)
+
+
+def test_state_bytes_counts_optimizer_state():
+    model, x, y = tiny_model_and_data()
+    n = sum(p.numel() for p in model.parameters())
+    assert state_bytes(model) == 4 * n
+
+
+def test_shipped_checkpoint_knows_every_fact(pretrained):
+    model, world = pretrained
+    tok = world.tokenizer
+    prompts = torch.tensor([tok.encode(f"the {a} lives in the") for a in world.animals])
+    homes = model.generate(prompts, 1)[:, -1].tolist()
+    assert [tok.vocab[i] for i in homes] == [world.home[a] for a in world.animals]
+    assert exact_match(model, world, "json", world.heldout_animals) == 0.0  # it cannot do the task yet
+    assert model.config.n_layer == 4 and model.config.vocab_size == len(tok)
+
+
+def test_lm_loss_is_low_on_pretraining_text(pretrained):
+    model, world = pretrained
+    rows = pack_lines(world.pretraining_lines(seed=123), world.tokenizer, model.config.n_ctx)
+    assert lm_loss(model, rows, world.tokenizer.pad_id) < 1.0
+
+
+def test_lora_finetune_generalises_and_control_does_not(pretrained):
+    configure_threads()
+    base, world = pretrained
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    model, rep = finetune(base, world, "card", "lora-qv", steps=120, progress=False)
+    assert rep.heldout_exact_match >= 0.9 and rep.trainable == 8192
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in before.items())  # base untouched
+    assert generate_answers(model, world, "card", world.heldout_animals[:1])[0].startswith(world.heldout_animals[0])
+    _, control = finetune(base, world, "card", "control", steps=120, progress=False)
+    assert control.heldout_exact_match <= 0.1
+    with pytest.raises(ValueError, match="Unknown method"):
+        finetune(base, world, "card", "prefix-tuning")
+
+
+def test_pretrain_command_writes_a_loadable_checkpoint(tmp_path, monkeypatch):
+    configure_threads()
+    monkeypatch.setenv("LORA_EDU_CACHE", str(tmp_path))
+    model, world, res = pretrain("tiny", out=tmp_path / "t.safetensors", steps=3, progress=False)
+    assert res.steps_done == 3 and (tmp_path / "t.safetensors").exists()
+    with pytest.raises(ValueError, match="python -m lora_edu.pretrain --size gpu"):
+        load_pretrained("gpu")  # not shipped, not in this cache
+    (tmp_path / "gpu.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_pretrained("gpu")
+
+
+def test_gpu_configuration_builds(tmp_path):
+    spec = PRETRAIN_SIZES["gpu"]
+    world = world_for("gpu")
+    with torch.device("meta"):
+        model = GPT(spec.model.with_vocab(len(world.tokenizer)))
+    n = sum(p.numel() for p in model.parameters())
+    assert n > 25_000_000
+    longest = max(len(world.tokenizer.encode(world.prompt("json", a) + " " + world.target("json", a))) for a in world.animals)
+    assert longest < spec.model.n_ctx
+    assert json.loads(json.dumps(spec.model.to_dict()))["d_model"] == 512
+
+
+def test_pick_device_and_threads(monkeypatch):
+    monkeypatch.setenv("LORA_EDU_DEVICE", "cpu")
+    assert pick_device().type == "cpu"
+    monkeypatch.setenv("LORA_EDU_THREADS", "1")
+    assert configure_threads() == 1 and torch.get_num_threads() == 1
+    monkeypatch.setenv("LORA_EDU_THREADS", "many")
+    with pytest.raises(ValueError, match="LORA_EDU_THREADS"):
+        configure_threads()
+    monkeypatch.delenv("LORA_EDU_THREADS")
+    assert configure_threads() >= 1
+    assert not lora_layers(GPT(GPTConfig(vocab_size=5, n_ctx=4, n_layer=1, n_head=1, d_model=4)))
