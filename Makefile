@@ -7,21 +7,35 @@ STAMP := $(VENV)/.installed
 TORCH_CONSTRAINT := $(shell if [ -n "$$CI" ] || ! command -v nvidia-smi >/dev/null 2>&1; then echo "-c constraints-cpu.txt"; fi)
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: setup lab test lint benchmark clean
+# The browser test needs Debian's chromium; install it when missing and possible, else say so loudly.
+define CHROMIUM_SETUP
+if [ ! -x /usr/bin/chromium ]; then \
+  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+    echo "Installing chromium and chromium-driver for the browser test (apt-get)"; \
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+      || echo "WARNING: apt-get could not install chromium: the browser test will be SKIPPED"; \
+  else echo "WARNING: /usr/bin/chromium is missing and cannot be installed here: the browser test will be SKIPPED"; fi; \
+fi
+endef
+
+.PHONY: setup lab test lint benchmark clean browser
 
 setup: $(STAMP)
 
 $(STAMP): requirements.txt constraints-cpu.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -r requirements.txt $(TORCH_CONSTRAINT) 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-	$(PY) -c "import torch, jupyterlab, nbval, ipywidgets, safetensors"
+	$(PY) -c "import torch, jupyterlab, nbval, ipywidgets, safetensors, playwright"
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-test: setup
+browser:
+	@$(CHROMIUM_SETUP)
+
+test: setup browser
 	$(VENV)/bin/ruff check lora_edu tests benchmarks
 	$(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -q tests notebooks
 

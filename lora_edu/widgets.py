@@ -22,9 +22,23 @@ __all__ = [
     "product_rank_explorer",
     "product_rank_report",
     "rank_caption",
+    "sample_photo",
     "RankSlider",
     "to_png",
 ]
+
+
+def sample_photo(size: int = 512) -> np.ndarray:
+    """The grey ``size`` x ``size`` crop of the photograph matplotlib ships (Grace Hopper), values in [0, 1]."""
+    from matplotlib import cbook
+    from PIL import Image
+
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as im:
+        grey = np.asarray(im.convert("L"), dtype=float) / 255.0
+    top = (grey.shape[0] - size) // 2
+    if top < 0 or grey.shape[1] < size:
+        raise ValueError(f"The sample photo is {grey.shape}; it has no {size} x {size} crop.")
+    return grey[top : top + size, :size]
 
 
 def to_png(image: np.ndarray) -> bytes:
@@ -64,6 +78,7 @@ class RankSlider:
         png, caption = self.render(k)
         self.image = W.Image(value=png, format="png", width=width)
         self.caption = W.HTML(value=caption)
+        self.slider.add_class("rank-slider")
         self.image.add_class("rank-image")
         self.caption.add_class("rank-caption")
         self.slider.observe(self.on_change, names="value")

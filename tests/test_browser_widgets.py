@@ -1,0 +1,146 @@
+"""The rank slider of notebook 02 in a real browser: JupyterLab + headless Chromium, driven by Playwright.
+
+Starts JupyterLab on 127.0.0.1 (temporary config, settings and notebook copy), opens the SVD notebook,
+runs all cells, moves the rank slider by keyboard and by drag, and checks that the image and the
+caption become exactly what ``lora_edu`` computes for the new rank.  Needs Debian's ``chromium``
+(``make test`` installs it when it can); without it the test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from lora_edu.linalg import SVDReconstructor
+from lora_edu.widgets import rank_caption, sample_photo, to_png
+
+CHROMIUM = "/usr/bin/chromium"
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "02_svd_and_low_rank_approximation.ipynb"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: run `make test`, which installs it")
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"SKIPPED LOUDLY: {CHROMIUM} is missing, so the browser test of the rank slider cannot run. "
+                "Install Debian's chromium and chromium-driver (`make test` does this when apt-get is available).",
+                allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A JupyterLab server on 127.0.0.1 serving a copy of notebook 02; stopped by its PID afterwards."""
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
+    settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"))
+    port, token = free_port(), "lora-edu-test"
+    log = open(tmp_path / "jupyter.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}", "--ServerApp.open_browser=False"]
+        + (["--allow-root"] if os.geteuid() == 0 else []),
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError("JupyterLab exited: " + (tmp_path / "jupyter.log").read_text()[-2000:]) from None
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("JupyterLab did not start within 60 s")
+    yield f"{url}/lab/tree/{NOTEBOOK.name}?token={token}"
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+def image_bytes(page) -> bytes:
+    """The PNG the rank image currently shows (the widget renders it from a blob URL)."""
+    data = page.evaluate(
+        """async () => {
+            const img = document.querySelector('.rank-image');
+            const buf = await (await fetch(img.src)).arrayBuffer();
+            let s = ''; new Uint8Array(buf).forEach(b => s += String.fromCharCode(b));
+            return btoa(s);
+        }"""
+    )
+    return base64.b64decode(data)
+
+
+def slider_value(page) -> int:
+    return int(page.locator(".rank-slider .widget-readout").inner_text().strip())
+
+
+def wait_for_rank(page, svd: SVDReconstructor, k: int) -> None:
+    page.wait_for_function("t => document.querySelector('.rank-caption').innerText.trim() === t", arg=rank_caption(svd, k), timeout=15_000)
+    assert image_bytes(page) == to_png(svd.reconstruct(k))
+
+
+def test_rank_slider_redraws_in_a_real_browser(lab, tmp_path):
+    svd = SVDReconstructor(sample_photo())
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(lab)
+        page.locator("#jp-main-statusbar").get_by_text("Idle").wait_for(timeout=60_000)  # the kernel is ready
+        for button in page.get_by_role("button", name="No").all():  # a news or update prompt, if one shows
+            button.click()
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        caption = page.locator(".rank-caption")
+        caption.wait_for(timeout=120_000)
+        wait_for_rank(page, svd, 20)  # the notebook leaves the slider at rank 20
+        page.locator("#jp-main-statusbar").get_by_text("Idle").wait_for(timeout=120_000)
+
+        handle = page.locator(".rank-slider .noUi-handle")
+        handle.scroll_into_view_if_needed()
+        handle.focus()
+        for _ in range(5):
+            page.keyboard.press("ArrowRight")
+        assert slider_value(page) == 25
+        wait_for_rank(page, svd, 25)
+
+        track = page.locator(".rank-slider .noUi-target").bounding_box()
+        box = handle.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(track["x"] + 0.6 * track["width"], box["y"] + box["height"] / 2, steps=12)
+        page.mouse.up()
+        k = slider_value(page)
+        assert 200 < k < 420, k  # about 60% of the way along 1..512
+        wait_for_rank(page, svd, k)
+        assert svd.error(k) < svd.error(25)
+
+        page.locator(".rank-image").screenshot(path=str(tmp_path / "rank-slider.png"))
+        assert (tmp_path / "rank-slider.png").stat().st_size > 1000
+        browser.close()
