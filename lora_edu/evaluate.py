@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import World
+from .data import World, answer_mask, task_examples
 
-__all__ = ["exact_match", "generate_answers", "lm_loss"]
+__all__ = ["answer_loss", "exact_match", "generate_answers", "lm_loss"]
 
 
 @torch.no_grad()
@@ -48,3 +48,16 @@ def lm_loss(model: nn.Module, rows: torch.Tensor, pad_id: int = 0, batch_size: i
         count += int((y != pad).sum())
     model.train(was_training)
     return total / count
+
+
+@torch.no_grad()
+def answer_loss(model: nn.Module, world: World, task: str, animals: list[str]) -> float:
+    """Mean cross-entropy of the target answer tokens given the prompt (teacher forcing): a smooth score."""
+    device = next(model.parameters()).device
+    rows = task_examples(world, task, animals, model.config.n_ctx)
+    targets = answer_mask(world, task, rows).to(device)
+    was_training = model.training
+    model.eval()
+    _, loss = model(rows[:, :-1].to(device), targets)
+    model.train(was_training)
+    return loss.item()

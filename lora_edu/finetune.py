@@ -5,6 +5,7 @@
 loss on the pretraining distribution (forgetting).  Methods:
 
 - ``"lora-qv"``: rank-r LoRA on Wq and Wv (the paper's choice); ``"lora-all"``: on every linear layer;
+  ``"lora"`` with ``targets=[...]``: on the named layers;
 - ``"full"``: every weight trains; ``"last-block"``: only the last transformer block trains
   (partial freezing, as vision models are often tuned);
 - ``"control"``: full fine-tuning of an *untrained* GPT of the same size: it cannot know the
@@ -30,9 +31,9 @@ __all__ = ["FINETUNE_SIZES", "METHODS", "Report", "finetune", "pretraining_eval_
 
 # The notebook's configuration per model size: "tiny" on a CPU (CI), "gpu" on a class GPU.
 FINETUNE_SIZES = {"tiny": {"steps": 300, "batch_size": 32}, "gpu": {"steps": 600, "batch_size": 64}}
-METHODS = ("lora-qv", "lora-all", "full", "last-block", "control")
+METHODS = ("lora", "lora-qv", "lora-all", "full", "last-block", "control")
 # Each method at a learning rate that suits it (LoRA's small, zero-started update takes a larger one).
-DEFAULT_LR = {"lora-qv": 1e-2, "lora-all": 1e-2, "full": 3e-4, "last-block": 1e-3, "control": 1e-3}
+DEFAULT_LR = {"lora": 1e-2, "lora-qv": 1e-2, "lora-all": 1e-2, "full": 3e-4, "last-block": 1e-3, "control": 1e-3}
 
 
 @dataclass
@@ -63,15 +64,21 @@ def pretraining_eval_rows(world: World, n_ctx: int) -> torch.Tensor:
     return pretraining_rows(world, n_ctx, epochs=1, first_seed=10_000)
 
 
-def prepare(base: GPT, method: str, r: int, alpha: float, seed: int) -> GPT:
+LORA_TARGETS = {"lora-qv": ["q_proj", "v_proj"], "lora-all": "all-linear"}
+
+
+def prepare(base: GPT, method: str, r: int, alpha: float, seed: int, targets: list[str] | None = None) -> GPT:
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose from {METHODS}.")
+    if (method == "lora") != (targets is not None):
+        raise ValueError("Pass targets=[...] with method='lora' (and only then), e.g. targets=['q_proj', 'v_proj'].")
     if method == "control":
         torch.manual_seed(seed + 1)
         return GPT(base.config).to(next(base.parameters()).device)
     model = copy.deepcopy(base)
     if method.startswith("lora"):
-        inject_lora(model, ["q_proj", "v_proj"] if method == "lora-qv" else "all-linear", r=r, alpha=alpha)
+        torch.manual_seed(seed)  # the random init of A
+        inject_lora(model, targets if targets is not None else LORA_TARGETS[method], r=r, alpha=alpha)
         mark_only_lora_trainable(model)
     elif method == "last-block":
         for name, p in model.named_parameters():
@@ -95,6 +102,7 @@ def finetune(
     save_dir: str | Path | None = None,
     seed: int = 0,
     progress: bool = True,
+    targets: list[str] | None = None,
 ) -> tuple[GPT, Report]:
     """Fine-tune a copy of ``base`` (never ``base`` itself) and report on it.
 
@@ -104,7 +112,7 @@ def finetune(
     if replay < 0:
         raise ValueError(f"replay must be >= 0, got {replay}.")
     n_ctx = base.config.n_ctx
-    model = prepare(base, method, r, alpha, seed)
+    model = prepare(base, method, r, alpha, seed, targets)
     x, y = task_data(world, task, world.train_animals, n_ctx)
     if replay:  # pretraining rows make up replay / (1 + replay) of what a batch draws from
         pre = pretraining_rows(world, n_ctx, epochs=4, first_seed=20_000)

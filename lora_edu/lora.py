@@ -116,9 +116,15 @@ class LoRALinear(nn.Module):
             nn.init.normal_(self.lora_A, std=1.0 / self.r)
         nn.init.zeros_(self.lora_B)
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """fp32 for half-precision factors, else their own dtype (fp32 or fp64)."""
+        return torch.promote_types(self.lora_A.dtype, torch.float32)
+
     def delta_weight(self) -> torch.Tensor:
-        """``scaling * B @ A`` in fp32: (d_out, d_in)."""
-        return (self.lora_B.float() @ self.lora_A.float()) * self.scaling
+        """``scaling * B @ A`` in fp32 (fp64 for a double layer): (d_out, d_in)."""
+        dt = self.compute_dtype
+        return (self.lora_B.to(dt) @ self.lora_A.to(dt)) * self.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., d_in) -> (..., d_out)."""
@@ -134,7 +140,7 @@ class LoRALinear(nn.Module):
         if self.merged:
             raise ValueError("This LoRA layer is already merged; merging again would add B A twice. Call unmerge() first.")
         w = self.base.weight
-        w.copy_((w.float() + self.delta_weight()).to(w.dtype))
+        w.copy_((w.to(self.compute_dtype) + self.delta_weight()).to(w.dtype))
         self.merged = True
 
     @torch.no_grad()
@@ -143,7 +149,7 @@ class LoRALinear(nn.Module):
         if not self.merged:
             raise ValueError("This LoRA layer is not merged, so there is nothing to unmerge. Call merge() first.")
         w = self.base.weight
-        w.copy_((w.float() - self.delta_weight()).to(w.dtype))
+        w.copy_((w.to(self.compute_dtype) - self.delta_weight()).to(w.dtype))
         self.merged = False
 
     def extra_repr(self) -> str:
