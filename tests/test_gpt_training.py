@@ -226,3 +226,18 @@ def test_pick_device_and_threads(monkeypatch):
     monkeypatch.delenv("LORA_EDU_THREADS")
     assert configure_threads() >= 1
     assert not lora_layers(GPT(GPTConfig(vocab_size=5, n_ctx=4, n_layer=1, n_head=1, d_model=4)))
+
+
+def test_gpu_size_pipeline_runs_end_to_end_on_cpu(tmp_path, monkeypatch):
+    """What a notebook does on a GPU (size "gpu"), shortened to a few steps so that it runs on a CPU."""
+    from lora_edu.pretrain import ensure_pretrained
+
+    configure_threads()
+    monkeypatch.setenv("LORA_EDU_CACHE", str(tmp_path))
+    short = {"steps": 2, "epochs": 1, "batch_size": 4, "n_animals": 24, "n_heldout": 8}  # the gpu model, a small world
+    monkeypatch.setitem(PRETRAIN_SIZES, "gpu", PRETRAIN_SIZES["gpu"].__class__(**{**PRETRAIN_SIZES["gpu"].__dict__, **short}))
+    base, world = ensure_pretrained("gpu", "cpu")  # no checkpoint yet: pretrains one into the cache
+    assert (tmp_path / "gpu.safetensors").exists() and base.config.d_model == 512
+    model, rep = finetune(base, world, "json", "lora-qv", steps=2, batch_size=4, save_dir=tmp_path / "adapter", progress=False)
+    assert rep.trainable == 8 * 2 * 8 * (512 + 512) and 0.0 <= rep.heldout_exact_match <= 1.0
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
