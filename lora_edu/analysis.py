@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["delta_w_alignment", "grassmann_similarity", "subspace_similarity"]
+__all__ = ["delta_w_alignment", "subspace_similarity"]
 
 
 def right_singular_vectors(a: np.ndarray) -> np.ndarray:
@@ -26,11 +26,6 @@ def subspace_similarity(a1: np.ndarray, a2: np.ndarray) -> np.ndarray:
     i = np.arange(1, u.shape[1] + 1)[:, None]
     j = np.arange(1, v.shape[1] + 1)[None, :]
     return cum / np.minimum(i, j)
-
-
-def grassmann_similarity(a1: np.ndarray, a2: np.ndarray, i: int, j: int) -> float:
-    """One entry of ``subspace_similarity``: phi(A1, A2, i, j)."""
-    return float(subspace_similarity(a1, a2)[i - 1, j - 1])
 
 
 def delta_w_alignment(w: np.ndarray, delta_w: np.ndarray, r: int, seed: int = 0) -> dict[str, float]:

@@ -21,7 +21,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["TASKS", "Tokenizer", "World", "answer_mask", "make_world", "pack_lines", "parse_json_answer", "task_examples"]
+__all__ = [
+    "TASKS",
+    "Tokenizer",
+    "World",
+    "answer_mask",
+    "lm_targets",
+    "make_world",
+    "pack_lines",
+    "parse_json_answer",
+    "task_data",
+    "task_examples",
+]
 
 HOMES = ["forest", "river", "cave", "desert", "meadow", "mountain", "swamp", "island"]
 FOODS = ["berries", "fish", "seeds", "insects", "leaves", "roots", "honey", "nuts"]
@@ -189,6 +200,13 @@ def pack_lines(lines: list[str], tok: Tokenizer, n_ctx: int) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.long)
 
 
+def lm_targets(rows: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token inputs (rows, seq) and targets (rows, seq) from packed rows (rows, seq + 1); padding -> -100."""
+    targets = rows[:, 1:].clone()
+    targets[targets == pad_id] = -100
+    return rows[:, :-1], targets
+
+
 def task_examples(world: World, task: str, animals: list[str], n_ctx: int) -> torch.Tensor:
     """One row per animal: prompt + answer + <eos>, padded to n_ctx + 1 tokens."""
     tok = world.tokenizer
@@ -206,6 +224,12 @@ def answer_mask(world: World, task: str, rows: torch.Tensor) -> torch.Tensor:
     targets[:, : prompt_len - 1] = -100
     targets[targets == world.tokenizer.pad_id] = -100
     return targets
+
+
+def task_data(world: World, task: str, animals: list[str], n_ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs (rows, n_ctx) and answer-only targets for the task on ``animals``."""
+    rows = task_examples(world, task, animals, n_ctx)
+    return rows[:, :-1], answer_mask(world, task, rows)
 
 
 def parse_json_answer(text: str) -> dict | None:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import World, answer_mask, task_examples
+from .data import World, lm_targets, task_data
 
 __all__ = ["answer_loss", "exact_match", "generate_answers", "lm_loss"]
 
@@ -39,9 +39,7 @@ def lm_loss(model: nn.Module, rows: torch.Tensor, pad_id: int = 0, batch_size: i
     was_training = model.training
     model.eval()
     for i in range(0, len(rows), batch_size):
-        batch = rows[i : i + batch_size].to(device)
-        x, y = batch[:, :-1], batch[:, 1:].clone()
-        y[y == pad_id] = pad
+        x, y = lm_targets(rows[i : i + batch_size].to(device), pad_id)
         logits, _ = model(x)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=pad, reduction="sum")
         total += loss.item()
@@ -54,10 +52,9 @@ def lm_loss(model: nn.Module, rows: torch.Tensor, pad_id: int = 0, batch_size: i
 def answer_loss(model: nn.Module, world: World, task: str, animals: list[str]) -> float:
     """Mean cross-entropy of the target answer tokens given the prompt (teacher forcing): a smooth score."""
     device = next(model.parameters()).device
-    rows = task_examples(world, task, animals, model.config.n_ctx)
-    targets = answer_mask(world, task, rows).to(device)
+    x, y = task_data(world, task, animals, model.config.n_ctx)
     was_training = model.training
     model.eval()
-    _, loss = model(rows[:, :-1].to(device), targets)
+    _, loss = model(x.to(device), y.to(device))
     model.train(was_training)
     return loss.item()

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from .data import World, answer_mask, task_examples
+from .data import World, lm_targets, task_data
 from .evaluate import exact_match, lm_loss
 from .gpt import GPT
 from .lora import count_parameters, inject_lora, mark_only_lora_trainable
-from .pretrain import pretraining_rows
+from .pretrain import pretraining_eval_rows, pretraining_rows
 from .train import TrainConfig, TrainResult, train
 
-__all__ = ["FINETUNE_SIZES", "METHODS", "Report", "finetune", "pretraining_eval_rows", "task_data"]
+__all__ = ["FINETUNE_SIZES", "METHODS", "Report", "finetune"]
 
 # The notebook's configuration per model size: "tiny" on a CPU (CI), "gpu" on a class GPU.
 FINETUNE_SIZES = {"tiny": {"steps": 300, "batch_size": 32}, "gpu": {"steps": 600, "batch_size": 64}}
@@ -51,17 +51,6 @@ class Report:
     pretrain_loss: float
     best_step: int
     result: TrainResult
-
-
-def task_data(world: World, task: str, animals: list[str], n_ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs (rows, n_ctx) and answer-only targets for the task on ``animals``."""
-    rows = task_examples(world, task, animals, n_ctx)
-    return rows[:, :-1], answer_mask(world, task, rows)
-
-
-def pretraining_eval_rows(world: World, n_ctx: int) -> torch.Tensor:
-    """A fixed reshuffle of the pretraining corpus (not one used in pretraining) to measure forgetting."""
-    return pretraining_rows(world, n_ctx, epochs=1, first_seed=10_000)
 
 
 LORA_TARGETS = {"lora-qv": ["q_proj", "v_proj"], "lora-all": "all-linear"}
@@ -115,11 +104,9 @@ def finetune(
     model = prepare(base, method, r, alpha, seed, targets)
     x, y = task_data(world, task, world.train_animals, n_ctx)
     if replay:  # pretraining rows make up replay / (1 + replay) of what a batch draws from
-        pre = pretraining_rows(world, n_ctx, epochs=4, first_seed=20_000)
-        pre_targets = pre[:, 1:].clone()
-        pre_targets[pre_targets == world.tokenizer.pad_id] = -100
-        reps = max(1, round(len(pre) / (replay * len(x))))
-        x, y = torch.cat([x.repeat(reps, 1), pre[:, :-1]]), torch.cat([y.repeat(reps, 1), pre_targets])
+        pre_x, pre_y = lm_targets(pretraining_rows(world, n_ctx, epochs=4, first_seed=20_000), world.tokenizer.pad_id)
+        reps = max(1, round(len(pre_x) / (replay * len(x))))
+        x, y = torch.cat([x.repeat(reps, 1), pre_x]), torch.cat([y.repeat(reps, 1), pre_y])
 
     def evaluate(m: GPT) -> dict[str, float]:
         return {"heldout": exact_match(m, world, task, world.heldout_animals)}
@@ -136,7 +123,7 @@ def finetune(
         state_bytes=result.state_bytes,
         ms_per_step=result.ms_per_step,
         tokens_per_second=result.tokens_per_second,
-        heldout_exact_match=exact_match(model, world, task, world.heldout_animals),
+        heldout_exact_match=result.best_score,  # train() restored the weights that scored it
         train_exact_match=exact_match(model, world, task, world.train_animals),
         pretrain_loss=lm_loss(model, pretraining_eval_rows(world, n_ctx), world.tokenizer.pad_id),
         best_step=result.best_step,

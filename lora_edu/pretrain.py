@@ -21,13 +21,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .data import World, make_world, pack_lines
+from .data import World, lm_targets, make_world, pack_lines
 from .device import configure_threads, environment_summary, pick_device
 from .evaluate import lm_loss
 from .gpt import GPT, GPT_SIZES, GPTConfig
 from .train import TrainConfig, TrainResult, train
 
-__all__ = ["PRETRAIN_SIZES", "PretrainSpec", "checkpoint_path", "ensure_pretrained", "load_pretrained", "pretrain", "pretraining_rows"]
+__all__ = ["PRETRAIN_SIZES", "PretrainSpec", "checkpoint_path", "ensure_pretrained", "load_pretrained", "pretrain",
+           "pretraining_eval_rows", "pretraining_rows"]
 
 PACKAGE_CHECKPOINTS = Path(__file__).parent / "checkpoints"
 
@@ -67,6 +68,11 @@ def pretraining_rows(world: World, n_ctx: int, epochs: int, first_seed: int = 0)
     return torch.cat([pack_lines(world.pretraining_lines(seed=first_seed + e), world.tokenizer, n_ctx) for e in range(epochs)])
 
 
+def pretraining_eval_rows(world: World, n_ctx: int) -> torch.Tensor:
+    """A fixed reshuffle of the corpus that pretraining never used: the held-out text for loss and forgetting."""
+    return pretraining_rows(world, n_ctx, epochs=1, first_seed=10_000)
+
+
 def checkpoint_path(size: str) -> Path:
     """Where the checkpoint of ``size`` lives: shipped in the package, else in the cache directory."""
     shipped = PACKAGE_CHECKPOINTS / f"{size}.safetensors"
@@ -102,12 +108,10 @@ def pretrain(
     device = pick_device()
     torch.manual_seed(0)
     model = GPT(spec.model.with_vocab(len(world.tokenizer)))
-    rows = pretraining_rows(world, model.config.n_ctx, spec.epochs)
-    targets = rows[:, 1:].clone()
-    targets[targets == world.tokenizer.pad_id] = -100
+    inputs, targets = lm_targets(pretraining_rows(world, model.config.n_ctx, spec.epochs), world.tokenizer.pad_id)
     cfg = TrainConfig(steps=steps or spec.steps, batch_size=spec.batch_size, lr=spec.lr, warmup=0.05, weight_decay=0.01, eval_every=10**9)
-    result = train(model, rows[:, :-1], targets, cfg, device=device, desc=f"pretrain {size}", progress=progress)
-    eval_loss = lm_loss(model, pretraining_rows(world, model.config.n_ctx, 1, first_seed=10_000))
+    result = train(model, inputs, targets, cfg, device=device, desc=f"pretrain {size}", progress=progress)
+    eval_loss = lm_loss(model, pretraining_eval_rows(world, model.config.n_ctx), world.tokenizer.pad_id)
     save_checkpoint(model, size, out or checkpoint_path(size), result, eval_loss)
     return model, world, result
 
