@@ -25,7 +25,7 @@ setup: $(STAMP)
 $(STAMP): requirements.txt constraints-cpu.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -r requirements.txt $(TORCH_CONSTRAINT) 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-	$(PY) -c "import torch, jupyterlab, nbval, ipywidgets, safetensors, playwright"
+	$(PY) -c "import torch, jupyterlab, nbval, ipywidgets, safetensors, playwright, peft, transformers"
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
