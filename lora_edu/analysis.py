@@ -1,25 +1,39 @@
-"""Looking inside learned adapters, as in Section 7 of the LoRA paper."""
+"""Looking inside learned adapters: Section 7 of the LoRA paper, and intruder dimensions.
+
+``subspace_similarity`` and ``delta_w_alignment`` take NumPy arrays or tensors on any device (a tensor is
+copied to the host in fp64: the results are small). ``intruder_dimensions`` stays on the weights' device.
+"""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+import torch
 
-__all__ = ["delta_w_alignment", "subspace_similarity"]
+__all__ = ["IntruderDimensions", "delta_w_alignment", "intruder_dimensions", "intruder_similarity", "subspace_similarity"]
 
 
-def right_singular_vectors(a: np.ndarray) -> np.ndarray:
+def as_float64(a: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A NumPy fp64 copy of an array or of a tensor on any device."""
+    if isinstance(a, torch.Tensor):
+        return a.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(a, dtype=np.float64)
+
+
+def right_singular_vectors(a: np.ndarray | torch.Tensor) -> np.ndarray:
     """The right-singular vectors of A (r, d) as columns: (d, r), ordered by singular value."""
-    _, _, vt = np.linalg.svd(np.asarray(a, dtype=np.float64), full_matrices=False)
+    _, _, vt = np.linalg.svd(as_float64(a), full_matrices=False)
     return vt.T
 
 
-def subspace_similarity(a1: np.ndarray, a2: np.ndarray) -> np.ndarray:
+def subspace_similarity(a1: np.ndarray | torch.Tensor, a2: np.ndarray | torch.Tensor) -> np.ndarray:
     """phi(i, j) = ||U_i^T V_j||_F^2 / min(i, j) for the top-i and top-j right-singular vectors of A1 and A2.
 
     a1: (r1, d), a2: (r2, d) -> (r1, r2) with values in [0, 1]; 1 means one subspace contains the other.
     """
     if np.shape(a1)[1] != np.shape(a2)[1]:
-        raise ValueError(f"A1 {np.shape(a1)} and A2 {np.shape(a2)} must have the same input dimension.")
+        raise ValueError(f"A1 {tuple(np.shape(a1))} and A2 {tuple(np.shape(a2))} must have the same input dimension.")
     u, v = right_singular_vectors(a1), right_singular_vectors(a2)
     overlap = (u.T @ v) ** 2  # (r1, r2): squared cosines between singular vectors
     cum = overlap.cumsum(axis=0).cumsum(axis=1)  # ||U_i^T V_j||_F^2 for every i, j
@@ -28,16 +42,23 @@ def subspace_similarity(a1: np.ndarray, a2: np.ndarray) -> np.ndarray:
     return cum / np.minimum(i, j)
 
 
-def delta_w_alignment(w: np.ndarray, delta_w: np.ndarray, r: int, seed: int = 0) -> dict[str, float]:
-    """How much of W lies in ΔW's top-r directions (the paper's Table 7).
+def delta_w_alignment(w: np.ndarray | torch.Tensor, delta_w: np.ndarray | torch.Tensor, r: int, seed: int = 0) -> dict[str, float]:
+    """How much of W lies in ΔW's top-r directions (the paper's Table 7).  w, delta_w: (d_out, d_in).
 
     Returns ||U^T W V^T||_F for U, V the top-r left/right singular vectors of ΔW, of W itself, and of a
     random matrix, plus ||W||_F, ||ΔW||_F and the amplification factor ||ΔW||_F / ||U^T W V^T||_F (ΔW's U, V).
+    Needs r < min(d_out, d_in): at full rank U and V span everything and each projection is just ||W||_F.
     """
-    w = np.asarray(w, dtype=np.float64)
-    delta_w = np.asarray(delta_w, dtype=np.float64)
-    if w.shape != delta_w.shape:
-        raise ValueError(f"W {w.shape} and ΔW {delta_w.shape} must have the same shape.")
+    w, delta_w = as_float64(w), as_float64(delta_w)
+    if w.shape != delta_w.shape or w.ndim != 2:
+        raise ValueError(f"W {w.shape} and ΔW {delta_w.shape} must be matrices of the same shape.")
+    if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
+        raise ValueError(f"r must be a positive int (the rank of the subspace), got {r!r}.")
+    if r >= min(w.shape):
+        raise ValueError(
+            f"r={r} >= min(d_out, d_in) = {min(w.shape)}: the top-r singular vectors span the whole space, so every "
+            f"projection equals ||W||_F and Table 7's comparison says nothing. Use r < {min(w.shape)}."
+        )
 
     def projected(m: np.ndarray) -> float:
         u, _, vt = np.linalg.svd(m, full_matrices=False)
@@ -53,3 +74,49 @@ def delta_w_alignment(w: np.ndarray, delta_w: np.ndarray, r: int, seed: int = 0)
         "norm_delta_w": float(np.linalg.norm(delta_w)),
         "amplification": float(np.linalg.norm(delta_w)) / on_delta,
     }
+
+
+def singular_vectors(w: torch.Tensor, side: str) -> torch.Tensor:
+    """Left (columns of U, (d_out, k)) or right (rows of V^T as columns, (d_in, k)) singular vectors, fp32 or wider."""
+    u, _, vt = torch.linalg.svd(w.detach().to(torch.promote_types(w.dtype, torch.float32)), full_matrices=False)
+    return u if side == "left" else vt.T
+
+
+def intruder_similarity(w0: torch.Tensor, w: torch.Tensor, k: int = 10, side: str = "left") -> torch.Tensor:
+    """For each of the fine-tuned W's top-k singular vectors, its largest |cosine| with any singular vector of W0.
+
+    w0, w: (d_out, d_in) on one device -> (k,) on that device, in [0, 1]. Near 1: W kept a direction of W0;
+    near 0: a new direction (an intruder dimension, Shuttleworth et al., 2024).
+    """
+    if not (isinstance(w0, torch.Tensor) and isinstance(w, torch.Tensor)):
+        raise TypeError(f"W0 and W must be tensors, got {type(w0).__name__} and {type(w).__name__}.")
+    if w0.dim() != 2 or w0.shape != w.shape:
+        raise ValueError(f"W0 {tuple(w0.shape)} and W {tuple(w.shape)} must be matrices of the same shape.")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(w.shape):
+        raise ValueError(f"k must be an int in [1, min(d_out, d_in)] = [1, {min(w.shape)}], got {k!r}.")
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' (output space, as in the paper and PEFT) or 'right', got {side!r}.")
+    tuned = singular_vectors(w, side)[:, :k]  # (d, k), unit columns
+    pre = singular_vectors(w0, side).to(tuned.dtype)  # (d, min(d_out, d_in))
+    return (tuned.T @ pre).abs().amax(dim=1)
+
+
+class IntruderDimensions(NamedTuple):
+    """What ``intruder_dimensions`` returns: how many, which of the top k, and each one's best match in W0."""
+
+    count: int
+    is_intruder: torch.Tensor  # (k,) bool
+    max_similarity: torch.Tensor  # (k,)
+
+
+def intruder_dimensions(w0: torch.Tensor, w: torch.Tensor, k: int = 10, threshold: float = 0.5, side: str = "left") -> IntruderDimensions:
+    """Intruder dimensions (Shuttleworth et al., 2024, arXiv 2410.21228): top-k singular vectors of the fine-tuned
+    W whose largest |cosine similarity| with every singular vector of the pretrained W0 is below ``threshold`` (ε).
+
+    The paper sweeps ε (about 0.5 to 0.9) and looks at k = 10 or so; PEFT's mitigation uses k = 10, ε = 0.5.
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+        raise ValueError(f"threshold ε must be a cosine similarity in (0, 1], got {threshold!r}; the paper uses 0.5 to 0.9.")
+    sim = intruder_similarity(w0, w, k, side)
+    is_intruder = sim < threshold
+    return IntruderDimensions(int(is_intruder.sum().item()), is_intruder, sim)

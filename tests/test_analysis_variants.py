@@ -3,11 +3,20 @@ import pytest
 import torch
 from torch import nn
 
-from lora_edu import GPT, GPTConfig, LoRALinear
-from lora_edu.analysis import delta_w_alignment, subspace_similarity
+from lora_edu import ARCHITECTURES, GPT, GPTConfig, LoRALinear, inject_lora, mark_only_lora_trainable
+from lora_edu.analysis import delta_w_alignment, intruder_dimensions, intruder_similarity, subspace_similarity
 from lora_edu.experiments import PAPER, LoRARun, batch1_latency_ms, summarize
 from lora_edu.houlsby import HoulsbyAdapter, add_houlsby_adapters
-from lora_edu.variants import column_norm, dora_weight, pissa_init, quantized_bytes, update_size_after_one_step
+from lora_edu.variants import (
+    dora_weight,
+    loraplus_optimizer,
+    loraplus_param_groups,
+    pissa_init,
+    qlora_base_bytes,
+    quantized_bytes,
+    row_norm,
+    update_size_after_one_step,
+)
 
 
 def test_subspace_similarity_bounds_and_identities():
@@ -47,6 +56,63 @@ def test_delta_w_alignment():
     assert delta_w_alignment(w, dw_low, r=1)["amplification"] == pytest.approx(30.0)
     with pytest.raises(ValueError):
         delta_w_alignment(w, np.ones((3, 3)), r=1)
+    as_tensors = delta_w_alignment(torch.tensor(w, requires_grad=True), torch.tensor(dw_top, dtype=torch.float32), r=1)
+    assert as_tensors["amplification"] == pytest.approx(0.3, rel=1e-6)  # tensors are accepted too
+
+
+def test_delta_w_alignment_refuses_a_full_rank_subspace():
+    rng = np.random.default_rng(0)
+    w, dw = rng.standard_normal((16, 24)), rng.standard_normal((16, 24))
+    assert delta_w_alignment(w, dw, r=15)["w"] < np.linalg.norm(w)
+    for r in (16, 24):  # r >= min(d_out, d_in): every projection would be ||W||_F
+        with pytest.raises(ValueError, match=r"r=\d+ >= min\(d_out, d_in\) = 16.*Use r < 16"):
+            delta_w_alignment(w, dw, r=r)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="positive int"):
+            delta_w_alignment(w, dw, r=bad)
+
+
+def spectrum_matrix(d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """W0 = U diag(10 ... 1) V^T with random orthogonal U, V (well separated singular values)."""
+    g = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    return u @ torch.diag(torch.linspace(10, 1, d, dtype=torch.float64)) @ v.T, u, v
+
+
+def test_intruder_dimensions_find_an_injected_direction():
+    d = 64
+    w0, u, v = spectrum_matrix(d, 0)
+    g = torch.Generator().manual_seed(1)
+    new_u = torch.randn(d, generator=g, dtype=torch.float64)
+    new_v = torch.randn(d, generator=g, dtype=torch.float64)
+    new_u, new_v = new_u / new_u.norm(), new_v / new_v.norm()
+    assert (u.T @ new_u).abs().max() < 0.5  # a random direction is far from every singular vector of W0
+
+    w = w0 + 30 * torch.outer(new_u, new_v)  # a LoRA-like rank-1 update in a new direction, larger than W0's top
+    found = intruder_dimensions(w0, w, k=10, threshold=0.5)
+    assert found.count == 1 and bool(found.is_intruder[0]) and not found.is_intruder[1:].any()
+    assert found.max_similarity.shape == (10,) and float(found.max_similarity[0]) < 0.5
+    assert intruder_dimensions(w0, w, k=10, threshold=0.5, side="right").count == 1
+
+    small = w0 + 1e-3 * torch.randn(d, d, generator=g, dtype=torch.float64)  # a small full fine-tune-like change
+    assert intruder_dimensions(w0, small, k=10).count == 0
+    assert intruder_similarity(w0, small, k=10).min() > 0.99
+    along_top = w0 + 30 * torch.outer(u[:, 0], v[:, 0])  # a big update along W0's own top direction is no intruder
+    assert intruder_dimensions(w0, along_top, k=10, threshold=0.9).count == 0
+    assert intruder_dimensions(w0, w0.float(), k=3).max_similarity.dtype == torch.float32  # follows the weights' dtype
+
+
+def test_intruder_dimensions_bad_input():
+    w0 = torch.eye(6)
+    for kwargs, match in [({"k": 0}, "k must be an int"), ({"k": 7}, r"\[1, 6\]"), ({"threshold": 0}, "threshold"),
+                          ({"threshold": 1.5}, "threshold"), ({"side": "up"}, "side must be")]:
+        with pytest.raises(ValueError, match=match):
+            intruder_dimensions(w0, w0, **({"k": 3} | kwargs))
+    with pytest.raises(ValueError, match="same shape"):
+        intruder_dimensions(w0, torch.eye(5))
+    with pytest.raises(TypeError, match="tensors"):
+        intruder_dimensions(np.eye(6), w0)
 
 
 def test_pissa_keeps_the_model_and_leaves_the_svd_tail():
@@ -66,11 +132,53 @@ def test_pissa_keeps_the_model_and_leaves_the_svd_tail():
 def test_dora_weight_magnitude_and_direction():
     torch.manual_seed(0)
     w, a = torch.randn(8, 6), torch.randn(2, 6)
-    m = column_norm(w)
-    assert m.shape == (1, 6)
+    m = row_norm(w)
+    assert m.shape == (8, 1)  # one magnitude per output unit
+    torch.testing.assert_close(m[:, 0], torch.stack([row.norm() for row in w]))
     torch.testing.assert_close(dora_weight(w, torch.zeros(8, 2), a, m), w)
     w2 = dora_weight(w, torch.randn(8, 2), a, 2 * m)
-    torch.testing.assert_close(column_norm(w2), 2 * m)
+    torch.testing.assert_close(row_norm(w2), 2 * m)
+    torch.testing.assert_close(dora_weight(w, torch.zeros(8, 2), a, m[:, 0]), w)  # m as (d_out,), as PEFT stores it
+    with pytest.raises(ValueError, match="one entry per output unit"):
+        dora_weight(w, torch.zeros(8, 2), a, torch.ones(1, 6))  # the old per-column (1, d_in) magnitude
+    with pytest.raises(ValueError, match=r"B must be \(d_out, r\)"):
+        dora_weight(w, torch.zeros(6, 2), a, m)
+    with pytest.raises(ValueError, match="2-D"):
+        row_norm(torch.ones(3))
+
+
+def test_dora_matches_peft():
+    from peft import LoraConfig, get_peft_model
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(12, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.proj(x)
+
+    torch.manual_seed(0)
+    config = LoraConfig(r=2, lora_alpha=6, target_modules=["proj"], use_dora=True, init_lora_weights=False)
+    model = get_peft_model(Tiny().double(), config)
+    layer = model.base_model.model.proj
+    w, s = layer.base_layer.weight.detach().clone(), layer.scaling["default"]
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    assert s == 3.0 and b.abs().min() > 0  # init_lora_weights=False: B is not zero, so the norm sees s B A
+    magnitude = layer.lora_magnitude_vector["default"].weight
+    assert magnitude.shape == (8,)  # d_out, not d_in = 12
+    torch.testing.assert_close(magnitude.detach(), row_norm(w + s * b.detach() @ a.detach())[:, 0])
+
+    with torch.no_grad():  # known values for A, B and m
+        a.copy_(torch.arange(24, dtype=torch.float64).reshape(2, 12) / 24 - 0.5)
+        b.copy_(torch.linspace(-1, 1, 16, dtype=torch.float64).reshape(8, 2))
+        magnitude.copy_(torch.linspace(0.5, 2.0, 8, dtype=torch.float64))
+    ours = dora_weight(w, b.detach(), a.detach(), magnitude.detach(), scaling=s)
+    x = torch.randn(5, 12, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), x @ ours.T + layer.base_layer.bias)
+        merged = model.merge_and_unload()
+    torch.testing.assert_close(merged.proj.weight.detach(), ours)
 
 
 def test_quantized_bytes_matches_qlora():
@@ -78,6 +186,82 @@ def test_quantized_bytes_matches_qlora():
     assert 8 * quantized_bytes(10**6, double_quant=False) / 10**6 == pytest.approx(4.5)
     with pytest.raises(ValueError):
         quantized_bytes(10, block=0)
+
+
+def test_qlora_keeps_embeddings_and_head_in_bf16_for_llama3_8b():
+    # An independent count from Llama 3 8B's published config (hidden 4096, MLP 14336, 32 layers, 8 KV heads of 128,
+    # vocabulary 128256, untied head): its 8,030,261,248 parameters split into block Linears and the rest.
+    per_block_linear = 4096 * 4096 + 2 * (4096 * 1024) + 4096 * 4096 + 3 * (4096 * 14336)
+    linear, embed_and_head, norms = 32 * per_block_linear, 2 * 128256 * 4096, (2 * 32 + 1) * 4096
+    assert linear + embed_and_head + norms == 8_030_261_248
+    mem = qlora_base_bytes("Llama 3 8B")
+    assert mem.n_quantized == linear and mem.n_kept == embed_and_head + norms
+    assert embed_and_head == pytest.approx(1.05e9, rel=1e-3)
+    assert mem.kept == 2 * (embed_and_head + norms)  # bf16
+    assert mem.quantized == pytest.approx(linear * 4.127 / 8, rel=1e-4)
+    assert mem.total == mem.quantized + mem.kept
+    assert mem.total / 1e9 == pytest.approx(5.70, abs=0.01)  # not 4.1 GB: 4.127 bits for every parameter
+    assert quantized_bytes(8_030_261_248) / 1e9 == pytest.approx(4.14, abs=0.01)
+    assert qlora_base_bytes(ARCHITECTURES["Llama 3 8B"]) == mem
+    assert qlora_base_bytes("Llama 3 8B", kept_dtype="fp32").kept == 2 * mem.kept
+
+
+def test_qlora_base_bytes_for_a_tied_gpt2_and_bad_input():
+    arch = ARCHITECTURES["GPT-2 small"]
+    mem = qlora_base_bytes(arch)
+    assert mem.n_quantized == 12 * (4 * 768 * 768 + 2 * 768 * 3072)
+    assert mem.n_quantized + mem.n_kept == arch.total_parameters() == 124_439_808  # GPT-2's count, head tied
+    with pytest.raises(ValueError, match="Unknown architecture 'Llama 9'"):
+        qlora_base_bytes("Llama 9")
+    with pytest.raises(TypeError, match="Architecture or a name"):
+        qlora_base_bytes(8)
+    with pytest.raises(ValueError, match="kept_dtype"):
+        qlora_base_bytes(arch, kept_dtype="bfloat16")
+
+
+def small_lora_gpt() -> GPT:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, n_ctx=8, n_layer=2, n_head=2, d_model=16))
+    inject_lora(model, ["q_proj", "v_proj"], r=2, alpha=4)
+    mark_only_lora_trainable(model)
+    return model
+
+
+def test_loraplus_gives_b_a_larger_learning_rate():
+    model = small_lora_gpt()
+    groups = loraplus_param_groups(model, lr=1e-3)
+    assert [(g["name"], g["lr"], len(g["params"])) for g in groups] == [("lora_A", 1e-3, 4), ("lora_B", 16e-3, 4)]
+    assert all(p.shape[0] == 2 for p in groups[0]["params"]) and all(p.shape[1] == 2 for p in groups[1]["params"])
+
+    model.ln_f.weight.requires_grad_(True)  # another trainable parameter: at lr
+    groups = loraplus_param_groups(model, lr=1e-3, ratio=4, weight_decay=0.1)
+    assert [(g["name"], g["lr"], g["weight_decay"]) for g in groups] == [("lora_A", 1e-3, 0.1), ("lora_B", 4e-3, 0.1), ("other", 1e-3, 0.1)]
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert sorted(id(p) for g in groups for p in g["params"]) == sorted(trainable)  # each exactly once
+
+    # one AdamW step with equal gradients: B moves `ratio` times as far as A
+    opt = loraplus_optimizer(model, lr=1e-3)
+    layer = model.blocks[0].attn.q_proj
+    a0, b0 = layer.lora_A.detach().clone(), layer.lora_B.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.ones_like(p) if p.requires_grad else None
+    opt.step()
+    step_a = (layer.lora_A.detach() - a0).abs().mean()
+    step_b = (layer.lora_B.detach() - b0).abs().mean()
+    assert float(step_b / step_a) == pytest.approx(16, rel=1e-3)
+
+
+def test_loraplus_bad_input():
+    model = small_lora_gpt()
+    for kwargs in ({"ratio": 0}, {"ratio": -2}, {"ratio": True}, {"lr": 0}, {"lr": "1e-3"}):
+        with pytest.raises(ValueError, match="LoRA\\+ needs a positive"):
+            loraplus_param_groups(model, **({"lr": 1e-3} | kwargs))
+    with pytest.raises(ValueError, match="no LoRA layers.*inject_lora"):
+        loraplus_param_groups(GPT(GPTConfig(vocab_size=11, n_ctx=8, n_layer=1, n_head=2, d_model=16)), lr=1e-3)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="frozen"):
+        loraplus_param_groups(model, lr=1e-3)
 
 
 def test_rslora_keeps_the_first_update_size():
@@ -97,6 +281,10 @@ def test_houlsby_adapters_start_as_identity_and_add_layers():
     assert torch.equal(model(x)[0], before)
     with pytest.raises(ValueError, match="already has adapter"):
         add_houlsby_adapters(model, 4)
+    half = GPT(GPTConfig(vocab_size=11, n_ctx=8, n_layer=1, n_head=2, d_model=16)).to(torch.bfloat16)
+    add_houlsby_adapters(half, 4)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}  # adapters follow the layer's dtype
+    assert half(x)[0].dtype == torch.bfloat16
     with pytest.raises(ValueError, match="bottleneck"):
         HoulsbyAdapter(8, 0)
     assert batch1_latency_ms(model, x, repeats=3) > 0
