@@ -188,6 +188,18 @@ def test_quantized_bytes_matches_qlora():
         quantized_bytes(10, block=0)
 
 
+def test_quantized_bytes_matches_torchao_nf4_storage():
+    from torchao.quantization import to_nf4
+
+    w = torch.randn(256, 1024, dtype=torch.bfloat16)
+    nf4 = to_nf4(w, block_size=64, scaler_block_size=256)
+    parts = (nf4.quantized_data, nf4.quantized_scalers, nf4.quantization_factor)  # codes, 8-bit constants, their factors
+    stored = sum(t.numel() * t.element_size() for t in parts)
+    assert nf4.quantized_data.numel() == w.numel() // 2  # two 4-bit codes per byte
+    # torchao keeps the second-level factors in bf16 where QLoRA counts fp32: 4.126 vs 4.127 bits per weight
+    assert quantized_bytes(w.numel()) == pytest.approx(stored, rel=1e-3)
+
+
 def test_qlora_keeps_embeddings_and_head_in_bf16_for_llama3_8b():
     # An independent count from Llama 3 8B's published config (hidden 4096, MLP 14336, 32 layers, 8 KV heads of 128,
     # vocabulary 128256, untied head): its 8,030,261,248 parameters split into block Linears and the rest.
