@@ -30,6 +30,17 @@ class GPTConfig:
     bias: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_ctx", "n_layer", "n_head", "d_model", "d_ff"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"GPTConfig.{name} must be an int, got {value!r} ({type(value).__name__}).")
+            if value < (0 if name == "d_ff" else 1):
+                least = "0 (0 means 4 * d_model)" if name == "d_ff" else "1"
+                raise ValueError(f"GPTConfig.{name} must be at least {least}, got {value}.")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be a probability in [0, 1), got {self.dropout!r}.")
+        if not isinstance(self.bias, bool):
+            raise TypeError(f"GPTConfig.bias must be True or False, got {self.bias!r}.")
         if self.d_ff == 0:
             object.__setattr__(self, "d_ff", 4 * self.d_model)
         if self.d_model % self.n_head:
@@ -52,6 +63,24 @@ GPT_SIZES: dict[str, GPTConfig] = {
     "gpt2-large": GPTConfig(vocab_size=50257, n_ctx=1024, n_layer=36, n_head=20, d_model=1280),
     "gpt2-xl": GPTConfig(vocab_size=50257, n_ctx=1024, n_layer=48, n_head=25, d_model=1600),
 }
+
+
+def check_token_ids(idx: torch.Tensor, cfg: GPTConfig) -> None:
+    """Raise a clear error unless idx is a (batch, seq) integer tensor of ids in [0, vocab_size)."""
+    if not isinstance(idx, torch.Tensor) or idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+        kind = idx.dtype if isinstance(idx, torch.Tensor) else type(idx).__name__
+        raise TypeError(f"GPT expects token ids as an integer tensor (batch, seq), got {kind}; use torch.long.")
+    if idx.ndim != 2:
+        raise ValueError(f"GPT expects token ids of shape (batch, seq), got shape {tuple(idx.shape)}; use idx[None] for one sequence.")
+    if idx.numel() == 0 or idx.device.type == "meta":
+        return
+    bad = (idx < 0) | (idx >= cfg.vocab_size)
+    if bool(bad.any()):
+        first = int(idx[bad][0])
+        raise ValueError(
+            f"Token id {first} is outside the vocabulary: ids must be in [0, {cfg.vocab_size}) for vocab_size={cfg.vocab_size}. "
+            "Was the text encoded with another tokenizer?"
+        )
 
 
 class CausalSelfAttention(nn.Module):
@@ -133,6 +162,7 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx: (batch, seq) token ids -> logits (batch, seq, vocab), and the mean cross-entropy
         over positions whose target is not -100 when ``targets`` (batch, seq) is given."""
+        check_token_ids(idx, self.config)
         b, t = idx.shape
         if t > self.config.n_ctx:
             raise ValueError(f"Sequence length {t} exceeds the context length n_ctx={self.config.n_ctx}.")

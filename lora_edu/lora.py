@@ -42,8 +42,8 @@ def check_lora_hyperparameters(r: object, alpha: object, dropout: object = 0.0) 
         raise TypeError(f"LoRA rank r must be a positive int, got {r!r} ({type(r).__name__}).")
     if r < 1:
         raise ValueError(f"LoRA rank r must be at least 1, got r={r}. Use r=1 for the smallest update.")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(f"LoRA alpha must be a positive number, got {alpha!r}. A common choice is alpha = r or 2 r.")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (alpha > 0 and math.isfinite(alpha)):
+        raise ValueError(f"LoRA alpha must be a positive finite number, got {alpha!r}. A common choice is alpha = r or 2 r.")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"LoRA dropout must be a probability in [0, 1), got {dropout!r}.")
 
@@ -187,6 +187,11 @@ def match_targets(model: nn.Module, targets: str | Sequence[str]) -> list[str]:
     if isinstance(targets, str) and targets == "all-linear":
         head = output_head_name(model)
         chosen = [n for n in linear_names if n != head]
+        if not chosen:
+            raise ValueError(
+                f"targets='all-linear' selects every nn.Linear except the output head ({head!r}), and "
+                f"{type(model).__name__} has no other Linear layer. Name the layers to adapt instead."
+            )
     elif isinstance(targets, str):
         try:
             pattern = re.compile(targets)
@@ -221,6 +226,12 @@ def match_targets(model: nn.Module, targets: str | Sequence[str]) -> list[str]:
     return [n for n, _ in modules if n in chosen]
 
 
+def tied_weight_names(model: nn.Module, name: str) -> list[str]:
+    """Other names of the weight of layer ``name`` (e.g. ``["wte.weight"]`` for a head tied to the embedding)."""
+    weight = model.get_submodule(name).weight
+    return [n for n, p in model.named_parameters(remove_duplicate=False) if p is weight and n != f"{name}.weight"]
+
+
 def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
@@ -251,15 +262,27 @@ def inject_lora(
             + ". Injecting twice would stack adapters; call remove_lora(model) first."
         )
     for name in names:
-        base = model.get_submodule(name)
-        if r > min(base.in_features, base.out_features):
-            raise ValueError(
-                f"LoRA rank r={r} exceeds min(d_in, d_out) = {min(base.in_features, base.out_features)} for {name!r}. "
-                "Choose a smaller r."
-            )
+        check_injectable(model, name, r)
     for name in names:
         set_submodule(model, name, LoRALinear(model.get_submodule(name), r, alpha, dropout, init, use_rslora))
     return names
+
+
+def check_injectable(model: nn.Module, name: str, r: int) -> None:
+    """Raise if layer ``name`` cannot take a rank-``r`` LoRA: rank too high, or a weight shared with another layer."""
+    base = model.get_submodule(name)
+    if r > min(base.in_features, base.out_features):
+        raise ValueError(
+            f"LoRA rank r={r} exceeds min(d_in, d_out) = {min(base.in_features, base.out_features)} for {name!r}. "
+            "Choose a smaller r."
+        )
+    tied = tied_weight_names(model, name)
+    if tied:
+        raise ValueError(
+            f"The weight of {name!r} is tied to {tied[0]!r} (the same tensor): merging LoRA into it would change "
+            f"{tied[0]!r} too. Leave {name!r} out of the targets, or untie it first "
+            f"(layer = model.get_submodule({name!r}); layer.weight = nn.Parameter(layer.weight.detach().clone()))."
+        )
 
 
 def remove_lora(model: nn.Module, merge: bool = False) -> list[str]:

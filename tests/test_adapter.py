@@ -3,6 +3,7 @@ import os
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from lora_edu import base_fingerprint, inject_lora, load_adapter, lora_layers, merge_lora, read_adapter_config, save_adapter
@@ -41,7 +42,9 @@ def test_files_follow_peft_conventions(tmp_path):
     config = json.loads((out / CONFIG_NAME).read_text())
     assert config["peft_type"] == "LORA" and config["r"] == 2 and config["lora_alpha"] == 4
     assert config["target_modules"] == ["blocks.0.q_proj", "blocks.0.v_proj", "blocks.1.q_proj", "blocks.1.v_proj"]
-    assert config["lora_edu"]["base_fingerprint"] == base_fingerprint(fresh_base())
+    assert config["task_type"] is None and "lora_edu" not in config  # as PEFT writes it for a plain torch module
+    with safe_open(str(out / WEIGHTS_NAME), "pt") as f:  # lora_edu's record sits in the header, where PEFT ignores it
+        assert f.metadata()["lora_edu.base_fingerprint"] == base_fingerprint(fresh_base())
     tensors = load_file(str(out / WEIGHTS_NAME))
     assert "base_model.model.blocks.0.q_proj.lora_A.weight" in tensors
     assert tensors["base_model.model.blocks.1.q_proj.lora_B.weight"].shape == (32, 2)
