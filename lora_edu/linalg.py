@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SVDReconstructor", "low_rank_approx", "rank_by_elimination", "row_echelon", "svd_storage"]
+__all__ = ["SVDReconstructor", "low_rank_approx", "lora_factors", "null_space", "rank_by_elimination", "row_echelon", "svd_storage"]
 
 
 def row_echelon(m: np.ndarray, tol: float = 1e-10) -> tuple[np.ndarray, list[int]]:
@@ -50,6 +50,30 @@ def svd_storage(rows: int, cols: int, k: int) -> int:
 def low_rank_approx(m: np.ndarray, k: int) -> np.ndarray:
     """The best rank-k approximation of m in Frobenius and spectral norm (truncated SVD)."""
     return SVDReconstructor(m).reconstruct(k)
+
+
+def lora_factors(m: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """LoRA-shaped factors of the best rank-r approximation: B = U_r diag(s_r)^(1/2), A = diag(s_r)^(1/2) V_r^T.
+
+    m: (d_out, d_in) -> B: (d_out, r), A: (r, d_in), with B @ A == low_rank_approx(m, r).
+    """
+    svd = SVDReconstructor(m)
+    r = svd.check_rank(r)
+    root = np.sqrt(svd.s[:r])
+    return svd.u[:, :r] * root, root[:, None] * svd.vt[:r]
+
+
+def null_space(m: np.ndarray, tol: float = 1e-10) -> np.ndarray:
+    """An orthonormal basis of {v : m v = 0} as columns: m (rows, cols) -> (cols, cols - rank).
+
+    Singular values below ``tol`` times the largest count as zero (the *numerical* rank).
+    """
+    a = np.asarray(m, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"null_space needs a 2-D matrix, got shape {a.shape}.")
+    _, s, vt = np.linalg.svd(a, full_matrices=True)
+    rank = int(np.sum(s > tol * max(1.0, s.max(initial=0.0))))
+    return vt[rank:].T
 
 
 class SVDReconstructor:

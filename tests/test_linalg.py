@@ -1,7 +1,31 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from lora_edu import SVDReconstructor, low_rank_approx, rank_by_elimination, row_echelon, svd_storage
+from lora_edu import SVDReconstructor, lora_factors, low_rank_approx, null_space, rank_by_elimination, row_echelon, svd_storage
+
+
+def test_lora_factors_are_the_truncated_svd_split_evenly():
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((7, 5))
+    b, a = lora_factors(m, 3)
+    assert b.shape == (7, 3) and a.shape == (3, 5)
+    np.testing.assert_allclose(b @ a, low_rank_approx(m, 3), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(b, axis=0), np.linalg.norm(a, axis=1))  # sqrt(s) on each side
+    with pytest.raises(ValueError, match="Rank k must be an integer"):
+        lora_factors(m, 6)
+
+
+def test_null_space_vectors_are_sent_to_zero():
+    m = np.array([[1.0, 2, 0], [0, 1, 1], [2, 5, 1]])  # row 3 = 2 row 1 + row 2
+    n = null_space(m)
+    assert n.shape == (3, 1) and np.allclose(m @ n, 0) and np.isclose(np.linalg.norm(n), 1)
+    assert null_space(np.eye(3)).shape == (3, 0)
+    assert null_space(np.zeros((2, 4))).shape == (4, 4)
+    with pytest.raises(ValueError, match="2-D"):
+        null_space(np.ones(3))
 
 
 def test_rank_of_the_course_examples():
@@ -68,3 +92,46 @@ def test_storage_and_rank_checks():
     for bad in (-1, 5, 1.5, True):
         with pytest.raises(ValueError, match="Rank k"):
             svd.reconstruct(bad)
+
+
+def test_lessons_01_02_run_without_importing_torch():
+    """`import lora_edu` and the package functions of notebooks 01-02 need only NumPy (torch is loaded lazily)."""
+    code = """
+import sys
+import numpy as np
+import matplotlib
+matplotlib.use("Agg")
+import lora_edu
+from lora_edu import quiz, rank_by_elimination, row_echelon, null_space, lora_factors, low_rank_approx, SVDReconstructor
+from lora_edu.plots import plot_spectrum, show_matrices
+from lora_edu.widgets import RankSlider, product_rank_explorer, sample_photo
+assert lora_edu.setup_notebook(needs_torch=False) is None
+m = np.array([[1.0, 2, 0], [0, 1, 1], [2, 5, 1]])
+assert rank_by_elimination(m) == 2 and row_echelon(m)[1] == [0, 1]
+assert np.allclose(m @ null_space(m), 0)
+b, a = lora_factors(m, 1)
+assert np.allclose(b @ a, low_rank_approx(m, 1))
+slider = RankSlider(sample_photo(64), k=3)
+slider.slider.value = 5
+product_rank_explorer(16, 2)
+show_matrices({"m": m})
+plot_spectrum(SVDReconstructor(m).s, "s")
+for ex in ("rank-by-hand", "svd-to-lora", "eckart-young", "rank-of-product"):
+    quiz.show(ex)
+    quiz.check(ex, None)
+quiz.check("rank-by-hand", lambda x: np.linalg.matrix_rank(x))
+loaded = sorted(name for name in sys.modules if name == "torch" or name.startswith("torch."))
+assert not loaded, loaded[:5]
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_lazy_names_are_all_importable():
+    import lora_edu
+
+    for name in lora_edu.__all__:
+        assert getattr(lora_edu, name) is not None
+    assert set(lora_edu.__all__) <= set(dir(lora_edu))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        lora_edu.nope  # noqa: B018

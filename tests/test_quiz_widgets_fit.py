@@ -1,58 +1,246 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-import lora_edu.exercises  # noqa: F401  (registers them)
 from lora_edu import fit_lora_to_matrix, quiz
 from lora_edu.arch import ARCHITECTURES
+from lora_edu.exercises import ChoiceExercise, CodeExercise, NumericExercise, Trap, digest, notebook_modules, register, registered_by
 from lora_edu.linalg import SVDReconstructor
 from lora_edu.widgets import RankSlider, calculator_table, lora_calculator, product_rank_explorer, product_rank_report, rank_caption
 
+
+def rank_by_hand(m):
+    a = np.array(m, dtype=float)
+    rank = 0
+    for col in range(a.shape[1]):
+        rows = [i for i in range(rank, a.shape[0]) if abs(a[i, col]) > 1e-9]
+        if not rows:
+            continue
+        a[[rank, rows[0]]] = a[[rows[0], rank]]
+        a[rank + 1 :] -= np.outer(a[rank + 1 :, col] / a[rank, col], a[rank])
+        rank += 1
+    return rank
+
+
+def svd_to_lora(m, r):
+    u, s, vt = np.linalg.svd(m, full_matrices=False)
+    return u[:, :r] * s[:r], vt[:r]  # all of s in B: a different split, the same product
+
+
+def lora_trainable(n_layer, d_model, n_head, n_kv_head, d_ff, r, targets):
+    kv = n_kv_head * (d_model // n_head)
+    shapes = {"q": (d_model, d_model), "k": (kv, d_model), "v": (kv, d_model), "o": (d_model, d_model),
+              "gate": (d_ff, d_model), "up": (d_ff, d_model), "down": (d_model, d_ff)}
+    return n_layer * sum(r * sum(shapes[t]) for t in targets)
+
+
+def lora_forward(x, W, A, B, alpha, r):
+    return x @ W.T + alpha / r * (x @ A.T) @ B.T
+
+
+def training_state_bytes(n_params, n_trainable, bytes_per_number):
+    return (n_params + 3 * n_trainable) * bytes_per_number
+
+
+def phi(a1, a2, i, j):
+    u = np.linalg.svd(a1, full_matrices=False)[2][:i]
+    v = np.linalg.svd(a2, full_matrices=False)[2][:j]
+    return float(np.sum((u @ v.T) ** 2) / min(i, j))
+
+
 CORRECT = {
-    "rank-of-product": "d",
+    # nb01
+    "rank-of-product": "b",
+    "rank-of-sum-rows": 2,
+    "lora-storage-rectangular": 15_360,
+    "rank-by-hand": rank_by_hand,
+    # nb02
     "eckart-young": "b",
+    "tail-error": 5**0.5,
+    "svd-to-lora": svd_to_lora,
     "recommender": "c",
-    "query-cost": "d",
-    "which-matrices": "e",
+    # nb03
+    "llama70-kv-r16": 23_592_960,
+    "lora-trainable": lora_trainable,
+    "unmerged-cost": "b",
+    "which-matrices": "d",
+    # nb04
+    "lora-forward": lora_forward,
     "why-b-zero": "b",
     "gradient-of-a": "b",
-    "rank-of-123": 1,
-    "rank-one-storage": 8,
-    "image-storage": 51_250,
-    "gpt2-qv-r8": 294_912,
-    "llama-all-linear-r5": 13_107_200,
+    "alpha-over-r": "b",
+    # nb05
+    "tiny-gpt-lora-budget": 9216,
+    "training-state-bytes": training_state_bytes,
+    "pareto-learning-rate": "b",
     "tiny-gpt-lora-qv": 8192,
     "disable-lora": "b",
+    # nb06
+    "subspace-phi": phi,
+    "placement-budget": 1_310_720,
+    "amplification-factor": "c",
+}
+WRONG_CODE = {  # a plausible mistake per code exercise: each must fail on a hidden case
+    "rank-by-hand": lambda m: min(np.shape(m)),
+    "svd-to-lora": lambda m, r: (np.linalg.svd(m)[0][:, :r], np.linalg.svd(m)[2][:r]),  # singular values forgotten
+    "lora-trainable": lambda n_layer, d_model, n_head, n_kv_head, d_ff, r, targets: n_layer * len(targets) * r * 2 * d_model,
+    "lora-forward": lambda x, W, A, B, alpha, r: x @ W.T + (x @ A.T) @ B.T,  # scaling forgotten
+    "training-state-bytes": lambda n_params, n_trainable, b: 4 * n_params * b,
+    "subspace-phi": lambda a1, a2, i, j: float(np.sum((a1[:i] @ a2[:j].T) ** 2) / min(i, j)),  # rows, not singular vectors
 }
 
 
+def wrong_answers(ex):
+    if isinstance(ex, ChoiceExercise):
+        return [o for o in ex.options if o != CORRECT[ex.id]]
+    if isinstance(ex, CodeExercise):
+        return [WRONG_CODE[ex.id]]
+    right = CORRECT[ex.id]
+    return [right + 1, right * 2, right - 0.5]
+
+
 def test_every_exercise_has_a_known_answer():
-    assert set(CORRECT) == set(quiz.EXERCISES)
+    assert set(CORRECT) == set(quiz.all_exercises())
+
+
+def test_each_lesson_module_has_three_exercises_and_a_code_one():
+    by_module: dict[str, list] = {}
+    for ex_id, ex in quiz.all_exercises().items():
+        by_module.setdefault(registered_by(ex_id).rsplit(".", 1)[-1], []).append(ex)
+    assert sorted(by_module) == notebook_modules()
+    for module, exercises in by_module.items():
+        assert len(exercises) >= 3, module
+        assert any(isinstance(ex, CodeExercise) for ex in exercises), module
 
 
 @pytest.mark.parametrize("exercise_id, answer", CORRECT.items())
 def test_correct_answers_pass_and_wrong_ones_fail(exercise_id, answer, capsys):
     assert quiz.check(exercise_id, answer) is True
-    assert "Correct" in capsys.readouterr().out
-    ex = quiz.EXERCISES[exercise_id]
-    wrong = [o for o in ex.options if o != answer] if ex.options else [answer + 1, answer * 2]
-    for w in wrong:
-        assert quiz.check(exercise_id, w) is False
+    assert capsys.readouterr().out.startswith("Correct: ")
+    ex = quiz.get(exercise_id)
+    for w in wrong_answers(ex):
+        assert quiz.check(exercise_id, w) is False, w
+        out = capsys.readouterr().out
+        assert out.startswith("Not yet. ") and len(out) > 30
     assert quiz.check(exercise_id, None) is None
+    assert "replace `None`" in capsys.readouterr().out
+
+
+def test_numeric_answers_accept_numpy_scalars_and_floats(capsys):
+    assert quiz.check("lora-storage-rectangular", np.int64(15_360)) is True
+    assert quiz.check("lora-storage-rectangular", np.float32(15_360.0)) is True
+    assert quiz.check("lora-storage-rectangular", np.array(15_360)) is True
+    assert quiz.check("tail-error", np.float64(2.236)) is True  # within the float tolerance
+    assert quiz.check("tail-error", 2.3) is False
+
+
+def test_wrong_options_get_their_own_feedback(capsys):
+    messages = set()
+    for letter in "acd":
+        quiz.check("rank-of-product", letter)
+        messages.add(capsys.readouterr().out)
+    assert len(messages) == 3 and all(f"Not {letter}" in "".join(messages) for letter in "acd")
+
+
+def test_traps_name_the_misconception(capsys):
+    assert quiz.check("rank-of-sum-rows", 3) is False
+    assert "several rows" in capsys.readouterr().out
+    assert quiz.check("llama70-kv-r16", 80 * 2 * 16 * 2 * 8192) is False
+    assert "grouped-query" in capsys.readouterr().out
+
+
+def test_code_exercise_reports_the_failing_hidden_case(capsys):
+    assert quiz.check("lora-forward", WRONG_CODE["lora-forward"]) is False
+    out = capsys.readouterr().out
+    assert "hidden case" in out and "expected" in out
+    assert quiz.check("rank-by-hand", lambda m: 1 / 0) is False
+    assert "ZeroDivisionError" in capsys.readouterr().out
+    with pytest.raises(TypeError, match="wants a function"):
+        quiz.check("rank-by-hand", 3)
+
+
+def test_student_functions_cannot_change_the_hidden_cases(capsys):
+    def vandal(m):
+        m[:] = 0
+        return rank_by_hand(np.zeros((1, 1)))
+
+    quiz.check("rank-by-hand", vandal)
+    capsys.readouterr()
+    assert quiz.check("rank-by-hand", rank_by_hand) is True
+
+
+def test_hints_and_instructor_reveal(capsys, monkeypatch):
+    quiz.show("svd-to-lora")
+    assert "quiz.hint('svd-to-lora')" in capsys.readouterr().out
+    quiz.hint("svd-to-lora")
+    quiz.hint("svd-to-lora")
+    quiz.hint("svd-to-lora")
+    out = capsys.readouterr().out
+    assert "Hint 1/2" in out and out.count("Hint 2/2") == 2
+    quiz.hint("recommender")
+    assert "no hints" in capsys.readouterr().out
+    quiz.show("rank-of-sum-rows")
+    assert "[instructor]" not in capsys.readouterr().out
+    monkeypatch.setenv("LORA_EDU_REVEAL", "1")
+    quiz.show("rank-of-sum-rows")
+    assert "[instructor] answer: 2" in capsys.readouterr().out
+    quiz.check("rank-of-product", None)
+    assert "[instructor] answer: b)" in capsys.readouterr().out
+    quiz.show("lora-forward")
+    assert "package_lora_forward" in capsys.readouterr().out
+    quiz.reveal(False)  # the switch overrides the environment
+    try:
+        quiz.show("rank-of-sum-rows")
+        assert "[instructor]" not in capsys.readouterr().out
+    finally:
+        quiz.reveal(None)
+    with pytest.raises(TypeError, match="True, False or None"):
+        quiz.reveal("yes")
 
 
 def test_answers_are_not_stored_in_plain_text():
-    for ex in quiz.EXERCISES.values():
-        if ex.options:
+    for ex in quiz.all_exercises().values():
+        if isinstance(ex, ChoiceExercise):
             assert len(ex.answer_digest) == 16 and ex.answer_digest not in ex.options
+            assert ex.answer_digest == digest(ex.id, ex.correct_letter())
+
+
+def test_registration_rejects_bad_exercises():
+    with pytest.raises(ValueError, match="matches 0 options"):
+        register(ChoiceExercise("bad-1", "?", "!", options={"a": "x", "b": "y"}, answer_digest="0" * 16, feedback={"a": "no"}))
+    with pytest.raises(ValueError, match="feedback for every wrong option"):
+        register(ChoiceExercise("bad-2", "?", "!", options={"a": "x", "b": "y", "c": "z"}, answer_digest=digest("bad-2", "a"),
+                                feedback={"b": "no"}))
+    with pytest.raises(ValueError, match="registered twice"):
+        register(NumericExercise("rank-of-sum-rows", "?", "!", expected=lambda: 1))
+    with pytest.raises(TypeError, match="NumericExercise, ChoiceExercise or CodeExercise"):
+        register("rank-of-sum-rows")
+    assert "bad-1" not in quiz.all_exercises() and "bad-2" not in quiz.all_exercises()
+    assert Trap(lambda: 1, "x").message == "x"
 
 
 def test_bad_answers_are_clear_errors():
     with pytest.raises(ValueError, match="one of the letters"):
-        quiz.check("query-cost", "z")
+        quiz.check("unmerged-cost", "z")
+    with pytest.raises(ValueError, match="one of the letters"):
+        quiz.check("unmerged-cost", 2)
     with pytest.raises(TypeError, match="wants a number"):
-        quiz.check("gpt2-qv-r8", "many")
+        quiz.check("llama70-kv-r16", "many")
+    with pytest.raises(TypeError, match="wants a number"):
+        quiz.check("llama70-kv-r16", True)
+    with pytest.raises(ValueError, match="finite"):
+        quiz.check("tail-error", float("nan"))
     with pytest.raises(ValueError, match="Unknown exercise"):
         quiz.check("nope", "a")
+
+
+def test_quiz_and_exercises_import_without_a_cycle_or_torch():
+    code = ("import sys; import lora_edu.exercises.core; import lora_edu.quiz as q; q.all_exercises(); "
+            "q.check('rank-by-hand', lambda m: 0); q.check('svd-to-lora', None); "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
 def test_rank_slider_callback_updates_image_and_caption():
