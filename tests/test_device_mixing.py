@@ -4,12 +4,13 @@ A tensor made without ``device=`` lands on the CPU; the mode flags the first op 
 weight on another device, which on a GPU would fail only there.
 """
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from lora_edu import GPT, GPTConfig, LoRALinear, disable_lora, inject_lora, mark_only_lora_trainable, merge_lora, unmerge_lora
-from lora_edu.analysis import intruder_similarity
+from lora_edu.analysis import delta_w_alignment, intruder_dimensions, intruder_similarity, subspace_similarity
 from lora_edu.devicecheck import DeviceMixError, check_devices
 from lora_edu.houlsby import add_houlsby_adapters
 from lora_edu.variants import dora_weight, first_step_delta_weight, loraplus_optimizer, pissa_init, row_norm
@@ -115,3 +116,37 @@ def test_lora_gpt_trains_one_step_on_meta():
         after, _ = model(idx)
     assert len(names) == 2 * 6 and logits.shape == (2, 6, 11) and after.device == META
     assert {p.device for p in model.parameters()} == {META}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; the meta-device tests above stand in for it")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_on_a_gpu_the_old_cell_fails_and_the_package_runs(dtype):
+    cuda = torch.device("cuda")
+    w = torch.randn(16, 12, device=cuda, dtype=dtype)
+    with pytest.raises(RuntimeError, match="device"):  # notebook 06's old DoRA cell: B and A made on the CPU
+        dora_weight(w, torch.zeros(16, 4), torch.randn(4, 12), row_norm(w))
+    with check_devices(), pytest.raises(DeviceMixError, match="cuda:0 .* cpu"):
+        dora_weight(w, torch.zeros(16, 4), torch.randn(4, 12), row_norm(w))
+    with check_devices():
+        out = dora_weight(w, torch.randn(16, 4, device=cuda, dtype=dtype), torch.randn(4, 12, device=cuda, dtype=dtype), row_norm(w))
+        layer = LoRALinear(nn.Linear(12, 16, device=cuda, dtype=dtype), r=4, alpha=8)
+        pissa_init(layer)
+        delta = first_step_delta_weight(4, 8, True, d=32, device=cuda, dtype=dtype)
+        found = intruder_dimensions(w, w + 0.01 * torch.randn_like(w), k=5)
+        phi = subspace_similarity(layer.lora_A, layer.lora_A)
+        table7 = delta_w_alignment(layer.base.weight, layer.delta_weight(), r=2)
+        model = GPT(GPTConfig(vocab_size=11, n_ctx=8, n_layer=2, n_head=2, d_model=16)).to(cuda, dtype)
+        inject_lora(model, "all-linear", r=2, alpha=4)
+        mark_only_lora_trainable(model)
+        opt = loraplus_optimizer(model, lr=1e-3)
+        idx = torch.randint(0, 11, (2, 6), device=cuda)
+        _, loss = model(idx, targets=idx)
+        loss.backward()
+        opt.step()
+        merge_lora(model)
+        add_houlsby_adapters(model, bottleneck=4)
+        logits, _ = model(idx)
+    assert (out.device.type, out.dtype) == ("cuda", dtype) and torch.allclose(row_norm(out).float(), row_norm(w).float(), rtol=2e-2)
+    assert delta.device.type == "cuda" and found.max_similarity.device.type == "cuda" and found.count == 0
+    assert np.isclose(phi[-1, -1], 1.0) and table7["norm_w"] > 0
+    assert (logits.device.type, logits.dtype) == ("cuda", dtype) and torch.isfinite(loss)
