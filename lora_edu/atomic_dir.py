@@ -56,15 +56,12 @@ def exchange(a: Path, b: Path) -> None:
         if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
             raise OSError(err, os.strerror(err), str(b))
     aside = Path(tempfile.mkdtemp(prefix=f".{b.name}{TAG}old-", dir=b.parent))
-    os.replace(b, aside / "x")
     try:
+        os.replace(b, aside / "x")
         os.replace(a, b)
-    except BaseException:
-        os.replace(aside / "x", b)
-        raise
-    finally:
+    finally:  # the old version goes back to b if the new one is not there, else to a
         if (aside / "x").exists():
-            os.replace(aside / "x", a)
+            os.replace(aside / "x", a if b.exists() else b)
         aside.rmdir()
 
 

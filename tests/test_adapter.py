@@ -1,12 +1,14 @@
 import json
 import os
+import shutil
+import sys
 
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from lora_edu import base_fingerprint, inject_lora, load_adapter, lora_layers, merge_lora, read_adapter_config, save_adapter
+from lora_edu import atomic_dir, base_fingerprint, inject_lora, load_adapter, lora_layers, merge_lora, read_adapter_config, save_adapter
 from lora_edu.adapter import CONFIG_NAME, WEIGHTS_NAME
 
 from .test_lora import Toy, assert_same_state, randomize_b, state
@@ -206,3 +208,250 @@ def test_loading_never_uses_pickle(tmp_path, monkeypatch):
     monkeypatch.setattr("pickle.load", forbidden)
     monkeypatch.setattr("pickle.loads", forbidden)
     load_adapter(fresh_base(), tmp_path / "a")
+
+
+# --- a save never destroys what is not an adapter ---------------------------------------------------------------
+
+
+def test_save_refuses_a_file_and_a_foreign_folder(tmp_path):
+    model = trained_toy()
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="is a file, not an adapter directory"):
+        save_adapter(model, tmp_path / "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "chapter1.tex").write_text("years of work")
+    with pytest.raises(ValueError, match="not an adapter directory .*'chapter1.tex'"):
+        save_adapter(model, thesis)
+    (thesis / CONFIG_NAME).write_text('{"peft_type": "LORA"}')  # an adapter's file among the user's is still the user's folder
+    with pytest.raises(ValueError, match="not an adapter directory"):
+        save_adapter(model, thesis)
+    assert sorted(os.listdir(thesis)) == [CONFIG_NAME, "chapter1.tex"]
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt", "thesis"]  # no hidden leftovers
+
+
+def test_save_refuses_the_current_directory(tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    for path in (".", "..", ""):
+        with pytest.raises(ValueError, match="current directory"):
+            save_adapter(trained_toy(), path)
+    assert os.listdir(tmp_path) == ["work"] and os.listdir(tmp_path / "work") == []
+
+
+def test_save_into_an_empty_folder_and_keep_peft_model_card(tmp_path):
+    (tmp_path / "a").mkdir()
+    save_adapter(trained_toy(), tmp_path / "a")
+    (tmp_path / "a" / "README.md").write_text("model card")
+    second = trained_toy()
+    randomize_b(second)
+    save_adapter(second, tmp_path / "a")
+    assert sorted(os.listdir(tmp_path / "a")) == ["README.md", CONFIG_NAME, WEIGHTS_NAME]
+    assert (tmp_path / "a" / "README.md").read_text() == "model card"
+    model = fresh_base()
+    load_adapter(model, tmp_path / "a")
+    x = torch.randn(2, 16)
+    assert torch.equal(model(x), second(x))
+
+
+def test_save_fsyncs_files_and_directories(tmp_path, monkeypatch):
+    synced = []
+    real = atomic_dir.fsync_path
+    monkeypatch.setattr(atomic_dir, "fsync_path", lambda p: (synced.append(p.name if p.is_file() else "dir"), real(p)))
+    save_adapter(trained_toy(), tmp_path / "a")
+    assert {CONFIG_NAME, WEIGHTS_NAME} <= set(synced) and synced.count("dir") >= 2  # the new directory and its parent
+
+
+def interrupt_at(monkeypatch, target: str, k: int) -> None:
+    """Make the k-th call of ``lora_edu.atomic_dir.<target>`` raise KeyboardInterrupt instead of running."""
+    real, calls = getattr(atomic_dir, target), []
+
+    def fake(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == k:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(atomic_dir, target, fake)
+
+
+STEPS = ["write", "fsync_path:1", "fsync_path:3", "fsync_path:4", "fsync_path:5", "exchange:1"]
+
+
+@pytest.mark.parametrize("step, atomic_swap", [(s, True) for s in STEPS] + [(s, False) for s in STEPS + ["replace:1", "replace:2"]])
+def test_interrupted_save_leaves_one_complete_adapter_and_no_litter(tmp_path, monkeypatch, step, atomic_swap):
+    first = trained_toy()
+    save_adapter(first, tmp_path / "a")
+    second = trained_toy()
+    randomize_b(second)
+    if not atomic_swap:  # the two-rename fallback of platforms without an atomic exchange
+        monkeypatch.setattr(atomic_dir, "libc_swap", lambda: None)
+    if step == "write":
+        monkeypatch.setattr("lora_edu.adapter.save_file", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    elif step.startswith("replace"):  # the fallback's first rename (old aside) or second (new in place)
+        real, calls = os.replace, []
+
+        def replace(*args):
+            calls.append(1)
+            if len(calls) == int(step[-1]):
+                raise KeyboardInterrupt
+            return real(*args)
+
+        monkeypatch.setattr(atomic_dir.os, "replace", replace)
+    else:
+        name, k = step.split(":")
+        interrupt_at(monkeypatch, name, int(k))
+    with pytest.raises(KeyboardInterrupt):
+        save_adapter(second, tmp_path / "a")
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["a"]
+    model = fresh_base()
+    load_adapter(model, tmp_path / "a")
+    x = torch.randn(2, 16)
+    assert torch.equal(model(x), first(x)) or torch.equal(model(x), second(x))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_exchange_is_one_atomic_syscall_on_linux(tmp_path, monkeypatch):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    (tmp_path / "x" / "1").write_text("x")
+    monkeypatch.setattr(atomic_dir.os, "replace", lambda *a: pytest.fail("fell back to two renames"))
+    atomic_dir.exchange(tmp_path / "x", tmp_path / "y")
+    assert os.listdir(tmp_path / "y") == ["1"] and os.listdir(tmp_path / "x") == []
+
+
+def test_leftovers_of_a_killed_save_are_swept_but_user_folders_are_not(tmp_path):
+    save_adapter(trained_toy(), tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / ".a.lora_edu-new-killed")
+    (tmp_path / ".a.lora_edu-mine").mkdir()
+    (tmp_path / ".a.lora_edu-mine" / "diary.txt").write_text("keep")
+    save_adapter(trained_toy(), tmp_path / "a")
+    assert sorted(os.listdir(tmp_path)) == [".a.lora_edu-mine", "a"]
+
+
+# --- every load checks everything before changing anything -------------------------------------------------------
+
+
+def edit_config(directory, change) -> None:
+    path = directory / CONFIG_NAME
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps(change(config)))
+
+
+@pytest.mark.parametrize(
+    "change, text",
+    [
+        (lambda c: None, "must hold a JSON object, got None"),
+        (lambda c: 5, "must hold a JSON object, got 5"),
+        (lambda c: {**c, "peft_type": "IA3"}, "peft_type is 'IA3'"),
+        (lambda c: {**c, "r": "2"}, "r must be a positive integer, got '2' \\(str\\)"),
+        (lambda c: {**c, "r": True}, "r must be a positive integer"),
+        (lambda c: {**c, "lora_alpha": float("nan")}, "lora_alpha must be a positive finite number"),
+        (lambda c: {**c, "target_modules": 5}, "target_modules must be a list of module names"),
+        (lambda c: {**c, "target_modules": None}, "target_modules must be a list"),
+        (lambda c: {**c, "target_modules": "("}, "not a valid regular expression"),
+        (lambda c: {**c, "rank_pattern": {"blocks.1.q_proj": 0}}, "rank_pattern\\['blocks.1.q_proj'\\] must be a positive integer"),
+        (lambda c: {**c, "rank_pattern": {"blocks.1.q_proj": 40}}, "r=40 exceeds min\\(d_in, d_out\\) = 32 for 'blocks.1.q_proj'"),
+        (lambda c: {**c, "alpha_pattern": {"v_proj": -1}}, "alpha_pattern\\['v_proj'\\] must be a positive finite number"),
+        (lambda c: {**c, "alpha_pattern": ["v_proj"]}, "alpha_pattern must be an object"),
+        (lambda c: {**c, "use_rslora": "yes"}, "use_rslora must be true or false"),
+        (lambda c: {**c, "lora_dropout": 1.5}, "lora_dropout must be a probability"),
+        (lambda c: {**c, "use_dora": True}, "use_dora is true"),
+        (lambda c: {**c, "init_lora_weights": "pissa"}, "init_lora_weights is 'pissa'"),
+        (lambda c: {**c, "some_future_feature": {"on": 1}}, "some_future_feature is"),
+        (lambda c: {**c, "target_modules": ["k_proj"]}, "target_modules \\['k_proj'\\] selects no module"),
+        (lambda c: {**c, "target_modules": ["norm"]}, "selects 'blocks.0.norm', a LayerNorm"),
+    ],
+)
+def test_bad_configs_name_the_field_and_change_nothing(tmp_path, change, text):
+    save_adapter(trained_toy(), tmp_path / "a")
+    edit_config(tmp_path / "a", change)
+    model = fresh_base()
+    before = state(model)
+    with pytest.raises(ValueError, match=text):
+        load_adapter(model, tmp_path / "a")
+    assert not lora_layers(model)
+    assert_same_state(model, before)
+
+
+def test_null_sections_mean_none(tmp_path):
+    model = trained_toy()
+    save_adapter(model, tmp_path / "a")
+    edit_config(tmp_path / "a", lambda c: {**c, "rank_pattern": None, "alpha_pattern": None, "exclude_modules": None, "lora_dropout": None})
+    other = fresh_base()
+    load_adapter(other, tmp_path / "a")
+    x = torch.randn(2, 16)
+    assert torch.equal(other(x), model(x))
+
+
+@pytest.mark.parametrize(
+    "tensor, text",
+    [(torch.full((2, 16), float("nan")), "contains NaN or inf"), (torch.full((2, 16), float("inf")), "contains NaN or inf"),
+     (torch.ones(2, 16, dtype=torch.int64), "dtype torch.int64")],
+)  # fmt: skip
+def test_bad_factor_values_are_refused(tmp_path, tensor, text):
+    save_adapter(trained_toy(), tmp_path / "a")
+    path = tmp_path / "a" / WEIGHTS_NAME
+    tensors = load_file(str(path))
+    tensors["base_model.model.blocks.0.q_proj.lora_A.weight"] = tensor
+    save_file(tensors, str(path))
+    model = fresh_base()
+    before = state(model)
+    with pytest.raises(ValueError, match=text):
+        load_adapter(model, tmp_path / "a")
+    assert_same_state(model, before)
+
+
+def test_rslora_adapter_into_a_layer_without_rslora_is_an_error(tmp_path):
+    torch.manual_seed(0)
+    model = Toy()
+    inject_lora(model, ["q_proj"], r=4, alpha=8, use_rslora=True)
+    randomize_b(model)
+    save_adapter(model, tmp_path / "a")
+    other = fresh_base()
+    inject_lora(other, ["q_proj"], r=4, alpha=8)
+    before = state(other)
+    with pytest.raises(ValueError, match="use_rslora=False but the adapter has r=4, alpha=8, use_rslora=True"):
+        load_adapter(other, tmp_path / "a")
+    assert_same_state(other, before)
+
+
+def test_base_in_another_dtype_is_named(tmp_path):
+    save_adapter(trained_toy(), tmp_path / "a")
+    with pytest.raises(ValueError, match="trained on a base model in float32, but this model's weights are float64"):
+        load_adapter(fresh_base().double(), tmp_path / "a")
+
+
+def test_adapters_of_the_earlier_format_still_load(tmp_path):
+    model = trained_toy()
+    save_adapter(model, tmp_path / "a")
+    fingerprint = base_fingerprint(model)
+    edit_config(tmp_path / "a", lambda c: {**c, "task_type": "CAUSAL_LM", "lora_edu": {"base_fingerprint": fingerprint}})
+    path = tmp_path / "a" / WEIGHTS_NAME
+    save_file(load_file(str(path)), str(path), metadata={"format": "pt"})
+    other = fresh_base()
+    load_adapter(other, tmp_path / "a")
+    x = torch.randn(2, 16)
+    assert torch.equal(other(x), model(x))
+    with pytest.raises(ValueError, match="other weights"):
+        load_adapter(fresh_base(seed=3), tmp_path / "a")
+
+
+def test_save_refuses_what_peft_could_not_represent(tmp_path):
+    model = trained_toy()
+    with pytest.raises(ValueError, match="task_type='CAUSAL_LM' makes PEFT wrap"):
+        save_adapter(model, tmp_path / "a", task_type="CAUSAL_LM")
+    with pytest.raises(ValueError, match="task_type must be None or one of"):
+        save_adapter(model, tmp_path / "a", task_type="causal")
+    with torch.no_grad():
+        lora_layers(model)["blocks.1.v_proj"].lora_B[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="blocks.1.v_proj.lora_B contains NaN"):
+        save_adapter(model, tmp_path / "a")
+    mixed = fresh_base()
+    inject_lora(mixed, ["q_proj"], r=2, alpha=2, use_rslora=True)
+    inject_lora(mixed, ["v_proj"], r=2, alpha=2)
+    with pytest.raises(ValueError, match="use_rslora is one flag"):
+        save_adapter(mixed, tmp_path / "a")
+    assert not (tmp_path / "a").exists()

@@ -93,3 +93,35 @@ def test_all_linear_excludes_the_tied_head():
     model = GPT(GPTConfig(vocab_size=11, n_ctx=4, n_layer=2, n_head=2, d_model=8))
     names = inject_lora(model, "all-linear", r=2, alpha=2)
     assert len(names) == 2 * 6 and "lm_head" not in names
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, text",
+    [
+        ({"n_head": 0}, ValueError, "n_head must be at least 1, got 0"),
+        ({"n_layer": -1}, ValueError, "n_layer must be at least 1"),
+        ({"vocab_size": 0}, ValueError, "vocab_size must be at least 1"),
+        ({"d_ff": -4}, ValueError, "d_ff must be at least 0"),
+        ({"d_model": 64.0}, TypeError, "d_model must be an int, got 64.0 \\(float\\)"),
+        ({"n_ctx": True}, TypeError, "n_ctx must be an int"),
+        ({"n_head": "4"}, TypeError, "n_head must be an int"),
+        ({"dropout": 1.0}, ValueError, "dropout must be a probability"),
+        ({"bias": 1}, TypeError, "bias must be True or False"),
+    ],
+)
+def test_config_sizes_are_checked(kwargs, error, text):
+    with pytest.raises(error, match=text):
+        GPTConfig(**kwargs)
+
+
+def test_token_ids_outside_the_vocabulary_are_named():
+    model = GPT(GPTConfig(vocab_size=17, n_ctx=8, n_layer=1, n_head=2, d_model=16))
+    with pytest.raises(ValueError, match="Token id 17 is outside the vocabulary: ids must be in \\[0, 17\\)"):
+        model(torch.tensor([[1, 2, 17]]))
+    with pytest.raises(ValueError, match="Token id -1"):
+        model(torch.tensor([[-1, 2]]))
+    with pytest.raises(TypeError, match="integer tensor"):
+        model(torch.tensor([[1.0, 2.0]]))
+    with pytest.raises(ValueError, match="shape \\(batch, seq\\), got shape \\(3,\\)"):
+        model(torch.tensor([1, 2, 3]))
+    assert model(torch.tensor([[0, 16]]))[0].shape == (1, 2, 17)

@@ -307,3 +307,35 @@ def test_count_parameters_on_injected_model():
     count = count_parameters(model)
     assert count.trainable == 2 * (2 * 4 * 16) + 2 * (2 * 4 * 32)
     assert count.total == total_before + count.trainable
+
+
+@pytest.mark.parametrize("alpha", [float("inf"), float("nan"), -1.0, 0])
+def test_alpha_must_be_positive_and_finite(alpha):
+    with pytest.raises(ValueError, match="alpha must be a positive finite number"):
+        LoRALinear(nn.Linear(4, 4), r=1, alpha=alpha)
+    model = Toy()
+    with pytest.raises(ValueError, match="positive finite"):
+        inject_lora(model, ["q_proj"], r=1, alpha=alpha)
+    assert not lora_layers(model)
+
+
+def test_all_linear_without_a_layer_besides_the_head_is_an_error():
+    model = nn.Sequential(nn.Embedding(5, 4), nn.Linear(4, 5))
+    with pytest.raises(ValueError, match="all-linear.*no other Linear layer"):
+        inject_lora(model, "all-linear", r=1, alpha=1)
+    assert not lora_layers(model)
+
+
+def test_lora_on_a_head_tied_to_the_embedding_is_refused():
+    model = Toy()
+    emb = nn.Embedding(11, 64)
+    model.emb = emb
+    model.lm_head.weight = emb.weight  # tied, as in GPT-2
+    before = state(model)
+    with pytest.raises(ValueError, match="'lm_head' is tied to 'emb.weight'.*untie it first"):
+        inject_lora(model, ["q_proj", "lm_head"], r=2, alpha=2)
+    assert not lora_layers(model)
+    assert_same_state(model, before)
+    layer = model.get_submodule("lm_head")
+    layer.weight = nn.Parameter(layer.weight.detach().clone())  # the fix the message gives
+    assert inject_lora(model, ["lm_head"], r=2, alpha=2) == ["lm_head"]
