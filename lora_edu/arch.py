@@ -16,6 +16,7 @@ __all__ = [
     "format_bytes",
     "lora_parameter_count",
     "memory_estimate",
+    "training_memory",
     "weight_shapes",
 ]
 
@@ -105,6 +106,33 @@ def memory_estimate(
         "weights": n_params * DTYPE_BYTES[weight_dtype],
         "gradients": n_trainable * DTYPE_BYTES[grad_dtype],
         "adam states": 2 * n_trainable * DTYPE_BYTES[optimizer_dtype],
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+TRAINING_PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def training_memory(n_params: int, n_trainable: int, precision: str = "bf16") -> dict[str, float]:
+    """Bytes of the training state with Adam, activations left out, in the common accounting.
+
+    ``"fp32"``: weights, gradients and both Adam moments in fp32 (16 bytes per trainable parameter, 4 per frozen one).
+    ``"bf16"``/``"fp16"`` (mixed precision): half-precision weights and gradients, plus an fp32 master copy and fp32
+    Adam moments of the trainable parameters: 2 + 2 + 4 + 8 = 16 bytes per trainable parameter, 2 per frozen one.
+    """
+    if precision not in TRAINING_PRECISIONS:
+        raise ValueError(f"Unknown training precision {precision!r}; choose from {list(TRAINING_PRECISIONS)} "
+                         "(int8/nf4 store a frozen base, not an optimizer).")
+    if not 0 <= n_trainable <= n_params:
+        raise ValueError(f"Need 0 <= n_trainable <= n_params, got {n_trainable:,} and {n_params:,}.")
+    half = precision != "fp32"
+    width = DTYPE_BYTES[precision]
+    parts = {
+        "weights": n_params * width,
+        "gradients": n_trainable * width,
+        "fp32 master weights": n_trainable * 4 if half else 0,
+        "adam states": n_trainable * 2 * 4,
     }
     parts["total"] = sum(parts.values())
     return parts

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from .arch import ARCHITECTURES, DTYPE_BYTES, format_bytes, lora_parameter_count, memory_estimate
+from .arch import ARCHITECTURES, DTYPE_BYTES, TRAINING_PRECISIONS, format_bytes, lora_parameter_count, training_memory
 from .linalg import SVDReconstructor
 
 __all__ = [
@@ -22,7 +22,9 @@ __all__ = [
     "product_rank_explorer",
     "product_rank_report",
     "rank_caption",
+    "residual_image",
     "sample_photo",
+    "spectrum_image",
     "RankSlider",
     "to_png",
 ]
@@ -52,75 +54,123 @@ def to_png(image: np.ndarray) -> bytes:
 
 
 def rank_caption(svd: SVDReconstructor, k: int) -> str:
-    """The line under the slider: rank, Frobenius error (absolute and relative) and storage."""
+    """The line under the slider: rank, Frobenius error of the residual (absolute and relative) and storage."""
     rows, cols = svd.shape
     return (
-        f"rank {k}: error {svd.error(k):.4f} ({100 * svd.relative_error(k):.2f}% of the image) | "
+        f"rank {k}: residual ||M - M_k||_F = {svd.error(k):.4f} ({100 * svd.relative_error(k):.2f}% of ||M||_F) | "
         f"stores {svd.storage(k):,} numbers = {100 * svd.storage(k) / (rows * cols):.1f}% of {rows * cols:,}"
     )
+
+
+def residual_image(svd: SVDReconstructor, k: int, image: np.ndarray) -> np.ndarray:
+    """What rank k leaves out, M - M_k, shown around mid-grey (0.5 = nothing missing): (rows, cols) in [0, 1]."""
+    return 0.5 + (image - svd.reconstruct(k))
+
+
+def spectrum_image(s: np.ndarray, k: int, width: int = 384, height: int = 120) -> np.ndarray:
+    """The singular values on a log scale as a grey picture, those kept (1..k) dark, the dropped ones light, and a
+    line after the k-th: (height, width) in [0, 1].  Drawn with NumPy, fast enough for every slider move."""
+    s = np.asarray(s, dtype=float)
+    logs = np.log10(np.maximum(s, s.max(initial=1.0) * 1e-6))
+    lo, hi = logs.min(), logs.max()
+    heights = np.zeros_like(logs) if hi == lo else (logs - lo) / (hi - lo)
+    columns = np.minimum((np.arange(width) * len(s)) // width, len(s) - 1)  # singular value shown in each column
+    bar_top = ((1 - heights[columns]) * (height - 1)).astype(int)
+    picture = np.ones((height, width))
+    rows = np.arange(height)[:, None]
+    inside = rows >= bar_top[None, :]
+    kept = (columns < k)[None, :]
+    picture[inside & kept] = 0.15
+    picture[inside & ~kept] = 0.7
+    edge = min(width - 1, (k * width) // len(s))
+    picture[:, max(0, edge - 1) : edge + 1] = 0.0
+    return picture
 
 
 class RankSlider:
     """A rank slider over the SVD of an image: factorise once, reconstruct on every move.
 
-    ``image``: (rows, cols) with values in [0, 1].  ``render(k)`` returns the PNG bytes and the
-    caption for rank ``k``; ``widget`` is the ipywidgets box to display.
+    ``image``: (rows, cols) with values in [0, 1]; ``k`` in [1, min(rows, cols)].  ``render(k)`` returns the
+    reconstruction's PNG and the caption; the widget also shows the residual M - M_k and the spectrum with k marked.
     """
 
     def __init__(self, image: np.ndarray, k: int = 10, width: int = 384) -> None:
         import ipywidgets as W
 
-        self.svd = SVDReconstructor(image)
+        self.image_array = np.asarray(image, dtype=np.float64)
+        self.svd = SVDReconstructor(self.image_array)
         self.latencies_ms: list[float] = []
-        k = self.svd.check_rank(k)
+        k = self.check_k(k)
         self.slider = W.IntSlider(value=k, min=1, max=self.svd.max_rank, description="rank k", continuous_update=True,
                                   layout=W.Layout(width="500px"))
         png, caption = self.render(k)
         self.image = W.Image(value=png, format="png", width=width)
+        self.residual = W.Image(value=to_png(residual_image(self.svd, k, self.image_array)), format="png", width=width)
+        self.spectrum = W.Image(value=to_png(spectrum_image(self.svd.s, k)), format="png", width=2 * width)
         self.caption = W.HTML(value=caption)
-        self.slider.add_class("rank-slider")
-        self.image.add_class("rank-image")
-        self.caption.add_class("rank-caption")
+        for widget, name in ((self.slider, "rank-slider"), (self.image, "rank-image"), (self.residual, "rank-residual"),
+                             (self.spectrum, "rank-spectrum"), (self.caption, "rank-caption")):
+            widget.add_class(name)
         self.slider.observe(self.on_change, names="value")
-        self.widget = W.VBox([self.slider, self.image, self.caption])
+        titles = W.HBox([W.HTML(f"<div style='width:{width}px'>M_k (rank k)</div>"), W.HTML("residual M - M_k (grey = 0)")])
+        self.widget = W.VBox([self.slider, titles, W.HBox([self.image, self.residual]),
+                              W.HTML("singular values (log scale): kept dark, dropped light"), self.spectrum, self.caption])
+
+    def check_k(self, k: int) -> int:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.svd.max_rank:
+            raise ValueError(f"The slider's rank k must be an integer in [1, {self.svd.max_rank}], got {k!r}.")
+        return int(k)
 
     def render(self, k: int) -> tuple[bytes, str]:
+        k = self.check_k(k)
         return to_png(self.svd.reconstruct(k)), rank_caption(self.svd, k)
 
     def on_change(self, change: dict) -> None:
         t0 = time.perf_counter()
-        self.image.value, self.caption.value = self.render(change["new"])
+        k = change["new"]
+        self.image.value, self.caption.value = self.render(k)
+        self.residual.value = to_png(residual_image(self.svd, k, self.image_array))
+        self.spectrum.value = to_png(spectrum_image(self.svd.s, k))
         self.latencies_ms.append(1000 * (time.perf_counter() - t0))
 
 
 def calculator_table(model: str, r: int, targets: tuple[str, ...], dtype: str = "bf16") -> str:
-    """An HTML table: LoRA's trainable parameters, adapter size and training memory vs full fine-tuning."""
+    """An HTML table: LoRA's trainable parameters, adapter size and training memory vs full fine-tuning.
+
+    ``dtype`` is the training precision (``"fp32"``, or mixed ``"bf16"``/``"fp16"`` with fp32 master weights and
+    fp32 Adam moments: see ``lora_edu.arch.training_memory``).
+    """
+    if model not in ARCHITECTURES:
+        raise ValueError(f"Unknown model {model!r}; choose one of: {', '.join(ARCHITECTURES)}.")
+    if dtype not in TRAINING_PRECISIONS:
+        raise ValueError(f"Unknown training precision {dtype!r}; choose one of: {', '.join(TRAINING_PRECISIONS)}.")
     arch = ARCHITECTURES[model]
     if not targets:
         return "<b>Pick at least one matrix to adapt.</b>"
     total = arch.total_parameters()
     lora = lora_parameter_count(arch, r, targets)
-    full_mem = memory_estimate(total, total, dtype, dtype, dtype)
-    lora_mem = memory_estimate(total + lora, lora, dtype, dtype, dtype)
+    full_mem = training_memory(total, total, dtype)
+    lora_mem = training_memory(total + lora, lora, dtype)
     rows = [
         ("trainable parameters", f"{total:,}", f"{lora:,} ({100 * lora / total:.4f}%)"),
         ("checkpoint to store", format_bytes(total * DTYPE_BYTES[dtype]), format_bytes(lora * DTYPE_BYTES[dtype])),
-        ("weights + grads + Adam states", format_bytes(full_mem["total"]), format_bytes(lora_mem["total"])),
+        ("weights + grads (+ fp32 master) + Adam states", format_bytes(full_mem["total"]), format_bytes(lora_mem["total"])),
     ]
     body = "".join(f"<tr><td>{a}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows)
     return (
-        f"<table class='lora-calculator'><tr><th>{model}, r = {r} on {', '.join(targets)} ({dtype})</th>"
+        f"<table class='lora-calculator'><tr><th>{model}, r = {r} on {', '.join(targets)} ({dtype} training)</th>"
         f"<th>full fine-tune</th><th>LoRA</th></tr>{body}</table>"
     )
 
 
-def lora_calculator(model: str = "GPT-3 175B", r: int = 4, targets: tuple[str, ...] = ("q", "v"), dtype: str = "fp16"):
+def lora_calculator(model: str = "GPT-3 175B", r: int = 4, targets: tuple[str, ...] = ("q", "v"), dtype: str = "bf16"):
     """Dropdowns and a slider wired to ``calculator_table``; returns the widget to display."""
     import ipywidgets as W
 
+    calculator_table(model, r, targets, dtype)  # bad arguments fail here, before any widget exists
     model_w = W.Dropdown(options=list(ARCHITECTURES), value=model, description="model")
     rank_w = W.IntSlider(value=r, min=1, max=256, description="rank r")
-    dtype_w = W.Dropdown(options=[d for d in DTYPE_BYTES if d != "nf4"], value=dtype, description="dtype")
+    dtype_w = W.Dropdown(options=list(TRAINING_PRECISIONS), value=dtype, description="precision")
     boxes = {}
     matrices_box = W.HBox()
     out = W.HTML()
@@ -145,35 +195,52 @@ def lora_calculator(model: str = "GPT-3 175B", r: int = 4, targets: tuple[str, .
     return W.VBox([W.HBox([model_w, dtype_w]), rank_w, matrices_box, out])
 
 
-def product_rank_report(d: int = 64, k: int = 4, seed: int = 0) -> str:
-    """Draw A (d x k) and B (k x d) at random; report rank(AB) and the storage of each form."""
-    if not 1 <= k <= d:
-        raise ValueError(f"Need 1 <= k <= d, got k={k}, d={d}.")
+def product_rank_report(d: int = 64, r: int = 4, rank_b: int | None = None, seed: int = 0) -> str:
+    """ΔW = B A with B (d x r) of rank ``rank_b`` (default r: random) and A (r x d) random: report rank(ΔW) and storage.
+
+    rank(B A) ≤ min(rank B, rank A) ≤ r: a deficient factor lowers the product's rank however large d is.
+    """
+    rank_b = r if rank_b is None else rank_b
+    if not 1 <= r <= d:
+        raise ValueError(f"Need 1 <= r <= d, got r={r}, d={d}.")
+    if not 0 <= rank_b <= r:
+        raise ValueError(f"B is d x r, so its rank is in [0, r] = [0, {r}], got rank_b={rank_b}.")
     rng = np.random.default_rng(seed)
-    product = rng.standard_normal((d, k)) @ rng.standard_normal((k, d))
-    rank = int(np.linalg.matrix_rank(product))
+    b = rng.standard_normal((d, rank_b)) @ rng.standard_normal((rank_b, r))  # d x r of rank rank_b
+    a = rng.standard_normal((r, d))
+    rank = int(np.linalg.matrix_rank(b @ a))
     return (
-        f"A {d}x{k} @ B {k}x{d}: rank(AB) = {rank} (<= k = {k}) | full matrix stores {d * d:,} numbers, "
-        f"the factors {2 * d * k:,} ({100 * 2 * k / d:.1f}%)"
+        f"B {d}x{r} (rank {rank_b}) @ A {r}x{d}: rank(ΔW) = {rank} (≤ min(rank B, r) = {min(rank_b, r)}) | "
+        f"ΔW stores {d * d:,} numbers, B and A {2 * d * r:,} ({100 * 2 * r / d:.1f}%)"
     )
 
 
-def product_rank_explorer(d: int = 64, k: int = 4):
-    """Sliders for d and k wired to ``product_rank_report``; returns the widget to display."""
+def product_rank_explorer(d: int = 64, r: int = 4, rank_b: int | None = None):
+    """Sliders for d, r and the rank of B wired to ``product_rank_report``; returns the widget to display."""
     import ipywidgets as W
 
+    product_rank_report(d, r, rank_b)  # bad arguments fail here
     d_w = W.IntSlider(value=d, min=4, max=512, step=4, description="d")
-    k_w = W.IntSlider(value=k, min=1, max=64, description="k")
+    r_w = W.IntSlider(value=r, min=1, max=64, description="r")
+    b_w = W.IntSlider(value=r if rank_b is None else rank_b, min=0, max=r, description="rank of B")
     out = W.HTML()
 
     def refresh(_=None) -> None:
-        k_w.max = d_w.value
-        out.value = product_rank_report(d_w.value, k_w.value)
+        r_w.max = min(64, d_w.value)
+        b_w.max = r_w.value
+        out.value = product_rank_report(d_w.value, r_w.value, b_w.value)
+
+    def new_r(change: dict) -> None:
+        if b_w.value == change["old"]:  # B was full rank: keep it full rank
+            b_w.max = change["new"]
+            b_w.value = change["new"]
+        refresh()
 
     d_w.observe(refresh, names="value")
-    k_w.observe(refresh, names="value")
+    r_w.observe(new_r, names="value")
+    b_w.observe(refresh, names="value")
     refresh()
-    return W.VBox([d_w, k_w, out])
+    return W.VBox([d_w, r_w, b_w, out])
 
 
 def fit_step_html(fit, step: int) -> str:

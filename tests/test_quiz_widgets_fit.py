@@ -5,10 +5,20 @@ import numpy as np
 import pytest
 
 from lora_edu import fit_lora_to_matrix, quiz
-from lora_edu.arch import ARCHITECTURES
+from lora_edu.arch import ARCHITECTURES, format_bytes, training_memory
 from lora_edu.exercises import ChoiceExercise, CodeExercise, NumericExercise, Trap, digest, notebook_modules, register, registered_by
 from lora_edu.linalg import SVDReconstructor
-from lora_edu.widgets import RankSlider, calculator_table, lora_calculator, product_rank_explorer, product_rank_report, rank_caption
+from lora_edu.widgets import (
+    RankSlider,
+    calculator_table,
+    lora_calculator,
+    product_rank_explorer,
+    product_rank_report,
+    rank_caption,
+    residual_image,
+    spectrum_image,
+    to_png,
+)
 
 
 def rank_by_hand(m):
@@ -101,15 +111,19 @@ def wrong_answers(ex):
     return [right + 1, right * 2, right - 0.5]
 
 
+MINE = ("nb01", "nb02", "nb03", "nb04", "nb05", "nb06")  # notebook 07's exercises are tested beside its modules
+
+
 def test_every_exercise_has_a_known_answer():
-    assert set(CORRECT) == set(quiz.all_exercises())
+    mine = {ex_id for ex_id in quiz.all_exercises() if registered_by(ex_id).rsplit(".", 1)[-1] in MINE}
+    assert set(CORRECT) == mine
 
 
 def test_each_lesson_module_has_three_exercises_and_a_code_one():
     by_module: dict[str, list] = {}
     for ex_id, ex in quiz.all_exercises().items():
         by_module.setdefault(registered_by(ex_id).rsplit(".", 1)[-1], []).append(ex)
-    assert sorted(by_module) == notebook_modules()
+    assert sorted(by_module) == notebook_modules() and set(MINE) <= set(by_module)
     for module, exercises in by_module.items():
         assert len(exercises) >= 3, module
         assert any(isinstance(ex, CodeExercise) for ex in exercises), module
@@ -243,23 +257,43 @@ def test_quiz_and_exercises_import_without_a_cycle_or_torch():
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
-def test_rank_slider_callback_updates_image_and_caption():
+def test_rank_slider_callback_updates_image_residual_spectrum_and_caption():
     rng = np.random.default_rng(0)
     img = rng.random((64, 48))
     slider = RankSlider(img, k=3)
     svd = SVDReconstructor(img)
-    assert slider.caption.value == rank_caption(svd, 3)
-    first = slider.image.value
+    assert slider.caption.value == rank_caption(svd, 3) and slider.slider.value == 3
+    first, first_spectrum = slider.image.value, slider.spectrum.value
     slider.slider.value = 10
     assert slider.caption.value == rank_caption(svd, 10)
-    assert f"error {svd.error(10):.4f}" in slider.caption.value
-    assert slider.image.value != first and bytes(slider.image.value).startswith(b"\x89PNG")
+    assert f"residual ||M - M_k||_F = {svd.error(10):.4f}" in slider.caption.value
+    assert slider.image.value == to_png(svd.reconstruct(10)) != first
+    assert slider.residual.value == to_png(residual_image(svd, 10, img))
+    assert slider.spectrum.value == to_png(spectrum_image(svd.s, 10)) != first_spectrum
     assert len(slider.latencies_ms) == 1
+
+
+@pytest.mark.parametrize("k", [0, -1, 49, 2.5, True, "3"])
+def test_rank_slider_refuses_a_rank_it_cannot_show(k):
+    with pytest.raises(ValueError, match=r"rank k must be an integer in \[1, 48\]"):
+        RankSlider(np.ones((64, 48)), k=k)
+
+
+def test_spectrum_image_marks_k():
+    s = np.array([8.0, 4.0, 2.0, 1.0])
+    pic = spectrum_image(s, 2, width=40, height=10)
+    assert pic.shape == (10, 40) and pic.min() >= 0 and pic.max() <= 1
+    assert np.all(pic[:, 19:21] == 0.0)  # the line after the 2nd of 4 values
+    assert pic[-1, 5] == 0.15 and pic[-1, 35] == 0.7  # kept dark, dropped light
+    assert np.all(residual_image(SVDReconstructor(np.eye(3)), 3, np.eye(3)) == 0.5)
 
 
 def test_calculator_table_numbers_come_from_the_arithmetic():
     html = calculator_table("GPT-3 175B", 4, ("q", "v"), "fp16")
-    assert "18,874,368" in html and "37.7 MB" in html and "0.0108%" in html
+    n, total = 18_874_368, ARCHITECTURES["GPT-3 175B"].total_parameters()
+    assert f"{n:,}" in html and "37.7 MB" in html and "0.0108%" in html
+    assert format_bytes(16 * total) in html  # mixed precision: 2 + 2 + 4 + 8 bytes per trained parameter
+    assert format_bytes(2 * (total + n) + 14 * n) in html
     assert "Pick at least one" in calculator_table("GPT-2 small", 4, ())
     box = lora_calculator("Llama 3 8B", 8, ("q", "v"), "bf16")
     out = box.children[-1]
@@ -270,16 +304,37 @@ def test_calculator_table_numbers_come_from_the_arithmetic():
     dropdown.value = "GPT-2 small"
     assert f"{16 * 12 * 2 * (768 + 768):,}" in out.value
     assert set(ARCHITECTURES["GPT-2 small"].matrices) == {c.description for c in box.children[2].children}
+    assert list(box.children[0].children[1].options) == ["fp32", "bf16", "fp16"]  # no int8 optimizer
+
+
+def test_calculator_and_memory_refuse_unknown_inputs():
+    with pytest.raises(ValueError, match="Unknown model 'GPT-5'; choose one of: GPT-2 small, "):
+        calculator_table("GPT-5", 4, ("q",))
+    with pytest.raises(ValueError, match="Unknown training precision 'int8'"):
+        calculator_table("GPT-2 small", 4, ("q",), "int8")
+    with pytest.raises(ValueError, match="Unknown model"):
+        lora_calculator("GPT-5")
+    with pytest.raises(ValueError, match="n_trainable <= n_params"):
+        training_memory(10, 11)
+    fp32 = training_memory(1000, 10, "fp32")
+    assert fp32["total"] == 4 * 1000 + 12 * 10 and fp32["fp32 master weights"] == 0
+    assert training_memory(1000, 1000, "bf16")["total"] == 16 * 1000
 
 
 def test_product_rank_report_and_explorer():
     text = product_rank_report(32, 5)
-    assert "rank(AB) = 5" in text and "1,024" in text and "320" in text
+    assert "rank(ΔW) = 5" in text and "1,024" in text and "320" in text
+    assert "rank(ΔW) = 2 (≤ min(rank B, r) = 2)" in product_rank_report(32, 5, rank_b=2)
+    assert "rank(ΔW) = 0" in product_rank_report(8, 3, rank_b=0)
     box = product_rank_explorer(16, 2)
     box.children[1].value = 3
-    assert "rank(AB) = 3" in box.children[2].value
-    with pytest.raises(ValueError):
+    assert "rank(ΔW) = 3" in box.children[3].value
+    box.children[2].value = 1
+    assert "rank(ΔW) = 1" in box.children[3].value
+    with pytest.raises(ValueError, match="1 <= r <= d"):
         product_rank_report(4, 5)
+    with pytest.raises(ValueError, match="rank is in"):
+        product_rank_report(8, 3, rank_b=4)
 
 
 def test_fit_reaches_the_rank_one_target():

@@ -19,7 +19,8 @@ How to add an exercise to notebook NN
 3. In the notebook: ``quiz.show("id")`` prints the question; ``answer = None`` then ``quiz.check("id", answer)``
    checks it; ``quiz.hint("id")`` prints the next hint.  An instructor sees every answer with
    ``LORA_EDU_REVEAL=1`` in the environment or ``quiz.reveal(True)``.
-4. Add the right answer to ``tests/test_quiz_widgets_fit.py::CORRECT`` (a test fails for an exercise without one).
+4. Test it: right answers pass and plausible wrong ones fail with their feedback (``tests/test_quiz_widgets_fit.py``
+   does this for notebooks 01-06; a test there also requires >= 3 exercises, one of them code, per module).
 
 Nothing here imports ``lora_edu.quiz``: ``quiz`` imports these modules when an exercise is first looked up.
 """
