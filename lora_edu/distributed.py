@@ -53,20 +53,21 @@ METHODS = ("lora-qv", "lora-all", "full")
 # ---------------------------------------------------------------- gradient accumulation (one process)
 
 
-def saved_activation_bytes(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, int]:
+def saved_activation_bytes(fn: Callable[[], torch.Tensor], model: nn.Module | None = None) -> tuple[torch.Tensor, int]:
     """Run ``fn`` (a forward pass) and count the bytes autograd saves for the backward pass.
 
-    These saved tensors are the activation memory of training; each storage is counted once.
+    These saved tensors are the activation memory of training; each storage is counted once, and
+    the storages of ``model``'s parameters (weights saved for the backward) are not activations.
     """
-    seen: set[tuple[int, int]] = set()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()} if model is not None else set()
+    seen: set[int] = set()
     total = 0
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         nonlocal total
         storage = t.untyped_storage()
-        key = (storage.data_ptr(), storage.nbytes())
-        if key not in seen and not isinstance(t, nn.Parameter):
-            seen.add(key)
+        if storage.data_ptr() not in seen and storage.data_ptr() not in params:
+            seen.add(storage.data_ptr())
             total += storage.nbytes()
         return t
 
@@ -108,7 +109,7 @@ def accumulated_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, micro_b
     loss_sum, peak = 0.0, 0
     for xs, ys in zip(x.chunk(micro_batches), y.chunk(micro_batches), strict=True):
         weight = int((ys != -100).sum()) / total_tokens
-        (_, loss), nbytes = saved_activation_bytes(lambda xs=xs, ys=ys: model(xs, ys))
+        (_, loss), nbytes = saved_activation_bytes(lambda xs=xs, ys=ys: model(xs, ys), model)
         (loss * weight).backward()
         loss_sum += loss.item() * weight
         peak = max(peak, nbytes)

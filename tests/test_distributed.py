@@ -1,0 +1,185 @@
+"""Gradient accumulation, the torchrun script (DDP with a byte-counting hook, FSDP2) and the communication arithmetic."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lora_edu.arch import ARCHITECTURES, lora_parameter_count
+from lora_edu.data import task_data
+from lora_edu.distributed import (
+    DistributedConfig,
+    accumulated_step,
+    allreduce_bytes,
+    check_backend,
+    main,
+    per_rank_bytes,
+    ring_allreduce_seconds,
+    run,
+    saved_activation_bytes,
+    write_json,
+)
+from lora_edu.finetune import prepare
+from lora_edu.lora import count_parameters
+from lora_edu.pretrain import load_pretrained
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.set_num_threads(1)
+    return load_pretrained("tiny", "cpu")
+
+
+def test_accumulated_gradients_equal_one_big_batch(tiny):
+    base, world = tiny
+    model = prepare(base, "lora-qv", r=8, alpha=16, seed=0, targets=None)
+    x, y = task_data(world, "json", world.animals, base.config.n_ctx)
+    x, y = x[:16], y[:16]
+    y[0, 20:] = -100  # unequal target counts per row: the token weighting must still make it exact
+    one = accumulated_step(model, x, y, 1)
+    four = accumulated_step(model, x, y, 4)
+    assert one.grads.keys() == four.grads.keys() and len(one.grads) == 16
+    for name, g in one.grads.items():
+        torch.testing.assert_close(four.grads[name], g, rtol=1e-4, atol=1e-6)
+    assert abs(one.loss - four.loss) < 1e-5
+    assert 3.5 < one.activation_bytes / four.activation_bytes < 4.5  # a quarter of the activations alive at once
+
+
+def test_saved_activation_bytes_counts_what_backward_keeps():
+    w = torch.randn(8, 8, requires_grad=True)
+    x = torch.randn(100, 8)
+    out, nbytes = saved_activation_bytes(lambda: torch.tanh(x @ w))
+    assert out.shape == (100, 8)
+    assert nbytes == 100 * 8 * 4 * 2  # x for the matmul's weight gradient, tanh's output for its own
+
+
+@pytest.mark.parametrize("k, message", [(3, "does not split into 3"), (0, "positive int"), (True, "positive int")])
+def test_accumulation_rejects_bad_micro_batches(tiny, k, message):
+    base, world = tiny
+    x, y = task_data(world, "json", world.animals[:8], base.config.n_ctx)
+    with pytest.raises(ValueError, match=message):
+        accumulated_step(prepare(base, "lora-qv", r=8, alpha=16, seed=0, targets=None), x, y, k)
+
+
+def test_single_process_run_without_torchrun(tiny):
+    result = run(DistributedConfig("lora-qv", steps=3, batch_size=8))
+    assert result["world_size"] == 1 and result["strategy"] == "single"
+    assert len(result["losses"]) == 3 and result["losses"][-1] < result["losses"][0]
+    assert result["allreduce_bytes_per_step"] == 0  # nothing crosses a wire
+    assert result["trainable"] == 4 * 2 * 8 * (64 + 64)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(args: list[str], nproc: int, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", "-m", "lora_edu.distributed", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+
+
+def test_torchrun_two_processes_match_one_and_lora_sends_the_trainable_fraction(tmp_path):
+    out = tmp_path / "two.json"
+    proc = launch(["--steps", "4", "--batch-size", "8", "--strategies", "ddp", "fsdp", "--json", str(out)], 2, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    runs = {(r["method"], r["strategy"]): r for r in payload["runs"]}
+    assert payload["world_size"] == 2 and payload["backend"] == "gloo" and len(runs) == 4
+    lora, full = runs["lora-qv", "ddp"], runs["full", "ddp"]
+    # bytes on the wire: exactly the trainable parameters' fp32 gradients, so the ratio is LoRA's fraction of the base
+    assert lora["allreduce_bytes_per_step"] == 4 * lora["trainable"]
+    assert full["allreduce_bytes_per_step"] == 4 * full["trainable"] == 4 * full["total"]
+    assert lora["allreduce_bytes_per_step"] / full["allreduce_bytes_per_step"] == lora["trainable"] / full["trainable"]
+    # the same loss curve as one process with the same global batch
+    for method in ("lora-qv", "full"):
+        single = run(DistributedConfig(method, steps=4, batch_size=8))["losses"]
+        for strategy in ("ddp", "fsdp"):
+            assert runs[method, strategy]["losses"] == pytest.approx(single, rel=1e-5, abs=1e-5)
+    # FSDP2 holds half of the parameters per rank; DDP all of them
+    for method in ("lora-qv", "full"):
+        assert runs[method, "ddp"]["param_bytes_per_rank"] == runs[method, "ddp"]["param_bytes_replicated"]
+        half = runs[method, "ddp"]["param_bytes_per_rank"] / 2  # FSDP pads a dimension that does not split evenly
+        assert half <= runs[method, "fsdp"]["param_bytes_per_rank"] <= 1.01 * half
+    assert "bytes ratio lora-qv / full" in proc.stdout
+
+
+def test_world_size_that_does_not_divide_the_batch(tmp_path):
+    proc = launch(["--steps", "1", "--batch-size", "7", "--methods", "lora-qv"], 2, tmp_path)
+    assert proc.returncode != 0
+    assert "does not split evenly over 2 processes" in proc.stderr
+
+
+def test_nccl_without_gpus_is_a_clear_error(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has GPUs")
+    with pytest.raises(ValueError, match="needs CUDA GPUs.*--backend gloo"):
+        check_backend("nccl")
+    assert main(["--backend", "nccl", "--steps", "1"]) == 2
+    assert "backend 'nccl' needs CUDA GPUs" in capsys.readouterr().err
+
+
+def test_script_without_torchrun_runs_one_process(tmp_path, capsys):
+    out = tmp_path / "one.json"
+    assert main(["--steps", "2", "--batch-size", "4", "--methods", "lora-qv", "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "Not launched by torchrun" in captured.err and "world size 1" in captured.out
+    assert json.loads(out.read_text())["runs"][0]["world_size"] == 1
+
+
+def test_json_output_never_overwrites_a_foreign_file(tmp_path):
+    foreign = tmp_path / "notes.json"
+    foreign.write_text('{"mine": 1}')
+    with pytest.raises(ValueError, match="not a result of this script"):
+        write_json(foreign, {"runs": []})
+    assert foreign.read_text() == '{"mine": 1}'
+
+
+def test_bad_config_values():
+    with pytest.raises(ValueError, match="Unknown method"):
+        DistributedConfig("lora-xyz")
+    with pytest.raises(ValueError, match="Unknown strategy"):
+        DistributedConfig(strategy="pipeline")
+    with pytest.raises(ValueError, match="positive"):
+        DistributedConfig(steps=0)
+
+
+def test_communication_arithmetic_at_gpt3_size():
+    gpt3 = ARCHITECTURES["GPT-3 175B"]
+    lora = allreduce_bytes(gpt3, 4, ("q", "v"), "fp16")
+    assert lora == 2 * lora_parameter_count(gpt3, 4, ("q", "v")) == 2 * 96 * 2 * 4 * (12288 + 12288)
+    full = allreduce_bytes(gpt3, None, grad_dtype="fp16")
+    assert 340e9 < full < 360e9 and 30e6 < lora < 40e6  # the paper's 350 GB -> 35 MB
+    assert ring_allreduce_seconds(1e9, 1, 1e9) == 0.0
+    assert ring_allreduce_seconds(1e9, 2, 1e9) == pytest.approx(1.0)
+    assert ring_allreduce_seconds(1e9, 8, 1e9) == pytest.approx(1.75)
+    with pytest.raises(ValueError, match="positive bandwidth"):
+        ring_allreduce_seconds(1e9, 8, 0)
+    with pytest.raises(ValueError, match="Unknown dtype"):
+        allreduce_bytes(gpt3, 4, grad_dtype="fp8")
+
+
+def test_per_rank_memory_shards_with_fsdp():
+    llama = ARCHITECTURES["Llama 3 70B"]
+    ddp = per_rank_bytes(llama, 16, ("q", "v"), 8, "ddp")
+    fsdp = per_rank_bytes(llama, 16, ("q", "v"), 8, "fsdp")
+    assert fsdp == pytest.approx(ddp / 8)
+    assert ddp > 80e9 > fsdp  # 70B in bf16 does not fit one 80 GB card; sharded over 8 it does
+    with pytest.raises(ValueError, match="Unknown strategy"):
+        per_rank_bytes(llama, 16, ("q",), 8, "zero")
+
+
+def test_parameter_count_of_the_script_matches_count_parameters(tiny):
+    base, _ = tiny
+    model = prepare(base, "lora-qv", r=8, alpha=16, seed=0, targets=None)
+    assert count_parameters(model).trainable == run(DistributedConfig("lora-qv", steps=1, batch_size=2))["trainable"]
