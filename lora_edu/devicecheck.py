@@ -8,8 +8,9 @@ device (no memory, no data) and run the code under ``check_devices()``:
 ...     dora_weight(w_meta, torch.zeros(d_out, r), a, m)   # raises DeviceMixError: meta and cpu
 
 Plain PyTorch is not enough for this: ``meta + cpu`` raises, but ``meta @ cpu`` silently returns a
-meta tensor. Explicit transfers (``.to``, ``.cpu``, ``.cuda``, ``copy_``) are allowed, and so are
-0-dimensional CPU tensors, which PyTorch itself accepts beside tensors on any device.
+meta tensor. Explicit transfers (``.to``, ``.cpu``, ``.cuda``, ``copy_``) are allowed, and so are what
+PyTorch itself accepts beside tensors on any device: 0-dimensional CPU tensors, and CPU index tensors in
+``x[idx]`` and ``x[idx] = y``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch.overrides import TorchFunctionMode, resolve_name
 __all__ = ["DeviceMix", "DeviceMixError", "DeviceMixMode", "check_devices"]
 
 TRANSFERS = {"to", "cpu", "cuda", "mps", "copy_", "new_tensor", "type"}  # moving data between devices on purpose
+INDEXING = {"__getitem__", "__setitem__"}  # x[idx], x[idx] = y: a CPU index tensor is fine on any device
 TORCH_DIR = os.path.dirname(torch.__file__)
 
 
@@ -61,6 +63,17 @@ def tensors_in(obj: Any) -> Iterator[torch.Tensor]:
             yield from tensors_in(item)
 
 
+def checked_tensors(func: Any, args: tuple, kwargs: dict, allow_cpu_scalars: bool) -> list[torch.Tensor]:
+    """The tensor arguments whose devices must agree (transfers, CPU scalars and CPU indices left out)."""
+    name = getattr(func, "__name__", "")
+    if name in TRANSFERS:
+        return []
+    if name in INDEXING and len(args) > 1:
+        args = (args[0], *[t for t in tensors_in(args[1]) if t.device.type != "cpu"], *args[2:])
+    tensors = list(tensors_in((args, kwargs)))
+    return [t for t in tensors if not (allow_cpu_scalars and t.dim() == 0 and t.device.type == "cpu")]
+
+
 def caller_line() -> str:
     """file:line of the innermost frame outside torch and this module (where the op was written)."""
     for frame in reversed(traceback.extract_stack()[:-1]):
@@ -92,14 +105,13 @@ class DeviceMixMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if getattr(func, "__name__", "") not in TRANSFERS:
-            tensors = [t for t in tensors_in((args, kwargs)) if not (self.allow_cpu_scalars and t.dim() == 0 and t.device.type == "cpu")]
-            if len({t.device for t in tensors}) > 1:
-                described = tuple(f"{t.device} {tuple(t.shape)} {str(t.dtype).removeprefix('torch.')}" for t in tensors)
-                mix = DeviceMix(op_name(func), described, caller_line())
-                if self.raise_on_mix:
-                    raise DeviceMixError(str(mix))
-                self.mixes.append(mix)
+        tensors = checked_tensors(func, args, kwargs, self.allow_cpu_scalars)
+        if len({t.device for t in tensors}) > 1:
+            described = tuple(f"{t.device} {tuple(t.shape)} {str(t.dtype).removeprefix('torch.')}" for t in tensors)
+            mix = DeviceMix(op_name(func), described, caller_line())
+            if self.raise_on_mix:
+                raise DeviceMixError(str(mix))
+            self.mixes.append(mix)
         return func(*args, **kwargs)
 
 

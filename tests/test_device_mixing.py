@@ -37,7 +37,11 @@ def test_transfers_scalars_and_one_device_ops_pass():
         w.copy_(torch.ones(3, 3))  # explicit transfers
         y = torch.ones(3).to(META) + w[0]
         torch.ones(2, 2) @ torch.ones(2, 2)
-    assert found.mixes == [] and y.device == META
+        rows = w[torch.tensor([0, 2])]  # a CPU index tensor, as PyTorch allows on any device
+        w[torch.tensor([1])] = torch.zeros(1, 3, device=META)
+    assert found.mixes == [] and y.device == META and rows.shape == (2, 3)
+    with check_devices(), pytest.raises(DeviceMixError, match="__setitem__"):
+        w[torch.tensor([1])] = torch.zeros(1, 3)  # the value still has to be on w's device
     with check_devices(allow_cpu_scalars=False), pytest.raises(DeviceMixError, match="cpu \\(\\) float32"):
         w * torch.tensor(2.0)
 
