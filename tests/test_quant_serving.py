@@ -1,0 +1,143 @@
+"""The NF4 base (torchao) for QLoRA, and many adapters served in one batch."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from lora_edu.data import task_data
+from lora_edu.lora import inject_lora, lora_layers, mark_only_lora_trainable
+from lora_edu.pretrain import load_pretrained
+from lora_edu.quant import (
+    NF4Linear,
+    dequantized_weight,
+    merge_and_requantize,
+    merge_requantization_error,
+    quantization_error,
+    quantize_base_nf4,
+    tensor_bytes,
+    weight_bytes,
+)
+from lora_edu.serving import (
+    MultiLoRALinear,
+    multi_adapter_model,
+    per_row_reference,
+    random_adapters,
+    serve_batched,
+    serve_merge_swap,
+    serving_throughput,
+    use_adapters,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.set_num_threads(1)
+    return load_pretrained("tiny", "cpu")
+
+
+def test_nf4_linear_computes_with_the_dequantised_weight():
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 128)
+    q = NF4Linear.from_linear(lin)
+    x = torch.randn(3, 5, 64)
+    w = dequantized_weight(q)
+    torch.testing.assert_close(q(x), x @ w.T + lin.bias, rtol=1e-5, atol=1e-5)
+    err = quantization_error(lin.weight)
+    assert 0.03 < err < 0.15  # 16 levels per block of 64
+    assert float((w - lin.weight.detach()).norm() / lin.weight.detach().norm()) == pytest.approx(err, rel=1e-6)
+    # 4 bits per weight plus one 8-bit scale per 64 weights and a few floats: about 1/7.5 of fp32
+    assert 64 * 128 * 4 / 8 < tensor_bytes(q.weight) < 64 * 128 * 4 / 7
+
+
+def test_quantize_base_then_lora_trains_only_the_factors(tiny):
+    base, world = tiny
+    model = copy.deepcopy(base)
+    fp32_bytes = weight_bytes(model)
+    names = quantize_base_nf4(model)
+    assert len(names) == 6 * base.config.n_layer and all(isinstance(model.get_submodule(n), NF4Linear) for n in names)
+    assert fp32_bytes / weight_bytes(model) > 7
+    inject_lora(model, "all-linear", r=4, alpha=8)
+    mark_only_lora_trainable(model)
+    x, y = task_data(world, "json", world.animals[:4], base.config.n_ctx)
+    _, loss = model(x, y)
+    loss.backward()
+    assert all(m.lora_A.grad is not None and m.base.weight.grad is None for m in lora_layers(model).values())
+    copied = copy.deepcopy(model)  # exact copy of the 4-bit codes (torchao's clone would re-quantise)
+    with torch.no_grad():
+        assert torch.equal(copied(x)[0], model(x)[0])
+
+
+def test_quantize_bad_inputs_leave_the_model_unchanged(tiny):
+    base, _ = tiny
+    model = copy.deepcopy(base)
+    inject_lora(model, ["q_proj"], r=2, alpha=4)
+    with pytest.raises(ValueError, match="quantise the base first"):
+        quantize_base_nf4(model)
+    odd = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 3), nn.Linear(3, 5))
+    with pytest.raises(ValueError, match="not a multiple of 64"):
+        quantize_base_nf4(odd, ["1", "2"])
+    assert type(odd[0]) is nn.Linear and type(odd[1]) is nn.Linear
+    quantize_base_nf4(odd, ["0"])
+    with pytest.raises(ValueError, match="already NF4"):
+        quantize_base_nf4(odd, ["0"])
+    with pytest.raises(TypeError, match="plain nn.Linear"):
+        NF4Linear.from_linear(odd[0])
+
+
+def test_merge_into_nf4_is_not_exact():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64))
+    quantize_base_nf4(model, ["0"])
+    inject_lora(model, ["0"], r=4, alpha=8)
+    layer = model[0]
+    with torch.no_grad():
+        layer.lora_B.normal_(std=0.01)
+    report = merge_requantization_error(layer)
+    assert report["update_norm"] > 0 and report["rounding_norm"] > 0.05 * report["update_norm"]
+    merged = merge_and_requantize(model)
+    assert isinstance(merged[0], NF4Linear) and isinstance(model[0], type(layer))  # the original is untouched
+    x = torch.randn(2, 64)
+    with torch.no_grad():
+        assert not torch.allclose(merged(x), model(x), atol=1e-6)
+    with pytest.raises(TypeError, match="NF4Linear"):
+        merge_requantization_error(inject_lora(nn.Sequential(nn.Linear(8, 8)), ["0"], r=1, alpha=1) and None)
+
+
+def test_batched_adapters_equal_each_row_with_its_own_adapter(tiny):
+    base, world = tiny
+    adapters = random_adapters(base, 3)
+    x = task_data(world, "json", world.animals[:7], base.config.n_ctx)[0][:, :12]
+    ids = [0, 2, 1, 1, 0, 2, 2]
+    multi = multi_adapter_model(adapters)
+    ref = per_row_reference(adapters, x, ids)
+    torch.testing.assert_close(serve_batched(multi, x, ids), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(serve_merge_swap(copy.deepcopy(adapters[0]), adapters, x, ids), ref, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():  # id -1: the base model
+        torch.testing.assert_close(serve_batched(multi, x[:2], [-1, 1])[0], base(x[:1])[0][0], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(ref[0], ref[1])  # the adapters differ, so the check means something
+    for strategy in ("batched", "merge-swap", "one-at-a-time"):
+        assert serving_throughput(strategy, adapters, x, ids, repeats=1, multi=multi) > 0
+
+
+def test_multi_adapter_bad_inputs(tiny):
+    base, world = tiny
+    adapters = random_adapters(base, 2)
+    multi = multi_adapter_model(adapters)
+    x = task_data(world, "json", world.animals[:2], base.config.n_ctx)[0][:, :8]
+    with pytest.raises(ValueError, match="use_adapters"):
+        multi(x)
+    with pytest.raises(ValueError, match="values in -1..1"):
+        with use_adapters(multi, [0, 5]):
+            pass
+    with pytest.raises(ValueError, match="one entry per row"):
+        with use_adapters(multi, [0, 1, 1]):
+            multi(x)
+    other = random_adapters(base, 1, targets=["k_proj"])[0]
+    with pytest.raises(ValueError, match="other layers"):
+        multi_adapter_model([adapters[0], other])
+    with pytest.raises(ValueError, match="Unknown strategy"):
+        serving_throughput("magic", adapters, x, [0, 1])
+    with pytest.raises(ValueError, match="do not fit"):
+        MultiLoRALinear(nn.Linear(8, 4), torch.zeros(2, 1, 8), torch.zeros(2, 5, 1), torch.ones(2))
