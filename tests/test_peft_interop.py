@@ -6,6 +6,8 @@ transformers Llama.
 
 import copy
 import os
+import subprocess
+import sys
 import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,6 +19,7 @@ from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from lora_edu import GPT, GPTConfig, inject_lora, load_adapter, lora_layers, merge_lora, read_adapter_config, save_adapter  # noqa: E402
 from lora_edu.lora import LoRALinear  # noqa: E402
+from lora_edu.peft_bridge import lora_edu_layers, peft_lora_layers  # noqa: E402
 from lora_edu.peft_format import selected  # noqa: E402
 
 
@@ -55,16 +58,6 @@ def peft_open(base: torch.nn.Module, directory) -> PeftModel:
         return PeftModel.from_pretrained(base, str(directory)).eval()
 
 
-def peft_lora(model: PeftModel) -> dict[str, tuple[int, float]]:
-    """PEFT's LoRA layers by lora_edu's module name, with their r and scaling."""
-    prefix = "base_model.model."
-    return {
-        n.removeprefix(prefix): (m.r["default"], m.scaling["default"])
-        for n, m in model.named_modules()
-        if hasattr(m, "lora_A") and "default" in getattr(m, "r", {})
-    }
-
-
 def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
@@ -81,7 +74,7 @@ def test_peft_opens_a_lora_edu_gpt_adapter(tmp_path):
     save_adapter(ours, tmp_path / "a")
     theirs = peft_open(copy.deepcopy(base), tmp_path / "a")
     assert type(theirs) is PeftModel  # task_type null, as PEFT writes it for a plain torch module
-    assert peft_lora(theirs) == {n: (m.r, m.scaling) for n, m in lora_layers(ours).items()}
+    assert peft_lora_layers(theirs) == lora_edu_layers(ours)
     x = torch.randint(0, 31, (2, 8))
     assert torch.equal(logits(theirs, x), logits(ours, x))
     merged = theirs.merge_and_unload()
@@ -102,7 +95,7 @@ def test_lora_edu_opens_what_peft_saves_with_suffixes_and_patterns(tmp_path):
     assert (tmp_path / "p" / "README.md").exists()
     ours = copy.deepcopy(base)
     names = load_adapter(ours, tmp_path / "p")
-    assert {n: (m.r, m.scaling) for n, m in lora_layers(ours).items()} == peft_lora(theirs)
+    assert lora_edu_layers(ours) == peft_lora_layers(theirs)
     assert names == [f"blocks.{i}.attn.{p}" for i in range(3) for p in ("q_proj", "v_proj")]
     assert lora_layers(ours)["blocks.1.attn.q_proj"].alpha == 3 and lora_layers(ours)["blocks.2.attn.v_proj"].r == 2
     x = torch.randint(0, 31, (3, 8))
@@ -131,7 +124,7 @@ def test_every_way_peft_selects_layers_selects_the_same_in_lora_edu(tmp_path, ta
     theirs.save_pretrained(tmp_path / "p")
     ours = copy.deepcopy(base)
     load_adapter(ours, tmp_path / "p")
-    assert {n: (m.r, m.scaling) for n, m in lora_layers(ours).items()} == peft_lora(theirs)
+    assert lora_edu_layers(ours) == peft_lora_layers(theirs)
     x = torch.randint(0, 31, (2, 8))
     assert torch.equal(logits(ours, x), logits(theirs, x))
 
@@ -242,3 +235,11 @@ def test_peft_features_lora_edu_cannot_represent_name_the_field(tmp_path, config
         load_adapter(model, tmp_path / "p")
     assert not any(isinstance(m, LoRALinear) for m in model.modules())
     assert_same_weights(model, base)
+
+
+def test_import_peft_keeps_the_import_noise_out():
+    code = "import logging; logging.basicConfig(); from lora_edu.peft_bridge import import_peft; print(import_peft().__version__)"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith("0.") and done.stderr == ""
