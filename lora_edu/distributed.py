@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,6 +42,8 @@ __all__ = [
     "allreduce_bytes",
     "main",
     "parameter_bytes",
+    "free_port",
+    "launch",
     "per_rank_bytes",
     "ring_allreduce_seconds",
     "run",
@@ -393,6 +397,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for torchrun's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(nproc: int, args: Sequence[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run this script under ``torchrun --nproc_per_node=nproc`` on 127.0.0.1, one CPU thread per process.
+
+    Returns the finished process (stdout: rank 0's summary); raises RuntimeError with the error if it failed.
+    """
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise ValueError(f"nproc must be a positive int, got {nproc!r}.")
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", "-m", "lora_edu.distributed", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        raise RuntimeError(errors[0] if errors else f"torchrun failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return proc
 
 
 if __name__ == "__main__":

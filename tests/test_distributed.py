@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,8 @@ from lora_edu.distributed import (
     accumulated_step,
     allreduce_bytes,
     check_backend,
+    free_port,
+    launch,
     main,
     per_rank_bytes,
     ring_allreduce_seconds,
@@ -76,13 +77,7 @@ def test_single_process_run_without_torchrun(tiny):
     assert result["trainable"] == 4 * 2 * 8 * (64 + 64)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(args: list[str], nproc: int, tmp_path: Path) -> subprocess.CompletedProcess:
+def launch_raw(args: list[str], nproc: int, tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
            f"--master_port={free_port()}", "-m", "lora_edu.distributed", *args]
@@ -91,8 +86,7 @@ def launch(args: list[str], nproc: int, tmp_path: Path) -> subprocess.CompletedP
 
 def test_torchrun_two_processes_match_one_and_lora_sends_the_trainable_fraction(tmp_path):
     out = tmp_path / "two.json"
-    proc = launch(["--steps", "4", "--batch-size", "8", "--strategies", "ddp", "fsdp", "--json", str(out)], 2, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = launch(2, ["--steps", "4", "--batch-size", "8", "--strategies", "ddp", "fsdp", "--json", str(out)])
     payload = json.loads(out.read_text())
     runs = {(r["method"], r["strategy"]): r for r in payload["runs"]}
     assert payload["world_size"] == 2 and payload["backend"] == "gloo" and len(runs) == 4
@@ -115,9 +109,13 @@ def test_torchrun_two_processes_match_one_and_lora_sends_the_trainable_fraction(
 
 
 def test_world_size_that_does_not_divide_the_batch(tmp_path):
-    proc = launch(["--steps", "1", "--batch-size", "7", "--methods", "lora-qv"], 2, tmp_path)
-    assert proc.returncode != 0
+    proc = launch_raw(["--steps", "1", "--batch-size", "7", "--methods", "lora-qv"], 2, tmp_path)
+    assert proc.returncode != 0  # torchrun exits 1 when a worker fails; each worker exits 2
     assert "does not split evenly over 2 processes" in proc.stderr
+    with pytest.raises(RuntimeError, match="error: The global batch of 7 rows does not split evenly"):
+        launch(2, ["--steps", "1", "--batch-size", "7", "--methods", "lora-qv"])
+    with pytest.raises(ValueError, match="nproc must be a positive int"):
+        launch(0, [])
 
 
 def test_nccl_without_gpus_is_a_clear_error(capsys):
