@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from lora_edu import quiz
+from lora_edu.exercises import CodeExercise
+
+EXERCISES_REQUIRED = {"01": 3, "02": 3, "03": 3, "04": 3}  # >= 3 checks, one a code exercise; 05-07 still need 2
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 MACHINE_PATH = re.compile(r"(/work/|/tmp/|/root/|/home/|/Users/|[A-Z]:\\\\)")
 
@@ -40,9 +44,42 @@ def test_structure_of_a_lesson(path):
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
     first_md, first_code = source(cells(path, "markdown")[0]), source(cells(path, "code")[0])
     assert first_md.startswith("# ") and "Learning goals" in first_md
-    assert "NBVAL_IGNORE_OUTPUT" in first_code and "setup_notebook()" in first_code and "google.colab" in first_code
+    assert "NBVAL_IGNORE_OUTPUT" in first_code and "setup_notebook(" in first_code and "google.colab" in first_code
     assert any(re.search(r"^## Summary", source(c), re.M) for c in cells(path, "markdown"))
-    assert sum("quiz.check(" in source(c) for c in cells(path, "code")) >= 2, "at least two exercises with checks"
+    checks = [source(c) for c in cells(path, "code") if "quiz.check(" in source(c)]
+    assert len(checks) >= EXERCISES_REQUIRED.get(path.stem[:2], 2), "too few exercises with checks"
+    if path.stem[:2] in EXERCISES_REQUIRED:  # and one of them a code exercise (the student's function is checked)
+        assert any(isinstance(quiz.get(ex_id), CodeExercise) for c in checks for ex_id in re.findall(r"quiz\.check\(\"([^\"]+)\"", c))
     for c in cells(path, "code"):  # every cell whose output is not compared must still be checked somewhere
         if "NBVAL_IGNORE_OUTPUT" in source(c) and c is not cells(path, "code")[0]:
             assert "assert" in "".join(source(d) for d in cells(path, "code")), path.name
+
+
+def declared_source() -> str:
+    """``[project.urls] Source`` in pyproject.toml (read with a pattern: tomllib needs Python 3.11)."""
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    urls = text.split("[project.urls]", 1)[1].split("\n[", 1)[0]
+    return re.search(r'^Source = "([^"]+)"$', urls, re.M).group(1)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_setup_cell_installs_from_the_declared_source_and_explains_a_failure(path, monkeypatch, capsys):
+    setup = source(cells(path, "code")[0])
+    if path.stem[:2] not in EXERCISES_REQUIRED and "LORA_EDU_SOURCE" not in setup:
+        pytest.skip("this notebook's setup cell has not moved to the declared source yet")
+    assert re.search(r'^LORA_EDU_SOURCE = "([^"]+)"$', setup, re.M).group(1) == declared_source()
+    import subprocess
+    import sys
+    import types
+
+    calls = []
+
+    def failing_pip(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: Repository not found.")
+
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr(subprocess, "run", failing_pip)
+    with pytest.raises(SystemExit, match="Could not install lora_edu from .* Instead: .*run this cell again"):
+        exec(compile(setup, path.name, "exec"), {})
+    assert calls and calls[0][-1] == f"git+{declared_source()}" and "Repository not found" in capsys.readouterr().out
