@@ -27,7 +27,8 @@ from torch.overrides import TorchFunctionMode, resolve_name
 
 __all__ = ["DeviceMix", "DeviceMixError", "DeviceMixMode", "check_devices"]
 
-TRANSFERS = {"to", "cpu", "cuda", "mps", "copy_", "new_tensor", "type"}  # moving data between devices on purpose
+# Moving data between devices on purpose, and what nn.Module.to() calls to do it (a check, a .data swap).
+TRANSFERS = {"to", "cpu", "cuda", "mps", "copy_", "new_tensor", "type", "_has_compatible_shallow_copy_type", "__set__", "swap_tensors"}
 INDEXING = {"__getitem__", "__setitem__"}  # x[idx], x[idx] = y: a CPU index tensor is fine on any device
 TORCH_DIR = os.path.dirname(torch.__file__)
 

@@ -38,8 +38,9 @@ def test_transfers_scalars_and_one_device_ops_pass():
         y = torch.ones(3).to(META) + w[0]
         torch.ones(2, 2) @ torch.ones(2, 2)
         rows = w[torch.tensor([0, 2])]  # a CPU index tensor, as PyTorch allows on any device
+        moved = nn.Linear(3, 2).to(META, torch.bfloat16)  # nn.Module.to checks and swaps tensors across devices
         w[torch.tensor([1])] = torch.zeros(1, 3, device=META)
-    assert found.mixes == [] and y.device == META and rows.shape == (2, 3)
+    assert found.mixes == [] and y.device == META and rows.shape == (2, 3) and moved.weight.device == META
     with check_devices(), pytest.raises(DeviceMixError, match="__setitem__"):
         w[torch.tensor([1])] = torch.zeros(1, 3)  # the value still has to be on w's device
     with check_devices(allow_cpu_scalars=False), pytest.raises(DeviceMixError, match="cpu \\(\\) float32"):
