@@ -85,11 +85,15 @@ def singular_vectors(w: torch.Tensor, side: str) -> torch.Tensor:
 def intruder_similarity(w0: torch.Tensor, w: torch.Tensor, k: int = 10, side: str = "left") -> torch.Tensor:
     """For each of the fine-tuned W's top-k singular vectors, its largest |cosine| with any singular vector of W0.
 
-    w0, w: (d_out, d_in) on one device -> (k,) on that device, in [0, 1]. Near 1: W kept a direction of W0;
-    near 0: a new direction (an intruder dimension, Shuttleworth et al., 2024).
+    w0, w: (d_out, d_in) tensors on one device, or NumPy arrays (moved to the other's device) -> (k,) on that
+    device, in [0, 1]. Near 1: W kept a direction of W0; near 0: a new direction (an intruder dimension,
+    Shuttleworth et al., 2024).
     """
-    if not (isinstance(w0, torch.Tensor) and isinstance(w, torch.Tensor)):
-        raise TypeError(f"W0 and W must be tensors, got {type(w0).__name__} and {type(w).__name__}.")
+    for m in (w0, w):
+        if not isinstance(m, (torch.Tensor, np.ndarray)):
+            raise TypeError(f"W0 and W must be tensors or NumPy arrays, got {type(w0).__name__} and {type(w).__name__}.")
+    device = next((m.device for m in (w0, w) if isinstance(m, torch.Tensor)), torch.device("cpu"))
+    w0, w = (torch.as_tensor(m, device=device) if isinstance(m, np.ndarray) else m for m in (w0, w))  # an array joins the tensor
     if w0.dim() != 2 or w0.shape != w.shape:
         raise ValueError(f"W0 {tuple(w0.shape)} and W {tuple(w.shape)} must be matrices of the same shape.")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(w.shape):

@@ -103,6 +103,8 @@ def test_intruder_dimensions_find_an_injected_direction():
     along_top = w0 + 30 * torch.outer(u[:, 0], v[:, 0])  # a big update along W0's own top direction is no intruder
     assert intruder_dimensions(w0, along_top, k=10, threshold=0.9).count == 0
     assert intruder_dimensions(w0, w0.float(), k=3).max_similarity.dtype == torch.float32  # follows the weights' dtype
+    from_numpy = intruder_dimensions(w0.numpy(), w.numpy(), k=10)  # NumPy arrays (LoRARun.delta_weight) work too
+    assert from_numpy.count == 1 and torch.equal(from_numpy.max_similarity, found.max_similarity)
 
 
 def test_intruder_dimensions_bad_input():
@@ -113,8 +115,8 @@ def test_intruder_dimensions_bad_input():
             intruder_dimensions(w0, w0, **({"k": 3} | kwargs))
     with pytest.raises(ValueError, match="same shape"):
         intruder_dimensions(w0, torch.eye(5))
-    with pytest.raises(TypeError, match="tensors"):
-        intruder_dimensions(np.eye(6), w0)
+    with pytest.raises(TypeError, match="tensors or NumPy arrays"):
+        intruder_dimensions([[1.0]], w0)
 
 
 def test_pissa_keeps_the_model_and_leaves_the_svd_tail():
