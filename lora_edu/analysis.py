@@ -96,6 +96,8 @@ def intruder_similarity(w0: torch.Tensor, w: torch.Tensor, k: int = 10, side: st
     w0, w = (torch.as_tensor(m, device=device) if isinstance(m, np.ndarray) else m for m in (w0, w))  # an array joins the tensor
     if w0.dim() != 2 or w0.shape != w.shape:
         raise ValueError(f"W0 {tuple(w0.shape)} and W {tuple(w.shape)} must be matrices of the same shape.")
+    if w0.device != w.device:
+        raise ValueError(f"W0 is on {w0.device} and W on {w.device}; move one of them first, e.g. w0.to(w.device).")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(w.shape):
         raise ValueError(f"k must be an int in [1, min(d_out, d_in)] = [1, {min(w.shape)}], got {k!r}.")
     if side not in ("left", "right"):

@@ -117,6 +117,8 @@ def test_intruder_dimensions_bad_input():
         intruder_dimensions(w0, torch.eye(5))
     with pytest.raises(TypeError, match="tensors or NumPy arrays"):
         intruder_dimensions([[1.0]], w0)
+    with pytest.raises(ValueError, match="W0 is on meta and W on cpu"):
+        intruder_dimensions(w0.to("meta"), w0)
 
 
 def test_pissa_keeps_the_model_and_leaves_the_svd_tail():
