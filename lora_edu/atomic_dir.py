@@ -75,6 +75,9 @@ def check_replaceable(target: Path, ours: Collection[str], kept: Collection[str]
             f"Cannot save into {str(target)!r}: it is the current directory or one of its parents. Pass a new subdirectory, "
             "e.g. 'adapters/my-task'."
         )
+    blocker = next((p for p in target.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ValueError(f"{str(blocker)!r} is a file, so {str(target)!r} cannot be a directory inside it; choose another path.")
     if target.is_symlink():
         raise ValueError(f"{str(target)!r} is a symbolic link; pass the directory itself or a new path.")
     if not target.exists():

@@ -231,6 +231,17 @@ def test_save_refuses_a_file_and_a_foreign_folder(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["notes.txt", "thesis"]  # no hidden leftovers
 
 
+def test_save_refuses_a_path_inside_a_file_or_through_a_symlink(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="notes.txt' is a file, so .* cannot be a directory inside it"):
+        save_adapter(trained_toy(), tmp_path / "notes.txt" / "adapter")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="symbolic link"):
+        save_adapter(trained_toy(), tmp_path / "link")
+    assert (tmp_path / "notes.txt").read_text() == "mine" and sorted(os.listdir(tmp_path)) == ["elsewhere", "link", "notes.txt"]
+
+
 def test_save_refuses_the_current_directory(tmp_path, monkeypatch):
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")

@@ -129,6 +129,33 @@ def test_every_way_peft_selects_layers_selects_the_same_in_lora_edu(tmp_path, ta
     assert torch.equal(logits(ours, x), logits(theirs, x))
 
 
+class Nested(torch.nn.Module):
+    """A plain module where one layer's full name ("q") is also the suffix of another's ("inner.q")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = torch.nn.Linear(6, 6)
+        self.inner = torch.nn.Module()
+        self.inner.q = torch.nn.Linear(6, 6)
+
+    def forward(self, x):
+        return self.inner.q(self.q(x))
+
+
+def test_full_names_that_peft_would_read_as_suffixes_are_saved_as_an_exact_regex(tmp_path):
+    torch.manual_seed(0)
+    base = Nested()
+    ours = copy.deepcopy(base)
+    inject_lora(ours, "q", r=2, alpha=2)  # a regex: the top-level q only
+    randomize(ours)
+    save_adapter(ours, tmp_path / "a")
+    assert read_adapter_config(tmp_path / "a")["target_modules"] == "q"  # ["q"] would also select inner.q in PEFT
+    theirs = peft_open(copy.deepcopy(base), tmp_path / "a")
+    assert peft_lora_layers(theirs) == lora_edu_layers(ours) == {"q": (2, 1.0)}
+    x = torch.randn(3, 6)
+    assert torch.equal(theirs(x), ours(x))
+
+
 def test_layer_index_rule_is_peft_s():
     # without layers_pattern, PEFT reads the index after a dotted prefix: "model.layers.1." yes, "blocks.1." no
     config = {"target_modules": ["v_proj"], "layers_to_transform": 1}
