@@ -13,6 +13,7 @@ Every tensor made here follows the device and dtype of the weights it meets.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -71,6 +72,8 @@ def dora_weight(w: torch.Tensor, b: torch.Tensor, a: torch.Tensor, m: torch.Tens
     w: (d_out, d_in), b: (d_out, r), a: (r, d_in), m: (d_out, 1) or (d_out,) -> (d_out, d_in).
     Every row of W' has norm m: B A changes directions only, m sets the lengths.
     """
+    if w.dim() != 2:
+        raise ValueError(f"DoRA needs a 2-D weight W (d_out, d_in), got shape {tuple(w.shape)}.")
     d_out, d_in = w.shape
     if b.dim() != 2 or a.dim() != 2 or b.shape[0] != d_out or a.shape[1] != d_in or b.shape[1] != a.shape[0]:
         raise ValueError(
@@ -90,8 +93,8 @@ def loraplus_param_groups(model: nn.Module, lr: float, ratio: float = 16.0, weig
     Only parameters with ``requires_grad`` are included. Pass the result to ``torch.optim.AdamW``.
     """
     for name, value in (("lr", lr), ("ratio", ratio)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"LoRA+ needs a positive {name}, got {value!r}. The paper's default ratio is 16 (lr_B = 16 lr_A).")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ValueError(f"LoRA+ needs a positive finite {name}, got {value!r}. The paper's default ratio is 16 (lr_B = 16 lr_A).")
     layers = lora_layers(model)
     if not layers:
         raise ValueError("The model has no LoRA layers, so LoRA+ has no A and B to separate; call inject_lora(model, ...) first.")

@@ -151,6 +151,8 @@ def test_dora_weight_magnitude_and_direction():
         dora_weight(w, torch.zeros(6, 2), a, m)
     with pytest.raises(ValueError, match="2-D"):
         row_norm(torch.ones(3))
+    with pytest.raises(ValueError, match="2-D weight W"):
+        dora_weight(torch.ones(2, 3, 4), torch.zeros(8, 2), a, m)
 
 
 def test_dora_matches_peft():
@@ -271,8 +273,8 @@ def test_loraplus_gives_b_a_larger_learning_rate():
 
 def test_loraplus_bad_input():
     model = small_lora_gpt()
-    for kwargs in ({"ratio": 0}, {"ratio": -2}, {"ratio": True}, {"lr": 0}, {"lr": "1e-3"}):
-        with pytest.raises(ValueError, match="LoRA\\+ needs a positive"):
+    for kwargs in ({"ratio": 0}, {"ratio": -2}, {"ratio": True}, {"ratio": float("inf")}, {"lr": 0}, {"lr": "1e-3"}, {"lr": float("nan")}):
+        with pytest.raises(ValueError, match="LoRA\\+ needs a positive finite"):
             loraplus_param_groups(model, **({"lr": 1e-3} | kwargs))
     with pytest.raises(ValueError, match="no LoRA layers.*inject_lora"):
         loraplus_param_groups(GPT(GPTConfig(vocab_size=11, n_ctx=8, n_layer=1, n_head=2, d_model=16)), lr=1e-3)
