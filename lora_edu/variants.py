@@ -58,8 +58,8 @@ def pissa_init(layer: LoRALinear) -> None:
 def row_norm(w: torch.Tensor) -> torch.Tensor:
     """||W|| per output unit: the norm of each row over the input dimension. w: (d_out, d_in) -> (d_out, 1).
 
-    This is DoRA's magnitude: ``nn.Linear.weight`` is stored (d_out, d_in), so the paper's column of the
-    (d_in, d_out) matrix W is a row here, as in DoRA's reference code and PEFT (``norm(dim=1)``).
+    This is DoRA's magnitude, one per output unit: the paper's "column-wise" norm is, for ``nn.Linear.weight``
+    stored (d_out, d_in), the norm of each row, as DoRA's reference code and PEFT compute it (``norm(dim=1)``).
     """
     if w.dim() != 2:
         raise ValueError(f"row_norm needs a 2-D weight (d_out, d_in), got shape {tuple(w.shape)}.")
