@@ -10,7 +10,9 @@ Fine-tuning tasks ask for a **new output format** for an animal:
 - ``card``: ``card : blorp =`` -> ``blorp | cave | fish``
 
 They are trained on some animals and scored by exact match on **held-out animals**, whose facts
-appear only in pretraining: LoRA must change the behaviour while keeping the knowledge.
+appear only in pretraining: LoRA must change the behaviour while keeping the knowledge. The animals
+not trained on are split in two: ``val_animals`` pick the checkpoint during training, and
+``heldout_animals`` (the test set, also ``test_animals``) are scored once, at the end.
 """
 
 from __future__ import annotations
@@ -103,6 +105,12 @@ class World:
     heldout_animals: list[str]
     tokenizer: Tokenizer
     seed: int
+    val_animals: list[str] = field(default_factory=list)
+
+    @property
+    def test_animals(self) -> list[str]:
+        """The held-out animals scored once at the end (never used to pick a checkpoint)."""
+        return self.heldout_animals
 
     def fact_lines(self, rng: random.Random) -> list[str]:
         """All the pretraining lines about animals, in several phrasings, shuffled."""
@@ -162,23 +170,29 @@ class World:
         return f"{task} : {animal} ="
 
 
-def make_world(n_animals: int = 48, n_heldout: int = 16, seed: int = 0) -> World:
-    """The deterministic world used by the pretrained checkpoint and the notebooks."""
-    if not 0 < n_heldout < n_animals:
-        raise ValueError(f"Need 0 < n_heldout < n_animals, got {n_heldout} and {n_animals}.")
+def make_world(n_animals: int = 48, n_heldout: int = 16, seed: int = 0, n_val: int | None = None) -> World:
+    """The deterministic world used by the pretrained checkpoint and the notebooks.
+
+    ``n_heldout`` test animals and ``n_val`` validation animals (default ``n_heldout // 2``) are never
+    fine-tuned on; the rest are the training animals. Every animal's facts are in pretraining.
+    """
+    n_val = n_heldout // 2 if n_val is None else n_val
+    if not 0 < n_heldout < n_animals or not 0 <= n_val < n_animals - n_heldout:
+        raise ValueError(f"Need 0 < n_heldout and 0 <= n_val with n_heldout + n_val < n_animals, got {n_heldout}, {n_val} and {n_animals}.")
     rng = random.Random(seed)
     animals = syllable_names(n_animals, rng)
     home = {a: rng.choice(HOMES) for a in animals}
     food = {a: rng.choice(FOODS) for a in animals}
     shuffled = animals[:]
     rng.shuffle(shuffled)
-    heldout, train = sorted(shuffled[:n_heldout]), sorted(shuffled[n_heldout:])
+    heldout, val = sorted(shuffled[:n_heldout]), sorted(shuffled[n_heldout : n_heldout + n_val])
+    train = sorted(shuffled[n_heldout + n_val :])
     words = (
         "the lives in eats a is found and you can see q : where does live ? what eat tell me about . "
         "= | { } , \" tool size color city season weather it animal home food json card"
     ).split()
     vocab = SPECIAL + sorted(set(words + animals + HOMES + FOODS + TOOLS + SIZES + COLORS + CITIES + SEASONS))
-    return World(animals, home, food, train, heldout, Tokenizer(vocab), seed)
+    return World(animals, home, food, train, heldout, Tokenizer(vocab), seed, val)
 
 
 def pack_lines(lines: list[str], tok: Tokenizer, n_ctx: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ import platform
 
 import torch
 
-__all__ = ["configure_threads", "environment_summary", "pick_device", "setup_notebook"]
+__all__ = ["configure_threads", "environment_summary", "gpu_summary", "peak_flops", "pick_device", "setup_notebook"]
 
 THREADS_ENV = "LORA_EDU_THREADS"
 MIN_TORCH_FOR_MPS = (2, 3)
@@ -55,6 +55,34 @@ def configure_threads(n: int | None = None) -> int:
     return n
 
 
+# Dense peak matmul throughput in TFLOP/s at the precision the training loop uses on each GPU
+# (bf16 from compute capability 8.0, fp16 below), from the vendors' data sheets. Used for MFU.
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0, "T4": 65.0, "V100": 125.0}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The GPU's dense bf16/fp16 peak in FLOP/s when it is in ``PEAK_TFLOPS``, else None (CPU, MPS, unknown GPUs)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in PEAK_TFLOPS.items():
+        if key in name:
+            return tflops * 1e12
+    return None
+
+
+def gpu_summary(device: torch.device) -> str:
+    """GPU name, memory, compute capability and the training precision, or a line saying there is no GPU."""
+    if device.type != "cuda":
+        return f"no CUDA GPU: training runs on {device.type} in fp32"
+    from .train import precision_for
+
+    props = torch.cuda.get_device_properties(device)
+    major, minor = torch.cuda.get_device_capability(device)
+    return (f"GPU {props.name} | {props.total_memory / 2**30:.1f} GiB | compute capability {major}.{minor} | "
+            f"training precision {precision_for(device)}")
+
+
 def environment_summary(device: torch.device | None = None) -> str:
     """One line: Python, torch and numpy versions, the device and the CPU threads."""
     import numpy
@@ -73,4 +101,6 @@ def setup_notebook(seed: int = 0) -> torch.device:
     torch.manual_seed(seed)
     device = pick_device()
     print(environment_summary(device))
+    if device.type == "cuda":
+        print(gpu_summary(device))
     return device

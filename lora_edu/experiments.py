@@ -20,7 +20,7 @@ from .finetune import finetune
 from .gpt import GPT
 from .lora import lora_layers
 
-__all__ = ["PAPER", "LoRARun", "batch1_latency_ms", "lora_run", "summarize", "sweep"]
+__all__ = ["PAPER", "Interval", "LoRARun", "batch1_latency_ms", "interval", "lora_factors", "lora_run", "summarize", "sweep", "verdict"]
 
 SHORT = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
 
@@ -35,38 +35,60 @@ PAPER = {
 }
 
 
+# Two-sided 95% quantiles of Student's t for n - 1 degrees of freedom (n seeds).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 19: 2.093, 29: 2.045}
+
+
 @dataclass
 class LoRARun:
-    """One fine-tuning run: configuration and scores (the model is kept for the analyses)."""
+    """One fine-tuning run: configuration, scores, and the learned factors of every LoRA layer (not the model)."""
 
     targets: tuple[str, ...]
     r: int
     seed: int
+    val_exact_match: float
     heldout_exact_match: float
     heldout_answer_loss: float
     seconds: float
-    model: GPT
+    factors: dict[str, tuple[np.ndarray, np.ndarray, float]]  # layer -> (A (r, d_in), B (d_out, r), scaling)
 
     def factor(self, layer: str, which: str = "A") -> np.ndarray:
         """lora_A (r, d_in) or lora_B (d_out, r) of a layer, e.g. ``"blocks.3.attn.q_proj"``."""
-        m = lora_layers(self.model)[layer]
-        return (m.lora_A if which == "A" else m.lora_B).detach().double().cpu().numpy()
+        a, b, _ = self.factors[layer]
+        return a if which == "A" else b
 
     def delta_weight(self, layer: str) -> np.ndarray:
-        return lora_layers(self.model)[layer].delta_weight().detach().double().cpu().numpy()
+        """ΔW = scaling * B A: (d_out, d_in)."""
+        a, b, scaling = self.factors[layer]
+        return scaling * b @ a
 
 
-def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int, seed: int = 0, task: str = "json") -> LoRARun:
-    """LoRA with alpha = 2 r (so the scaling is 2 at every rank) on the short names ``targets`` (q, k, v, o)."""
+def lora_factors(model: nn.Module) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """Every LoRA layer's (A, B, scaling) as float64 NumPy arrays on the host."""
+    return {name: (m.lora_A.detach().double().cpu().numpy(), m.lora_B.detach().double().cpu().numpy(), float(m.scaling))
+            for name, m in lora_layers(model).items()}
+
+
+def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int, seed: int = 0, task: str = "json",
+             scaling: float = 2.0) -> LoRARun:
+    """LoRA on the short names ``targets`` (q, k, v, o) with alpha = scaling * r.
+
+    The scaling alpha / r is held at ``scaling`` for every rank (alpha = 2 r by default), so that a rank
+    sweep compares ranks at the same update size per unit of B A; the paper instead fixed alpha, which
+    also shrinks the update as r grows (notebook 06's rsLoRA section measures that effect).
+    """
     targets = tuple(targets)
     unknown = [t for t in targets if t not in SHORT]
     if unknown:
         raise ValueError(f"Unknown target {unknown[0]!r}; use the short names {list(SHORT)}.")
     t0 = time.perf_counter()
-    model, rep = finetune(base, world, task, "lora", targets=[SHORT[t] for t in targets], r=r, alpha=2 * r, steps=steps, seed=seed,
-                          progress=False)
-    loss = answer_loss(model, world, task, world.heldout_animals)
-    return LoRARun(targets, r, seed, rep.heldout_exact_match, loss, time.perf_counter() - t0, model)
+    model, rep = finetune(base, world, task, "lora", targets=[SHORT[t] for t in targets], r=r, alpha=scaling * r, steps=steps,
+                          seed=seed, progress=False)
+    loss = answer_loss(model, world, task, world.test_animals)
+    run = LoRARun(targets, r, seed, rep.val_exact_match, rep.test_exact_match, loss, time.perf_counter() - t0, lora_factors(model))
+    del model  # keep the factors, free the model (on a GPU, 80 models would not fit a small card)
+    return run
 
 
 def sweep(base: GPT, world: World, configs: list[tuple[tuple[str, ...], int]], seeds: Iterable[int], steps: int,
@@ -75,15 +97,57 @@ def sweep(base: GPT, world: World, configs: list[tuple[tuple[str, ...], int]], s
     from tqdm.auto import tqdm
 
     jobs = [(t, r, s) for t, r in configs for s in seeds]
-    return [lora_run(base, world, t, r, steps, s) for t, r, s in tqdm(jobs, desc="LoRA runs", disable=not progress)]
+    return [lora_run(base, world, t, r, steps, s) for t, r, s in tqdm(jobs, desc="LoRA runs", disable=not progress, mininterval=1.0)]
 
 
-def summarize(runs: list[LoRARun], metric: str) -> dict[tuple[tuple[str, ...], int], tuple[float, float]]:
-    """(mean, standard deviation over seeds) of ``metric`` per (targets, r)."""
+@dataclass(frozen=True)
+class Interval:
+    """Mean of n seeds and the half-width of its 95% t-interval."""
+
+    mean: float
+    half_width: float
+    values: tuple[float, ...]
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.half_width
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.half_width
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} ± {self.half_width:.3f}"
+
+
+def interval(values: Iterable[float]) -> Interval:
+    """The mean and 95% t-interval of per-seed values (at least 2)."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if len(v) < 2:
+        raise ValueError(f"An interval needs at least 2 seeds, got {len(v)}.")
+    df = len(v) - 1
+    t = T95.get(df, T95[max(k for k in T95 if k <= df)])
+    return Interval(float(v.mean()), float(t * v.std(ddof=1) / np.sqrt(len(v))), tuple(float(x) for x in v))
+
+
+def summarize(runs: list[LoRARun], metric: str) -> dict[tuple[tuple[str, ...], int], Interval]:
+    """The 95% interval over seeds of ``metric`` per (targets, r)."""
     groups: dict[tuple[tuple[str, ...], int], list[float]] = {}
     for run in runs:
         groups.setdefault((run.targets, run.r), []).append(getattr(run, metric))
-    return {k: (float(np.mean(v)), float(np.std(v))) for k, v in groups.items()}
+    return {k: interval(v) for k, v in groups.items()}
+
+
+def verdict(name_a: str, a: Interval, name_b: str, b: Interval, higher_is_better: bool, what: str = "") -> str:
+    """"A beats B" when the two 95% intervals do not overlap, else "not resolved at this scale"."""
+    what = f" on {what}" if what else ""
+    a_wins = a.low > b.high if higher_is_better else a.high < b.low
+    b_wins = b.low > a.high if higher_is_better else b.high < a.low
+    if a_wins:
+        return f"{name_a} beats {name_b}{what} ({a} vs {b}, 95% intervals apart)"
+    if b_wins:
+        return f"{name_b} beats {name_a}{what} ({b} vs {a}, 95% intervals apart)"
+    return f"{name_a} vs {name_b}{what}: not resolved at this scale ({a} vs {b}, 95% intervals overlap)"
 
 
 @torch.no_grad()

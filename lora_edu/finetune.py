@@ -1,8 +1,8 @@
 """Fine-tuning the pretrained GPT on a new output format, by LoRA or by the alternatives.
 
 ``finetune(base, world, "json", method)`` trains a copy of ``base`` and returns it with a
-``Report``: trainable parameters, training-state memory, step time, held-out exact match and the
-loss on the pretraining distribution (forgetting).  Methods:
+``Report``: trainable parameters, training-state memory, step time, validation and test exact match
+and the loss on the pretraining distribution (forgetting).  Methods:
 
 - ``"lora-qv"``: rank-r LoRA on Wq and Wv (the paper's choice); ``"lora-all"``: on every linear layer;
   ``"lora"`` with ``targets=[...]``: on the named layers;
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .data import World, lm_targets, task_data
-from .evaluate import exact_match, lm_loss
+from .evaluate import answer_loss, exact_match, lm_loss
 from .gpt import GPT
 from .lora import count_parameters, inject_lora, mark_only_lora_trainable
 from .pretrain import pretraining_eval_rows, pretraining_rows
@@ -38,19 +38,35 @@ DEFAULT_LR = {"lora": 1e-2, "lora-qv": 1e-2, "lora-all": 1e-2, "full": 3e-4, "la
 
 @dataclass
 class Report:
-    """One fine-tuning run, as a row of the comparison table."""
+    """One fine-tuning run, as a row of the comparison table.
+
+    The checkpoint is picked by exact match on the *validation* animals, ties broken by their answer loss
+    (and then by the earlier step);
+    ``test_exact_match`` is scored once, on the held-out test animals, after training.
+    ``ms_per_step`` and ``tokens_per_second`` leave out evaluations and saves and count every token
+    processed; ``peak_memory_bytes`` is the CUDA peak of this run above what was allocated before it (0 on CPU).
+    """
 
     method: str
+    lr: float
+    seed: int
     trainable: int
     total: int
     state_bytes: int
     ms_per_step: float
     tokens_per_second: float
-    heldout_exact_match: float
+    peak_memory_bytes: int
+    val_exact_match: float
+    test_exact_match: float
     train_exact_match: float
     pretrain_loss: float
     best_step: int
     result: TrainResult
+
+    @property
+    def heldout_exact_match(self) -> float:
+        """The test-set exact match (the held-out animals), scored once after training."""
+        return self.test_exact_match
 
 
 LORA_TARGETS = {"lora-qv": ["q_proj", "v_proj"], "lora-all": "all-linear"}
@@ -92,14 +108,21 @@ def finetune(
     seed: int = 0,
     progress: bool = True,
     targets: list[str] | None = None,
+    loraplus_ratio: float | None = None,
+    precision: str | None = None,
 ) -> tuple[GPT, Report]:
     """Fine-tune a copy of ``base`` (never ``base`` itself) and report on it.
 
     ``replay`` > 0 mixes pretraining text into the batches, ``replay`` rows of it per task row
     (a cure for forgetting).  ``save_dir`` keeps the best adapter on disk (LoRA methods).
+    ``loraplus_ratio`` (LoRA+) trains every lora_B at ``ratio`` times the learning rate of lora_A.
     """
     if replay < 0:
         raise ValueError(f"replay must be >= 0, got {replay}.")
+    if not world.val_animals:
+        raise ValueError("The world has no validation animals to pick a checkpoint with; build it with make_world(..., n_val=8).")
+    if loraplus_ratio is not None and not method.startswith("lora"):
+        raise ValueError(f"loraplus_ratio applies to LoRA methods only, not {method!r}.")
     n_ctx = base.config.n_ctx
     model = prepare(base, method, r, alpha, seed, targets)
     x, y = task_data(world, task, world.train_animals, n_ctx)
@@ -108,22 +131,32 @@ def finetune(
         reps = max(1, round(len(pre_x) / (replay * len(x))))
         x, y = torch.cat([x.repeat(reps, 1), pre_x]), torch.cat([y.repeat(reps, 1), pre_y])
 
-    def evaluate(m: GPT) -> dict[str, float]:
-        return {"heldout": exact_match(m, world, task, world.heldout_animals)}
+    def evaluate(m: GPT) -> dict[str, float]:  # validation animals only: the test animals are scored once, at the end
+        return {"val": exact_match(m, world, task, world.val_animals), "val_loss": answer_loss(m, world, task, world.val_animals)}
 
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr or DEFAULT_LR[method], eval_every=max(1, steps // 6), seed=seed)
-    result = train(
-        model, x, y, cfg, evaluate=evaluate, score_key="heldout", save_dir=save_dir, desc=f"{method} ({task})", progress=progress
-    )
+    lr = lr or DEFAULT_LR[method]
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=max(1, steps // 6), seed=seed, precision=precision)
+    groups = None
+    if loraplus_ratio is not None:
+        from .variants import loraplus_param_groups
+
+        groups = loraplus_param_groups(model, lr=lr, ratio=loraplus_ratio)
+    device = next(base.parameters()).device
+    result = train(model, x, y, cfg, evaluate=evaluate, score_key="val", tiebreak_key="val_loss", save_dir=save_dir, device=device,
+                   desc=f"{method} ({task})", progress=progress, param_groups=groups)
     count = count_parameters(model)
     report = Report(
-        method=method + (f" + replay {replay:g}" if replay else ""),
+        method=method + (f" + replay {replay:g}" if replay else "") + (f" + LoRA+ x{loraplus_ratio:g}" if loraplus_ratio else ""),
+        lr=lr,
+        seed=seed,
         trainable=count.trainable,
         total=count.total,
         state_bytes=result.state_bytes,
         ms_per_step=result.ms_per_step,
         tokens_per_second=result.tokens_per_second,
-        heldout_exact_match=result.best_score,  # train() restored the weights that scored it
+        peak_memory_bytes=result.peak_cuda_bytes,
+        val_exact_match=result.best_score,  # train() restored the weights that scored it
+        test_exact_match=exact_match(model, world, task, world.test_animals),
         train_exact_match=exact_match(model, world, task, world.train_animals),
         pretrain_loss=lm_loss(model, pretraining_eval_rows(world, n_ctx), world.tokenizer.pad_id),
         best_step=result.best_step,

@@ -1,9 +1,14 @@
 """The training loop shared by pretraining and every fine-tune in the notebooks.
 
-AdamW with linear warmup and cosine decay, bf16 autocast on CUDA, a ``tqdm.auto`` progress bar,
-evaluation every ``eval_every`` steps, and the best weights kept: the best adapter is saved to
-``save_dir`` whenever the score improves, and a ``KeyboardInterrupt`` (the stop button in a
-notebook) ends training cleanly with the best weights restored and saved.
+AdamW with linear warmup and cosine decay, a ``tqdm.auto`` progress bar, evaluation every
+``eval_every`` steps, and the best weights kept (the *earliest* best score wins; the best adapter is
+saved to ``save_dir`` when the score improves, and a ``KeyboardInterrupt`` -- the stop button in a
+notebook -- ends training cleanly with the best weights restored and saved).
+
+Precision follows the device (``precision_for``): bf16 autocast on CUDA GPUs of compute capability
+8.0 and above (A100, L4, H100), fp16 autocast with a gradient scaler below (T4, V100), fp32 on CPU and
+MPS. On CUDA, fp32 matmuls use TF32 and AdamW runs fused. The training rows live on the device, the
+batch indices are drawn up front, and nothing waits for the GPU inside a step except at evaluations.
 """
 
 from __future__ import annotations
@@ -22,12 +27,20 @@ from .adapter import save_adapter
 from .device import configure_threads, pick_device
 from .lora import lora_layers
 
-__all__ = ["TrainConfig", "TrainResult", "lr_at", "state_bytes", "train"]
+__all__ = ["PRECISIONS", "TrainConfig", "TrainResult", "lr_at", "precision_for", "state_bytes", "train", "trim_padding"]
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
 class TrainConfig:
-    """Hyperparameters of one run; ``warmup`` is a fraction of ``steps``."""
+    """Hyperparameters of one run; ``warmup`` is a fraction of ``steps``.
+
+    ``precision`` is ``None`` (chosen from the device by ``precision_for``) or one of ``PRECISIONS``.
+    ``cuda_graph``: on CUDA (bf16/fp32), record one whole training step as a CUDA graph and replay it:
+    a small model's step is otherwise bound by launching hundreds of kernels from Python.
+    """
 
     steps: int = 300
     batch_size: int = 32
@@ -38,17 +51,37 @@ class TrainConfig:
     grad_clip: float = 1.0
     eval_every: int = 50
     seed: int = 0
+    precision: str | None = None
+    cuda_graph: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"TrainConfig.{name} must be an int, got {value!r} ({type(value).__name__}); e.g. steps=1000, not 1e3.")
         if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise ValueError(f"steps, batch_size and eval_every must be positive, got {self.steps}, {self.batch_size}, {self.eval_every}.")
+        for name in ("lr", "warmup", "min_lr_ratio", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise TypeError(f"TrainConfig.{name} must be a finite number, got {value!r}.")
         if not self.lr > 0:
             raise ValueError(f"The learning rate must be positive, got {self.lr}.")
+        if not 0 <= self.warmup < 1 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"warmup must be in [0, 1) and min_lr_ratio in [0, 1], got {self.warmup} and {self.min_lr_ratio}.")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be None (chosen from the device) or one of {PRECISIONS}, got {self.precision!r}.")
 
 
 @dataclass
 class TrainResult:
-    """What a run did: losses per step, evaluations, the best score and when, time and memory."""
+    """What a run did: losses per step, evaluations, the best score and when, time, throughput and memory.
+
+    ``seconds`` is the wall time of the whole loop; ``train_seconds`` leaves out evaluations and adapter
+    saves, and is what ``ms_per_step`` and ``tokens_per_second`` use. ``tokens`` counts every token the
+    model processed (padding included); ``supervised_tokens`` only those with a target.
+    ``peak_cuda_bytes`` is the peak allocated *during* this run above what was allocated before it.
+    """
 
     losses: list[float] = field(default_factory=list)
     evals: list[tuple[int, dict[str, float]]] = field(default_factory=list)
@@ -57,17 +90,33 @@ class TrainResult:
     steps_done: int = 0
     interrupted: bool = False
     seconds: float = 0.0
+    train_seconds: float = 0.0
     tokens: int = 0
+    supervised_tokens: int = 0
     state_bytes: int = 0
     peak_cuda_bytes: int = 0
+    precision: str = "fp32"
+    flops: float = 0.0
 
     @property
     def tokens_per_second(self) -> float:
-        return self.tokens / self.seconds if self.seconds else 0.0
+        return self.tokens / self.train_seconds if self.train_seconds else 0.0
 
     @property
     def ms_per_step(self) -> float:
-        return 1000 * self.seconds / self.steps_done if self.steps_done else 0.0
+        return 1000 * self.train_seconds / self.steps_done if self.steps_done else 0.0
+
+    @property
+    def flops_per_second(self) -> float:
+        return self.flops / self.train_seconds if self.train_seconds else 0.0
+
+
+def precision_for(device: torch.device) -> str:
+    """bf16 on CUDA with compute capability >= 8.0, fp16 on older CUDA GPUs (a T4 is 7.5), else fp32."""
+    if device.type != "cuda":
+        return "fp32"
+    major, _ = torch.cuda.get_device_capability(device)
+    return "bf16" if major >= 8 else "fp16"
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -93,8 +142,70 @@ def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None
     return total
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+def trim_padding(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the trailing columns where no row has a target: inputs, targets (rows, seq) -> (rows, seq').
+
+    A causal model's output at a position depends only on the positions before it, so the loss is
+    unchanged; fine-tuning rows (prompt + answer, padded to the context) shrink to the longest answer.
+    """
+    has_target = (targets != -100).any(dim=0).nonzero()
+    keep = int(has_target.max()) + 1 if len(has_target) else targets.shape[1]
+    return inputs[:, :keep], targets[:, :keep]
+
+
+def training_flops_per_token(model: nn.Module, seq: int) -> float:
+    """Matmul FLOPs per token of one training step: 2 N forward, 2 N for the activation gradients, 2 N_trainable
+    for the weight gradients (N: weights of the Linear layers and the head), plus attention's 12 n_layer seq d."""
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    trainable = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear) and m.weight.requires_grad)
+    trainable += sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and ("lora_" in n))
+    lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    cfg = getattr(model, "config", None)
+    attention = 12 * cfg.n_layer * seq * cfg.d_model if cfg is not None else 0
+    return 4 * (linear + lora) + 2 * trainable + attention
+
+
+def make_optimizer(params: list, cfg: TrainConfig, device: torch.device, param_groups: list[dict] | None,
+                   capturable: bool) -> torch.optim.AdamW:
+    """AdamW (fused on CUDA); each group remembers its rate relative to ``cfg.lr`` as ``lr_scale``.
+
+    ``capturable`` keeps the learning rates and step counts in device tensors, so a CUDA graph can replay the update.
+    """
+    groups = [dict(g) for g in param_groups] if param_groups is not None else [{"params": params}]
+    for g in groups:
+        g["lr_scale"] = g.get("lr", cfg.lr) / cfg.lr
+        if capturable:
+            g["lr"] = torch.tensor(g.get("lr", cfg.lr), dtype=torch.float32, device=device)
+    lr = torch.tensor(cfg.lr, dtype=torch.float32, device=device) if capturable else cfg.lr
+    fused = device.type == "cuda"  # one kernel for the whole update instead of several per tensor
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95), fused=fused, capturable=capturable)
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        value = lr * group["lr_scale"]
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(value)  # in place: a captured graph reads this tensor
+        else:
+            group["lr"] = value
+
+
+def capture_step(step_fn: Callable, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer):
+    """Record ``step_fn(x, y)`` (forward, backward, update) as a CUDA graph: (graph, its loss tensor), or (None, None)
+    with a note when this GPU, driver or torch cannot record it; training then goes on eagerly, nothing lost."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    opt.zero_grad(set_to_none=True)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]), torch.cuda.graph(graph):
+            loss = step_fn(x, y)
+        return graph, loss
+    except RuntimeError as exc:  # e.g. a kernel that synchronises with the host; the captured work never ran
+        torch.cuda.synchronize()
+        opt.zero_grad(set_to_none=True)
+        print(f"note: CUDA graph capture failed ({str(exc).splitlines()[0]}); training on without it.")
+        return None, None
 
 
 def train(
@@ -108,12 +219,17 @@ def train(
     device: torch.device | None = None,
     desc: str = "train",
     progress: bool = True,
+    param_groups: list[dict] | None = None,
+    tiebreak_key: str | None = None,
 ) -> TrainResult:
     """Train the parameters of ``model`` that require grad on rows of ``inputs``/``targets``.
 
     inputs, targets: (rows, seq) token ids; a target of -100 is ignored by the loss.
     ``evaluate(model)`` returns metrics; ``metrics[score_key]`` (higher is better) picks the best
-    weights, which are restored at the end and, for a LoRA model, saved to ``save_dir``.
+    weights (the earliest of equal scores), which are restored at the end and, for a LoRA model, saved
+    to ``save_dir``; ``metrics[tiebreak_key]`` (lower is better, e.g. a validation loss) breaks ties of the score.
+    ``param_groups`` (AdamW groups, e.g. LoRA+'s) may give some parameters their own
+    ``lr``; the schedule scales every group's rate alike.
     """
     if inputs.shape != targets.shape:
         raise ValueError(f"inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)} must have the same shape.")
@@ -125,63 +241,113 @@ def train(
     device = device or pick_device()
     if device.type == "cpu":
         configure_threads()
-    model.to(device)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
-    use_bf16 = device.type == "cuda"
     if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (A100 and later)
+        torch.backends.cudnn.allow_tf32 = True
+    precision = cfg.precision or precision_for(device)
+    model.to(device)
+    inputs, targets = trim_padding(inputs, targets)
+    inputs, targets = inputs.to(device), targets.to(device)  # resident: no copy from host memory per step
+    gen = torch.Generator().manual_seed(cfg.seed)
+    batches = torch.randint(0, len(inputs), (cfg.steps, cfg.batch_size), generator=gen).to(device)
+    use_graph = cfg.cuda_graph and device.type == "cuda" and precision != "fp16"  # the fp16 scaler's checks need the host
+    opt = make_optimizer(params, cfg, device, param_groups, capturable=use_graph)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    result = TrainResult(precision=precision)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        baseline = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-    result = TrainResult()
     best_state = trainable_state(model)
+    step_losses = torch.zeros(cfg.steps, device=device)
+    flops_per_step = training_flops_per_token(model, inputs.shape[1]) * cfg.batch_size * inputs.shape[1]
+
+    best_key = (-math.inf, -math.inf)
 
     def run_eval(step: int) -> None:
-        nonlocal best_state
+        nonlocal best_state, best_key
         if evaluate is None:
             return
         model.eval()
         metrics = evaluate(model)
         model.train()
         result.evals.append((step, metrics))
-        if metrics[score_key] >= result.best_score:  # ties go to the later, longer-trained weights
+        key = (metrics[score_key], -metrics[tiebreak_key] if tiebreak_key else 0.0)
+        if key > best_key:  # strictly better: the earliest of equal scores is kept
+            best_key = key
             result.best_score, result.best_step = metrics[score_key], step
             best_state = trainable_state(model)
             if save_dir is not None:
                 save_adapter(model, save_dir)
 
+    def step_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPE.get(precision, torch.float32),
+                            enabled=precision != "fp32", cache_enabled=not use_graph):
+            _, loss = model(x, y)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        return loss.detach()
+
+    graph, static_x, static_y, static_loss = None, None, None, None
+    warmup_steps = 3  # eager steps on a side stream before a graph is recorded (real training steps)
+    side = torch.cuda.Stream(device) if use_graph else None
     model.train()
-    start = time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc=desc, disable=not progress, leave=True)
+    start = segment = time.perf_counter()
+    bar = tqdm(range(cfg.steps), desc=desc, disable=not progress, leave=True, mininterval=1.0)
     try:
         for step in bar:
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg)
-            idx = torch.randint(0, len(inputs), (cfg.batch_size,), generator=gen)
-            x, y = inputs[idx].to(device), targets[idx].to(device)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                _, loss = model(x, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            result.losses.append(loss.item())
-            result.tokens += int((y != -100).sum())
+            set_lr(opt, lr_at(step, cfg))
+            x, y = inputs[batches[step]], targets[batches[step]]
+            if use_graph and step == warmup_steps:
+                static_x, static_y = x.clone(), y.clone()
+                torch.cuda.current_stream(device).wait_stream(side)
+                graph, static_loss = capture_step(step_fn, static_x, static_y, opt)
+                use_graph = graph is not None
+            if graph is not None:
+                static_x.copy_(x)
+                static_y.copy_(y)
+                graph.replay()
+                step_losses[step] = static_loss
+            elif use_graph:
+                side.wait_stream(torch.cuda.current_stream(device))
+                with torch.cuda.stream(side):
+                    opt.zero_grad(set_to_none=True)
+                    step_losses[step] = step_fn(x, y)
+            else:
+                opt.zero_grad(set_to_none=True)
+                step_losses[step] = step_fn(x, y)
             result.steps_done = step + 1
             if step == 0:
                 result.state_bytes = state_bytes(model, opt)
             if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                result.train_seconds += time.perf_counter() - segment
                 run_eval(step + 1)
-                if result.evals:
-                    bar.set_postfix(loss=f"{result.losses[-1]:.3f}", **{score_key: f"{result.evals[-1][1][score_key]:.3f}"})
+                bar.set_postfix(loss=f"{step_losses[step].item():.3f}",
+                                **({score_key: f"{result.evals[-1][1][score_key]:.3f}"} if result.evals else {}))
+                segment = time.perf_counter()
     except KeyboardInterrupt:
         result.interrupted = True
         print(f"Interrupted at step {result.steps_done}: keeping the best weights seen so far.")
+        result.train_seconds += time.perf_counter() - segment
         run_eval(result.steps_done)
     finally:
         bar.close()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        del graph
         result.seconds = time.perf_counter() - start
         if device.type == "cuda":
-            result.peak_cuda_bytes = torch.cuda.max_memory_allocated(device)
+            result.peak_cuda_bytes = torch.cuda.max_memory_allocated(device) - baseline
+    result.losses = step_losses[: result.steps_done].tolist()
+    result.tokens = result.steps_done * cfg.batch_size * inputs.shape[1]
+    result.supervised_tokens = int((targets[batches[: result.steps_done]] != -100).sum())
+    result.flops = flops_per_step * result.steps_done
     if evaluate is not None and result.evals:
         with torch.no_grad():
             for name, p in model.named_parameters():
@@ -189,3 +355,7 @@ def train(
                     p.copy_(best_state[name])
     model.eval()
     return result
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

@@ -11,7 +11,7 @@ from lora_edu.evaluate import exact_match, generate_answers, lm_loss
 from lora_edu.finetune import finetune
 from lora_edu.gpt import GPT, GPTConfig
 from lora_edu.pretrain import PRETRAIN_SIZES, load_pretrained, pretrain, world_for
-from lora_edu.train import TrainConfig, lr_at, state_bytes, train
+from lora_edu.train import TrainConfig, lr_at, precision_for, state_bytes, train, trim_padding
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +22,14 @@ def pretrained():
 def test_world_is_deterministic_and_split():
     a, b = make_world(), make_world()
     assert a.animals == b.animals and a.home == b.home and a.pretraining_lines() == b.pretraining_lines()
-    assert not set(a.train_animals) & set(a.heldout_animals)
-    assert sorted(a.train_animals + a.heldout_animals) == a.animals
+    assert not set(a.train_animals) & set(a.heldout_animals) and not set(a.val_animals) & set(a.train_animals + a.heldout_animals)
+    assert sorted(a.train_animals + a.val_animals + a.heldout_animals) == a.animals
+    assert (len(a.train_animals), len(a.val_animals), len(a.test_animals)) == (24, 8, 16) and a.test_animals == a.heldout_animals
+    assert make_world(n_val=0).val_animals == [] and make_world(n_val=0).heldout_animals == a.heldout_animals  # the test set never moves
     with pytest.raises(ValueError):
         make_world(10, 10)
+    with pytest.raises(ValueError):
+        make_world(10, 4, n_val=6)
 
 
 def test_pretraining_corpus_has_json_but_no_animal_json():
@@ -84,6 +88,12 @@ def test_lr_schedule_warms_up_and_decays():
     assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 99))
     with pytest.raises(ValueError):
         TrainConfig(steps=0)
+    with pytest.raises(TypeError, match="must be an int"):
+        TrainConfig(steps=1e3)
+    with pytest.raises(TypeError, match="finite number"):
+        TrainConfig(lr=float("nan"))
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="int8")
 
 
 def tiny_model_and_data():
@@ -108,7 +118,7 @@ def test_train_keeps_the_best_weights_and_saves_the_adapter(tmp_path):
     model, x, y = tiny_model_and_data()
     inject_lora(model, ["q_proj", "v_proj"], r=2, alpha=4)
     mark_only_lora_trainable(model)
-    scores = iter([0.5, 0.9, 0.1])
+    scores = iter([0.5, 0.9, 0.9])  # a tie: the earlier weights are kept
     snapshots = []
 
     def evaluate(m):
@@ -239,5 +249,35 @@ def test_gpu_size_pipeline_runs_end_to_end_on_cpu(tmp_path, monkeypatch):
     base, world = ensure_pretrained("gpu", "cpu")  # no checkpoint yet: pretrains one into the cache
     assert (tmp_path / "gpu.safetensors").exists() and base.config.d_model == 512
     model, rep = finetune(base, world, "json", "lora-qv", steps=2, batch_size=4, save_dir=tmp_path / "adapter", progress=False)
-    assert rep.trainable == 8 * 2 * 8 * (512 + 512) and 0.0 <= rep.heldout_exact_match <= 1.0
+    assert rep.trainable == 8 * 2 * 8 * (512 + 512) and 0.0 <= rep.heldout_exact_match <= 1.0 and 0.0 <= rep.val_exact_match <= 1.0
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_gpu_precision_paths_train_on_cpu(precision):
+    """The CUDA configurations' training step (bf16 autocast; fp16 autocast with the gradient scaler), run on a CPU."""
+    configure_threads(1)
+    torch.manual_seed(0)
+    spec = PRETRAIN_SIZES["gpu"]
+    model = GPT(GPTConfig(**{**spec.model.to_dict(), "n_layer": 2, "vocab_size": 64}))  # the gpu width, 2 layers: seconds on a CPU
+    x = torch.randint(1, 64, (32, 16))
+    res = train(model, x, x.roll(-1, dims=1), TrainConfig(steps=12, batch_size=8, lr=1e-3, precision=precision),
+                progress=False, device=torch.device("cpu"))
+    assert res.precision == precision and all(torch.isfinite(torch.tensor(res.losses)))
+    assert sum(res.losses[-3:]) < sum(res.losses[:3])
+
+
+def test_precision_follows_the_device():
+    assert precision_for(torch.device("cpu")) == "fp32"
+    assert precision_for(torch.device("meta")) == "fp32"
+
+
+def test_padding_is_trimmed_and_throughput_counts_every_token():
+    configure_threads(1)
+    model, x, y = tiny_model_and_data()
+    y = y.clone()
+    y[:, 5:] = -100  # the last 3 columns have no target: a causal model need not compute them
+    xt, yt = trim_padding(x, y)
+    assert xt.shape == (16, 5) and torch.equal(yt, y[:, :5])
+    res = train(model, x, y, TrainConfig(steps=10, batch_size=4, lr=1e-2), progress=False, device=torch.device("cpu"))
+    assert res.tokens == 10 * 4 * 5 and res.supervised_tokens == 10 * 4 * 5 and res.train_seconds <= res.seconds
