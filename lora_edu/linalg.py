@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SVDReconstructor", "low_rank_approx", "lora_factors", "null_space", "rank_by_elimination", "row_echelon", "svd_storage"]
+__all__ = [
+    "SVDReconstructor",
+    "factorize_by_gradient_descent",
+    "low_rank_approx",
+    "lora_factors",
+    "null_space",
+    "rank_by_elimination",
+    "row_echelon",
+    "svd_storage",
+]
 
 
 def row_echelon(m: np.ndarray, tol: float = 1e-10) -> tuple[np.ndarray, list[int]]:
@@ -61,6 +70,35 @@ def lora_factors(m: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
     r = svd.check_rank(r)
     root = np.sqrt(svd.s[:r])
     return svd.u[:, :r] * root, root[:, None] * svd.vt[:r]
+
+
+def factorize_by_gradient_descent(
+    m: np.ndarray, r: int, steps: int = 400, lr: float | None = None, seed: int = 0, init_scale: float = 0.1
+) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Plain gradient descent on f(B, A) = ½ ||M - B A||_F² from LoRA's start (B = 0, A small and random).
+
+    m: (d_out, d_in) -> B: (d_out, r), A: (r, d_in) and the Frobenius error ||M - B A||_F before each step.
+    The gradients are ∂f/∂B = -(M - B A) Aᵀ and ∂f/∂A = -Bᵀ (M - B A); ``lr`` defaults to 5 / s_1².
+    """
+    m = np.asarray(m, dtype=np.float64)
+    if m.ndim != 2:
+        raise ValueError(f"factorize_by_gradient_descent needs a 2-D matrix, got shape {m.shape}.")
+    if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 1 <= r <= min(m.shape):
+        raise ValueError(f"r must be an integer in [1, {min(m.shape)}], got {r!r}.")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}.")
+    top = float(np.linalg.norm(m, 2))
+    lr = 5.0 / top**2 if lr is None and top > 0 else (lr or 0.1)
+    if lr <= 0:
+        raise ValueError(f"The learning rate must be positive, got {lr}.")
+    b = np.zeros((m.shape[0], r))
+    a = init_scale * np.random.default_rng(seed).standard_normal((r, m.shape[1]))
+    errors = []
+    for _ in range(steps):
+        residual = m - b @ a
+        errors.append(float(np.linalg.norm(residual)))
+        b, a = b + lr * residual @ a.T, a + lr * b.T @ residual
+    return b, a, errors
 
 
 def null_space(m: np.ndarray, tol: float = 1e-10) -> np.ndarray:

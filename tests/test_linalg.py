@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from lora_edu import SVDReconstructor, lora_factors, low_rank_approx, null_space, rank_by_elimination, row_echelon, svd_storage
+from lora_edu.linalg import factorize_by_gradient_descent
 
 
 def test_lora_factors_are_the_truncated_svd_split_evenly():
@@ -135,3 +136,20 @@ def test_lazy_names_are_all_importable():
     assert set(lora_edu.__all__) <= set(dir(lora_edu))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         lora_edu.nope  # noqa: B018
+
+
+def test_gradient_descent_on_b_a_reaches_the_eckart_young_error():
+    rng = np.random.default_rng(1)
+    u, _ = np.linalg.qr(rng.standard_normal((30, 20)))
+    v, _ = np.linalg.qr(rng.standard_normal((20, 20)))
+    s = 10 * 0.6 ** np.arange(20)
+    m = u @ np.diag(s) @ v.T
+    b, a, errors = factorize_by_gradient_descent(m, 3)
+    bound = SVDReconstructor(m).error(3)
+    assert b.shape == (30, 3) and a.shape == (3, 20) and len(errors) == 400
+    assert errors[0] == pytest.approx(np.linalg.norm(m)) and errors[-1] == pytest.approx(bound, rel=1e-9)
+    assert min(errors) >= bound * (1 - 1e-12)  # never below the optimum
+    np.testing.assert_allclose(b @ a, low_rank_approx(m, 3), atol=1e-6)
+    for bad in ({"r": 0}, {"r": 21}, {"r": 2.0}, {"r": 2, "steps": 0}, {"r": 2, "lr": -1.0}):
+        with pytest.raises(ValueError):
+            factorize_by_gradient_descent(m, **bad)
