@@ -234,11 +234,14 @@ def launched_by_torchrun() -> bool:
 def wrap(model: nn.Module, cfg: DistributedConfig, device: torch.device, counter: ByteCounter) -> nn.Module:
     """DDP with the counting hook, or FSDP2 (each block, then the root) for ``strategy="fsdp"``."""
     if cfg.strategy == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
+        # an explicit mesh on this run's device: by default FSDP2 would pick CUDA whenever a GPU exists, even under gloo
+        mesh = init_device_mesh(device.type, (dist.get_world_size(),))
         for block in model.blocks:
-            fully_shard(block)
-        fully_shard(model)
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -349,7 +352,7 @@ def summary_lines(payload: dict) -> list[str]:
     for r_ in payload["runs"]:
         lines.append(
             f"{r_['method']:>8} {r_['strategy']:>6}: trainable {r_['trainable']:,} of {r_['total']:,} | "
-            + (f"all-reduced {r_['allreduce_bytes_per_step']:,} bytes/step" if r_["strategy"] == "ddp" else "gradients reduce-scattered")
+            + ("gradients reduce-scattered" if r_["strategy"] == "fsdp" else f"all-reduced {r_['allreduce_bytes_per_step']:,} bytes/step")
             + f" | params {r_['param_bytes_per_rank']:,} bytes/rank | "
             f"loss {r_['losses'][0]:.4f} -> {r_['losses'][-1]:.4f}"
         )
@@ -374,6 +377,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         if launched_by_torchrun():
             if backend == "nccl":
+                per_node, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", 1)), torch.cuda.device_count()
+                if per_node > gpus:
+                    raise ValueError(f"NCCL needs one GPU per process: --nproc_per_node={per_node} but this machine has "
+                                     f"{gpus} GPU(s). Use --nproc_per_node={gpus}, or --backend gloo to train on CPUs.")
                 torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
             dist.init_process_group(backend)
         else:

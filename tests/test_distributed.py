@@ -86,7 +86,8 @@ def launch_raw(args: list[str], nproc: int, tmp_path: Path) -> subprocess.Comple
 
 def test_torchrun_two_processes_match_one_and_lora_sends_the_trainable_fraction(tmp_path):
     out = tmp_path / "two.json"
-    proc = launch(2, ["--steps", "4", "--batch-size", "8", "--strategies", "ddp", "fsdp", "--json", str(out)])
+    args = ["--steps", "4", "--batch-size", "8", "--strategies", "ddp", "fsdp", "--backend", "gloo", "--json", str(out)]
+    proc = launch(2, args)
     payload = json.loads(out.read_text())
     runs = {(r["method"], r["strategy"]): r for r in payload["runs"]}
     assert payload["world_size"] == 2 and payload["backend"] == "gloo" and len(runs) == 4
@@ -109,11 +110,11 @@ def test_torchrun_two_processes_match_one_and_lora_sends_the_trainable_fraction(
 
 
 def test_world_size_that_does_not_divide_the_batch(tmp_path):
-    proc = launch_raw(["--steps", "1", "--batch-size", "7", "--methods", "lora-qv"], 2, tmp_path)
+    proc = launch_raw(["--steps", "1", "--batch-size", "7", "--methods", "lora-qv", "--backend", "gloo"], 2, tmp_path)
     assert proc.returncode != 0  # torchrun exits 1 when a worker fails; each worker exits 2
     assert "does not split evenly over 2 processes" in proc.stderr
     with pytest.raises(RuntimeError, match="error: The global batch of 7 rows does not split evenly"):
-        launch(2, ["--steps", "1", "--batch-size", "7", "--methods", "lora-qv"])
+        launch(2, ["--steps", "1", "--batch-size", "7", "--methods", "lora-qv", "--backend", "gloo"])
     with pytest.raises(ValueError, match="nproc must be a positive int"):
         launch(0, [])
 
@@ -127,9 +128,16 @@ def test_nccl_without_gpus_is_a_clear_error(capsys):
     assert "backend 'nccl' needs CUDA GPUs" in capsys.readouterr().err
 
 
+def test_more_processes_than_gpus_with_nccl_is_a_clear_error():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU (without one, NCCL is refused earlier, see above)")
+    with pytest.raises(RuntimeError, match="NCCL needs one GPU per process"):
+        launch(torch.cuda.device_count() + 1, ["--steps", "1", "--batch-size", "8", "--backend", "nccl"])
+
+
 def test_script_without_torchrun_runs_one_process(tmp_path, capsys):
     out = tmp_path / "one.json"
-    assert main(["--steps", "2", "--batch-size", "4", "--methods", "lora-qv", "--json", str(out)]) == 0
+    assert main(["--steps", "2", "--batch-size", "4", "--methods", "lora-qv", "--backend", "gloo", "--json", str(out)]) == 0
     captured = capsys.readouterr()
     assert "Not launched by torchrun" in captured.err and "world size 1" in captured.out
     assert json.loads(out.read_text())["runs"][0]["world_size"] == 1
