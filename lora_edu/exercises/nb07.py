@@ -103,7 +103,7 @@ register(ChoiceExercise(
     options={
         "a": "because B A has a different shape from W",
         "b": "because the merged W + B A must be quantised again, to 16 levels per block, and that rounding error is "
-        "about as large as the update B A itself",
+        "not small next to the update B A itself",
         "c": "because NF4 tensors cannot be changed after they are created",
         "d": "because merging would double the memory of the adapter",
     },
@@ -113,6 +113,6 @@ register(ChoiceExercise(
         "c": "the weight can be re-quantised from W + B A; the problem is what the re-quantisation does to B A.",
         "d": "after merging the adapter is gone: the memory is that of W alone.",
     },
-    explanation="the update is small next to W, and so is each block's rounding step; the re-quantised weight is "
-    "not W + B A. Serve the unmerged adapter, or merge into a dequantised bf16 copy of W.",
+    explanation="the update is small next to W, and each block's rounding step is of a similar size; the "
+    "re-quantised weight is not W + B A. Serve the unmerged adapter, or merge into a dequantised bf16 copy of W.",
 ))
