@@ -80,11 +80,16 @@ class NF4Linear(nn.Linear):
     def from_linear(cls, linear: nn.Linear) -> NF4Linear:
         if type(linear) is not nn.Linear:
             raise TypeError(f"NF4Linear quantises a plain nn.Linear, got {type(linear).__name__}.")
+        return cls.holding(to_nf4_weight(linear.weight), linear.bias)
+
+    @classmethod
+    def holding(cls, weight: torch.Tensor, bias: torch.Tensor | None) -> NF4Linear:
+        """A layer around an existing NF4 ``weight`` (d_out, d_in) and a copy of ``bias`` (d_out,); both frozen."""
         layer = cls.__new__(cls)
         nn.Module.__init__(layer)
-        layer.in_features, layer.out_features = linear.in_features, linear.out_features
-        layer.weight = nn.Parameter(to_nf4_weight(linear.weight), requires_grad=False)
-        layer.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+        layer.out_features, layer.in_features = weight.shape
+        layer.weight = nn.Parameter(weight, requires_grad=False)
+        layer.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
         return layer
 
     def __deepcopy__(self, memo: dict) -> NF4Linear:
@@ -93,11 +98,7 @@ class NF4Linear(nn.Linear):
         names, ctx = self.weight.__tensor_flatten__()
         inner = {n: getattr(self.weight, n).clone() for n in names}
         weight = NF4Tensor.__tensor_unflatten__(inner, ctx, self.weight.shape, self.weight.stride())
-        layer = type(self).__new__(type(self))
-        nn.Module.__init__(layer)
-        layer.in_features, layer.out_features = self.in_features, self.out_features
-        layer.weight = nn.Parameter(weight, requires_grad=False)
-        layer.bias = None if self.bias is None else nn.Parameter(self.bias.detach().clone(), requires_grad=False)
+        layer = self.holding(weight, self.bias)
         memo[id(self)] = layer
         return layer
 
