@@ -27,6 +27,16 @@ def fresh_base(seed: int = 0) -> Toy:
     return Toy()
 
 
+def assert_refused(directory, text: str, model=None) -> None:
+    """Loading ``directory`` into ``model`` (a fresh base) raises a ValueError matching ``text`` and changes nothing."""
+    model = fresh_base() if model is None else model
+    before, layers = state(model), set(lora_layers(model))
+    with pytest.raises(ValueError, match=text):
+        load_adapter(model, directory)
+    assert set(lora_layers(model)) == layers
+    assert_same_state(model, before)
+
+
 def test_round_trip_into_a_fresh_base(tmp_path):
     model = trained_toy()
     x = torch.randn(2, 16)
@@ -137,11 +147,7 @@ def test_wrong_base_weights_is_an_error_naming_the_fingerprints(tmp_path):
 
 def test_wrong_shapes_is_an_error(tmp_path):
     save_adapter(trained_toy(), tmp_path / "a")
-    other = Toy(d=8)
-    before = state(other)
-    with pytest.raises(ValueError, match="Shape mismatch for 'blocks.0.q_proj'"):
-        load_adapter(other, tmp_path / "a")
-    assert_same_state(other, before)
+    assert_refused(tmp_path / "a", "Shape mismatch for 'blocks.0.q_proj'", Toy(d=8))
 
 
 def test_model_with_other_lora_layers_is_an_error(tmp_path):
@@ -171,12 +177,7 @@ def test_model_with_other_lora_layers_is_an_error(tmp_path):
 def test_corrupt_files_are_clear_errors(tmp_path, damage, text):
     save_adapter(trained_toy(), tmp_path / "a")
     damage(tmp_path / "a")
-    other = fresh_base()
-    before = state(other)
-    with pytest.raises(ValueError, match=text):
-        load_adapter(other, tmp_path / "a")
-    assert not lora_layers(other)
-    assert_same_state(other, before)
+    assert_refused(tmp_path / "a", text)
 
 
 def test_config_and_tensors_disagreeing_is_corrupt(tmp_path):
@@ -379,12 +380,7 @@ def edit_config(directory, change) -> None:
 def test_bad_configs_name_the_field_and_change_nothing(tmp_path, change, text):
     save_adapter(trained_toy(), tmp_path / "a")
     edit_config(tmp_path / "a", change)
-    model = fresh_base()
-    before = state(model)
-    with pytest.raises(ValueError, match=text):
-        load_adapter(model, tmp_path / "a")
-    assert not lora_layers(model)
-    assert_same_state(model, before)
+    assert_refused(tmp_path / "a", text)
 
 
 def test_null_sections_mean_none(tmp_path):
@@ -408,11 +404,7 @@ def test_bad_factor_values_are_refused(tmp_path, tensor, text):
     tensors = load_file(str(path))
     tensors["base_model.model.blocks.0.q_proj.lora_A.weight"] = tensor
     save_file(tensors, str(path))
-    model = fresh_base()
-    before = state(model)
-    with pytest.raises(ValueError, match=text):
-        load_adapter(model, tmp_path / "a")
-    assert_same_state(model, before)
+    assert_refused(tmp_path / "a", text)
 
 
 def test_rslora_adapter_into_a_layer_without_rslora_is_an_error(tmp_path):
@@ -423,10 +415,7 @@ def test_rslora_adapter_into_a_layer_without_rslora_is_an_error(tmp_path):
     save_adapter(model, tmp_path / "a")
     other = fresh_base()
     inject_lora(other, ["q_proj"], r=4, alpha=8)
-    before = state(other)
-    with pytest.raises(ValueError, match="use_rslora=False but the adapter has r=4, alpha=8, use_rslora=True"):
-        load_adapter(other, tmp_path / "a")
-    assert_same_state(other, before)
+    assert_refused(tmp_path / "a", "use_rslora=False but the adapter has r=4, alpha=8, use_rslora=True", other)
 
 
 def test_base_in_another_dtype_is_named(tmp_path):

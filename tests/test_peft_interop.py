@@ -58,6 +58,14 @@ def peft_open(base: torch.nn.Module, directory) -> PeftModel:
         return PeftModel.from_pretrained(base, str(directory)).eval()
 
 
+def assert_same_merge(theirs: PeftModel, ours: torch.nn.Module) -> None:
+    """PEFT's merge_and_unload and lora_edu's merge_lora give bit-identical weights."""
+    merged = theirs.merge_and_unload()
+    merge_lora(ours)
+    for name, layer in lora_layers(ours).items():
+        assert torch.equal(merged.get_submodule(name).weight, layer.base.weight), name
+
+
 def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
@@ -77,10 +85,7 @@ def test_peft_opens_a_lora_edu_gpt_adapter(tmp_path):
     assert peft_lora_layers(theirs) == lora_edu_layers(ours)
     x = torch.randint(0, 31, (2, 8))
     assert torch.equal(logits(theirs, x), logits(ours, x))
-    merged = theirs.merge_and_unload()
-    merge_lora(ours)
-    for name, layer in lora_layers(ours).items():
-        assert torch.equal(merged.get_submodule(name).weight, layer.base.weight), name
+    assert_same_merge(theirs, ours)
 
 
 def test_lora_edu_opens_what_peft_saves_with_suffixes_and_patterns(tmp_path):
@@ -100,10 +105,7 @@ def test_lora_edu_opens_what_peft_saves_with_suffixes_and_patterns(tmp_path):
     assert lora_layers(ours)["blocks.1.attn.q_proj"].alpha == 3 and lora_layers(ours)["blocks.2.attn.v_proj"].r == 2
     x = torch.randint(0, 31, (3, 8))
     assert torch.equal(logits(ours, x), logits(theirs, x))
-    merge_lora(ours)
-    merged = theirs.merge_and_unload()
-    for name, layer in lora_layers(ours).items():
-        assert torch.equal(merged.get_submodule(name).weight, layer.base.weight), name
+    assert_same_merge(theirs, ours)
 
 
 @pytest.mark.parametrize(
@@ -230,10 +232,7 @@ def test_llama_adapters_both_ways_and_merged_weights(tmp_path):
     assert type(theirs).__name__ == "PeftModelForCausalLM"
     x = torch.randint(0, 40, (2, 10))
     assert torch.equal(logits(theirs, x), logits(ours, x))
-    merged = theirs.merge_and_unload()
-    merge_lora(ours)
-    for name, layer in lora_layers(ours).items():
-        assert torch.equal(merged.get_submodule(name).weight, layer.base.weight), name
+    assert_same_merge(theirs, ours)
 
     torch.manual_seed(5)
     config = LoraConfig(r=2, lora_alpha=4, target_modules=["o_proj", "up_proj"], task_type="CAUSAL_LM", init_lora_weights=False)
