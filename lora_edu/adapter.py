@@ -23,11 +23,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .atomic_dir import replace_directory
+from .atomic_dir import check_replaceable, replace_directory
 from .lora import LoRALinear, lora_layers, set_submodule
 from .peft_format import PEFT_TASK_TYPES, check_config, plan_layers
 
-__all__ = ["base_fingerprint", "load_adapter", "read_adapter_config", "save_adapter"]
+__all__ = ["base_fingerprint", "check_save_path", "load_adapter", "read_adapter_config", "save_adapter"]
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -136,9 +136,15 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, base_model_name
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata=metadata)
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
 
-    target = Path(os.path.abspath(directory))
-    replace_directory(target, write, ours=(CONFIG_NAME, WEIGHTS_NAME), kept=KEPT, is_ours=is_adapter_directory)
+    replace_directory(check_save_path(directory), write, ours=(CONFIG_NAME, WEIGHTS_NAME), kept=KEPT, is_ours=is_adapter_directory)
     return Path(directory)
+
+
+def check_save_path(directory: str | os.PathLike) -> Path:
+    """The absolute path ``save_adapter`` would write, or the ``ValueError`` it would raise (call it before a long run)."""
+    target = Path(os.path.abspath(directory))
+    check_replaceable(target, ours=(CONFIG_NAME, WEIGHTS_NAME), kept=KEPT, is_ours=is_adapter_directory)
+    return target
 
 
 def is_adapter_directory(directory: Path) -> bool:
@@ -152,7 +158,9 @@ def read_adapter_config(directory: str | os.PathLike) -> dict:
     """The parsed and checked ``adapter_config.json``, or a ``ValueError`` that names what is wrong with it."""
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
-        raise ValueError(f"No {CONFIG_NAME} in {str(directory)!r}: is this an adapter directory (save_adapter or PEFT)?")
+        inside = sorted(p.parent.name for p in Path(directory).glob(f"*/{CONFIG_NAME}"))
+        hint = f" It has adapters in subfolders {inside} (PEFT saves a named adapter there): pass one of them." if inside else ""
+        raise ValueError(f"No {CONFIG_NAME} in {str(directory)!r}: is this an adapter directory (save_adapter or PEFT)?{hint}")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

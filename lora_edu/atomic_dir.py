@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import glob
 import os
 import shutil
 import sys
@@ -101,7 +102,7 @@ def check_replaceable(target: Path, ours: Collection[str], kept: Collection[str]
 
 def sweep_leftovers(target: Path, ours: Collection[str], kept: Collection[str]) -> None:
     """Remove hidden siblings ``.<name>.lora_edu-*`` that an earlier, killed save left (only if they hold only our files)."""
-    for p in target.parent.glob(f".{target.name}{TAG}*"):
+    for p in target.parent.glob(f".{glob.escape(target.name)}{TAG}*"):
         if p.is_dir() and not p.is_symlink() and all(e in ours or e in kept for e in os.listdir(p)):
             shutil.rmtree(p, ignore_errors=True)
 

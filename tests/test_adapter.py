@@ -9,7 +9,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from lora_edu import atomic_dir, base_fingerprint, inject_lora, load_adapter, lora_layers, merge_lora, read_adapter_config, save_adapter
-from lora_edu.adapter import CONFIG_NAME, WEIGHTS_NAME
+from lora_edu.adapter import CONFIG_NAME, WEIGHTS_NAME, check_save_path
 
 from .test_lora import Toy, assert_same_state, randomize_b, state
 
@@ -241,6 +241,21 @@ def test_save_refuses_a_path_inside_a_file_or_through_a_symlink(tmp_path):
     with pytest.raises(ValueError, match="symbolic link"):
         save_adapter(trained_toy(), tmp_path / "link")
     assert (tmp_path / "notes.txt").read_text() == "mine" and sorted(os.listdir(tmp_path)) == ["elsewhere", "link", "notes.txt"]
+
+
+def test_the_save_path_can_be_checked_before_a_long_run(tmp_path):
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "chapter1.tex").write_text("years of work")
+    with pytest.raises(ValueError, match="not an adapter directory"):
+        check_save_path(tmp_path / "thesis")
+    assert check_save_path(tmp_path / "new" / "adapter") == tmp_path / "new" / "adapter"
+    assert not (tmp_path / "new").exists()
+
+
+def test_adapters_in_named_subfolders_are_pointed_to(tmp_path):
+    save_adapter(trained_toy(), tmp_path / "run" / "json")
+    with pytest.raises(ValueError, match="adapters in subfolders \\['json'\\].*pass one of them"):
+        load_adapter(fresh_base(), tmp_path / "run")
 
 
 def test_save_refuses_the_current_directory(tmp_path, monkeypatch):
