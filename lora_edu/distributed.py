@@ -156,13 +156,15 @@ def per_rank_bytes(
     return parts["total"] / (world_size if strategy == "fsdp" else 1)
 
 
+def local_bytes(t: torch.Tensor) -> int:
+    """Bytes of the part of ``t`` this process holds (for a sharded DTensor: its local shard)."""
+    local = t.to_local() if hasattr(t, "to_local") else t
+    return local.numel() * local.element_size()
+
+
 def parameter_bytes(model: nn.Module) -> int:
-    """Bytes of the parameters this process holds (for a sharded DTensor: the local shard only)."""
-    total = 0
-    for p in {id(p): p for p in model.parameters()}.values():
-        local = p.to_local() if hasattr(p, "to_local") else p
-        total += local.numel() * local.element_size()
-    return total
+    """Bytes of the parameters this process holds, each shared tensor counted once."""
+    return sum(local_bytes(p) for p in {id(p): p for p in model.parameters()}.values())
 
 
 # ---------------------------------------------------------------- the distributed training script
@@ -213,9 +215,7 @@ def counting_allreduce_hook(state: ByteCounter, bucket: dist.GradBucket) -> torc
 
 
 # DDP inspects the hook's annotations as objects (this module's are strings, from the __future__ import).
-counting_allreduce_hook.__annotations__.update(bucket=dist.GradBucket, state=ByteCounter, return_=None)
-counting_allreduce_hook.__annotations__["return"] = torch.futures.Future[torch.Tensor]
-del counting_allreduce_hook.__annotations__["return_"]
+counting_allreduce_hook.__annotations__ = {"state": ByteCounter, "bucket": dist.GradBucket, "return": torch.futures.Future[torch.Tensor]}
 
 
 def check_backend(backend: str) -> str:
@@ -275,8 +275,9 @@ def run(cfg: DistributedConfig, backend: str | None = None) -> dict:
     replicated_bytes = parameter_bytes(model)
     net = wrap(model, cfg, device, counter) if distributed else model
     params = [p for p in model.parameters() if p.requires_grad]  # after wrapping: FSDP2 replaces them by shards
-    opt = torch.optim.AdamW(params, lr=cfg.lr or DEFAULT_LR[cfg.method], betas=(0.9, 0.95), weight_decay=0.0)
-    schedule = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr or DEFAULT_LR[cfg.method], seed=cfg.seed)
+    lr = cfg.lr or DEFAULT_LR[cfg.method]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    schedule = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=lr, seed=cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     local = cfg.batch_size // world
     losses = []
@@ -310,7 +311,7 @@ def run(cfg: DistributedConfig, backend: str | None = None) -> dict:
         "losses": losses,
         "allreduce_bytes_per_step": counter.per_step[-1] if counter.per_step else 0,
         "buckets_per_step": counter.buckets // cfg.steps,
-        "trainable_bytes_per_rank": sum(parameter_bytes(nn.ParameterList([p])) for p in params),
+        "trainable_bytes_per_rank": sum(local_bytes(p) for p in params),
         "param_bytes_replicated": replicated_bytes,
         "param_bytes_per_rank": parameter_bytes(model),
         "config": asdict(cfg),

@@ -92,6 +92,8 @@ def test_torchrun_two_processes_match_one_and_lora_sends_the_trainable_fraction(
         assert runs[method, "ddp"]["param_bytes_per_rank"] == runs[method, "ddp"]["param_bytes_replicated"]
         half = runs[method, "ddp"]["param_bytes_per_rank"] / 2  # FSDP pads a dimension that does not split evenly
         assert half <= runs[method, "fsdp"]["param_bytes_per_rank"] <= 1.01 * half
+    # and so are the trainable factors (with their gradients and Adam states): LoRA's A and B split evenly
+    assert runs["lora-qv", "fsdp"]["trainable_bytes_per_rank"] * 2 == runs["lora-qv", "ddp"]["trainable_bytes_per_rank"]
     assert "bytes ratio lora-qv / full" in proc.stdout
 
 
