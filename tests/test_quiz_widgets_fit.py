@@ -50,6 +50,10 @@ def lora_forward(x, W, A, B, alpha, r):
     return x @ W.T + alpha / r * (x @ A.T) @ B.T
 
 
+def lora_input_grad(grad_y, W, A, B, alpha, r):
+    return grad_y @ W + alpha / r * (grad_y @ B) @ A
+
+
 def training_state_bytes(n_params, n_trainable, bytes_per_number):
     return (n_params + 3 * n_trainable) * bytes_per_number
 
@@ -80,7 +84,8 @@ CORRECT = {
     "lora-forward": lora_forward,
     "why-b-zero": "b",
     "gradient-of-a": "b",
-    "alpha-over-r": "b",
+    "alpha-doubled": "b",
+    "lora-input-grad": lora_input_grad,
     # nb05
     "tiny-gpt-lora-budget": 9216,
     "training-state-bytes": training_state_bytes,
@@ -98,6 +103,7 @@ WRONG_CODE = {  # a plausible mistake per code exercise: each must fail on a hid
     "lora-trainable": lambda n_layer, d_model, n_head, n_kv_head, d_ff, r, targets: n_layer * len(targets) * r * 2 * d_model,
     "lora-forward": lambda x, W, A, B, alpha, r: x @ W.T + (x @ A.T) @ B.T,  # scaling forgotten
     "training-state-bytes": lambda n_params, n_trainable, b: 4 * n_params * b,
+    "lora-input-grad": lambda grad_y, W, A, B, alpha, r: grad_y @ W,  # the LoRA branch forgotten
     "subspace-phi": lambda a1, a2, i, j: float(np.sum((a1[:i] @ a2[:j].T) ** 2) / min(i, j)),  # rows, not singular vectors
 }
 

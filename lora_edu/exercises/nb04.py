@@ -23,6 +23,29 @@ def package_lora_forward(x: np.ndarray, W: np.ndarray, A: np.ndarray, B: np.ndar
         return layer(torch.from_numpy(x)).numpy()
 
 
+def package_input_grad(grad_y: np.ndarray, W: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, r: int) -> np.ndarray:
+    """∂L/∂x through ``lora_edu.LoRALinear`` by autograd, given grad_y = ∂L/∂y: (n, d_out) -> (n, d_in)."""
+    import torch
+    from torch import nn
+
+    from ..lora import LoRALinear
+
+    d_out, d_in = W.shape
+    layer = LoRALinear(nn.Linear(d_in, d_out, bias=False, dtype=torch.float64), r=r, alpha=alpha)
+    with torch.no_grad():
+        layer.base.weight.copy_(torch.from_numpy(W))
+        layer.lora_A.copy_(torch.from_numpy(A))
+        layer.lora_B.copy_(torch.from_numpy(B))
+    x = torch.zeros(grad_y.shape[0], d_in, dtype=torch.float64, requires_grad=True)
+    layer(x).backward(torch.from_numpy(grad_y))
+    return x.grad.numpy()
+
+
+def input_grad_cases(rng: np.random.Generator) -> list[tuple]:
+    return [(rng.standard_normal((n, d_out)), *args[1:]) for n, d_out, args in
+            ((x.shape[0], w.shape[0], (x, w, a, b, alpha, r)) for x, w, a, b, alpha, r in forward_cases(rng))]
+
+
 def forward_cases(rng: np.random.Generator) -> list[tuple]:
     cases = []
     for n, d_in, d_out, r, alpha in ((3, 6, 5, 2, 4.0), (1, 4, 4, 1, 1.0), (7, 10, 3, 3, 16.0), (2, 8, 12, 4, 8.0), (5, 5, 9, 5, 2.5)):
@@ -76,23 +99,38 @@ register(ChoiceExercise(
     "Shapes alone rule the other options out.",
 ))
 register(ChoiceExercise(
-    id="alpha-over-r",
-    prompt="LoRALinear scales the update by α/r. With α and the learning rate fixed, you raise r from 1 to 64. "
-    "What happens to the size of the update after the first training step?",
+    id="alpha-doubled",
+    prompt="A rank-8 LoRALinear with α = 16 is trained with Adam. You double α to 32 and change nothing else (same r, "
+    "same learning rate, same data). What happens to ‖ΔW‖_F after the first step?",
     options={
-        "a": "it stays about the same: that is what α/r is for",
-        "b": "it shrinks: α/r falls like 1/r while (with Adam) B A grows only like √r, so larger ranks learn slower "
-        "(rsLoRA's α/√r keeps it steady)",
-        "c": "it grows about 64 times, one factor per rank",
-        "d": "it is zero at every rank, because B starts at zero",
+        "a": "nothing: Adam normalises the gradient, so the scaling cancels",
+        "b": "it doubles: Adam's first step on B has a size set by the learning rate, and ΔW = (α/r) B A multiplies it by "
+        "the doubled scaling",
+        "c": "it grows 4 times: the gradient of B doubles and the branch's output doubles too",
+        "d": "it halves, because α/r is divided by the rank",
     },
-    answer_digest="4f2689a159d08a26",
+    answer_digest="62055d9641421ccf",
     feedback={
-        "a": "that is the common claim, but it does not hold: measured in notebook 06, the first-step update shrinks "
-        "several times from r = 1 to r = 64 under α/r. α/r avoids re-tuning α, not the learning rate.",
-        "c": "the 1/r in the scaling more than cancels the extra ranks.",
-        "d": "B starts at zero, but after one step B has moved (its gradient is proportional to A), so B A is not zero.",
+        "a": "Adam normalises the step on B, not the scaling applied after it: the same ΔB gives twice the ΔW.",
+        "c": "that is plain SGD's answer (the gradient of B carries one factor α/r, the product another); Adam divides "
+        "the gradient by its own size, removing one of the two factors.",
+        "d": "r did not change; only α did, and it sits in the numerator.",
     },
-    explanation="α/r over-corrects: the step's size grows like √r with more random directions, the scaling falls like "
-    "1/r. Kalajdzievski (2023, rsLoRA) proposes α/√r, `LoRALinear(..., use_rslora=True)`.",
+    explanation="with Adam the first step moves each entry of B by about the learning rate, whatever the gradient's "
+    "scale, so ΔW = (α/r) ΔB A is proportional to α. Doubling α acts like doubling the learning rate of the branch.",
+    hints=("Write ΔW after one step as (α/r) ΔB A with A unchanged. Which of these factors does Adam fix?",),
+))
+register(CodeExercise(
+    id="lora-input-grad",
+    prompt="Backpropagation also needs the gradient with respect to the layer's input, to pass on to the layer below. "
+    "Write lora_input_grad(grad_y, W, A, B, alpha, r): ∂L/∂x (n x d_in) for the bias-free LoRA layer y = x Wᵀ + "
+    "(α/r) x Aᵀ Bᵀ, given grad_y = ∂L/∂y (n x d_out), without forming the d_out x d_in matrix B A. Checked on hidden "
+    "shapes against autograd through lora_edu.LoRALinear.",
+    signature="lora_input_grad(grad_y, W, A, B, alpha, r) -> grad_x  # (n, d_in)",
+    reference=package_input_grad,
+    cases=input_grad_cases,
+    explanation="∂L/∂x = grad_y W + (α/r) (grad_y B) A: the backward pass runs the same thin path in reverse, "
+    "through r numbers per row.",
+    hints=("For y = x Mᵀ the input gradient is grad_y M. Here M = W + (α/r) B A.",
+           "Multiply grad_y by B first (n x r), then by A."),
 ))
