@@ -86,7 +86,7 @@ def check_replaceable(target: Path, ours: Collection[str], kept: Collection[str]
     if not target.is_dir():
         raise ValueError(
             f"{str(target)!r} is a file, not an adapter directory; it was left untouched. An adapter is a directory: "
-            f"choose a new path, e.g. {str(target.with_suffix(''))!r}-adapter."
+            f"choose a new path, e.g. {str(target.with_suffix('')) + '-adapter'!r}."
         )
     entries = sorted(os.listdir(target))
     if not entries:

@@ -212,6 +212,12 @@ def plan_layers(model: nn.Module, config: dict) -> dict[str, tuple[int, float]]:
         alpha = pattern_value(config.get("alpha_pattern") or {}, name, config["lora_alpha"])
         check_lora_hyperparameters(r, alpha, config.get("lora_dropout") or 0.0)
         module = model.get_submodule(name)
+        if r > min(module.in_features, module.out_features):
+            raise bad(
+                "rank_pattern" if r != config["r"] else "r",
+                f"gives {name!r} rank {r}, above min(d_in, d_out) = {min(module.in_features, module.out_features)}: "
+                "the adapter was made for a bigger model.",
+            )
         if not isinstance(module, LoRALinear):
             check_injectable(model, name, r)
         plan[name] = (r, alpha)

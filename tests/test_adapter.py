@@ -380,7 +380,7 @@ def edit_config(directory, change) -> None:
         (lambda c: {**c, "target_modules": None}, "target_modules must be a list"),
         (lambda c: {**c, "target_modules": "("}, "not a valid regular expression"),
         (lambda c: {**c, "rank_pattern": {"blocks.1.q_proj": 0}}, "rank_pattern\\['blocks.1.q_proj'\\] must be a positive integer"),
-        (lambda c: {**c, "rank_pattern": {"blocks.1.q_proj": 40}}, "r=40 exceeds min\\(d_in, d_out\\) = 32 for 'blocks.1.q_proj'"),
+        (lambda c: {**c, "rank_pattern": {"blocks.1.q_proj": 40}}, "rank_pattern gives 'blocks.1.q_proj' rank 40, above min"),
         (lambda c: {**c, "alpha_pattern": {"v_proj": -1}}, "alpha_pattern\\['v_proj'\\] must be a positive finite number"),
         (lambda c: {**c, "alpha_pattern": ["v_proj"]}, "alpha_pattern must be an object"),
         (lambda c: {**c, "use_rslora": "yes"}, "use_rslora must be true or false"),
