@@ -368,3 +368,16 @@ def test_fit_history_explorer_shows_each_step():
         fit_step_html(fit, 0)
     with pytest.raises(ValueError, match="a_init"):
         fit_lora_to_matrix(w, target, r=1, a_init=np.zeros((2, 2)))
+
+
+def test_rank_slider_moves_without_a_new_svd(monkeypatch):
+    """What keeps the slider fast (benchmarks/slider_latency.py times it): the SVD is computed once, not per move."""
+    slider = RankSlider(np.random.default_rng(0).random((40, 30)), k=2)
+
+    def no_svd(*args, **kwargs):
+        raise AssertionError("the slider recomputed an SVD on a move")
+
+    monkeypatch.setattr(np.linalg, "svd", no_svd)
+    for k in (5, 30, 1):
+        slider.slider.value = k
+    assert len(slider.latencies_ms) == 3 and slider.caption.value == rank_caption(slider.svd, 1)

@@ -26,6 +26,7 @@ __all__ = [
     "NumericExercise",
     "Trap",
     "compare_close",
+    "compare_exact",
     "digest",
     "register",
     "registered_by",
@@ -207,6 +208,13 @@ def compare_close(got: Any, expected: Any, rtol: float = 1e-6, atol: float = 1e-
         return f"expected shape {e.shape}, got shape {g.shape}"
     if not np.allclose(g, e, rtol=rtol, atol=atol):
         return f"expected {describe(e)}, got {describe(g)}"
+    return None
+
+
+def compare_exact(got: Any, expected: Any, args: Sequence[Any] = ()) -> str | None:
+    """None when ``got`` is an integer count equal to ``expected`` (a bool is not a count); else what differs."""
+    if isinstance(got, (bool, np.bool_)) or got != expected:
+        return f"expected {expected:,}, got {got!r}"
     return None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..linalg import rank_by_elimination
-from .core import ChoiceExercise, CodeExercise, NumericExercise, Trap, register
+from .core import ChoiceExercise, CodeExercise, NumericExercise, Trap, compare_exact, register
 
 
 def integer_matrix_of_rank(rng: np.random.Generator, rows: int, cols: int, rank: int) -> np.ndarray:
@@ -79,8 +79,7 @@ register(CodeExercise(
     signature="rank_by_hand(M) -> int",
     reference=rank_by_elimination,
     cases=rank_cases,
-    compare=lambda got, expected, args: None if not isinstance(got, bool) and got == expected
-    else f"expected rank {expected}, got {got!r}",
+    compare=compare_exact,
     explanation="counting pivots after elimination is counting independent rows.",
     hints=("Copy M as floats; for each column find a row (at or below the current one) with a non-zero entry, "
            "swap it up, and subtract multiples of it from every row below.",

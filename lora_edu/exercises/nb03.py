@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..arch import ARCHITECTURES, Architecture, lora_parameter_count
-from .core import ChoiceExercise, CodeExercise, NumericExercise, Trap, register
+from .core import ChoiceExercise, CodeExercise, NumericExercise, Trap, compare_exact, register
 
 SWIGLU = ("q", "k", "v", "o", "gate", "up", "down")
 
@@ -56,8 +56,7 @@ register(CodeExercise(
     signature="lora_trainable(n_layer, d_model, n_head, n_kv_head, d_ff, r, targets) -> int",
     reference=llama_like_lora,
     cases=llama_cases,
-    compare=lambda got, expected, args: None if not isinstance(got, bool) and got == expected
-    else f"expected {expected:,}, got {got!r}",
+    compare=compare_exact,
     explanation="every adapted d_out x d_in matrix adds r (d_out + d_in); only the shapes differ between matrices.",
     hints=("head_dim = d_model // n_head; Wk and Wv have d_out = n_kv_head * head_dim.",
            "gate and up map d_model -> d_ff; down maps d_ff -> d_model."),

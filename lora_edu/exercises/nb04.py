@@ -7,8 +7,8 @@ import numpy as np
 from .core import ChoiceExercise, CodeExercise, register
 
 
-def package_lora_forward(x: np.ndarray, W: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, r: int) -> np.ndarray:
-    """``lora_edu.LoRALinear`` (bias-free, float64) with the given weights: x (n, d_in) -> (n, d_out)."""
+def package_layer(W: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, r: int):
+    """A bias-free float64 ``lora_edu.LoRALinear`` holding W (d_out, d_in), A (r, d_in) and B (d_out, r)."""
     import torch
     from torch import nn
 
@@ -20,24 +20,23 @@ def package_lora_forward(x: np.ndarray, W: np.ndarray, A: np.ndarray, B: np.ndar
         layer.base.weight.copy_(torch.from_numpy(W))
         layer.lora_A.copy_(torch.from_numpy(A))
         layer.lora_B.copy_(torch.from_numpy(B))
-        return layer(torch.from_numpy(x)).numpy()
+    return layer
+
+
+def package_lora_forward(x: np.ndarray, W: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, r: int) -> np.ndarray:
+    """The package's layer on x: (n, d_in) -> (n, d_out)."""
+    import torch
+
+    with torch.no_grad():
+        return package_layer(W, A, B, alpha, r)(torch.from_numpy(x)).numpy()
 
 
 def package_input_grad(grad_y: np.ndarray, W: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, r: int) -> np.ndarray:
-    """∂L/∂x through ``lora_edu.LoRALinear`` by autograd, given grad_y = ∂L/∂y: (n, d_out) -> (n, d_in)."""
+    """∂L/∂x through the package's layer by autograd, given grad_y = ∂L/∂y: (n, d_out) -> (n, d_in)."""
     import torch
-    from torch import nn
 
-    from ..lora import LoRALinear
-
-    d_out, d_in = W.shape
-    layer = LoRALinear(nn.Linear(d_in, d_out, bias=False, dtype=torch.float64), r=r, alpha=alpha)
-    with torch.no_grad():
-        layer.base.weight.copy_(torch.from_numpy(W))
-        layer.lora_A.copy_(torch.from_numpy(A))
-        layer.lora_B.copy_(torch.from_numpy(B))
-    x = torch.zeros(grad_y.shape[0], d_in, dtype=torch.float64, requires_grad=True)
-    layer(x).backward(torch.from_numpy(grad_y))
+    x = torch.zeros(grad_y.shape[0], W.shape[1], dtype=torch.float64, requires_grad=True)
+    package_layer(W, A, B, alpha, r)(x).backward(torch.from_numpy(grad_y))
     return x.grad.numpy()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..arch import DTYPE_BYTES, memory_estimate
-from .core import ChoiceExercise, CodeExercise, NumericExercise, Trap, register
+from .core import ChoiceExercise, CodeExercise, NumericExercise, Trap, compare_exact, register
 
 DTYPE_OF_BYTES = {size: name for name, size in DTYPE_BYTES.items() if name in ("fp32", "bf16", "int8")}
 
@@ -58,8 +58,7 @@ register(CodeExercise(
     signature="training_state_bytes(n_params, n_trainable, bytes_per_number) -> int",
     reference=package_state_bytes,
     cases=state_cases,
-    compare=lambda got, expected, args: None if not isinstance(got, bool) and got == expected
-    else f"expected {expected:,} bytes, got {got!r}",
+    compare=compare_exact,
     explanation="weights cost n_params x b whatever is trained; gradients and AdamW's two moments cost 3 x b per "
     "trainable parameter. Full fine-tuning pays 4 b per parameter, LoRA barely more than the frozen weights.",
     hints=("Frozen weights have no gradient and no optimizer state.",),
