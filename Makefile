@@ -18,7 +18,7 @@ if [ ! -x /usr/bin/chromium ]; then \
 fi
 endef
 
-.PHONY: setup lab test lint benchmark clean browser
+.PHONY: setup lab test lint benchmark clean browser gpu-check portability
 
 setup: $(STAMP)
 
@@ -44,6 +44,15 @@ lint: setup
 
 benchmark: setup
 	$(PY) benchmarks/lora_layer.py
+
+# On a CUDA machine: notebooks 05 and 06 in their GPU configuration from a fresh cache (pretraining timed),
+# then LoRA vs full fine-tuning side by side; writes benchmarks/gpu_results.{json,md}.
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py
+
+# The trained notebooks under other CPU kernels and one thread, against their committed outputs.
+portability: setup
+	$(PY) benchmarks/portability.py notebooks/05_*.ipynb notebooks/06_*.ipynb --settings default avx2 threads1
 
 clean:
 	rm -rf $(VENV)

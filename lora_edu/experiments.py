@@ -14,13 +14,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from .analysis import intruder_dimensions
 from .data import World
 from .evaluate import answer_loss
 from .finetune import finetune
 from .gpt import GPT
-from .lora import lora_layers
+from .lora import LoRALinear, lora_layers
+from .progress import progress as progress_line
 
-__all__ = ["PAPER", "Interval", "LoRARun", "batch1_latency_ms", "interval", "lora_factors", "lora_run", "summarize", "sweep", "verdict"]
+__all__ = ["PAPER", "Interval", "LoRARun", "adapted_weight", "batch1_latency_ms", "interval", "intruder_count", "lora_factors", "lora_run",
+           "summarize", "sweep", "verdict"]
 
 SHORT = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
 
@@ -30,7 +33,11 @@ PAPER = {
         ("q",): 70.4, ("k",): 70.0, ("v",): 73.0, ("o",): 73.2, ("q", "k"): 71.4, ("q", "v"): 73.7, ("q", "k", "v", "o"): 73.7
     },
     "table5_rank": {("q",): 8, ("k",): 8, ("v",): 8, ("o",): 8, ("q", "k"): 4, ("q", "v"): 4, ("q", "k", "v", "o"): 2},
+    # Table 6, WikiSQL: validation accuracy by rank r = 1, 2, 4, 8, 64
+    "table6_wikisql": {("q",): (68.8, 69.6, 70.5, 70.4, 70.0), ("q", "v"): (73.4, 73.3, 73.7, 73.8, 73.5)},
+    "table6_ranks": (1, 2, 4, 8, 64),
     "table7_amplification": {4: 21.5, 64: 1.9},  # ||ΔWq|| / ||U^T Wq V^T||, GPT-3 layer 48
+    "table7_norms": {"w": 61.95, "delta_w": {4: 6.91, 64: 3.57}},  # ||Wq||_F and ||ΔWq||_F in the same table
     "table1_adapter_latency_increase": (0.20, 0.30),  # GPT-2 medium, batch 1, short sequences
 }
 
@@ -84,7 +91,7 @@ def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int
         raise ValueError(f"Unknown target {unknown[0]!r}; use the short names {list(SHORT)}.")
     t0 = time.perf_counter()
     model, rep = finetune(base, world, task, "lora", targets=[SHORT[t] for t in targets], r=r, alpha=scaling * r, steps=steps,
-                          seed=seed, progress=False)
+                          seed=seed, progress=False, score_all=False)
     loss = answer_loss(model, world, task, world.test_animals)
     run = LoRARun(targets, r, seed, rep.val_exact_match, rep.test_exact_match, loss, time.perf_counter() - t0, lora_factors(model))
     del model  # keep the factors, free the model (on a GPU, 80 models would not fit a small card)
@@ -94,10 +101,8 @@ def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int
 def sweep(base: GPT, world: World, configs: list[tuple[tuple[str, ...], int]], seeds: Iterable[int], steps: int,
           progress: bool = True) -> list[LoRARun]:
     """Every (targets, r) configuration for every seed, with a progress bar."""
-    from tqdm.auto import tqdm
-
     jobs = [(t, r, s) for t, r in configs for s in seeds]
-    return [lora_run(base, world, t, r, steps, s) for t, r, s in tqdm(jobs, desc="LoRA runs", disable=not progress, mininterval=1.0)]
+    return [lora_run(base, world, t, r, steps, s) for t, r, s in progress_line(jobs, "LoRA runs", disable=not progress)]
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,21 @@ def verdict(name_a: str, a: Interval, name_b: str, b: Interval, higher_is_better
     if b_wins:
         return f"{name_b} beats {name_a}{what} ({b} vs {a}, 95% intervals apart)"
     return f"{name_a} vs {name_b}{what}: not resolved at this scale ({a} vs {b}, 95% intervals overlap)"
+
+
+@torch.no_grad()
+def adapted_weight(model: nn.Module, name: str) -> torch.Tensor:
+    """The weight a layer applies after fine-tuning: W + s B A for an unmerged LoRA layer, else W. (d_out, d_in)."""
+    layer = model.get_submodule(name)
+    if isinstance(layer, LoRALinear):
+        w = layer.base.weight.detach()
+        return w if layer.merged else w + layer.delta_weight().to(w.dtype)
+    return layer.weight.detach()
+
+
+def intruder_count(base: nn.Module, model: nn.Module, names: Iterable[str], k: int = 10, threshold: float = 0.5) -> int:
+    """Intruder dimensions (``lora_edu.analysis.intruder_dimensions``) of ``model`` against ``base``, summed over layers."""
+    return sum(intruder_dimensions(adapted_weight(base, n), adapted_weight(model, n), k, threshold).count for n in names)
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """The training loop shared by pretraining and every fine-tune in the notebooks.
 
-AdamW with linear warmup and cosine decay, a ``tqdm.auto`` progress bar, evaluation every
+AdamW with linear warmup and cosine decay, a progress line (``lora_edu.progress``), evaluation every
 ``eval_every`` steps, and the best weights kept (the *earliest* best score wins; the best adapter is
 saved to ``save_dir`` when the score improves, and a ``KeyboardInterrupt`` -- the stop button in a
 notebook -- ends training cleanly with the best weights restored and saved).
@@ -8,7 +8,8 @@ notebook -- ends training cleanly with the best weights restored and saved).
 Precision follows the device (``precision_for``): bf16 autocast on CUDA GPUs of compute capability
 8.0 and above (A100, L4, H100), fp16 autocast with a gradient scaler below (T4, V100), fp32 on CPU and
 MPS. On CUDA, fp32 matmuls use TF32 and AdamW runs fused. The training rows live on the device, the
-batch indices are drawn up front, and nothing waits for the GPU inside a step except at evaluations.
+batch indices are drawn up front, and nothing waits for the GPU inside a step except at evaluations
+(and fp16's gradient scaler, which checks for overflow on the host).
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .adapter import save_adapter
 from .device import configure_threads, pick_device
 from .lora import lora_layers
+from .progress import Progress
 
 __all__ = ["PRECISIONS", "TrainConfig", "TrainResult", "lr_at", "precision_for", "state_bytes", "train", "trim_padding"]
 
@@ -38,8 +39,6 @@ class TrainConfig:
     """Hyperparameters of one run; ``warmup`` is a fraction of ``steps``.
 
     ``precision`` is ``None`` (chosen from the device by ``precision_for``) or one of ``PRECISIONS``.
-    ``cuda_graph``: on CUDA (bf16/fp32), record one whole training step as a CUDA graph and replay it:
-    a small model's step is otherwise bound by launching hundreds of kernels from Python.
     """
 
     steps: int = 300
@@ -52,7 +51,6 @@ class TrainConfig:
     eval_every: int = 50
     seed: int = 0
     precision: str | None = None
-    cuda_graph: bool = True
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "seed"):
@@ -165,47 +163,18 @@ def training_flops_per_token(model: nn.Module, seq: int) -> float:
     return 4 * (linear + lora) + 2 * trainable + attention
 
 
-def make_optimizer(params: list, cfg: TrainConfig, device: torch.device, param_groups: list[dict] | None,
-                   capturable: bool) -> torch.optim.AdamW:
-    """AdamW (fused on CUDA); each group remembers its rate relative to ``cfg.lr`` as ``lr_scale``.
-
-    ``capturable`` keeps the learning rates and step counts in device tensors, so a CUDA graph can replay the update.
-    """
+def make_optimizer(params: list, cfg: TrainConfig, device: torch.device, param_groups: list[dict] | None) -> torch.optim.AdamW:
+    """AdamW (fused on CUDA); each group remembers its rate relative to ``cfg.lr`` as ``lr_scale``."""
     groups = [dict(g) for g in param_groups] if param_groups is not None else [{"params": params}]
     for g in groups:
         g["lr_scale"] = g.get("lr", cfg.lr) / cfg.lr
-        if capturable:
-            g["lr"] = torch.tensor(g.get("lr", cfg.lr), dtype=torch.float32, device=device)
-    lr = torch.tensor(cfg.lr, dtype=torch.float32, device=device) if capturable else cfg.lr
     fused = device.type == "cuda"  # one kernel for the whole update instead of several per tensor
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95), fused=fused, capturable=capturable)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95), fused=fused)
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     for group in opt.param_groups:
-        value = lr * group["lr_scale"]
-        if torch.is_tensor(group["lr"]):
-            group["lr"].fill_(value)  # in place: a captured graph reads this tensor
-        else:
-            group["lr"] = value
-
-
-def capture_step(step_fn: Callable, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer):
-    """Record ``step_fn(x, y)`` (forward, backward, update) as a CUDA graph: (graph, its loss tensor), or (None, None)
-    with a note when this GPU, driver or torch cannot record it; training then goes on eagerly, nothing lost."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    opt.zero_grad(set_to_none=True)
-    graph = torch.cuda.CUDAGraph()
-    try:
-        with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]), torch.cuda.graph(graph):
-            loss = step_fn(x, y)
-        return graph, loss
-    except RuntimeError as exc:  # e.g. a kernel that synchronises with the host; the captured work never ran
-        torch.cuda.synchronize()
-        opt.zero_grad(set_to_none=True)
-        print(f"note: CUDA graph capture failed ({str(exc).splitlines()[0]}); training on without it.")
-        return None, None
+        group["lr"] = lr * group["lr_scale"]
 
 
 def train(
@@ -250,8 +219,7 @@ def train(
     inputs, targets = inputs.to(device), targets.to(device)  # resident: no copy from host memory per step
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = torch.randint(0, len(inputs), (cfg.steps, cfg.batch_size), generator=gen).to(device)
-    use_graph = cfg.cuda_graph and device.type == "cuda" and precision != "fp16"  # the fp16 scaler's checks need the host
-    opt = make_optimizer(params, cfg, device, param_groups, capturable=use_graph)
+    opt = make_optimizer(params, cfg, device, param_groups)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     result = TrainResult(precision=precision)
     if device.type == "cuda":
@@ -282,7 +250,7 @@ def train(
 
     def step_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPE.get(precision, torch.float32),
-                            enabled=precision != "fp32", cache_enabled=not use_graph):
+                            enabled=precision != "fp32"):
             _, loss = model(x, y)
         scaler.scale(loss).backward()
         if cfg.grad_clip:
@@ -292,34 +260,15 @@ def train(
         scaler.update()
         return loss.detach()
 
-    graph, static_x, static_y, static_loss = None, None, None, None
-    warmup_steps = 3  # eager steps on a side stream before a graph is recorded (real training steps)
-    side = torch.cuda.Stream(device) if use_graph else None
     model.train()
     start = segment = time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc=desc, disable=not progress, leave=True, mininterval=1.0)
+    bar = Progress(cfg.steps, desc, disable=not progress)
     try:
-        for step in bar:
+        for step in range(cfg.steps):
             set_lr(opt, lr_at(step, cfg))
             x, y = inputs[batches[step]], targets[batches[step]]
-            if use_graph and step == warmup_steps:
-                static_x, static_y = x.clone(), y.clone()
-                torch.cuda.current_stream(device).wait_stream(side)
-                graph, static_loss = capture_step(step_fn, static_x, static_y, opt)
-                use_graph = graph is not None
-            if graph is not None:
-                static_x.copy_(x)
-                static_y.copy_(y)
-                graph.replay()
-                step_losses[step] = static_loss
-            elif use_graph:
-                side.wait_stream(torch.cuda.current_stream(device))
-                with torch.cuda.stream(side):
-                    opt.zero_grad(set_to_none=True)
-                    step_losses[step] = step_fn(x, y)
-            else:
-                opt.zero_grad(set_to_none=True)
-                step_losses[step] = step_fn(x, y)
+            opt.zero_grad(set_to_none=True)
+            step_losses[step] = step_fn(x, y)
             result.steps_done = step + 1
             if step == 0:
                 result.state_bytes = state_bytes(model, opt)
@@ -328,19 +277,21 @@ def train(
                     torch.cuda.synchronize(device)
                 result.train_seconds += time.perf_counter() - segment
                 run_eval(step + 1)
-                bar.set_postfix(loss=f"{step_losses[step].item():.3f}",
-                                **({score_key: f"{result.evals[-1][1][score_key]:.3f}"} if result.evals else {}))
+                bar.update(step + 1, loss=f"{step_losses[step].item():.3f}",
+                           **({score_key: f"{result.evals[-1][1][score_key]:.3f}"} if result.evals else {}))
                 segment = time.perf_counter()
+            elif step % 10 == 0:
+                bar.update(step + 1)
     except KeyboardInterrupt:
         result.interrupted = True
         print(f"Interrupted at step {result.steps_done}: keeping the best weights seen so far.")
         result.train_seconds += time.perf_counter() - segment
         run_eval(result.steps_done)
     finally:
-        bar.close()
+        bar.update(result.steps_done)
+        bar.close(**({f"best {score_key}": f"{result.best_score:.3f} at step {result.best_step}"} if result.evals else {}))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        del graph
         result.seconds = time.perf_counter() - start
         if device.type == "cuda":
             result.peak_cuda_bytes = torch.cuda.max_memory_allocated(device) - baseline

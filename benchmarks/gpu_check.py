@@ -1,0 +1,131 @@
+"""The class-GPU check (`make gpu-check`): notebooks 05 and 06 in their GPU configuration, then the benchmarks.
+
+Runs each notebook's code cells in order in one namespace (no Jupyter needed, so it also runs where only
+PyTorch is installed), from a fresh cache so that the GPU model is pretrained inside notebook 05's time,
+as on a fresh Colab runtime. Writes ``benchmarks/gpu_results.json`` and ``benchmarks/gpu_results.md``:
+device name, minutes per notebook, the figures the notebooks computed (exact match, peak memory,
+tokens/s, MFU), and the LoRA / full fine-tuning ratios of ``benchmarks/finetune.py``.
+
+    python benchmarks/gpu_check.py [--notebooks 05 06] [--out benchmarks/gpu_results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = {"05": "05_lora_finetune_small_gpt.ipynb", "06": "06_lora_paper_experiments.ipynb"}
+
+
+def code_cells(path: Path) -> list[str]:
+    """The notebook's code cells, without IPython magics and shell lines."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    return ["\n".join(line for line in s.splitlines() if not line.lstrip().startswith(("%", "!"))) for s in sources]
+
+
+def run_notebook(path: Path) -> tuple[float, dict, str]:
+    """Execute a notebook's code cells in one namespace: (seconds, namespace, what it printed)."""
+    namespace: dict = {"__name__": "__main__", "display": print}
+    printed = io.StringIO()
+    start = time.perf_counter()
+    cwd = os.getcwd()
+    os.chdir(path.parent)
+    try:
+        for i, source in enumerate(code_cells(path)):
+            with contextlib.redirect_stdout(printed):
+                try:
+                    exec(compile(source, f"{path.name}[cell {i}]", "exec"), namespace)
+                except Exception:
+                    print(f"--- {path.name}, code cell {i} failed:\n{source}", file=sys.stderr)
+                    raise
+    finally:
+        os.chdir(cwd)
+    return time.perf_counter() - start, namespace, printed.getvalue()
+
+
+def run_figures(reports: list) -> list[dict]:
+    """One row per fine-tuning report a notebook kept."""
+    rows = []
+    for rep in reports:
+        res = rep.result
+        rows.append({"method": rep.method, "lr": rep.lr, "seed": rep.seed, "test_exact_match": rep.test_exact_match,
+                     "val_exact_match": rep.val_exact_match, "pretrain_loss": round(rep.pretrain_loss, 4),
+                     "ms_per_step": round(rep.ms_per_step, 2), "tokens_per_second": round(rep.tokens_per_second),
+                     "peak_memory_mb": round(rep.peak_memory_bytes / 1e6, 1), "precision": res.precision,
+                     "flops_per_second": res.flops_per_second})
+    return rows
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# GPU check: {results['device']}", "", f"Measured {results['date']} with `make gpu-check` "
+             f"(torch {results['torch']}, precision {results['precision']}).", "",
+             "| notebook | minutes (fresh runtime) | fine-tuning runs | peak memory of a run (MB) | median tokens/s | median MFU |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, nb in results["notebooks"].items():
+        lines.append(f"| {name} | {nb['minutes']:.2f} | {nb['runs']} | {nb['max_peak_memory_mb']} | {nb['median_tokens_per_second']} | "
+                     f"{nb['median_mfu']} |")
+    bench = results.get("finetune_benchmark")
+    if bench:
+        lines += ["", f"LoRA / full fine-tuning on the `gpu` size, side by side: step time **{bench['step_time_ratio']:.2f}x**, "
+                  f"peak training memory **{bench['peak_memory_ratio']:.2f}x** (targets: <= 0.75x and <= 0.5x)."]
+    lines += ["", "Per-notebook figures are in the JSON file beside this one."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--notebooks", nargs="+", default=list(NOTEBOOKS), choices=list(NOTEBOOKS))
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "gpu_results")
+    parser.add_argument("--keep-cache", action="store_true", help="reuse $LORA_EDU_CACHE instead of a fresh one")
+    args = parser.parse_args()
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    if not args.keep_cache:
+        os.environ["LORA_EDU_CACHE"] = tempfile.mkdtemp(prefix="lora_edu_cache_")  # a fresh runtime: pretraining is timed
+    import numpy as np
+    import torch
+
+    from lora_edu.device import peak_flops, pick_device
+
+    device = pick_device()
+    if device.type != "cuda":
+        raise SystemExit(f"gpu-check needs a CUDA GPU; this machine has {device.type}. (CPU runs: make test.)")
+    from lora_edu.train import precision_for
+
+    peak = peak_flops(device)
+    results = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__, "precision": precision_for(device),
+               "date": time.strftime("%Y-%m-%d"), "notebooks": {}}
+    for key in args.notebooks:
+        torch.cuda.empty_cache()
+        seconds, ns, printed = run_notebook(ROOT / "notebooks" / NOTEBOOKS[key])
+        reports = ns.get("reports", [])
+        rows = run_figures(reports)
+        tokens = [r["tokens_per_second"] for r in rows]
+        mfu = [r["flops_per_second"] / peak for r in rows] if peak else []
+        results["notebooks"][key] = {
+            "minutes": round(seconds / 60, 2), "runs": len(rows) + len(ns.get("runs", [])),
+            "max_peak_memory_mb": max((r["peak_memory_mb"] for r in rows), default=None),
+            "median_tokens_per_second": int(np.median(tokens)) if tokens else None,
+            "median_mfu": round(float(np.median(mfu)), 4) if mfu else None,
+            "figures": ns.get("FIGURES", {}), "reports": rows, "printed_tail": printed[-4000:],
+        }
+        print(f"notebook {key}: {seconds / 60:.2f} min, {len(rows)} reports", flush=True)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import finetune as finetune_benchmark
+
+    results["finetune_benchmark"] = finetune_benchmark.compare(device, "gpu", steps=100)
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=float) + "\n", encoding="utf-8")
+    args.out.with_suffix(".md").write_text(markdown(results), encoding="utf-8")
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Seeds and intervals, computed verdicts, progress lines, and the GPU-check / portability tooling."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lora_edu.experiments import T95, interval, verdict
+from lora_edu.progress import Progress, in_notebook, progress
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_interval_is_the_t_interval_of_the_mean():
+    iv = interval([1.0, 2.0, 3.0])
+    assert iv.mean == 2.0 and iv.values == (1.0, 2.0, 3.0)
+    assert iv.half_width == pytest.approx(T95[2] * 1.0 / math.sqrt(3))  # sample std 1, three seeds: t(0.975, 2) = 4.303
+    assert interval([0.5, 0.5, 0.5]).half_width == 0.0
+    assert str(interval([1.0, 3.0])) == f"2.000 ± {T95[1] * math.sqrt(2) / math.sqrt(2):.3f}"
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        interval([1.0])
+
+
+def test_t_quantiles_fall_towards_the_normal_one():
+    values = [T95[k] for k in sorted(T95)]
+    assert values == sorted(values, reverse=True) and values[-1] > 1.96
+    assert interval(np.arange(40.0)).half_width == pytest.approx(T95[29] * np.arange(40.0).std(ddof=1) / math.sqrt(40))
+
+
+def test_verdict_needs_separate_intervals():
+    low, high = interval([0.1, 0.12, 0.11]), interval([0.5, 0.52, 0.51])
+    assert verdict("A", high, "B", low, higher_is_better=True).startswith("A beats B")
+    assert verdict("A", high, "B", low, higher_is_better=False).startswith("B beats A")
+    wide = interval([0.0, 1.0, 0.5])
+    assert "not resolved at this scale" in verdict("A", wide, "B", low, higher_is_better=True, what="exact match")
+    assert "on exact match" in verdict("A", wide, "B", low, True, "exact match")
+
+
+def test_progress_outside_a_notebook_falls_back_to_tqdm(capsys):
+    assert not in_notebook()
+    assert list(progress(range(3), "items")) == [0, 1, 2]
+    assert "items" in capsys.readouterr().err
+    bar = Progress(10, "steps")
+    bar.update(5, loss="0.5")
+    assert "5/10" in bar.line() and "loss 0.5" in bar.line()
+    bar.close(best="1.0")
+    assert bar.line(done=True).endswith("done")
+    quiet = Progress(3, "quiet", disable=True)
+    quiet.update(3)
+    quiet.close()
+    assert quiet.handle is None and quiet.bar is None
+
+
+def test_gpu_check_reads_the_notebooks_code_without_magics():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_check
+
+    for name in gpu_check.NOTEBOOKS.values():
+        cells = gpu_check.code_cells(ROOT / "notebooks" / name)
+        assert cells and not any(line.lstrip().startswith(("%", "!")) for c in cells for line in c.splitlines())
+        source = "\n".join(cells)
+        compile(source, name, "exec")  # the whole notebook is valid Python once magics are gone
+        assert "reports = " in source or "runs = " in source  # what the GPU check reads
+    with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+        sys.argv = ["gpu_check.py", "--notebooks", "05"]
+        gpu_check.main()
+
+
+def test_portability_check_applies_the_suites_rules():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import portability
+
+    def nb(text_exact, text_trained, text_ignored):
+        cells = [("print(1)", text_exact), ("# TRAINED_FIGURES rel=0 abs=0.01\nprint(2)", text_trained),
+                 ("# NBVAL_IGNORE_OUTPUT\nprint(3)", text_ignored)]
+        return {"cells": [{"cell_type": "code", "source": s, "outputs": [{"output_type": "stream", "name": "stdout", "text": t}]}
+                          for s, t in cells]}
+
+    committed = nb("exact 1\n", "loss 0.500\n", "12.3 ms\n")
+    same = json.loads(json.dumps(committed))
+    assert portability.check(committed, nb("exact 1\n", "loss 0.505\n", "99 ms\n"), lambda s: s) == []
+    assert portability.check(committed, nb("exact 2\n", "loss 0.500\n", "1 ms\n"), lambda s: s) == ["code cell 0: exact output differs"]
+    assert "outside the declared tolerance" in portability.check(committed, nb("exact 1\n", "loss 0.600\n", "1 ms\n"), lambda s: s)[0]
+    spread = portability.spreads([committed, nb("exact 1\n", "loss 0.505\n", "x\n"), same])
+    assert spread[1]["spread_abs"] == pytest.approx(0.005) and spread[1]["declared_abs"] == 0.01
