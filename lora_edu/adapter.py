@@ -64,14 +64,17 @@ def most_common(values: dict[str, float]) -> float:
 
 
 def peft_config(model: nn.Module, layers: dict[str, LoRALinear], base_model_name: str, task_type: str | None) -> dict:
-    """The ``adapter_config.json`` PEFT writes for these layers; ``target_modules`` and patterns are full names,
-    escaped as regexes when PEFT's suffix rules would select anything else."""
+    """The ``adapter_config.json`` PEFT writes for these layers.
+
+    ``target_modules`` and the pattern keys are full module names; where PEFT's suffix rules would read one
+    of them as also naming another layer, they become exact regexes (``"a\\.b|c"``; keys ``"^a\\.b"``).
+    """
     ranks = {n: m.r for n, m in layers.items()}
     alphas = {n: m.alpha for n, m in layers.items()}
     r, alpha = most_common(ranks), most_common(alphas)
     first = next(iter(layers.values()))
     want = {n: (m.r, m.alpha) for n, m in layers.items()}
-    for escape in (str, re.escape):
+    for escape in (str, lambda n: "^" + re.escape(n)):
         config = {
             "peft_type": "LORA",
             "task_type": task_type,

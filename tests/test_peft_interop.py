@@ -139,9 +139,10 @@ class Nested(torch.nn.Module):
         self.q = torch.nn.Linear(6, 6)
         self.inner = torch.nn.Module()
         self.inner.q = torch.nn.Linear(6, 6)
+        self.inner.k = torch.nn.Linear(6, 6)
 
     def forward(self, x):
-        return self.inner.q(self.q(x))
+        return self.inner.k(self.inner.q(self.q(x)))
 
 
 def test_full_names_that_peft_would_read_as_suffixes_are_saved_as_an_exact_regex(tmp_path):
@@ -156,6 +157,14 @@ def test_full_names_that_peft_would_read_as_suffixes_are_saved_as_an_exact_regex
     assert peft_lora_layers(theirs) == lora_edu_layers(ours) == {"q": (2, 1.0)}
     x = torch.randn(3, 6)
     assert torch.equal(theirs(x), ours(x))
+
+    both = copy.deepcopy(base)  # q with another rank than the rest: a key "q" in rank_pattern would also set inner.q's
+    inject_lora(both, r"inner\..", r=1, alpha=2)
+    inject_lora(both, "q", r=3, alpha=2)
+    randomize(both)
+    save_adapter(both, tmp_path / "b")
+    assert read_adapter_config(tmp_path / "b")["rank_pattern"] == {"^q": 3}
+    assert peft_lora_layers(peft_open(copy.deepcopy(base), tmp_path / "b")) == lora_edu_layers(both)
 
 
 def test_layer_index_rule_is_peft_s():
