@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +33,10 @@ def code_cells(path: Path) -> list[str]:
     return ["\n".join(line for line in s.splitlines() if not line.lstrip().startswith(("%", "!"))) for s in sources]
 
 
-def run_notebook(path: Path) -> tuple[float, dict, str]:
-    """Execute a notebook's code cells in one namespace: (seconds, namespace, what it printed)."""
+def run_notebook(path: Path) -> tuple[float, dict, str, str | None]:
+    """Execute a notebook's code cells in one namespace: (seconds, namespace, what it printed, the first failure or None).
+
+    A failing cell stops the notebook; what ran before it is still measured and reported."""
     namespace: dict = {"__name__": "__main__", "display": print}
     printed = io.StringIO()
     start = time.perf_counter()
@@ -44,12 +47,13 @@ def run_notebook(path: Path) -> tuple[float, dict, str]:
             with contextlib.redirect_stdout(printed):
                 try:
                     exec(compile(source, f"{path.name}[cell {i}]", "exec"), namespace)
-                except Exception:
-                    print(f"--- {path.name}, code cell {i} failed:\n{source}", file=sys.stderr)
-                    raise
+                except Exception as exc:
+                    failure = f"code cell {i} failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()[-2000:]}"
+                    print(failure, file=sys.stderr)
+                    return time.perf_counter() - start, namespace, printed.getvalue(), failure
     finally:
         os.chdir(cwd)
-    return time.perf_counter() - start, namespace, printed.getvalue()
+    return time.perf_counter() - start, namespace, printed.getvalue(), None
 
 
 def run_figures(reports: list) -> list[dict]:
@@ -71,6 +75,9 @@ def markdown(results: dict) -> str:
              "| notebook | minutes (fresh runtime) | fine-tuning runs | peak memory of a run (MB) | median tokens/s | median MFU |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name, nb in results["notebooks"].items():
+        if nb["failure"]:
+            lines.append(f"| {name} | FAILED after {nb['minutes']:.2f}: {nb['failure'].splitlines()[0]} | | | | |")
+            continue
         lines.append(f"| {name} | {nb['minutes']:.2f} | {nb['runs']} | {nb['max_peak_memory_mb']} | {nb['median_tokens_per_second']} | "
                      f"{nb['median_mfu']} |")
     bench = results.get("finetune_benchmark")
@@ -105,7 +112,7 @@ def main() -> None:
                "date": time.strftime("%Y-%m-%d"), "notebooks": {}}
     for key in args.notebooks:
         torch.cuda.empty_cache()
-        seconds, ns, printed = run_notebook(ROOT / "notebooks" / NOTEBOOKS[key])
+        seconds, ns, printed, failure = run_notebook(ROOT / "notebooks" / NOTEBOOKS[key])
         reports = ns.get("reports", [])
         rows = run_figures(reports)
         tokens = [r["tokens_per_second"] for r in rows]
@@ -115,16 +122,19 @@ def main() -> None:
             "max_peak_memory_mb": max((r["peak_memory_mb"] for r in rows), default=None),
             "median_tokens_per_second": int(np.median(tokens)) if tokens else None,
             "median_mfu": round(float(np.median(mfu)), 4) if mfu else None,
-            "figures": ns.get("FIGURES", {}), "reports": rows, "printed_tail": printed[-4000:],
+            "failure": failure, "reports": rows, "printed_tail": printed[-4000:],
         }
         print(f"notebook {key}: {seconds / 60:.2f} min, {len(rows)} reports", flush=True)
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=float) + "\n", encoding="utf-8")
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    import finetune as finetune_benchmark
+    import finetune as finetune_benchmark  # noqa: E402
 
     results["finetune_benchmark"] = finetune_benchmark.compare(device, "gpu", steps=100)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=float) + "\n", encoding="utf-8")
     args.out.with_suffix(".md").write_text(markdown(results), encoding="utf-8")
     print(markdown(results))
+    if any(nb["failure"] for nb in results["notebooks"].values()):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
