@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .adapter import save_adapter
+from .adapter import check_save_path, save_adapter
 from .device import configure_threads, pick_device
 from .lora import lora_layers
 from .progress import Progress
@@ -207,6 +207,8 @@ def train(
         raise ValueError("No parameter requires grad: nothing to train. Did you freeze everything?")
     if save_dir is not None and not lora_layers(model):
         raise ValueError("save_dir saves the best adapter, but the model has no LoRA layers.")
+    if save_dir is not None:
+        check_save_path(save_dir)  # a user's folder is refused now, not at the first improvement mid-training
     device = device or pick_device()
     if device.type == "cpu":
         configure_threads()

@@ -281,3 +281,17 @@ def test_padding_is_trimmed_and_throughput_counts_every_token():
     assert xt.shape == (16, 5) and torch.equal(yt, y[:, :5])
     res = train(model, x, y, TrainConfig(steps=10, batch_size=4, lr=1e-2), progress=False, device=torch.device("cpu"))
     assert res.tokens == 10 * 4 * 5 and res.supervised_tokens == 10 * 4 * 5 and res.train_seconds <= res.seconds
+
+
+def test_a_users_folder_as_save_dir_is_refused_before_training(tmp_path):
+    model, x, y = tiny_model_and_data()
+    inject_lora(model, ["q_proj"], r=2, alpha=4)
+    mark_only_lora_trainable(model)
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "chapter1.tex").write_text("mine")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with pytest.raises(ValueError, match="not an adapter directory"):
+        train(model, x, y, TrainConfig(steps=5, batch_size=4), save_dir=thesis, progress=False, device=torch.device("cpu"))
+    assert (thesis / "chapter1.tex").read_text() == "mine"
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # not a single step was taken

@@ -83,3 +83,18 @@ def test_setup_cell_installs_from_the_declared_source_and_explains_a_failure(pat
     with pytest.raises(SystemExit, match="Could not install lora_edu from .* Instead: .*run this cell again"):
         exec(compile(setup, path.name, "exec"), {})
     assert calls and calls[0][-1] == f"git+{declared_source()}" and "Repository not found" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_portable_check_rule(path):
+    """Trained figures declare a tolerance and assert their claim; no stored progress bar is frozen at 0%."""
+    from tests.portable import trained_tolerance
+
+    for c in cells(path, "code"):
+        tolerance = trained_tolerance(source(c))
+        if tolerance is not None:
+            assert "NBVAL_IGNORE_OUTPUT" not in source(c), "a cell is either compared within a tolerance or ignored"
+            assert "assert" in source(c), f"a trained cell must assert its claim: {source(c)[:80]}"
+        for out in c["outputs"]:
+            text = "".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
+            assert not re.search(r"\b0%\|", text), f"a progress bar stored at 0% in: {source(c)[:80]}"
