@@ -423,11 +423,14 @@ def launch(nproc: int, args: Sequence[str], timeout: float = 600) -> subprocess.
         raise ValueError(f"nproc must be a positive int, got {nproc!r}.")
     package_root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", "-m", "lora_edu.distributed", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    if proc.returncode != 0:
+    for _ in range(2):  # a port taken between free_port() and torchrun's bind is a launcher failure: one more try
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+               f"--master_port={free_port()}", "-m", "lora_edu.distributed", *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        if proc.returncode == 0 or errors:  # success, or the script's own error (the same on a second try)
+            break
+    if proc.returncode != 0:
         raise RuntimeError(errors[0] if errors else f"torchrun failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
     return proc
 
