@@ -113,8 +113,8 @@ class RankSlider:
             widget.add_class(name)
         self.slider.observe(self.on_change, names="value")
         titles = W.HBox([W.HTML(f"<div style='width:{width}px'>M_k (rank k)</div>"), W.HTML("residual M - M_k (grey = 0)")])
-        self.widget = W.VBox([self.slider, titles, W.HBox([self.image, self.residual]),
-                              W.HTML("singular values (log scale): kept dark, dropped light"), self.spectrum, self.caption])
+        self.widget = W.VBox([self.slider, self.caption, titles, W.HBox([self.image, self.residual]),
+                              W.HTML("singular values (log scale): kept dark, dropped light"), self.spectrum])
 
     def check_k(self, k: int) -> int:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.svd.max_rank:

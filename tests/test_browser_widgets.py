@@ -102,7 +102,9 @@ def slider_value(page) -> int:
 
 
 def wait_for_rank(page, svd: SVDReconstructor, k: int) -> None:
-    page.wait_for_function("t => document.querySelector('.rank-caption').innerText.trim() === t", arg=rank_caption(svd, k), timeout=15_000)
+    # textContent, not innerText: JupyterLab skips rendering cells outside the viewport, and innerText is then empty
+    page.wait_for_function("t => document.querySelector('.rank-caption').textContent.trim() === t",
+                           arg=rank_caption(svd, k), timeout=15_000)
     assert image_bytes(page) == to_png(svd.reconstruct(k))
 
 
