@@ -84,7 +84,8 @@ register(ChoiceExercise(
         "model and its pretraining loss can rise: LoRA forgets less, not nothing.",
     },
     explanation="the learning rate sets how far the fine-tune moves from the pretrained model: more learning, more "
-    "forgetting, and past a point divergence. LoRA's points sit at lower forgetting for the same learning.",
+    "forgetting, and past a point divergence. Whether LoRA's points sit at lower forgetting for the same learning "
+    "(as Biderman et al. found for Llama-2 7B) is a measurement, not a given: notebook 05's sweep tests it.",
 ))
 register(NumericExercise(
     id="tiny-gpt-lora-qv",
