@@ -27,6 +27,9 @@ _notebook_seconds: dict[str, float] = defaultdict(float)
 
 
 def pytest_configure(config):
+    # The stored figures were drawn by Jupyter's inline backend; a kernel that inherits MPLBACKEND=Agg (set by a CI
+    # runner, or leaked by a test) would draw none, and every figure cell would fail. Notebooks choose their own.
+    os.environ.pop("MPLBACKEND", None)
     try:
         from nbval.plugin import IPyNbCell
     except ImportError:  # nbval not installed: nothing to adapt

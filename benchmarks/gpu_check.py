@@ -94,9 +94,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "gpu_results")
     parser.add_argument("--keep-cache", action="store_true", help="reuse $LORA_EDU_CACHE instead of a fresh one")
     args = parser.parse_args()
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    if not args.keep_cache:
-        os.environ["LORA_EDU_CACHE"] = tempfile.mkdtemp(prefix="lora_edu_cache_")  # a fresh runtime: pretraining is timed
     import numpy as np
     import torch
 
@@ -105,6 +102,9 @@ def main() -> None:
     device = pick_device()
     if device.type != "cuda":
         raise SystemExit(f"gpu-check needs a CUDA GPU; this machine has {device.type}. (CPU runs: make test.)")
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures are drawn, not shown
+    if not args.keep_cache:
+        os.environ["LORA_EDU_CACHE"] = tempfile.mkdtemp(prefix="lora_edu_cache_")  # a fresh runtime: pretraining is timed
     from lora_edu.train import precision_for
 
     peak = peak_flops(device)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def test_progress_outside_a_notebook_falls_back_to_tqdm(capsys):
     assert quiet.handle is None and quiet.bar is None
 
 
-def test_gpu_check_reads_the_notebooks_code_without_magics():
+def test_gpu_check_reads_the_notebooks_code_without_magics(monkeypatch):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import gpu_check
 
@@ -64,9 +65,11 @@ def test_gpu_check_reads_the_notebooks_code_without_magics():
         source = "\n".join(cells)
         compile(source, name, "exec")  # the whole notebook is valid Python once magics are gone
         assert "reports = " in source or "runs = " in source  # what the GPU check reads
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--notebooks", "05"])
+    environment = dict(os.environ)
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
-        sys.argv = ["gpu_check.py", "--notebooks", "05"]
         gpu_check.main()
+    assert dict(os.environ) == environment  # a CPU machine is refused before anything is set (notebook kernels inherit it)
 
 
 def test_portability_check_applies_the_suites_rules():
