@@ -37,8 +37,10 @@ SETTINGS = {
 
 
 def sanitizer() -> callable:
-    text = (ROOT / "tests" / "nbval_sanitize.cfg").read_text()
-    pairs = re.findall(r"regex: (.*)\nreplace: (.*)", text)
+    """The masks of ``tests/nbval_sanitize.cfg``, read by nbval's own parser."""
+    from nbval.plugin import get_sanitize_patterns
+
+    pairs = get_sanitize_patterns((ROOT / "tests" / "nbval_sanitize.cfg").read_text())
 
     def sanitize(s: str) -> str:
         for regex, replace in pairs:

@@ -22,13 +22,6 @@ from lora_edu.distributed import (
 )
 from lora_edu.finetune import prepare
 from lora_edu.lora import count_parameters
-from lora_edu.pretrain import load_pretrained
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.set_num_threads(1)
-    return load_pretrained("tiny", "cpu")
 
 
 def test_accumulated_gradients_equal_one_big_batch(tiny):

@@ -8,7 +8,6 @@ from torch import nn
 
 from lora_edu.data import task_data
 from lora_edu.lora import inject_lora, lora_layers, mark_only_lora_trainable
-from lora_edu.pretrain import load_pretrained
 from lora_edu.quant import (
     NF4Linear,
     dequantized_weight,
@@ -29,12 +28,6 @@ from lora_edu.serving import (
     serving_throughput,
     use_adapters,
 )
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.set_num_threads(1)
-    return load_pretrained("tiny", "cpu")
 
 
 def test_nf4_linear_computes_with_the_dequantised_weight():
