@@ -18,7 +18,7 @@ if [ ! -x /usr/bin/chromium ]; then \
 fi
 endef
 
-.PHONY: setup lab test lint benchmark clean browser gpu-check portability
+.PHONY: setup lab test lint benchmark clean browser gpu-check gpu-budget portability
 
 setup: $(STAMP)
 
@@ -49,6 +49,10 @@ benchmark: setup
 # then LoRA vs full fine-tuning side by side; writes benchmarks/gpu_results.{json,md}.
 gpu-check: setup
 	$(PY) benchmarks/gpu_check.py
+
+# Without a GPU: notebooks 05 and 06's class-GPU time (T4, H100) from op counts, FLOPs and the H100 calibration.
+gpu-budget: setup
+	$(PY) benchmarks/gpu_budget.py
 
 # The trained notebooks under other CPU kernels and one thread, against their committed outputs.
 portability: setup

@@ -75,10 +75,10 @@ def checked_tensors(func: Any, args: tuple, kwargs: dict, allow_cpu_scalars: boo
     return [t for t in tensors if not (allow_cpu_scalars and t.dim() == 0 and t.device.type == "cpu")]
 
 
-def caller_line() -> str:
-    """file:line of the innermost frame outside torch and this module (where the op was written)."""
+def caller_line(skip: tuple[str, ...] = ()) -> str:
+    """file:line of the innermost frame outside torch, this module and the files in ``skip`` (where the op was written)."""
     for frame in reversed(traceback.extract_stack()[:-1]):
-        if frame.filename != __file__ and not frame.filename.startswith(TORCH_DIR):
+        if frame.filename != __file__ and frame.filename not in skip and not frame.filename.startswith(TORCH_DIR):
             return f"{os.path.basename(frame.filename)}:{frame.lineno}"
     return "?"
 

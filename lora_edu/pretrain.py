@@ -149,7 +149,8 @@ def ensure_pretrained(size: str = "tiny", device: torch.device | str | None = No
     """``load_pretrained(size)``, pretraining it first (into the cache) when no checkpoint exists yet."""
     if not checkpoint_path(size).exists():
         print(f"No {size!r} checkpoint yet: pretraining it now (python -m lora_edu.pretrain --size {size}).")
-        pretrain(size)
+        _, _, result = pretrain(size)
+        print(result.summary(pick_device()))
     return load_pretrained(size, device)
 
 

@@ -8,8 +8,9 @@ notebook -- ends training cleanly with the best weights restored and saved).
 Precision follows the device (``precision_for``): bf16 autocast on CUDA GPUs of compute capability
 8.0 and above (A100, L4, H100), fp16 autocast with a gradient scaler below (T4, V100), fp32 on CPU and
 MPS. On CUDA, fp32 matmuls use TF32 and AdamW runs fused. The training rows live on the device, the
-batch indices are drawn up front, and nothing waits for the GPU inside a step except at evaluations
-(and fp16's gradient scaler, which checks for overflow on the host).
+batch indices are drawn up front, the token ids are range-checked once, and nothing waits for the GPU
+inside a step except at evaluations (fp16's gradient scaler hands its overflow flag to the fused AdamW
+kernel instead of reading it on the host). ``lora_edu.synccheck`` finds such waits on a CPU.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import torch
 from torch import nn
 
 from .adapter import check_save_path, save_adapter
-from .device import configure_threads, pick_device
+from .device import configure_threads, peak_flops, pick_device
+from .gpt import check_token_ids, trusted_token_ids
 from .lora import lora_layers
 from .progress import Progress
 
@@ -108,6 +110,19 @@ class TrainResult:
     def flops_per_second(self) -> float:
         return self.flops / self.train_seconds if self.train_seconds else 0.0
 
+    def mfu(self, device: torch.device) -> float | None:
+        """Model FLOP utilisation: achieved matmul FLOP/s over the GPU's dense peak (None without a known GPU)."""
+        peak = peak_flops(device)
+        return self.flops_per_second / peak if peak else None
+
+    def summary(self, device: torch.device) -> str:
+        """One line after training, as GPU fine-tuning notebooks show it: time, throughput, peak memory, MFU."""
+        mfu = self.mfu(device)
+        memory = f"peak memory {self.peak_cuda_bytes / 2**20:,.0f} MiB" if device.type == "cuda" else "peak GPU memory: no GPU"
+        utilisation = f"MFU {100 * mfu:.1f}%" if mfu is not None else "MFU: needs a GPU with a known peak"
+        return (f"{self.steps_done} steps in {self.seconds / 60:.2f} min = {self.seconds:.1f} s ({self.precision}) | "
+                f"{self.tokens_per_second:,.0f} tokens/s | {self.flops_per_second / 1e12:.3g} TFLOP/s | {memory} | {utilisation}")
+
 
 def precision_for(device: torch.device) -> str:
     """bf16 on CUDA with compute capability >= 8.0, fp16 on older CUDA GPUs (a T4 is 7.5), else fp32."""
@@ -163,12 +178,15 @@ def training_flops_per_token(model: nn.Module, seq: int) -> float:
     return 4 * (linear + lora) + 2 * trainable + attention
 
 
+FUSED_ADAMW_DEVICES = {"cuda"}  # one kernel for the whole update; the CPU keeps torch's default (its numbers are the notebooks')
+
+
 def make_optimizer(params: list, cfg: TrainConfig, device: torch.device, param_groups: list[dict] | None) -> torch.optim.AdamW:
     """AdamW (fused on CUDA); each group remembers its rate relative to ``cfg.lr`` as ``lr_scale``."""
     groups = [dict(g) for g in param_groups] if param_groups is not None else [{"params": params}]
     for g in groups:
         g["lr_scale"] = g.get("lr", cfg.lr) / cfg.lr
-    fused = device.type == "cuda"  # one kernel for the whole update instead of several per tensor
+    fused = device.type in FUSED_ADAMW_DEVICES
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95), fused=fused)
 
 
@@ -217,6 +235,9 @@ def train(
         torch.backends.cudnn.allow_tf32 = True
     precision = cfg.precision or precision_for(device)
     model.to(device)
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "vocab_size"):
+        check_token_ids(inputs, config)  # once, here: the steps run inside trusted_token_ids(), without a host sync
     inputs, targets = trim_padding(inputs, targets)
     inputs, targets = inputs.to(device), targets.to(device)  # resident: no copy from host memory per step
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -253,7 +274,8 @@ def train(
     def step_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPE.get(precision, torch.float32),
                             enabled=precision != "fp32"):
-            _, loss = model(x, y)
+            with trusted_token_ids():
+                _, loss = model(x, y)
         scaler.scale(loss).backward()
         if cfg.grad_clip:
             scaler.unscale_(opt)

@@ -295,3 +295,17 @@ def test_a_users_folder_as_save_dir_is_refused_before_training(tmp_path):
         train(model, x, y, TrainConfig(steps=5, batch_size=4), save_dir=thesis, progress=False, device=torch.device("cpu"))
     assert (thesis / "chapter1.tex").read_text() == "mine"
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # not a single step was taken
+
+
+def test_the_after_training_line_shows_minutes_throughput_memory_and_mfu(monkeypatch):
+    from lora_edu import train as train_module
+    from lora_edu.train import TrainResult
+
+    res = TrainResult(steps_done=400, seconds=90.0, train_seconds=80.0, tokens=8_000_000, flops=8e14, peak_cuda_bytes=347 * 2**20,
+                      precision="bf16")
+    monkeypatch.setattr(train_module, "peak_flops", lambda device: 989e12 if device.type == "cuda" else None)
+    line = res.summary(torch.device("cuda"))
+    assert line == ("400 steps in 1.50 min = 90.0 s (bf16) | 100,000 tokens/s | 10 TFLOP/s | peak memory 347 MiB | MFU 1.0%")
+    assert res.mfu(torch.device("cuda")) == pytest.approx(1e13 / 989e12)
+    cpu = res.summary(torch.device("cpu"))
+    assert "no GPU" in cpu and "MFU: needs a GPU" in cpu and res.mfu(torch.device("cpu")) is None

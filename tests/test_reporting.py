@@ -89,3 +89,49 @@ def test_portability_check_applies_the_suites_rules():
     assert "outside the declared tolerance" in portability.check(committed, nb("exact 1\n", "loss 0.600\n", "1 ms\n"), lambda s: s)[0]
     spread = portability.spreads([committed, nb("exact 1\n", "loss 0.505\n", "x\n"), same])
     assert spread[1]["spread_abs"] == pytest.approx(0.005) and spread[1]["declared_abs"] == 0.01
+
+
+def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_budget
+
+    from lora_edu.experiments import PAPER
+    from lora_edu.pretrain import PRETRAIN_SIZES
+    from lora_edu.train import TrainConfig, train
+
+    ops = {(m, "bf16"): gpu_budget.ops_per_step(m, "bf16") for m in ("lora-qv", "full")}
+    assert 500 < ops[("lora-qv", "bf16")] < 5000 and ops[("lora-qv", "bf16")] > ops[("full", "bf16")]  # LoRA adds small ops
+    cal = gpu_budget.calibrate(ops[("lora-qv", "bf16")], ops[("full", "bf16")])
+    h100 = gpu_budget.GPUS["H100"]
+    spec = PRETRAIN_SIZES["gpu"]
+    assert cal["per_op"] * ops[("lora-qv", "bf16")] == pytest.approx(gpu_budget.H100_LORA_STEP_S)  # reproduces what was measured
+    pretraining = spec.steps * gpu_budget.step_seconds(h100, cal["per_op"], cal["efficiency"], ops[("full", "bf16")], "full",
+                                                       spec.batch_size, spec.model.n_ctx)
+    assert pretraining == pytest.approx(gpu_budget.H100_PRETRAIN_S) and 0 < cal["efficiency"] < 1
+    # evaluations per run: what finetune's schedule (every steps // 6, and the last step) makes train() do
+    import torch
+
+    from lora_edu.gpt import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=11, n_ctx=8, n_layer=1, n_head=1, d_model=8))
+    x = torch.randint(0, 11, (8, 8))
+    for steps in (13, 20):
+        res = train(model, x, x, TrainConfig(steps=steps, batch_size=2, eval_every=max(1, steps // 6)), evaluate=lambda m: {"score": 0.0},
+                    progress=False, device=torch.device("cpu"))
+        assert len(res.evals) == gpu_budget.evaluations_per_run(steps)
+    # the plans were written from the notebooks' code: run counts per notebook
+    plans = gpu_budget.plans()
+    nb05 = "\n".join(gpu_check_cells("05"))
+    assert "SEEDS = (0, 1, 2)" in nb05 and '"lora-qv": (1e-3, 3e-3, 1e-2), "full": (1e-4, 3e-4, 1e-3)' in nb05
+    assert sum(r.count for r in plans["05"]["runs"]) == 2 * 3 * 3 + 3 * 3 + 3 + 3 + 1  # sweep, 3 methods, replay, LoRA+, card
+    nb06 = "\n".join(gpu_check_cells("06"))
+    assert 'STEPS = {"tiny": 100, "gpu": 200}' in nb06 and "ranks = (1, 2, 4, 8, HIGH)" in nb06
+    placements = len(PAPER["table5_wikisql"])
+    assert sum(r.count for r in plans["06"]["runs"]) == 3 * (placements + 2 * 5 - 2)  # 2 of the rank sweep ran as placements
+    assert {r.steps for r in plans["06"]["runs"]} == {200}
+
+
+def gpu_check_cells(number: str) -> list[str]:
+    import gpu_check
+
+    return gpu_check.code_cells(ROOT / "notebooks" / gpu_check.NOTEBOOKS[number])

@@ -1,0 +1,273 @@
+"""How long notebooks 05 and 06 take on a class GPU, estimated on a CPU (``make gpu-budget``).
+
+Where no GPU is at hand, this prints the class-GPU budget of issue 13 from counts and a cost model:
+
+    a training step = max(host time, GPU time)     (the step never waits for the GPU: tests/test_host_syncs.py)
+    host time       = aten ops the step dispatches x seconds per op on that machine's CPU
+    GPU time        = training FLOPs / (peak x efficiency) + bytes moved / memory bandwidth
+    an evaluation   = its ops x seconds per op (greedy generation of small batches is host-bound)
+
+The op counts and FLOPs are measured here, on the ``gpu`` configuration itself (ops are counted with
+a ``TorchDispatchMode`` on a model of the gpu size's depth, heads and vocabulary; FLOPs come from
+``training_flops_per_token`` on the full-width model built on the meta device). The plan of each
+notebook (runs, steps, rows, sequence length) is written out below from the notebooks' code.
+
+Calibration, from the H100 measurements in ``gpu_results.md`` (one H100 80GB HBM3, bf16):
+- seconds per op on the H100's host: a LoRA step of the ``gpu`` size took 23.37 ms at batch 64;
+- the H100's efficiency: pretraining (1000 steps of 512 x 64 tokens) took 34 s.
+Assumptions, printed with the result: a Colab T4's host is ``T4_HOST_FACTOR`` times slower per op than
+the H100 machine's; a T4 reaches between the H100's measured efficiency and ``T4_EFFICIENCY_HIGH`` of
+its 65 TFLOP/s fp16 peak. The model is checked against the H100's measured fine-tune (12-13 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from lora_edu import train as train_module
+from lora_edu.data import task_data
+from lora_edu.device import configure_threads
+from lora_edu.evaluate import answer_loss, exact_match, lm_loss
+from lora_edu.finetune import FINETUNE_SIZES, LORA_TARGETS
+from lora_edu.gpt import GPT
+from lora_edu.lora import inject_lora, mark_only_lora_trainable
+from lora_edu.pretrain import PRETRAIN_SIZES, pretraining_eval_rows, world_for
+from lora_edu.train import TrainConfig, training_flops_per_token
+
+# Measured on one H100 80GB HBM3 (benchmarks/gpu_results.md).
+H100_LORA_STEP_S = 23.37e-3  # benchmarks/finetune.py --sizes gpu: LoRA r = 8 on Wq, Wv, batch 64
+H100_PRETRAIN_S = 34.0  # 1000 steps of 512 rows x 64 tokens
+H100_FINETUNE_RUN_S = (12.0, 13.0)  # one LoRA fine-tune of notebook 05 (400 steps of 64 rows, evaluations included)
+# Assumptions (see the module docstring).
+T4_HOST_FACTOR = 1.3
+T4_EFFICIENCY_HIGH = 0.40
+TARGETS_MIN = {("05", "H100"): 2, ("05", "T4"): 10, ("06", "H100"): 4, ("06", "T4"): 15}
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    peak_flops: float  # dense bf16 (H100) or fp16 (T4) FLOP/s
+    bandwidth: float  # bytes/s
+    precision: str
+
+
+GPUS = {"H100": Gpu("H100", 989e12, 3.35e12, "bf16"), "T4": Gpu("T4", 65e12, 320e9, "fp16")}
+
+
+@dataclass(frozen=True)
+class Runs:
+    """``count`` fine-tunes of one kind: ``method``'s LoRA targets per layer, steps x rows of ``seq`` tokens."""
+
+    label: str
+    count: int
+    method: str  # "lora-qv", "lora-q", "lora-qkvo", "lora-all", "full", "last-block"
+    steps: int
+    batch: int
+    seq: int
+    score_all: bool = True
+
+
+class OpCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(fn) -> int:
+    counter = OpCounter()
+    with counter:
+        fn()
+    return counter.n
+
+
+LORA_NAMES = {"lora-q": ["q_proj"], "lora-qv": LORA_TARGETS["lora-qv"], "lora-qkvo": ["q_proj", "k_proj", "v_proj", "o_proj"],
+              "lora-all": "all-linear"}
+
+
+def model_for(method: str, width: int | None = None, device: str = "cpu") -> GPT:
+    """The gpu size (its vocabulary included) set up for ``method``; ``width`` narrows it (ops do not depend on width)."""
+    world = world_for("gpu")
+    cfg = PRETRAIN_SIZES["gpu"].model.with_vocab(len(world.tokenizer))
+    if width is not None:
+        cfg = cfg.__class__(**{**cfg.to_dict(), "d_model": width, "d_ff": 4 * width})
+    with torch.device(device):
+        model = GPT(cfg)
+    if method in LORA_NAMES:
+        inject_lora(model, LORA_NAMES[method], r=8, alpha=16)
+        mark_only_lora_trainable(model)
+    elif method == "last-block":
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(f"blocks.{cfg.n_layer - 1}."))
+    return model
+
+
+def ops_per_step(method: str, precision: str) -> int:
+    """aten ops of one training step on the GPU path (autocast, fused AdamW), by difference of 4 and 2 steps."""
+    model = model_for(method, width=16)
+    x = torch.randint(1, model.config.vocab_size, (8, 8))
+    fused = train_module.FUSED_ADAMW_DEVICES
+    train_module.FUSED_ADAMW_DEVICES = {"cuda", "cpu"}
+    try:
+        counts = [count_ops(lambda s=s: train_module.train(model, x, x, TrainConfig(steps=s, batch_size=1, eval_every=10**6,
+                                                                                     precision=precision),
+                                                           progress=False, device=torch.device("cpu")))
+                  for s in (2, 4)]
+    finally:
+        train_module.FUSED_ADAMW_DEVICES = fused
+    return (counts[1] - counts[0]) // 2
+
+
+def evaluation_ops() -> dict[str, int]:
+    """aten ops of each scoring call at the gpu size's depth and world (generation runs all 32 tokens: an upper bound)."""
+    world = world_for("gpu")
+    model = model_for("full", width=16).eval()
+    rows = pretraining_eval_rows(world, model.config.n_ctx)
+    return {
+        "val": count_ops(lambda: exact_match(model, world, "json", world.val_animals))
+        + count_ops(lambda: answer_loss(model, world, "json", world.val_animals)),
+        "test": count_ops(lambda: exact_match(model, world, "json", world.test_animals)),
+        "train": count_ops(lambda: exact_match(model, world, "json", world.train_animals)),
+        "pretrain_loss": count_ops(lambda: lm_loss(model, rows, world.tokenizer.pad_id)),
+        "test_loss": count_ops(lambda: answer_loss(model, world, "json", world.test_animals)),
+    }
+
+
+def step_flops_and_bytes(method: str, batch: int, seq: int) -> tuple[float, float]:
+    """Matmul FLOPs of one step (``training_flops_per_token``) and a rough count of bytes moved: every weight read three
+    times in 16 bits plus once in 32 (autocast's cast), AdamW's 28 bytes per trainable parameter, and about 68 bytes
+    per token, layer and model dimension of activations written and read back (Korthikanti et al., 2022: 34 s b h)."""
+    model = model_for(method, device="meta")
+    cfg = model.config
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    flops = training_flops_per_token(model, seq) * batch * seq
+    moved = 10 * params + 28 * trainable + 68 * batch * seq * cfg.n_layer * cfg.d_model
+    return flops, moved
+
+
+def evaluations_per_run(steps: int) -> int:
+    """What finetune() schedules: every steps // 6 steps, and at the last step."""
+    every = max(1, steps // 6)
+    return len({s for s in range(1, steps + 1) if s % every == 0 or s == steps})
+
+
+def plans() -> dict[str, dict]:
+    """Each notebook's training at the gpu size, as its code runs it (notebooks 05 and 06, gpu branch)."""
+    run05 = FINETUNE_SIZES["gpu"]
+    s05, b05 = run05["steps"], run05["batch_size"]
+    json_seq = int(((task_data(world_for("gpu"), "json", world_for("gpu").train_animals, 64)[1] != -100).any(0)).nonzero().max()) + 1
+    steps06 = 200  # notebook 06: STEPS = {"tiny": 100, "gpu": 200}; finetune's default 32 rows
+    return {
+        "05": {
+            "runs": [
+                Runs("LoRA on Wq, Wv: 3 learning rates x 3 seeds", 9, "lora-qv", s05, b05, json_seq),
+                Runs("full fine-tuning: 3 learning rates x 3 seeds", 9, "full", s05, b05, json_seq),
+                Runs("LoRA on every linear layer, 3 seeds", 3, "lora-all", s05, b05, json_seq),
+                Runs("last block only, 3 seeds", 3, "last-block", s05, b05, json_seq),
+                Runs("control (untrained GPT, full), 3 seeds", 3, "full", s05, b05, json_seq),
+                Runs("full + replay (pretraining rows, 64 tokens), 3 seeds", 3, "full", s05, b05, 64),
+                Runs("LoRA+, 3 seeds", 3, "lora-qv", s05, b05, json_seq),
+                Runs("the card task, LoRA on Wq, Wv", 1, "lora-qv", s05, b05, json_seq),
+            ],
+        },
+        "06": {
+            "runs": [
+                Runs("placement: Wq, Wk, Wv, Wo (r = 8), 3 seeds", 12, "lora-q", steps06, 32, json_seq, False),
+                Runs("placement: Wq+Wk, Wq+Wv (r = 4), 3 seeds", 6, "lora-qv", steps06, 32, json_seq, False),
+                Runs("placement: Wq, Wk, Wv, Wo together (r = 2), 3 seeds", 3, "lora-qkvo", steps06, 32, json_seq, False),
+                Runs("rank sweep on Wq: r = 1, 2, 4, 64, 3 seeds", 12, "lora-q", steps06, 32, json_seq, False),
+                Runs("rank sweep on Wq+Wv: r = 1, 2, 8, 64, 3 seeds", 12, "lora-qv", steps06, 32, json_seq, False),
+            ],
+        },
+    }
+
+
+def calibrate(ops_lora_bf16: int, ops_full_bf16: int) -> dict[str, float]:
+    """Seconds per op on the H100's host, and the H100's efficiency on pretraining-sized steps."""
+    per_op = H100_LORA_STEP_S / ops_lora_bf16
+    spec = PRETRAIN_SIZES["gpu"]
+    flops, moved = step_flops_and_bytes("full", spec.batch_size, spec.model.n_ctx)
+    gpu_s = H100_PRETRAIN_S / spec.steps
+    host_s = ops_full_bf16 * per_op
+    efficiency = flops / ((gpu_s - moved / GPUS["H100"].bandwidth) * GPUS["H100"].peak_flops)
+    return {"per_op": per_op, "efficiency": efficiency, "pretrain_host_s": host_s}
+
+
+def step_seconds(gpu: Gpu, per_op: float, efficiency: float, ops: int, method: str, batch: int, seq: int) -> float:
+    flops, moved = step_flops_and_bytes(method, batch, seq)
+    return max(ops * per_op, flops / (gpu.peak_flops * efficiency) + moved / gpu.bandwidth)
+
+
+def estimate(gpu: Gpu, per_op: float, efficiency: float, ops: dict, eval_ops: dict, plan: dict, fresh: bool) -> dict[str, float]:
+    """Seconds of a notebook's training on ``gpu``: pretraining (when ``fresh``) and each group of runs."""
+    parts = {}
+    if fresh:
+        spec = PRETRAIN_SIZES["gpu"]
+        parts["pretraining"] = spec.steps * step_seconds(gpu, per_op, efficiency, ops[("full", gpu.precision)], "full",
+                                                         spec.batch_size, spec.model.n_ctx)
+    for runs in plan["runs"]:
+        train_s = runs.steps * step_seconds(gpu, per_op, efficiency, ops[(runs.method, gpu.precision)], runs.method, runs.batch, runs.seq)
+        scoring = evaluations_per_run(runs.steps) * eval_ops["val"] + eval_ops["test"]
+        scoring += eval_ops["train"] + eval_ops["pretrain_loss"] if runs.score_all else eval_ops["test_loss"]
+        parts[runs.label] = runs.count * (train_s + scoring * per_op)
+    return parts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.parse_args()
+    configure_threads()
+    methods = ("lora-q", "lora-qv", "lora-qkvo", "lora-all", "full", "last-block")
+    ops = {(m, p): ops_per_step(m, p) for m in methods for p in ("bf16", "fp16")}
+    eval_ops = evaluation_ops()
+    cal = calibrate(ops[("lora-qv", "bf16")], ops[("full", "bf16")])
+    print("Counted on this CPU (the gpu configuration's step on the GPU path: autocast, fused AdamW):")
+    print("  aten ops per training step: " + ", ".join(f"{m} {ops[(m, 'bf16')]}" for m in methods) + " (bf16; fp16 adds the scaler's)")
+    print("  aten ops per scoring call: " + ", ".join(f"{k} {v}" for k, v in eval_ops.items()))
+    print(f"Calibrated on the H100: {1e6 * cal['per_op']:.1f} us per op on its host (LoRA step {1e3 * H100_LORA_STEP_S:.2f} ms); "
+          f"efficiency {100 * cal['efficiency']:.1f}% of {GPUS['H100'].peak_flops / 1e12:g} TFLOP/s on pretraining "
+          f"(host {1e3 * cal['pretrain_host_s']:.1f} ms < GPU {1e3 * H100_PRETRAIN_S / PRETRAIN_SIZES['gpu'].steps:.1f} ms per step)")
+    one = Runs("check", 1, "lora-qv", 400, 64, plans()["05"]["runs"][0].seq)
+    check = estimate(GPUS["H100"], cal["per_op"], cal["efficiency"], ops, eval_ops, {"runs": [one]}, fresh=False)["check"]
+    print(f"Check: one LoRA fine-tune of notebook 05 on the H100: model {check:.1f} s, measured "
+          f"{H100_FINETUNE_RUN_S[0]:g}-{H100_FINETUNE_RUN_S[1]:g} s (the rest: model copies, intruder SVDs, Python)")
+    print(f"Assumed for the T4: host {T4_HOST_FACTOR:g}x slower per op; efficiency {100 * cal['efficiency']:.0f}%-"
+          f"{100 * T4_EFFICIENCY_HIGH:.0f}% of {GPUS['T4'].peak_flops / 1e12:g} TFLOP/s fp16")
+    print()
+    print("(pretraining and fine-tunes: the slower case; total: the range over the efficiencies assumed)")
+    print(f"{'notebook':<12} {'GPU':<5} {'pretraining':>12} {'fine-tunes':>11} {'total (min)':>12} {'target':>7}  verdict")
+    for nb, plan in plans().items():
+        for name, gpu in GPUS.items():
+            per_op = cal["per_op"] * (T4_HOST_FACTOR if name == "T4" else 1.0)
+            effs = (cal["efficiency"], T4_EFFICIENCY_HIGH) if name == "T4" else (cal["efficiency"],)
+            for fresh in (True, False) if nb == "06" else (True,):
+                totals = []
+                for eff in effs:
+                    parts = estimate(gpu, per_op, eff, ops, eval_ops, plan, fresh)
+                    totals.append((parts.get("pretraining", 0.0), sum(v for k, v in parts.items() if k != "pretraining")))
+                worst = max(p + f for p, f in totals) / 60
+                best = min(p + f for p, f in totals) / 60
+                target = TARGETS_MIN[(nb, name)]
+                span = f"{best:.1f}" if math.isclose(best, worst) else f"{best:.1f}-{worst:.1f}"
+                verdict = "meets" if worst <= target else ("misses" if best > target else "not resolved")
+                label = nb + ("" if nb == "05" else " (fresh)" if fresh else " (cached)")
+                pre, fine = (x / 60 for x in max(totals, key=sum))  # the slower case
+                print(f"{label:<12} {name:<5} {pre:>10.1f} m {fine:>9.1f} m {span:>12} {target:>5} m  {verdict}")
+    print("\nPer group of runs, notebook 05 on the H100 (s): ")
+    parts = estimate(GPUS["H100"], cal["per_op"], cal["efficiency"], ops, eval_ops, plans()["05"], True)
+    for k, v in parts.items():
+        print(f"  {v:7.1f}  {k}")
+
+
+if __name__ == "__main__":
+    main()
