@@ -37,7 +37,7 @@ from lora_edu.finetune import FINETUNE_SIZES, LORA_TARGETS
 from lora_edu.gpt import GPT
 from lora_edu.lora import inject_lora, mark_only_lora_trainable
 from lora_edu.pretrain import PRETRAIN_SIZES, pretraining_eval_rows, world_for
-from lora_edu.train import TrainConfig, training_flops_per_token
+from lora_edu.train import TrainConfig, training_flops_per_token, trim_padding
 
 # Measured on one H100 80GB HBM3 (benchmarks/gpu_results.md).
 H100_LORA_STEP_S = 23.37e-3  # benchmarks/finetune.py --sizes gpu: LoRA r = 8 on Wq, Wv, batch 64
@@ -165,7 +165,8 @@ def plans() -> dict[str, dict]:
     """Each notebook's training at the gpu size, as its code runs it (notebooks 05 and 06, gpu branch)."""
     run05 = FINETUNE_SIZES["gpu"]
     s05, b05 = run05["steps"], run05["batch_size"]
-    json_seq = int(((task_data(world_for("gpu"), "json", world_for("gpu").train_animals, 64)[1] != -100).any(0)).nonzero().max()) + 1
+    world = world_for("gpu")
+    json_seq = trim_padding(*task_data(world, "json", world.train_animals, 64))[0].shape[1]  # what train() runs on
     steps06 = 200  # notebook 06: STEPS = {"tiny": 100, "gpu": 200}; finetune's default 32 rows
     return {
         "05": {
@@ -237,7 +238,8 @@ def main() -> None:
     print(f"Calibrated on the H100: {1e6 * cal['per_op']:.1f} us per op on its host (LoRA step {1e3 * H100_LORA_STEP_S:.2f} ms); "
           f"efficiency {100 * cal['efficiency']:.1f}% of {GPUS['H100'].peak_flops / 1e12:g} TFLOP/s on pretraining "
           f"(host {1e3 * cal['pretrain_host_s']:.1f} ms < GPU {1e3 * H100_PRETRAIN_S / PRETRAIN_SIZES['gpu'].steps:.1f} ms per step)")
-    one = Runs("check", 1, "lora-qv", 400, 64, plans()["05"]["runs"][0].seq)
+    plan = plans()
+    one = Runs("check", 1, "lora-qv", 400, 64, plan["05"]["runs"][0].seq)
     check = estimate(GPUS["H100"], cal["per_op"], cal["efficiency"], ops, eval_ops, {"runs": [one]}, fresh=False)["check"]
     print(f"Check: one LoRA fine-tune of notebook 05 on the H100: model {check:.1f} s, measured "
           f"{H100_FINETUNE_RUN_S[0]:g}-{H100_FINETUNE_RUN_S[1]:g} s (the rest: model copies, intruder SVDs, Python)")
@@ -246,14 +248,14 @@ def main() -> None:
     print()
     print("(pretraining and fine-tunes: the slower case; total: the range over the efficiencies assumed)")
     print(f"{'notebook':<12} {'GPU':<5} {'pretraining':>12} {'fine-tunes':>11} {'total (min)':>12} {'target':>7}  verdict")
-    for nb, plan in plans().items():
+    for nb in plan:
         for name, gpu in GPUS.items():
             per_op = cal["per_op"] * (T4_HOST_FACTOR if name == "T4" else 1.0)
             effs = (cal["efficiency"], T4_EFFICIENCY_HIGH) if name == "T4" else (cal["efficiency"],)
             for fresh in (True, False) if nb == "06" else (True,):
                 totals = []
                 for eff in effs:
-                    parts = estimate(gpu, per_op, eff, ops, eval_ops, plan, fresh)
+                    parts = estimate(gpu, per_op, eff, ops, eval_ops, plan[nb], fresh)
                     totals.append((parts.get("pretraining", 0.0), sum(v for k, v in parts.items() if k != "pretraining")))
                 worst = max(p + f for p, f in totals) / 60
                 best = min(p + f for p, f in totals) / 60
@@ -264,7 +266,7 @@ def main() -> None:
                 pre, fine = (x / 60 for x in max(totals, key=sum))  # the slower case
                 print(f"{label:<12} {name:<5} {pre:>10.1f} m {fine:>9.1f} m {span:>12} {target:>5} m  {verdict}")
     print("\nPer group of runs, notebook 05 on the H100 (s): ")
-    parts = estimate(GPUS["H100"], cal["per_op"], cal["efficiency"], ops, eval_ops, plans()["05"], True)
+    parts = estimate(GPUS["H100"], cal["per_op"], cal["efficiency"], ops, eval_ops, plan["05"], True)
     for k, v in parts.items():
         print(f"  {v:7.1f}  {k}")
 
