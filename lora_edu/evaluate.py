@@ -8,7 +8,7 @@ from torch import nn
 
 from .data import World, lm_targets, task_data
 
-__all__ = ["answer_loss", "exact_match", "generate_answers", "lm_loss"]
+__all__ = ["answer_loss", "answer_scores", "exact_match", "generate_answers", "lm_loss"]
 
 
 @torch.no_grad()
@@ -24,10 +24,32 @@ def generate_answers(model: nn.Module, world: World, task: str, animals: list[st
     return [tok.decode(row[prompts.shape[1] :].tolist()) for row in out]
 
 
+@torch.no_grad()
+def answer_scores(model: nn.Module, world: World, task: str, animals: list[str]) -> tuple[float, float]:
+    """Exact match and answer loss of ``model`` on ``animals``, from one teacher-forced forward pass.
+
+    Greedy decoding writes the answer and then ``<eos>`` exactly when, at every answer position, the most likely
+    next token after the *correct* prefix is the right token: if every one is, each greedy step extends the right
+    prefix by the right token (induction over the positions); at the first one that is not, greedy decoding leaves
+    the answer.  So the fraction of rows right at every answer position is the exact match of greedy generation,
+    for one forward pass instead of one per answer token (tests/test_gpt_training.py checks them row by row).
+    The loss is ``answer_loss``'s: the mean cross-entropy of the answer tokens.
+    """
+    device = next(model.parameters()).device
+    x, y = task_data(world, task, animals, model.config.n_ctx)
+    x, y = x.to(device), y.to(device)  # x: (rows, n_ctx); y: (rows, n_ctx), -100 off the answer
+    was_training = model.training
+    model.eval()
+    logits, loss = model(x, y)
+    model.train(was_training)
+    right = ((logits.argmax(-1) == y) | (y == -100)).all(dim=1)
+    em, loss = torch.stack([right.float().mean(), loss.float()]).tolist()  # one read-back
+    return em, loss
+
+
 def exact_match(model: nn.Module, world: World, task: str, animals: list[str]) -> float:
-    """Fraction of animals whose generated answer equals the target exactly."""
-    answers = generate_answers(model, world, task, animals)
-    return sum(ans == world.target(task, a) for ans, a in zip(answers, animals, strict=True)) / len(animals)
+    """Fraction of animals whose greedy answer is the target exactly (``<eos>`` included), by ``answer_scores``."""
+    return answer_scores(model, world, task, animals)[0]
 
 
 @torch.no_grad()
@@ -48,13 +70,6 @@ def lm_loss(model: nn.Module, rows: torch.Tensor, pad_id: int = 0, batch_size: i
     return total / count
 
 
-@torch.no_grad()
 def answer_loss(model: nn.Module, world: World, task: str, animals: list[str]) -> float:
     """Mean cross-entropy of the target answer tokens given the prompt (teacher forcing): a smooth score."""
-    device = next(model.parameters()).device
-    x, y = task_data(world, task, animals, model.config.n_ctx)
-    was_training = model.training
-    model.eval()
-    _, loss = model(x.to(device), y.to(device))
-    model.train(was_training)
-    return loss.item()
+    return answer_scores(model, world, task, animals)[1]

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .data import World, lm_targets, task_data
-from .evaluate import answer_loss, exact_match, lm_loss
+from .evaluate import answer_scores, exact_match, lm_loss
 from .gpt import GPT
 from .lora import count_parameters, inject_lora, mark_only_lora_trainable
 from .pretrain import pretraining_eval_rows, pretraining_rows
@@ -135,7 +135,8 @@ def finetune(
         x, y = torch.cat([x.repeat(reps, 1), pre_x]), torch.cat([y.repeat(reps, 1), pre_y])
 
     def evaluate(m: GPT) -> dict[str, float]:  # validation animals only: the test animals are scored once, at the end
-        return {"val": exact_match(m, world, task, world.val_animals), "val_loss": answer_loss(m, world, task, world.val_animals)}
+        em, loss = answer_scores(m, world, task, world.val_animals)  # one forward pass for both
+        return {"val": em, "val_loss": loss}
 
     lr = lr or DEFAULT_LR[method]
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=max(1, steps // 6), seed=seed, precision=precision)

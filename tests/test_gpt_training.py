@@ -7,7 +7,7 @@ from lora_edu import inject_lora, lora_layers, mark_only_lora_trainable
 from lora_edu.adapter import read_adapter_config
 from lora_edu.data import TASKS, answer_mask, make_world, pack_lines, parse_json_answer, task_examples
 from lora_edu.device import configure_threads, pick_device
-from lora_edu.evaluate import exact_match, generate_answers, lm_loss
+from lora_edu.evaluate import answer_loss, answer_scores, exact_match, generate_answers, lm_loss
 from lora_edu.finetune import finetune
 from lora_edu.gpt import GPT, GPTConfig
 from lora_edu.pretrain import PRETRAIN_SIZES, load_pretrained, pretrain, world_for
@@ -187,6 +187,29 @@ def test_lm_loss_is_low_on_pretraining_text(pretrained):
     assert lm_loss(model, rows, world.tokenizer.pad_id) < 1.0
 
 
+def one_pass_agrees_with_generation(model, world) -> tuple[int, int]:
+    """Exact match from one teacher-forced pass equals generating and comparing, animal by animal, on both tasks."""
+    right = wrong = 0
+    for task in TASKS:
+        for a in world.animals:
+            generated = generate_answers(model, world, task, [a])[0] == world.target(task, a)
+            assert exact_match(model, world, task, [a]) == float(generated), (task, a)
+            right, wrong = right + generated, wrong + (not generated)
+    return right, wrong
+
+
+def test_exact_match_scores_in_one_pass_what_generation_scores(pretrained):
+    model, world = pretrained
+    em, loss = answer_scores(model, world, "card", world.animals)
+    assert (em, loss) == (exact_match(model, world, "card", world.animals), answer_loss(model, world, "card", world.animals))
+    rows = task_examples(world, "card", world.animals, model.config.n_ctx)
+    with torch.no_grad():
+        assert loss == model.eval()(rows[:, :-1], answer_mask(world, "card", rows))[1].item()  # the answer tokens' mean cross-entropy
+    torch.manual_seed(0)
+    right, wrong = one_pass_agrees_with_generation(GPT(model.config), world)  # an untrained model: every row wrong
+    assert (right, wrong) == (0, 2 * len(world.animals))
+
+
 def test_lora_finetune_generalises_and_control_does_not(pretrained):
     configure_threads()
     base, world = pretrained
@@ -195,8 +218,10 @@ def test_lora_finetune_generalises_and_control_does_not(pretrained):
     assert rep.heldout_exact_match >= 0.9 and rep.trainable == 8192
     assert all(torch.equal(v, base.state_dict()[k]) for k, v in before.items())  # base untouched
     assert generate_answers(model, world, "card", world.heldout_animals[:1])[0].startswith(world.heldout_animals[0])
-    _, control = finetune(base, world, "card", "control", steps=120, progress=False)
+    control_model, control = finetune(base, world, "card", "control", steps=120, progress=False)
     assert control.heldout_exact_match <= 0.1
+    outcomes = [one_pass_agrees_with_generation(m, world) for m in (base, model, control_model)]
+    assert sum(right for right, _ in outcomes) >= 50 and sum(wrong for _, wrong in outcomes) >= 50  # both kinds of row seen
     with pytest.raises(ValueError, match="Unknown method"):
         finetune(base, world, "card", "prefix-tuning")
 

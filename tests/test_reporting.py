@@ -108,6 +108,8 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     pretraining = spec.steps * gpu_budget.step_seconds(h100, cal["per_op"], cal["efficiency"], ops[("full", "bf16")], "full",
                                                        spec.batch_size, spec.model.n_ctx)
     assert pretraining == pytest.approx(gpu_budget.H100_PRETRAIN_S) and 0 < cal["efficiency"] < 1
+    eval_ops = gpu_budget.evaluation_ops()  # scoring takes one forward pass, not one per answer token
+    assert eval_ops["val"] == eval_ops["test"] == eval_ops["test_loss"] < ops[("full", "bf16")] / 2
     # evaluations per run: what finetune's schedule (every steps // 6, and the last step) makes train() do
     import torch
 
