@@ -47,8 +47,9 @@ benchmark: setup
 
 # On a CUDA machine: notebooks 05 and 06 in their GPU configuration from a fresh cache (pretraining timed),
 # then LoRA vs full fine-tuning side by side; writes benchmarks/gpu_results.{json,md}.
+# `make gpu-check GPU_CHECK_ARGS=--cuda-graphs`: the same with each step replayed from a CUDA graph (gpu_results_graphs.*).
 gpu-check: setup
-	$(PY) benchmarks/gpu_check.py
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 # Without a GPU: notebooks 05 and 06's class-GPU time (T4, H100) from op counts, FLOPs and the H100 calibration.
 gpu-budget: setup

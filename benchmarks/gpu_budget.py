@@ -37,6 +37,7 @@ from lora_edu.finetune import FINETUNE_SIZES, LORA_TARGETS
 from lora_edu.gpt import GPT
 from lora_edu.lora import inject_lora, mark_only_lora_trainable
 from lora_edu.pretrain import PRETRAIN_SIZES, pretraining_eval_rows, world_for
+from lora_edu.stepgraph import WARMUP_STEPS, StepGraph
 from lora_edu.train import TrainConfig, training_flops_per_token, trim_padding
 
 # Measured on one H100 80GB HBM3 (benchmarks/gpu_results.md).
@@ -49,6 +50,9 @@ H100_MEASURED_EVAL_OPS = {"val": 10767, "test": 10466, "train": 10562}
 # Assumptions (see the module docstring).
 T4_HOST_FACTOR = 1.3
 T4_EFFICIENCY_HIGH = 0.40
+# Assumed for a step replayed from a CUDA graph (LORA_EDU_CUDA_GRAPHS=1; bf16 GPUs only), until make gpu-check measures one:
+GRAPH_KERNEL_S = 3e-6  # the least time one small kernel takes inside a replayed graph on an H100
+GRAPH_LAUNCH_S = 10e-6  # the host's time to launch one graph
 TARGETS_MIN = {("05", "H100"): 2, ("05", "T4"): 10, ("06", "H100"): 4, ("06", "T4"): 15}
 
 
@@ -76,21 +80,28 @@ class Runs:
     score_all: bool = True
 
 
+# Ops that only make a new view of a tensor's metadata (or mark a profiler range): no GPU kernel.
+METADATA_OPS = {"view", "_unsafe_view", "t", "transpose", "permute", "detach", "select", "slice", "expand", "unsqueeze", "squeeze",
+                "as_strided", "alias", "_reshape_alias", "split", "unbind", "_record_function_enter_new", "_record_function_exit"}
+
+
 class OpCounter(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
-        self.n = 0
+        self.n = self.kernels = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.n += 1
+        self.kernels += func.overloadpacket.__name__ not in METADATA_OPS
         return func(*args, **(kwargs or {}))
 
 
-def count_ops(fn) -> int:
+def count_ops(fn, kernels: bool = False) -> int:
+    """aten ops ``fn`` dispatches (``kernels``: only those that launch work on the device)."""
     counter = OpCounter()
     with counter:
         fn()
-    return counter.n
+    return counter.kernels if kernels else counter.n
 
 
 LORA_NAMES = {"lora-q": ["q_proj"], "lora-qv": LORA_TARGETS["lora-qv"], "lora-qkvo": ["q_proj", "k_proj", "v_proj", "o_proj"],
@@ -114,7 +125,7 @@ def model_for(method: str, width: int | None = None, device: str = "cpu") -> GPT
     return model
 
 
-def ops_per_step(method: str, precision: str) -> int:
+def ops_per_step(method: str, precision: str, kernels: bool = False) -> int:
     """aten ops of one training step on the GPU path (autocast, fused AdamW), by difference of 4 and 2 steps."""
     model = model_for(method, width=16)
     x = torch.randint(1, model.config.vocab_size, (8, 8))
@@ -122,12 +133,41 @@ def ops_per_step(method: str, precision: str) -> int:
     train_module.FUSED_ADAMW_DEVICES = {"cuda", "cpu"}
     try:
         counts = [count_ops(lambda s=s: train_module.train(model, x, x, TrainConfig(steps=s, batch_size=1, eval_every=10**6,
-                                                                                     precision=precision),
-                                                           progress=False, device=torch.device("cpu")))
+                                                                                     precision=precision, cuda_graph=False),
+                                                           progress=False, device=torch.device("cpu")), kernels)
                   for s in (2, 4)]
     finally:
         train_module.FUSED_ADAMW_DEVICES = fused
     return (counts[1] - counts[0]) // 2
+
+
+class StandInGraph(StepGraph):
+    """Stands in for a recorded CUDA graph on a CPU: its replay dispatches nothing, so only the host's work between
+    replays is counted."""
+
+    def record(self) -> None:
+        self.graph, self.loss = "recorded", torch.zeros(())  # type: ignore[assignment]
+
+    def replay(self) -> torch.Tensor:
+        return self.loss
+
+
+def ops_outside_graph_per_step() -> int:
+    """aten ops the host dispatches per step when the step is replayed from a CUDA graph (by difference of 20 and 12
+    steps): the batch copied into the static buffers, the learning rate filled in, the loss kept."""
+    model = model_for("lora-qv", width=16)
+    x = torch.randint(1, model.config.vocab_size, (8, 8))
+    saved = train_module.FUSED_ADAMW_DEVICES, train_module.GRAPH_DEVICES, train_module.StepGraph
+    train_module.FUSED_ADAMW_DEVICES = train_module.GRAPH_DEVICES = {"cuda", "cpu"}
+    train_module.StepGraph = StandInGraph
+    try:
+        counts = [count_ops(lambda s=s: train_module.train(model, x, x, TrainConfig(steps=s, batch_size=1, eval_every=10**6,
+                                                                                     precision="bf16", cuda_graph=True),
+                                                           progress=False, device=torch.device("cpu")))
+                  for s in (12, 20)]
+    finally:
+        train_module.FUSED_ADAMW_DEVICES, train_module.GRAPH_DEVICES, train_module.StepGraph = saved
+    return (counts[1] - counts[0]) // 8
 
 
 def evaluation_ops() -> dict[str, int]:
@@ -211,56 +251,55 @@ def step_seconds(gpu: Gpu, per_op: float, efficiency: float, ops: int, method: s
     return max(ops * per_op, flops / (gpu.peak_flops * efficiency) + moved / gpu.bandwidth)
 
 
-def estimate(gpu: Gpu, per_op: float, efficiency: float, ops: dict, eval_ops: dict, plan: dict, fresh: bool) -> dict[str, float]:
+@dataclass(frozen=True)
+class Graphs:
+    """What a step replayed from a CUDA graph costs: the host's ops between replays, and each method's kernels."""
+
+    outside_ops: int
+    kernels: dict  # (method, precision) -> kernels per step
+
+
+def run_seconds(gpu: Gpu, per_op: float, efficiency: float, ops: dict, method: str, steps: int, batch: int, seq: int,
+                graphs: Graphs | None) -> float:
+    """One run's training steps: all launched op by op, or (``graphs``) the first few so and the rest replayed."""
+    eager = step_seconds(gpu, per_op, efficiency, ops[(method, gpu.precision)], method, batch, seq)
+    if graphs is None or steps <= WARMUP_STEPS:
+        return steps * eager
+    flops, moved = step_flops_and_bytes(method, batch, seq)
+    device_s = flops / (gpu.peak_flops * efficiency) + moved / gpu.bandwidth + graphs.kernels[(method, gpu.precision)] * GRAPH_KERNEL_S
+    replayed = max(graphs.outside_ops * per_op + GRAPH_LAUNCH_S, device_s)
+    recording = ops[(method, gpu.precision)] * per_op  # the host walks the step once more to record it
+    return WARMUP_STEPS * eager + recording + (steps - WARMUP_STEPS) * replayed
+
+
+def estimate(gpu: Gpu, per_op: float, efficiency: float, ops: dict, eval_ops: dict, plan: dict, fresh: bool,
+             graphs: Graphs | None = None) -> dict[str, float]:
     """Seconds of a notebook's training on ``gpu``: pretraining (when ``fresh``) and each group of runs."""
     parts = {}
     if fresh:
         spec = PRETRAIN_SIZES["gpu"]
-        parts["pretraining"] = spec.steps * step_seconds(gpu, per_op, efficiency, ops[("full", gpu.precision)], "full",
-                                                         spec.batch_size, spec.model.n_ctx)
+        parts["pretraining"] = run_seconds(gpu, per_op, efficiency, ops, "full", spec.steps, spec.batch_size, spec.model.n_ctx, graphs)
     for runs in plan["runs"]:
-        train_s = runs.steps * step_seconds(gpu, per_op, efficiency, ops[(runs.method, gpu.precision)], runs.method, runs.batch, runs.seq)
+        train_s = run_seconds(gpu, per_op, efficiency, ops, runs.method, runs.steps, runs.batch, runs.seq, graphs)
         scoring = evaluations_per_run(runs.steps) * eval_ops["val"] + eval_ops["test"]
         scoring += eval_ops["train"] + eval_ops["pretrain_loss"] if runs.score_all else eval_ops["test_loss"]
         parts[runs.label] = runs.count * (train_s + scoring * per_op)
     return parts
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.parse_args()
-    configure_threads()
-    methods = ("lora-q", "lora-qv", "lora-qkvo", "lora-all", "full", "last-block")
-    ops = {(m, p): ops_per_step(m, p) for m in methods for p in ("bf16", "fp16")}
-    eval_ops = evaluation_ops()
-    cal = calibrate(ops[("lora-qv", "bf16")], ops[("full", "bf16")])
-    print("Counted on this CPU (the gpu configuration's step on the GPU path: autocast, fused AdamW):")
-    print("  aten ops per training step: " + ", ".join(f"{m} {ops[(m, 'bf16')]}" for m in methods) + " (bf16; fp16 adds the scaler's)")
-    print("  aten ops per scoring call: " + ", ".join(f"{k} {v}" for k, v in eval_ops.items()))
-    print(f"Calibrated on the H100: {1e6 * cal['per_op']:.1f} us per op on its host (LoRA step {1e3 * H100_LORA_STEP_S:.2f} ms); "
-          f"efficiency {100 * cal['efficiency']:.1f}% of {GPUS['H100'].peak_flops / 1e12:g} TFLOP/s on pretraining "
-          f"(host {1e3 * cal['pretrain_host_s']:.1f} ms < GPU {1e3 * H100_PRETRAIN_S / PRETRAIN_SIZES['gpu'].steps:.1f} ms per step)")
-    plan = plans()
-    one = Runs("check", 1, "lora-qv", 400, 64, plan["05"]["runs"][0].seq)
-    then = {**eval_ops, **H100_MEASURED_EVAL_OPS}  # the check runs the scoring the measurement ran
-    check = estimate(GPUS["H100"], cal["per_op"], cal["efficiency"], ops, then, {"runs": [one]}, fresh=False)["check"]
-    print(f"Check: one LoRA fine-tune of notebook 05 on the H100: model {check:.1f} s, measured "
-          f"{H100_FINETUNE_RUN_S[0]:g}-{H100_FINETUNE_RUN_S[1]:g} s (the rest: model copies, intruder SVDs, Python; "
-          f"scored by generation, as then)")
-    print(f"Assumed for the T4: host {T4_HOST_FACTOR:g}x slower per op; efficiency {100 * cal['efficiency']:.0f}%-"
-          f"{100 * T4_EFFICIENCY_HIGH:.0f}% of {GPUS['T4'].peak_flops / 1e12:g} TFLOP/s fp16")
-    print()
-    print("(pretraining and fine-tunes: the slower case; total: the range over the efficiencies assumed)")
+def print_table(cal: dict, ops: dict, eval_ops: dict, plan: dict, overhead_s: float, gpus: dict, graphs: Graphs | None) -> None:
     print(f"{'notebook':<12} {'GPU':<5} {'pretraining':>12} {'fine-tunes':>11} {'total (min)':>12} {'target':>7}  verdict")
     for nb in plan:
-        for name, gpu in GPUS.items():
-            per_op = cal["per_op"] * (T4_HOST_FACTOR if name == "T4" else 1.0)
+        for name, gpu in gpus.items():
+            host = T4_HOST_FACTOR if name == "T4" else 1.0
             effs = (cal["efficiency"], T4_EFFICIENCY_HIGH) if name == "T4" else (cal["efficiency"],)
+            runs = sum(r.count for r in plan[nb]["runs"])
             for fresh in (True, False) if nb == "06" else (True,):
                 totals = []
                 for eff in effs:
-                    parts = estimate(gpu, per_op, eff, ops, eval_ops, plan[nb], fresh)
-                    totals.append((parts.get("pretraining", 0.0), sum(v for k, v in parts.items() if k != "pretraining")))
+                    parts = estimate(gpu, cal["per_op"] * host, eff, ops, eval_ops, plan[nb], fresh, graphs)
+                    fine = sum(v for k, v in parts.items() if k != "pretraining") + runs * overhead_s * host
+                    totals.append((parts.get("pretraining", 0.0), fine))
                 worst = max(p + f for p, f in totals) / 60
                 best = min(p + f for p, f in totals) / 60
                 target = TARGETS_MIN[(nb, name)]
@@ -269,10 +308,47 @@ def main() -> None:
                 label = nb + ("" if nb == "05" else " (fresh)" if fresh else " (cached)")
                 pre, fine = (x / 60 for x in max(totals, key=sum))  # the slower case
                 print(f"{label:<12} {name:<5} {pre:>10.1f} m {fine:>9.1f} m {span:>12} {target:>5} m  {verdict}")
-    print("\nPer group of runs, notebook 05 on the H100 (s): ")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.parse_args()
+    configure_threads()
+    methods = ("lora-q", "lora-qv", "lora-qkvo", "lora-all", "full", "last-block")
+    ops = {(m, p): ops_per_step(m, p) for m in methods for p in ("bf16", "fp16")}
+    graphs = Graphs(ops_outside_graph_per_step(), {(m, "bf16"): ops_per_step(m, "bf16", kernels=True) for m in methods})
+    eval_ops = evaluation_ops()
+    cal = calibrate(ops[("lora-qv", "bf16")], ops[("full", "bf16")])
+    print("Counted on this CPU (the gpu configuration's step on the GPU path: autocast, fused AdamW):")
+    print("  aten ops per training step: " + ", ".join(f"{m} {ops[(m, 'bf16')]}" for m in methods) + " (bf16; fp16 adds the scaler's)")
+    print("  of which launch a kernel: " + ", ".join(f"{m} {graphs.kernels[(m, 'bf16')]}" for m in methods))
+    print(f"  aten ops per step between replays of a recorded step (CUDA graphs): {graphs.outside_ops}")
+    print("  aten ops per scoring call: " + ", ".join(f"{k} {v}" for k, v in eval_ops.items()))
+    print(f"Calibrated on the H100: {1e6 * cal['per_op']:.1f} us per op on its host (LoRA step {1e3 * H100_LORA_STEP_S:.2f} ms); "
+          f"efficiency {100 * cal['efficiency']:.1f}% of {GPUS['H100'].peak_flops / 1e12:g} TFLOP/s on pretraining "
+          f"(host {1e3 * cal['pretrain_host_s']:.1f} ms < GPU {1e3 * H100_PRETRAIN_S / PRETRAIN_SIZES['gpu'].steps:.1f} ms per step)")
+    plan = plans()
+    one = Runs("check", 1, "lora-qv", 400, 64, plan["05"]["runs"][0].seq)
+    then = {**eval_ops, **H100_MEASURED_EVAL_OPS}  # the check runs the scoring the measurement ran
+    check = estimate(GPUS["H100"], cal["per_op"], cal["efficiency"], ops, then, {"runs": [one]}, fresh=False)["check"]
+    overhead_s = sum(H100_FINETUNE_RUN_S) / 2 - check
+    print(f"Check: one LoRA fine-tune of notebook 05 on the H100: model {check:.1f} s, measured "
+          f"{H100_FINETUNE_RUN_S[0]:g}-{H100_FINETUNE_RUN_S[1]:g} s (scored by generation, as then); the difference, "
+          f"{overhead_s:.1f} s (model copies, intruder SVDs, Python), is added to every run below")
+    print(f"Assumed for the T4: host {T4_HOST_FACTOR:g}x slower per op; efficiency {100 * cal['efficiency']:.0f}%-"
+          f"{100 * T4_EFFICIENCY_HIGH:.0f}% of {GPUS['T4'].peak_flops / 1e12:g} TFLOP/s fp16")
+    print()
+    print("Each step launched op by op (the default). Pretraining and fine-tunes: the slower case; total: the range over "
+          "the efficiencies assumed.")
+    print_table(cal, ops, eval_ops, plan, overhead_s, GPUS, None)
+    print(f"\nWith LORA_EDU_CUDA_GRAPHS=1 (bf16 GPUs; the T4 trains in fp16, which is not recorded), assuming {1e6 * GRAPH_KERNEL_S:g} us "
+          f"per kernel in a replayed graph and {1e6 * GRAPH_LAUNCH_S:g} us to launch one; not yet measured on a GPU:")
+    print_table(cal, ops, eval_ops, plan, overhead_s, {"H100": GPUS["H100"]}, graphs)
+    print("\nPer group of runs, notebook 05 on the H100, op by op | with CUDA graphs (s): ")
     parts = estimate(GPUS["H100"], cal["per_op"], cal["efficiency"], ops, eval_ops, plan["05"], True)
+    graphed = estimate(GPUS["H100"], cal["per_op"], cal["efficiency"], ops, eval_ops, plan["05"], True, graphs)
     for k, v in parts.items():
-        print(f"  {v:7.1f}  {k}")
+        print(f"  {v:7.1f} | {graphed[k]:6.1f}  {k}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ as on a fresh Colab runtime. Writes ``benchmarks/gpu_results.json`` and ``benchm
 device name, minutes per notebook, the figures the notebooks computed (exact match, peak memory,
 tokens/s, MFU), and the LoRA / full fine-tuning ratios of ``benchmarks/finetune.py``.
 
-    python benchmarks/gpu_check.py [--notebooks 05 06] [--out benchmarks/gpu_results]
+    python benchmarks/gpu_check.py [--notebooks 05 06] [--out benchmarks/gpu_results] [--cuda-graphs]
 """
 
 from __future__ import annotations
@@ -65,21 +65,24 @@ def run_figures(reports: list) -> list[dict]:
                      "val_exact_match": rep.val_exact_match, "pretrain_loss": round(rep.pretrain_loss, 4),
                      "ms_per_step": round(rep.ms_per_step, 2), "tokens_per_second": round(rep.tokens_per_second),
                      "peak_memory_mb": round(rep.peak_memory_bytes / 1e6, 1), "precision": res.precision,
-                     "flops_per_second": res.flops_per_second})
+                     "flops_per_second": res.flops_per_second, "cuda_graph": res.cuda_graph})
     return rows
 
 
 def markdown(results: dict) -> str:
-    lines = [f"# GPU check: {results['device']}", "", f"Measured {results['date']} with `make gpu-check` "
+    graphs = " with `LORA_EDU_CUDA_GRAPHS=1`" if results.get("cuda_graphs") else ""
+    lines = [f"# GPU check: {results['device']}", "", f"Measured {results['date']} with `make gpu-check`{graphs} "
              f"(torch {results['torch']}, precision {results['precision']}).", "",
-             "| notebook | minutes (fresh runtime) | fine-tuning runs | peak memory of a run (MB) | median tokens/s | median MFU |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| notebook | minutes (fresh runtime) | fine-tuning runs | runs replayed from a CUDA graph | peak memory of a run (MB) "
+             "| median tokens/s | median MFU |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, nb in results["notebooks"].items():
         if nb["failure"]:
-            lines.append(f"| {name} | FAILED after {nb['minutes']:.2f}: {nb['failure'].splitlines()[0]} | | | | |")
+            lines.append(f"| {name} | FAILED after {nb['minutes']:.2f}: {nb['failure'].splitlines()[0]} | | | | | |")
             continue
-        lines.append(f"| {name} | {nb['minutes']:.2f} | {nb['runs']} | {nb['max_peak_memory_mb']} | {nb['median_tokens_per_second']} | "
-                     f"{nb['median_mfu']} |")
+        graphed = sum(r["cuda_graph"] for r in nb["reports"])
+        lines.append(f"| {name} | {nb['minutes']:.2f} | {nb['runs']} | {graphed} of {len(nb['reports'])} | {nb['max_peak_memory_mb']} | "
+                     f"{nb['median_tokens_per_second']} | {nb['median_mfu']} |")
     bench = results.get("finetune_benchmark")
     if bench:
         lines += ["", f"LoRA / full fine-tuning on the `gpu` size, side by side: step time **{bench['step_time_ratio']:.2f}x**, "
@@ -93,6 +96,8 @@ def main() -> None:
     parser.add_argument("--notebooks", nargs="+", default=list(NOTEBOOKS), choices=list(NOTEBOOKS))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "gpu_results")
     parser.add_argument("--keep-cache", action="store_true", help="reuse $LORA_EDU_CACHE instead of a fresh one")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="record each training step as a CUDA graph (LORA_EDU_CUDA_GRAPHS=1); writes gpu_results_graphs.* by default")
     args = parser.parse_args()
     import numpy as np
     import torch
@@ -103,13 +108,17 @@ def main() -> None:
     if device.type != "cuda":
         raise SystemExit(f"gpu-check needs a CUDA GPU; this machine has {device.type}. (CPU runs: make test.)")
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures are drawn, not shown
+    if args.cuda_graphs:
+        os.environ["LORA_EDU_CUDA_GRAPHS"] = "1"  # read by every TrainConfig(cuda_graph=None): the notebooks and the benchmark
+        if args.out == ROOT / "benchmarks" / "gpu_results":
+            args.out = ROOT / "benchmarks" / "gpu_results_graphs"
     if not args.keep_cache:
         os.environ["LORA_EDU_CACHE"] = tempfile.mkdtemp(prefix="lora_edu_cache_")  # a fresh runtime: pretraining is timed
     from lora_edu.train import precision_for
 
     peak = peak_flops(device)
     results = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__, "precision": precision_for(device),
-               "date": time.strftime("%Y-%m-%d"), "notebooks": {}}
+               "date": time.strftime("%Y-%m-%d"), "cuda_graphs": args.cuda_graphs, "notebooks": {}}
     for key in args.notebooks:
         torch.cuda.empty_cache()
         seconds, ns, printed, failure = run_notebook(ROOT / "notebooks" / NOTEBOOKS[key])

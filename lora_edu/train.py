@@ -11,12 +11,15 @@ MPS. On CUDA, fp32 matmuls use TF32 and AdamW runs fused. The training rows live
 batch indices are drawn up front, the token ids are range-checked once, and nothing waits for the GPU
 inside a step except at evaluations (fp16's gradient scaler hands its overflow flag to the fused AdamW
 kernel instead of reading it on the host). ``lora_edu.synccheck`` finds such waits on a CPU.
+With ``TrainConfig(cuda_graph=True)`` or ``LORA_EDU_CUDA_GRAPHS=1`` (opt-in, bf16 or fp32 on CUDA), every step
+after the first few is replayed from one recorded CUDA graph (``lora_edu.stepgraph``).
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,7 @@ from .device import configure_threads, peak_flops, pick_device
 from .gpt import check_token_ids, trusted_token_ids
 from .lora import lora_layers
 from .progress import Progress
+from .stepgraph import GRAPH_DEVICES, WARMUP_STEPS, StepGraph, graphs_requested, warmup_stream
 
 __all__ = ["PRECISIONS", "TrainConfig", "TrainResult", "lr_at", "precision_for", "state_bytes", "train", "trim_padding"]
 
@@ -41,6 +45,8 @@ class TrainConfig:
     """Hyperparameters of one run; ``warmup`` is a fraction of ``steps``.
 
     ``precision`` is ``None`` (chosen from the device by ``precision_for``) or one of ``PRECISIONS``.
+    ``cuda_graph`` records each step as one CUDA graph (``lora_edu.stepgraph``; bf16 or fp32 on CUDA);
+    ``None`` leaves it to ``LORA_EDU_CUDA_GRAPHS=1`` and to the device.
     """
 
     steps: int = 300
@@ -53,6 +59,7 @@ class TrainConfig:
     eval_every: int = 50
     seed: int = 0
     precision: str | None = None
+    cuda_graph: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "seed"):
@@ -71,6 +78,8 @@ class TrainConfig:
             raise ValueError(f"warmup must be in [0, 1) and min_lr_ratio in [0, 1], got {self.warmup} and {self.min_lr_ratio}.")
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ValueError(f"precision must be None (chosen from the device) or one of {PRECISIONS}, got {self.precision!r}.")
+        if self.cuda_graph is not None and not isinstance(self.cuda_graph, bool):
+            raise TypeError(f"TrainConfig.cuda_graph must be True, False or None (the environment decides), got {self.cuda_graph!r}.")
 
 
 @dataclass
@@ -97,6 +106,7 @@ class TrainResult:
     peak_cuda_bytes: int = 0
     precision: str = "fp32"
     flops: float = 0.0
+    cuda_graph: bool = False  # the steps after the first few were replayed from one recorded CUDA graph
 
     @property
     def tokens_per_second(self) -> float:
@@ -120,7 +130,8 @@ class TrainResult:
         mfu = self.mfu(device)
         memory = f"peak memory {self.peak_cuda_bytes / 2**20:,.0f} MiB" if device.type == "cuda" else "peak GPU memory: no GPU"
         utilisation = f"MFU {100 * mfu:.1f}%" if mfu is not None else "MFU: needs a GPU with a known peak"
-        return (f"{self.steps_done} steps in {self.seconds / 60:.2f} min = {self.seconds:.1f} s ({self.precision}) | "
+        graph = ", CUDA graph" if self.cuda_graph else ""
+        return (f"{self.steps_done} steps in {self.seconds / 60:.2f} min = {self.seconds:.1f} s ({self.precision}{graph}) | "
                 f"{self.tokens_per_second:,.0f} tokens/s | {self.flops_per_second / 1e12:.3g} TFLOP/s | {memory} | {utilisation}")
 
 
@@ -181,18 +192,42 @@ def training_flops_per_token(model: nn.Module, seq: int) -> float:
 FUSED_ADAMW_DEVICES = {"cuda"}  # one kernel for the whole update; the CPU keeps torch's default (its numbers are the notebooks')
 
 
-def make_optimizer(params: list, cfg: TrainConfig, device: torch.device, param_groups: list[dict] | None) -> torch.optim.AdamW:
-    """AdamW (fused on CUDA); each group remembers its rate relative to ``cfg.lr`` as ``lr_scale``."""
+def make_optimizer(params: list, cfg: TrainConfig, device: torch.device, param_groups: list[dict] | None,
+                   recordable: bool = False) -> torch.optim.AdamW:
+    """AdamW (fused on CUDA); each group remembers its rate relative to ``cfg.lr`` as ``lr_scale``.
+
+    ``recordable`` (for a CUDA graph): each group's rate is a tensor on the device, which ``set_lr`` fills in place.
+    """
     groups = [dict(g) for g in param_groups] if param_groups is not None else [{"params": params}]
     for g in groups:
         g["lr_scale"] = g.get("lr", cfg.lr) / cfg.lr
+        if recordable:  # in the precision each fused kernel reads it in: float32 on CUDA, double on a CPU
+            g["lr"] = torch.tensor(g.get("lr", cfg.lr), dtype=torch.float32 if device.type == "cuda" else torch.float64, device=device)
     fused = device.type in FUSED_ADAMW_DEVICES
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95), fused=fused)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95), fused=fused,
+                             capturable=recordable and device.type == "cuda")
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     for group in opt.param_groups:
-        group["lr"] = lr * group["lr_scale"]
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(lr * group["lr_scale"])  # in place: a recorded step reads it from the same address
+        else:
+            group["lr"] = lr * group["lr_scale"]
+
+
+def use_cuda_graph(cfg: TrainConfig, device: torch.device, precision: str) -> bool:
+    """Whether this run records its step (``lora_edu.stepgraph``): asked for, on CUDA, fused AdamW, not fp16."""
+    if not graphs_requested(cfg.cuda_graph):
+        return False
+    possible = device.type in GRAPH_DEVICES and device.type in FUSED_ADAMW_DEVICES
+    if cfg.cuda_graph and not possible:
+        raise ValueError(f"cuda_graph=True records the step as a CUDA graph, which needs a CUDA device; this run is on {device.type}. "
+                         "Leave cuda_graph=None to use graphs where they can be.")
+    if cfg.cuda_graph and precision == "fp16":
+        raise ValueError("cuda_graph=True works with bf16 or fp32: fp16's gradient scaler keeps Python state between steps, "
+                         "which a recorded step would not update. Use precision='bf16' (compute capability >= 8.0) or no graph.")
+    return possible and precision != "fp16"
 
 
 def train(
@@ -242,7 +277,8 @@ def train(
     inputs, targets = inputs.to(device), targets.to(device)  # resident: no copy from host memory per step
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = torch.randint(0, len(inputs), (cfg.steps, cfg.batch_size), generator=gen).to(device)
-    opt = make_optimizer(params, cfg, device, param_groups)
+    graphed = use_cuda_graph(cfg, device, precision)
+    opt = make_optimizer(params, cfg, device, param_groups, recordable=graphed)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     result = TrainResult(precision=precision)
     if device.type == "cuda":
@@ -273,7 +309,7 @@ def train(
 
     def step_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPE.get(precision, torch.float32),
-                            enabled=precision != "fp32"):
+                            enabled=precision != "fp32", cache_enabled=not graphed):  # a recorded step caches nothing
             with trusted_token_ids():
                 _, loss = model(x, y)
         scaler.scale(loss).backward()
@@ -284,15 +320,42 @@ def train(
         scaler.update()
         return loss.detach()
 
+    graph = None
+    if graphed:  # every step reads its batch from these two buffers, so that a recorded step can
+        static_x = inputs.new_empty((cfg.batch_size, inputs.shape[1]))
+        static_y = targets.new_empty((cfg.batch_size, targets.shape[1]))
+
+        def static_step() -> torch.Tensor:
+            opt.zero_grad(set_to_none=True)  # recorded, the backward writes fresh gradients at every replay
+            return step_fn(static_x, static_y)
+
+        graph = StepGraph(static_step, device)
+
     model.train()
     start = segment = time.perf_counter()
     bar = Progress(cfg.steps, desc, disable=not progress)
     try:
         for step in range(cfg.steps):
             set_lr(opt, lr_at(step, cfg))
-            x, y = inputs[batches[step]], targets[batches[step]]
-            opt.zero_grad(set_to_none=True)
-            step_losses[step] = step_fn(x, y)
+            if graph is not None and step == WARMUP_STEPS:
+                failed = graph.record()
+                if failed is not None:
+                    warnings.warn(f"Could not record the training step as a CUDA graph ({failed}); training on without one.",
+                                  stacklevel=2)
+                    graph = None
+                result.cuda_graph = graph is not None and graph.recorded
+            if graph is not None:
+                torch.index_select(inputs, 0, batches[step], out=static_x)
+                torch.index_select(targets, 0, batches[step], out=static_y)
+                if step < WARMUP_STEPS:
+                    with warmup_stream(device):
+                        step_losses[step] = static_step()
+                else:
+                    step_losses[step] = graph.replay()
+            else:
+                x, y = inputs[batches[step]], targets[batches[step]]
+                opt.zero_grad(set_to_none=True)
+                step_losses[step] = step_fn(x, y)
             result.steps_done = step + 1
             if step == 0:
                 result.state_bytes = state_bytes(model, opt)
@@ -319,6 +382,8 @@ def train(
         result.seconds = time.perf_counter() - start
         if device.type == "cuda":
             result.peak_cuda_bytes = torch.cuda.max_memory_allocated(device) - baseline
+    if graph is not None:
+        opt.zero_grad(set_to_none=True)  # the recorded step's gradients: let its memory pool go with the graph
     result.losses = step_losses[: result.steps_done].tolist()
     result.tokens = result.steps_done * cfg.batch_size * inputs.shape[1]
     result.supervised_tokens = int((targets[batches[: result.steps_done]] != -100).sum())

@@ -65,11 +65,24 @@ def test_gpu_check_reads_the_notebooks_code_without_magics(monkeypatch):
         source = "\n".join(cells)
         compile(source, name, "exec")  # the whole notebook is valid Python once magics are gone
         assert "reports = " in source or "runs = " in source  # what the GPU check reads
-    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--notebooks", "05"])
     environment = dict(os.environ)
-    with pytest.raises(SystemExit, match="needs a CUDA GPU"):
-        gpu_check.main()
-    assert dict(os.environ) == environment  # a CPU machine is refused before anything is set (notebook kernels inherit it)
+    for flags in ([], ["--cuda-graphs"]):
+        monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--notebooks", "05", *flags])
+        with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+            gpu_check.main()
+        assert dict(os.environ) == environment  # a CPU machine is refused before anything is set (notebook kernels inherit it)
+
+
+def test_gpu_check_reports_how_many_runs_replayed_a_cuda_graph():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_check
+
+    rows = [{"cuda_graph": graphed} for graphed in (True, True, False)]
+    nb = {"failure": None, "minutes": 1.5, "runs": 3, "max_peak_memory_mb": 300.0, "median_tokens_per_second": 1000,
+          "median_mfu": 0.05, "reports": rows}
+    results = {"device": "GPU", "date": "today", "torch": "2", "precision": "bf16", "cuda_graphs": True, "notebooks": {"05": nb}}
+    text = gpu_check.markdown(results)
+    assert "with `LORA_EDU_CUDA_GRAPHS=1`" in text and "| 05 | 1.50 | 3 | 2 of 3 | 300.0 | 1000 | 0.05 |" in text
 
 
 def test_portability_check_applies_the_suites_rules():
@@ -108,6 +121,12 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     pretraining = spec.steps * gpu_budget.step_seconds(h100, cal["per_op"], cal["efficiency"], ops[("full", "bf16")], "full",
                                                        spec.batch_size, spec.model.n_ctx)
     assert pretraining == pytest.approx(gpu_budget.H100_PRETRAIN_S) and 0 < cal["efficiency"] < 1
+    kernels = {("lora-qv", "bf16"): gpu_budget.ops_per_step("lora-qv", "bf16", kernels=True)}
+    graphs = gpu_budget.Graphs(gpu_budget.ops_outside_graph_per_step(), kernels)
+    assert graphs.outside_ops < 10 < graphs.kernels[("lora-qv", "bf16")] < ops[("lora-qv", "bf16")]  # views launch nothing
+    plain, replayed = (gpu_budget.run_seconds(h100, cal["per_op"], cal["efficiency"], ops, "lora-qv", 400, 64, 32, g)
+                       for g in (None, graphs))
+    assert plain == pytest.approx(400 * cal["per_op"] * ops[("lora-qv", "bf16")]) and replayed < plain / 4
     eval_ops = gpu_budget.evaluation_ops()  # scoring takes one forward pass, not one per answer token
     assert eval_ops["val"] == eval_ops["test"] == eval_ops["test_loss"] < ops[("full", "bf16")] / 2
     # evaluations per run: what finetune's schedule (every steps // 6, and the last step) makes train() do

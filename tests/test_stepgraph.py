@@ -1,0 +1,104 @@
+"""train()'s CUDA-graph path, checked on a CPU: the same static buffers, learning-rate tensors and order of work.
+
+Off CUDA nothing is recorded: ``StepGraph.replay`` runs the step itself, so everything but the recording
+(which needs a GPU: ``make gpu-check``) runs here and must train exactly as the plain path does.
+"""
+
+import collections
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lora_edu import train as train_module
+from lora_edu.device import configure_threads
+from lora_edu.gpt import GPT, GPTConfig
+from lora_edu.lora import inject_lora, mark_only_lora_trainable
+from lora_edu.synccheck import record_host_syncs
+from lora_edu.train import TrainConfig, train
+from lora_edu.variants import loraplus_param_groups
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def graphs_on_cpu(monkeypatch):
+    """The GPU path on a CPU: fused AdamW, and the graph bookkeeping with nothing recorded."""
+    configure_threads(1)
+    monkeypatch.setattr(train_module, "FUSED_ADAMW_DEVICES", {"cuda", "cpu"})
+    monkeypatch.setattr(train_module, "GRAPH_DEVICES", {"cuda", "cpu"})
+
+
+def run(cuda_graph: bool | None, precision: str = "fp32", loraplus: bool = False, steps: int = 12, lora: bool = True,
+        scored: bool = True):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, n_ctx=16, n_layer=2, n_head=2, d_model=32))
+    if lora:
+        inject_lora(model, ["q_proj", "v_proj"], r=4, alpha=8)
+        mark_only_lora_trainable(model)
+    x = torch.randint(1, 64, (40, 16), generator=torch.Generator().manual_seed(1))
+    y = x.roll(-1, dims=1)
+
+    def evaluate(m):  # a held-out loss, so that the best step (and the weights restored) depend on training
+        with torch.no_grad():
+            return {"score": -m(x[:8], y[:8])[1].item()}
+
+    groups = loraplus_param_groups(model, lr=1e-2, ratio=4.0) if loraplus else None
+    cfg = TrainConfig(steps=steps, batch_size=8, lr=1e-2, eval_every=4 if scored else 10**6, precision=precision, cuda_graph=cuda_graph)
+    result = train(model, x, y, cfg, evaluate=evaluate if scored else None, progress=False, device=CPU, param_groups=groups)
+    return result, {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize(("precision", "loraplus", "lora"), [("fp32", False, True), ("bf16", False, True), ("fp32", True, True),
+                                                              ("bf16", False, False)])
+def test_the_graph_path_trains_exactly_as_the_plain_path(graphs_on_cpu, precision, loraplus, lora):
+    plain, plain_weights = run(False, precision, loraplus, lora=lora)
+    graphed, graphed_weights = run(True, precision, loraplus, lora=lora)
+    assert graphed.losses == plain.losses and len(plain.losses) == 12  # every step, the warm-up ones and the replayed ones
+    assert graphed.evals == plain.evals and graphed.best_step == plain.best_step
+    assert all(torch.equal(graphed_weights[n], w) for n, w in plain_weights.items())  # the best weights, restored
+    assert not graphed.cuda_graph  # nothing is recorded on a CPU
+
+
+def test_a_failed_recording_warns_and_trains_on_without_a_graph(graphs_on_cpu, monkeypatch):
+    plain, plain_weights = run(False)
+    monkeypatch.setattr(train_module.StepGraph, "record", lambda self: "RuntimeError: operation not permitted when stream is capturing")
+    with pytest.warns(UserWarning, match="Could not record the training step as a CUDA graph .*not permitted"):
+        fallback, weights = run(True)
+    assert fallback.losses == plain.losses and not fallback.cuda_graph
+    assert all(torch.equal(weights[n], w) for n, w in plain_weights.items())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_graph_path_never_waits_for_the_device(graphs_on_cpu, precision):
+    def syncs(steps):
+        with record_host_syncs() as found:
+            run(True, precision, steps=steps, scored=False)  # evaluations may wait: they are not steps
+        return collections.Counter(str(s) for s in found.syncs)
+
+    few, many = syncs(5), syncs(13)
+    assert many == few, f"syncs that grow with the number of steps: {many - few}"
+
+
+def test_between_replays_the_host_launches_a_handful_of_ops(graphs_on_cpu):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import gpu_budget
+
+    outside = gpu_budget.ops_outside_graph_per_step()
+    assert 3 <= outside <= 8  # the batch copied into the two buffers, the learning rate filled, the loss kept
+    assert outside * 100 < gpu_budget.ops_per_step("lora-qv", "bf16")  # against about 1,400 ops of a plain step
+
+
+def test_graphs_are_asked_for_clearly(graphs_on_cpu, monkeypatch):
+    with pytest.raises(TypeError, match="cuda_graph must be True, False or None"):
+        TrainConfig(cuda_graph="yes")
+    with pytest.raises(ValueError, match="bf16 or fp32"):
+        run(True, "fp16")
+    monkeypatch.setattr(train_module, "GRAPH_DEVICES", {"cuda"})
+    with pytest.raises(ValueError, match="needs a CUDA device; this run is on cpu"):
+        run(True)
+    monkeypatch.setitem(os.environ, "LORA_EDU_CUDA_GRAPHS", "1")  # the environment asks where graphs can be: not here
+    result, _ = run(None)
+    assert not result.cuda_graph and result.steps_done == 12
