@@ -287,7 +287,8 @@ def estimate(gpu: Gpu, per_op: float, efficiency: float, ops: dict, eval_ops: di
     return parts
 
 
-def print_table(cal: dict, ops: dict, eval_ops: dict, plan: dict, overhead_s: float, gpus: dict, graphs: Graphs | None) -> None:
+def print_table(cal: dict, ops: dict, eval_ops: dict, plan: dict, overheads: tuple[float, ...], gpus: dict, graphs: Graphs | None) -> None:
+    """Each notebook against its target; a range over the T4's efficiencies and over ``overheads`` (seconds per run)."""
     print(f"{'notebook':<12} {'GPU':<5} {'pretraining':>12} {'fine-tunes':>11} {'total (min)':>12} {'target':>7}  verdict")
     for nb in plan:
         for name, gpu in gpus.items():
@@ -298,8 +299,9 @@ def print_table(cal: dict, ops: dict, eval_ops: dict, plan: dict, overhead_s: fl
                 totals = []
                 for eff in effs:
                     parts = estimate(gpu, cal["per_op"] * host, eff, ops, eval_ops, plan[nb], fresh, graphs)
-                    fine = sum(v for k, v in parts.items() if k != "pretraining") + runs * overhead_s * host
-                    totals.append((parts.get("pretraining", 0.0), fine))
+                    for overhead_s in overheads:
+                        fine = sum(v for k, v in parts.items() if k != "pretraining") + runs * overhead_s * host
+                        totals.append((parts.get("pretraining", 0.0), fine))
                 worst = max(p + f for p, f in totals) / 60
                 best = min(p + f for p, f in totals) / 60
                 target = TARGETS_MIN[(nb, name)]
@@ -334,16 +336,17 @@ def main() -> None:
     overhead_s = sum(H100_FINETUNE_RUN_S) / 2 - check
     print(f"Check: one LoRA fine-tune of notebook 05 on the H100: model {check:.1f} s, measured "
           f"{H100_FINETUNE_RUN_S[0]:g}-{H100_FINETUNE_RUN_S[1]:g} s (scored by generation, as then); the difference, "
-          f"{overhead_s:.1f} s (model copies, intruder SVDs, Python), is added to every run below")
+          f"{overhead_s:.1f} s (set-up, copies, or host time per step the calibration missed), is added to every run below")
     print(f"Assumed for the T4: host {T4_HOST_FACTOR:g}x slower per op; efficiency {100 * cal['efficiency']:.0f}%-"
           f"{100 * T4_EFFICIENCY_HIGH:.0f}% of {GPUS['T4'].peak_flops / 1e12:g} TFLOP/s fp16")
     print()
     print("Each step launched op by op (the default). Pretraining and fine-tunes: the slower case; total: the range over "
-          "the efficiencies assumed.")
-    print_table(cal, ops, eval_ops, plan, overhead_s, GPUS, None)
+          "what is assumed.")
+    print_table(cal, ops, eval_ops, plan, (overhead_s,), GPUS, None)
     print(f"\nWith LORA_EDU_CUDA_GRAPHS=1 (bf16 GPUs; the T4 trains in fp16, which is not recorded), assuming {1e6 * GRAPH_KERNEL_S:g} us "
-          f"per kernel in a replayed graph and {1e6 * GRAPH_LAUNCH_S:g} us to launch one; not yet measured on a GPU:")
-    print_table(cal, ops, eval_ops, plan, overhead_s, {"H100": GPUS["H100"]}, graphs)
+          f"per kernel in a replayed graph and {1e6 * GRAPH_LAUNCH_S:g} us to launch one; not yet measured on a GPU. Range: "
+          f"without and with the {overhead_s:.1f} s per run (if it is host time per step, graphs remove it):")
+    print_table(cal, ops, eval_ops, plan, (0.0, overhead_s), {"H100": GPUS["H100"]}, graphs)
     print("\nPer group of runs, notebook 05 on the H100, op by op | with CUDA graphs (s): ")
     parts = estimate(GPUS["H100"], cal["per_op"], cal["efficiency"], ops, eval_ops, plan["05"], True)
     graphed = estimate(GPUS["H100"], cal["per_op"], cal["efficiency"], ops, eval_ops, plan["05"], True, graphs)

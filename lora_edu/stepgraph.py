@@ -14,7 +14,8 @@ kernels once and replays them with one launch. What recording needs, and how ``l
 - a few steps run unrecorded first, on a side stream (libraries initialise lazily on first use).
 
 They are opt-in (``TrainConfig(cuda_graph=True)`` or ``LORA_EDU_CUDA_GRAPHS=1``) until ``make gpu-check`` has
-measured them. If recording fails, training goes on without a graph and says why.
+measured them. If recording fails, training goes on without a graph and says why, and the rest of the session
+trains without graphs (a failed recording can leave one step's memory with the allocator).
 Off CUDA nothing is recorded: ``replay()`` runs the step itself, on the same buffers and in the same order,
 which is how ``tests/test_stepgraph.py`` checks the bookkeeping on a CPU.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable, Iterator
 
 import torch
@@ -31,6 +33,8 @@ __all__ = ["GRAPH_DEVICES", "StepGraph", "WARMUP_STEPS", "graphs_requested", "wa
 
 GRAPH_DEVICES = {"cuda"}  # where a graph is recorded; the tests add "cpu" (nothing recorded, same bookkeeping)
 WARMUP_STEPS = 3  # unrecorded steps before recording: cuBLAS, autocast and autograd set themselves up
+_FAILED: list[str] = []  # why recording failed, once: the rest of the session trains without graphs
+_SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}  # one per device: cuBLAS keeps a workspace per stream
 
 
 def graphs_requested(flag: bool | None) -> bool:
@@ -38,17 +42,30 @@ def graphs_requested(flag: bool | None) -> bool:
     return flag if flag is not None else os.environ.get("LORA_EDU_CUDA_GRAPHS", "") == "1"
 
 
+def side_stream(device: torch.device) -> torch.cuda.Stream:
+    if device not in _SIDE_STREAMS:
+        _SIDE_STREAMS[device] = torch.cuda.Stream(device)
+    return _SIDE_STREAMS[device]
+
+
 @contextlib.contextmanager
 def warmup_stream(device: torch.device) -> Iterator[None]:
-    """Run the unrecorded first steps on a side stream, as CUDA graph recording wants (no-op off CUDA)."""
-    if device.type != "cuda":
-        yield
-        return
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        yield
-    torch.cuda.current_stream(device).wait_stream(side)
+    """Run the unrecorded first steps on the side stream that records, as CUDA graphs want (no-op off CUDA).
+
+    The optimizer's warning that it was built ``capturable`` but steps unrecorded is expected here and silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*capturable=True.*")
+        if device.type != "cuda":
+            yield
+            return
+        side, current = side_stream(device), torch.cuda.current_stream(device)
+        side.wait_stream(current)
+        try:
+            with torch.cuda.device(device), torch.cuda.stream(side):
+                yield
+        finally:  # also when the stop button interrupts a step: later work on the default stream waits for it
+            current.wait_stream(side)
 
 
 class StepGraph:
@@ -61,15 +78,22 @@ class StepGraph:
 
     def record(self) -> str | None:
         """Record the step (it does not run); None when recorded, else why it failed. Off CUDA: nothing to record."""
+        if _FAILED:
+            return f"an earlier recording in this session failed ({_FAILED[0]})"
         if self.device.type != "cuda":
             return None
-        graph = torch.cuda.CUDAGraph()
+        graph, pool = torch.cuda.CUDAGraph(), torch.cuda.graph_pool_handle()
+        before = torch.cuda.current_stream(self.device)
         try:
-            with torch.cuda.graph(graph):
+            with torch.cuda.device(self.device), torch.cuda.graph(graph, pool=pool, stream=side_stream(self.device)):
                 self.loss = self.step()
         except Exception as exc:  # noqa: BLE001 - any recording error means: train on without a graph
             self.loss = None
-            return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            torch.cuda.set_stream(before)  # a failed capture_end leaves the capture stream current
+            with contextlib.suppress(Exception):  # and may not have ended the allocator's routing to the graph's pool
+                torch._C._cuda_endAllocateToPool(before.device_index, pool)
+            _FAILED.append(first_cause(exc))
+            return _FAILED[0]
         self.graph = graph
         return None
 
@@ -81,5 +105,16 @@ class StepGraph:
         """Run the step: one launch of the recorded graph (off CUDA: the step itself). Returns its loss."""
         if self.graph is None:
             return self.step()
-        self.graph.replay()
+        with torch.cuda.device(self.device):
+            self.graph.replay()
         return self.loss
+
+
+def first_cause(exc: BaseException) -> str:
+    """The error that started it (a failed capture raises again on the way out), on one line."""
+    seen = {id(exc)}
+    while exc.__context__ is not None and id(exc.__context__) not in seen:
+        exc = exc.__context__
+        seen.add(id(exc))
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -340,8 +340,8 @@ def train(
             if graph is not None and step == WARMUP_STEPS:
                 failed = graph.record()
                 if failed is not None:
-                    warnings.warn(f"Could not record the training step as a CUDA graph ({failed}); training on without one.",
-                                  stacklevel=2)
+                    warnings.warn(f"Could not record the training step as a CUDA graph ({failed}); this run and the rest of "
+                                  "the session train without CUDA graphs.", stacklevel=2)
                     graph = None
                 result.cuda_graph = graph is not None and graph.recorded
             if graph is not None:
@@ -375,6 +375,8 @@ def train(
         result.train_seconds += time.perf_counter() - segment
         run_eval(result.steps_done)
     finally:
+        if graph is not None:
+            opt.zero_grad(set_to_none=True)  # the recorded step's gradients: let its memory pool go with the graph
         bar.update(result.steps_done)
         bar.close(**({f"best {score_key}": f"{result.best_score:.3f} at step {result.best_step}"} if result.evals else {}))
         if device.type == "cuda":
@@ -382,8 +384,6 @@ def train(
         result.seconds = time.perf_counter() - start
         if device.type == "cuda":
             result.peak_cuda_bytes = torch.cuda.max_memory_allocated(device) - baseline
-    if graph is not None:
-        opt.zero_grad(set_to_none=True)  # the recorded step's gradients: let its memory pool go with the graph
     result.losses = step_losses[: result.steps_done].tolist()
     result.tokens = result.steps_done * cfg.batch_size * inputs.shape[1]
     result.supervised_tokens = int((targets[batches[: result.steps_done]] != -100).sum())

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lora_edu import stepgraph
 from lora_edu import train as train_module
 from lora_edu.device import configure_threads
 from lora_edu.gpt import GPT, GPTConfig
@@ -69,6 +70,24 @@ def test_a_failed_recording_warns_and_trains_on_without_a_graph(graphs_on_cpu, m
         fallback, weights = run(True)
     assert fallback.losses == plain.losses and not fallback.cuda_graph
     assert all(torch.equal(weights[n], w) for n, w in plain_weights.items())
+
+
+def test_after_a_failed_recording_the_session_trains_without_graphs(graphs_on_cpu, monkeypatch):
+    monkeypatch.setattr(stepgraph, "_FAILED", ["AcceleratorError: operation not permitted when stream is capturing"])
+    with pytest.warns(UserWarning, match="an earlier recording in this session failed .*not permitted.*rest of the session"):
+        result, _ = run(True)
+    assert not result.cuda_graph and result.steps_done == 12
+
+
+def test_the_first_cause_of_a_failed_recording_is_reported():
+    cause = RuntimeError("CUDA error: operation not permitted when stream is capturing\nCompile with TORCH_USE_CUDA_DSA ...")
+    raised = RuntimeError("CUDA error: operation failed due to a previous error during capture")
+    raised.__context__ = cause  # what capture_end raises on the way out of a failed recording
+    assert stepgraph.first_cause(raised) == "RuntimeError: CUDA error: operation not permitted when stream is capturing"
+    assert stepgraph.first_cause(ValueError()) == "ValueError"
+    a, b = RuntimeError("a"), RuntimeError("b")
+    a.__context__, b.__context__ = b, a  # a cycle ends
+    assert stepgraph.first_cause(a) == "RuntimeError: b"
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
