@@ -33,6 +33,8 @@ def answer_scores(model: nn.Module, world: World, task: str, animals: list[str])
     prefix by the right token (induction over the positions); at the first one that is not, greedy decoding leaves
     the answer.  So the fraction of rows right at every answer position is the exact match of greedy generation,
     for one forward pass instead of one per answer token (tests/test_gpt_training.py checks them row by row).
+    One difference: a ``<pad>`` written inside an answer counts as wrong here, while decoding would drop it; the trained
+    models tested never wrote one (``<pad>`` is never a training target).
     The loss is ``answer_loss``'s: the mean cross-entropy of the answer tokens.
     """
     device = next(model.parameters()).device
