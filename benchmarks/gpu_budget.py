@@ -50,9 +50,9 @@ H100_MEASURED_EVAL_OPS = {"val": 10767, "test": 10466, "train": 10562}
 # Assumptions (see the module docstring).
 T4_HOST_FACTOR = 1.3
 T4_EFFICIENCY_HIGH = 0.40
-# Assumed for a step replayed from a CUDA graph (LORA_EDU_CUDA_GRAPHS=1; bf16 GPUs only), until make gpu-check measures one:
-GRAPH_KERNEL_S = 3e-6  # the least time one small kernel takes inside a replayed graph on an H100
-GRAPH_LAUNCH_S = 10e-6  # the host's time to launch one graph
+# Assumed for a step replayed from a CUDA graph (LORA_EDU_CUDA_GRAPHS=1) until make gpu-check measures one: the host's
+# time to launch one graph, and (Gpu.graph_kernel_s) the least time one small kernel takes inside a replayed graph.
+GRAPH_LAUNCH_S = 10e-6
 TARGETS_MIN = {("05", "H100"): 2, ("05", "T4"): 10, ("06", "H100"): 4, ("06", "T4"): 15}
 
 
@@ -62,9 +62,10 @@ class Gpu:
     peak_flops: float  # dense bf16 (H100) or fp16 (T4) FLOP/s
     bandwidth: float  # bytes/s
     precision: str
+    graph_kernel_s: float  # assumed: the least time of one small kernel in a replayed graph (the T4 clocks lower)
 
 
-GPUS = {"H100": Gpu("H100", 989e12, 3.35e12, "bf16"), "T4": Gpu("T4", 65e12, 320e9, "fp16")}
+GPUS = {"H100": Gpu("H100", 989e12, 3.35e12, "bf16", 3e-6), "T4": Gpu("T4", 65e12, 320e9, "fp16", 5e-6)}
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ class StandInGraph(StepGraph):
         return self.loss
 
 
-def ops_outside_graph_per_step() -> int:
+def ops_outside_graph_per_step(precision: str = "bf16") -> int:
     """aten ops the host dispatches per step when the step is replayed from a CUDA graph (by difference of 20 and 12
     steps): the batch copied into the static buffers, the learning rate filled in, the loss kept."""
     model = model_for("lora-qv", width=16)
@@ -162,7 +163,7 @@ def ops_outside_graph_per_step() -> int:
     train_module.StepGraph = StandInGraph
     try:
         counts = [count_ops(lambda s=s: train_module.train(model, x, x, TrainConfig(steps=s, batch_size=1, eval_every=10**6,
-                                                                                     precision="bf16", cuda_graph=True),
+                                                                                     precision=precision, cuda_graph=True),
                                                            progress=False, device=torch.device("cpu")))
                   for s in (12, 20)]
     finally:
@@ -266,7 +267,7 @@ def run_seconds(gpu: Gpu, per_op: float, efficiency: float, ops: dict, method: s
     if graphs is None or steps <= WARMUP_STEPS:
         return steps * eager
     flops, moved = step_flops_and_bytes(method, batch, seq)
-    device_s = flops / (gpu.peak_flops * efficiency) + moved / gpu.bandwidth + graphs.kernels[(method, gpu.precision)] * GRAPH_KERNEL_S
+    device_s = flops / (gpu.peak_flops * efficiency) + moved / gpu.bandwidth + graphs.kernels[(method, gpu.precision)] * gpu.graph_kernel_s
     replayed = max(graphs.outside_ops * per_op + GRAPH_LAUNCH_S, device_s)
     recording = ops[(method, gpu.precision)] * per_op  # the host walks the step once more to record it
     return WARMUP_STEPS * eager + recording + (steps - WARMUP_STEPS) * replayed
@@ -318,12 +319,13 @@ def main() -> None:
     configure_threads()
     methods = ("lora-q", "lora-qv", "lora-qkvo", "lora-all", "full", "last-block")
     ops = {(m, p): ops_per_step(m, p) for m in methods for p in ("bf16", "fp16")}
-    graphs = Graphs(ops_outside_graph_per_step(), {(m, "bf16"): ops_per_step(m, "bf16", kernels=True) for m in methods})
+    graphs = Graphs(max(ops_outside_graph_per_step(p) for p in ("bf16", "fp16")),
+                    {(m, p): ops_per_step(m, p, kernels=True) for m in methods for p in ("bf16", "fp16")})
     eval_ops = evaluation_ops()
     cal = calibrate(ops[("lora-qv", "bf16")], ops[("full", "bf16")])
     print("Counted on this CPU (the gpu configuration's step on the GPU path: autocast, fused AdamW):")
     print("  aten ops per training step: " + ", ".join(f"{m} {ops[(m, 'bf16')]}" for m in methods) + " (bf16; fp16 adds the scaler's)")
-    print("  of which launch a kernel: " + ", ".join(f"{m} {graphs.kernels[(m, 'bf16')]}" for m in methods))
+    print("  of which launch a kernel: " + ", ".join(f"{m} {graphs.kernels[(m, 'bf16')]}" for m in methods) + " (bf16)")
     print(f"  aten ops per step between replays of a recorded step (CUDA graphs): {graphs.outside_ops}")
     print("  aten ops per scoring call: " + ", ".join(f"{k} {v}" for k, v in eval_ops.items()))
     print(f"Calibrated on the H100: {1e6 * cal['per_op']:.1f} us per op on its host (LoRA step {1e3 * H100_LORA_STEP_S:.2f} ms); "
@@ -343,10 +345,10 @@ def main() -> None:
     print("Each step launched op by op (the default). Pretraining and fine-tunes: the slower case; total: the range over "
           "what is assumed.")
     print_table(cal, ops, eval_ops, plan, (overhead_s,), GPUS, None)
-    print(f"\nWith LORA_EDU_CUDA_GRAPHS=1 (bf16 GPUs; the T4 trains in fp16, which is not recorded), assuming {1e6 * GRAPH_KERNEL_S:g} us "
-          f"per kernel in a replayed graph and {1e6 * GRAPH_LAUNCH_S:g} us to launch one; not yet measured on a GPU. Range: "
+    print(f"\nWith LORA_EDU_CUDA_GRAPHS=1, assuming {1e6 * GRAPH_LAUNCH_S:g} us to launch a graph and per kernel in it "
+          + ", ".join(f"{1e6 * g.graph_kernel_s:g} us ({n})" for n, g in GPUS.items()) + "; not yet measured on a GPU. Range: also "
           f"without and with the {overhead_s:.1f} s per run (if it is host time per step, graphs remove it):")
-    print_table(cal, ops, eval_ops, plan, (0.0, overhead_s), {"H100": GPUS["H100"]}, graphs)
+    print_table(cal, ops, eval_ops, plan, (0.0, overhead_s), GPUS, graphs)
     print("\nPer group of runs, notebook 05 on the H100, op by op | with CUDA graphs (s): ")
     parts = estimate(GPUS["H100"], cal["per_op"], cal["efficiency"], ops, eval_ops, plan["05"], True)
     graphed = estimate(GPUS["H100"], cal["per_op"], cal["efficiency"], ops, eval_ops, plan["05"], True, graphs)

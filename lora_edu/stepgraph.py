@@ -9,8 +9,8 @@ kernels once and replays them with one launch. What recording needs, and how ``l
 - the step reads only *static* buffers: each batch is copied into the same two tensors, and the learning
   rate is a tensor on the device that the schedule fills before each step (a float would be recorded once);
 - the optimizer is recordable: fused AdamW with ``capturable=True`` keeps its step counts on the device;
-- autocast does not cache casts (``cache_enabled=False``), and fp16's gradient scaler, which keeps Python
-  state between steps, is not recorded: graphs are used with bf16 or fp32 only;
+- autocast does not cache casts (``cache_enabled=False``); fp16's gradient scaler is recordable too: its scale,
+  overflow flag and growth counter are tensors on the device, and the fused AdamW skips a step on overflow there;
 - a few steps run unrecorded first, on a side stream (libraries initialise lazily on first use).
 
 They are opt-in (``TrainConfig(cuda_graph=True)`` or ``LORA_EDU_CUDA_GRAPHS=1``) until ``make gpu-check`` has

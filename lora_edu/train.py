@@ -11,7 +11,7 @@ MPS. On CUDA, fp32 matmuls use TF32 and AdamW runs fused. The training rows live
 batch indices are drawn up front, the token ids are range-checked once, and nothing waits for the GPU
 inside a step except at evaluations (fp16's gradient scaler hands its overflow flag to the fused AdamW
 kernel instead of reading it on the host). ``lora_edu.synccheck`` finds such waits on a CPU.
-With ``TrainConfig(cuda_graph=True)`` or ``LORA_EDU_CUDA_GRAPHS=1`` (opt-in, bf16 or fp32 on CUDA), every step
+With ``TrainConfig(cuda_graph=True)`` or ``LORA_EDU_CUDA_GRAPHS=1`` (opt-in, on CUDA), every step
 after the first few is replayed from one recorded CUDA graph (``lora_edu.stepgraph``).
 """
 
@@ -45,7 +45,7 @@ class TrainConfig:
     """Hyperparameters of one run; ``warmup`` is a fraction of ``steps``.
 
     ``precision`` is ``None`` (chosen from the device by ``precision_for``) or one of ``PRECISIONS``.
-    ``cuda_graph`` records each step as one CUDA graph (``lora_edu.stepgraph``; bf16 or fp32 on CUDA);
+    ``cuda_graph`` records each step as one CUDA graph (``lora_edu.stepgraph``; on CUDA);
     ``None`` leaves it to ``LORA_EDU_CUDA_GRAPHS=1`` and to the device.
     """
 
@@ -216,18 +216,15 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
             group["lr"] = lr * group["lr_scale"]
 
 
-def use_cuda_graph(cfg: TrainConfig, device: torch.device, precision: str) -> bool:
-    """Whether this run records its step (``lora_edu.stepgraph``): asked for, on CUDA, fused AdamW, not fp16."""
+def use_cuda_graph(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether this run records its step (``lora_edu.stepgraph``): asked for, on CUDA, with fused AdamW."""
     if not graphs_requested(cfg.cuda_graph):
         return False
     possible = device.type in GRAPH_DEVICES and device.type in FUSED_ADAMW_DEVICES
     if cfg.cuda_graph and not possible:
         raise ValueError(f"cuda_graph=True records the step as a CUDA graph, which needs a CUDA device; this run is on {device.type}. "
                          "Leave cuda_graph=None to use graphs where they can be.")
-    if cfg.cuda_graph and precision == "fp16":
-        raise ValueError("cuda_graph=True works with bf16 or fp32: fp16's gradient scaler keeps Python state between steps, "
-                         "which a recorded step would not update. Use precision='bf16' (compute capability >= 8.0) or no graph.")
-    return possible and precision != "fp16"
+    return possible
 
 
 def train(
@@ -277,7 +274,7 @@ def train(
     inputs, targets = inputs.to(device), targets.to(device)  # resident: no copy from host memory per step
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = torch.randint(0, len(inputs), (cfg.steps, cfg.batch_size), generator=gen).to(device)
-    graphed = use_cuda_graph(cfg, device, precision)
+    graphed = use_cuda_graph(cfg, device)
     opt = make_optimizer(params, cfg, device, param_groups, recordable=graphed)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     result = TrainResult(precision=precision)
