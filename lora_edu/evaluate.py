@@ -33,8 +33,9 @@ def answer_scores(model: nn.Module, world: World, task: str, animals: list[str])
     prefix by the right token (induction over the positions); at the first one that is not, greedy decoding leaves
     the answer.  So the fraction of rows right at every answer position is the exact match of greedy generation,
     for one forward pass instead of one per answer token (tests/test_gpt_training.py checks them row by row).
-    One difference: a ``<pad>`` written inside an answer counts as wrong here, while decoding would drop it; the trained
-    models tested never wrote one (``<pad>`` is never a training target).
+    Two differences: a ``<pad>`` written inside an answer or in place of ``<eos>`` counts as wrong here, while decoding
+    would drop it (the trained models tested never wrote one: ``<pad>`` is never a training target); and the two run at
+    different sequence lengths, so under rounding a near-tie between two tokens could in principle go either way.
     The loss is ``answer_loss``'s: the mean cross-entropy of the answer tokens.
     """
     device = next(model.parameters()).device
@@ -45,8 +46,8 @@ def answer_scores(model: nn.Module, world: World, task: str, animals: list[str])
     logits, loss = model(x, y)
     model.train(was_training)
     right = ((logits.argmax(-1) == y) | (y == -100)).all(dim=1)
-    em, loss = torch.stack([right.float().mean(), loss.float()]).tolist()  # one read-back
-    return em, loss
+    count, loss = torch.stack([right.sum().float(), loss.float()]).tolist()  # one read-back
+    return int(count) / len(animals), loss  # the exact fraction of right rows
 
 
 def exact_match(model: nn.Module, world: World, task: str, animals: list[str]) -> float:

@@ -205,6 +205,20 @@ def test_exact_match_scores_in_one_pass_what_generation_scores(pretrained):
     rows = task_examples(world, "card", world.animals, model.config.n_ctx)
     with torch.no_grad():
         assert loss == model.eval()(rows[:, :-1], answer_mask(world, "card", rows))[1].item()  # the answer tokens' mean cross-entropy
+
+    class FirstRowOnly(torch.nn.Module):  # predicts the target of the first row, and <pad> everywhere else
+        config = model.config
+
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, y):
+            logits = torch.zeros(*x.shape, len(world.tokenizer))
+            logits[0] = torch.nn.functional.one_hot(y[0].clamp(min=0), len(world.tokenizer)).float()
+            return logits, torch.nn.functional.cross_entropy(logits.transpose(1, 2), y)
+
+    assert answer_scores(FirstRowOnly(), world, "card", world.animals[:3])[0] == 1 / 3  # the exact fraction, not a float32 mean
     torch.manual_seed(0)
     right, wrong = one_pass_agrees_with_generation(GPT(model.config), world)  # an untrained model: every row wrong
     assert (right, wrong) == (0, 2 * len(world.animals))
