@@ -32,7 +32,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from lora_edu import train as train_module
 from lora_edu.data import task_data
 from lora_edu.device import configure_threads
-from lora_edu.evaluate import answer_loss, answer_scores, exact_match, lm_loss
+from lora_edu.evaluate import answer_scores, exact_match, lm_loss
 from lora_edu.finetune import FINETUNE_SIZES, LORA_TARGETS
 from lora_edu.gpt import GPT
 from lora_edu.lora import inject_lora, mark_only_lora_trainable
@@ -126,20 +126,28 @@ def model_for(method: str, width: int | None = None, device: str = "cpu") -> GPT
     return model
 
 
-def ops_per_step(method: str, precision: str, kernels: bool = False) -> int:
-    """aten ops of one training step on the GPU path (autocast, fused AdamW), by difference of 4 and 2 steps."""
+def ops_per_added_step(method: str, precision: str, cuda_graph: bool = False, kernels: bool = False,
+                       stand_in: type[StepGraph] | None = None, steps: tuple[int, int] = (2, 4)) -> int:
+    """aten ops (``kernels``: only those that launch device work) that one more training step adds, on the GPU path
+    (autocast, fused AdamW, CUDA-graph bookkeeping) run on this CPU, by difference of ``steps``."""
     model = model_for(method, width=16)
     x = torch.randint(1, model.config.vocab_size, (8, 8))
-    fused = train_module.FUSED_ADAMW_DEVICES
-    train_module.FUSED_ADAMW_DEVICES = {"cuda", "cpu"}
+    saved = train_module.FUSED_ADAMW_DEVICES, train_module.GRAPH_DEVICES, train_module.StepGraph
+    train_module.FUSED_ADAMW_DEVICES = train_module.GRAPH_DEVICES = {"cuda", "cpu"}
+    train_module.StepGraph = stand_in or StepGraph
     try:
         counts = [count_ops(lambda s=s: train_module.train(model, x, x, TrainConfig(steps=s, batch_size=1, eval_every=10**6,
-                                                                                     precision=precision, cuda_graph=False),
+                                                                                     precision=precision, cuda_graph=cuda_graph),
                                                            progress=False, device=torch.device("cpu")), kernels)
-                  for s in (2, 4)]
+                  for s in steps]
     finally:
-        train_module.FUSED_ADAMW_DEVICES = fused
-    return (counts[1] - counts[0]) // 2
+        train_module.FUSED_ADAMW_DEVICES, train_module.GRAPH_DEVICES, train_module.StepGraph = saved
+    return (counts[1] - counts[0]) // (steps[1] - steps[0])
+
+
+def ops_per_step(method: str, precision: str, kernels: bool = False) -> int:
+    """aten ops of one training step launched op by op."""
+    return ops_per_added_step(method, precision, kernels=kernels)
 
 
 class StandInGraph(StepGraph):
@@ -154,21 +162,9 @@ class StandInGraph(StepGraph):
 
 
 def ops_outside_graph_per_step(precision: str = "bf16") -> int:
-    """aten ops the host dispatches per step when the step is replayed from a CUDA graph (by difference of 20 and 12
-    steps): the batch copied into the static buffers, the learning rate filled in, the loss kept."""
-    model = model_for("lora-qv", width=16)
-    x = torch.randint(1, model.config.vocab_size, (8, 8))
-    saved = train_module.FUSED_ADAMW_DEVICES, train_module.GRAPH_DEVICES, train_module.StepGraph
-    train_module.FUSED_ADAMW_DEVICES = train_module.GRAPH_DEVICES = {"cuda", "cpu"}
-    train_module.StepGraph = StandInGraph
-    try:
-        counts = [count_ops(lambda s=s: train_module.train(model, x, x, TrainConfig(steps=s, batch_size=1, eval_every=10**6,
-                                                                                     precision=precision, cuda_graph=True),
-                                                           progress=False, device=torch.device("cpu")))
-                  for s in (12, 20)]
-    finally:
-        train_module.FUSED_ADAMW_DEVICES, train_module.GRAPH_DEVICES, train_module.StepGraph = saved
-    return (counts[1] - counts[0]) // 8
+    """aten ops the host dispatches per step when the step is replayed from a CUDA graph (past the warm-up steps):
+    the batch copied into the static buffers, the learning rate filled in, the loss kept."""
+    return ops_per_added_step("lora-qv", precision, cuda_graph=True, stand_in=StandInGraph, steps=(12, 20))
 
 
 def evaluation_ops() -> dict[str, int]:
@@ -181,7 +177,6 @@ def evaluation_ops() -> dict[str, int]:
         "test": count_ops(lambda: exact_match(model, world, "json", world.test_animals)),
         "train": count_ops(lambda: exact_match(model, world, "json", world.train_animals)),
         "pretrain_loss": count_ops(lambda: lm_loss(model, rows, world.tokenizer.pad_id)),
-        "test_loss": count_ops(lambda: answer_loss(model, world, "json", world.test_animals)),
     }
 
 
@@ -283,7 +278,7 @@ def estimate(gpu: Gpu, per_op: float, efficiency: float, ops: dict, eval_ops: di
     for runs in plan["runs"]:
         train_s = run_seconds(gpu, per_op, efficiency, ops, runs.method, runs.steps, runs.batch, runs.seq, graphs)
         scoring = evaluations_per_run(runs.steps) * eval_ops["val"] + eval_ops["test"]
-        scoring += eval_ops["train"] + eval_ops["pretrain_loss"] if runs.score_all else eval_ops["test_loss"]
+        scoring += eval_ops["train"] + eval_ops["pretrain_loss"] if runs.score_all else 0  # the test loss comes with the test score
         parts[runs.label] = runs.count * (train_s + scoring * per_op)
     return parts
 

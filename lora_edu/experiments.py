@@ -16,7 +16,6 @@ from torch import nn
 
 from .analysis import intruder_dimensions
 from .data import World
-from .evaluate import answer_loss
 from .finetune import finetune
 from .gpt import GPT
 from .lora import LoRALinear, lora_layers
@@ -92,8 +91,8 @@ def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int
     t0 = time.perf_counter()
     model, rep = finetune(base, world, task, "lora", targets=[SHORT[t] for t in targets], r=r, alpha=scaling * r, steps=steps,
                           seed=seed, progress=False, score_all=False)
-    loss = answer_loss(model, world, task, world.test_animals)
-    run = LoRARun(targets, r, seed, rep.val_exact_match, rep.test_exact_match, loss, time.perf_counter() - t0, lora_factors(model))
+    run = LoRARun(targets, r, seed, rep.val_exact_match, rep.test_exact_match, rep.test_answer_loss, time.perf_counter() - t0,
+                  lora_factors(model))
     del model  # keep the factors, free the model (on a GPU, 80 models would not fit a small card)
     return run
 

@@ -43,7 +43,8 @@ class Report:
 
     The checkpoint is picked by exact match on the *validation* animals, ties broken by their answer loss
     (and then by the earlier step);
-    ``test_exact_match`` is scored once, on the held-out test animals, after training.
+    ``test_exact_match`` (and ``test_answer_loss``, from the same pass) is scored once, on the held-out test animals,
+    after training.
     ``ms_per_step`` and ``tokens_per_second`` leave out evaluations and saves and count every token
     processed; ``peak_memory_bytes`` is the CUDA peak of this run above what was allocated before it (0 on CPU).
     """
@@ -59,6 +60,7 @@ class Report:
     peak_memory_bytes: int
     val_exact_match: float
     test_exact_match: float
+    test_answer_loss: float
     train_exact_match: float
     pretrain_loss: float
     best_step: int
@@ -149,6 +151,7 @@ def finetune(
     result = train(model, x, y, cfg, evaluate=evaluate, score_key="val", tiebreak_key="val_loss", save_dir=save_dir, device=device,
                    desc=f"{method} ({task})", progress=progress, param_groups=groups)
     count = count_parameters(model)
+    test_em, test_loss = answer_scores(model, world, task, world.test_animals)
     report = Report(
         method=method + (f" + replay {replay:g}" if replay else "") + (f" + LoRA+ x{loraplus_ratio:g}" if loraplus_ratio else ""),
         lr=lr,
@@ -160,7 +163,8 @@ def finetune(
         tokens_per_second=result.tokens_per_second,
         peak_memory_bytes=result.peak_cuda_bytes,
         val_exact_match=result.best_score,  # train() restored the weights that scored it
-        test_exact_match=exact_match(model, world, task, world.test_animals),
+        test_exact_match=test_em,
+        test_answer_loss=test_loss,
         train_exact_match=exact_match(model, world, task, world.train_animals) if score_all else math.nan,
         pretrain_loss=lm_loss(model, pretraining_eval_rows(world, n_ctx), world.tokenizer.pad_id) if score_all else math.nan,
         best_step=result.best_step,

@@ -230,6 +230,7 @@ def test_lora_finetune_generalises_and_control_does_not(pretrained):
     before = {k: v.clone() for k, v in base.state_dict().items()}
     model, rep = finetune(base, world, "card", "lora-qv", steps=120, progress=False)
     assert rep.heldout_exact_match >= 0.9 and rep.trainable == 8192
+    assert rep.test_answer_loss == answer_loss(model, world, "card", world.test_animals)  # scored with the test exact match
     assert all(torch.equal(v, base.state_dict()[k]) for k, v in before.items())  # base untouched
     assert generate_answers(model, world, "card", world.heldout_animals[:1])[0].startswith(world.heldout_animals[0])
     control_model, control = finetune(base, world, "card", "control", steps=120, progress=False)

@@ -128,7 +128,7 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
                        for g in (None, graphs))
     assert plain == pytest.approx(400 * cal["per_op"] * ops[("lora-qv", "bf16")]) and replayed < plain / 4
     eval_ops = gpu_budget.evaluation_ops()  # scoring takes one forward pass, not one per answer token
-    assert eval_ops["val"] == eval_ops["test"] == eval_ops["test_loss"] < ops[("full", "bf16")] / 2
+    assert eval_ops["val"] == eval_ops["test"] == eval_ops["train"] < ops[("full", "bf16")] / 2
     # evaluations per run: what finetune's schedule (every steps // 6, and the last step) makes train() do
     import torch
 
