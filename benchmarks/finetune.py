@@ -20,11 +20,11 @@ import time
 import torch
 
 from lora_edu import configure_threads, environment_summary, inject_lora, mark_only_lora_trainable, pick_device
-from lora_edu.data import make_world, task_data
-from lora_edu.finetune import finetune
-from lora_edu.gpt import GPT
-from lora_edu.pretrain import PRETRAIN_SIZES, ensure_pretrained
-from lora_edu.train import TrainConfig, train
+from lora_edu.gpt.data import make_world, task_data
+from lora_edu.gpt.finetune import finetune
+from lora_edu.gpt.model import GPT
+from lora_edu.gpt.pretrain import PRETRAIN_SIZES, ensure_pretrained
+from lora_edu.gpt.train import TrainConfig, train
 
 
 def measure(model: GPT, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, lr: float, device: torch.device):

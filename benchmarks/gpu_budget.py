@@ -29,16 +29,16 @@ from dataclasses import dataclass
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from lora_edu import train as train_module
-from lora_edu.data import task_data
-from lora_edu.device import configure_threads
-from lora_edu.evaluate import answer_scores, exact_match, lm_loss
-from lora_edu.finetune import FINETUNE_SIZES, LORA_TARGETS
-from lora_edu.gpt import GPT
-from lora_edu.lora import inject_lora, mark_only_lora_trainable
-from lora_edu.pretrain import PRETRAIN_SIZES, pretraining_eval_rows, world_for
-from lora_edu.stepgraph import WARMUP_STEPS, StepGraph
-from lora_edu.train import TrainConfig, training_flops_per_token, trim_padding
+from lora_edu.gpt import train as train_module
+from lora_edu.gpt.data import task_data
+from lora_edu.gpt.device import configure_threads
+from lora_edu.gpt.evaluate import answer_scores, exact_match, lm_loss
+from lora_edu.gpt.finetune import FINETUNE_SIZES, LORA_TARGETS
+from lora_edu.gpt.model import GPT
+from lora_edu.gpt.pretrain import PRETRAIN_SIZES, pretraining_eval_rows, world_for
+from lora_edu.gpt.stepgraph import WARMUP_STEPS, StepGraph
+from lora_edu.gpt.train import TrainConfig, training_flops_per_token, trim_padding
+from lora_edu.lora.layer import inject_lora, mark_only_lora_trainable
 
 # Measured on one H100 80GB HBM3 (benchmarks/gpu_results.md).
 H100_LORA_STEP_S = 23.37e-3  # benchmarks/finetune.py --sizes gpu: LoRA r = 8 on Wq, Wv, batch 64

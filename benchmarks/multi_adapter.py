@@ -1,7 +1,7 @@
 """Serving many LoRA adapters on one base: throughput of three strategies across the number of distinct adapters.
 
 For a batch of requests (rows), each asking for one of ``n`` adapters (round robin), prints requests/s of
-  - batched:       one base forward for the whole batch, each row's A and B gathered (lora_edu.serving);
+  - batched:       one base forward for the whole batch, each row's A and B gathered (lora_edu.scale.serving);
   - merge-swap:    group rows by adapter; per group merge that adapter, run the group, unmerge;
   - one-at-a-time: each request alone (batch 1) through its own unmerged LoRA model;
 and the ratios batched / merge-swap and batched / one-at-a-time.  The outputs of all three are checked equal first.
@@ -17,9 +17,9 @@ import copy
 import torch
 
 from lora_edu import configure_threads, environment_summary
-from lora_edu.data import task_data
-from lora_edu.pretrain import load_pretrained
-from lora_edu.serving import (
+from lora_edu.gpt.data import task_data
+from lora_edu.gpt.pretrain import load_pretrained
+from lora_edu.scale.serving import (
     STRATEGIES,
     multi_adapter_model,
     per_row_reference,

@@ -15,8 +15,8 @@ import time
 import numpy as np
 
 from lora_edu import configure_threads, environment_summary
-from lora_edu.linalg import SVDReconstructor
-from lora_edu.widgets import RankSlider, rank_caption, sample_photo, to_png
+from lora_edu.course.widgets import RankSlider, rank_caption, sample_photo, to_png
+from lora_edu.maths.linalg import SVDReconstructor
 
 
 def naive_render(image: np.ndarray, k: int) -> tuple[bytes, str]:

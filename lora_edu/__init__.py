@@ -2,7 +2,7 @@
 
 The LoRA layer (``LoRALinear``) and the functions that inject, merge, disable, save and load it;
 the linear algebra of the early lessons (rank, SVD), parameter arithmetic for real architectures,
-a small GPT, exercises (``quiz``) and the instructor's widgets (``lora_edu.widgets``).
+a small GPT, exercises (``quiz``) and the instructor's widgets (``lora_edu.course.widgets``).
 
 ``import lora_edu`` needs only NumPy: the names that need PyTorch (``LoRALinear``, ``GPT``, ...) are
 imported on first use, so the linear-algebra lessons start without loading torch.
@@ -13,37 +13,37 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import quiz
-from .arch import ARCHITECTURES, Architecture, lora_parameter_count, memory_estimate
-from .linalg import SVDReconstructor, lora_factors, low_rank_approx, null_space, rank_by_elimination, row_echelon, svd_storage
-from .notebook import setup_notebook
+from .course import quiz
+from .course.notebook import setup_notebook
+from .maths.arch import ARCHITECTURES, Architecture, lora_parameter_count, memory_estimate
+from .maths.linalg import SVDReconstructor, lora_factors, low_rank_approx, null_space, rank_by_elimination, row_echelon, svd_storage
 
 __version__ = "0.1.0"
 
 # name -> submodule that defines it; loaded (with torch) on first access
 _LAZY = {
-    "base_fingerprint": "adapter",
-    "load_adapter": "adapter",
-    "read_adapter_config": "adapter",
-    "save_adapter": "adapter",
-    "configure_threads": "device",
-    "environment_summary": "device",
-    "pick_device": "device",
-    "FitResult": "fit",
-    "fit_lora_to_matrix": "fit",
-    "GPT": "gpt",
-    "GPT_SIZES": "gpt",
-    "GPTConfig": "gpt",
-    "LoRALinear": "lora",
-    "ParameterCount": "lora",
-    "count_parameters": "lora",
-    "disable_lora": "lora",
-    "inject_lora": "lora",
-    "lora_layers": "lora",
-    "mark_only_lora_trainable": "lora",
-    "merge_lora": "lora",
-    "remove_lora": "lora",
-    "unmerge_lora": "lora",
+    "base_fingerprint": "lora.adapter",
+    "load_adapter": "lora.adapter",
+    "read_adapter_config": "lora.adapter",
+    "save_adapter": "lora.adapter",
+    "configure_threads": "gpt.device",
+    "environment_summary": "gpt.device",
+    "pick_device": "gpt.device",
+    "FitResult": "lora.fit",
+    "fit_lora_to_matrix": "lora.fit",
+    "GPT": "gpt.model",
+    "GPT_SIZES": "gpt.model",
+    "GPTConfig": "gpt.model",
+    "LoRALinear": "lora.layer",
+    "ParameterCount": "lora.layer",
+    "count_parameters": "lora.layer",
+    "disable_lora": "lora.layer",
+    "inject_lora": "lora.layer",
+    "lora_layers": "lora.layer",
+    "mark_only_lora_trainable": "lora.layer",
+    "merge_lora": "lora.layer",
+    "remove_lora": "lora.layer",
+    "unmerge_lora": "lora.layer",
 }
 
 __all__ = [

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lora_edu.pretrain import load_pretrained
+from lora_edu.gpt.pretrain import load_pretrained
 
 
 @pytest.fixture(scope="module")

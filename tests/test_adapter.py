@@ -8,8 +8,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from lora_edu import atomic_dir, base_fingerprint, inject_lora, load_adapter, lora_layers, merge_lora, read_adapter_config, save_adapter
-from lora_edu.adapter import CONFIG_NAME, WEIGHTS_NAME, check_save_path
+from lora_edu import base_fingerprint, inject_lora, load_adapter, lora_layers, merge_lora, read_adapter_config, save_adapter
+from lora_edu.lora import atomic_dir
+from lora_edu.lora.adapter import CONFIG_NAME, WEIGHTS_NAME, check_save_path
 
 from .test_lora import Toy, assert_same_state, randomize_b, state
 
@@ -108,7 +109,7 @@ def test_interrupted_save_keeps_the_previous_adapter(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("lora_edu.adapter.save_file", interrupted)
+    monkeypatch.setattr("lora_edu.lora.adapter.save_file", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save_adapter(second, tmp_path / "a")
     assert os.listdir(tmp_path) == ["a"]
@@ -291,7 +292,7 @@ def test_save_fsyncs_files_and_directories(tmp_path, monkeypatch):
 
 
 def interrupt_at(monkeypatch, target: str, k: int) -> None:
-    """Make the k-th call of ``lora_edu.atomic_dir.<target>`` raise KeyboardInterrupt instead of running."""
+    """Make the k-th call of ``lora_edu.lora.atomic_dir.<target>`` raise KeyboardInterrupt instead of running."""
     real, calls = getattr(atomic_dir, target), []
 
     def fake(*args, **kwargs):
@@ -315,7 +316,7 @@ def test_interrupted_save_leaves_one_complete_adapter_and_no_litter(tmp_path, mo
     if not atomic_swap:  # the two-rename fallback of platforms without an atomic exchange
         monkeypatch.setattr(atomic_dir, "libc_swap", lambda: None)
     if step == "write":
-        monkeypatch.setattr("lora_edu.adapter.save_file", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        monkeypatch.setattr("lora_edu.lora.adapter.save_file", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     elif step.startswith("replace"):  # the fallback's first rename (old aside) or second (new in place)
         real, calls = os.replace, []
 

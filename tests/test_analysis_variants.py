@@ -6,10 +6,7 @@ import torch
 from torch import nn
 
 from lora_edu import ARCHITECTURES, GPT, GPTConfig, LoRALinear, inject_lora, mark_only_lora_trainable
-from lora_edu.analysis import delta_w_alignment, intruder_dimensions, intruder_similarity, subspace_similarity
-from lora_edu.experiments import PAPER, LoRARun, batch1_latency_ms, summarize
-from lora_edu.houlsby import HoulsbyAdapter, add_houlsby_adapters
-from lora_edu.variants import (
+from lora_edu.lora.variants import (
     dora_weight,
     loraplus_optimizer,
     loraplus_param_groups,
@@ -19,6 +16,9 @@ from lora_edu.variants import (
     row_norm,
     update_size_after_one_step,
 )
+from lora_edu.paper.analysis import delta_w_alignment, intruder_dimensions, intruder_similarity, subspace_similarity
+from lora_edu.paper.experiments import PAPER, LoRARun, batch1_latency_ms, summarize
+from lora_edu.paper.houlsby import HoulsbyAdapter, add_houlsby_adapters
 
 
 def test_subspace_similarity_bounds_and_identities():

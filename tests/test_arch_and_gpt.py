@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lora_edu import ARCHITECTURES, GPT, GPT_SIZES, GPTConfig, count_parameters, inject_lora, lora_parameter_count, memory_estimate
-from lora_edu.arch import format_bytes, weight_shapes
+from lora_edu.maths.arch import format_bytes, weight_shapes
 
 GPT2 = {"gpt2": "GPT-2 small", "gpt2-medium": "GPT-2 medium", "gpt2-large": "GPT-2 large", "gpt2-xl": "GPT-2 XL"}
 

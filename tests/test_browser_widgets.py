@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from lora_edu.linalg import SVDReconstructor
-from lora_edu.widgets import rank_caption, sample_photo, to_png
+from lora_edu.course.widgets import rank_caption, sample_photo, to_png
+from lora_edu.maths.linalg import SVDReconstructor
 
 CHROMIUM = "/usr/bin/chromium"
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "02_svd_and_low_rank_approximation.ipynb"

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from lora_edu import GPT, GPTConfig, LoRALinear, disable_lora, inject_lora, mark_only_lora_trainable, merge_lora, unmerge_lora
-from lora_edu.analysis import delta_w_alignment, intruder_dimensions, intruder_similarity, subspace_similarity
-from lora_edu.devicecheck import DeviceMixError, check_devices
-from lora_edu.houlsby import add_houlsby_adapters
-from lora_edu.variants import dora_weight, first_step_delta_weight, loraplus_optimizer, pissa_init, row_norm
+from lora_edu.devtools.devicecheck import DeviceMixError, check_devices
+from lora_edu.lora.variants import dora_weight, first_step_delta_weight, loraplus_optimizer, pissa_init, row_norm
+from lora_edu.paper.analysis import delta_w_alignment, intruder_dimensions, intruder_similarity, subspace_similarity
+from lora_edu.paper.houlsby import add_houlsby_adapters
 
 META = torch.device("meta")
 DTYPES = [torch.float32, torch.bfloat16]

@@ -5,9 +5,11 @@ import json
 import pytest
 import torch
 
-from lora_edu.arch import ARCHITECTURES, lora_parameter_count
-from lora_edu.data import task_data
-from lora_edu.distributed import (
+from lora_edu.gpt.data import task_data
+from lora_edu.gpt.finetune import prepare
+from lora_edu.lora.layer import count_parameters
+from lora_edu.maths.arch import ARCHITECTURES, lora_parameter_count
+from lora_edu.scale.distributed import (
     DistributedConfig,
     accumulated_step,
     allreduce_bytes,
@@ -20,8 +22,6 @@ from lora_edu.distributed import (
     saved_activation_bytes,
     write_json,
 )
-from lora_edu.finetune import prepare
-from lora_edu.lora import count_parameters
 
 
 def test_accumulated_gradients_equal_one_big_batch(tiny):

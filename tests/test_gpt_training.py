@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from lora_edu import inject_lora, lora_layers, mark_only_lora_trainable
-from lora_edu.adapter import read_adapter_config
-from lora_edu.data import TASKS, answer_mask, make_world, pack_lines, parse_json_answer, task_examples
-from lora_edu.device import configure_threads, pick_device
-from lora_edu.evaluate import answer_loss, answer_scores, exact_match, generate_answers, lm_loss
-from lora_edu.finetune import finetune
-from lora_edu.gpt import GPT, GPTConfig
-from lora_edu.pretrain import PRETRAIN_SIZES, load_pretrained, pretrain, world_for
-from lora_edu.train import TrainConfig, lr_at, precision_for, state_bytes, train, trim_padding
+from lora_edu.gpt.data import TASKS, answer_mask, make_world, pack_lines, parse_json_answer, task_examples
+from lora_edu.gpt.device import configure_threads, pick_device
+from lora_edu.gpt.evaluate import answer_loss, answer_scores, exact_match, generate_answers, lm_loss
+from lora_edu.gpt.finetune import finetune
+from lora_edu.gpt.model import GPT, GPTConfig
+from lora_edu.gpt.pretrain import PRETRAIN_SIZES, load_pretrained, pretrain, world_for
+from lora_edu.gpt.train import TrainConfig, lr_at, precision_for, state_bytes, train, trim_padding
+from lora_edu.lora.adapter import read_adapter_config
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +246,7 @@ def test_pretrain_command_writes_a_loadable_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setenv("LORA_EDU_CACHE", str(tmp_path))
     model, world, res = pretrain("tiny", out=tmp_path / "t.safetensors", steps=3, progress=False)
     assert res.steps_done == 3 and (tmp_path / "t.safetensors").exists()
-    with pytest.raises(ValueError, match="python -m lora_edu.pretrain --size gpu"):
+    with pytest.raises(ValueError, match="python -m lora_edu.gpt.pretrain --size gpu"):
         load_pretrained("gpu")  # not shipped, not in this cache
     (tmp_path / "gpu.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot be read"):
@@ -280,7 +280,7 @@ def test_pick_device_and_threads(monkeypatch):
 
 def test_gpu_size_pipeline_runs_end_to_end_on_cpu(tmp_path, monkeypatch):
     """What a notebook does on a GPU (size "gpu"), shortened to a few steps so that it runs on a CPU."""
-    from lora_edu.pretrain import ensure_pretrained
+    from lora_edu.gpt.pretrain import ensure_pretrained
 
     configure_threads()
     monkeypatch.setenv("LORA_EDU_CACHE", str(tmp_path))
@@ -338,8 +338,8 @@ def test_a_users_folder_as_save_dir_is_refused_before_training(tmp_path):
 
 
 def test_the_after_training_line_shows_minutes_throughput_memory_and_mfu(monkeypatch):
-    from lora_edu import train as train_module
-    from lora_edu.train import TrainResult
+    from lora_edu.gpt import train as train_module
+    from lora_edu.gpt.train import TrainResult
 
     res = TrainResult(steps_done=400, seconds=90.0, train_seconds=80.0, tokens=8_000_000, flops=8e14, peak_cuda_bytes=347 * 2**20,
                       precision="bf16")

@@ -5,13 +5,13 @@ import collections
 import pytest
 import torch
 
-from lora_edu import train as train_module
-from lora_edu.device import configure_threads
-from lora_edu.gpt import GPT, GPTConfig, trusted_token_ids
-from lora_edu.lora import inject_lora, mark_only_lora_trainable
-from lora_edu.pretrain import PRETRAIN_SIZES
-from lora_edu.synccheck import record_host_syncs
-from lora_edu.train import TrainConfig, train
+from lora_edu.devtools.synccheck import record_host_syncs
+from lora_edu.gpt import train as train_module
+from lora_edu.gpt.device import configure_threads
+from lora_edu.gpt.model import GPT, GPTConfig, trusted_token_ids
+from lora_edu.gpt.pretrain import PRETRAIN_SIZES
+from lora_edu.gpt.train import TrainConfig, train
+from lora_edu.lora.layer import inject_lora, mark_only_lora_trainable
 
 CPU = torch.device("cpu")
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lora_edu import SVDReconstructor, lora_factors, low_rank_approx, null_space, rank_by_elimination, row_echelon, svd_storage
-from lora_edu.linalg import factorize_by_gradient_descent
+from lora_edu.maths.linalg import factorize_by_gradient_descent
 
 
 def test_lora_factors_are_the_truncated_svd_split_evenly():
@@ -104,8 +104,8 @@ import matplotlib
 matplotlib.use("Agg")
 import lora_edu
 from lora_edu import quiz, rank_by_elimination, row_echelon, null_space, lora_factors, low_rank_approx, SVDReconstructor
-from lora_edu.plots import plot_spectrum, show_matrices
-from lora_edu.widgets import RankSlider, product_rank_explorer, sample_photo
+from lora_edu.course.plots import plot_spectrum, show_matrices
+from lora_edu.course.widgets import RankSlider, product_rank_explorer, sample_photo
 assert lora_edu.setup_notebook(needs_torch=False) is None
 m = np.array([[1.0, 2, 0], [0, 1, 1], [2, 5, 1]])
 assert rank_by_elimination(m) == 2 and row_echelon(m)[1] == [0, 1]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lora_edu import quiz
-from lora_edu.exercises import CodeExercise
+from lora_edu.course.exercises import CodeExercise
 
 EXERCISES_REQUIRED = {f"0{i}": 3 for i in range(1, 8)}  # every notebook: >= 3 checked exercises, one of them a code exercise
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))

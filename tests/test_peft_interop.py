@@ -18,9 +18,9 @@ from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from lora_edu import GPT, GPTConfig, inject_lora, load_adapter, lora_layers, merge_lora, read_adapter_config, save_adapter  # noqa: E402
-from lora_edu.lora import LoRALinear  # noqa: E402
-from lora_edu.peft_bridge import lora_edu_layers, peft_lora_layers  # noqa: E402
-from lora_edu.peft_format import selected  # noqa: E402
+from lora_edu.lora.layer import LoRALinear  # noqa: E402
+from lora_edu.lora.peft_bridge import lora_edu_layers, peft_lora_layers  # noqa: E402
+from lora_edu.lora.peft_format import selected  # noqa: E402
 
 
 def gpt() -> GPT:
@@ -273,7 +273,7 @@ def test_peft_features_lora_edu_cannot_represent_name_the_field(tmp_path, config
 
 
 def test_import_peft_keeps_the_import_noise_out():
-    code = "import logging; logging.basicConfig(); from lora_edu.peft_bridge import import_peft; print(import_peft().__version__)"
+    code = "import logging; logging.basicConfig(); from lora_edu.lora.peft_bridge import import_peft; print(import_peft().__version__)"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from lora_edu.data import task_data
-from lora_edu.lora import inject_lora, lora_layers, mark_only_lora_trainable
-from lora_edu.quant import (
+from lora_edu.gpt.data import task_data
+from lora_edu.lora.layer import inject_lora, lora_layers, mark_only_lora_trainable
+from lora_edu.lora.quant import (
     NF4Linear,
     dequantized_weight,
     merge_and_requantize,
@@ -18,7 +18,7 @@ from lora_edu.quant import (
     tensor_bytes,
     weight_bytes,
 )
-from lora_edu.serving import (
+from lora_edu.scale.serving import (
     MultiLoRALinear,
     multi_adapter_model,
     per_row_reference,

@@ -5,10 +5,8 @@ import numpy as np
 import pytest
 
 from lora_edu import fit_lora_to_matrix, quiz
-from lora_edu.arch import ARCHITECTURES, format_bytes, training_memory
-from lora_edu.exercises import ChoiceExercise, CodeExercise, NumericExercise, Trap, digest, notebook_modules, register, registered_by
-from lora_edu.linalg import SVDReconstructor
-from lora_edu.widgets import (
+from lora_edu.course.exercises import ChoiceExercise, CodeExercise, NumericExercise, Trap, digest, notebook_modules, register, registered_by
+from lora_edu.course.widgets import (
     RankSlider,
     calculator_table,
     lora_calculator,
@@ -19,6 +17,8 @@ from lora_edu.widgets import (
     spectrum_image,
     to_png,
 )
+from lora_edu.maths.arch import ARCHITECTURES, format_bytes, training_memory
+from lora_edu.maths.linalg import SVDReconstructor
 
 
 def rank_by_hand(m):
@@ -257,7 +257,7 @@ def test_bad_answers_are_clear_errors():
 
 
 def test_quiz_and_exercises_import_without_a_cycle_or_torch():
-    code = ("import sys; import lora_edu.exercises.core; import lora_edu.quiz as q; q.all_exercises(); "
+    code = ("import sys; import lora_edu.course.exercises.core; import lora_edu.course.quiz as q; q.all_exercises(); "
             "q.check('rank-by-hand', lambda m: 0); q.check('svd-to-lora', None); "
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
@@ -356,7 +356,7 @@ def test_fit_reaches_the_rank_one_target():
 
 
 def test_fit_history_explorer_shows_each_step():
-    from lora_edu.widgets import fit_history_explorer, fit_step_html
+    from lora_edu.course.widgets import fit_history_explorer, fit_step_html
 
     w, target = np.ones((2, 2)), np.array([[1.0, 1.0], [2.0, 3.0]])
     fit = fit_lora_to_matrix(w, target, r=1, steps=5, lr=0.1, a_init=np.array([[0.3, -0.2]]))

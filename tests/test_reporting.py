@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lora_edu.experiments import T95, interval, verdict
-from lora_edu.progress import Progress, in_notebook, progress
+from lora_edu.gpt.progress import Progress, in_notebook, progress
+from lora_edu.paper.experiments import T95, interval, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,9 +108,9 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import gpu_budget
 
-    from lora_edu.experiments import PAPER
-    from lora_edu.pretrain import PRETRAIN_SIZES
-    from lora_edu.train import TrainConfig, train
+    from lora_edu.gpt.pretrain import PRETRAIN_SIZES
+    from lora_edu.gpt.train import TrainConfig, train
+    from lora_edu.paper.experiments import PAPER
 
     ops = {(m, "bf16"): gpu_budget.ops_per_step(m, "bf16") for m in ("lora-qv", "full")}
     assert 500 < ops[("lora-qv", "bf16")] < 5000 and ops[("lora-qv", "bf16")] > ops[("full", "bf16")]  # LoRA adds small ops
@@ -132,7 +132,7 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     # evaluations per run: what finetune's schedule (every steps // 6, and the last step) makes train() do
     import torch
 
-    from lora_edu.gpt import GPT, GPTConfig
+    from lora_edu.gpt.model import GPT, GPTConfig
 
     model = GPT(GPTConfig(vocab_size=11, n_ctx=8, n_layer=1, n_head=1, d_model=8))
     x = torch.randint(0, 11, (8, 8))

@@ -1,9 +1,9 @@
-"""Notebook 07's exercises (lora_edu/exercises/nb07.py): right answers pass, predictable wrong ones fail."""
+"""Notebook 07's exercises (lora_edu/course/exercises/nb07.py): right answers pass, predictable wrong ones fail."""
 
 import pytest
 
 from lora_edu import quiz
-from lora_edu.exercises import ChoiceExercise, CodeExercise, registered_by
+from lora_edu.course.exercises import ChoiceExercise, CodeExercise, registered_by
 
 
 def allreduce_seconds(n_trainable, bytes_per_number, world_size, gbytes_per_s):

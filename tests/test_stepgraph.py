@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from lora_edu import stepgraph
-from lora_edu import train as train_module
-from lora_edu.device import configure_threads
-from lora_edu.gpt import GPT, GPTConfig
-from lora_edu.lora import inject_lora, mark_only_lora_trainable
-from lora_edu.synccheck import record_host_syncs
-from lora_edu.train import TrainConfig, train
-from lora_edu.variants import loraplus_param_groups
+from lora_edu.devtools.synccheck import record_host_syncs
+from lora_edu.gpt import stepgraph
+from lora_edu.gpt import train as train_module
+from lora_edu.gpt.device import configure_threads
+from lora_edu.gpt.model import GPT, GPTConfig
+from lora_edu.gpt.train import TrainConfig, train
+from lora_edu.lora.layer import inject_lora, mark_only_lora_trainable
+from lora_edu.lora.variants import loraplus_param_groups
 
 CPU = torch.device("cpu")
 

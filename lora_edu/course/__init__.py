@@ -1,0 +1,9 @@
+"""What a student touches in a lesson: the setup cell, widgets, plots and exercises.
+
+- ``notebook``: ``setup_notebook`` (threads, seed, device, versions).
+- ``widgets``: the instructor's live widgets (rank explorer, rank slider, budget calculator, fit explorer).
+- ``plots``: small matplotlib helpers.
+- ``quiz`` and ``exercises/``: the exercises of each notebook (``exercises/nbNN.py``) and how they are checked.
+
+The top wing: may import every other wing; nothing imports it except ``lora_edu/__init__.py``.
+"""

@@ -1,0 +1,291 @@
+"""The three kinds of exercise, their registry and the instructor's reveal switch.
+
+This module imports nothing from the rest of ``lora_edu`` (and nothing but NumPy), so the per-notebook
+modules (``nb01.py``, ...) and ``lora_edu.course.quiz`` can both import it without a cycle.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import math
+import numbers
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "REVEAL_ENV",
+    "ChoiceExercise",
+    "CodeExercise",
+    "Exercise",
+    "NumericExercise",
+    "Trap",
+    "compare_close",
+    "compare_exact",
+    "digest",
+    "register",
+    "registered_by",
+    "registry",
+    "reveal",
+    "revealing",
+]
+
+REVEAL_ENV = "LORA_EDU_REVEAL"
+_REGISTRY: dict[str, Exercise] = {}
+_ORIGIN: dict[str, str] = {}
+_reveal_override: bool | None = None
+
+
+def digest(exercise_id: str, letter: str) -> str:
+    """The salted hash a ``ChoiceExercise`` stores instead of its correct letter."""
+    return hashlib.sha256(f"{exercise_id}:{letter.strip().lower()}".encode()).hexdigest()[:16]
+
+
+def reveal(on: bool | None = True) -> None:
+    """Instructor switch: ``reveal(True)`` shows answers in ``quiz.show``/``quiz.check``; ``reveal(None)`` defers to
+    the ``LORA_EDU_REVEAL`` environment variable again."""
+    global _reveal_override
+    if on is not None and not isinstance(on, bool):
+        raise TypeError(f"reveal() takes True, False or None, got {on!r}.")
+    _reveal_override = on
+
+
+def revealing() -> bool:
+    """True when answers are shown: ``reveal(True)`` was called, or ``$LORA_EDU_REVEAL`` is 1/true/yes."""
+    if _reveal_override is not None:
+        return _reveal_override
+    return os.environ.get(REVEAL_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """Common fields: a question, the explanation shown once it is answered right, and optional hints."""
+
+    id: str
+    prompt: str
+    explanation: str
+    hints: tuple[str, ...] = ()
+
+    kind = "exercise"
+
+    def verdict(self, answer: object) -> tuple[bool, str]:  # pragma: no cover - every kind overrides it
+        raise NotImplementedError
+
+    def solution(self) -> str:  # pragma: no cover
+        raise NotImplementedError
+
+    def instructions(self) -> str:
+        return ""
+
+
+@dataclass(frozen=True)
+class Trap:
+    """A predictable wrong number and the misconception that produces it (``value`` is computed, never typed)."""
+
+    value: Callable[[], float]
+    message: str
+
+
+def as_number(answer: object) -> float | int:
+    """Python and NumPy ints/floats (and 0-d arrays) as a Python number; anything else is a TypeError."""
+    if isinstance(answer, np.ndarray) and answer.ndim == 0:
+        answer = answer.item()
+    if isinstance(answer, (bool, np.bool_)) or not isinstance(answer, numbers.Real):
+        raise TypeError(f"This exercise wants a number (int or float, NumPy scalars too), got {answer!r} "
+                        f"of type {type(answer).__name__}; write e.g. `answer = 42`.")
+    value = answer.item() if isinstance(answer, np.generic) else answer
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"The answer must be a finite number, got {value!r}.")
+    return value
+
+
+@dataclass(frozen=True)
+class NumericExercise(Exercise):
+    """A number computed by the package (``expected`` is a function, so the value is never typed in).
+
+    An int expected value must be matched exactly (a float equal to it counts); a float within ``rel_tol``
+    or ``abs_tol``.  ``traps`` name the misconceptions behind predictable wrong numbers.
+    """
+
+    expected: Callable[[], float] = lambda: math.nan
+    rel_tol: float = 1e-3
+    abs_tol: float = 0.0
+    traps: tuple[Trap, ...] = ()
+
+    kind = "number"
+
+    def instructions(self) -> str:
+        return "Answer with a number."
+
+    def matches(self, value: float, target: float) -> bool:
+        if isinstance(target, (int, np.integer)):
+            return float(value) == float(target)
+        return math.isclose(float(value), float(target), rel_tol=self.rel_tol, abs_tol=self.abs_tol)
+
+    def verdict(self, answer: object) -> tuple[bool, str]:
+        value = as_number(answer)
+        if self.matches(value, self.expected()):
+            return True, self.explanation
+        for trap in self.traps:
+            if self.matches(value, trap.value()):
+                return False, trap.message
+        return False, "That is not the number."
+
+    def solution(self) -> str:
+        value = self.expected()
+        return f"{value:,}" if isinstance(value, (int, np.integer)) else f"{value:.6g}"
+
+
+@dataclass(frozen=True)
+class ChoiceExercise(Exercise):
+    """Multiple choice with exactly one right option, stored as ``digest(id, letter)``.
+
+    ``feedback`` names the misconception behind every wrong option (all of them, checked at registration).
+    """
+
+    options: dict[str, str] = field(default_factory=dict)
+    answer_digest: str = ""
+    feedback: dict[str, str] = field(default_factory=dict)
+
+    kind = "choice"
+
+    def instructions(self) -> str:
+        return "\n".join(f"  {letter}) {text}" for letter, text in self.options.items())
+
+    def correct_letter(self) -> str:
+        right = [o for o in self.options if digest(self.id, o) == self.answer_digest]
+        if len(right) != 1:
+            raise ValueError(f"Exercise {self.id!r}: answer_digest matches {len(right)} options; it must match exactly one "
+                             f"(compute it with lora_edu.course.quiz.digest({self.id!r}, letter)).")
+        return right[0]
+
+    def verdict(self, answer: object) -> tuple[bool, str]:
+        if not isinstance(answer, str) or answer.strip().lower() not in self.options:
+            raise ValueError(f"Answer with one of the letters {', '.join(self.options)} as a string "
+                             f"(e.g. `answer = \"{next(iter(self.options))}\"`), got {answer!r}.")
+        letter = answer.strip().lower()
+        if digest(self.id, letter) == self.answer_digest:
+            return True, self.explanation
+        return False, f"Not {letter}: {self.feedback[letter]}"
+
+    def solution(self) -> str:
+        letter = self.correct_letter()
+        return f"{letter}) {self.options[letter]}"
+
+
+def describe(value: object) -> str:
+    """A short description of a hidden input: small arrays in full, bigger ones by shape."""
+    if isinstance(value, np.ndarray):
+        return np.array2string(value, precision=3, separator=", ") if value.size <= 16 else f"an array of shape {value.shape}"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"a {type(value).__name__} of shape {tuple(value.shape)}"
+    return repr(value)
+
+
+def compare_close(got: Any, expected: Any, rtol: float = 1e-6, atol: float = 1e-8) -> str | None:
+    """None when ``got`` equals ``expected`` (numbers and arrays within tolerance, shapes exactly); else what differs."""
+    if isinstance(expected, tuple):
+        if not isinstance(got, (tuple, list)) or len(got) != len(expected):
+            return f"expected a tuple of {len(expected)} values, got {describe(got)}"
+        for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+            problem = compare_close(g, e, rtol, atol)
+            if problem:
+                return f"item {i}: {problem}"
+        return None
+    if hasattr(got, "detach"):  # a torch tensor, without importing torch
+        got = got.detach().cpu().numpy()
+    if hasattr(expected, "detach"):
+        expected = expected.detach().cpu().numpy()
+    g, e = np.asarray(got), np.asarray(expected)
+    if not np.issubdtype(g.dtype, np.number) and g.dtype != np.bool_:
+        return f"expected a number or an array, got {describe(got)}"
+    if g.shape != e.shape:
+        return f"expected shape {e.shape}, got shape {g.shape}"
+    if not np.allclose(g, e, rtol=rtol, atol=atol):
+        return f"expected {describe(e)}, got {describe(g)}"
+    return None
+
+
+def compare_exact(got: Any, expected: Any, args: Sequence[Any] = ()) -> str | None:
+    """None when ``got`` is an integer count equal to ``expected`` (a bool is not a count); else what differs."""
+    if isinstance(got, (bool, np.bool_)) or got != expected:
+        return f"expected {expected:,}, got {got!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class CodeExercise(Exercise):
+    """The student writes a function; the check runs it on hidden cases and compares with the package.
+
+    ``cases(rng)`` yields argument tuples the student never sees; ``reference(*args)`` is the package's answer;
+    ``compare(got, expected, args)`` returns None when right, else what differs (default: ``compare_close``).
+    """
+
+    signature: str = ""
+    reference: Callable[..., Any] = print
+    cases: Callable[[np.random.Generator], Iterable[Sequence[Any]]] = lambda rng: ()
+    compare: Callable[[Any, Any, Sequence[Any]], str | None] = lambda got, expected, args: compare_close(got, expected)
+    seed: int = 0
+
+    kind = "code"
+
+    def instructions(self) -> str:
+        return f"Write `{self.signature}`, then pass the function itself (not its result) as `answer`."
+
+    def verdict(self, answer: object) -> tuple[bool, str]:
+        if not callable(answer):
+            raise TypeError(f"This exercise wants a function, e.g. `answer = {self.signature.split('(')[0]}` "
+                            f"(no parentheses), got {answer!r}.")
+        cases = [tuple(args) for args in self.cases(np.random.default_rng(self.seed))]
+        for n, args in enumerate(cases, start=1):
+            shown = ", ".join(describe(a) for a in args)
+            try:
+                got = answer(*copy.deepcopy(args))
+            except Exception as err:  # the student's code: report it, do not crash the check
+                return False, f"hidden case {n} of {len(cases)} raised {type(err).__name__}: {err} (inputs: {shown})"
+            problem = self.compare(got, self.reference(*copy.deepcopy(args)), args)
+            if problem:
+                return False, f"hidden case {n} of {len(cases)} is wrong: {problem} (inputs: {shown})"
+        return True, f"passed all {len(cases)} hidden cases. {self.explanation}"
+
+    def solution(self) -> str:
+        name = f"{self.reference.__module__}.{self.reference.__qualname__}"
+        try:
+            return f"the package's {name}:\n{inspect.getsource(self.reference)}"
+        except (OSError, TypeError):
+            return f"the package's {name}"
+
+
+def register(exercise: Exercise) -> Exercise:
+    """Add an exercise to the course (ids are unique; a choice needs feedback on every wrong option)."""
+    if not isinstance(exercise, (NumericExercise, ChoiceExercise, CodeExercise)):
+        raise TypeError(f"register() takes a NumericExercise, ChoiceExercise or CodeExercise, got {type(exercise).__name__}.")
+    if exercise.id in _REGISTRY and _REGISTRY[exercise.id] is not exercise:
+        raise ValueError(f"Exercise id {exercise.id!r} is registered twice; ids must be unique across notebooks.")
+    if isinstance(exercise, ChoiceExercise):
+        right = exercise.correct_letter()
+        missing = sorted(set(exercise.options) - {right} - set(exercise.feedback))
+        if missing or set(exercise.feedback) - set(exercise.options):
+            raise ValueError(f"Exercise {exercise.id!r}: give feedback for every wrong option (missing: {missing}) "
+                             "and only for options that exist.")
+    _REGISTRY[exercise.id] = exercise
+    caller = inspect.currentframe().f_back  # type: ignore[union-attr]
+    _ORIGIN[exercise.id] = caller.f_globals.get("__name__", "?") if caller else "?"
+    return exercise
+
+
+def registered_by(exercise_id: str) -> str:
+    """The module that registered an exercise, e.g. 'lora_edu.course.exercises.nb01'."""
+    if exercise_id not in _ORIGIN:
+        raise ValueError(f"No exercise {exercise_id!r} is registered.")
+    return _ORIGIN[exercise_id]
+
+
+def registry() -> dict[str, Exercise]:
+    """The exercises registered so far (``lora_edu.course.quiz`` loads every notebook's module first)."""
+    return _REGISTRY

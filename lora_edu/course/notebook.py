@@ -1,0 +1,33 @@
+"""What a notebook's first cell calls once ``lora_edu`` is installed: threads, seeds, versions.
+
+The lessons on linear algebra (01, 02) need only NumPy: ``setup_notebook(needs_torch=False)`` neither imports
+nor configures torch, so they start at once on any laptop.  The Colab install itself cannot live here (it runs
+before the package exists); the setup cell carries it, with the source URL declared once in ``pyproject.toml``
+under ``[project.urls] Source`` (a test keeps the cells equal to it).
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import numpy as np
+
+__all__ = ["setup_notebook"]
+
+
+def setup_notebook(seed: int = 0, needs_torch: bool = True) -> Any:
+    """Seed, set CPU threads and print one line of versions; return the torch device (None without torch).
+
+    ``needs_torch=True`` delegates to ``lora_edu.gpt.device.setup_notebook`` (threads from ``$LORA_EDU_THREADS``,
+    torch's seed, the device).  ``needs_torch=False`` seeds NumPy's legacy global generator only.
+    """
+    if not isinstance(needs_torch, bool):
+        raise TypeError(f"needs_torch must be True or False, got {needs_torch!r}.")
+    if needs_torch:
+        from ..gpt.device import setup_notebook as setup_with_torch
+
+        return setup_with_torch(seed)
+    np.random.seed(seed)
+    print(f"python {platform.python_version()} | numpy {np.__version__} | torch not loaded (this lesson needs only NumPy)")
+    return None

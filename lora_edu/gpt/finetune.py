@@ -1,0 +1,173 @@
+"""Fine-tuning the pretrained GPT on a new output format, by LoRA or by the alternatives.
+
+``finetune(base, world, "json", method)`` trains a copy of ``base`` and returns it with a
+``Report``: trainable parameters, training-state memory, step time, validation and test exact match
+and the loss on the pretraining distribution (forgetting).  Methods:
+
+- ``"lora-qv"``: rank-r LoRA on Wq and Wv (the paper's choice); ``"lora-all"``: on every linear layer;
+  ``"lora"`` with ``targets=[...]``: on the named layers;
+- ``"full"``: every weight trains; ``"last-block"``: only the last transformer block trains
+  (partial freezing, as vision models are often tuned);
+- ``"control"``: full fine-tuning of an *untrained* GPT of the same size: it cannot know the
+  held-out animals, so it must score about 0 on them.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..lora.layer import count_parameters, inject_lora, mark_only_lora_trainable
+from .data import World, lm_targets, task_data
+from .evaluate import answer_scores, exact_match, lm_loss
+from .model import GPT
+from .pretrain import pretraining_eval_rows, pretraining_rows
+from .train import TrainConfig, TrainResult, train
+
+__all__ = ["FINETUNE_SIZES", "METHODS", "Report", "finetune"]
+
+# The notebook's configuration per model size: "tiny" on a CPU (CI), "gpu" on a class GPU.
+FINETUNE_SIZES = {"tiny": {"steps": 200, "batch_size": 32}, "gpu": {"steps": 400, "batch_size": 64}}
+METHODS = ("lora", "lora-qv", "lora-all", "full", "last-block", "control")
+# Each method at a learning rate that suits it (LoRA's small, zero-started update takes a larger one).
+DEFAULT_LR = {"lora": 1e-2, "lora-qv": 1e-2, "lora-all": 1e-2, "full": 3e-4, "last-block": 1e-3, "control": 1e-3}
+
+
+@dataclass
+class Report:
+    """One fine-tuning run, as a row of the comparison table.
+
+    The checkpoint is picked by exact match on the *validation* animals, ties broken by their answer loss
+    (and then by the earlier step);
+    ``test_exact_match`` (and ``test_answer_loss``, from the same pass) is scored once, on the held-out test animals,
+    after training.
+    ``ms_per_step`` and ``tokens_per_second`` leave out evaluations and saves and count every token
+    processed; ``peak_memory_bytes`` is the CUDA peak of this run above what was allocated before it (0 on CPU).
+    """
+
+    method: str
+    lr: float
+    seed: int
+    trainable: int
+    total: int
+    state_bytes: int
+    ms_per_step: float
+    tokens_per_second: float
+    peak_memory_bytes: int
+    val_exact_match: float
+    test_exact_match: float
+    test_answer_loss: float
+    train_exact_match: float
+    pretrain_loss: float
+    best_step: int
+    result: TrainResult
+
+    @property
+    def heldout_exact_match(self) -> float:
+        """The test-set exact match (the held-out animals), scored once after training."""
+        return self.test_exact_match
+
+
+LORA_TARGETS = {"lora-qv": ["q_proj", "v_proj"], "lora-all": "all-linear"}
+
+
+def prepare(base: GPT, method: str, r: int, alpha: float, seed: int, targets: list[str] | None = None) -> GPT:
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose from {METHODS}.")
+    if (method == "lora") != (targets is not None):
+        raise ValueError("Pass targets=[...] with method='lora' (and only then), e.g. targets=['q_proj', 'v_proj'].")
+    if method == "control":
+        torch.manual_seed(seed + 1)
+        return GPT(base.config).to(next(base.parameters()).device)
+    model = copy.deepcopy(base)
+    if method.startswith("lora"):
+        torch.manual_seed(seed)  # the random init of A
+        inject_lora(model, targets if targets is not None else LORA_TARGETS[method], r=r, alpha=alpha)
+        mark_only_lora_trainable(model)
+    elif method == "last-block":
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(f"blocks.{base.config.n_layer - 1}."))
+    else:
+        model.requires_grad_(True)
+    return model
+
+
+def finetune(
+    base: GPT,
+    world: World,
+    task: str,
+    method: str = "lora-qv",
+    r: int = 8,
+    alpha: float = 16,
+    steps: int = 300,
+    lr: float | None = None,
+    batch_size: int = 32,
+    replay: float = 0.0,
+    save_dir: str | Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    targets: list[str] | None = None,
+    loraplus_ratio: float | None = None,
+    precision: str | None = None,
+    score_all: bool = True,
+) -> tuple[GPT, Report]:
+    """Fine-tune a copy of ``base`` (never ``base`` itself) and report on it.
+
+    ``replay`` > 0 mixes pretraining text into the batches, ``replay`` rows of it per task row
+    (a cure for forgetting).  ``save_dir`` keeps the best adapter on disk (LoRA methods).
+    ``loraplus_ratio`` (LoRA+) trains every lora_B at ``ratio`` times the learning rate of lora_A.
+    ``score_all=False`` skips the training-animal score and the pretraining loss (NaN in the report): sweeps need neither.
+    """
+    if replay < 0:
+        raise ValueError(f"replay must be >= 0, got {replay}.")
+    if not world.val_animals:
+        raise ValueError("The world has no validation animals to pick a checkpoint with; build it with make_world(..., n_val=8).")
+    if loraplus_ratio is not None and not method.startswith("lora"):
+        raise ValueError(f"loraplus_ratio applies to LoRA methods only, not {method!r}.")
+    n_ctx = base.config.n_ctx
+    model = prepare(base, method, r, alpha, seed, targets)
+    x, y = task_data(world, task, world.train_animals, n_ctx)
+    if replay:  # pretraining rows make up replay / (1 + replay) of what a batch draws from
+        pre_x, pre_y = lm_targets(pretraining_rows(world, n_ctx, epochs=4, first_seed=20_000), world.tokenizer.pad_id)
+        reps = max(1, round(len(pre_x) / (replay * len(x))))
+        x, y = torch.cat([x.repeat(reps, 1), pre_x]), torch.cat([y.repeat(reps, 1), pre_y])
+
+    def evaluate(m: GPT) -> dict[str, float]:  # validation animals only: the test animals are scored once, at the end
+        em, loss = answer_scores(m, world, task, world.val_animals)  # one forward pass for both
+        return {"val": em, "val_loss": loss}
+
+    lr = lr or DEFAULT_LR[method]
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=max(1, steps // 6), seed=seed, precision=precision)
+    groups = None
+    if loraplus_ratio is not None:
+        from ..lora.variants import loraplus_param_groups
+
+        groups = loraplus_param_groups(model, lr=lr, ratio=loraplus_ratio)
+    device = next(base.parameters()).device
+    result = train(model, x, y, cfg, evaluate=evaluate, score_key="val", tiebreak_key="val_loss", save_dir=save_dir, device=device,
+                   desc=f"{method} ({task})", progress=progress, param_groups=groups)
+    count = count_parameters(model)
+    test_em, test_loss = answer_scores(model, world, task, world.test_animals)
+    report = Report(
+        method=method + (f" + replay {replay:g}" if replay else "") + (f" + LoRA+ x{loraplus_ratio:g}" if loraplus_ratio else ""),
+        lr=lr,
+        seed=seed,
+        trainable=count.trainable,
+        total=count.total,
+        state_bytes=result.state_bytes,
+        ms_per_step=result.ms_per_step,
+        tokens_per_second=result.tokens_per_second,
+        peak_memory_bytes=result.peak_cuda_bytes,
+        val_exact_match=result.best_score,  # train() restored the weights that scored it
+        test_exact_match=test_em,
+        test_answer_loss=test_loss,
+        train_exact_match=exact_match(model, world, task, world.train_animals) if score_all else math.nan,
+        pretrain_loss=lm_loss(model, pretraining_eval_rows(world, n_ctx), world.tokenizer.pad_id) if score_all else math.nan,
+        best_step=result.best_step,
+        result=result,
+    )
+    return model, report

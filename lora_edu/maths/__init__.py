@@ -1,0 +1,7 @@
+"""The maths of the early lessons, in NumPy only (no torch).
+
+- ``linalg``: rank by elimination, null spaces, the SVD and the best rank-k approximation (notebooks 01-02).
+- ``arch``: parameter and memory arithmetic for real architectures, with and without LoRA (notebook 03).
+
+Imports nothing else from ``lora_edu``.
+"""

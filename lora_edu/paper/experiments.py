@@ -1,0 +1,186 @@
+"""The LoRA paper's experiments (arXiv 2106.09685, Section 7 and Table 1) at the scale of our small GPT.
+
+``lora_run`` fine-tunes one LoRA configuration and scores it; ``sweep`` runs a grid over seeds.
+The paper's own numbers are kept here as data (``PAPER``) so notebook 06 can set them beside ours.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..gpt.data import World
+from ..gpt.finetune import finetune
+from ..gpt.model import GPT
+from ..gpt.progress import progress as progress_line
+from ..lora.layer import LoRALinear, lora_layers
+from .analysis import intruder_dimensions
+
+__all__ = ["PAPER", "Interval", "LoRARun", "adapted_weight", "batch1_latency_ms", "interval", "intruder_count", "lora_factors", "lora_run",
+           "summarize", "sweep", "verdict"]
+
+SHORT = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
+
+# Numbers the paper reports for GPT-3 175B (validation accuracy in %, WikiSQL), quoted for comparison.
+PAPER = {
+    "table5_wikisql": {
+        ("q",): 70.4, ("k",): 70.0, ("v",): 73.0, ("o",): 73.2, ("q", "k"): 71.4, ("q", "v"): 73.7, ("q", "k", "v", "o"): 73.7
+    },
+    "table5_rank": {("q",): 8, ("k",): 8, ("v",): 8, ("o",): 8, ("q", "k"): 4, ("q", "v"): 4, ("q", "k", "v", "o"): 2},
+    # Table 6, WikiSQL: validation accuracy by rank r = 1, 2, 4, 8, 64
+    "table6_wikisql": {("q",): (68.8, 69.6, 70.5, 70.4, 70.0), ("q", "v"): (73.4, 73.3, 73.7, 73.8, 73.5)},
+    "table6_ranks": (1, 2, 4, 8, 64),
+    "table7_amplification": {4: 21.5, 64: 1.9},  # ||ΔWq|| / ||U^T Wq V^T||, GPT-3 layer 48
+    "table7_norms": {"w": 61.95, "delta_w": {4: 6.91, 64: 3.57}},  # ||Wq||_F and ||ΔWq||_F in the same table
+    "table1_adapter_latency_increase": (0.20, 0.30),  # GPT-2 medium, batch 1, short sequences
+}
+
+
+# Two-sided 95% quantiles of Student's t for n - 1 degrees of freedom (n seeds).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 19: 2.093, 29: 2.045}
+
+
+@dataclass
+class LoRARun:
+    """One fine-tuning run: configuration, scores, and the learned factors of every LoRA layer (not the model)."""
+
+    targets: tuple[str, ...]
+    r: int
+    seed: int
+    val_exact_match: float
+    heldout_exact_match: float
+    heldout_answer_loss: float
+    seconds: float
+    factors: dict[str, tuple[np.ndarray, np.ndarray, float]]  # layer -> (A (r, d_in), B (d_out, r), scaling)
+
+    def factor(self, layer: str, which: str = "A") -> np.ndarray:
+        """lora_A (r, d_in) or lora_B (d_out, r) of a layer, e.g. ``"blocks.3.attn.q_proj"``."""
+        a, b, _ = self.factors[layer]
+        return a if which == "A" else b
+
+    def delta_weight(self, layer: str) -> np.ndarray:
+        """ΔW = scaling * B A: (d_out, d_in)."""
+        a, b, scaling = self.factors[layer]
+        return scaling * b @ a
+
+
+def lora_factors(model: nn.Module) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """Every LoRA layer's (A, B, scaling) as float64 NumPy arrays on the host."""
+    return {name: (m.lora_A.detach().double().cpu().numpy(), m.lora_B.detach().double().cpu().numpy(), float(m.scaling))
+            for name, m in lora_layers(model).items()}
+
+
+def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int, seed: int = 0, task: str = "json",
+             scaling: float = 2.0) -> LoRARun:
+    """LoRA on the short names ``targets`` (q, k, v, o) with alpha = scaling * r.
+
+    The scaling alpha / r is held at ``scaling`` for every rank (alpha = 2 r by default), so that a rank
+    sweep compares ranks at the same update size per unit of B A; the paper instead fixed alpha, which
+    also shrinks the update as r grows (notebook 06's rsLoRA section measures that effect).
+    """
+    targets = tuple(targets)
+    unknown = [t for t in targets if t not in SHORT]
+    if unknown:
+        raise ValueError(f"Unknown target {unknown[0]!r}; use the short names {list(SHORT)}.")
+    t0 = time.perf_counter()
+    model, rep = finetune(base, world, task, "lora", targets=[SHORT[t] for t in targets], r=r, alpha=scaling * r, steps=steps,
+                          seed=seed, progress=False, score_all=False)
+    run = LoRARun(targets, r, seed, rep.val_exact_match, rep.test_exact_match, rep.test_answer_loss, time.perf_counter() - t0,
+                  lora_factors(model))
+    del model  # keep the factors, free the model (on a GPU, 80 models would not fit a small card)
+    return run
+
+
+def sweep(base: GPT, world: World, configs: list[tuple[tuple[str, ...], int]], seeds: Iterable[int], steps: int,
+          progress: bool = True) -> list[LoRARun]:
+    """Every (targets, r) configuration for every seed, with a progress bar."""
+    jobs = [(t, r, s) for t, r in configs for s in seeds]
+    return [lora_run(base, world, t, r, steps, s) for t, r, s in progress_line(jobs, "LoRA runs", disable=not progress)]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Mean of n seeds and the half-width of its 95% t-interval."""
+
+    mean: float
+    half_width: float
+    values: tuple[float, ...]
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.half_width
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.half_width
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} ± {self.half_width:.3f}"
+
+
+def interval(values: Iterable[float]) -> Interval:
+    """The mean and 95% t-interval of per-seed values (at least 2)."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if len(v) < 2:
+        raise ValueError(f"An interval needs at least 2 seeds, got {len(v)}.")
+    df = len(v) - 1
+    t = T95.get(df, T95[max(k for k in T95 if k <= df)])
+    return Interval(float(v.mean()), float(t * v.std(ddof=1) / np.sqrt(len(v))), tuple(float(x) for x in v))
+
+
+def summarize(runs: list[LoRARun], metric: str) -> dict[tuple[tuple[str, ...], int], Interval]:
+    """The 95% interval over seeds of ``metric`` per (targets, r)."""
+    groups: dict[tuple[tuple[str, ...], int], list[float]] = {}
+    for run in runs:
+        groups.setdefault((run.targets, run.r), []).append(getattr(run, metric))
+    return {k: interval(v) for k, v in groups.items()}
+
+
+def verdict(name_a: str, a: Interval, name_b: str, b: Interval, higher_is_better: bool, what: str = "") -> str:
+    """"A beats B" when the two 95% intervals do not overlap, else "not resolved at this scale"."""
+    what = f" on {what}" if what else ""
+    a_wins = a.low > b.high if higher_is_better else a.high < b.low
+    b_wins = b.low > a.high if higher_is_better else b.high < a.low
+    if a_wins:
+        return f"{name_a} beats {name_b}{what} ({a} vs {b}, 95% intervals apart)"
+    if b_wins:
+        return f"{name_b} beats {name_a}{what} ({b} vs {a}, 95% intervals apart)"
+    return f"{name_a} vs {name_b}{what}: not resolved at this scale ({a} vs {b}, 95% intervals overlap)"
+
+
+@torch.no_grad()
+def adapted_weight(model: nn.Module, name: str) -> torch.Tensor:
+    """The weight a layer applies after fine-tuning: W + s B A for an unmerged LoRA layer, else W. (d_out, d_in)."""
+    layer = model.get_submodule(name)
+    if isinstance(layer, LoRALinear):
+        w = layer.base.weight.detach()
+        return w if layer.merged else w + layer.delta_weight().to(w.dtype)
+    return layer.weight.detach()
+
+
+def intruder_count(base: nn.Module, model: nn.Module, names: Iterable[str], k: int = 10, threshold: float = 0.5) -> int:
+    """Intruder dimensions (``lora_edu.paper.analysis.intruder_dimensions``) of ``model`` against ``base``, summed over layers."""
+    return sum(intruder_dimensions(adapted_weight(base, n), adapted_weight(model, n), k, threshold).count for n in names)
+
+
+@torch.no_grad()
+def batch1_latency_ms(model: nn.Module, tokens: torch.Tensor, repeats: int = 100) -> float:
+    """Median milliseconds of one forward pass at batch size 1 (tokens: (1, seq))."""
+    device = tokens.device
+    times = []
+    for i in range(repeats + 10):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        model(tokens)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 10:
+            times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))

@@ -1,0 +1,439 @@
+"""Training LoRA on more than one device: gradient accumulation, data parallel (DDP) and sharding (FSDP2).
+
+Everything runs on PyTorch's own engine, ``torch.distributed``, launched by ``torchrun`` (gloo on CPUs,
+NCCL on GPUs)::
+
+    python -m torch.distributed.run --nproc_per_node=2 -m lora_edu.scale.distributed --json result.json
+
+Each process trains a copy of the tiny GPT on its slice of every global batch; DDP averages the
+gradients with an all-reduce, and a communication hook counts the bytes it sends.  Only parameters
+that require grad are all-reduced, so LoRA sends ``trainable / total`` of what full fine-tuning sends.
+Launched without ``torchrun`` the script runs one process (world size 1), the reference curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..gpt.data import task_data
+from ..gpt.finetune import DEFAULT_LR, prepare
+from ..gpt.pretrain import load_pretrained
+from ..gpt.train import TrainConfig, lr_at
+from ..lora.layer import count_parameters
+from ..maths.arch import DTYPE_BYTES, Architecture, lora_parameter_count, memory_estimate
+
+__all__ = [
+    "AccumulationResult",
+    "ByteCounter",
+    "DistributedConfig",
+    "accumulated_step",
+    "allreduce_bytes",
+    "main",
+    "parameter_bytes",
+    "free_port",
+    "launch",
+    "per_rank_bytes",
+    "ring_allreduce_seconds",
+    "run",
+    "saved_activation_bytes",
+]
+
+STRATEGIES = ("ddp", "fsdp")
+METHODS = ("lora-qv", "lora-all", "full")
+
+
+# ---------------------------------------------------------------- gradient accumulation (one process)
+
+
+def saved_activation_bytes(fn: Callable[[], torch.Tensor], model: nn.Module | None = None) -> tuple[torch.Tensor, int]:
+    """Run ``fn`` (a forward pass) and count the bytes autograd saves for the backward pass.
+
+    These saved tensors are the activation memory of training; each storage is counted once, and
+    the storages of ``model``'s parameters (weights saved for the backward) are not activations.
+    """
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()} if model is not None else set()
+    seen: set[int] = set()
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in seen and storage.data_ptr() not in params:
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, total
+
+
+@dataclass
+class AccumulationResult:
+    """Gradients of one optimizer step, the loss, and the activation bytes of the largest micro-batch."""
+
+    grads: dict[str, torch.Tensor]
+    loss: float
+    activation_bytes: int
+    micro_batches: int
+
+
+def accumulated_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, micro_batches: int = 1) -> AccumulationResult:
+    """Gradients of the mean token loss over the batch, computed in ``micro_batches`` pieces.
+
+    x, y: (batch, seq); ``batch`` must be divisible by ``micro_batches``.  Each micro-batch's mean
+    loss is weighted by its share of the batch's target tokens, so the summed gradients equal those
+    of the whole batch at once (up to float rounding) while only one micro-batch's activations are alive.
+    """
+    if isinstance(micro_batches, bool) or not isinstance(micro_batches, int) or micro_batches < 1:
+        raise ValueError(f"micro_batches must be a positive int, got {micro_batches!r}.")
+    if len(x) % micro_batches:
+        raise ValueError(
+            f"A batch of {len(x)} rows does not split into {micro_batches} equal micro-batches; "
+            f"choose a divisor of {len(x)}."
+        )
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if not params:
+        raise ValueError("No parameter requires grad: nothing to accumulate.")
+    for p in params.values():
+        p.grad = None
+    total_tokens = int((y != -100).sum())
+    loss_sum, peak = 0.0, 0
+    for xs, ys in zip(x.chunk(micro_batches), y.chunk(micro_batches), strict=True):
+        weight = int((ys != -100).sum()) / total_tokens
+        (_, loss), nbytes = saved_activation_bytes(lambda xs=xs, ys=ys: model(xs, ys), model)
+        (loss * weight).backward()
+        loss_sum += loss.item() * weight
+        peak = max(peak, nbytes)
+    grads = {n: p.grad.detach().clone() for n, p in params.items()}
+    return AccumulationResult(grads, loss_sum, peak, micro_batches)
+
+
+# ---------------------------------------------------------------- communication arithmetic
+
+
+def allreduce_bytes(arch: Architecture, r: int | None, targets: Sequence[str] = ("q", "v"), grad_dtype: str = "bf16") -> int:
+    """Gradient bytes that data parallelism all-reduces per step: LoRA's factors, or every weight (``r=None``)."""
+    if grad_dtype not in DTYPE_BYTES:
+        raise ValueError(f"Unknown dtype {grad_dtype!r}; choose from {list(DTYPE_BYTES)}.")
+    n = arch.total_parameters() if r is None else lora_parameter_count(arch, r, tuple(targets))
+    return int(n * DTYPE_BYTES[grad_dtype])
+
+
+def ring_allreduce_seconds(nbytes: float, world_size: int, bandwidth_bytes_per_s: float) -> float:
+    """Time of a bandwidth-bound ring all-reduce: every rank sends and receives ``2 (N - 1) / N`` of the buffer."""
+    if world_size < 1 or bandwidth_bytes_per_s <= 0:
+        raise ValueError(f"Need world_size >= 1 and a positive bandwidth, got {world_size} and {bandwidth_bytes_per_s}.")
+    return 2 * (world_size - 1) / world_size * nbytes / bandwidth_bytes_per_s
+
+
+def per_rank_bytes(
+    arch: Architecture, r: int | None, targets: Sequence[str], world_size: int, strategy: str, weight_dtype: str = "bf16"
+) -> float:
+    """Bytes of weights, gradients and Adam states per rank (activations excluded).
+
+    ``ddp`` keeps a full copy on every rank; ``fsdp`` shards all of it over ``world_size`` ranks.
+    ``r=None`` is full fine-tuning.  Trainable state is in fp32 for LoRA's small factors, bf16 otherwise.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {strategy!r}; choose from {STRATEGIES}.")
+    total = arch.total_parameters()
+    trainable = total if r is None else lora_parameter_count(arch, r, tuple(targets))
+    state_dtype = "bf16" if r is None else "fp32"
+    parts = memory_estimate(total, trainable, weight_dtype, state_dtype, state_dtype)
+    return parts["total"] / (world_size if strategy == "fsdp" else 1)
+
+
+def local_bytes(t: torch.Tensor) -> int:
+    """Bytes of the part of ``t`` this process holds (for a sharded DTensor: its local shard)."""
+    local = t.to_local() if hasattr(t, "to_local") else t
+    return local.numel() * local.element_size()
+
+
+def parameter_bytes(model: nn.Module) -> int:
+    """Bytes of the parameters this process holds, each shared tensor counted once."""
+    return sum(local_bytes(p) for p in {id(p): p for p in model.parameters()}.values())
+
+
+# ---------------------------------------------------------------- the distributed training script
+
+
+@dataclass
+class DistributedConfig:
+    """One run of the script: which fine-tune, how it is spread over the processes, and for how long."""
+
+    method: str = "lora-qv"
+    strategy: str = "ddp"
+    steps: int = 20
+    batch_size: int = 16  # the global batch, split evenly over the processes
+    lr: float | None = None
+    r: int = 8
+    alpha: float = 16
+    task: str = "json"
+    size: str = "tiny"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"Unknown method {self.method!r}; choose from {METHODS}.")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"Unknown strategy {self.strategy!r}; choose from {STRATEGIES}.")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be positive, got {self.steps} and {self.batch_size}.")
+
+
+@dataclass
+class ByteCounter:
+    """State of the counting DDP hook: bytes and buckets handed to all-reduce."""
+
+    process_group: object = None
+    bytes: int = 0
+    buckets: int = 0
+    per_step: list[int] = field(default_factory=list)
+
+
+def counting_allreduce_hook(state: ByteCounter, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+    """Count the bucket's bytes, then do DDP's normal all-reduce (sum, then divide by the world size)."""
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    buffer = bucket.buffer()
+    state.bytes += buffer.numel() * buffer.element_size()
+    state.buckets += 1
+    return allreduce_hook(state.process_group, bucket)
+
+
+# DDP inspects the hook's annotations as objects (this module's are strings, from the __future__ import).
+counting_allreduce_hook.__annotations__ = {"state": ByteCounter, "bucket": dist.GradBucket, "return": torch.futures.Future[torch.Tensor]}
+
+
+def check_backend(backend: str) -> str:
+    """``gloo`` or ``nccl``; NCCL needs CUDA GPUs."""
+    if backend not in ("gloo", "nccl"):
+        raise ValueError(f"Unknown backend {backend!r}; use 'gloo' (CPUs) or 'nccl' (NVIDIA GPUs).")
+    if backend == "nccl" and not torch.cuda.is_available():
+        raise ValueError("backend 'nccl' needs CUDA GPUs, and this machine has none. Use --backend gloo to train on CPUs.")
+    return backend
+
+
+def launched_by_torchrun() -> bool:
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def wrap(model: nn.Module, cfg: DistributedConfig, device: torch.device, counter: ByteCounter) -> nn.Module:
+    """DDP with the counting hook, or FSDP2 (each block, then the root) for ``strategy="fsdp"``."""
+    if cfg.strategy == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        # an explicit mesh on this run's device: by default FSDP2 would pick CUDA whenever a GPU exists, even under gloo
+        mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+        for block in model.blocks:
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    ddp.register_comm_hook(counter, counting_allreduce_hook)
+    return ddp
+
+
+def run(cfg: DistributedConfig, backend: str | None = None) -> dict:
+    """Fine-tune the pretrained GPT for ``cfg.steps`` steps in this process group (or alone) and report.
+
+    Every rank draws the same global batch (same seed) and trains on its own slice of it; the local
+    loss is weighted by the rank's share of the batch's target tokens, so the averaged gradients are
+    exactly those of the global batch.  Returns JSON-ready numbers (identical on every rank).
+    """
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if cfg.batch_size % world:
+        raise ValueError(
+            f"The global batch of {cfg.batch_size} rows does not split evenly over {world} processes; "
+            f"choose --batch-size as a multiple of {world} (e.g. {world * max(1, cfg.batch_size // world)})."
+        )
+    if distributed:
+        backend = dist.get_backend()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if backend == "nccl" else torch.device("cpu")
+    base, world_ = load_pretrained(cfg.size, device)
+    model = prepare(base, cfg.method, r=cfg.r, alpha=cfg.alpha, seed=cfg.seed, targets=None)
+    count = count_parameters(model)
+    x_all, y_all = task_data(world_, cfg.task, world_.train_animals, base.config.n_ctx)
+    counter = ByteCounter()
+    replicated_bytes = parameter_bytes(model)
+    net = wrap(model, cfg, device, counter) if distributed else model
+    params = [p for p in model.parameters() if p.requires_grad]  # after wrapping: FSDP2 replaces them by shards
+    lr = cfg.lr or DEFAULT_LR[cfg.method]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    schedule = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=lr, seed=cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    local = cfg.batch_size // world
+    losses = []
+    net.train()
+    for step in range(cfg.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, schedule)
+        idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)[rank * local : (rank + 1) * local]
+        x, y = x_all[idx].to(device), y_all[idx].to(device)
+        tokens = torch.tensor([float((y != -100).sum()), 0.0], device=device)
+        _, loss = net(x, y)
+        tokens[1] = loss.detach() * tokens[0]
+        if distributed:
+            dist.all_reduce(tokens)  # global target tokens, and the global loss sum, for weighting and logging
+        (loss * (float((y != -100).sum()) * world / float(tokens[0]))).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        counter.per_step.append(counter.bytes - sum(counter.per_step))
+        losses.append(float(tokens[1] / tokens[0]))
+    return {
+        "method": cfg.method,
+        "strategy": cfg.strategy if distributed else "single",
+        "world_size": world,
+        "backend": backend if distributed else "none",
+        "steps": cfg.steps,
+        "global_batch": cfg.batch_size,
+        "trainable": count.trainable,
+        "total": count.total,
+        "trainable_fraction": count.fraction,
+        "losses": losses,
+        "allreduce_bytes_per_step": counter.per_step[-1] if counter.per_step else 0,
+        "buckets_per_step": counter.buckets // cfg.steps,
+        "trainable_bytes_per_rank": sum(local_bytes(p) for p in params),
+        "param_bytes_replicated": replicated_bytes,
+        "param_bytes_per_rank": parameter_bytes(model),
+        "config": asdict(cfg),
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m torch.distributed.run --nproc_per_node=N -m lora_edu.scale.distributed",
+        description="Data-parallel LoRA and full fine-tuning of the pretrained GPT; prints bytes all-reduced per step.",
+    )
+    parser.add_argument("--methods", nargs="+", default=["lora-qv", "full"], choices=METHODS)
+    parser.add_argument("--strategies", nargs="+", default=["ddp"], choices=STRATEGIES)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=16, help="global batch (rows), split over the processes")
+    parser.add_argument("--size", default="tiny", help="pretrained checkpoint (default: tiny, shipped)")
+    parser.add_argument("--backend", default=None, choices=["gloo", "nccl"], help="default: nccl with GPUs, else gloo")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per process (default 1)")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here (rank 0)")
+    return parser.parse_args(argv)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write atomically, and never over a file that is not a result of this script."""
+    if path.exists():
+        try:
+            ours = "runs" in json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            raise ValueError(f"--json {path} exists and is not a result of this script; choose another path (nothing was written).")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+
+
+def summary_lines(payload: dict) -> list[str]:
+    lines = [f"world size {payload['world_size']} ({payload['backend']})"]
+    for r_ in payload["runs"]:
+        lines.append(
+            f"{r_['method']:>8} {r_['strategy']:>6}: trainable {r_['trainable']:,} of {r_['total']:,} | "
+            + ("gradients reduce-scattered" if r_["strategy"] == "fsdp" else f"all-reduced {r_['allreduce_bytes_per_step']:,} bytes/step")
+            + f" | params {r_['param_bytes_per_rank']:,} bytes/rank | "
+            f"loss {r_['losses'][0]:.4f} -> {r_['losses'][-1]:.4f}"
+        )
+    ddp = {r_["method"]: r_ for r_ in payload["runs"] if r_["strategy"] == "ddp"}
+    if "full" in ddp and len(ddp) > 1:
+        lora = next(r_ for m, r_ in ddp.items() if m != "full")
+        if ddp["full"]["allreduce_bytes_per_step"]:
+            ratio = lora["allreduce_bytes_per_step"] / ddp["full"]["allreduce_bytes_per_step"]
+            lines.append(
+                f"bytes ratio {lora['method']} / full = {ratio:.6f}; LoRA's trainable parameters / the base's = "
+                f"{lora['trainable']:,} / {ddp['full']['trainable']:,} = {lora['trainable'] / ddp['full']['trainable']:.6f}"
+            )
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        backend = check_backend(args.backend or ("nccl" if torch.cuda.is_available() else "gloo"))
+        if args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {args.threads}.")
+        torch.set_num_threads(args.threads)
+        if launched_by_torchrun():
+            if backend == "nccl":
+                per_node, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", 1)), torch.cuda.device_count()
+                if per_node > gpus:
+                    raise ValueError(f"NCCL needs one GPU per process: --nproc_per_node={per_node} but this machine has "
+                                     f"{gpus} GPU(s). Use --nproc_per_node={gpus}, or --backend gloo to train on CPUs.")
+                torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+            dist.init_process_group(backend)
+        else:
+            print("Not launched by torchrun: running a single process (world size 1). For N processes: "
+                  "python -m torch.distributed.run --nproc_per_node=N -m lora_edu.scale.distributed", file=sys.stderr)
+            if "fsdp" in args.strategies:
+                print("fsdp needs a process group; with one process it trains like ddp.", file=sys.stderr)
+        configs = [DistributedConfig(m, s, args.steps, args.batch_size, size=args.size) for s in args.strategies for m in args.methods]
+        runs = [run(c, backend) for c in configs]
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        return 2
+    payload = {"world_size": runs[0]["world_size"], "backend": runs[0]["backend"], "torch": torch.__version__, "runs": runs}
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if rank == 0:
+        print("\n".join(summary_lines(payload)))
+        if args.json is not None:
+            write_json(args.json, payload)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for torchrun's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(nproc: int, args: Sequence[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run this script under ``torchrun --nproc_per_node=nproc`` on 127.0.0.1, one CPU thread per process.
+
+    Returns the finished process (stdout: rank 0's summary); raises RuntimeError with the error if it failed.
+    """
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise ValueError(f"nproc must be a positive int, got {nproc!r}.")
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    for _ in range(2):  # a port taken between free_port() and torchrun's bind is a launcher failure: one more try
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+               f"--master_port={free_port()}", "-m", "lora_edu.scale.distributed", *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        if proc.returncode == 0 or errors:  # success, or the script's own error (the same on a second try)
+            break
+    if proc.returncode != 0:
+        raise RuntimeError(errors[0] if errors else f"torchrun failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return proc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
