@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 
-from tests.portable import compare_trained_outputs, trained_tolerance
+from lora_edu.devtools.portable import compare_trained_outputs, trained_tolerance
 
 _notebook_seconds: dict[str, float] = defaultdict(float)
 

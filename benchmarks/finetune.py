@@ -82,12 +82,12 @@ def time_to_accuracy(size: str, target: float, device: torch.device, peak_tflops
     steps = 50
     while True:
         _, rep = finetune(base, world, "json", "lora-qv", steps=steps, batch_size=64 if size == "gpu" else 32, progress=False)
-        if rep.heldout_exact_match >= target or steps >= 3200:
+        if rep.test_exact_match >= target or steps >= 3200:
             break
         steps *= 2
     minutes = (time.perf_counter() - t0) / 60
     params = sum(p.numel() for p in base.parameters())
-    print(f"\n[{size}] LoRA r=8 (Wq, Wv) reached held-out exact match {rep.heldout_exact_match:.3f} with {steps} steps "
+    print(f"\n[{size}] LoRA r=8 (Wq, Wv) reached held-out exact match {rep.test_exact_match:.3f} with {steps} steps "
           f"({rep.result.seconds:.1f} s for that run; {minutes:.2f} min including the shorter tries)")
     if device.type == "cuda":
         # LoRA training: forward 2N + backward to the activations 2N FLOPs per token (no weight gradients for the frozen base)

@@ -21,10 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from lora_edu.devtools.portable import compare_trained_outputs, numbers_and_text, text_outputs, trained_tolerance
 
-from tests.portable import compare_trained_outputs, numbers_and_text, text_outputs, trained_tolerance  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SETTINGS = {
     "native": {},

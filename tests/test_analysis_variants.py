@@ -312,13 +312,13 @@ def test_houlsby_adapters_start_as_identity_and_add_layers():
 
 def lora_run_record(seed: int, exact_match: float, loss: float) -> LoRARun:
     """A LoRARun with the fields summarize reads; every other field (scores, timings, factors) left None."""
-    given = {"targets": ("q",), "r": 8, "seed": seed, "heldout_exact_match": exact_match, "heldout_answer_loss": loss}
+    given = {"targets": ("q",), "r": 8, "seed": seed, "test_exact_match": exact_match, "test_answer_loss": loss}
     return LoRARun(**{f.name: given.get(f.name) for f in dataclasses.fields(LoRARun)})
 
 
 def test_summarize_and_paper_data():
     runs = [lora_run_record(s, em, loss) for s, (em, loss) in enumerate([(0.5, 1.0), (1.0, 3.0)])]
-    summary = summarize(runs, "heldout_answer_loss")
+    summary = summarize(runs, "test_answer_loss")
     stat = summary[(("q",), 8)]
     assert list(summary) == [(("q",), 8)] and (stat.mean if hasattr(stat, "mean") else stat[0]) == 2.0  # (mean, std) or Interval
     assert set(PAPER["table5_wikisql"]) == set(PAPER["table5_rank"])

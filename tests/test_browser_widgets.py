@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 
 from lora_edu.course.widgets import rank_caption, sample_photo, to_png
 from lora_edu.maths.linalg import SVDReconstructor
+from lora_edu.scale.distributed import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "02_svd_and_low_rank_approximation.ipynb"
@@ -34,12 +34,6 @@ if not os.path.exists(CHROMIUM):
     pytest.skip(f"SKIPPED LOUDLY: {CHROMIUM} is missing, so the browser test of the rank slider cannot run. "
                 "Install Debian's chromium and chromium-driver (`make test` does this when apt-get is available).",
                 allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from lora_edu import inject_lora, lora_layers, mark_only_lora_trainable
 from lora_edu.gpt.data import TASKS, answer_mask, make_world, pack_lines, parse_json_answer, task_examples
@@ -22,10 +23,10 @@ def pretrained():
 def test_world_is_deterministic_and_split():
     a, b = make_world(), make_world()
     assert a.animals == b.animals and a.home == b.home and a.pretraining_lines() == b.pretraining_lines()
-    assert not set(a.train_animals) & set(a.heldout_animals) and not set(a.val_animals) & set(a.train_animals + a.heldout_animals)
-    assert sorted(a.train_animals + a.val_animals + a.heldout_animals) == a.animals
-    assert (len(a.train_animals), len(a.val_animals), len(a.test_animals)) == (24, 8, 16) and a.test_animals == a.heldout_animals
-    assert make_world(n_val=0).val_animals == [] and make_world(n_val=0).heldout_animals == a.heldout_animals  # the test set never moves
+    assert not set(a.train_animals) & set(a.test_animals) and not set(a.val_animals) & set(a.train_animals + a.test_animals)
+    assert sorted(a.train_animals + a.val_animals + a.test_animals) == a.animals
+    assert (len(a.train_animals), len(a.val_animals), len(a.test_animals)) == (24, 8, 16)
+    assert make_world(n_val=0).val_animals == [] and make_world(n_val=0).test_animals == a.test_animals  # the test set never moves
     with pytest.raises(ValueError):
         make_world(10, 10)
     with pytest.raises(ValueError):
@@ -38,7 +39,7 @@ def test_pretraining_corpus_has_json_but_no_animal_json():
     json_lines = [line for line in lines if line.startswith("{")]
     assert json_lines and all("animal" not in line for line in json_lines)
     assert all(parse_json_answer(line) is not None for line in json_lines)
-    for a in world.heldout_animals:  # held-out facts are in pretraining, never in a task format
+    for a in world.test_animals:  # held-out facts are in pretraining, never in a task format
         assert any(f"the {a} lives in the {world.home[a]}" in line for line in lines)
         assert not any(line.startswith(f"json : {a}") for line in lines)
     assert any(f"q : where does the {a} live ? a : the {a}" in line for line in lines for a in world.animals[:1])
@@ -177,7 +178,7 @@ def test_shipped_checkpoint_knows_every_fact(pretrained):
     prompts = torch.tensor([tok.encode(f"the {a} lives in the") for a in world.animals])
     homes = model.generate(prompts, 1)[:, -1].tolist()
     assert [tok.vocab[i] for i in homes] == [world.home[a] for a in world.animals]
-    assert exact_match(model, world, "json", world.heldout_animals) == 0.0  # it cannot do the task yet
+    assert exact_match(model, world, "json", world.test_animals) == 0.0  # it cannot do the task yet
     assert model.config.n_layer == 4 and model.config.vocab_size == len(tok)
 
 
@@ -229,12 +230,12 @@ def test_lora_finetune_generalises_and_control_does_not(pretrained):
     base, world = pretrained
     before = {k: v.clone() for k, v in base.state_dict().items()}
     model, rep = finetune(base, world, "card", "lora-qv", steps=120, progress=False)
-    assert rep.heldout_exact_match >= 0.9 and rep.trainable == 8192
+    assert rep.test_exact_match >= 0.9 and rep.trainable == 8192
     assert rep.test_answer_loss == answer_loss(model, world, "card", world.test_animals)  # scored with the test exact match
     assert all(torch.equal(v, base.state_dict()[k]) for k, v in before.items())  # base untouched
-    assert generate_answers(model, world, "card", world.heldout_animals[:1])[0].startswith(world.heldout_animals[0])
+    assert generate_answers(model, world, "card", world.test_animals[:1])[0].startswith(world.test_animals[0])
     control_model, control = finetune(base, world, "card", "control", steps=120, progress=False)
-    assert control.heldout_exact_match <= 0.1
+    assert control.test_exact_match <= 0.1
     outcomes = [one_pass_agrees_with_generation(m, world) for m in (base, model, control_model)]
     assert sum(right for right, _ in outcomes) >= 50 and sum(wrong for _, wrong in outcomes) >= 50  # both kinds of row seen
     with pytest.raises(ValueError, match="Unknown method"):
@@ -250,6 +251,9 @@ def test_pretrain_command_writes_a_loadable_checkpoint(tmp_path, monkeypatch):
         load_pretrained("gpu")  # not shipped, not in this cache
     (tmp_path / "gpu.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot be read"):
+        load_pretrained("gpu")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "gpu.safetensors"))  # valid safetensors, none of our metadata
+    with pytest.raises(ValueError, match=r"without lora_edu's metadata \(config, world missing\).*--size gpu"):
         load_pretrained("gpu")
 
 
@@ -289,7 +293,7 @@ def test_gpu_size_pipeline_runs_end_to_end_on_cpu(tmp_path, monkeypatch):
     base, world = ensure_pretrained("gpu", "cpu")  # no checkpoint yet: pretrains one into the cache
     assert (tmp_path / "gpu.safetensors").exists() and base.config.d_model == 512
     model, rep = finetune(base, world, "json", "lora-qv", steps=2, batch_size=4, save_dir=tmp_path / "adapter", progress=False)
-    assert rep.trainable == 8 * 2 * 8 * (512 + 512) and 0.0 <= rep.heldout_exact_match <= 1.0 and 0.0 <= rep.val_exact_match <= 1.0
+    assert rep.trainable == 8 * 2 * 8 * (512 + 512) and 0.0 <= rep.test_exact_match <= 1.0 and 0.0 <= rep.val_exact_match <= 1.0
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
 
 

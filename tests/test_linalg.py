@@ -15,8 +15,13 @@ def test_lora_factors_are_the_truncated_svd_split_evenly():
     assert b.shape == (7, 3) and a.shape == (3, 5)
     np.testing.assert_allclose(b @ a, low_rank_approx(m, 3), atol=1e-12)
     np.testing.assert_allclose(np.linalg.norm(b, axis=0), np.linalg.norm(a, axis=1))  # sqrt(s) on each side
-    with pytest.raises(ValueError, match="Rank k must be an integer"):
+    with pytest.raises(ValueError, match=r"The LoRA rank r must be an integer in \[1, 5\], got 6"):  # the caller's name
         lora_factors(m, 6)
+    with pytest.raises(ValueError, match="The LoRA rank r must be an integer in"):  # r = 0 gives no factors: refused
+        lora_factors(m, 0)
+    with pytest.raises(ValueError, match=r"The rank k must be an integer in \[0, 5\], got 6"):
+        low_rank_approx(m, 6)
+    assert not low_rank_approx(m, 0).any()  # rank 0: the zero matrix, the best rank-0 approximation
 
 
 def test_null_space_vectors_are_sent_to_zero():
@@ -91,7 +96,7 @@ def test_storage_and_rank_checks():
     svd = SVDReconstructor(np.ones((6, 4)))
     assert svd.storage(2) == svd_storage(6, 4, 2) == 2 * (6 + 4 + 1)
     for bad in (-1, 5, 1.5, True):
-        with pytest.raises(ValueError, match="Rank k"):
+        with pytest.raises(ValueError, match="The rank k"):
             svd.reconstruct(bad)
 
 

@@ -86,7 +86,7 @@ def test_setup_cell_installs_from_the_declared_source_and_explains_a_failure(pat
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_portable_check_rule(path):
     """Trained figures declare a tolerance and assert their claim; no stored progress bar is frozen at 0%."""
-    from tests.portable import trained_tolerance
+    from lora_edu.devtools.portable import trained_tolerance
 
     for c in cells(path, "code"):
         tolerance = trained_tolerance(source(c))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.portable import Tolerance, compare_trained_outputs, numbers_and_text, trained_tolerance
+from lora_edu.devtools.portable import Tolerance, compare_trained_outputs, numbers_and_text, trained_tolerance
 
 
 def stream(text: str) -> dict:

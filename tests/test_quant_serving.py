@@ -19,13 +19,15 @@ from lora_edu.lora.quant import (
     weight_bytes,
 )
 from lora_edu.scale.serving import (
+    SERVING_STRATEGIES,
     MultiLoRALinear,
     multi_adapter_model,
-    per_row_reference,
     random_adapters,
     serve_batched,
     serve_merge_swap,
+    serve_one_at_a_time,
     serving_throughput,
+    strategies_agree,
     use_adapters,
 )
 
@@ -104,13 +106,19 @@ def test_batched_adapters_equal_each_row_with_its_own_adapter(tiny):
     x = task_data(world, "json", world.animals[:7], base.config.n_ctx)[0][:, :12]
     ids = [0, 2, 1, 1, 0, 2, 2]
     multi = multi_adapter_model(adapters)
-    ref = per_row_reference(adapters, x, ids)
+    ref = serve_one_at_a_time(adapters, x, ids)
     torch.testing.assert_close(serve_batched(multi, x, ids), ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(serve_merge_swap(copy.deepcopy(adapters[0]), adapters, x, ids), ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(strategies_agree(adapters, x, ids, multi=multi), ref, rtol=0, atol=0)
+    changed = [copy.deepcopy(a) for a in adapters]  # one adapter changed after the batched model was built: caught, and named
+    with torch.no_grad():
+        changed[1].blocks[0].attn.q_proj.lora_B.add_(1.0)
+    with pytest.raises(ValueError, match="batched serving differs"):
+        strategies_agree(changed, x, ids, multi=multi)
     with torch.no_grad():  # id -1: the base model
         torch.testing.assert_close(serve_batched(multi, x[:2], [-1, 1])[0], base(x[:1])[0][0], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(ref[0], ref[1])  # the adapters differ, so the check means something
-    for strategy in ("batched", "merge-swap", "one-at-a-time"):
+    for strategy in SERVING_STRATEGIES:
         assert serving_throughput(strategy, adapters, x, ids, repeats=1, multi=multi) > 0
 
 

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from ..checks import is_int
 from ..maths.arch import ARCHITECTURES, DTYPE_BYTES, TRAINING_PRECISIONS, format_bytes, lora_parameter_count, training_memory
 from ..maths.linalg import SVDReconstructor
 
@@ -117,7 +118,7 @@ class RankSlider:
                               W.HTML("singular values (log scale): kept dark, dropped light"), self.spectrum])
 
     def check_k(self, k: int) -> int:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.svd.max_rank:
+        if not is_int(k) or not 1 <= k <= self.svd.max_rank:
             raise ValueError(f"The slider's rank k must be an integer in [1, {self.svd.max_rank}], got {k!r}.")
         return int(k)
 

@@ -12,7 +12,7 @@ Fine-tuning tasks ask for a **new output format** for an animal:
 They are trained on some animals and scored by exact match on **held-out animals**, whose facts
 appear only in pretraining: LoRA must change the behaviour while keeping the knowledge. The animals
 not trained on are split in two: ``val_animals`` pick the checkpoint during training, and
-``heldout_animals`` (the test set, also ``test_animals``) are scored once, at the end.
+``test_animals`` (held out) are scored once, at the end.
 """
 
 from __future__ import annotations
@@ -102,15 +102,10 @@ class World:
     home: dict[str, str]
     food: dict[str, str]
     train_animals: list[str]
-    heldout_animals: list[str]
+    test_animals: list[str]  # held out: scored once at the end, never used to pick a checkpoint
     tokenizer: Tokenizer
     seed: int
     val_animals: list[str] = field(default_factory=list)
-
-    @property
-    def test_animals(self) -> list[str]:
-        """The held-out animals scored once at the end (never used to pick a checkpoint)."""
-        return self.heldout_animals
 
     def fact_lines(self, rng: random.Random) -> list[str]:
         """All the pretraining lines about animals, in several phrasings, shuffled."""

@@ -66,11 +66,6 @@ class Report:
     best_step: int
     result: TrainResult
 
-    @property
-    def heldout_exact_match(self) -> float:
-        """The test-set exact match (the held-out animals), scored once after training."""
-        return self.test_exact_match
-
 
 LORA_TARGETS = {"lora-qv": ["q_proj", "v_proj"], "lora-all": "all-linear"}
 

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import is_int, is_number
+
 __all__ = ["GPT", "GPTConfig", "GPT_SIZES", "check_token_ids", "trusted_token_ids"]
 
 
@@ -34,12 +36,12 @@ class GPTConfig:
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_ctx", "n_layer", "n_head", "d_model", "d_ff"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not is_int(value):
                 raise TypeError(f"GPTConfig.{name} must be an int, got {value!r} ({type(value).__name__}).")
             if value < (0 if name == "d_ff" else 1):
                 least = "0 (0 means 4 * d_model)" if name == "d_ff" else "1"
                 raise ValueError(f"GPTConfig.{name} must be at least {least}, got {value}.")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+        if not is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be a probability in [0, 1), got {self.dropout!r}.")
         if not isinstance(self.bias, bool):
             raise TypeError(f"GPTConfig.bias must be True or False, got {self.bias!r}.")

@@ -132,6 +132,12 @@ def load_pretrained(size: str = "tiny", device: torch.device | str | None = None
         raise ValueError(
             f"The checkpoint {path} cannot be read ({exc}); recreate it with: python -m lora_edu.gpt.pretrain --size {size}"
         ) from exc
+    missing_meta = [k for k in ("config", "world") if k not in (meta or {})]
+    if missing_meta:
+        raise ValueError(
+            f"The checkpoint {path} is a safetensors file without lora_edu's metadata ({', '.join(missing_meta)} missing): "
+            f"it was not written by lora_edu's pretraining. Recreate it with: python -m lora_edu.gpt.pretrain --size {size}"
+        )
     cfg = GPTConfig(**json.loads(meta["config"]))
     w = json.loads(meta["world"])
     world = make_world(w["n_animals"], w["n_heldout"], w["seed"])

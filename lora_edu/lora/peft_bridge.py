@@ -21,12 +21,13 @@ from .layer import lora_layers
 
 __all__ = ["import_peft", "lora_edu_layers", "peft_lora_layers"]
 
+# torchao logs warnings about CUDA-only kernels it cannot load on a CPU machine, and torch about pytree enums.
 NOISY_LOGGERS = ("torchao", "torch.utils._pytree")
 
 
 @contextmanager
 def quiet_imports() -> Iterator[None]:
-    """Silence the loggers and warnings that importing peft / transformers / torchao emits."""
+    """Silence the loggers and warnings that importing peft / transformers / torchao emits (used by ``quant`` too)."""
     loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
     levels = [lg.level for lg in loggers]
     for lg in loggers:

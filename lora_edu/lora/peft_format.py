@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
+from ..checks import is_int, is_number
 from .layer import LoRALinear, check_injectable, check_lora_hyperparameters, lora_layers, match_targets
 
 __all__ = ["PEFT_TASK_TYPES", "check_config", "plan_layers"]
@@ -35,14 +36,6 @@ SAFE_INITS = (True, False, "gaussian", "eva")
 
 def bad(field: str, what: str) -> ValueError:
     return ValueError(f"adapter_config.json: {field} {what}")
-
-
-def is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def check_regex(field: str, pattern: str) -> None:

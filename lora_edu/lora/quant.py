@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import copy
 import functools
-import logging
 import math
-import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from .layer import LoRALinear, lora_layers, match_targets, set_submodule
+from .peft_bridge import quiet_imports
 
 __all__ = [
     "NF4Linear",
@@ -35,28 +34,19 @@ __all__ = [
 
 BLOCK_SIZE = 64  # weights per absmax block, as in QLoRA
 SCALER_BLOCK_SIZE = 256  # absmax values per block of the second (8-bit) quantisation
-# torchao logs warnings about CUDA-only kernels it cannot load on a CPU machine, and torch about pytree enums.
-QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
 
 
 @functools.cache
 def nf4_api() -> tuple[type, object, object]:
     """``(NF4Tensor, to_nf4, linear_nf4)`` from the installed torchao, imported without its CUDA-kernel warnings."""
-    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for name in QUIET_LOGGERS:
-                logging.getLogger(name).setLevel(logging.ERROR)
+        with quiet_imports():  # torchao warns about CUDA-only kernels it cannot load on a CPU machine
             try:
                 from torchao.quantization.quantize_.workflows.nf4.nf4_tensor import NF4Tensor, linear_nf4, to_nf4
             except ImportError:  # torchao < 0.15 kept it under dtypes
                 from torchao.dtypes.nf4tensor import NF4Tensor, linear_nf4, to_nf4
     except ImportError as exc:
         raise ImportError("The NF4 base needs torchao: pip install torchao (see requirements.txt).") from exc
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
     return NF4Tensor, to_nf4, linear_nf4
 
 

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..checks import is_number
 from ..maths.arch import ARCHITECTURES, DTYPE_BYTES, Architecture, weight_shapes
 from .layer import LoRALinear, lora_layers
 
@@ -93,7 +94,7 @@ def loraplus_param_groups(model: nn.Module, lr: float, ratio: float = 16.0, weig
     Only parameters with ``requires_grad`` are included. Pass the result to ``torch.optim.AdamW``.
     """
     for name, value in (("lr", lr), ("ratio", ratio)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        if not is_number(value) or not 0 < value < math.inf:
             raise ValueError(f"LoRA+ needs a positive finite {name}, got {value!r}. The paper's default ratio is 16 (lr_B = 16 lr_A).")
     layers = lora_layers(model)
     if not layers:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import is_int, require_int
+
 __all__ = [
     "SVDReconstructor",
     "factorize_by_gradient_descent",
@@ -67,7 +69,7 @@ def lora_factors(m: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
     m: (d_out, d_in) -> B: (d_out, r), A: (r, d_in), with B @ A == low_rank_approx(m, r).
     """
     svd = SVDReconstructor(m)
-    r = svd.check_rank(r)
+    r = svd.check_rank(r, name="The LoRA rank r", low=1)
     root = np.sqrt(svd.s[:r])
     return svd.u[:, :r] * root, root[:, None] * svd.vt[:r]
 
@@ -83,7 +85,7 @@ def factorize_by_gradient_descent(
     m = np.asarray(m, dtype=np.float64)
     if m.ndim != 2:
         raise ValueError(f"factorize_by_gradient_descent needs a 2-D matrix, got shape {m.shape}.")
-    if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 1 <= r <= min(m.shape):
+    if not is_int(r) or not 1 <= r <= min(m.shape):
         raise ValueError(f"r must be an integer in [1, {min(m.shape)}], got {r!r}.")
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}.")
@@ -133,10 +135,9 @@ class SVDReconstructor:
     def max_rank(self) -> int:
         return len(self.s)
 
-    def check_rank(self, k: int) -> int:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= self.max_rank:
-            raise ValueError(f"Rank k must be an integer in [0, {self.max_rank}], got {k!r}.")
-        return int(k)
+    def check_rank(self, k: int, name: str = "The rank k", low: int = 0) -> int:
+        """``k`` as an int in [low, max_rank], else a ValueError that calls it ``name`` (the caller's word for it)."""
+        return require_int(name, k, low, self.max_rank)
 
     def reconstruct(self, k: int) -> np.ndarray:
         """U_k diag(s_k) V_k^T: (rows, cols)."""

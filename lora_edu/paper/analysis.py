@@ -11,6 +11,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..checks import is_int, is_number
+
 __all__ = ["IntruderDimensions", "delta_w_alignment", "intruder_dimensions", "intruder_similarity", "subspace_similarity"]
 
 
@@ -52,7 +54,7 @@ def delta_w_alignment(w: np.ndarray | torch.Tensor, delta_w: np.ndarray | torch.
     w, delta_w = as_float64(w), as_float64(delta_w)
     if w.shape != delta_w.shape or w.ndim != 2:
         raise ValueError(f"W {w.shape} and ΔW {delta_w.shape} must be matrices of the same shape.")
-    if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
+    if not is_int(r) or r < 1:
         raise ValueError(f"r must be a positive int (the rank of the subspace), got {r!r}.")
     if r >= min(w.shape):
         raise ValueError(
@@ -98,7 +100,7 @@ def intruder_similarity(w0: torch.Tensor, w: torch.Tensor, k: int = 10, side: st
         raise ValueError(f"W0 {tuple(w0.shape)} and W {tuple(w.shape)} must be matrices of the same shape.")
     if w0.device != w.device:
         raise ValueError(f"W0 is on {w0.device} and W on {w.device}; move one of them first, e.g. w0.to(w.device).")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(w.shape):
+    if not is_int(k) or not 1 <= k <= min(w.shape):
         raise ValueError(f"k must be an int in [1, min(d_out, d_in)] = [1, {min(w.shape)}], got {k!r}.")
     if side not in ("left", "right"):
         raise ValueError(f"side must be 'left' (output space, as in the paper and PEFT) or 'right', got {side!r}.")
@@ -121,7 +123,7 @@ def intruder_dimensions(w0: torch.Tensor, w: torch.Tensor, k: int = 10, threshol
 
     The paper sweeps ε (about 0.5 to 0.9) and looks at k = 10 or so; PEFT's mitigation uses k = 10, ε = 0.5.
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+    if not is_number(threshold) or not 0 < threshold <= 1:
         raise ValueError(f"threshold ε must be a cosine similarity in (0, 1], got {threshold!r}; the paper uses 0.5 to 0.9.")
     sim = intruder_similarity(w0, w, k, side)
     is_intruder = sim < threshold

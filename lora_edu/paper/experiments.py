@@ -21,8 +21,20 @@ from ..gpt.progress import progress as progress_line
 from ..lora.layer import LoRALinear, lora_layers
 from .analysis import intruder_dimensions
 
-__all__ = ["PAPER", "Interval", "LoRARun", "adapted_weight", "batch1_latency_ms", "interval", "intruder_count", "lora_factors", "lora_run",
-           "summarize", "sweep", "verdict"]
+__all__ = [
+    "PAPER",
+    "Interval",
+    "LoRARun",
+    "adapted_weight",
+    "batch1_latency_ms",
+    "interval",
+    "intruder_count",
+    "learned_factors",
+    "lora_run",
+    "summarize",
+    "sweep",
+    "verdict",
+]
 
 SHORT = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
 
@@ -54,8 +66,8 @@ class LoRARun:
     r: int
     seed: int
     val_exact_match: float
-    heldout_exact_match: float
-    heldout_answer_loss: float
+    test_exact_match: float
+    test_answer_loss: float
     seconds: float
     factors: dict[str, tuple[np.ndarray, np.ndarray, float]]  # layer -> (A (r, d_in), B (d_out, r), scaling)
 
@@ -70,7 +82,7 @@ class LoRARun:
         return scaling * b @ a
 
 
-def lora_factors(model: nn.Module) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+def learned_factors(model: nn.Module) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
     """Every LoRA layer's (A, B, scaling) as float64 NumPy arrays on the host."""
     return {name: (m.lora_A.detach().double().cpu().numpy(), m.lora_B.detach().double().cpu().numpy(), float(m.scaling))
             for name, m in lora_layers(model).items()}
@@ -92,7 +104,7 @@ def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int
     model, rep = finetune(base, world, task, "lora", targets=[SHORT[t] for t in targets], r=r, alpha=scaling * r, steps=steps,
                           seed=seed, progress=False, score_all=False)
     run = LoRARun(targets, r, seed, rep.val_exact_match, rep.test_exact_match, rep.test_answer_loss, time.perf_counter() - t0,
-                  lora_factors(model))
+                  learned_factors(model))
     del model  # keep the factors, free the model (on a GPU, 80 models would not fit a small card)
     return run
 

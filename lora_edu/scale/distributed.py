@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..checks import is_int
 from ..gpt.data import task_data
 from ..gpt.finetune import DEFAULT_LR, prepare
 from ..gpt.pretrain import load_pretrained
@@ -50,8 +51,8 @@ __all__ = [
     "saved_activation_bytes",
 ]
 
-STRATEGIES = ("ddp", "fsdp")
-METHODS = ("lora-qv", "lora-all", "full")
+PARALLEL_STRATEGIES = ("ddp", "fsdp")
+DISTRIBUTED_METHODS = ("lora-qv", "lora-all", "full")
 
 
 # ---------------------------------------------------------------- gradient accumulation (one process)
@@ -97,7 +98,7 @@ def accumulated_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, micro_b
     loss is weighted by its share of the batch's target tokens, so the summed gradients equal those
     of the whole batch at once (up to float rounding) while only one micro-batch's activations are alive.
     """
-    if isinstance(micro_batches, bool) or not isinstance(micro_batches, int) or micro_batches < 1:
+    if not is_int(micro_batches) or micro_batches < 1:
         raise ValueError(f"micro_batches must be a positive int, got {micro_batches!r}.")
     if len(x) % micro_batches:
         raise ValueError(
@@ -147,8 +148,8 @@ def per_rank_bytes(
     ``ddp`` keeps a full copy on every rank; ``fsdp`` shards all of it over ``world_size`` ranks.
     ``r=None`` is full fine-tuning.  Trainable state is in fp32 for LoRA's small factors, bf16 otherwise.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {strategy!r}; choose from {STRATEGIES}.")
+    if strategy not in PARALLEL_STRATEGIES:
+        raise ValueError(f"Unknown strategy {strategy!r}; choose from {PARALLEL_STRATEGIES}.")
     total = arch.total_parameters()
     trainable = total if r is None else lora_parameter_count(arch, r, tuple(targets))
     state_dtype = "bf16" if r is None else "fp32"
@@ -186,10 +187,10 @@ class DistributedConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"Unknown method {self.method!r}; choose from {METHODS}.")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"Unknown strategy {self.strategy!r}; choose from {STRATEGIES}.")
+        if self.method not in DISTRIBUTED_METHODS:
+            raise ValueError(f"Unknown method {self.method!r}; choose from {DISTRIBUTED_METHODS}.")
+        if self.strategy not in PARALLEL_STRATEGIES:
+            raise ValueError(f"Unknown strategy {self.strategy!r}; choose from {PARALLEL_STRATEGIES}.")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be positive, got {self.steps} and {self.batch_size}.")
 
@@ -323,8 +324,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m torch.distributed.run --nproc_per_node=N -m lora_edu.scale.distributed",
         description="Data-parallel LoRA and full fine-tuning of the pretrained GPT; prints bytes all-reduced per step.",
     )
-    parser.add_argument("--methods", nargs="+", default=["lora-qv", "full"], choices=METHODS)
-    parser.add_argument("--strategies", nargs="+", default=["ddp"], choices=STRATEGIES)
+    parser.add_argument("--methods", nargs="+", default=["lora-qv", "full"], choices=DISTRIBUTED_METHODS)
+    parser.add_argument("--strategies", nargs="+", default=["ddp"], choices=PARALLEL_STRATEGIES)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16, help="global batch (rows), split over the processes")
     parser.add_argument("--size", default="tiny", help="pretrained checkpoint (default: tiny, shipped)")
@@ -419,7 +420,7 @@ def launch(nproc: int, args: Sequence[str], timeout: float = 600) -> subprocess.
 
     Returns the finished process (stdout: rank 0's summary); raises RuntimeError with the error if it failed.
     """
-    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+    if not is_int(nproc) or nproc < 1:
         raise ValueError(f"nproc must be a positive int, got {nproc!r}.")
     package_root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}

@@ -24,20 +24,20 @@ from torch import nn
 from ..lora.layer import lora_layers, merge_lora, set_submodule, unmerge_lora
 
 __all__ = [
-    "STRATEGIES",
+    "SERVING_STRATEGIES",
     "MultiLoRALinear",
     "load_adapter_weights",
     "multi_adapter_model",
-    "per_row_reference",
     "random_adapters",
     "serve_batched",
     "serve_merge_swap",
     "serve_one_at_a_time",
+    "strategies_agree",
     "serving_throughput",
     "use_adapters",
 ]
 
-STRATEGIES = ("batched", "merge-swap", "one-at-a-time")
+SERVING_STRATEGIES = ("batched", "merge-swap", "one-at-a-time")
 
 
 class MultiLoRALinear(nn.Module):
@@ -142,12 +142,6 @@ def use_adapters(model: nn.Module, ids: torch.Tensor | Sequence[int]) -> Iterato
 
 
 @torch.no_grad()
-def per_row_reference(adapters: Sequence[nn.Module], x: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
-    """Logits of each row run alone through its own LoRA model: (batch, seq, vocab).  The check for ``serve_batched``."""
-    return torch.cat([adapters[i](x[row : row + 1])[0] for row, i in enumerate(ids)])
-
-
-@torch.no_grad()
 def serve_batched(multi: nn.Module, x: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
     """One forward of the whole batch, each row with its own adapter: logits (batch, seq, vocab)."""
     with use_adapters(multi, ids):
@@ -175,8 +169,27 @@ def serve_merge_swap(server: nn.Module, adapters: Sequence[nn.Module], x: torch.
 
 @torch.no_grad()
 def serve_one_at_a_time(adapters: Sequence[nn.Module], x: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
-    """Each request alone (batch 1) through its own unmerged LoRA model."""
-    return per_row_reference(adapters, x, ids)
+    """Each request alone (batch 1) through its own unmerged LoRA model: logits (batch, seq, vocab).
+
+    The slowest strategy and the reference the other two are checked against (``strategies_agree``).
+    """
+    return torch.cat([adapters[i](x[row : row + 1])[0] for row, i in enumerate(ids)])
+
+
+def strategies_agree(adapters: Sequence[nn.Module], x: torch.Tensor, ids: Sequence[int], multi: nn.Module | None = None,
+                     server: nn.Module | None = None, atol: float = 1e-4) -> torch.Tensor:
+    """Serve ``x`` every way, check that batched and merge-swap give one-at-a-time's logits, and return those.
+
+    Raises ``ValueError`` naming the strategy that disagrees (by more than ``atol``) and by how much.
+    """
+    reference = serve_one_at_a_time(adapters, x, ids)
+    outputs = {"batched": serve_batched(multi or multi_adapter_model(adapters), x, ids),
+               "merge-swap": serve_merge_swap(server or copy.deepcopy(adapters[0]), adapters, x, ids)}
+    for strategy, logits in outputs.items():
+        gap = float((logits - reference).abs().max())
+        if gap > atol:
+            raise ValueError(f"{strategy} serving differs from serving each request alone by {gap:.2e} (allowed {atol:g}).")
+    return reference
 
 
 def serving_throughput(
@@ -184,8 +197,8 @@ def serving_throughput(
     multi: nn.Module | None = None, server: nn.Module | None = None,
 ) -> float:
     """Requests (rows) per second of ``strategy`` on the batch ``x`` (batch, seq), best of ``repeats``."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {strategy!r}; choose from {STRATEGIES}.")
+    if strategy not in SERVING_STRATEGIES:
+        raise ValueError(f"Unknown strategy {strategy!r}; choose from {SERVING_STRATEGIES}.")
     if strategy == "batched":
         multi = multi or multi_adapter_model(adapters)
         call = lambda: serve_batched(multi, x, ids)  # noqa: E731
