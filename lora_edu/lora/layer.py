@@ -131,8 +131,12 @@ class LoRALinear(nn.Module):
         out = self.base(x)
         if self.merged or self.disabled:
             return out
-        h = self.lora_dropout(x).to(self.lora_A.dtype)
-        return out + ((h @ self.lora_A.T) @ self.lora_B.T * self.scaling).to(out.dtype)
+        # Scale the small (tokens, r) product, not the (tokens, d_out) one, and let one GEMM add B's product
+        # to out (addmm on 2-D views): no extra pass over the output in the forward or the backward.
+        u = self.lora_dropout(x).to(self.lora_A.dtype).reshape(-1, x.shape[-1]) @ self.lora_A.T * self.scaling
+        if u.dtype != out.dtype:  # half-precision factors under a full-precision base: cast, then add
+            return out + (u @ self.lora_B.T).to(out.dtype).view(out.shape)
+        return torch.addmm(out.reshape(-1, out.shape[-1]), u, self.lora_B.T).view(out.shape)
 
     @torch.no_grad()
     def merge(self) -> None:
