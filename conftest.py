@@ -3,8 +3,8 @@
 The portable-check rule (README, "Tests"): nbval compares every stored output exactly, with two
 exceptions that this file implements on top of nbval.
 
-1. A cell whose first lines contain ``# TRAINED_FIGURES rel=R abs=A`` prints figures that come out of
-   gradient descent. Their last digits differ between CPU kernels (AVX2, AVX-512, the portable
+1. A cell whose metadata declares ``lora_edu.trained_figures = {"rel": R, "abs": A}`` prints figures that come
+   out of gradient descent. Their last digits differ between CPU kernels (AVX2, AVX-512, the portable
    "default" ones), BLAS libraries and thread counts, so in such a cell the *text* is still compared
    exactly, but each *number* in it is compared within ``abs + rel * max(|stored|, |new|)``, and the
    images it draws are not compared. The tolerances are chosen from the spread measured across kernels
@@ -13,7 +13,8 @@ exceptions that this file implements on top of nbval.
    machine a late message made it kill the kernel. The wait here is ``$LORA_EDU_NBVAL_OUTPUT_WAIT``
    seconds (default 600): a normal cell is not slowed by it, a busy machine no longer fails.
 
-Timings and progress bars keep nbval's own ``# NBVAL_IGNORE_OUTPUT``, with asserts elsewhere.
+Timings and progress bars carry nbval's own cell tag ``nbval-ignore-output``, with asserts elsewhere. Both rules live
+in cell metadata, so a student reading the lesson never sees them.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def pytest_configure(config):
         self.output_timeout = wait
 
     def compare_outputs(self, test, ref, skip_compare=None):
-        tolerance = trained_tolerance(self.cell.source)
+        tolerance = trained_tolerance(self.cell.metadata)
         if tolerance is None:
             return original_compare(self, test, ref, skip_compare)
         ok, report = compare_trained_outputs(test, ref, tolerance, self.sanitize)

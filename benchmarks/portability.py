@@ -1,10 +1,10 @@
 """Do the committed notebooks pass their checks under other CPU kernels and thread counts, and by how much do
-their trained figures move? (The measurement behind each ``# TRAINED_FIGURES rel=.. abs=..`` tolerance.)
+their trained figures move? (The measurement behind each cell's ``lora_edu.trained_figures`` tolerance.)
 
 Executes each notebook afresh under every setting (environment variables that change which CPU kernels torch
 runs, or how many threads), then checks the new outputs against the committed ones with the rules of the test
 suite: exact for ordinary cells (after ``tests/nbval_sanitize.cfg``), within the declared tolerance for trained
-cells, not at all for ``# NBVAL_IGNORE_OUTPUT`` cells. Prints, per trained cell, the largest absolute and relative
+cells, not at all for cells tagged ``nbval-ignore-output``. Prints, per trained cell, the largest absolute and relative
 spread of its numbers across the committed run and all settings, and writes them to a JSON file.
 
     python benchmarks/portability.py notebooks/05_*.ipynb [--settings native default avx2 threads1] [--out FILE]
@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lora_edu.devtools.portable import compare_trained_outputs, numbers_and_text, text_outputs, trained_tolerance
+from lora_edu.devtools.portable import compare_trained_outputs, numbers_and_text, output_ignored, text_outputs, trained_tolerance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,10 +65,9 @@ def check(committed: dict, fresh: dict, sanitize) -> list[str]:
     """The cells whose fresh outputs the test suite would reject (empty: it passes)."""
     failures = []
     for i, (old, new) in enumerate(zip(code_cells(committed), code_cells(fresh), strict=True)):
-        source = "".join(old["source"])
-        if "NBVAL_IGNORE_OUTPUT" in source:
+        if output_ignored(old["metadata"]):
             continue
-        tolerance = trained_tolerance(source)
+        tolerance = trained_tolerance(old["metadata"])
         if tolerance is not None:
             ok, report = compare_trained_outputs(new["outputs"], old["outputs"], tolerance, sanitize)
         else:
@@ -83,7 +82,7 @@ def spreads(runs: list[dict]) -> dict[int, dict]:
     """Per trained cell: the declared tolerance and the largest absolute / relative spread of any of its numbers."""
     out = {}
     for i, cell in enumerate(code_cells(runs[0])):
-        tolerance = trained_tolerance("".join(cell["source"]))
+        tolerance = trained_tolerance(cell["metadata"])
         if tolerance is None:
             continue
         values = []

@@ -8,6 +8,7 @@ import pytest
 
 from lora_edu import quiz
 from lora_edu.course.exercises import CodeExercise
+from lora_edu.devtools.portable import output_ignored, trained_tolerance
 
 EXERCISES_REQUIRED = {f"0{i}": 3 for i in range(1, 8)}  # every notebook: >= 3 checked exercises, one of them a code exercise
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
@@ -44,14 +45,15 @@ def test_structure_of_a_lesson(path):
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
     first_md, first_code = source(cells(path, "markdown")[0]), source(cells(path, "code")[0])
     assert first_md.startswith("# ") and "Learning goals" in first_md
-    assert "NBVAL_IGNORE_OUTPUT" in first_code and "setup_notebook(" in first_code and "google.colab" in first_code
+    assert output_ignored(cells(path, "code")[0]["metadata"]), "the setup cell prints versions: its output is not compared"
+    assert "setup_notebook(" in first_code and "google.colab" in first_code
     assert any(re.search(r"^## Summary", source(c), re.M) for c in cells(path, "markdown"))
     checks = [source(c) for c in cells(path, "code") if "quiz.check(" in source(c)]
     assert len(checks) >= EXERCISES_REQUIRED.get(path.stem[:2], 2), "too few exercises with checks"
     if path.stem[:2] in EXERCISES_REQUIRED:  # and one of them a code exercise (the student's function is checked)
         assert any(isinstance(quiz.get(ex_id), CodeExercise) for c in checks for ex_id in re.findall(r"quiz\.check\(\"([^\"]+)\"", c))
     for c in cells(path, "code"):  # every cell whose output is not compared must still be checked somewhere
-        if "NBVAL_IGNORE_OUTPUT" in source(c) and c is not cells(path, "code")[0]:
+        if output_ignored(c["metadata"]) and c is not cells(path, "code")[0]:
             assert "assert" in "".join(source(d) for d in cells(path, "code")), path.name
 
 
@@ -86,13 +88,19 @@ def test_setup_cell_installs_from_the_declared_source_and_explains_a_failure(pat
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_portable_check_rule(path):
     """Trained figures declare a tolerance and assert their claim; no stored progress bar is frozen at 0%."""
-    from lora_edu.devtools.portable import trained_tolerance
-
     for c in cells(path, "code"):
-        tolerance = trained_tolerance(source(c))
+        tolerance = trained_tolerance(c["metadata"])
         if tolerance is not None:
-            assert "NBVAL_IGNORE_OUTPUT" not in source(c), "a cell is either compared within a tolerance or ignored"
+            assert not output_ignored(c["metadata"]), "a cell is either compared within a tolerance or ignored"
             assert "assert" in source(c), f"a trained cell must assert its claim: {source(c)[:80]}"
         for out in c["outputs"]:
             text = "".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
             assert not re.search(r"\b0%\|", text), f"a progress bar stored at 0% in: {source(c)[:80]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_output_rules_stay_out_of_what_students_read(path):
+    """nbval's markers and the trained-figure tolerances live in cell metadata, never in a cell's source."""
+    for c in cells(path, "code"):
+        found = re.findall(r"#\s*(NBVAL_[A-Z_]+|TRAINED_FIGURES|PYTEST_VALIDATE_[A-Z_]+)", source(c))
+        assert not found, f"{found} in the source of: {source(c)[:80]}"

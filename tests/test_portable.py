@@ -2,20 +2,24 @@
 
 import pytest
 
-from lora_edu.devtools.portable import Tolerance, compare_trained_outputs, numbers_and_text, trained_tolerance
+from lora_edu.devtools.portable import Tolerance, compare_trained_outputs, numbers_and_text, output_ignored, trained_tolerance
 
 
 def stream(text: str) -> dict:
     return {"output_type": "stream", "name": "stdout", "text": text}
 
 
-def test_the_marker_declares_the_tolerance():
-    assert trained_tolerance("# TRAINED_FIGURES rel=0.02 abs=0.005\nprint(1)") == Tolerance(0.02, 0.005)
-    assert trained_tolerance("# NBVAL_IGNORE_OUTPUT\n# TRAINED_FIGURES abs=0.1\nx") == Tolerance(0.0, 0.1)
-    assert trained_tolerance("print('no marker')") is None
-    assert trained_tolerance("\n" * 6 + "# TRAINED_FIGURES rel=1") is None  # only the first lines count
-    with pytest.raises(ValueError, match="needs a tolerance"):
-        trained_tolerance("# TRAINED_FIGURES\nprint(1)")
+def test_the_cell_metadata_declares_the_tolerance():
+    def meta(declared):
+        return {"lora_edu": {"trained_figures": declared}}
+
+    assert trained_tolerance(meta({"rel": 0.02, "abs": 0.005, "why": "measured spread"})) == Tolerance(0.02, 0.005)
+    assert trained_tolerance(meta({"abs": 0.1})) == Tolerance(0.0, 0.1)
+    assert trained_tolerance({}) is None and trained_tolerance({"tags": ["nbval-ignore-output"]}) is None
+    for bad in ({}, {"why": "no numbers"}, {"rel": "0.1"}, {"abs": -1}, {"rel": True}, 0.1):
+        with pytest.raises(ValueError, match="needs a tolerance"):
+            trained_tolerance(meta(bad))
+    assert output_ignored({"tags": ["nbval-ignore-output"]}) and not output_ignored({}) and not output_ignored(meta({"abs": 1}))
 
 
 def test_numbers_are_split_from_the_text():

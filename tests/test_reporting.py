@@ -90,10 +90,10 @@ def test_portability_check_applies_the_suites_rules():
     import portability
 
     def nb(text_exact, text_trained, text_ignored):
-        cells = [("print(1)", text_exact), ("# TRAINED_FIGURES rel=0 abs=0.01\nprint(2)", text_trained),
-                 ("# NBVAL_IGNORE_OUTPUT\nprint(3)", text_ignored)]
-        return {"cells": [{"cell_type": "code", "source": s, "outputs": [{"output_type": "stream", "name": "stdout", "text": t}]}
-                          for s, t in cells]}
+        cells = [({}, text_exact), ({"lora_edu": {"trained_figures": {"rel": 0, "abs": 0.01}}}, text_trained),
+                 ({"tags": ["nbval-ignore-output"]}, text_ignored)]
+        return {"cells": [{"cell_type": "code", "metadata": m, "source": "print(1)",
+                           "outputs": [{"output_type": "stream", "name": "stdout", "text": t}]} for m, t in cells]}
 
     committed = nb("exact 1\n", "loss 0.500\n", "12.3 ms\n")
     same = json.loads(json.dumps(committed))

@@ -1,11 +1,13 @@
 """Comparing a notebook cell's outputs when they contain trained figures (the portable-check rule).
 
-A cell marked ``# TRAINED_FIGURES rel=R abs=A`` in its first lines is compared like this: every text
+The rule lives in the cell's metadata, out of the student's sight: a cell whose metadata holds
+``{"lora_edu": {"trained_figures": {"rel": R, "abs": A, "why": "..."}}}`` is compared like this: every text
 output (stream, ``text/plain``, ``text/html``) is split into numbers and the text between them; the
 text must match exactly (runs of spaces count as one, since a number's width may change a column's
 padding), there must be as many numbers, and each pair must satisfy
 ``|new - stored| <= A + R * max(|new|, |stored|)``. Images are not compared. Used by ``conftest.py``
 (under nbval) and by ``benchmarks/portability.py`` (to measure the spread across CPU kernels).
+A cell whose output is not compared at all carries nbval's own tag ``nbval-ignore-output``.
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Tolerance", "compare_trained_outputs", "numbers_and_text", "trained_tolerance"]
+__all__ = ["Tolerance", "compare_trained_outputs", "numbers_and_text", "output_ignored", "trained_tolerance"]
 
-MARKER = re.compile(r"^\s*#\s*TRAINED_FIGURES\b(?P<args>.*)$", re.M)
-ARG = re.compile(r"\b(rel|abs)=([0-9.eE+-]+)")
+IGNORED_TAG = "nbval-ignore-output"  # nbval's tag: the cell's output is not compared
 # a number: thousands groups (12,345) or plain digits, an optional fraction and exponent
 NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?(?:[eE][-+]?\d+)?|[-+]?\.\d+(?:[eE][-+]?\d+)?")
 SPACES = re.compile(r"[ \t]+")
@@ -34,16 +35,22 @@ class Tolerance:
         return abs(new - stored) <= self.abs + self.rel * max(abs(new), abs(stored))
 
 
-def trained_tolerance(source: str) -> Tolerance | None:
-    """The tolerance declared by a ``# TRAINED_FIGURES rel=.. abs=..`` line among the cell's first 5 lines, else None."""
-    head = "\n".join(source.splitlines()[:5])
-    match = MARKER.search(head)
-    if match is None:
+def trained_tolerance(metadata: dict) -> Tolerance | None:
+    """The tolerance a cell's metadata declares under ``lora_edu.trained_figures``, else None."""
+    declared = (metadata.get("lora_edu") or {}).get("trained_figures")
+    if declared is None:
         return None
-    args = dict(ARG.findall(match.group("args")))
-    if not args:
-        raise ValueError(f"'# TRAINED_FIGURES' needs a tolerance, e.g. '# TRAINED_FIGURES rel=0.02 abs=0.01'; got {match.group(0)!r}")
-    return Tolerance(rel=float(args.get("rel", 0)), abs=float(args.get("abs", 0)))
+    numbers = {k: declared.get(k, 0) for k in ("rel", "abs")} if isinstance(declared, dict) else {}
+    if not numbers or not any(k in declared for k in numbers) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in numbers.values()
+    ):
+        raise ValueError(f"metadata lora_edu.trained_figures needs a tolerance, e.g. {{'rel': 0.02, 'abs': 0.01}}; got {declared!r}")
+    return Tolerance(rel=float(numbers["rel"]), abs=float(numbers["abs"]))
+
+
+def output_ignored(metadata: dict) -> bool:
+    """Whether nbval ignores the cell's output (its ``nbval-ignore-output`` tag)."""
+    return IGNORED_TAG in (metadata.get("tags") or [])
 
 
 def numbers_and_text(s: str) -> tuple[list[float], list[str]]:
