@@ -375,20 +375,10 @@ def draw_batches(cfg: TrainConfig, rows: int, device: torch.device) -> torch.Ten
     return torch.randint(0, rows, (cfg.steps, cfg.batch_size), generator=gen).to(device)
 
 
-def train(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    cfg: TrainConfig,
-    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
-    score_key: str = "score",
-    save_dir: str | Path | None = None,
-    device: torch.device | None = None,
-    desc: str = "train",
-    progress: bool = True,
-    param_groups: list[dict] | None = None,
-    tiebreak_key: str | None = None,
-) -> TrainResult:
+def train(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig,
+          evaluate: Callable[[nn.Module], dict[str, float]] | None = None, score_key: str = "score",
+          save_dir: str | Path | None = None, device: torch.device | None = None, desc: str = "train", progress: bool = True,
+          param_groups: list[dict] | None = None, tiebreak_key: str | None = None) -> TrainResult:
     """Train the parameters of ``model`` that require grad on rows of ``inputs``/``targets``.
 
     inputs, targets: (rows, seq) token ids; a target of -100 is ignored by the loss.
@@ -436,14 +426,19 @@ def train(
     finally:
         step.release()
         result.best_score, result.best_step, result.cuda_graph = best.score, best.step, step.recorded
-        bar.update(result.steps_done)
-        bar.close(**({f"best {score_key}": f"{result.best_score:.3f} at step {result.best_step}"} if result.evals else {}))
+        close_bar(bar, result, score_key)
         result.seconds, result.train_seconds = clock.total(), clock.train_seconds
         result.peak_cuda_bytes = peak_above(device, baseline)
     count_work(result, model, losses, targets, batches, cfg.batch_size)
     best.restore()
     model.eval()
     return result
+
+
+def close_bar(bar: Progress, result: TrainResult, score_key: str) -> None:
+    """The progress line's last update: the steps done, and the best score and its step."""
+    bar.update(result.steps_done)
+    bar.close(**({f"best {score_key}": f"{result.best_score:.3f} at step {result.best_step}"} if result.evals else {}))
 
 
 def last_score(result: TrainResult, score_key: str) -> dict[str, str]:

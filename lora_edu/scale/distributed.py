@@ -288,7 +288,7 @@ def run(cfg: DistributedConfig, backend: str | None = None) -> dict:
     train_cfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr or DEFAULT_LR[cfg.method], seed=cfg.seed,
                             grad_clip=1.0, precision="fp32", cuda_graph=False)
     params = [p for p in model.parameters() if p.requires_grad]  # after wrapping: FSDP2 replaces them by shards
-    sharded = distributed and cfg.strategy == "fsdp"  # fused AdamW is not for FSDP2's DTensors: torch's default kernel
+    sharded = distributed and cfg.strategy == "fsdp"  # fused AdamW is not assumed safe on FSDP2's DTensors: torch's default
     opt = make_optimizer(params, train_cfg, device, fused=False if sharded else None)
     step = TrainStep(net, opt, device, train_cfg.precision, train_cfg.grad_clip)
     gen = torch.Generator().manual_seed(train_cfg.seed)
@@ -304,7 +304,7 @@ def run(cfg: DistributedConfig, backend: str | None = None) -> dict:
         loss = step(x, y, loss_scale=float(tokens) * world / float(total))  # DDP averages: the global batch's gradient
         losses.append(float(all_reduced(loss * tokens, distributed) / total))  # the global batch's mean token loss
         counter.per_step.append(counter.bytes - sum(counter.per_step))
-    opt.zero_grad(set_to_none=True)
+    opt.zero_grad(set_to_none=True)  # each step sets the gradients to None first; the last step's go too
     return {
         "method": cfg.method,
         "strategy": cfg.strategy if distributed else "single",
@@ -316,12 +316,19 @@ def run(cfg: DistributedConfig, backend: str | None = None) -> dict:
         "total": count.total,
         "trainable_fraction": count.fraction,
         "losses": losses,
+        **traffic_and_memory(counter, cfg.steps, params, replicated_bytes, model),
+        "config": asdict(cfg),
+    }
+
+
+def traffic_and_memory(counter: ByteCounter, steps: int, params: list, replicated_bytes: int, model: nn.Module) -> dict:
+    """Bytes all-reduced per step (the last step's) and buckets, and the bytes this rank holds."""
+    return {
         "allreduce_bytes_per_step": counter.per_step[-1] if counter.per_step else 0,
-        "buckets_per_step": counter.buckets // cfg.steps,
+        "buckets_per_step": counter.buckets // steps,
         "trainable_bytes_per_rank": sum(local_bytes(p) for p in params),
         "param_bytes_replicated": replicated_bytes,
         "param_bytes_per_rank": parameter_bytes(model),
-        "config": asdict(cfg),
     }
 
 
