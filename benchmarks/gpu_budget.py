@@ -29,16 +29,15 @@ from dataclasses import dataclass
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from lora_edu.gpt import train as train_module
 from lora_edu.gpt.data import task_data
 from lora_edu.gpt.device import configure_threads
 from lora_edu.gpt.evaluate import answer_scores, exact_match, lm_loss
-from lora_edu.gpt.finetune import FINETUNE_SIZES, LORA_TARGETS
+from lora_edu.gpt.finetune import FINETUNE_SIZES, prepare
 from lora_edu.gpt.model import GPT
 from lora_edu.gpt.pretrain import PRETRAIN_SIZES, pretraining_eval_rows, world_for
+from lora_edu.gpt.step import TrainStep
 from lora_edu.gpt.stepgraph import WARMUP_STEPS, StepGraph
-from lora_edu.gpt.train import TrainConfig, training_flops_per_token, trim_padding
-from lora_edu.lora.layer import inject_lora, mark_only_lora_trainable
+from lora_edu.gpt.train import TrainConfig, train, training_flops_per_token, trim_padding
 
 # Measured on one H100 80GB HBM3 (benchmarks/gpu_results.md).
 H100_LORA_STEP_S = 23.37e-3  # benchmarks/finetune.py --sizes gpu: LoRA r = 8 on Wq, Wv, batch 64
@@ -105,25 +104,21 @@ def count_ops(fn, kernels: bool = False) -> int:
     return counter.kernels if kernels else counter.n
 
 
-LORA_NAMES = {"lora-q": ["q_proj"], "lora-qv": LORA_TARGETS["lora-qv"], "lora-qkvo": ["q_proj", "k_proj", "v_proj", "o_proj"],
-              "lora-all": "all-linear"}
+# The budget's methods as finetune.prepare names them: (method, targets); the rest are prepare's own names.
+PREPARE_AS = {"lora-q": ("lora", ["q_proj"]), "lora-qkvo": ("lora", ["q_proj", "k_proj", "v_proj", "o_proj"])}
 
 
 def model_for(method: str, width: int | None = None, device: str = "cpu") -> GPT:
-    """The gpu size (its vocabulary included) set up for ``method``; ``width`` narrows it (ops do not depend on width)."""
+    """The gpu size (its vocabulary included) set up for ``method`` by ``finetune.prepare`` (LoRA r = 8, alpha 16);
+    ``width`` narrows it (ops do not depend on width)."""
     world = world_for("gpu")
     cfg = PRETRAIN_SIZES["gpu"].model.with_vocab(len(world.tokenizer))
     if width is not None:
         cfg = cfg.__class__(**{**cfg.to_dict(), "d_model": width, "d_ff": 4 * width})
     with torch.device(device):
-        model = GPT(cfg)
-    if method in LORA_NAMES:
-        inject_lora(model, LORA_NAMES[method], r=8, alpha=16)
-        mark_only_lora_trainable(model)
-    elif method == "last-block":
-        for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith(f"blocks.{cfg.n_layer - 1}."))
-    return model
+        base = GPT(cfg)
+    name, targets = PREPARE_AS.get(method, (method, None))
+    return prepare(base, name, r=8, alpha=16, seed=0, targets=targets)
 
 
 def ops_per_added_step(method: str, precision: str, cuda_graph: bool = False, kernels: bool = False,
@@ -132,16 +127,13 @@ def ops_per_added_step(method: str, precision: str, cuda_graph: bool = False, ke
     (autocast, fused AdamW, CUDA-graph bookkeeping) run on this CPU, by difference of ``steps``."""
     model = model_for(method, width=16)
     x = torch.randint(1, model.config.vocab_size, (8, 8))
-    saved = train_module.FUSED_ADAMW_DEVICES, train_module.GRAPH_DEVICES, train_module.StepGraph
-    train_module.FUSED_ADAMW_DEVICES = train_module.GRAPH_DEVICES = {"cuda", "cpu"}
-    train_module.StepGraph = stand_in or StepGraph
+    configs = [TrainConfig(steps=s, batch_size=1, eval_every=10**6, precision=precision, cuda_graph=cuda_graph, gpu_path_on_cpu=True)
+               for s in steps]
+    saved, TrainStep.graph_type = TrainStep.graph_type, stand_in or StepGraph
     try:
-        counts = [count_ops(lambda s=s: train_module.train(model, x, x, TrainConfig(steps=s, batch_size=1, eval_every=10**6,
-                                                                                     precision=precision, cuda_graph=cuda_graph),
-                                                           progress=False, device=torch.device("cpu")), kernels)
-                  for s in steps]
+        counts = [count_ops(lambda c=c: train(model, x, x, c, progress=False, device=torch.device("cpu")), kernels) for c in configs]
     finally:
-        train_module.FUSED_ADAMW_DEVICES, train_module.GRAPH_DEVICES, train_module.StepGraph = saved
+        TrainStep.graph_type = saved
     return (counts[1] - counts[0]) // (steps[1] - steps[0])
 
 

@@ -114,7 +114,7 @@ def main() -> None:
             args.out = ROOT / "benchmarks" / "gpu_results_graphs"
     if not args.keep_cache:
         os.environ["LORA_EDU_CACHE"] = tempfile.mkdtemp(prefix="lora_edu_cache_")  # a fresh runtime: pretraining is timed
-    from lora_edu.gpt.train import precision_for
+    from lora_edu.gpt.device import precision_for
 
     peak = peak_flops(device)
     results = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__, "precision": precision_for(device),

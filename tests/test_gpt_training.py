@@ -11,7 +11,7 @@ from lora_edu.gpt.evaluate import answer_loss, answer_scores, exact_match, gener
 from lora_edu.gpt.finetune import finetune
 from lora_edu.gpt.model import GPT, GPTConfig
 from lora_edu.gpt.pretrain import PRETRAIN_SIZES, load_pretrained, pretrain, world_for
-from lora_edu.gpt.train import TrainConfig, lr_at, precision_for, state_bytes, train, trim_padding
+from lora_edu.gpt.train import TrainConfig, lr_at, make_optimizer, precision_for, state_bytes, train, trim_padding
 from lora_edu.lora.adapter import read_adapter_config
 
 
@@ -91,10 +91,20 @@ def test_lr_schedule_warms_up_and_decays():
         TrainConfig(steps=0)
     with pytest.raises(TypeError, match="must be an int"):
         TrainConfig(steps=1e3)
-    with pytest.raises(TypeError, match="finite number"):
+    with pytest.raises(ValueError, match=r"TrainConfig.lr, the learning rate, must be a finite number, got nan; pass a finite value"):
         TrainConfig(lr=float("nan"))
+    with pytest.raises(TypeError, match=r"TrainConfig.lr \(learning rate\) must be a number, got '3e-3'"):
+        TrainConfig(lr="3e-3")
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="int8")
+
+
+@pytest.mark.parametrize("name", ["lr", "warmup", "min_lr_ratio", "weight_decay", "grad_clip"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_hyperparameters_are_value_errors_naming_the_field(name, value):
+    with pytest.raises(ValueError, match=rf"TrainConfig.{name}, the .*, must be a finite number, got {value!r}; pass a finite value, "
+                                         rf"e.g. {name}=\S+ \(the default\)"):
+        TrainConfig(**{name: value})
 
 
 def tiny_model_and_data():
@@ -152,6 +162,29 @@ def test_keyboard_interrupt_keeps_the_best_adapter(tmp_path):
     assert res.interrupted and res.steps_done == 20
     assert (tmp_path / "best" / "adapter_model.safetensors").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no half-written temp dirs
+
+
+@pytest.mark.parametrize(("keys", "message"), [
+    ({"tiebreak_key": "loss"}, r"returned the keys \['accuracy', 'loss'\], without 'score' \(score_key\)"),
+    ({"score_key": "accuracy", "tiebreak_key": "val_loss"},
+     r"returned the keys \['accuracy', 'loss'\], without 'val_loss' \(tiebreak_key\)"),
+])
+def test_an_evaluation_without_the_ranking_keys_is_a_clear_error_at_the_first_evaluation(keys, message):
+    configure_threads(1)
+    model, x, y = tiny_model_and_data()
+    calls = []
+
+    def evaluate(m):
+        calls.append(1)
+        return {"accuracy": 0.5, "loss": 1.0}
+
+    with pytest.raises(ValueError, match=message + r"; return '\w+' from evaluate, or pass \w+_key = one of those keys"):
+        train(model, x, y, TrainConfig(steps=20, batch_size=4, eval_every=5), evaluate=evaluate, progress=False,
+              device=torch.device("cpu"), **keys)
+    assert len(calls) == 1  # the first evaluation, after 5 of 20 steps
+    with pytest.raises(TypeError, match="must return a dict of metrics.*it returned float"):
+        train(model, x, y, TrainConfig(steps=5, batch_size=4, eval_every=5), evaluate=lambda m: 0.5, progress=False,
+              device=torch.device("cpu"))
 
 
 def test_train_argument_errors():
@@ -312,8 +345,37 @@ def test_gpu_precision_paths_train_on_cpu(precision):
 
 
 def test_precision_follows_the_device():
+    from lora_edu.gpt import device
+
+    assert precision_for is device.precision_for  # it lives in device; train re-exports it
     assert precision_for(torch.device("cpu")) == "fp32"
     assert precision_for(torch.device("meta")) == "fp32"
+
+
+def test_the_gpt_wing_imports_no_wing_above_it_and_device_imports_no_training():
+    import ast
+    from pathlib import Path
+
+    import lora_edu.gpt
+
+    for path in Path(lora_edu.gpt.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        modules = {"." * n.level + (n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        above = {m for m in modules if any(w in m.split(".") for w in ("paper", "scale", "course")) and m.startswith((".", "lora_edu"))}
+        assert not above, f"{path.name} imports {above}"
+        if path.name == "device.py":
+            assert not {m for m in modules if m.startswith(".")}, f"device.py imports {modules}"
+
+
+def test_the_optimizer_is_fused_on_the_gpu_path_only():
+    params = [torch.nn.Parameter(torch.ones(3))]
+    cpu = torch.device("cpu")
+    assert not make_optimizer(params, TrainConfig(), cpu).defaults["fused"]  # the notebooks' CPU numbers: torch's default
+    assert make_optimizer(params, TrainConfig(gpu_path_on_cpu=True), cpu).defaults["fused"]  # the CUDA path, on a CPU
+    assert not make_optimizer(params, TrainConfig(gpu_path_on_cpu=True), cpu, fused=False).defaults["fused"]  # e.g. FSDP's DTensors
+    recordable = make_optimizer(params, TrainConfig(lr=0.5), cpu, [{"params": params, "lr": 2.0}], recordable=True)
+    assert torch.is_tensor(recordable.param_groups[0]["lr"]) and recordable.param_groups[0]["lr_scale"] == 4.0
 
 
 def test_padding_is_trimmed_and_throughput_counts_every_token():

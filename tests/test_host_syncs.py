@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from lora_edu.devtools.synccheck import record_host_syncs
-from lora_edu.gpt import train as train_module
 from lora_edu.gpt.device import configure_threads
 from lora_edu.gpt.model import GPT, GPTConfig, trusted_token_ids
 from lora_edu.gpt.pretrain import PRETRAIN_SIZES
@@ -26,10 +25,11 @@ def gpu_width_lora_model() -> GPT:
 
 
 def syncs_of_a_run(steps: int, precision: str) -> collections.Counter:
+    """Host syncs of a run on the GPU path (fused AdamW), taken on the CPU: ``gpu_path_on_cpu``."""
     x = torch.randint(1, 64, (32, 16))
+    cfg = TrainConfig(steps=steps, batch_size=8, eval_every=10**6, precision=precision, gpu_path_on_cpu=True)
     with record_host_syncs() as found:
-        train(gpu_width_lora_model(), x, x.roll(-1, dims=1), TrainConfig(steps=steps, batch_size=8, eval_every=10**6, precision=precision),
-              progress=False, device=CPU)
+        train(gpu_width_lora_model(), x, x.roll(-1, dims=1), cfg, progress=False, device=CPU)
     return collections.Counter(str(s) for s in found.syncs)
 
 
@@ -45,10 +45,9 @@ def test_the_recorder_names_the_op_and_the_line():
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
-def test_a_training_step_never_waits_for_the_device(monkeypatch, precision):
+def test_a_training_step_never_waits_for_the_device(precision):
     """The GPU path (fused AdamW, autocast, fp16's scaler) run on a CPU: 12 steps wait as often as 2 (setup and the end only)."""
     configure_threads(1)
-    monkeypatch.setattr(train_module, "FUSED_ADAMW_DEVICES", {"cuda", "cpu"})
     few, many = syncs_of_a_run(2, precision), syncs_of_a_run(12, precision)
     assert many == few, f"syncs that grow with the number of steps: {many - few}"
     assert sum(few.values()) <= 6

@@ -1,4 +1,4 @@
-"""Picking the device and the CPU thread count, and the setup line every notebook prints."""
+"""Picking the device, the CPU thread count and the training precision, and the setup line every notebook prints."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import platform
 
 import torch
 
-__all__ = ["configure_threads", "environment_summary", "gpu_summary", "peak_flops", "pick_device", "setup_notebook"]
+__all__ = [
+    "configure_threads", "environment_summary", "gpu_summary", "peak_flops", "pick_device", "precision_for", "setup_notebook",
+]
 
 THREADS_ENV = "LORA_EDU_THREADS"
 MIN_TORCH_FOR_MPS = (2, 3)
@@ -55,6 +57,14 @@ def configure_threads(n: int | None = None) -> int:
     return n
 
 
+def precision_for(device: torch.device) -> str:
+    """bf16 on CUDA with compute capability >= 8.0, fp16 on older CUDA GPUs (a T4 is 7.5), else fp32."""
+    if device.type != "cuda":
+        return "fp32"
+    major, _ = torch.cuda.get_device_capability(device)
+    return "bf16" if major >= 8 else "fp16"
+
+
 # Dense peak matmul throughput in TFLOP/s at the precision the training loop uses on each GPU
 # (bf16 from compute capability 8.0, fp16 below), from the vendors' data sheets. Used for MFU.
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0, "T4": 65.0, "V100": 125.0}
@@ -75,8 +85,6 @@ def gpu_summary(device: torch.device) -> str:
     """GPU name, memory, compute capability and the training precision, or a line saying there is no GPU."""
     if device.type != "cuda":
         return f"no CUDA GPU: training runs on {device.type} in fp32"
-    from .train import precision_for
-
     props = torch.cuda.get_device_properties(device)
     major, minor = torch.cuda.get_device_capability(device)
     return (f"GPU {props.name} | {props.total_memory / 2**30:.1f} GiB | compute capability {major}.{minor} | "

@@ -2,7 +2,8 @@
 
 A step of the ``gpu`` GPT dispatches about 1,400 small ops (``make gpu-budget`` counts them); on an H100
 the host's time to launch them is most of the step, and the GPU waits. A CUDA graph records the step's
-kernels once and replays them with one launch. What recording needs, and how ``lora_edu.gpt.train`` meets it:
+kernels once and replays them with one launch. What recording needs, and how ``lora_edu.gpt.step.TrainStep``
+(with ``lora_edu.gpt.train``) meets it:
 
 - nothing in the step reads a value back to the host (``lora_edu.devtools.synccheck``; token ids are checked once
   per run, before the first step);
@@ -17,7 +18,7 @@ They are opt-in (``TrainConfig(cuda_graph=True)`` or ``LORA_EDU_CUDA_GRAPHS=1``)
 measured them. If recording fails, training goes on without a graph and says why, and the rest of the session
 trains without graphs (a failed recording can leave one step's memory with the allocator).
 Off CUDA nothing is recorded: ``replay()`` runs the step itself, on the same buffers and in the same order,
-which is how ``tests/test_stepgraph.py`` checks the bookkeeping on a CPU.
+which is how ``tests/test_stepgraph.py`` checks the bookkeeping on a CPU (``TrainConfig(gpu_path_on_cpu=True)``).
 """
 
 from __future__ import annotations
@@ -29,9 +30,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-__all__ = ["GRAPH_DEVICES", "StepGraph", "WARMUP_STEPS", "graphs_requested", "warmup_stream"]
+__all__ = ["StepGraph", "WARMUP_STEPS", "first_cause", "graphs_requested", "warmup_stream"]
 
-GRAPH_DEVICES = {"cuda"}  # where a graph is recorded; the tests add "cpu" (nothing recorded, same bookkeeping)
 WARMUP_STEPS = 3  # unrecorded steps before recording: cuBLAS, autocast and autograd set themselves up
 _FAILED: list[str] = []  # why recording failed, once: the rest of the session trains without graphs
 _SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}  # one per device: cuBLAS keeps a workspace per stream

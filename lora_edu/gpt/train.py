@@ -1,13 +1,15 @@
 """The training loop shared by pretraining and every fine-tune in the notebooks.
 
 AdamW with linear warmup and cosine decay, a progress line (``lora_edu.gpt.progress``), evaluation every
-``eval_every`` steps, and the best weights kept (the *earliest* best score wins; the best adapter is
-saved to ``save_dir`` when the score improves, and a ``KeyboardInterrupt`` -- the stop button in a
-notebook -- ends training cleanly with the best weights restored and saved).
+``eval_every`` steps, and the best weights kept (``BestWeights``: the *earliest* best score wins; the best
+adapter is saved to ``save_dir`` when the score improves, and a ``KeyboardInterrupt`` -- the stop button in a
+notebook -- ends training cleanly with the best weights restored and saved). Each step is one call of
+``lora_edu.gpt.step.TrainStep`` (forward, backward, clip, optimizer step), the same step the distributed
+script takes.
 
-Precision follows the device (``precision_for``): bf16 autocast on CUDA GPUs of compute capability
-8.0 and above (A100, L4, H100), fp16 autocast with a gradient scaler below (T4, V100), fp32 on CPU and
-MPS. On CUDA, fp32 matmuls use TF32 and AdamW runs fused. The training rows live on the device, the
+Precision follows the device (``lora_edu.gpt.device.precision_for``): bf16 autocast on CUDA GPUs of compute
+capability 8.0 and above (A100, L4, H100), fp16 autocast with a gradient scaler below (T4, V100), fp32 on CPU
+and MPS. On CUDA, fp32 matmuls use TF32 and AdamW runs fused. The training rows live on the device, the
 batch indices are drawn up front, the token ids are range-checked once, and nothing waits for the GPU
 inside a step except at evaluations (fp16's gradient scaler hands its overflow flag to the fused AdamW
 kernel instead of reading it on the host). ``lora_edu.devtools.synccheck`` finds such waits on a CPU.
@@ -19,8 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,15 +30,22 @@ from torch import nn
 
 from ..lora.adapter import check_save_path, save_adapter
 from ..lora.layer import lora_layers
-from .device import configure_threads, peak_flops, pick_device
-from .model import check_token_ids, trusted_token_ids
+from .device import configure_threads, peak_flops, pick_device, precision_for
+from .model import check_token_ids
 from .progress import Progress
-from .stepgraph import GRAPH_DEVICES, WARMUP_STEPS, StepGraph, graphs_requested, warmup_stream
+from .step import TrainStep
+from .stepgraph import graphs_requested
 
-__all__ = ["PRECISIONS", "TrainConfig", "TrainResult", "lr_at", "precision_for", "state_bytes", "train", "trim_padding"]
+__all__ = [
+    "PRECISIONS", "BestWeights", "TrainConfig", "TrainResult", "lr_at", "make_optimizer", "precision_for", "set_lr",
+    "state_bytes", "train", "training_flops_per_token", "trim_padding",
+]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+FLOAT_FIELDS = {"lr": "learning rate", "warmup": "warmup fraction of the steps", "min_lr_ratio": "final fraction of the learning rate",
+                "weight_decay": "weight decay", "grad_clip": "gradient-clipping norm"}
 
 
 @dataclass
@@ -47,6 +55,9 @@ class TrainConfig:
     ``precision`` is ``None`` (chosen from the device by ``precision_for``) or one of ``PRECISIONS``.
     ``cuda_graph`` records each step as one CUDA graph (``lora_edu.gpt.stepgraph``; on CUDA);
     ``None`` leaves it to ``LORA_EDU_CUDA_GRAPHS=1`` and to the device.
+    ``gpu_path_on_cpu`` is for tests and benchmarks: on a CPU, take the CUDA path's bookkeeping -- fused AdamW
+    and, with ``cuda_graph``, the graph's static buffers, learning-rate tensors and warm-up steps, with nothing
+    recorded -- so that it can be checked without a GPU. It changes nothing on other devices.
     """
 
     steps: int = 300
@@ -60,6 +71,7 @@ class TrainConfig:
     seed: int = 0
     precision: str | None = None
     cuda_graph: bool | None = None
+    gpu_path_on_cpu: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "seed"):
@@ -68,10 +80,13 @@ class TrainConfig:
                 raise TypeError(f"TrainConfig.{name} must be an int, got {value!r} ({type(value).__name__}); e.g. steps=1000, not 1e3.")
         if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise ValueError(f"steps, batch_size and eval_every must be positive, got {self.steps}, {self.batch_size}, {self.eval_every}.")
-        for name in ("lr", "warmup", "min_lr_ratio", "weight_decay", "grad_clip"):
+        for name, what in FLOAT_FIELDS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise TypeError(f"TrainConfig.{name} must be a finite number, got {value!r}.")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"TrainConfig.{name} ({what}) must be a number, got {value!r} ({type(value).__name__}).")
+            if not math.isfinite(value):
+                raise ValueError(f"TrainConfig.{name}, the {what}, must be a finite number, got {value!r}; "
+                                 f"pass a finite value, e.g. {name}={getattr(TrainConfig, name)!r} (the default).")
         if not self.lr > 0:
             raise ValueError(f"The learning rate must be positive, got {self.lr}.")
         if not 0 <= self.warmup < 1 or not 0 <= self.min_lr_ratio <= 1:
@@ -80,6 +95,8 @@ class TrainConfig:
             raise ValueError(f"precision must be None (chosen from the device) or one of {PRECISIONS}, got {self.precision!r}.")
         if self.cuda_graph is not None and not isinstance(self.cuda_graph, bool):
             raise TypeError(f"TrainConfig.cuda_graph must be True, False or None (the environment decides), got {self.cuda_graph!r}.")
+        if not isinstance(self.gpu_path_on_cpu, bool):
+            raise TypeError(f"TrainConfig.gpu_path_on_cpu must be True or False, got {self.gpu_path_on_cpu!r}.")
 
 
 @dataclass
@@ -135,14 +152,6 @@ class TrainResult:
                 f"{self.tokens_per_second:,.0f} tokens/s | {self.flops_per_second / 1e12:.3g} TFLOP/s | {memory} | {utilisation}")
 
 
-def precision_for(device: torch.device) -> str:
-    """bf16 on CUDA with compute capability >= 8.0, fp16 on older CUDA GPUs (a T4 is 7.5), else fp32."""
-    if device.type != "cuda":
-        return "fp32"
-    major, _ = torch.cuda.get_device_capability(device)
-    return "bf16" if major >= 8 else "fp16"
-
-
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to ``lr``, then cosine decay to ``min_lr_ratio * lr`` at the last step."""
     warm = max(1, int(cfg.warmup * cfg.steps))
@@ -189,13 +198,19 @@ def training_flops_per_token(model: nn.Module, seq: int) -> float:
     return 4 * (linear + lora) + 2 * trainable + attention
 
 
-FUSED_ADAMW_DEVICES = {"cuda"}  # one kernel for the whole update; the CPU keeps torch's default (its numbers are the notebooks')
 
 
-def make_optimizer(params: list, cfg: TrainConfig, device: torch.device, param_groups: list[dict] | None,
-                   recordable: bool = False) -> torch.optim.AdamW:
-    """AdamW (fused on CUDA); each group remembers its rate relative to ``cfg.lr`` as ``lr_scale``.
+def gpu_path(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether this run takes the CUDA path (fused AdamW; CUDA graphs if asked): on CUDA, or on a CPU for the tests."""
+    return device.type == "cuda" or (cfg.gpu_path_on_cpu and device.type == "cpu")
 
+
+def make_optimizer(params: list, cfg: TrainConfig, device: torch.device, param_groups: list[dict] | None = None,
+                   recordable: bool = False, fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW(betas 0.9, 0.95); each group remembers its rate relative to ``cfg.lr`` as ``lr_scale`` (for ``set_lr``).
+
+    ``fused``: one kernel for the whole update; None fuses on the CUDA path (``gpu_path``), while the CPU keeps
+    torch's default (its numbers are the notebooks'); False keeps torch's default anywhere (e.g. for FSDP's DTensors).
     ``recordable`` (for a CUDA graph): each group's rate is a tensor on the device, which ``set_lr`` fills in place.
     """
     groups = [dict(g) for g in param_groups] if param_groups is not None else [{"params": params}]
@@ -203,44 +218,167 @@ def make_optimizer(params: list, cfg: TrainConfig, device: torch.device, param_g
         g["lr_scale"] = g.get("lr", cfg.lr) / cfg.lr
         if recordable:  # in the precision each fused kernel reads it in: float32 on CUDA, double on a CPU
             g["lr"] = torch.tensor(g.get("lr", cfg.lr), dtype=torch.float32 if device.type == "cuda" else torch.float64, device=device)
-    fused = device.type in FUSED_ADAMW_DEVICES
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95), fused=fused,
+    fused = gpu_path(cfg, device) if fused is None else fused
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95), fused=fused or None,
                              capturable=recordable and device.type == "cuda")
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Every group's rate to ``lr`` times its ``lr_scale`` (a tensor rate is filled in place: a recorded step reads it there)."""
     for group in opt.param_groups:
         if torch.is_tensor(group["lr"]):
-            group["lr"].fill_(lr * group["lr_scale"])  # in place: a recorded step reads it from the same address
+            group["lr"].fill_(lr * group["lr_scale"])
         else:
             group["lr"] = lr * group["lr_scale"]
 
 
 def use_cuda_graph(cfg: TrainConfig, device: torch.device) -> bool:
-    """Whether this run records its step (``lora_edu.gpt.stepgraph``): asked for, on CUDA, with fused AdamW."""
+    """Whether this run records its step (``lora_edu.gpt.stepgraph``): asked for, and on the CUDA path."""
     if not graphs_requested(cfg.cuda_graph):
         return False
-    possible = device.type in GRAPH_DEVICES and device.type in FUSED_ADAMW_DEVICES
+    possible = gpu_path(cfg, device)
     if cfg.cuda_graph and not possible:
         raise ValueError(f"cuda_graph=True records the step as a CUDA graph, which needs a CUDA device; this run is on {device.type}. "
                          "Leave cuda_graph=None to use graphs where they can be.")
     return possible
 
 
-def train(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    cfg: TrainConfig,
-    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
-    score_key: str = "score",
-    save_dir: str | Path | None = None,
-    device: torch.device | None = None,
-    desc: str = "train",
-    progress: bool = True,
-    param_groups: list[dict] | None = None,
-    tiebreak_key: str | None = None,
-) -> TrainResult:
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+class BestWeights:
+    """Evaluations, and the weights of the best: ranked by ``metrics[score_key]`` (higher is better), ties broken
+    by ``metrics[tiebreak_key]`` (lower is better), then by the earlier step. The best adapter is saved to
+    ``save_dir`` at each improvement; ``restore()`` puts the best trainable weights back into the model.
+    """
+
+    def __init__(self, model: nn.Module, evaluate: Callable[[nn.Module], dict[str, float]] | None, score_key: str = "score",
+                 tiebreak_key: str | None = None, save_dir: str | Path | None = None) -> None:
+        self.model, self.evaluate_fn, self.save_dir = model, evaluate, save_dir
+        self.score_key, self.tiebreak_key = score_key, tiebreak_key
+        self.evals: list[tuple[int, dict[str, float]]] = []
+        self.rank, self.score, self.step = (-math.inf, -math.inf), -math.inf, 0
+        self.state = trainable_state(model)
+
+    def evaluate(self, step: int) -> None:
+        """Score the model (in eval mode) after ``step`` steps; keep its weights (and save its adapter) if it is the best."""
+        if self.evaluate_fn is None:
+            return
+        self.model.eval()
+        metrics = self.evaluate_fn(self.model)
+        self.model.train()
+        rank = self.ranking(metrics)
+        self.evals.append((step, metrics))
+        if rank > self.rank:  # strictly better: the earliest of equal scores is kept
+            self.rank, self.score, self.step = rank, metrics[self.score_key], step
+            self.state = trainable_state(self.model)
+            if self.save_dir is not None:
+                save_adapter(self.model, self.save_dir)
+
+    def ranking(self, metrics: Mapping[str, float]) -> tuple[float, float]:
+        """(score, -tiebreak) of one evaluation; a clear error if ``evaluate`` did not return those keys."""
+        if not isinstance(metrics, Mapping):
+            raise TypeError(f"evaluate(model) must return a dict of metrics, e.g. {{{self.score_key!r}: 0.9}}; "
+                            f"it returned {type(metrics).__name__}.")
+        for role, key in (("score_key", self.score_key), ("tiebreak_key", self.tiebreak_key)):
+            if key is not None and key not in metrics:
+                raise ValueError(f"evaluate(model) returned the keys {sorted(metrics)}, without {key!r} ({role}); "
+                                 f"return {key!r} from evaluate, or pass {role} = one of those keys.")
+        return metrics[self.score_key], -metrics[self.tiebreak_key] if self.tiebreak_key else 0.0
+
+    def restore(self) -> None:
+        """The best evaluation's trainable weights back into the model (nothing without evaluations)."""
+        if not self.evals:
+            return
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if name in self.state:
+                    p.copy_(self.state[name])
+
+
+class Clock:
+    """The loop's wall time, and its training time without evaluations (on CUDA, read after the GPU has finished)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.train_seconds = device, 0.0
+        self.start = self.segment = time.perf_counter()
+
+    def pause(self, wait: bool = True) -> None:
+        """End a stretch of training (``wait``: for the GPU first); ``resume()`` starts the next."""
+        if wait:
+            synchronize(self.device)
+        self.train_seconds += time.perf_counter() - self.segment
+
+    def resume(self) -> None:
+        self.segment = time.perf_counter()
+
+    def total(self) -> float:
+        synchronize(self.device)
+        return time.perf_counter() - self.start
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def memory_baseline(device: torch.device) -> int:
+    """CUDA bytes allocated now, with the peak counter reset (0 off CUDA); ``peak_above`` reads the peak above it."""
+    if device.type != "cuda":
+        return 0
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    return torch.cuda.memory_allocated(device)
+
+
+def peak_above(device: torch.device, baseline: int) -> int:
+    return torch.cuda.max_memory_allocated(device) - baseline if device.type == "cuda" else 0
+
+
+def setup_device(device: torch.device | None) -> torch.device:
+    """The device (``pick_device`` by default), with CPU threads set, or TF32 matmuls on CUDA."""
+    device = device or pick_device()
+    if device.type == "cpu":
+        configure_threads()
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (A100 and later)
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def check_arguments(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, save_dir: str | Path | None) -> None:
+    """Refuse, before anything moves: mismatched rows, nothing to train, or a save_dir that cannot be an adapter's."""
+    if inputs.shape != targets.shape:
+        raise ValueError(f"inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)} must have the same shape.")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("No parameter requires grad: nothing to train. Did you freeze everything?")
+    if save_dir is not None and not lora_layers(model):
+        raise ValueError("save_dir saves the best adapter, but the model has no LoRA layers.")
+    if save_dir is not None:
+        check_save_path(save_dir)  # a user's folder is refused now, not at the first improvement mid-training
+
+
+def training_rows(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """inputs, targets (rows, seq) -> (rows, seq') on the device: ids checked once, padding columns trimmed."""
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "vocab_size"):
+        check_token_ids(inputs, config)  # once, here: the steps run inside trusted_token_ids(), without a host sync
+    inputs, targets = trim_padding(inputs, targets)
+    return inputs.to(device), targets.to(device)  # resident: no copy from host memory per step
+
+
+def draw_batches(cfg: TrainConfig, rows: int, device: torch.device) -> torch.Tensor:
+    """Every step's row indices, drawn up front from ``cfg.seed``: (steps, batch_size), on the device."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    return torch.randint(0, rows, (cfg.steps, cfg.batch_size), generator=gen).to(device)
+
+
+def train(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig,
+          evaluate: Callable[[nn.Module], dict[str, float]] | None = None, score_key: str = "score",
+          save_dir: str | Path | None = None, device: torch.device | None = None, desc: str = "train", progress: bool = True,
+          param_groups: list[dict] | None = None, tiebreak_key: str | None = None) -> TrainResult:
     """Train the parameters of ``model`` that require grad on rows of ``inputs``/``targets``.
 
     inputs, targets: (rows, seq) token ids; a target of -100 is ignored by the loss.
@@ -250,149 +388,72 @@ def train(
     ``param_groups`` (AdamW groups, e.g. LoRA+'s) may give some parameters their own
     ``lr``; the schedule scales every group's rate alike.
     """
-    if inputs.shape != targets.shape:
-        raise ValueError(f"inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)} must have the same shape.")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("No parameter requires grad: nothing to train. Did you freeze everything?")
-    if save_dir is not None and not lora_layers(model):
-        raise ValueError("save_dir saves the best adapter, but the model has no LoRA layers.")
-    if save_dir is not None:
-        check_save_path(save_dir)  # a user's folder is refused now, not at the first improvement mid-training
-    device = device or pick_device()
-    if device.type == "cpu":
-        configure_threads()
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (A100 and later)
-        torch.backends.cudnn.allow_tf32 = True
-    precision = cfg.precision or precision_for(device)
+    check_arguments(model, inputs, targets, save_dir)
+    device = setup_device(device)
     model.to(device)
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "vocab_size"):
-        check_token_ids(inputs, config)  # once, here: the steps run inside trusted_token_ids(), without a host sync
-    inputs, targets = trim_padding(inputs, targets)
-    inputs, targets = inputs.to(device), targets.to(device)  # resident: no copy from host memory per step
-    gen = torch.Generator().manual_seed(cfg.seed)
-    batches = torch.randint(0, len(inputs), (cfg.steps, cfg.batch_size), generator=gen).to(device)
+    inputs, targets = training_rows(model, inputs, targets, device)
+    batches = draw_batches(cfg, len(inputs), device)  # (steps, batch_size)
     graphed = use_cuda_graph(cfg, device)
-    opt = make_optimizer(params, cfg, device, param_groups, recordable=graphed)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    result = TrainResult(precision=precision)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        baseline = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    best_state = trainable_state(model)
-    step_losses = torch.zeros(cfg.steps, device=device)
-    flops_per_step = training_flops_per_token(model, inputs.shape[1]) * cfg.batch_size * inputs.shape[1]
-
-    best_key = (-math.inf, -math.inf)
-
-    def run_eval(step: int) -> None:
-        nonlocal best_state, best_key
-        if evaluate is None:
-            return
-        model.eval()
-        metrics = evaluate(model)
-        model.train()
-        result.evals.append((step, metrics))
-        key = (metrics[score_key], -metrics[tiebreak_key] if tiebreak_key else 0.0)
-        if key > best_key:  # strictly better: the earliest of equal scores is kept
-            best_key = key
-            result.best_score, result.best_step = metrics[score_key], step
-            best_state = trainable_state(model)
-            if save_dir is not None:
-                save_adapter(model, save_dir)
-
-    def step_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPE.get(precision, torch.float32),
-                            enabled=precision != "fp32", cache_enabled=not graphed):  # a recorded step caches nothing
-            with trusted_token_ids():
-                _, loss = model(x, y)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        return loss.detach()
-
-    graph = None
-    if graphed:  # every step reads its batch from these two buffers, so that a recorded step can
-        static_x = inputs.new_empty((cfg.batch_size, inputs.shape[1]))
-        static_y = targets.new_empty((cfg.batch_size, targets.shape[1]))
-
-        def static_step() -> torch.Tensor:
-            opt.zero_grad(set_to_none=True)  # recorded, the backward writes fresh gradients at every replay
-            return step_fn(static_x, static_y)
-
-        graph = StepGraph(static_step, device)
-
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg, device, param_groups, recordable=graphed)
+    precision = cfg.precision or precision_for(device)
+    step = TrainStep(model, opt, device, precision, cfg.grad_clip, cuda_graph=graphed)
+    baseline = memory_baseline(device)
+    best = BestWeights(model, evaluate, score_key, tiebreak_key, save_dir)
+    result = TrainResult(precision=precision, evals=best.evals)
+    losses = torch.zeros(cfg.steps, device=device)  # (steps,): read back only at evaluations and at the end
     model.train()
-    start = segment = time.perf_counter()
-    bar = Progress(cfg.steps, desc, disable=not progress)
+    clock, bar = Clock(device), Progress(cfg.steps, desc, disable=not progress)
     try:
-        for step in range(cfg.steps):
-            set_lr(opt, lr_at(step, cfg))
-            if graph is not None and step == WARMUP_STEPS:
-                failed = graph.record()
-                if failed is not None:
-                    warnings.warn(f"Could not record the training step as a CUDA graph ({failed}); this run and the rest of "
-                                  "the session train without CUDA graphs.", stacklevel=2)
-                    graph = None
-                result.cuda_graph = graph is not None and graph.recorded
-            if graph is not None:
-                torch.index_select(inputs, 0, batches[step], out=static_x)
-                torch.index_select(targets, 0, batches[step], out=static_y)
-                if step < WARMUP_STEPS:
-                    with warmup_stream(device):
-                        step_losses[step] = static_step()
-                else:
-                    step_losses[step] = graph.replay()
-            else:
-                x, y = inputs[batches[step]], targets[batches[step]]
-                opt.zero_grad(set_to_none=True)
-                step_losses[step] = step_fn(x, y)
-            result.steps_done = step + 1
-            if step == 0:
-                result.state_bytes = state_bytes(model, opt)
-            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                result.train_seconds += time.perf_counter() - segment
-                run_eval(step + 1)
-                bar.update(step + 1, loss=f"{step_losses[step].item():.3f}",
-                           **({score_key: f"{result.evals[-1][1][score_key]:.3f}"} if result.evals else {}))
-                segment = time.perf_counter()
-            elif step % 10 == 0:
-                bar.update(step + 1)
+        for it in range(cfg.steps):
+            set_lr(opt, lr_at(it, cfg))  # the schedule
+            x, y = step.gather(inputs, targets, batches[it])  # the batch: (batch_size, seq) each
+            losses[it] = step(x, y)  # forward, backward, clip, AdamW
+            result.steps_done = it + 1
+            if it == 0:
+                result.state_bytes = state_bytes(model, opt)  # the optimizer's state exists after its first step
+            if (it + 1) % cfg.eval_every == 0 or it + 1 == cfg.steps:
+                clock.pause()
+                best.evaluate(it + 1)  # keeps the best weights, saves the best adapter
+                bar.update(it + 1, loss=f"{losses[it].item():.3f}", **last_score(result, score_key))
+                clock.resume()
+            elif it % 10 == 0:
+                bar.update(it + 1)
     except KeyboardInterrupt:
         result.interrupted = True
         print(f"Interrupted at step {result.steps_done}: keeping the best weights seen so far.")
-        result.train_seconds += time.perf_counter() - segment
-        run_eval(result.steps_done)
+        clock.pause(wait=False)
+        best.evaluate(result.steps_done)
     finally:
-        if graph is not None:
-            opt.zero_grad(set_to_none=True)  # the recorded step's gradients: let its memory pool go with the graph
-        bar.update(result.steps_done)
-        bar.close(**({f"best {score_key}": f"{result.best_score:.3f} at step {result.best_step}"} if result.evals else {}))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        result.seconds = time.perf_counter() - start
-        if device.type == "cuda":
-            result.peak_cuda_bytes = torch.cuda.max_memory_allocated(device) - baseline
-    result.losses = step_losses[: result.steps_done].tolist()
-    result.tokens = result.steps_done * cfg.batch_size * inputs.shape[1]
-    result.supervised_tokens = int((targets[batches[: result.steps_done]] != -100).sum())
-    result.flops = flops_per_step * result.steps_done
-    if evaluate is not None and result.evals:
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name in best_state:
-                    p.copy_(best_state[name])
+        step.release()
+        result.best_score, result.best_step, result.cuda_graph = best.score, best.step, step.recorded
+        close_bar(bar, result, score_key)
+        result.seconds, result.train_seconds = clock.total(), clock.train_seconds
+        result.peak_cuda_bytes = peak_above(device, baseline)
+    count_work(result, model, losses, targets, batches, cfg.batch_size)
+    best.restore()
     model.eval()
     return result
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+def close_bar(bar: Progress, result: TrainResult, score_key: str) -> None:
+    """The progress line's last update: the steps done, and the best score and its step."""
+    bar.update(result.steps_done)
+    bar.close(**({f"best {score_key}": f"{result.best_score:.3f} at step {result.best_step}"} if result.evals else {}))
+
+
+def last_score(result: TrainResult, score_key: str) -> dict[str, str]:
+    """The progress line's score: the last evaluation's, if any."""
+    return {score_key: f"{result.evals[-1][1][score_key]:.3f}"} if result.evals else {}
+
+
+def count_work(result: TrainResult, model: nn.Module, losses: torch.Tensor, targets: torch.Tensor, batches: torch.Tensor,
+               batch_size: int) -> None:
+    """Losses, tokens (all, and those with a target) and matmul FLOPs of the steps done into ``result``.
+
+    losses: (steps,); targets: (rows, seq); batches: (steps, batch_size) row indices.
+    """
+    done, seq = result.steps_done, targets.shape[1]
+    result.losses = losses[:done].tolist()
+    result.tokens = done * batch_size * seq
+    result.supervised_tokens = int((targets[batches[:done]] != -100).sum())
+    result.flops = training_flops_per_token(model, seq) * batch_size * seq * done

@@ -30,8 +30,10 @@ from torch import nn
 from ..checks import is_int
 from ..gpt.data import task_data
 from ..gpt.finetune import DEFAULT_LR, prepare
+from ..gpt.model import check_token_ids
 from ..gpt.pretrain import load_pretrained
-from ..gpt.train import TrainConfig, lr_at
+from ..gpt.step import TrainStep
+from ..gpt.train import TrainConfig, lr_at, make_optimizer, set_lr
 from ..lora.layer import count_parameters
 from ..maths.arch import DTYPE_BYTES, Architecture, lora_parameter_count, memory_estimate
 
@@ -251,12 +253,20 @@ def wrap(model: nn.Module, cfg: DistributedConfig, device: torch.device, counter
     return ddp
 
 
+def all_reduced(t: torch.Tensor, distributed: bool) -> torch.Tensor:
+    """The sum of ``t`` over the processes (``t`` itself alone)."""
+    if distributed:
+        dist.all_reduce(t)
+    return t
+
+
 def run(cfg: DistributedConfig, backend: str | None = None) -> dict:
     """Fine-tune the pretrained GPT for ``cfg.steps`` steps in this process group (or alone) and report.
 
-    Every rank draws the same global batch (same seed) and trains on its own slice of it; the local
-    loss is weighted by the rank's share of the batch's target tokens, so the averaged gradients are
-    exactly those of the global batch.  Returns JSON-ready numbers (identical on every rank).
+    Every rank draws the same global batch (same seed) and trains on its own slice of it with the training
+    loop's step (``lora_edu.gpt.step.TrainStep``, fp32, gradients clipped to 1); the local loss is weighted
+    by the rank's share of the batch's target tokens (``loss_scale``), so the averaged gradients are exactly
+    those of the global batch.  Returns JSON-ready numbers (identical on every rank).
     """
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
@@ -272,33 +282,30 @@ def run(cfg: DistributedConfig, backend: str | None = None) -> dict:
     model = prepare(base, cfg.method, r=cfg.r, alpha=cfg.alpha, seed=cfg.seed, targets=None)
     count = count_parameters(model)
     x_all, y_all = task_data(world_, cfg.task, world_.train_animals, base.config.n_ctx)
+    check_token_ids(x_all, base.config)  # once: the steps run without the per-forward check
     counter = ByteCounter()
     replicated_bytes = parameter_bytes(model)
     net = wrap(model, cfg, device, counter) if distributed else model
+    train_cfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr or DEFAULT_LR[cfg.method], seed=cfg.seed,
+                            grad_clip=1.0, precision="fp32", cuda_graph=False)
     params = [p for p in model.parameters() if p.requires_grad]  # after wrapping: FSDP2 replaces them by shards
-    lr = cfg.lr or DEFAULT_LR[cfg.method]
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-    schedule = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=lr, seed=cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    sharded = distributed and cfg.strategy == "fsdp"  # fused AdamW is not assumed safe on FSDP2's DTensors: torch's default
+    opt = make_optimizer(params, train_cfg, device, fused=False if sharded else None)
+    step = TrainStep(net, opt, device, train_cfg.precision, train_cfg.grad_clip)
+    gen = torch.Generator().manual_seed(train_cfg.seed)
     local = cfg.batch_size // world
     losses = []
     net.train()
-    for step in range(cfg.steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, schedule)
+    for it in range(train_cfg.steps):
+        set_lr(opt, lr_at(it, train_cfg))
         idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)[rank * local : (rank + 1) * local]
-        x, y = x_all[idx].to(device), y_all[idx].to(device)
-        tokens = torch.tensor([float((y != -100).sum()), 0.0], device=device)
-        _, loss = net(x, y)
-        tokens[1] = loss.detach() * tokens[0]
-        if distributed:
-            dist.all_reduce(tokens)  # global target tokens, and the global loss sum, for weighting and logging
-        (loss * (float((y != -100).sum()) * world / float(tokens[0]))).backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        x, y = x_all[idx].to(device), y_all[idx].to(device)  # this rank's slice: (local, seq) each
+        tokens = torch.tensor(float((y != -100).sum()), device=device)  # this rank's target tokens
+        total = all_reduced(tokens.clone(), distributed)  # the global batch's: known before the forward pass
+        loss = step(x, y, loss_scale=float(tokens) * world / float(total))  # DDP averages: the global batch's gradient
+        losses.append(float(all_reduced(loss * tokens, distributed) / total))  # the global batch's mean token loss
         counter.per_step.append(counter.bytes - sum(counter.per_step))
-        losses.append(float(tokens[1] / tokens[0]))
+    opt.zero_grad(set_to_none=True)  # each step sets the gradients to None first; the last step's go too
     return {
         "method": cfg.method,
         "strategy": cfg.strategy if distributed else "single",
@@ -310,12 +317,19 @@ def run(cfg: DistributedConfig, backend: str | None = None) -> dict:
         "total": count.total,
         "trainable_fraction": count.fraction,
         "losses": losses,
+        **traffic_and_memory(counter, cfg.steps, params, replicated_bytes, model),
+        "config": asdict(cfg),
+    }
+
+
+def traffic_and_memory(counter: ByteCounter, steps: int, params: list, replicated_bytes: int, model: nn.Module) -> dict:
+    """Bytes all-reduced per step (the last step's) and buckets, and the bytes this rank holds."""
+    return {
         "allreduce_bytes_per_step": counter.per_step[-1] if counter.per_step else 0,
-        "buckets_per_step": counter.buckets // cfg.steps,
+        "buckets_per_step": counter.buckets // steps,
         "trainable_bytes_per_rank": sum(local_bytes(p) for p in params),
         "param_bytes_replicated": replicated_bytes,
         "param_bytes_per_rank": parameter_bytes(model),
-        "config": asdict(cfg),
     }
 
 
