@@ -6,12 +6,12 @@ from safetensors.torch import save_file
 
 from lora_edu import inject_lora, lora_layers, mark_only_lora_trainable
 from lora_edu.gpt.data import TASKS, answer_mask, make_world, pack_lines, parse_json_answer, task_examples
-from lora_edu.gpt.device import configure_threads, pick_device
+from lora_edu.gpt.device import configure_threads, pick_device, precision_for
 from lora_edu.gpt.evaluate import answer_loss, answer_scores, exact_match, generate_answers, lm_loss
 from lora_edu.gpt.finetune import finetune
 from lora_edu.gpt.model import GPT, GPTConfig
 from lora_edu.gpt.pretrain import PRETRAIN_SIZES, load_pretrained, pretrain, world_for
-from lora_edu.gpt.train import TrainConfig, lr_at, make_optimizer, precision_for, state_bytes, train, trim_padding
+from lora_edu.gpt.train import TrainConfig, lr_at, make_optimizer, state_bytes, train, trim_padding
 from lora_edu.lora.adapter import read_adapter_config
 
 

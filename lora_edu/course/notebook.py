@@ -19,15 +19,15 @@ __all__ = ["setup_notebook"]
 def setup_notebook(seed: int = 0, needs_torch: bool = True) -> Any:
     """Seed, set CPU threads and print one line of versions; return the torch device (None without torch).
 
-    ``needs_torch=True`` delegates to ``lora_edu.gpt.device.setup_notebook`` (threads from ``$LORA_EDU_THREADS``,
+    ``needs_torch=True`` delegates to ``lora_edu.gpt.device.setup_torch`` (threads from ``$LORA_EDU_THREADS``,
     torch's seed, the device).  ``needs_torch=False`` seeds NumPy's legacy global generator only.
     """
     if not isinstance(needs_torch, bool):
         raise TypeError(f"needs_torch must be True or False, got {needs_torch!r}.")
     if needs_torch:
-        from ..gpt.device import setup_notebook as setup_with_torch
+        from ..gpt.device import setup_torch
 
-        return setup_with_torch(seed)
+        return setup_torch(seed)
     np.random.seed(seed)
     print(f"python {platform.python_version()} | numpy {np.__version__} | torch not loaded (this lesson needs only NumPy)")
     return None

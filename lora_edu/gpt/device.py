@@ -8,7 +8,7 @@ import platform
 import torch
 
 __all__ = [
-    "configure_threads", "environment_summary", "gpu_summary", "peak_flops", "pick_device", "precision_for", "setup_notebook",
+    "configure_threads", "environment_summary", "gpu_summary", "peak_flops", "pick_device", "precision_for", "setup_torch",
 ]
 
 THREADS_ENV = "LORA_EDU_THREADS"
@@ -103,8 +103,8 @@ def environment_summary(device: torch.device | None = None) -> str:
     )
 
 
-def setup_notebook(seed: int = 0) -> torch.device:
-    """What every notebook's first cell does: threads, seeds, the device, and one line of versions."""
+def setup_torch(seed: int = 0) -> torch.device:
+    """Threads, the seed, the device and one line of versions: what a lesson's setup cell does when it needs torch."""
     configure_threads()
     torch.manual_seed(seed)
     device = pick_device()

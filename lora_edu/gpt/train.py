@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checks import is_int, is_number
 from ..lora.adapter import check_save_path, save_adapter
 from ..lora.layer import lora_layers
 from .device import configure_threads, peak_flops, pick_device, precision_for
@@ -37,7 +38,7 @@ from .step import TrainStep
 from .stepgraph import graphs_requested
 
 __all__ = [
-    "PRECISIONS", "BestWeights", "TrainConfig", "TrainResult", "lr_at", "make_optimizer", "precision_for", "set_lr",
+    "PRECISIONS", "BestWeights", "TrainConfig", "TrainResult", "lr_at", "make_optimizer", "set_lr",
     "state_bytes", "train", "training_flops_per_token", "trim_padding",
 ]
 
@@ -76,13 +77,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "seed"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not is_int(value):
                 raise TypeError(f"TrainConfig.{name} must be an int, got {value!r} ({type(value).__name__}); e.g. steps=1000, not 1e3.")
         if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise ValueError(f"steps, batch_size and eval_every must be positive, got {self.steps}, {self.batch_size}, {self.eval_every}.")
         for name, what in FLOAT_FIELDS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not is_number(value):
                 raise TypeError(f"TrainConfig.{name} ({what}) must be a number, got {value!r} ({type(value).__name__}).")
             if not math.isfinite(value):
                 raise ValueError(f"TrainConfig.{name}, the {what}, must be a finite number, got {value!r}; "
