@@ -249,3 +249,14 @@ def test_lora_layer_imports_and_works_without_transformers():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['0'] False"
+
+
+def test_lora_layers_follow_a_meta_base_so_a_full_size_gpt2_is_counted_without_memory():
+    with torch.device("meta"):
+        gpt2 = GPT2LMHeadModel(GPT2Config())  # the 124M shape of notebook 05's last section
+    assert count_parameters(gpt2).total == 124_439_808
+    names = inject_lora(gpt2, ["c_attn"], r=8, alpha=16)
+    mark_only_lora_trainable(gpt2)
+    layer = lora_layers(gpt2)[names[0]]
+    assert layer.lora_A.is_meta and layer.lora_B.is_meta and (layer.in_features, layer.out_features) == (768, 2304)
+    assert count_parameters(gpt2).trainable == 12 * 8 * (768 + 2304)  # 294,912, as PEFT prints for this config
