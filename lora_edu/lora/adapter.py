@@ -24,8 +24,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .atomic_dir import check_replaceable, replace_directory
-from .layer import LoRALinear, lora_layers, set_submodule
-from .peft_format import PEFT_TASK_TYPES, check_config, plan_layers
+from .layer import LoRALinear, linear_shape, lora_layers, set_submodule
+from .peft_format import PEFT_TASK_TYPES, check_config, plan_layers, warn_fan_in_fan_out
 
 __all__ = ["base_fingerprint", "check_save_path", "load_adapter", "read_adapter_config", "save_adapter"]
 
@@ -68,6 +68,8 @@ def peft_config(model: nn.Module, layers: dict[str, LoRALinear], base_model_name
 
     ``target_modules`` and the pattern keys are full module names; where PEFT's suffix rules would read one
     of them as also naming another layer, they become exact regexes (``"a\\.b|c"``; keys ``"^a\\.b"``).
+    ``fan_in_fan_out`` is True when the layers are GPT-2 ``Conv1D`` (PEFT would otherwise correct it with a
+    warning); for a model that mixes both kinds it follows the first layer, so PEFT corrects it least often.
     """
     ranks = {n: m.r for n, m in layers.items()}
     alphas = {n: m.alpha for n, m in layers.items()}
@@ -88,7 +90,7 @@ def peft_config(model: nn.Module, layers: dict[str, LoRALinear], base_model_name
             "use_rslora": first.use_rslora,
             "init_lora_weights": True if first.init == "kaiming" else "gaussian",
             "bias": "none",
-            "fan_in_fan_out": False,
+            "fan_in_fan_out": first.fan_in_fan_out,
             "inference_mode": True,
         }
         if plan_layers(model, config) == want:
@@ -201,7 +203,8 @@ def check_tensors(tensors: dict[str, torch.Tensor], plan: dict[str, tuple[int, f
     for name, (r, _) in plan.items():
         module = model.get_submodule(name)
         a, b = tensors[f"{KEY_PREFIX}{name}.lora_A.weight"], tensors[f"{KEY_PREFIX}{name}.lora_B.weight"]
-        want_a, want_b = (r, module.in_features), (module.out_features, r)
+        d_in, d_out, _ = linear_shape(module)
+        want_a, want_b = (r, d_in), (d_out, r)
         if tuple(a.shape) != want_a or tuple(b.shape) != want_b:
             raise ValueError(
                 f"Shape mismatch for {name!r}: adapter A {tuple(a.shape)}, B {tuple(b.shape)}; this model needs "
@@ -253,7 +256,9 @@ def verify_base(model: nn.Module, config: dict, metadata: dict[str, str]) -> Non
 def load_adapter(model: nn.Module, directory: str | os.PathLike, check_base: bool = True) -> list[str]:
     """Load an adapter saved by ``save_adapter`` or by PEFT's ``save_pretrained`` into ``model``; return the layer names.
 
-    A model without LoRA layers gets them injected as the config says (PEFT's matching rules); one that
+    A model without LoRA layers gets them injected as the config says (PEFT's matching rules, ``nn.Linear`` and
+    GPT-2 ``Conv1D`` layers; a ``fan_in_fan_out`` that disagrees with a layer's type is corrected with a
+    warning, as PEFT does); one that
     has them must have the same layers, ranks, alphas and scaling (load a second adapter into it to swap
     tasks).  Every check (files, config fields and types, keys, dtypes, values, shapes, base weights)
     runs before anything is changed.
@@ -262,6 +267,7 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, check_base: boo
     tensors, metadata = read_adapter_weights(directory)
     plan = plan_layers(model, config)
     check_tensors(tensors, plan, model)
+    warn_fan_in_fan_out(model, config, plan)
     rslora = bool(config.get("use_rslora", False))
     existing = check_existing(model, plan, rslora)
     if check_base:

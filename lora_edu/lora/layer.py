@@ -6,12 +6,21 @@ A frozen linear layer ``y = x W^T + b`` gets a trainable low-rank update::
 
 so that the effective weight is ``W + scaling * B A``.  ``B`` starts at zero, so the wrapped
 model computes exactly what the base model computes until training moves ``B``.
+
+Two kinds of base layer are adapted: ``torch.nn.Linear``, which stores W as (d_out, d_in), and
+``transformers.pytorch_utils.Conv1D`` (GPT-2), which computes the same ``x W^T + b`` but stores the
+transpose, (d_in, d_out) (PEFT's ``fan_in_fan_out=True``).  ``linear_shape`` is the one place that
+reads d_in, d_out and the storage order of either; ``LoRALinear.base_weight`` gives W as (d_out, d_in)
+for both, so merging adds ``scaling * (B A)^T`` to a Conv1D weight.  The LoRA branch ``x A^T B^T``
+does not depend on the storage at all.  transformers is never imported here: a Conv1D exists only
+once its module is loaded, so it is recognised through ``sys.modules``.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import NamedTuple
@@ -20,11 +29,14 @@ import torch
 from torch import nn
 
 __all__ = [
+    "LinearShape",
     "LoRALinear",
     "ParameterCount",
     "count_parameters",
     "disable_lora",
     "inject_lora",
+    "is_conv1d",
+    "linear_shape",
     "lora_layers",
     "mark_only_lora_trainable",
     "merge_lora",
@@ -34,6 +46,43 @@ __all__ = [
 
 INITS = ("kaiming", "gaussian")
 OUTPUT_HEAD_NAMES = ("lm_head",)
+LINEAR_KINDS = "an nn.Linear or a transformers Conv1D"
+
+
+def is_conv1d(module: object) -> bool:
+    """Whether ``module`` is a ``transformers.pytorch_utils.Conv1D`` (GPT-2's linear layer), without importing transformers."""
+    loaded = sys.modules.get("transformers.pytorch_utils")  # not loaded: no Conv1D can exist
+    conv1d = getattr(loaded, "Conv1D", None)
+    return conv1d is not None and isinstance(module, conv1d)
+
+
+def is_linear(module: object) -> bool:
+    """An ``nn.Linear`` or a ``Conv1D``: the layers ``LoRALinear`` wraps."""
+    return isinstance(module, nn.Linear) or is_conv1d(module)
+
+
+class LinearShape(NamedTuple):
+    """What ``linear_shape`` returns. ``fan_in_fan_out``: the weight is stored (d_in, d_out), as PEFT names it."""
+
+    d_in: int
+    d_out: int
+    fan_in_fan_out: bool
+
+
+def linear_shape(module: nn.Module) -> LinearShape:
+    """d_in, d_out and the storage order of an ``nn.Linear``, a ``Conv1D`` or a ``LoRALinear`` around either.
+
+    ``nn.Linear.weight`` is (d_out, d_in); ``Conv1D.weight`` is (d_in, d_out) (``nf`` = d_out), so its
+    ``fan_in_fan_out`` is True.  This is the only place in lora_edu that reads the storage order.
+    """
+    if isinstance(module, LoRALinear):
+        return linear_shape(module.base)
+    if isinstance(module, nn.Linear):
+        return LinearShape(module.in_features, module.out_features, False)
+    if is_conv1d(module):
+        d_in, d_out = module.weight.shape
+        return LinearShape(d_in, d_out, True)
+    raise TypeError(f"Expected {LINEAR_KINDS}, got {type(module).__name__}.")
 
 
 def check_lora_hyperparameters(r: object, alpha: object, dropout: object = 0.0) -> None:
@@ -49,10 +98,12 @@ def check_lora_hyperparameters(r: object, alpha: object, dropout: object = 0.0) 
 
 
 class LoRALinear(nn.Module):
-    """A frozen ``nn.Linear`` plus a trainable rank-``r`` update ``scaling * B @ A``.
+    """A frozen ``nn.Linear`` (or GPT-2's ``Conv1D``) plus a trainable rank-``r`` update ``scaling * B @ A``.
 
     Args:
-        base: the pretrained layer; its weight and bias are frozen, never replaced.
+        base: the pretrained layer, an ``nn.Linear`` or a ``transformers`` ``Conv1D`` (weight stored transposed,
+            (d_in, d_out): ``fan_in_fan_out`` is then True and ``merge`` adds ``(scaling B A)^T``; see
+            ``linear_shape``); its weight and bias are frozen, never replaced.
         r: rank of the update, ``1 <= r <= min(d_in, d_out)``.
         alpha: scaling numerator: ``scaling = alpha / r`` (or ``alpha / sqrt(r)`` with ``use_rslora``).
         dropout: dropout on the input of the LoRA branch only.
@@ -60,24 +111,25 @@ class LoRALinear(nn.Module):
             (A ~ N(0, 1/r^2), the paper's "random Gaussian").  B is zero either way.
         use_rslora: rank-stabilised scaling ``alpha / sqrt(r)`` (Kalajdzievski, 2023).
 
-    Shapes: ``x: (..., d_in) -> (..., d_out)``; ``lora_A: (r, d_in)``; ``lora_B: (d_out, r)``.
+    Shapes: ``x: (..., d_in) -> (..., d_out)``; ``lora_A: (r, d_in)``; ``lora_B: (d_out, r)``, for either base.
     """
 
     def __init__(
         self,
-        base: nn.Linear,
+        base: nn.Module,
         r: int,
         alpha: float,
         dropout: float = 0.0,
         init: str = "kaiming",
         use_rslora: bool = False,
     ) -> None:
-        if not isinstance(base, nn.Linear):
-            raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}.")
+        if not is_linear(base):
+            raise TypeError(f"LoRALinear wraps {LINEAR_KINDS}, got {type(base).__name__}.")
         check_lora_hyperparameters(r, alpha, dropout)
-        if r > min(base.in_features, base.out_features):
+        d_in, d_out, fan_in_fan_out = linear_shape(base)
+        if r > min(d_in, d_out):
             raise ValueError(
-                f"LoRA rank r={r} exceeds min(d_in, d_out) = min({base.in_features}, {base.out_features}); "
+                f"LoRA rank r={r} exceeds min(d_in, d_out) = min({d_in}, {d_out}); "
                 "a product B A cannot have a higher rank than that. Choose a smaller r."
             )
         if init not in INITS:
@@ -91,10 +143,11 @@ class LoRALinear(nn.Module):
         self.alpha = float(alpha)
         self.init = init
         self.use_rslora = use_rslora
+        self.fan_in_fan_out = fan_in_fan_out
         self.scaling = self.alpha / (math.sqrt(r) if use_rslora else r)
         factory = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, **factory))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, **factory))
+        self.lora_A = nn.Parameter(torch.empty(r, d_in, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(d_out, r, **factory))
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
         self.disabled = False
@@ -102,11 +155,19 @@ class LoRALinear(nn.Module):
 
     @property
     def in_features(self) -> int:
-        return self.base.in_features
+        return self.lora_A.shape[1]
 
     @property
     def out_features(self) -> int:
-        return self.base.out_features
+        return self.lora_B.shape[0]
+
+    def base_weight(self) -> torch.Tensor:
+        """The frozen W as (d_out, d_in) for either base: a transposed view of a Conv1D's (d_in, d_out) weight.
+
+        It shares storage with the layer's weight, so ``copy_`` into it changes the base layer.
+        """
+        w = self.base.weight
+        return w.T if self.fan_in_fan_out else w
 
     def reset_lora_parameters(self) -> None:
         """A random (Kaiming-uniform or Gaussian), B zero: so ``delta_weight()`` is exactly 0."""
@@ -140,10 +201,10 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def merge(self) -> None:
-        """Fold the update into the base weight (``W <- W + scaling B A``, computed in fp32)."""
+        """Fold the update into the base weight (``W <- W + scaling B A``, computed in fp32; transposed for a Conv1D)."""
         if self.merged:
             raise ValueError("This LoRA layer is already merged; merging again would add B A twice. Call unmerge() first.")
-        w = self.base.weight
+        w = self.base_weight()
         w.copy_((w.to(self.compute_dtype) + self.delta_weight()).to(w.dtype))
         self.merged = True
 
@@ -152,12 +213,13 @@ class LoRALinear(nn.Module):
         """Subtract the update from the base weight again (inverse of ``merge``)."""
         if not self.merged:
             raise ValueError("This LoRA layer is not merged, so there is nothing to unmerge. Call merge() first.")
-        w = self.base.weight
+        w = self.base_weight()
         w.copy_((w.to(self.compute_dtype) - self.delta_weight()).to(w.dtype))
         self.merged = False
 
     def extra_repr(self) -> str:
-        return f"r={self.r}, alpha={self.alpha:g}, scaling={self.scaling:g}, merged={self.merged}"
+        storage = ", fan_in_fan_out=True" if self.fan_in_fan_out else ""
+        return f"r={self.r}, alpha={self.alpha:g}, scaling={self.scaling:g}, merged={self.merged}{storage}"
 
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
@@ -169,7 +231,7 @@ def output_head_name(model: nn.Module) -> str | None:
     """The qualified name of the output projection that ``"all-linear"`` leaves alone."""
     get_head = getattr(model, "get_output_embeddings", None)
     head = get_head() if callable(get_head) else None
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    linears = [(n, m) for n, m in model.named_modules() if is_linear(m)]
     for name, module in linears:
         if module is head or name.split(".")[-1] in OUTPUT_HEAD_NAMES:
             return name
@@ -179,21 +241,21 @@ def output_head_name(model: nn.Module) -> str | None:
 def match_targets(model: nn.Module, targets: str | Sequence[str]) -> list[str]:
     """Qualified names of the modules that ``targets`` selects, in model order.
 
-    ``targets`` is ``"all-linear"`` (every ``nn.Linear`` but the output head), a regular expression
+    ``targets`` is ``"all-linear"`` (every ``nn.Linear`` and ``Conv1D`` but the output head, as PEFT chooses), a regular expression
     that must match the whole qualified name (a single string, as in PEFT), or a list of names
     or name suffixes (``"q_proj"`` matches ``"blocks.0.attn.q_proj"``).
     Raises ``ValueError`` when a target matches nothing and ``TypeError`` when it matches a module
-    that is not an ``nn.Linear``.
+    that is not an ``nn.Linear`` or a ``Conv1D``.
     """
     inside_lora = {f"{n}.base" for n in lora_layers(model)}
     modules = [(n, m) for n, m in model.named_modules() if n and n not in inside_lora]
-    linear_names = [n for n, m in modules if isinstance(m, (nn.Linear, LoRALinear))]
+    linear_names = [n for n, m in modules if is_linear(m) or isinstance(m, LoRALinear)]
     if isinstance(targets, str) and targets == "all-linear":
         head = output_head_name(model)
         chosen = [n for n in linear_names if n != head]
         if not chosen:
             raise ValueError(
-                f"targets='all-linear' selects every nn.Linear except the output head ({head!r}), and "
+                f"targets='all-linear' selects every nn.Linear and Conv1D except the output head ({head!r}), and "
                 f"{type(model).__name__} has no other Linear layer. Name the layers to adapt instead."
             )
     elif isinstance(targets, str):
@@ -222,9 +284,9 @@ def match_targets(model: nn.Module, targets: str | Sequence[str]) -> list[str]:
         raise TypeError(f"targets must be 'all-linear', a regex string or a non-empty list of names, got {targets!r}.")
     by_name = dict(modules)
     for name in chosen:
-        if not isinstance(by_name[name], (nn.Linear, LoRALinear)):
+        if not (is_linear(by_name[name]) or isinstance(by_name[name], LoRALinear)):
             raise TypeError(
-                f"Target {name!r} is a {type(by_name[name]).__name__}, not an nn.Linear; LoRA here wraps Linear "
+                f"Target {name!r} is a {type(by_name[name]).__name__}, not {LINEAR_KINDS}; LoRA here wraps those "
                 "layers only. Name the Linear layers inside it instead."
             )
     return [n for n, _ in modules if n in chosen]
@@ -250,7 +312,7 @@ def inject_lora(
     init: str = "kaiming",
     use_rslora: bool = False,
 ) -> list[str]:
-    """Wrap the ``nn.Linear`` layers selected by ``targets`` in ``LoRALinear``, in place.
+    """Wrap the ``nn.Linear`` (and GPT-2 ``Conv1D``) layers selected by ``targets`` in ``LoRALinear``, in place.
 
     Returns the qualified names of the wrapped layers.  Every check runs before the first layer
     is replaced, so a bad call leaves ``model`` exactly as it was.
@@ -274,10 +336,10 @@ def inject_lora(
 
 def check_injectable(model: nn.Module, name: str, r: int) -> None:
     """Raise if layer ``name`` cannot take a rank-``r`` LoRA: rank too high, or a weight shared with another layer."""
-    base = model.get_submodule(name)
-    if r > min(base.in_features, base.out_features):
+    d_in, d_out, _ = linear_shape(model.get_submodule(name))
+    if r > min(d_in, d_out):
         raise ValueError(
-            f"LoRA rank r={r} exceeds min(d_in, d_out) = {min(base.in_features, base.out_features)} for {name!r}. "
+            f"LoRA rank r={r} exceeds min(d_in, d_out) = {min(d_in, d_out)} for {name!r}. "
             "Choose a smaller r."
         )
     tied = tied_weight_names(model, name)
@@ -290,7 +352,7 @@ def check_injectable(model: nn.Module, name: str, r: int) -> None:
 
 
 def remove_lora(model: nn.Module, merge: bool = False) -> list[str]:
-    """Put the base ``nn.Linear`` layers back (with the update folded in when ``merge``)."""
+    """Put the base ``nn.Linear`` / ``Conv1D`` layers back (with the update folded in when ``merge``)."""
     layers = lora_layers(model)
     for name, layer in layers.items():
         if merge and not layer.merged:

@@ -7,20 +7,36 @@ the choice.  ``rank_pattern`` and ``alpha_pattern`` map patterns to a layer's ow
 the first key ``k`` (in file order) for which ``re.match(rf"(.*\\.)?({k})$", name)`` holds wins.
 ``plan_layers`` applies exactly these rules and returns ``{name: (r, alpha)}``; ``check_config``
 turns anything lora_edu cannot represent into a ``ValueError`` that names the field.
+
+``fan_in_fan_out`` says how the base layers store W: True for GPT-2's ``Conv1D`` (d_in, d_out), False for
+``nn.Linear`` (d_out, d_in).  The factors are saved as A (r, d_in), B (d_out, r) either way; the flag only
+tells a merge whether to transpose B A.  PEFT decides it by the layer's type, and when the config says
+otherwise it corrects the flag with a warning; ``fan_in_fan_out_mismatches`` lets ``load_adapter`` do
+the same (nothing is ever transposed because of the flag).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Iterable
 
 from torch import nn
 
 from ..checks import is_int, is_number
-from .layer import LoRALinear, check_injectable, check_lora_hyperparameters, lora_layers, match_targets
+from .layer import (
+    LINEAR_KINDS,
+    LoRALinear,
+    check_injectable,
+    check_lora_hyperparameters,
+    is_linear,
+    linear_shape,
+    lora_layers,
+    match_targets,
+)
 
-__all__ = ["PEFT_TASK_TYPES", "check_config", "plan_layers"]
+__all__ = ["PEFT_TASK_TYPES", "check_config", "fan_in_fan_out_mismatches", "plan_layers", "warn_fan_in_fan_out"]
 
 PEFT_TASK_TYPES = ("SEQ_CLS", "SEQ_2_SEQ_LM", "CAUSAL_LM", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION")
 # Fields that never change what the saved factors compute (bookkeeping, or how PEFT initialised them).
@@ -29,6 +45,7 @@ BENIGN = {
     "megatron_core", "qalora_group_size", "loftq_config", "eva_config", "corda_config", "lora_ga_config",
     "ensure_weight_tying", "r", "lora_alpha", "lora_dropout", "target_modules", "rank_pattern", "alpha_pattern",
     "use_rslora", "init_lora_weights", "bias", "exclude_modules", "layers_to_transform", "layers_pattern", "lora_edu",
+    "fan_in_fan_out",
 }  # fmt: skip
 # Initialisations that leave the base weights alone (PiSSA, OLoRA, LoftQ, CorDA, LoRA-GA rewrite them).
 SAFE_INITS = (True, False, "gaussian", "eva")
@@ -76,8 +93,8 @@ def check_unsupported(config: dict) -> None:
         raise bad("use_dora", "is true: a DoRA adapter (magnitude vector) cannot be loaded into lora_edu's LoRALinear.")
     if config.get("bias", "none") != "none":
         raise bad("bias", f"is {config['bias']!r}: the adapter changes the base layers' biases; lora_edu loads bias='none' only.")
-    if config.get("fan_in_fan_out"):
-        raise bad("fan_in_fan_out", "is true (GPT-2 style Conv1D layers); lora_edu wraps nn.Linear layers only.")
+    if not isinstance(config.get("fan_in_fan_out", False), bool):
+        raise bad("fan_in_fan_out", f"must be true (Conv1D layers, as in GPT-2) or false (nn.Linear), got {config['fan_in_fan_out']!r}.")
     init = config.get("init_lora_weights", True)
     if not any(init is s or (isinstance(s, str) and init == s) for s in SAFE_INITS):
         raise bad(
@@ -192,12 +209,12 @@ def plan_layers(model: nn.Module, config: dict) -> dict[str, tuple[int, float]]:
         if not names:
             raise bad("target_modules", f"{targets!r} selects no module of this {type(model).__name__}: wrong base model?")
         kinds = {n: m for n, m in modules}
-        wrong = [n for n in names if not isinstance(kinds[n], (nn.Linear, LoRALinear))]
+        wrong = [n for n in names if not (is_linear(kinds[n]) or isinstance(kinds[n], LoRALinear))]
         if wrong:
             raise bad(
                 "target_modules",
-                f"{targets!r} selects {wrong[0]!r}, a {type(kinds[wrong[0]]).__name__}; lora_edu wraps nn.Linear layers only "
-                "(an adapter for embeddings or convolutions needs PEFT itself).",
+                f"{targets!r} selects {wrong[0]!r}, a {type(kinds[wrong[0]]).__name__}; lora_edu wraps {LINEAR_KINDS} only "
+                "(an adapter for embeddings or nn.Conv1d/Conv2d convolutions needs PEFT itself).",
             )
     plan = {}
     for name in names:
@@ -205,13 +222,42 @@ def plan_layers(model: nn.Module, config: dict) -> dict[str, tuple[int, float]]:
         alpha = pattern_value(config.get("alpha_pattern") or {}, name, config["lora_alpha"])
         check_lora_hyperparameters(r, alpha, config.get("lora_dropout") or 0.0)
         module = model.get_submodule(name)
-        if r > min(module.in_features, module.out_features):
+        d_in, d_out, _ = linear_shape(module)
+        if r > min(d_in, d_out):
             raise bad(
                 "rank_pattern" if r != config["r"] else "r",
-                f"gives {name!r} rank {r}, above min(d_in, d_out) = {min(module.in_features, module.out_features)}: "
+                f"gives {name!r} rank {r}, above min(d_in, d_out) = {min(d_in, d_out)}: "
                 "the adapter was made for a bigger model.",
             )
         if not isinstance(module, LoRALinear):
             check_injectable(model, name, r)
         plan[name] = (r, alpha)
     return plan
+
+
+def fan_in_fan_out_mismatches(model: nn.Module, config: dict, names: Iterable[str]) -> list[str]:
+    """The layers among ``names`` whose storage order disagrees with the config's ``fan_in_fan_out``."""
+    flag = bool(config.get("fan_in_fan_out", False))
+    return [n for n in names if linear_shape(model.get_submodule(n)).fan_in_fan_out != flag]
+
+
+def warn_fan_in_fan_out(model: nn.Module, config: dict, names: Iterable[str]) -> None:
+    """Warn, as PEFT does, when ``fan_in_fan_out`` disagrees with a selected layer's type; the layer's type wins.
+
+    PEFT sets the flag to True for a ``Conv1D`` target and to False for an ``nn.Linear`` one, warning each time it
+    corrects the config. The saved factors have the same shapes either way, so the correction changes nothing but
+    how a merge adds B A: nothing is transposed because of the flag.
+    """
+    wrong = fan_in_fan_out_mismatches(model, config, names)
+    if not wrong:
+        return
+    flag = bool(config.get("fan_in_fan_out", False))
+    kind = "an nn.Linear (weight stored (d_out, d_in))" if flag else "a transformers Conv1D (weight stored (d_in, d_out))"
+    more = f" and {len(wrong) - 1} more layer(s)" if len(wrong) > 1 else ""
+    warnings.warn(
+        f"adapter_config.json: fan_in_fan_out is {str(flag).lower()} but {wrong[0]!r}{more} is {kind}; "
+        f"using fan_in_fan_out={str(not flag).lower()} for it, as PEFT does. The factors A (r, d_in) and B (d_out, r) "
+        "are loaded as saved.",
+        UserWarning,
+        stacklevel=3,
+    )

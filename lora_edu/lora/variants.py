@@ -46,14 +46,14 @@ def pissa_init(layer: LoRALinear) -> None:
     """
     if layer.merged:
         raise ValueError("Unmerge the layer before a PiSSA initialisation.")
-    w = layer.base.weight.to(layer.compute_dtype)
+    w = layer.base_weight().to(layer.compute_dtype)  # (d_out, d_in), also for a Conv1D base
     u, s, vt = torch.linalg.svd(w, full_matrices=False)
     r, root = layer.r, s[: layer.r].sqrt()
     b = u[:, :r] * root / layer.scaling**0.5
     a = root[:, None] * vt[:r] / layer.scaling**0.5
     layer.lora_B.copy_(b.to(layer.lora_B.dtype))
     layer.lora_A.copy_(a.to(layer.lora_A.dtype))
-    layer.base.weight.copy_((w - layer.delta_weight()).to(layer.base.weight.dtype))
+    layer.base_weight().copy_((w - layer.delta_weight()).to(layer.base.weight.dtype))
 
 
 def row_norm(w: torch.Tensor) -> torch.Tensor:

@@ -171,7 +171,7 @@ def adapted_weight(model: nn.Module, name: str) -> torch.Tensor:
     """The weight a layer applies after fine-tuning: W + s B A for an unmerged LoRA layer, else W. (d_out, d_in)."""
     layer = model.get_submodule(name)
     if isinstance(layer, LoRALinear):
-        w = layer.base.weight.detach()
+        w = layer.base_weight().detach()
         return w if layer.merged else w + layer.delta_weight().to(w.dtype)
     return layer.weight.detach()
 

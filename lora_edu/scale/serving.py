@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..lora.layer import lora_layers, merge_lora, set_submodule, unmerge_lora
+from ..lora.layer import linear_shape, lora_layers, merge_lora, set_submodule, unmerge_lora
 
 __all__ = [
     "SERVING_STRATEGIES",
@@ -41,19 +41,20 @@ SERVING_STRATEGIES = ("batched", "merge-swap", "one-at-a-time")
 
 
 class MultiLoRALinear(nn.Module):
-    """A frozen ``nn.Linear`` and ``n`` LoRA adapters; each row of the batch uses the adapter ``ids[row]``.
+    """A frozen ``nn.Linear`` (or ``Conv1D``) and ``n`` LoRA adapters; each row of the batch uses the adapter ``ids[row]``.
 
     Shapes: ``lora_A: (n, r, d_in)``, ``lora_B: (n, d_out, r)``, ``scaling: (n,)``;
     ``x: (batch, seq, d_in) -> (batch, seq, d_out)``; ``adapter_ids: (batch,)`` long, ``-1`` = base model only.
     """
 
-    def __init__(self, base: nn.Linear, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: torch.Tensor) -> None:
+    def __init__(self, base: nn.Module, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: torch.Tensor) -> None:
         super().__init__()
         n, r, d_in = lora_A.shape
-        if lora_B.shape != (n, base.out_features, r) or d_in != base.in_features or scaling.shape != (n,):
+        base_in, base_out, _ = linear_shape(base)
+        if lora_B.shape != (n, base_out, r) or d_in != base_in or scaling.shape != (n,):
             raise ValueError(
-                f"Adapter shapes do not fit a Linear({base.in_features} -> {base.out_features}): lora_A {tuple(lora_A.shape)} "
-                f"must be (n, r, {base.in_features}), lora_B {tuple(lora_B.shape)} (n, {base.out_features}, r), scaling (n,)."
+                f"Adapter shapes do not fit a Linear({base_in} -> {base_out}): lora_A {tuple(lora_A.shape)} "
+                f"must be (n, r, {base_in}), lora_B {tuple(lora_B.shape)} (n, {base_out}, r), scaling (n,)."
             )
         self.base = base
         self.register_buffer("lora_A", lora_A.detach().clone())
