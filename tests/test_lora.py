@@ -339,3 +339,11 @@ def test_lora_on_a_head_tied_to_the_embedding_is_refused():
     layer = model.get_submodule("lm_head")
     layer.weight = nn.Parameter(layer.weight.detach().clone())  # the fix the message gives
     assert inject_lora(model, ["lm_head"], r=2, alpha=2) == ["lm_head"]
+
+
+def test_a_failed_injection_leaves_every_layer_trainable_as_it_was():
+    model = nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 2))  # r = 4 fits the first layer, not the second
+    with pytest.raises(ValueError, match=r"exceeds min\(d_in, d_out\) = min\(16, 2\).*layer '1'; the model is unchanged"):
+        inject_lora(model, ["0", "1"], r=4, alpha=8)
+    assert all(p.requires_grad for p in model.parameters())  # the first base was frozen, then thawed again
+    assert [type(m) for m in model] == [nn.Linear, nn.Linear]

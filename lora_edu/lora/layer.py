@@ -28,6 +28,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..checks import is_finite_number, is_int, is_number
+
 __all__ = [
     "LinearShape",
     "LoRALinear",
@@ -87,14 +89,20 @@ def linear_shape(module: nn.Module) -> LinearShape:
 
 def check_lora_hyperparameters(r: object, alpha: object, dropout: object = 0.0) -> None:
     """Raise a clear error for a rank, alpha or dropout that cannot work."""
-    if isinstance(r, bool) or not isinstance(r, int):
+    if not is_int(r):
         raise TypeError(f"LoRA rank r must be a positive int, got {r!r} ({type(r).__name__}).")
     if r < 1:
         raise ValueError(f"LoRA rank r must be at least 1, got r={r}. Use r=1 for the smallest update.")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (alpha > 0 and math.isfinite(alpha)):
+    if not is_finite_number(alpha) or not alpha > 0:
         raise ValueError(f"LoRA alpha must be a positive finite number, got {alpha!r}. A common choice is alpha = r or 2 r.")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+    if not is_number(dropout) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"LoRA dropout must be a probability in [0, 1), got {dropout!r}.")
+
+
+def max_rank(module: nn.Module) -> int:
+    """min(d_in, d_out) of a linear layer: the highest rank a product B A of its shape can have."""
+    d_in, d_out, _ = linear_shape(module)
+    return min(d_in, d_out)
 
 
 class LoRALinear(nn.Module):
@@ -127,7 +135,7 @@ class LoRALinear(nn.Module):
             raise TypeError(f"LoRALinear wraps {LINEAR_KINDS}, got {type(base).__name__}.")
         check_lora_hyperparameters(r, alpha, dropout)
         d_in, d_out, fan_in_fan_out = linear_shape(base)
-        if r > min(d_in, d_out):
+        if r > max_rank(base):
             raise ValueError(
                 f"LoRA rank r={r} exceeds min(d_in, d_out) = min({d_in}, {d_out}); "
                 "a product B A cannot have a higher rank than that. Choose a smaller r."
@@ -188,16 +196,16 @@ class LoRALinear(nn.Module):
         return (self.lora_B.to(dt) @ self.lora_A.to(dt)) * self.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (..., d_in) -> (..., d_out)."""
+        """x: (..., d_in) -> (..., d_out): ``base(x) + scaling * dropout(x) Aᵀ Bᵀ``, with PEFT's rounding."""
         out = self.base(x)
         if self.merged or self.disabled:
             return out
-        # Scale the small (tokens, r) product, not the (tokens, d_out) one, and let one GEMM add B's product
-        # to out (addmm on 2-D views): no extra pass over the output in the forward or the backward.
-        u = self.lora_dropout(x).to(self.lora_A.dtype).reshape(-1, x.shape[-1]) @ self.lora_A.T * self.scaling
-        if u.dtype != out.dtype:  # half-precision factors under a full-precision base: cast, then add
-            return out + (u @ self.lora_B.T).to(out.dtype).view(out.shape)
-        return torch.addmm(out.reshape(-1, out.shape[-1]), u, self.lora_B.T).view(out.shape)
+        xa = self.lora_dropout(x).to(self.lora_A.dtype).reshape(-1, x.shape[-1]) @ self.lora_A.T  # (tokens, r)
+        if out.dtype == xa.dtype and math.frexp(self.scaling)[0] == 0.5:
+            # A power-of-two scaling (α = r, α = 2r) is exact on the thin product, and one GEMM adds B's product to
+            # out: no pass over (tokens, d_out) to scale it, none to add it, none to scale its gradient.
+            return torch.addmm(out.reshape(-1, out.shape[-1]), xa * self.scaling, self.lora_B.T).view(out.shape)
+        return out + ((xa @ self.lora_B.T) * self.scaling).to(out.dtype).view(out.shape)  # as PEFT rounds it
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -317,9 +325,6 @@ def inject_lora(
     Returns the qualified names of the wrapped layers.  Every check runs before the first layer
     is replaced, so a bad call leaves ``model`` exactly as it was.
     """
-    check_lora_hyperparameters(r, alpha, dropout)
-    if init not in INITS:
-        raise ValueError(f"Unknown LoRA init {init!r}; choose one of {INITS}.")
     names = match_targets(model, targets)
     already = [n for n in names if isinstance(model.get_submodule(n), LoRALinear)]
     if already:
@@ -328,20 +333,23 @@ def inject_lora(
             + ". Injecting twice would stack adapters; call remove_lora(model) first."
         )
     for name in names:
-        check_injectable(model, name, r)
-    for name in names:
-        set_submodule(model, name, LoRALinear(model.get_submodule(name), r, alpha, dropout, init, use_rslora))
+        check_injectable(model, name)
+    trainable = {p: p.requires_grad for p in model.parameters()}
+    layers = {}
+    try:  # each LoRALinear checks r, alpha, dropout, init and the rank against its layer's shape
+        for name in names:
+            layers[name] = LoRALinear(model.get_submodule(name), r, alpha, dropout, init, use_rslora)
+    except (TypeError, ValueError) as exc:
+        for p, flag in trainable.items():  # the bases frozen so far are left as they were
+            p.requires_grad_(flag)
+        raise type(exc)(f"{exc} (layer {name!r}; the model is unchanged)") from exc
+    for name, layer in layers.items():
+        set_submodule(model, name, layer)
     return names
 
 
-def check_injectable(model: nn.Module, name: str, r: int) -> None:
-    """Raise if layer ``name`` cannot take a rank-``r`` LoRA: rank too high, or a weight shared with another layer."""
-    d_in, d_out, _ = linear_shape(model.get_submodule(name))
-    if r > min(d_in, d_out):
-        raise ValueError(
-            f"LoRA rank r={r} exceeds min(d_in, d_out) = {min(d_in, d_out)} for {name!r}. "
-            "Choose a smaller r."
-        )
+def check_injectable(model: nn.Module, name: str) -> None:
+    """Raise if layer ``name`` cannot take a LoRA because its weight is shared with another layer."""
     tied = tied_weight_names(model, name)
     if tied:
         raise ValueError(

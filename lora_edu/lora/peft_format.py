@@ -34,6 +34,7 @@ from .layer import (
     linear_shape,
     lora_layers,
     match_targets,
+    max_rank,
 )
 
 __all__ = ["PEFT_TASK_TYPES", "check_config", "fan_in_fan_out_mismatches", "plan_layers", "warn_fan_in_fan_out"]
@@ -222,15 +223,14 @@ def plan_layers(model: nn.Module, config: dict) -> dict[str, tuple[int, float]]:
         alpha = pattern_value(config.get("alpha_pattern") or {}, name, config["lora_alpha"])
         check_lora_hyperparameters(r, alpha, config.get("lora_dropout") or 0.0)
         module = model.get_submodule(name)
-        d_in, d_out, _ = linear_shape(module)
-        if r > min(d_in, d_out):
+        if r > max_rank(module):
             raise bad(
                 "rank_pattern" if r != config["r"] else "r",
-                f"gives {name!r} rank {r}, above min(d_in, d_out) = {min(d_in, d_out)}: "
+                f"gives {name!r} rank {r}, above min(d_in, d_out) = {max_rank(module)}: "
                 "the adapter was made for a bigger model.",
             )
         if not isinstance(module, LoRALinear):
-            check_injectable(model, name, r)
+            check_injectable(model, name)
         plan[name] = (r, alpha)
     return plan
 
