@@ -103,6 +103,7 @@ def main() -> None:
     import torch
 
     from lora_edu.gpt.device import peak_flops, pick_device
+    from lora_edu.gpt.finetune import collect_reports
 
     device = pick_device()
     if device.type != "cuda":
@@ -121,13 +122,13 @@ def main() -> None:
                "date": time.strftime("%Y-%m-%d"), "cuda_graphs": args.cuda_graphs, "notebooks": {}}
     for key in args.notebooks:
         torch.cuda.empty_cache()
-        seconds, ns, printed, failure = run_notebook(ROOT / "notebooks" / NOTEBOOKS[key])
-        reports = ns.get("reports", [])
+        with collect_reports() as reports:  # every fine-tune the notebook runs
+            seconds, _, printed, failure = run_notebook(ROOT / "notebooks" / NOTEBOOKS[key])
         rows = run_figures(reports)
         tokens = [r["tokens_per_second"] for r in rows]
         mfu = [r["flops_per_second"] / peak for r in rows] if peak else []
         results["notebooks"][key] = {
-            "minutes": round(seconds / 60, 2), "runs": len(rows) + len(ns.get("runs", [])),
+            "minutes": round(seconds / 60, 2), "runs": len(rows),
             "max_peak_memory_mb": max((r["peak_memory_mb"] for r in rows), default=None),
             "median_tokens_per_second": int(np.median(tokens)) if tokens else None,
             "median_mfu": round(float(np.median(mfu)), 4) if mfu else None,

@@ -8,7 +8,7 @@ from lora_edu import inject_lora, lora_layers, mark_only_lora_trainable
 from lora_edu.gpt.data import TASKS, answer_mask, make_world, pack_lines, parse_json_answer, task_examples
 from lora_edu.gpt.device import configure_threads, pick_device, precision_for
 from lora_edu.gpt.evaluate import answer_loss, answer_scores, exact_match, generate_answers, lm_loss
-from lora_edu.gpt.finetune import finetune
+from lora_edu.gpt.finetune import collect_reports, finetune
 from lora_edu.gpt.model import GPT, GPTConfig
 from lora_edu.gpt.pretrain import PRETRAIN_SIZES, load_pretrained, pretrain, world_for
 from lora_edu.gpt.train import TrainConfig, lr_at, make_optimizer, state_bytes, train, trim_padding
@@ -415,3 +415,13 @@ def test_the_after_training_line_shows_minutes_throughput_memory_and_mfu(monkeyp
     assert res.mfu(torch.device("cuda")) == pytest.approx(1e13 / 989e12)
     cpu = res.summary(torch.device("cpu"))
     assert "no GPU" in cpu and "MFU: needs a GPU" in cpu and res.mfu(torch.device("cpu")) is None
+
+
+def test_collect_reports_gathers_every_finetune_inside_the_block_only(pretrained):
+    base, world = pretrained
+    with collect_reports() as outer:
+        _, first = finetune(base, world, "json", "lora-qv", steps=2, batch_size=4, progress=False, score_all=False)
+        with collect_reports() as inner:
+            _, second = finetune(base, world, "json", "full", steps=2, batch_size=4, progress=False, score_all=False)
+    finetune(base, world, "json", "lora-qv", steps=1, batch_size=4, progress=False, score_all=False)  # after: not collected
+    assert outer == [first, second] and inner == [second]

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from .model import GPT
 from .pretrain import pretraining_eval_rows, pretraining_rows
 from .train import TrainConfig, TrainResult, train
 
-__all__ = ["FINETUNE_SIZES", "METHODS", "Report", "finetune"]
+__all__ = ["FINETUNE_SIZES", "METHODS", "Report", "collect_reports", "finetune"]
 
 # The notebook's configuration per model size: "tiny" on a CPU (CI), "gpu" on a class GPU.
 FINETUNE_SIZES = {"tiny": {"steps": 200, "batch_size": 32}, "gpu": {"steps": 400, "batch_size": 64}}
@@ -165,4 +167,24 @@ def finetune(
         best_step=result.best_step,
         result=result,
     )
+    for reports in _collectors:
+        reports.append(report)
     return model, report
+
+
+_collectors: list[list[Report]] = []  # the open collect_reports() blocks
+
+
+@contextmanager
+def collect_reports() -> Iterator[list[Report]]:
+    """Every ``Report`` that ``finetune`` returns inside the block, in order.
+
+    For tools that run a lesson and measure its fine-tunes (``benchmarks/gpu_check.py``): the lesson itself
+    keeps no list for them.
+    """
+    reports: list[Report] = []
+    _collectors.append(reports)
+    try:
+        yield reports
+    finally:
+        _collectors.remove(reports)
