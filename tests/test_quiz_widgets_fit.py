@@ -381,3 +381,8 @@ def test_rank_slider_moves_without_a_new_svd(monkeypatch):
     for k in (5, 30, 1):
         slider.slider.value = k
     assert len(slider.latencies_ms) == 3 and slider.caption.value == rank_caption(slider.svd, 1)
+
+
+def test_three_significant_digits_pass_rounded_or_cut_off():
+    assert quiz.check("tail-error", 2.24) and quiz.check("tail-error", 2.23) and quiz.check("tail-error", 2.236)
+    assert not quiz.check("tail-error", 2.0) and not quiz.check("tail-error", 2.3)

@@ -55,10 +55,10 @@ def forward_cases(rng: np.random.Generator) -> list[tuple]:
 
 register(CodeExercise(
     id="lora-forward",
-    prompt="Write lora_forward(x, W, A, B, alpha, r) with NumPy: the output of a bias-free LoRA layer for a batch of "
+    prompt="Write numpy_lora_forward(x, W, A, B, alpha, r) with NumPy: the output of a bias-free LoRA layer for a batch of "
     "row vectors x (n x d_in), frozen W (d_out x d_in), A (r x d_in), B (d_out x r). It is run on hidden shapes "
     "(d_in ≠ d_out included) and compared with lora_edu.LoRALinear holding the same weights.",
-    signature="lora_forward(x, W, A, B, alpha, r) -> y  # y: (n, d_out)",
+    signature="numpy_lora_forward(x, W, A, B, alpha, r) -> y  # y: (n, d_out)",
     reference=package_lora_forward,
     cases=forward_cases,
     explanation="y = x Wᵀ + (α/r) (x Aᵀ) Bᵀ: A reads r features of each input, B writes them along r output "
