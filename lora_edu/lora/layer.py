@@ -135,7 +135,7 @@ class LoRALinear(nn.Module):
             raise TypeError(f"LoRALinear wraps {LINEAR_KINDS}, got {type(base).__name__}.")
         check_lora_hyperparameters(r, alpha, dropout)
         d_in, d_out, fan_in_fan_out = linear_shape(base)
-        if r > max_rank(base):
+        if r > min(d_in, d_out):
             raise ValueError(
                 f"LoRA rank r={r} exceeds min(d_in, d_out) = min({d_in}, {d_out}); "
                 "a product B A cannot have a higher rank than that. Choose a smaller r."
@@ -333,7 +333,7 @@ def inject_lora(
             + ". Injecting twice would stack adapters; call remove_lora(model) first."
         )
     for name in names:
-        check_injectable(model, name)
+        check_untied(model, name)
     trainable = {p: p.requires_grad for p in model.parameters()}
     layers = {}
     try:  # each LoRALinear checks r, alpha, dropout, init and the rank against its layer's shape
@@ -348,7 +348,7 @@ def inject_lora(
     return names
 
 
-def check_injectable(model: nn.Module, name: str) -> None:
+def check_untied(model: nn.Module, name: str) -> None:
     """Raise if layer ``name`` cannot take a LoRA because its weight is shared with another layer."""
     tied = tied_weight_names(model, name)
     if tied:

@@ -28,8 +28,8 @@ from ..checks import is_int, is_number
 from .layer import (
     LINEAR_KINDS,
     LoRALinear,
-    check_injectable,
     check_lora_hyperparameters,
+    check_untied,
     is_linear,
     linear_shape,
     lora_layers,
@@ -230,7 +230,7 @@ def plan_layers(model: nn.Module, config: dict) -> dict[str, tuple[int, float]]:
                 "the adapter was made for a bigger model.",
             )
         if not isinstance(module, LoRALinear):
-            check_injectable(model, name)
+            check_untied(model, name)
         plan[name] = (r, alpha)
     return plan
 
