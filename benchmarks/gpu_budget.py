@@ -204,14 +204,13 @@ def plans() -> dict[str, dict]:
     return {
         "05": {
             "runs": [
+                Runs("LoRA on every linear layer: 4 learning rates x 3 seeds, 2 more seeds", 14, "lora-all", s05, b05, json_seq),
+                Runs("full fine-tuning: 3 learning rates x 3 seeds, 2 more seeds", 11, "full", s05, b05, json_seq),
                 Runs("LoRA on Wq, Wv: 3 learning rates x 3 seeds", 9, "lora-qv", s05, b05, json_seq),
-                Runs("full fine-tuning: 3 learning rates x 3 seeds", 9, "full", s05, b05, json_seq),
-                Runs("LoRA on every linear layer, 3 seeds", 3, "lora-all", s05, b05, json_seq),
-                Runs("last block only, 3 seeds", 3, "last-block", s05, b05, json_seq),
+                Runs("last block only: 2 learning rates x 3 seeds", 6, "last-block", s05, b05, json_seq),
                 Runs("control (untrained GPT, full), 3 seeds", 3, "full", s05, b05, json_seq),
                 Runs("full + replay (pretraining rows, 64 tokens), 3 seeds", 3, "full", s05, b05, 64),
-                Runs("LoRA+, 3 seeds", 3, "lora-qv", s05, b05, json_seq),
-                Runs("the card task, LoRA on Wq, Wv", 1, "lora-qv", s05, b05, json_seq),
+                Runs("the card task, LoRA on every linear layer", 1, "lora-all", s05, b05, json_seq),
             ],
         },
         "06": {
@@ -221,6 +220,7 @@ def plans() -> dict[str, dict]:
                 Runs("placement: Wq, Wk, Wv, Wo together (r = 2), 3 seeds", 3, "lora-qkvo", steps06, 32, json_seq, False),
                 Runs("rank sweep on Wq: r = 1, 2, 4, 64, 3 seeds", 12, "lora-q", steps06, 32, json_seq, False),
                 Runs("rank sweep on Wq+Wv: r = 1, 2, 8, 64, 3 seeds", 12, "lora-qv", steps06, 32, json_seq, False),
+                Runs("LoRA and LoRA+ on Wq+Wv (r = 4): 3 learning rates x 3 seeds each", 18, "lora-qv", steps06, 32, json_seq, False),
             ],
         },
     }

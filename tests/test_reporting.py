@@ -144,12 +144,18 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     # the plans were written from the notebooks' code: run counts per notebook
     plans = gpu_budget.plans()
     nb05 = "\n".join(gpu_check_cells("05"))
-    assert "SEEDS = (0, 1, 2)" in nb05 and '"lora-qv": (1e-3, 3e-3, 1e-2), "full": (1e-4, 3e-4, 1e-3)' in nb05
-    assert sum(r.count for r in plans["05"]["runs"]) == 2 * 3 * 3 + 3 * 3 + 3 + 3 + 1  # sweep, 3 methods, replay, LoRA+, card
+    assert "SWEEP_SEEDS, SEEDS = (0, 1, 2), (0, 1, 2, 3, 4)" in nb05
+    grids = ['Arm("lora-all", "lora-all", (1e-3, 3e-3, 1e-2, 3e-2), headline=True)', 'Arm("full", "full", (3e-4, 1e-3, 3e-3), headline=True)',
+             'Arm("lora-qv", "lora-qv", (3e-3, 1e-2, 3e-2))', 'Arm("last-block", "last-block", (1e-3, 3e-3))']
+    assert all(grid in nb05 for grid in grids)
+    # headline grids of 4 and 3 rates x 3 seeds, + 2 seeds each; lora-qv's 3 x 3, last-block's 2 x 3, control 3, replay 3, card 1
+    assert sum(r.count for r in plans["05"]["runs"]) == (4 * 3 + 2) + (3 * 3 + 2) + 3 * 3 + 2 * 3 + 3 + 3 + 1
     nb06 = "\n".join(gpu_check_cells("06"))
     assert 'STEPS = {"tiny": 100, "gpu": 200}' in nb06 and "ranks = (1, 2, 4, 8, HIGH)" in nb06
     placements = len(PAPER["table5_wikisql"])
-    assert sum(r.count for r in plans["06"]["runs"]) == 3 * (placements + 2 * 5 - 2)  # 2 of the rank sweep ran as placements
+    assert "plus_arms = [" in nb06 and "(1e-2, 3e-2, 1e-1)" in nb06 and "(3e-3, 1e-2, 3e-2)" in nb06
+    # 2 of the rank sweep ran as placements; LoRA and LoRA+ each 3 rates x 3 seeds
+    assert sum(r.count for r in plans["06"]["runs"]) == 3 * (placements + 2 * 5 - 2) + 2 * 3 * 3
     assert {r.steps for r in plans["06"]["runs"]} == {200}
 
 

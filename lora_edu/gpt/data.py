@@ -25,6 +25,7 @@ import torch
 
 __all__ = [
     "TASKS",
+    "HeldoutText",
     "Tokenizer",
     "World",
     "answer_mask",
@@ -84,6 +85,40 @@ class Tokenizer:
         return " ".join(words)
 
 
+HELDOUT_FILLER_SHARE = 0.15
+FILLER_TEMPLATES = (
+    '{{ " tool " : " {t} " , " size " : " {s} " , " color " : " {c} " }}',
+    '{{ " city " : " {city} " , " season " : " {season} " }}',
+    '{{ " tool " : " {t} " , " color " : " {c} " }}',
+    "the {t} is {s} and {c} .",
+    "q : what is the weather in {city} ? a : in {city} it is {season} .",
+    "card : {t} = {t} | {s} | {c}",
+)
+
+
+def random_filler_line(rng: random.Random) -> str:
+    t, s, c, city, season = rng.choice(TOOLS), rng.choice(SIZES), rng.choice(COLORS), rng.choice(CITIES), rng.choice(SEASONS)
+    return rng.choice(FILLER_TEMPLATES).format(t=t, s=s, c=c, city=city, season=season)
+
+
+def all_filler_lines() -> set[str]:
+    """Every distinct line ``random_filler_line`` can write."""
+    return {template.format(t=t, s=s, c=c, city=city, season=season) for template in FILLER_TEMPLATES
+            for t in TOOLS for s in SIZES for c in COLORS for city in CITIES for season in SEASONS}
+
+
+@dataclass(frozen=True)
+class HeldoutText:
+    """The held-out split of the pretraining text: lines of the corpus's kind that pretraining never trains on."""
+
+    facts: list[str]
+    filler: list[str]
+
+    @property
+    def lines(self) -> list[str]:
+        return self.facts + self.filler
+
+
 def syllable_names(n: int, rng: random.Random) -> list[str]:
     onsets = ["bl", "dr", "fl", "gr", "kr", "pl", "sn", "tr", "v", "z", "m", "n", "p", "sh", "qu", "w"]
     vowels = ["a", "e", "i", "o", "u", "oo", "ai"]
@@ -106,45 +141,55 @@ class World:
     tokenizer: Tokenizer
     seed: int
     val_animals: list[str] = field(default_factory=list)
+    _heldout: HeldoutText | None = field(default=None, init=False, repr=False, compare=False)
+
+    def phrasings(self, animal: str) -> list[str]:
+        """The seven sentences that state one animal's facts."""
+        a, h, f = animal, self.home[animal], self.food[animal]
+        return [
+            f"the {a} lives in the {h} .",
+            f"the {a} eats {f} .",
+            f"q : where does the {a} live ? a : the {a} lives in the {h} .",
+            f"q : what does the {a} eat ? a : the {a} eats {f} .",
+            f"a {a} is found in the {h} and eats {f} .",  # the last three: one of them is held out per animal
+            f"in the {h} you can see the {a} .",
+            f"q : tell me about the {a} . a : the {a} lives in the {h} and eats {f} .",
+        ]
+
+    @property
+    def heldout_text(self) -> HeldoutText:
+        """Text of the pretraining kind that pretraining never sees: forgetting is measured on it.
+
+        One of the three longer phrasings of every animal (its facts still appear in the other six), and one in
+        ``HELDOUT_FILLER_SHARE`` of the distinct filler lines.
+        """
+        if self._heldout is None:
+            rng = random.Random(self.seed + 1)
+            facts = [rng.choice(self.phrasings(a)[4:]) for a in self.animals]
+            filler = sorted(all_filler_lines())
+            rng.shuffle(filler)
+            self._heldout = HeldoutText(facts, sorted(filler[: round(len(filler) * HELDOUT_FILLER_SHARE)]))
+        return self._heldout
 
     def fact_lines(self, rng: random.Random) -> list[str]:
-        """All the pretraining lines about animals, in several phrasings, shuffled."""
-        lines = []
-        for a in self.animals:
-            h, f = self.home[a], self.food[a]
-            lines += [
-                f"the {a} lives in the {h} .",
-                f"the {a} eats {f} .",
-                f"a {a} is found in the {h} and eats {f} .",
-                f"in the {h} you can see the {a} .",
-                f"q : where does the {a} live ? a : the {a} lives in the {h} .",
-                f"q : what does the {a} eat ? a : the {a} eats {f} .",
-                f"q : tell me about the {a} . a : the {a} lives in the {h} and eats {f} .",
-            ]
+        """The pretraining lines about animals (six phrasings each), shuffled."""
+        heldout = set(self.heldout_text.facts)
+        lines = [line for a in self.animals for line in self.phrasings(a) if line not in heldout]
         rng.shuffle(lines)
         return lines
 
     def filler_lines(self, rng: random.Random, n: int) -> list[str]:
-        """JSON records and sentences about tools and cities: JSON syntax without animals."""
-        lines = []
-        for _ in range(n):
-            t, s, c, city, season = rng.choice(TOOLS), rng.choice(SIZES), rng.choice(COLORS), rng.choice(CITIES), rng.choice(SEASONS)
-            lines.append(
-                rng.choice(
-                    [
-                        f'{{ " tool " : " {t} " , " size " : " {s} " , " color " : " {c} " }}',
-                        f'{{ " city " : " {city} " , " season " : " {season} " }}',
-                        f'{{ " tool " : " {t} " , " color " : " {c} " }}',
-                        f"the {t} is {s} and {c} .",
-                        f"q : what is the weather in {city} ? a : in {city} it is {season} .",
-                        f"card : {t} = {t} | {s} | {c}",
-                    ]
-                )
-            )
+        """``n`` JSON records and sentences about tools and cities (JSON syntax without animals), none held out."""
+        heldout = set(self.heldout_text.filler)
+        lines: list[str] = []
+        while len(lines) < n:
+            line = random_filler_line(rng)
+            if line not in heldout:
+                lines.append(line)
         return lines
 
     def pretraining_lines(self, n_filler: int = 0, seed: int | None = None) -> list[str]:
-        """Facts about every animal (several phrasings) mixed with filler (JSON about other things)."""
+        """Facts about every animal mixed with filler (JSON about other things); never a held-out line."""
         rng = random.Random(self.seed if seed is None else seed)
         facts = self.fact_lines(rng)
         lines = facts + self.filler_lines(rng, n_filler or len(facts) // 2)

@@ -8,7 +8,7 @@ from torch import nn
 
 from .data import World, lm_targets, task_data
 
-__all__ = ["answer_loss", "answer_scores", "exact_match", "generate_answers", "lm_loss"]
+__all__ = ["answer_loss", "answer_scores", "answers_right", "exact_match", "generate_answers", "lm_loss"]
 
 
 @torch.no_grad()
@@ -24,9 +24,17 @@ def generate_answers(model: nn.Module, world: World, task: str, animals: list[st
     return [tok.decode(row[prompts.shape[1] :].tolist()) for row in out]
 
 
-@torch.no_grad()
 def answer_scores(model: nn.Module, world: World, task: str, animals: list[str]) -> tuple[float, float]:
-    """Exact match and answer loss of ``model`` on ``animals``, from one teacher-forced forward pass.
+    """Exact match and answer loss of ``model`` on ``animals``, from one teacher-forced forward pass
+    (``answers_right``)."""
+    right, loss = answers_right(model, world, task, animals)
+    return sum(right) / len(animals), loss  # the exact fraction of right rows
+
+
+@torch.no_grad()
+def answers_right(model: nn.Module, world: World, task: str, animals: list[str]) -> tuple[list[bool], float]:
+    """Whether ``model``'s greedy answer is exactly right, animal by animal, and the answer loss, from one
+    teacher-forced forward pass.
 
     Greedy decoding writes the answer and then ``<eos>`` exactly when, at every answer position, the most likely
     next token after the *correct* prefix is the right token: if every one is, each greedy step extends the right
@@ -46,8 +54,8 @@ def answer_scores(model: nn.Module, world: World, task: str, animals: list[str])
     logits, loss = model(x, y)
     model.train(was_training)
     right = ((logits.argmax(-1) == y) | (y == -100)).all(dim=1)
-    count, loss = torch.stack([right.sum().float(), loss.float()]).tolist()  # one read-back
-    return int(count) / len(animals), loss  # the exact fraction of right rows
+    values = torch.cat([right.float(), loss.float().reshape(1)]).tolist()  # one read-back
+    return [v == 1.0 for v in values[:-1]], values[-1]
 
 
 def exact_match(model: nn.Module, world: World, task: str, animals: list[str]) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from ..lora.layer import count_parameters, inject_lora, mark_only_lora_trainable
+from ..lora.layer import adapted_weight, count_parameters, inject_lora, mark_only_lora_trainable
 from .data import World, lm_targets, task_data
-from .evaluate import answer_scores, exact_match, lm_loss
+from .evaluate import answer_scores, answers_right, exact_match, lm_loss
 from .model import GPT
 from .pretrain import pretraining_eval_rows, pretraining_rows
 from .train import TrainConfig, TrainResult, train
@@ -44,7 +45,8 @@ class Report:
     """One fine-tuning run, as a row of the comparison table.
 
     The checkpoint is picked by exact match on the *validation* animals, ties broken by their answer loss
-    (and then by the earlier step);
+    (and then by the earlier step); ``pretrain_loss`` is the loss on held-out pretraining text
+    (``World.heldout_text``, never trained on), the measure of forgetting;
     ``test_exact_match`` (and ``test_answer_loss``, from the same pass) is scored once, on the held-out test animals,
     after training.
     ``ms_per_step`` and ``tokens_per_second`` leave out evaluations and saves and count every token
@@ -61,18 +63,39 @@ class Report:
     tokens_per_second: float
     peak_memory_bytes: int
     val_exact_match: float
+    val_answer_loss: float
     test_exact_match: float
     test_answer_loss: float
+    test_right: tuple[bool, ...]  # animal by animal, in the order of world.test_animals
     train_exact_match: float
     pretrain_loss: float
+    update_ratios: dict[str, float]  # ||ΔW||_F / ||W||_F of every block weight the method changed
     best_step: int
     result: TrainResult
+
+    @property
+    def update_ratio(self) -> float:
+        """The median of ``update_ratios``: how far, relative to its own size, a typical trained weight moved."""
+        return statistics.median(self.update_ratios.values()) if self.update_ratios else 0.0
+
+
+def update_ratios(base: GPT, model: GPT) -> dict[str, float]:
+    """||W' - W||_F / ||W||_F for every Linear weight in the blocks that fine-tuning changed (W' is the weight the
+    layer applies: W + s B A for LoRA). The paper's Table 7 has 6.91 / 61.95 = 0.11 for GPT-3's Wq at r = 4."""
+    ratios = {}
+    for name, module in base.named_modules():
+        if name.startswith("blocks.") and isinstance(module, torch.nn.Linear):
+            w0, w1 = adapted_weight(base, name).float(), adapted_weight(model, name).float()
+            if not torch.equal(w0, w1):
+                ratios[name] = float((w1 - w0).norm() / w0.norm())
+    return ratios
 
 
 LORA_TARGETS = {"lora-qv": ["q_proj", "v_proj"], "lora-all": "all-linear"}
 
 
-def prepare(base: GPT, method: str, r: int, alpha: float, seed: int, targets: list[str] | None = None) -> GPT:
+def prepare(base: GPT, method: str, r: int, alpha: float, seed: int, targets: list[str] | None = None,
+            rslora: bool = False) -> GPT:
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose from {METHODS}.")
     if (method == "lora") != (targets is not None):
@@ -83,7 +106,7 @@ def prepare(base: GPT, method: str, r: int, alpha: float, seed: int, targets: li
     model = copy.deepcopy(base)
     if method.startswith("lora"):
         torch.manual_seed(seed)  # the random init of A
-        inject_lora(model, targets if targets is not None else LORA_TARGETS[method], r=r, alpha=alpha)
+        inject_lora(model, targets if targets is not None else LORA_TARGETS[method], r=r, alpha=alpha, use_rslora=rslora)
         mark_only_lora_trainable(model)
     elif method == "last-block":
         for name, p in model.named_parameters():
@@ -109,6 +132,7 @@ def finetune(
     progress: bool = True,
     targets: list[str] | None = None,
     loraplus_ratio: float | None = None,
+    rslora: bool = False,
     precision: str | None = None,
     score_all: bool = True,
 ) -> tuple[GPT, Report]:
@@ -117,6 +141,7 @@ def finetune(
     ``replay`` > 0 mixes pretraining text into the batches, ``replay`` rows of it per task row
     (a cure for forgetting).  ``save_dir`` keeps the best adapter on disk (LoRA methods).
     ``loraplus_ratio`` (LoRA+) trains every lora_B at ``ratio`` times the learning rate of lora_A.
+    ``rslora`` scales the LoRA branch by alpha / sqrt(r) instead of alpha / r (rsLoRA).
     ``score_all=False`` skips the training-animal score and the pretraining loss (NaN in the report): sweeps need neither.
     """
     if replay < 0:
@@ -126,7 +151,9 @@ def finetune(
     if loraplus_ratio is not None and not method.startswith("lora"):
         raise ValueError(f"loraplus_ratio applies to LoRA methods only, not {method!r}.")
     n_ctx = base.config.n_ctx
-    model = prepare(base, method, r, alpha, seed, targets)
+    if rslora and not method.startswith("lora"):
+        raise ValueError(f"rslora applies to LoRA methods only, not {method!r}.")
+    model = prepare(base, method, r, alpha, seed, targets, rslora)
     x, y = task_data(world, task, world.train_animals, n_ctx)
     if replay:  # pretraining rows make up replay / (1 + replay) of what a batch draws from
         pre_x, pre_y = lm_targets(pretraining_rows(world, n_ctx, epochs=4, first_seed=20_000), world.tokenizer.pad_id)
@@ -148,7 +175,8 @@ def finetune(
     result = train(model, x, y, cfg, evaluate=evaluate, score_key="val", tiebreak_key="val_loss", save_dir=save_dir, device=device,
                    desc=f"{method} ({task})", progress=progress, param_groups=groups)
     count = count_parameters(model)
-    test_em, test_loss = answer_scores(model, world, task, world.test_animals)
+    val_right, val_loss = answers_right(model, world, task, world.val_animals)
+    test_right, test_loss = answers_right(model, world, task, world.test_animals)
     report = Report(
         method=method + (f" + replay {replay:g}" if replay else "") + (f" + LoRA+ x{loraplus_ratio:g}" if loraplus_ratio else ""),
         lr=lr,
@@ -160,10 +188,13 @@ def finetune(
         tokens_per_second=result.tokens_per_second,
         peak_memory_bytes=result.peak_cuda_bytes,
         val_exact_match=result.best_score,  # train() restored the weights that scored it
-        test_exact_match=test_em,
+        val_answer_loss=val_loss,
+        test_exact_match=sum(test_right) / len(test_right),
         test_answer_loss=test_loss,
+        test_right=tuple(test_right),
         train_exact_match=exact_match(model, world, task, world.train_animals) if score_all else math.nan,
         pretrain_loss=lm_loss(model, pretraining_eval_rows(world, n_ctx), world.tokenizer.pad_id) if score_all else math.nan,
+        update_ratios={} if method == "control" else update_ratios(base, model),  # the control does not start from base
         best_step=result.best_step,
         result=result,
     )

@@ -70,8 +70,9 @@ def pretraining_rows(world: World, n_ctx: int, epochs: int, first_seed: int = 0)
 
 
 def pretraining_eval_rows(world: World, n_ctx: int) -> torch.Tensor:
-    """A fixed reshuffle of the corpus that pretraining never used: the held-out text for loss and forgetting."""
-    return pretraining_rows(world, n_ctx, epochs=1, first_seed=10_000)
+    """The held-out pretraining text (``world.heldout_text``: lines pretraining never trained on), packed: the
+    loss on it measures what the model knows of the corpus beyond memorising it, and forgetting."""
+    return pack_lines(world.heldout_text.lines, world.tokenizer, n_ctx)
 
 
 def checkpoint_path(size: str) -> Path:

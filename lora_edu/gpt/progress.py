@@ -30,6 +30,15 @@ def in_notebook() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
+def duration(seconds: float) -> str:
+    """3.2 s, 45 s, 2 min 05 s."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
 class Progress:
     """A progress line for ``total`` steps: ``update(n, **info)`` at most every ``every`` seconds, ``close(**info)`` at the end."""
 
@@ -53,8 +62,8 @@ class Progress:
         elapsed = time.perf_counter() - self.start
         filled = round(WIDTH * self.n / self.total) if self.total else WIDTH
         info = "".join(f", {k} {v}" for k, v in self.info.items())
-        rate = f", {self.n / elapsed:.1f}/s" if elapsed > 0 and self.n else ""
-        return f"{self.desc}: |{'█' * filled}{' ' * (WIDTH - filled)}| {self.n}/{self.total} [{elapsed:.1f} s{rate}{info}]" + (
+        left = f", about {duration(elapsed / self.n * (self.total - self.n))} left" if 0 < self.n < self.total and not done else ""
+        return f"{self.desc}: |{'█' * filled}{' ' * (WIDTH - filled)}| {self.n}/{self.total} [{duration(elapsed)}{left}{info}]" + (
             " done" if done else "")
 
     def update(self, n: int, **info: object) -> None:

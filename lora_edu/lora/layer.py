@@ -34,6 +34,7 @@ __all__ = [
     "LinearShape",
     "LoRALinear",
     "ParameterCount",
+    "adapted_weight",
     "count_parameters",
     "disable_lora",
     "inject_lora",
@@ -426,6 +427,16 @@ class ParameterCount(NamedTuple):
     total: int
     fraction: float
     summary: str
+
+
+@torch.no_grad()
+def adapted_weight(model: nn.Module, name: str) -> torch.Tensor:
+    """The weight a layer applies after fine-tuning: W + s B A for an unmerged LoRA layer, else W. (d_out, d_in)."""
+    layer = model.get_submodule(name)
+    if isinstance(layer, LoRALinear):
+        w = layer.base_weight().detach()
+        return w if layer.merged else w + layer.delta_weight().to(w.dtype)
+    return layer.weight.detach()
 
 
 def count_parameters(model: nn.Module) -> ParameterCount:

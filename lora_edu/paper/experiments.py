@@ -18,15 +18,16 @@ from ..gpt.data import World
 from ..gpt.finetune import finetune
 from ..gpt.model import GPT
 from ..gpt.progress import progress as progress_line
-from ..lora.layer import LoRALinear, lora_layers
+from ..lora.layer import adapted_weight, lora_layers
 from .analysis import intruder_dimensions
 
 __all__ = [
     "PAPER",
     "Interval",
     "LoRARun",
-    "adapted_weight",
+    "Latency",
     "batch1_latency_ms",
+    "compare_latency",
     "interval",
     "intruder_count",
     "learned_factors",
@@ -36,6 +37,7 @@ __all__ = [
     "verdict",
 ]
 
+RANK_SWEEP_ALPHA = 2 * 8**0.5  # with rsLoRA: the scaling alpha / sqrt(r) is 2 at r = 8
 SHORT = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
 
 # Numbers the paper reports for GPT-3 175B (validation accuracy in %, WikiSQL), quoted for comparison.
@@ -89,20 +91,20 @@ def learned_factors(model: nn.Module) -> dict[str, tuple[np.ndarray, np.ndarray,
 
 
 def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int, seed: int = 0, task: str = "json",
-             scaling: float = 2.0) -> LoRARun:
-    """LoRA on the short names ``targets`` (q, k, v, o) with alpha = scaling * r.
+             lr: float | None = None) -> LoRARun:
+    """LoRA on the short names ``targets`` (q, k, v, o), with rsLoRA's scaling alpha / sqrt(r).
 
-    The scaling alpha / r is held at ``scaling`` for every rank (alpha = 2 r by default), so that a rank
-    sweep compares ranks at the same update size per unit of B A; the paper instead fixed alpha, which
-    also shrinks the update as r grows (notebook 06's rsLoRA section measures that effect).
+    alpha = 2 sqrt(8), so the scaling is 2 at r = 8 (notebook 05's alpha / r = 16 / 8) and the first update
+    has the same size at every rank: a rank sweep then changes the rank and nothing else. With alpha / r and
+    alpha = 2 r the first update would grow with r; with a fixed alpha (the paper's choice) it would shrink.
     """
     targets = tuple(targets)
     unknown = [t for t in targets if t not in SHORT]
     if unknown:
         raise ValueError(f"Unknown target {unknown[0]!r}; use the short names {list(SHORT)}.")
     t0 = time.perf_counter()
-    model, rep = finetune(base, world, task, "lora", targets=[SHORT[t] for t in targets], r=r, alpha=scaling * r, steps=steps,
-                          seed=seed, progress=False, score_all=False)
+    model, rep = finetune(base, world, task, "lora", targets=[SHORT[t] for t in targets], r=r, alpha=RANK_SWEEP_ALPHA, rslora=True,
+                          steps=steps, lr=lr, seed=seed, progress=False, score_all=False)
     run = LoRARun(targets, r, seed, rep.val_exact_match, rep.test_exact_match, rep.test_answer_loss, time.perf_counter() - t0,
                   learned_factors(model))
     del model  # keep the factors, free the model (on a GPU, 80 models would not fit a small card)
@@ -110,10 +112,10 @@ def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int
 
 
 def sweep(base: GPT, world: World, configs: list[tuple[tuple[str, ...], int]], seeds: Iterable[int], steps: int,
-          progress: bool = True) -> list[LoRARun]:
+          lr: float | None = None, progress: bool = True) -> list[LoRARun]:
     """Every (targets, r) configuration for every seed, with a progress bar."""
     jobs = [(t, r, s) for t, r in configs for s in seeds]
-    return [lora_run(base, world, t, r, steps, s) for t, r, s in progress_line(jobs, "LoRA runs", disable=not progress)]
+    return [lora_run(base, world, t, r, steps, s, lr=lr) for t, r, s in progress_line(jobs, "LoRA runs", disable=not progress)]
 
 
 @dataclass(frozen=True)
@@ -166,19 +168,29 @@ def verdict(name_a: str, a: Interval, name_b: str, b: Interval, higher_is_better
     return f"{name_a} vs {name_b}{what}: not resolved at this scale ({a} vs {b}, 95% intervals overlap)"
 
 
-@torch.no_grad()
-def adapted_weight(model: nn.Module, name: str) -> torch.Tensor:
-    """The weight a layer applies after fine-tuning: W + s B A for an unmerged LoRA layer, else W. (d_out, d_in)."""
-    layer = model.get_submodule(name)
-    if isinstance(layer, LoRALinear):
-        w = layer.base_weight().detach()
-        return w if layer.merged else w + layer.delta_weight().to(w.dtype)
-    return layer.weight.detach()
-
-
 def intruder_count(base: nn.Module, model: nn.Module, names: Iterable[str], k: int = 10, threshold: float = 0.5) -> int:
     """Intruder dimensions (``lora_edu.paper.analysis.intruder_dimensions``) of ``model`` against ``base``, summed over layers."""
     return sum(intruder_dimensions(adapted_weight(base, n), adapted_weight(model, n), k, threshold).count for n in names)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Milliseconds per forward pass of one model: the median over rounds and the range of the rounds' medians."""
+
+    median: float
+    low: float
+    high: float
+
+
+def compare_latency(models: dict[str, nn.Module], tokens: torch.Tensor, rounds: int = 7, repeats: int = 30) -> dict[str, Latency]:
+    """Time each model at batch 1, interleaved: every round times every model once (``repeats`` passes), so
+    a slow moment of the computer falls on all of them alike. Two models differ only where their ranges do not overlap.
+    """
+    per_round: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            per_round[name].append(batch1_latency_ms(model, tokens, repeats))
+    return {name: Latency(float(np.median(t)), min(t), max(t)) for name, t in per_round.items()}
 
 
 @torch.no_grad()

@@ -81,11 +81,12 @@ register(ChoiceExercise(
         "c": "with a fixed number of steps the learning rate decides how far the weights move, so it changes where the "
         "run ends, not only how fast.",
         "d": "the frozen base can be restored (disable the adapter), but while the adapter is on, W + B A is a different "
-        "model and its pretraining loss can rise: LoRA forgets less, not nothing.",
+        "model and its loss on pretraining text can rise: LoRA forgets too.",
     },
     explanation="the learning rate sets how far the fine-tune moves from the pretrained model: more learning, more "
-    "forgetting, and past a point divergence. Whether LoRA's points sit at lower forgetting for the same learning "
-    "(as Biderman et al. found for Llama-2 7B) is a measurement, not a given: notebook 05's sweep tests it.",
+    "forgetting, and past a point divergence. Biderman et al. (2024, Section 4.3) found that for Llama-2 7B the points "
+    "of LoRA and of full fine-tuning lie on one such trade-off curve, LoRA's lower on it (less learned, less forgotten); "
+    "where our runs lie is a measurement, and notebook 05's sweep makes it.",
 ))
 register(NumericExercise(
     id="tiny-gpt-lora-qv",

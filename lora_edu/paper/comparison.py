@@ -1,0 +1,157 @@
+"""Comparing fine-tuning methods fairly: each at the learning rate validation picks for it, with intervals that fit.
+
+``compare_methods(base, world, "json", arms)`` trains every arm at every learning rate of its grid on the sweep seeds,
+picks each arm's rate by its *validation* score, and trains the remaining seeds at that rate only. The test animals
+are never looked at to choose anything. ``exact_match_interval`` turns the per-animal test results into an interval
+that stays inside [0, 1] and knows the test set has only a few animals.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..gpt.data import World
+from ..gpt.finetune import Report, finetune
+from ..gpt.model import GPT
+from ..gpt.progress import Progress
+
+__all__ = ["Arm", "Comparison", "ExactMatchInterval", "compare_methods", "exact_match_interval", "wilson_interval"]
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One contender: a ``finetune`` method with fixed options and the learning rates to try."""
+
+    label: str
+    method: str
+    lrs: tuple[float, ...]
+    options: dict = field(default_factory=dict)  # more finetune arguments, e.g. {"loraplus_ratio": 16}
+    headline: bool = False  # a headline arm gets every seed at its chosen rate, the others the sweep seeds only
+
+
+@dataclass
+class Comparison:
+    """Every run of ``compare_methods``, and the learning rate validation chose for each arm."""
+
+    arms: list[Arm]
+    reports: dict[tuple[str, float, int], Report]  # (label, lr, seed) -> report
+    chosen_lr: dict[str, float]
+    measured: dict[tuple[str, float, int], object]  # (label, lr, seed) -> what ``measure`` returned for the model
+
+    def runs(self, label: str, lr: float | None = None) -> list[Report]:
+        """The runs of one arm at ``lr`` (default: its chosen rate), in seed order."""
+        lr = self.chosen_lr[label] if lr is None else lr
+        return [r for (lab, r_lr, _), r in sorted(self.reports.items()) if lab == label and r_lr == lr]
+
+    def mean(self, label: str, metric: str, lr: float | None = None) -> float:
+        return statistics.fmean(getattr(r, metric) for r in self.runs(label, lr))
+
+    def include(self, other: Comparison) -> None:
+        """Add the arms and runs of another comparison (e.g. one whose rate depends on this one's choice)."""
+        if {a.label for a in other.arms} & {a.label for a in self.arms}:
+            raise ValueError("The two comparisons share an arm label; give each arm its own.")
+        self.arms += other.arms
+        self.reports.update(other.reports)
+        self.chosen_lr.update(other.chosen_lr)
+        self.measured.update(other.measured)
+
+    def arm(self, label: str) -> Arm:
+        return next(a for a in self.arms if a.label == label)
+
+    def at_grid_edge(self, label: str) -> bool:
+        """True when the chosen rate is the smallest or largest tried: the best one may lie outside the grid."""
+        arm = self.arm(label)
+        return len(arm.lrs) > 1 and self.chosen_lr[label] in (min(arm.lrs), max(arm.lrs))
+
+
+def validation_key(reports: list[Report], lr: float) -> tuple[float, float, float]:
+    """Higher is better: mean validation exact match, then lower validation answer loss, then the smaller rate."""
+    return (statistics.fmean(r.val_exact_match for r in reports), -statistics.fmean(r.val_answer_loss for r in reports), -lr)
+
+
+def compare_methods(base: GPT, world: World, task: str, arms: Sequence[Arm], sweep_seeds: Sequence[int],
+                    seeds: Sequence[int], measure: Callable[[GPT], object] | None = None, show_progress: bool = True,
+                    done: dict[tuple[str, float, int], tuple[GPT, Report]] | None = None, **finetune_options: object) -> Comparison:
+    """Sweep each arm's rates on ``sweep_seeds``, choose by validation, then run the other ``seeds`` at the chosen
+    rate (headline arms only).
+
+    ``finetune_options`` (steps, batch_size, r, alpha, ...) apply to every run; ``measure(model)``, when given, is
+    kept for every run (the models themselves are not). ``done`` maps (label, lr, seed) to a (model, report) already
+    trained with the same options, which is used instead of training it again. One progress line shows the current
+    run and the time left.
+    """
+    if not set(sweep_seeds) <= set(seeds):
+        raise ValueError(f"sweep_seeds {list(sweep_seeds)} must be a subset of seeds {list(seeds)}.")
+    if len({a.label for a in arms}) != len(arms):
+        raise ValueError(f"Two arms share a label: {[a.label for a in arms]}; give each its own.")
+    extra = [s for s in seeds if s not in sweep_seeds]
+    total = sum(len(a.lrs) for a in arms) * len(sweep_seeds) + sum(a.headline for a in arms) * len(extra)
+    bar = Progress(total, "fine-tunes", disable=not show_progress)
+    reports: dict[tuple[str, float, int], Report] = {}
+    measured: dict[tuple[str, float, int], object] = {}
+
+    def run(arm: Arm, lr: float, seed: int) -> None:
+        bar.update(len(reports), now=f"{arm.label} at lr {lr:g}, seed {seed}")
+        key = (arm.label, lr, seed)
+        if key in (done or {}):
+            model, reports[key] = done[key]
+        else:
+            model, reports[key] = finetune(base, world, task, arm.method, lr=lr, seed=seed, progress=False,
+                                           **{**finetune_options, **arm.options})
+        if measure is not None:
+            measured[key] = measure(model)
+
+    for arm in arms:
+        for lr in arm.lrs:
+            for seed in sweep_seeds:
+                run(arm, lr, seed)
+    chosen = {}
+    for arm in arms:
+        chosen[arm.label] = max(arm.lrs, key=lambda lr, a=arm: validation_key([reports[(a.label, lr, s)] for s in sweep_seeds], lr))
+        for seed in extra if arm.headline else ():
+            run(arm, chosen[arm.label], seed)
+    bar.info.pop("now", None)
+    bar.update(len(reports))
+    bar.close()
+    return Comparison(list(arms), reports, chosen, measured)
+
+
+@dataclass(frozen=True)
+class ExactMatchInterval:
+    """A mean exact match and a 95% interval inside [0, 1]."""
+
+    mean: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.mean:.2f} [{self.low:.2f}, {self.high:.2f}]"
+
+
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a rate ``p`` observed on ``n`` items: never outside [0, 1], never zero-width."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def exact_match_interval(rights: Sequence[Sequence[bool]], resamples: int = 4000, seed: int = 0) -> ExactMatchInterval:
+    """Mean exact match over runs (rows: seeds) and animals (columns), with a 95% interval that covers both sources
+    of chance: a bootstrap that redraws the seeds and the animals with replacement, widened where needed to the
+    Wilson interval of that many animals (with 16 animals all right, the true rate could still be as low as 0.81).
+    """
+    m = np.asarray(rights, dtype=np.float64)  # (seeds, animals)
+    if m.ndim != 2 or m.shape[0] < 2 or m.shape[1] < 1:
+        raise ValueError(f"Need per-animal results of at least 2 seeds, a (seeds, animals) table; got shape {m.shape}.")
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, m.shape[0], (resamples, m.shape[0]))
+    cols = rng.integers(0, m.shape[1], (resamples, m.shape[1]))
+    means = np.array([m[np.ix_(r, c)].mean() for r, c in zip(rows, cols, strict=True)])
+    low, high = np.quantile(means, [0.025, 0.975])
+    w_low, w_high = wilson_interval(float(m.mean()), m.shape[1])
+    return ExactMatchInterval(float(m.mean()), float(min(low, w_low)), float(max(high, w_high)))

@@ -1,0 +1,112 @@
+"""Fair comparisons: rates chosen on validation only, intervals inside [0, 1], held-out text never trained on."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lora_edu.gpt.data import all_filler_lines, make_world
+from lora_edu.gpt.finetune import update_ratios
+from lora_edu.gpt.model import GPT, GPTConfig
+from lora_edu.gpt.progress import Progress, duration
+from lora_edu.lora.layer import inject_lora, lora_layers
+from lora_edu.paper import comparison
+from lora_edu.paper.comparison import Arm, compare_methods, exact_match_interval, wilson_interval
+
+
+def test_wilson_interval_stays_in_the_unit_interval_and_is_never_zero_width():
+    low, high = wilson_interval(1.0, 16)
+    assert high == 1.0 and low == pytest.approx(0.806, abs=1e-3)  # 16/16 right: the rate could still be 0.81
+    low, high = wilson_interval(0.0, 16)
+    assert low == 0.0 and high == pytest.approx(0.194, abs=1e-3)
+    low, high = wilson_interval(0.5, 16)
+    assert 0 < low < 0.5 < high < 1 and (low + high) / 2 == pytest.approx(0.5)
+
+
+def test_exact_match_interval_covers_seeds_and_animals():
+    perfect = exact_match_interval([[True] * 16] * 5)
+    assert perfect.mean == 1.0 and perfect.high == 1.0 and perfect.low < 0.85
+    mixed = exact_match_interval([[i % 4 != s for i in range(16)] for s in range(5)])
+    assert 0.0 <= mixed.low < mixed.mean < mixed.high <= 1.0 and mixed.mean == pytest.approx(0.8)  # seed 4 gets every animal right
+    assert str(mixed).startswith("0.80 [")
+    one_seed = exact_match_interval([[True, False]] * 2)
+    assert one_seed.low <= 0.5 <= one_seed.high
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        exact_match_interval([[True, False]])
+
+
+def fake_finetune(val, test):
+    """A finetune whose validation and test scores are given per learning rate, to see which one choice reads."""
+
+    def finetune(base, world, task, method, lr, seed, progress, **options):
+        report = SimpleNamespace(val_exact_match=val[lr], val_answer_loss=1.0 - val[lr], test_exact_match=test[lr],
+                                 method=method, lr=lr, seed=seed, options=options)
+        return None, report
+
+    return finetune
+
+
+def test_the_rate_is_chosen_on_validation_never_on_test(monkeypatch):
+    val, test = {1e-3: 0.9, 1e-2: 0.5}, {1e-3: 0.1, 1e-2: 1.0}  # test would pick 1e-2; validation picks 1e-3
+    monkeypatch.setattr(comparison, "finetune", fake_finetune(val, test))
+    arms = [Arm("a", "lora-all", (1e-3, 1e-2), headline=True), Arm("b", "full", (1e-3, 1e-2), {"replay": 1.0})]
+    result = compare_methods(None, None, "json", arms, sweep_seeds=(0, 1), seeds=(0, 1, 2), show_progress=False, steps=5)
+    assert result.chosen_lr == {"a": 1e-3, "b": 1e-3}
+    assert [r.seed for r in result.runs("a")] == [0, 1, 2]  # a headline arm gets every seed at its chosen rate
+    assert [r.seed for r in result.runs("b")] == [0, 1]  # the others keep the sweep seeds
+    assert result.runs("b")[0].options == {"steps": 5, "replay": 1.0}
+    assert result.at_grid_edge("a") and result.mean("a", "val_exact_match") == 0.9
+
+
+def test_ties_on_validation_go_to_the_lower_loss_then_the_smaller_rate(monkeypatch):
+    val, test = {1e-3: 0.5, 3e-3: 0.5, 1e-2: 0.5}, {1e-3: 0.0, 3e-3: 0.0, 1e-2: 0.0}
+    monkeypatch.setattr(comparison, "finetune", fake_finetune(val, test))
+    result = compare_methods(None, None, "json", [Arm("a", "full", (1e-2, 3e-3, 1e-3))], (0,), (0,), show_progress=False)
+    assert result.chosen_lr["a"] == 1e-3 and result.at_grid_edge("a")
+
+
+def test_compare_methods_refuses_unclear_plans():
+    with pytest.raises(ValueError, match="subset"):
+        compare_methods(None, None, "json", [Arm("a", "full", (1e-3,))], (0, 5), (0, 1))
+    with pytest.raises(ValueError, match="share a label"):
+        compare_methods(None, None, "json", [Arm("a", "full", (1e-3,)), Arm("a", "lora-all", (1e-3,))], (0,), (0,))
+
+
+def test_heldout_text_is_never_in_the_pretraining_corpus():
+    world = make_world()
+    held = world.heldout_text
+    seen = {line for epoch in range(40) for line in world.pretraining_lines(seed=epoch)}
+    assert not seen & set(held.lines)
+    assert len(held.facts) == len(world.animals) and len(held.filler) == round(0.15 * len(all_filler_lines()))
+    for a, line in zip(world.animals, held.facts, strict=True):  # one of the three long phrasings per animal
+        assert line in world.phrasings(a)[4:]
+        assert sum(line in seen for line in world.phrasings(a)) == 6  # the six others teach its facts
+    assert make_world().heldout_text == held  # deterministic
+
+
+def test_update_ratio_is_the_relative_size_of_the_applied_change():
+    torch.manual_seed(0)
+    base = GPT(GPTConfig(vocab_size=20, n_ctx=8, n_layer=1, n_head=2, d_model=16))
+    model = GPT(base.config)
+    model.load_state_dict(base.state_dict())
+    inject_lora(model, ["q_proj"], r=2, alpha=4)
+    assert update_ratios(base, model) == {}  # B starts at zero: nothing changed yet
+    layer = lora_layers(model)["blocks.0.attn.q_proj"]
+    with torch.no_grad():
+        layer.lora_B.fill_(0.1)
+    w = base.blocks[0].attn.q_proj.weight
+    expected = float((layer.delta_weight()).norm() / w.norm())
+    assert update_ratios(base, model) == {"blocks.0.attn.q_proj": pytest.approx(expected)}
+
+
+def test_progress_line_says_how_long_is_left():
+    bar = Progress(4, "runs")
+    bar.start -= 30.0  # 30 s for the first two: about 30 s left
+    bar.update(2, now="full at lr 0.001, seed 0")
+    line = bar.line()
+    assert "about 30 s left" in line and "now full at lr 0.001, seed 0" in line
+    assert "left" not in bar.line(done=True)
+    assert duration(3.21) == "3.2 s" and duration(45) == "45 s" and duration(125) == "2 min 05 s"
+    assert math.isfinite(bar.start)
+    bar.close()
