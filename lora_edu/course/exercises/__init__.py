@@ -31,14 +31,30 @@ import importlib
 import pkgutil
 import re
 
-from .core import ChoiceExercise, CodeExercise, Exercise, NumericExercise, Trap, digest, register, registered_by, registry
+from .core import (
+    ChoiceExercise,
+    CodeExercise,
+    CodeTrap,
+    Exercise,
+    NumericExercise,
+    PredictExercise,
+    Trap,
+    WrittenExercise,
+    digest,
+    register,
+    registered_by,
+    registry,
+)
 
 __all__ = [
     "ChoiceExercise",
     "CodeExercise",
+    "CodeTrap",
     "Exercise",
     "NumericExercise",
+    "PredictExercise",
     "Trap",
+    "WrittenExercise",
     "digest",
     "load_all",
     "notebook_modules",
