@@ -9,20 +9,26 @@ from lora_edu.course.exercises import CodeExercise, PredictExercise, WrittenExer
 LESSONS = ("nb01", "nb02", "nb03", "nb04")
 
 
-class Kernel:
-    kernel = object()  # what a Jupyter kernel's shell has and a terminal's has not
-
-
 @pytest.fixture
 def notebook(monkeypatch):
     """Pretend to run in a Jupyter kernel and collect what would be displayed."""
-    import IPython
     import IPython.display
 
     shown = []
-    monkeypatch.setattr(IPython, "get_ipython", lambda: Kernel())
+    monkeypatch.setattr(quiz, "in_notebook", lambda: True)
     monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append(obj))
     return shown
+
+
+def test_a_jupyter_kernel_counts_as_a_notebook(monkeypatch):
+    import IPython
+
+    class Shell:
+        kernel = object()  # what a Jupyter kernel's shell has and a terminal's has not
+
+    assert not quiz.in_notebook()
+    monkeypatch.setattr(IPython, "get_ipython", lambda: Shell())
+    assert quiz.in_notebook()
 
 
 def lesson_exercises():
@@ -32,7 +38,6 @@ def lesson_exercises():
 
 
 def test_in_a_notebook_feedback_is_formatted_and_check_returns_nothing(notebook):
-    assert quiz.in_notebook()
     assert quiz.check("tail-error", 2.0) is None  # no Out: False under the cell
     assert quiz.grade("tail-error", 2.0) is False and quiz.grade("tail-error", 5**0.5) is True
     quiz.show("factor-rank-one")
@@ -123,3 +128,27 @@ def test_written_answers_need_an_argument_and_then_show_the_points(capsys, monke
     monkeypatch.setenv("LORA_EDU_REVEAL", "1")
     quiz.show("proof-rank-of-product")
     assert "Instructor, model solution: Column j of B A" in capsys.readouterr().out
+
+
+def test_widgets_leave_a_picture_of_their_starting_state(notebook):
+    from lora_edu.course.widgets import RankSlider, fit_history_explorer, lora_calculator, product_rank_explorer
+
+    lora_calculator()
+    product_rank_explorer(16, 2)
+    slider = RankSlider(np.random.default_rng(0).random((40, 30)), k=3, k_max=20)
+    assert slider.slider.max == 20
+    slider.show()
+    from lora_edu import fit_lora_to_matrix
+
+    fit_history_explorer(fit_lora_to_matrix(np.ones((2, 2)), np.eye(2) + 1, r=1, steps=3))
+    assert len(notebook) == 4
+    assert all("Starting state" in bundle["text/html"] for bundle in notebook)
+    assert "<table" in notebook[0]["text/html"] and "rank(ΔW)" in notebook[1]["text/html"]
+    assert notebook[2]["text/html"].count("data:image/png;base64") == 3
+
+
+def test_rank_slider_k_max_is_checked():
+    from lora_edu.course.widgets import RankSlider
+
+    with pytest.raises(ValueError, match="above the slider's k_max"):
+        RankSlider(np.ones((10, 10)), k=8, k_max=5)

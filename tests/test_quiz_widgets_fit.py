@@ -25,6 +25,7 @@ from lora_edu.course.widgets import (
     rank_caption,
     residual_image,
     spectrum_image,
+    spectrum_png,
     to_png,
 )
 from lora_edu.maths.arch import ARCHITECTURES, format_bytes, training_memory
@@ -311,7 +312,7 @@ def test_rank_slider_callback_updates_image_residual_spectrum_and_caption():
     assert f"residual ||M - M_k||_F = {svd.error(10):.4f}" in slider.caption.value
     assert slider.image.value == to_png(svd.reconstruct(10)) != first
     assert slider.residual.value == to_png(residual_image(svd, 10, img))
-    assert slider.spectrum.value == to_png(spectrum_image(svd.s, 10)) != first_spectrum
+    assert slider.spectrum.value == spectrum_png(svd.s, 10, width_px=768) != first_spectrum
     assert len(slider.latencies_ms) == 1
 
 
