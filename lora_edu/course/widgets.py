@@ -27,6 +27,7 @@ __all__ = [
     "sample_photo",
     "spectrum_image",
     "spectrum_png",
+    "SpectrumPlot",
     "static_picture",
     "RankSlider",
     "to_png",
@@ -90,29 +91,46 @@ def spectrum_image(s: np.ndarray, k: int, width: int = 384, height: int = 120) -
     return picture
 
 
-def spectrum_png(s: np.ndarray, k: int, width_px: int = 768, height_px: int = 170) -> bytes:
-    """The singular values with axes (index i, s_i on a log scale), kept ones dark, dropped ones light, k marked."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+class SpectrumPlot:
+    """The singular values with axes (index i, s_i on a log scale), kept ones dark, dropped ones light, k marked.
 
-    s = np.asarray(s, dtype=float)
-    dpi = 100
-    fig = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.09, 0.27, 0.89, 0.68))
-    i = np.arange(1, len(s) + 1)
-    floor = max(s.max(initial=1.0) * 1e-6, np.finfo(float).tiny)
-    ax.semilogy(i[:k], np.maximum(s[:k], floor), color="0.15", lw=1.5)
-    ax.semilogy(i[k - 1 :], np.maximum(s[k - 1 :], floor), color="0.7", lw=1.5)
-    ax.axvline(k + 0.5, color="C3", lw=1)
-    ax.set_xlim(0.5, len(s) + 0.5)
-    ax.set_xlabel("index i", fontsize=8, labelpad=1)
-    ax.set_ylabel("s_i (log)", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.text(k + 0.5, ax.get_ylim()[1], f" k = {k}", color="C3", fontsize=8, va="top")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
+    The figure is built once; ``png(k)`` only moves the split, so a slider can redraw it on every move.
+    """
+
+    def __init__(self, s: np.ndarray, width_px: int = 768, height_px: int = 170) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self.s = np.maximum(np.asarray(s, dtype=float), max(float(np.max(s, initial=1.0)) * 1e-6, np.finfo(float).tiny))
+        self.i = np.arange(1, len(self.s) + 1)
+        dpi = 100
+        self.fig = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
+        FigureCanvasAgg(self.fig)
+        ax = self.fig.add_axes((0.09, 0.27, 0.89, 0.68))
+        (self.kept,) = ax.semilogy(self.i, self.s, color="0.15", lw=1.5)
+        (self.dropped,) = ax.semilogy(self.i, self.s, color="0.7", lw=1.5)
+        self.line = ax.axvline(1.5, color="C3", lw=1)
+        ax.set_xlim(0.5, len(self.s) + 0.5)
+        ax.set_ylim(self.s.min() / 1.5, self.s.max() * 1.5)
+        ax.set_xlabel("index i", fontsize=8, labelpad=1)
+        ax.set_ylabel("s_i (log)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        self.label = ax.text(1.5, self.s.max() * 1.4, "", color="C3", fontsize=8, va="top")
+
+    def png(self, k: int) -> bytes:
+        self.kept.set_data(self.i[:k], self.s[:k])
+        self.dropped.set_data(self.i[k - 1 :], self.s[k - 1 :])
+        self.line.set_xdata([k + 0.5, k + 0.5])
+        self.label.set_x(k + 0.5)
+        self.label.set_text(f" k = {k}")
+        buf = io.BytesIO()
+        self.fig.savefig(buf, format="png", dpi=self.fig.dpi)
+        return buf.getvalue()
+
+
+def spectrum_png(s: np.ndarray, k: int, width_px: int = 768, height_px: int = 170) -> bytes:
+    """``SpectrumPlot(s).png(k)``: the spectrum with axes as a PNG."""
+    return SpectrumPlot(s, width_px, height_px).png(k)
 
 
 def static_picture(html: str | None = None, png: bytes | None = None) -> None:
@@ -157,7 +175,8 @@ class RankSlider:
         png, caption = self.render(k)
         self.image = W.Image(value=png, format="png", width=width)
         self.residual = W.Image(value=to_png(residual_image(self.svd, k, self.image_array)), format="png", width=width)
-        self.spectrum = W.Image(value=spectrum_png(self.svd.s, k, width_px=2 * width), format="png", width=2 * width)
+        self.spectrum_plot = SpectrumPlot(self.svd.s, width_px=2 * width)
+        self.spectrum = W.Image(value=self.spectrum_plot.png(k), format="png", width=2 * width)
         self.caption = W.HTML(value=caption)
         for widget, name in ((self.slider, "rank-slider"), (self.image, "rank-image"), (self.residual, "rank-residual"),
                              (self.spectrum, "rank-spectrum"), (self.caption, "rank-caption")):
@@ -175,7 +194,7 @@ class RankSlider:
         pictures = [to_png(self.svd.reconstruct(k)), to_png(residual_image(self.svd, k, self.image_array))]
         imgs = "".join(f"<img width='{self.width}' src='data:image/png;base64,{base64.b64encode(p).decode()}'/>"
                        for p in pictures)
-        spectrum = base64.b64encode(spectrum_png(self.svd.s, k, width_px=2 * self.width)).decode()
+        spectrum = base64.b64encode(self.spectrum_plot.png(k)).decode()
         static_picture(html=f"<div>{self.caption.value}</div><div>{imgs}</div>"
                             f"<img width='{2 * self.width}' src='data:image/png;base64,{spectrum}'/>")
         return self.widget
@@ -194,7 +213,7 @@ class RankSlider:
         k = change["new"]
         self.image.value, self.caption.value = self.render(k)
         self.residual.value = to_png(residual_image(self.svd, k, self.image_array))
-        self.spectrum.value = spectrum_png(self.svd.s, k, width_px=2 * self.width)
+        self.spectrum.value = self.spectrum_plot.png(k)
         self.latencies_ms.append(1000 * (time.perf_counter() - t0))
 
 
