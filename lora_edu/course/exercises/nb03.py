@@ -142,16 +142,17 @@ register(WrittenExercise(
 ))
 register(ChoiceExercise(
     id="which-matrices",
-    prompt="Which of these parameters of a Llama 3 8B block can NOT carry a LoRA update ΔW = B A?",
+    prompt="Which of these parameters of Llama 3 8B can NOT carry a LoRA update ΔW = B A?",
     options={
-        "a": "the query projection Wq (4096 × 4096)",
+        "a": "the token embedding table (128256 × 4096): a lookup, not a matrix product",
         "b": "the key projection Wk (1024 × 4096, grouped-query attention)",
         "c": "the MLP's down projection (4096 × 14336)",
         "d": "the RMSNorm gain (a vector of 4096 numbers)",
     },
     answer_digest="26e3f4774e9642ec",
     feedback={
-        "a": "Wq is a linear layer: the paper's own choice was Wq and Wv.",
+        "a": "a lookup table is still a matrix: looking up a token picks a row of E + B A, so the update works "
+        "the same way (PEFT supports LoRA on embeddings). It is rarely needed, not impossible.",
         "b": "a non-square matrix is fine: B is 1024 × r and A is r × 4096.",
         "c": "MLP matrices are linear layers too; QLoRA found adapting every linear layer works best.",
     },
