@@ -122,10 +122,11 @@ slider.slider.value = 5
 product_rank_explorer(16, 2)
 show_matrices({"m": m})
 plot_spectrum(SVDReconstructor(m).s, "s")
-for ex in ("rank-by-hand", "svd-to-lora", "eckart-young", "rank-of-product"):
+for ex in ("factor-rank-one", "rank-for-energy", "predict-rotated-rank-one", "predict-rank-deficient-factor", "eckart-young-why"):
     quiz.show(ex)
     quiz.check(ex, None)
-quiz.check("rank-by-hand", lambda x: np.linalg.matrix_rank(x))
+quiz.check("factor-rank-one", lambda x: (x[:, :1], x[:1]))
+quiz.predict("predict-rotated-rank-one", 3.0, 2.0)
 loaded = sorted(name for name in sys.modules if name == "torch" or name.startswith("torch."))
 assert not loaded, loaded[:5]
 """

@@ -82,7 +82,22 @@ def test_setup_cell_installs_from_the_declared_source_and_explains_a_failure(pat
     monkeypatch.setattr(subprocess, "run", failing_pip)
     with pytest.raises(SystemExit, match="Could not install lora_edu from .* Instead: .*run this cell again"):
         exec(compile(setup, path.name, "exec"), {})
-    assert calls and calls[0][-1] == f"git+{declared_source()}" and "Repository not found" in capsys.readouterr().out
+    assert calls and calls[0][-1] == f"git+{declared_source()}"
+
+
+def test_setup_notebook_turns_on_colab_widgets(monkeypatch):
+    import sys
+    import types
+
+    from lora_edu.course.notebook import enable_colab_widgets
+
+    assert enable_colab_widgets() is False  # not on Colab
+    turned_on = []
+    colab = types.ModuleType("google.colab")
+    colab.output = types.SimpleNamespace(enable_custom_widget_manager=lambda: turned_on.append(True))
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    assert enable_colab_widgets() is True and turned_on == [True]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -5,7 +5,17 @@ import numpy as np
 import pytest
 
 from lora_edu import fit_lora_to_matrix, quiz
-from lora_edu.course.exercises import ChoiceExercise, CodeExercise, NumericExercise, Trap, digest, notebook_modules, register, registered_by
+from lora_edu.course.exercises import (
+    ChoiceExercise,
+    CodeExercise,
+    NumericExercise,
+    Trap,
+    WrittenExercise,
+    digest,
+    notebook_modules,
+    register,
+    registered_by,
+)
 from lora_edu.course.widgets import (
     RankSlider,
     calculator_table,
@@ -15,10 +25,29 @@ from lora_edu.course.widgets import (
     rank_caption,
     residual_image,
     spectrum_image,
+    spectrum_png,
     to_png,
 )
 from lora_edu.maths.arch import ARCHITECTURES, format_bytes, training_memory
 from lora_edu.maths.linalg import SVDReconstructor
+
+
+def factor_rank_one(m):
+    i, j = np.argwhere(m != 0)[0]
+    return m[:, j : j + 1] / m[i, j], m[i : i + 1]
+
+
+def rank_for_energy(m, keep):
+    s2 = np.linalg.svd(m, compute_uv=False) ** 2
+    return int(np.argmax(np.cumsum(s2) >= (keep - 1e-12) * s2.sum()) + 1)
+
+
+def lora_param_grads(x, grad_y, W, A, B, alpha, r):
+    G = alpha / r * grad_y.T @ x
+    return B.T @ G, G @ A.T
+
+
+ARGUMENT = "Each column of B A is B times a column of A, so it lies in the span of the columns of B; rows likewise."
 
 
 def rank_by_hand(m):
@@ -66,25 +95,29 @@ def phi(a1, a2, i, j):
 
 CORRECT = {
     # nb01
-    "rank-of-product": "b",
+    "predict-rank-deficient-factor": 2,
     "rank-of-sum-rows": 2,
     "lora-storage-rectangular": 15_360,
-    "rank-by-hand": rank_by_hand,
+    "factor-rank-one": factor_rank_one,
+    "proof-rank-of-product": ARGUMENT,
     # nb02
-    "eckart-young": "b",
+    "predict-rotated-rank-one": 2.0,
     "tail-error": 5**0.5,
-    "svd-to-lora": svd_to_lora,
+    "rank-for-energy": rank_for_energy,
+    "eckart-young-why": ARGUMENT,
     "recommender": "c",
     # nb03
+    "predict-gqa-lora-ratio": 16 / 9,
     "llama70-kv-r16": 23_592_960,
     "lora-trainable": lora_trainable,
-    "unmerged-cost": "b",
+    "unmerged-cost-rectangular": 4096 * 14336 + 16 * (4096 + 14336),
+    "rank-barely-matters": ARGUMENT,
     "which-matrices": "d",
     # nb04
     "lora-forward": lora_forward,
-    "why-b-zero": "b",
-    "gradient-of-a": "b",
-    "alpha-doubled": "b",
+    "lora-param-grads": lora_param_grads,
+    "init-swapped": ARGUMENT,
+    "predict-alpha-doubled": 2.0,
     "lora-input-grad": lora_input_grad,
     # nb05
     "tiny-gpt-lora-budget": 9216,
@@ -98,8 +131,9 @@ CORRECT = {
     "amplification-factor": "c",
 }
 WRONG_CODE = {  # a plausible mistake per code exercise: each must fail on a hidden case
-    "rank-by-hand": lambda m: min(np.shape(m)),
-    "svd-to-lora": lambda m, r: (np.linalg.svd(m)[0][:, :r], np.linalg.svd(m)[2][:r]),  # singular values forgotten
+    "factor-rank-one": lambda m: (np.ones((m.shape[0], 1)), m[:1]),
+    "rank-for-energy": lambda m, keep: 1,
+    "lora-param-grads": lambda x, grad_y, W, A, B, alpha, r: (B.T @ grad_y.T @ x, grad_y.T @ x @ A.T),  # scaling forgotten
     "lora-trainable": lambda n_layer, d_model, n_head, n_kv_head, d_ff, r, targets: n_layer * len(targets) * r * 2 * d_model,
     "lora-forward": lambda x, W, A, B, alpha, r: x @ W.T + (x @ A.T) @ B.T,  # scaling forgotten
     "training-state-bytes": lambda n_params, n_trainable, b: 4 * n_params * b,
@@ -109,6 +143,8 @@ WRONG_CODE = {  # a plausible mistake per code exercise: each must fail on a hid
 
 
 def wrong_answers(ex):
+    if isinstance(ex, WrittenExercise):
+        return ["rank is at most r", "because of linear algebra"]
     if isinstance(ex, ChoiceExercise):
         return [o for o in ex.options if o != CORRECT[ex.id]]
     if isinstance(ex, CodeExercise):
@@ -138,14 +174,14 @@ def test_each_lesson_module_has_three_exercises_and_a_code_one():
 @pytest.mark.parametrize("exercise_id, answer", CORRECT.items())
 def test_correct_answers_pass_and_wrong_ones_fail(exercise_id, answer, capsys):
     assert quiz.check(exercise_id, answer) is True
-    assert capsys.readouterr().out.startswith("Correct: ")
+    assert capsys.readouterr().out.startswith("Self-check: " if isinstance(quiz.get(exercise_id), WrittenExercise) else "Correct: ")
     ex = quiz.get(exercise_id)
     for w in wrong_answers(ex):
         assert quiz.check(exercise_id, w) is False, w
         out = capsys.readouterr().out
         assert out.startswith("Not yet. ") and len(out) > 30
     assert quiz.check(exercise_id, None) is None
-    assert "replace `None`" in capsys.readouterr().out
+    assert "replace None by your answer" in capsys.readouterr().out
 
 
 def test_numeric_answers_accept_numpy_scalars_and_floats(capsys):
@@ -158,10 +194,10 @@ def test_numeric_answers_accept_numpy_scalars_and_floats(capsys):
 
 def test_wrong_options_get_their_own_feedback(capsys):
     messages = set()
-    for letter in "acd":
-        quiz.check("rank-of-product", letter)
+    for letter in "abd":
+        quiz.check("recommender", letter)
         messages.add(capsys.readouterr().out)
-    assert len(messages) == 3 and all(f"Not {letter}" in "".join(messages) for letter in "acd")
+    assert len(messages) == 3 and all(f"Not {letter}" in "".join(messages) for letter in "abd")
 
 
 def test_traps_name_the_misconception(capsys):
@@ -175,45 +211,46 @@ def test_code_exercise_reports_the_failing_hidden_case(capsys):
     assert quiz.check("lora-forward", WRONG_CODE["lora-forward"]) is False
     out = capsys.readouterr().out
     assert "hidden case" in out and "expected" in out
-    assert quiz.check("rank-by-hand", lambda m: 1 / 0) is False
+    assert quiz.check("factor-rank-one", lambda m: 1 / 0) is False
     assert "ZeroDivisionError" in capsys.readouterr().out
     with pytest.raises(TypeError, match="wants a function"):
-        quiz.check("rank-by-hand", 3)
+        quiz.check("factor-rank-one", 3)
 
 
 def test_student_functions_cannot_change_the_hidden_cases(capsys):
     def vandal(m):
         m[:] = 0
-        return rank_by_hand(np.zeros((1, 1)))
+        return np.zeros((m.shape[0], 1)), np.zeros((1, m.shape[1]))
 
-    quiz.check("rank-by-hand", vandal)
+    quiz.check("factor-rank-one", vandal)
     capsys.readouterr()
-    assert quiz.check("rank-by-hand", rank_by_hand) is True
+    assert quiz.check("factor-rank-one", factor_rank_one) is True
 
 
 def test_hints_and_instructor_reveal(capsys, monkeypatch):
-    quiz.show("svd-to-lora")
-    assert "quiz.hint('svd-to-lora')" in capsys.readouterr().out
-    quiz.hint("svd-to-lora")
-    quiz.hint("svd-to-lora")
-    quiz.hint("svd-to-lora")
+    quiz.show("factor-rank-one")
+    assert "quiz.hint('factor-rank-one')" in capsys.readouterr().out
+    quiz.hint("factor-rank-one")
+    quiz.hint("factor-rank-one")
+    quiz.hint("factor-rank-one")
     out = capsys.readouterr().out
     assert "Hint 1/2" in out and out.count("Hint 2/2") == 2
     quiz.hint("recommender")
-    assert "no hints" in capsys.readouterr().out
+    assert "No hints" in capsys.readouterr().out
     quiz.show("rank-of-sum-rows")
-    assert "[instructor]" not in capsys.readouterr().out
+    assert "Instructor" not in capsys.readouterr().out
     monkeypatch.setenv("LORA_EDU_REVEAL", "1")
     quiz.show("rank-of-sum-rows")
-    assert "[instructor] answer: 2" in capsys.readouterr().out
-    quiz.check("rank-of-product", None)
-    assert "[instructor] answer: b)" in capsys.readouterr().out
+    assert "Instructor, model solution: 2" in capsys.readouterr().out
+    quiz.check("recommender", None)
+    assert "Instructor, model solution: c)" in capsys.readouterr().out
     quiz.show("lora-forward")
-    assert "package_lora_forward" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "def numpy_lora_forward(x, W, A, B, alpha, r):" in out and "package" not in out.split("model solution:")[1]
     quiz.reveal(False)  # the switch overrides the environment
     try:
         quiz.show("rank-of-sum-rows")
-        assert "[instructor]" not in capsys.readouterr().out
+        assert "Instructor" not in capsys.readouterr().out
     finally:
         quiz.reveal(None)
     with pytest.raises(TypeError, match="True, False or None"):
@@ -235,7 +272,7 @@ def test_registration_rejects_bad_exercises():
                                 feedback={"b": "no"}))
     with pytest.raises(ValueError, match="registered twice"):
         register(NumericExercise("rank-of-sum-rows", "?", "!", expected=lambda: 1))
-    with pytest.raises(TypeError, match="NumericExercise, ChoiceExercise or CodeExercise"):
+    with pytest.raises(TypeError, match="NumericExercise, ChoiceExercise, CodeExercise or WrittenExercise"):
         register("rank-of-sum-rows")
     assert "bad-1" not in quiz.all_exercises() and "bad-2" not in quiz.all_exercises()
     assert Trap(lambda: 1, "x").message == "x"
@@ -243,9 +280,9 @@ def test_registration_rejects_bad_exercises():
 
 def test_bad_answers_are_clear_errors():
     with pytest.raises(ValueError, match="one of the letters"):
-        quiz.check("unmerged-cost", "z")
+        quiz.check("which-matrices", "z")
     with pytest.raises(ValueError, match="one of the letters"):
-        quiz.check("unmerged-cost", 2)
+        quiz.check("which-matrices", 2)
     with pytest.raises(TypeError, match="wants a number"):
         quiz.check("llama70-kv-r16", "many")
     with pytest.raises(TypeError, match="wants a number"):
@@ -258,7 +295,7 @@ def test_bad_answers_are_clear_errors():
 
 def test_quiz_and_exercises_import_without_a_cycle_or_torch():
     code = ("import sys; import lora_edu.course.exercises.core; import lora_edu.course.quiz as q; q.all_exercises(); "
-            "q.check('rank-by-hand', lambda m: 0); q.check('svd-to-lora', None); "
+            "q.check('factor-rank-one', lambda m: 0); q.check('rank-for-energy', None); "
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
@@ -275,7 +312,7 @@ def test_rank_slider_callback_updates_image_residual_spectrum_and_caption():
     assert f"residual ||M - M_k||_F = {svd.error(10):.4f}" in slider.caption.value
     assert slider.image.value == to_png(svd.reconstruct(10)) != first
     assert slider.residual.value == to_png(residual_image(svd, 10, img))
-    assert slider.spectrum.value == to_png(spectrum_image(svd.s, 10)) != first_spectrum
+    assert slider.spectrum.value == spectrum_png(svd.s, 10, width_px=768) != first_spectrum
     assert len(slider.latencies_ms) == 1
 
 

@@ -1,14 +1,16 @@
 """What a notebook's first cell calls once ``lora_edu`` is installed: threads, seeds, versions.
 
 The lessons on linear algebra (01, 02) need only NumPy: ``setup_notebook(needs_torch=False)`` neither imports
-nor configures torch, so they start at once on any laptop.  The Colab install itself cannot live here (it runs
-before the package exists); the setup cell carries it, with the source URL declared once in ``pyproject.toml``
+nor configures torch, so they start at once on any laptop.  On Colab it also turns on Colab's custom widget
+manager.  The Colab install itself cannot live here (it runs before the package exists); the setup cell carries
+it in a few lines, with the source URL declared once in ``pyproject.toml``
 under ``[project.urls] Source`` (a test keeps the cells equal to it).
 """
 
 from __future__ import annotations
 
 import platform
+import sys
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,7 @@ def setup_notebook(seed: int = 0, needs_torch: bool = True) -> Any:
     """
     if not isinstance(needs_torch, bool):
         raise TypeError(f"needs_torch must be True or False, got {needs_torch!r}.")
+    enable_colab_widgets()
     if needs_torch:
         from ..gpt.device import setup_torch
 
@@ -31,3 +34,18 @@ def setup_notebook(seed: int = 0, needs_torch: bool = True) -> Any:
     np.random.seed(seed)
     print(f"python {platform.python_version()} | numpy {np.__version__} | torch not loaded (this lesson needs only NumPy)")
     return None
+
+
+def enable_colab_widgets() -> bool:
+    """On Colab, turn on its custom widget manager (ipywidgets then render there); elsewhere do nothing.
+
+    Returns True when it was turned on.
+    """
+    if "google.colab" not in sys.modules:
+        return False
+    try:
+        from google.colab import output
+    except ImportError:
+        return False
+    output.enable_custom_widget_manager()
+    return True

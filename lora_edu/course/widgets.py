@@ -26,6 +26,9 @@ __all__ = [
     "residual_image",
     "sample_photo",
     "spectrum_image",
+    "spectrum_png",
+    "SpectrumPlot",
+    "static_picture",
     "RankSlider",
     "to_png",
 ]
@@ -88,6 +91,67 @@ def spectrum_image(s: np.ndarray, k: int, width: int = 384, height: int = 120) -
     return picture
 
 
+class SpectrumPlot:
+    """The singular values with axes (index i, s_i on a log scale), kept ones dark, dropped ones light, k marked.
+
+    The figure is built once; ``png(k)`` only moves the split, so a slider can redraw it on every move.
+    """
+
+    def __init__(self, s: np.ndarray, width_px: int = 768, height_px: int = 170) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self.s = np.maximum(np.asarray(s, dtype=float), max(float(np.max(s, initial=1.0)) * 1e-6, np.finfo(float).tiny))
+        self.i = np.arange(1, len(self.s) + 1)
+        dpi = 100
+        self.fig = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
+        FigureCanvasAgg(self.fig)
+        ax = self.fig.add_axes((0.09, 0.27, 0.89, 0.68))
+        (self.kept,) = ax.semilogy(self.i, self.s, color="0.15", lw=1.5)
+        (self.dropped,) = ax.semilogy(self.i, self.s, color="0.7", lw=1.5)
+        self.line = ax.axvline(1.5, color="C3", lw=1)
+        ax.set_xlim(0.5, len(self.s) + 0.5)
+        ax.set_ylim(self.s.min() / 1.5, self.s.max() * 1.5)
+        ax.set_xlabel("index i", fontsize=8, labelpad=1)
+        ax.set_ylabel("s_i (log)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        self.label = ax.text(1.5, self.s.max() * 1.4, "", color="C3", fontsize=8, va="top")
+
+    def png(self, k: int) -> bytes:
+        self.kept.set_data(self.i[:k], self.s[:k])
+        self.dropped.set_data(self.i[k - 1 :], self.s[k - 1 :])
+        self.line.set_xdata([k + 0.5, k + 0.5])
+        self.label.set_x(k + 0.5)
+        self.label.set_text(f" k = {k}")
+        buf = io.BytesIO()
+        self.fig.savefig(buf, format="png", dpi=self.fig.dpi)
+        return buf.getvalue()
+
+
+def spectrum_png(s: np.ndarray, k: int, width_px: int = 768, height_px: int = 170) -> bytes:
+    """``SpectrumPlot(s).png(k)``: the spectrum with axes as a PNG."""
+    return SpectrumPlot(s, width_px, height_px).png(k)
+
+
+def static_picture(html: str | None = None, png: bytes | None = None) -> None:
+    """In a notebook, show a widget's first state as a plain picture (kept in the saved notebook, shown on GitHub and
+    before the widgets load); the live controls come right after it.  Outside a notebook, do nothing."""
+    from .quiz import in_notebook
+
+    if not in_notebook():
+        return
+    import base64
+
+    from IPython.display import display
+
+    note = "<div style='color:#666;font-size:85%'>Starting state, as a picture; the live controls follow.</div>"
+    body = html if html is not None else f"<img src='data:image/png;base64,{base64.b64encode(png or b'').decode()}'/>"
+    bundle = {"text/html": note + body, "text/plain": "(a picture of the widget's starting state)"}
+    if png is not None:
+        bundle["image/png"] = base64.b64encode(png).decode()
+    display(bundle, raw=True)
+
+
 class RankSlider:
     """A rank slider over the SVD of an image: factorise once, reconstruct on every move.
 
@@ -95,19 +159,24 @@ class RankSlider:
     reconstruction's PNG and the caption; the widget also shows the residual M - M_k and the spectrum with k marked.
     """
 
-    def __init__(self, image: np.ndarray, k: int = 10, width: int = 384) -> None:
+    def __init__(self, image: np.ndarray, k: int = 10, width: int = 384, k_max: int | None = None) -> None:
         import ipywidgets as W
 
         self.image_array = np.asarray(image, dtype=np.float64)
         self.svd = SVDReconstructor(self.image_array)
         self.latencies_ms: list[float] = []
+        self.width = width
         k = self.check_k(k)
-        self.slider = W.IntSlider(value=k, min=1, max=self.svd.max_rank, description="rank k", continuous_update=True,
+        self.k_max = self.svd.max_rank if k_max is None else self.check_k(k_max)
+        if k > self.k_max:
+            raise ValueError(f"k = {k} is above the slider's k_max = {self.k_max}.")
+        self.slider = W.IntSlider(value=k, min=1, max=self.k_max, description="rank k", continuous_update=True,
                                   layout=W.Layout(width="500px"))
         png, caption = self.render(k)
         self.image = W.Image(value=png, format="png", width=width)
         self.residual = W.Image(value=to_png(residual_image(self.svd, k, self.image_array)), format="png", width=width)
-        self.spectrum = W.Image(value=to_png(spectrum_image(self.svd.s, k)), format="png", width=2 * width)
+        self.spectrum_plot = SpectrumPlot(self.svd.s, width_px=2 * width)
+        self.spectrum = W.Image(value=self.spectrum_plot.png(k), format="png", width=2 * width)
         self.caption = W.HTML(value=caption)
         for widget, name in ((self.slider, "rank-slider"), (self.image, "rank-image"), (self.residual, "rank-residual"),
                              (self.spectrum, "rank-spectrum"), (self.caption, "rank-caption")):
@@ -116,6 +185,19 @@ class RankSlider:
         titles = W.HBox([W.HTML(f"<div style='width:{width}px'>M_k (rank k)</div>"), W.HTML("residual M - M_k (grey = 0)")])
         self.widget = W.VBox([self.slider, self.caption, titles, W.HBox([self.image, self.residual]),
                               W.HTML("singular values (log scale): kept dark, dropped light"), self.spectrum])
+
+    def show(self):
+        """Show a picture of the starting state (image, residual, spectrum), then return the live widget."""
+        import base64
+
+        k = self.slider.value
+        pictures = [to_png(self.svd.reconstruct(k)), to_png(residual_image(self.svd, k, self.image_array))]
+        imgs = "".join(f"<img width='{self.width}' src='data:image/png;base64,{base64.b64encode(p).decode()}'/>"
+                       for p in pictures)
+        spectrum = base64.b64encode(self.spectrum_plot.png(k)).decode()
+        static_picture(html=f"<div>{self.caption.value}</div><div>{imgs}</div>"
+                            f"<img width='{2 * self.width}' src='data:image/png;base64,{spectrum}'/>")
+        return self.widget
 
     def check_k(self, k: int) -> int:
         if not is_int(k) or not 1 <= k <= self.svd.max_rank:
@@ -131,7 +213,7 @@ class RankSlider:
         k = change["new"]
         self.image.value, self.caption.value = self.render(k)
         self.residual.value = to_png(residual_image(self.svd, k, self.image_array))
-        self.spectrum.value = to_png(spectrum_image(self.svd.s, k))
+        self.spectrum.value = self.spectrum_plot.png(k)
         self.latencies_ms.append(1000 * (time.perf_counter() - t0))
 
 
@@ -193,6 +275,7 @@ def lora_calculator(model: str = "GPT-3 175B", r: int = 4, targets: tuple[str, .
     rank_w.observe(refresh, names="value")
     dtype_w.observe(refresh, names="value")
     rebuild_boxes()
+    static_picture(html=out.value)
     return W.VBox([W.HBox([model_w, dtype_w]), rank_w, matrices_box, out])
 
 
@@ -241,6 +324,7 @@ def product_rank_explorer(d: int = 64, r: int = 4, rank_b: int | None = None):
     r_w.observe(new_r, names="value")
     b_w.observe(refresh, names="value")
     refresh()
+    static_picture(html=f"<div>d = {d_w.value}, r = {r_w.value}, rank of B = {b_w.value}</div><div>{out.value}</div>")
     return W.VBox([d_w, r_w, b_w, out])
 
 
@@ -260,4 +344,5 @@ def fit_history_explorer(fit):
     step = W.IntSlider(value=len(fit.deltas), min=1, max=len(fit.deltas), description="step")
     out = W.HTML(value=fit_step_html(fit, step.value))
     step.observe(lambda change: setattr(out, "value", fit_step_html(fit, change["new"])), names="value")
+    static_picture(html=out.value)
     return W.VBox([step, out])

@@ -12,8 +12,9 @@ import inspect
 import math
 import numbers
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,9 +23,12 @@ __all__ = [
     "REVEAL_ENV",
     "ChoiceExercise",
     "CodeExercise",
+    "CodeTrap",
     "Exercise",
     "NumericExercise",
+    "PredictExercise",
     "Trap",
+    "WrittenExercise",
     "compare_close",
     "compare_exact",
     "digest",
@@ -91,6 +95,14 @@ class Trap:
     message: str
 
 
+@dataclass(frozen=True)
+class CodeTrap:
+    """A usual mistake in a code exercise: ``wrong(*args)`` computes what the mistaken function returns."""
+
+    wrong: Callable[..., Any]
+    message: str
+
+
 def as_number(answer: object) -> float | int:
     """Python and NumPy ints/floats (and 0-d arrays) as a Python number; anything else is a TypeError."""
     if isinstance(answer, np.ndarray) and answer.ndim == 0:
@@ -139,6 +151,54 @@ class NumericExercise(Exercise):
     def solution(self) -> str:
         value = self.expected()
         return f"{value:,}" if isinstance(value, (int, np.integer)) else f"{value:.6g}"
+
+
+@dataclass(frozen=True)
+class PredictExercise(NumericExercise):
+    """Predict, then run: the student writes a number in ``prediction`` before the cell that measures it runs.
+
+    ``quiz.predict(id, prediction, measured)`` compares the prediction with ``expected()`` (traps name the usual wrong
+    guesses) and shows what the notebook measured; ``measured`` must equal ``expected()`` (else the lesson is wrong).
+    """
+
+    kind = "predict"
+
+    def instructions(self) -> str:
+        return "Write your prediction (a number) in `prediction` before you run the cell that measures it."
+
+    def verdict(self, answer: object) -> tuple[bool, str]:
+        right, message = super().verdict(answer)
+        return right, message if right else f"{message} Why: {self.explanation}"
+
+
+@dataclass(frozen=True)
+class WrittenExercise(Exercise):
+    """A short argument in words (a proof, or "change X and explain"), checked by the student against key points.
+
+    ``points`` are what a complete answer says; they are shown once the student has written at least
+    ``min_words`` words, and ``explanation`` (a model answer) only to an instructor who reveals answers.
+    """
+
+    points: tuple[str, ...] = ()
+    min_words: int = 12
+
+    kind = "written"
+
+    def instructions(self) -> str:
+        return "Write your argument in a few sentences, as a string in `answer`."
+
+    def verdict(self, answer: object) -> tuple[bool, str]:
+        if not isinstance(answer, str):
+            raise TypeError(f"This exercise wants your argument in words, as a string: answer = \"...\" (got {answer!r}).")
+        words = len(answer.split())
+        if words < self.min_words:
+            return False, (f"{words} words is too short for an argument: write at least {self.min_words}, "
+                           "giving the reason, not only the conclusion.")
+        listed = "\n".join(f"- {p}" for p in self.points)
+        return True, f"now compare your argument with what a complete one says:\n{listed}"
+
+    def solution(self) -> str:
+        return self.explanation
 
 
 @dataclass(frozen=True)
@@ -231,6 +291,8 @@ class CodeExercise(Exercise):
     cases: Callable[[np.random.Generator], Iterable[Sequence[Any]]] = lambda rng: ()
     compare: Callable[[Any, Any, Sequence[Any]], str | None] = lambda got, expected, args: compare_close(got, expected)
     seed: int = 0
+    traps: tuple[CodeTrap, ...] = ()
+    model_solution: str = ""
 
     kind = "code"
 
@@ -245,15 +307,57 @@ class CodeExercise(Exercise):
         for n, args in enumerate(cases, start=1):
             shown = ", ".join(describe(a) for a in args)
             try:
-                got = answer(*copy.deepcopy(args))
+                with np.errstate(all="ignore"):
+                    got = answer(*copy.deepcopy(args))
             except Exception as err:  # the student's code: report it, do not crash the check
-                return False, f"hidden case {n} of {len(cases)} raised {type(err).__name__}: {err} (inputs: {shown})"
-            problem = self.compare(got, self.reference(*copy.deepcopy(args)), args)
+                lead = ""
+                if isinstance(err, ValueError) and re.search(r"mismatch|shapes|not aligned|broadcast", str(err)):
+                    lead = ("The shapes in one of your products do not fit: write each shape next to each matrix and "
+                            "look for a missing or extra transpose. Details: ")
+                return False, f"{lead}hidden case {n} of {len(cases)} raised {type(err).__name__}: {err} (inputs: {shown})"
+            expected = self.reference(*copy.deepcopy(args))
+            with np.errstate(all="ignore"):
+                problem = self.compare(got, expected, args)
+                diagnosis = self.diagnose(got, expected, args) if problem else ""
             if problem:
-                return False, f"hidden case {n} of {len(cases)} is wrong: {problem} (inputs: {shown})"
+                lead = f"{diagnosis} Details: " if diagnosis else ""
+                return False, f"{lead}hidden case {n} of {len(cases)} is wrong: {problem} (inputs: {shown})"
         return True, f"passed all {len(cases)} hidden cases. {self.explanation}"
 
+    def diagnose(self, got: Any, expected: Any, args: Sequence[Any]) -> str:
+        """Name the usual mistake behind a wrong result, before any numbers: a trap, a transposed result, a scale."""
+        for trap in self.traps:
+            try:
+                wrong = trap.wrong(*copy.deepcopy(args))
+            except Exception:  # a trap that cannot happen for these inputs
+                continue
+            if wrong is not None and _same(got, wrong) and not _same(wrong, expected):
+                return trap.message
+        if isinstance(expected, tuple) and isinstance(got, (tuple, list)) and len(got) == len(expected):
+            for i, (g_i, e_i) in enumerate(zip(got, expected, strict=True)):
+                found = CodeExercise.diagnose(replace(self, traps=()), g_i, e_i, args)
+                if found:
+                    return f"Item {i} of your result: {found[0].lower()}{found[1:]}"
+            return ""
+        g, e = _as_array(got), _as_array(expected)
+        if g is None or e is None:
+            return ""
+        if g.size and not np.all(np.isfinite(g)):
+            return "Your result contains NaN or infinity: look for a division by zero."
+        if g.shape != e.shape:
+            if g.ndim == 2 and g.shape == e.shape[::-1]:
+                return (f"Your result has shape {g.shape}, the transpose of the expected {e.shape}: check which side "
+                        "each matrix multiplies from, and where a transpose is needed.")
+            return f"Your result has shape {g.shape} but should have shape {e.shape}: check the shape of each factor."
+        if g.size and np.all(np.isfinite(g)) and np.any(e != 0):
+            ratio = float(np.vdot(e, g) / np.vdot(e, e))
+            if abs(ratio) > 1e-12 and not math.isclose(ratio, 1.0, rel_tol=1e-6) and compare_close(g, ratio * e) is None:
+                return f"Your result is exactly {ratio:.6g} times the right one: a constant factor is wrong or missing."
+        return ""
+
     def solution(self) -> str:
+        if self.model_solution:
+            return self.model_solution.strip()
         name = f"{self.reference.__module__}.{self.reference.__qualname__}"
         try:
             return f"the package's {name}:\n{inspect.getsource(self.reference)}"
@@ -261,10 +365,30 @@ class CodeExercise(Exercise):
             return f"the package's {name}"
 
 
+def _same(got: Any, other: Any) -> bool:
+    """``got`` equals ``other`` (tuples item by item, NaN equal to NaN), within the default closeness."""
+    if isinstance(other, tuple):
+        return isinstance(got, (tuple, list)) and len(got) == len(other) and all(_same(g, o) for g, o in zip(got, other, strict=True))
+    g, o = _as_array(got), _as_array(other)
+    return g is not None and o is not None and g.shape == o.shape and bool(np.allclose(g, o, rtol=1e-6, atol=1e-8, equal_nan=True))
+
+
+def _as_array(value: Any) -> np.ndarray | None:
+    """A numeric array from a NumPy/torch value, or None when it is not one."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    try:
+        a = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return a
+
+
 def register(exercise: Exercise) -> Exercise:
     """Add an exercise to the course (ids are unique; a choice needs feedback on every wrong option)."""
-    if not isinstance(exercise, (NumericExercise, ChoiceExercise, CodeExercise)):
-        raise TypeError(f"register() takes a NumericExercise, ChoiceExercise or CodeExercise, got {type(exercise).__name__}.")
+    if not isinstance(exercise, (NumericExercise, ChoiceExercise, CodeExercise, WrittenExercise)):
+        raise TypeError("register() takes a NumericExercise, ChoiceExercise, CodeExercise or WrittenExercise "
+                        f"(PredictExercise is a NumericExercise), got {type(exercise).__name__}.")
     if exercise.id in _REGISTRY and _REGISTRY[exercise.id] is not exercise:
         raise ValueError(f"Exercise id {exercise.id!r} is registered twice; ids must be unique across notebooks.")
     if isinstance(exercise, ChoiceExercise):

@@ -5,46 +5,31 @@ from __future__ import annotations
 import numpy as np
 
 from ...maths.linalg import rank_by_elimination
-from .core import ChoiceExercise, CodeExercise, NumericExercise, Trap, compare_exact, register
+from .core import CodeExercise, CodeTrap, NumericExercise, PredictExercise, Trap, WrittenExercise, compare_close, register
 
 
-def integer_matrix_of_rank(rng: np.random.Generator, rows: int, cols: int, rank: int) -> np.ndarray:
-    """rows x cols integer matrix of the given rank (small integer factors, rows mixed, not just proportional)."""
-    while True:
-        m = rng.integers(-3, 4, size=(rows, rank)) @ rng.integers(-3, 4, size=(rank, cols))
-        if np.linalg.matrix_rank(m) == rank:
-            return m.astype(float)
+def deficient_product_rank() -> int:
+    """rank(B A) for the predict-then-run cell: B 5 x 3 random, A 3 x 6 whose third row is the sum of the first two."""
+    rng = np.random.default_rng(1)
+    b = rng.integers(-3, 4, size=(5, 3)).astype(float)
+    a = rng.integers(-3, 4, size=(3, 6)).astype(float)
+    a[2] = a[0] + a[1]
+    return int(np.linalg.matrix_rank(b @ a))
 
 
-def rank_cases(rng: np.random.Generator) -> list[tuple[np.ndarray]]:
-    """Hidden inputs of ``rank-by-hand``: dependent rows that are sums, not multiples; zero and thin matrices."""
-    cases = [
-        (np.zeros((3, 4)),),
-        (np.array([[0.0, 0.0, 2.0], [0.0, 0.0, 4.0]]),),
-        (np.array([[1.0, 2.0, 0.0], [0.0, 1.0, 1.0], [1.0, 3.0, 1.0]]),),
-    ]
-    for rows, cols in ((4, 4), (5, 3), (3, 6), (6, 6), (1, 5)):
-        for rank in sorted({1, min(rows, cols) - 1, min(rows, cols)} - {0}):
-            cases.append((integer_matrix_of_rank(rng, rows, cols, rank),))
-    return cases
-
-
-register(ChoiceExercise(
-    id="rank-of-product",
-    prompt="ΔW = B A with B (d_out x r) and A (r x d_in), where r < min(d_out, d_in). "
-    "Which statement about rank(ΔW) is true for every such B and A?",
-    options={"a": "rank(ΔW) = r", "b": "rank(ΔW) ≤ r", "c": "rank(ΔW) ≥ r", "d": "rank(ΔW) = min(d_out, d_in)"},
-    answer_digest="fb2b0f96c4177c61",
-    feedback={
-        "a": "r is only the most it can be: LoRA starts with B = 0, so ΔW = 0 has rank 0, and a B with two equal "
-        "columns gives less than r.",
-        "c": "the rank can fall below r (B = 0 gives rank 0); r is an upper bound, not a lower one.",
-        "d": "that is the largest rank any d_out x d_in matrix can have; every column of B A is a combination of "
-        "the r columns of B, so the product cannot have more than r independent columns.",
-    },
-    explanation="every column of B A is a combination of the r columns of B, so at most r of them are independent; "
-    "the rank can be lower (B = 0 at LoRA's start gives 0).",
-    hints=("Write column j of B A as B times column j of A.",),
+register(PredictExercise(
+    id="predict-rank-deficient-factor",
+    prompt="B is 5 × 3 and A is 3 × 6, so r = 3. The entries are random integers, except that row 3 of A is "
+    "row 1 + row 2. Predict rank(B A).",
+    expected=deficient_product_rank,
+    traps=(
+        Trap(lambda: 3, "r = 3 is only the most the rank can be. The rows of B A are combinations of the rows of A, "
+             "and A has only 2 independent rows."),
+        Trap(lambda: 5, "5 = min(d_out, d_in) is the largest rank of any 5 × 6 matrix; the thin factors cap it lower."),
+        Trap(lambda: 1, "one dependence among A's rows removes one direction, not two."),
+    ),
+    explanation="every row of B A is a combination of the rows of A, so rank(B A) ≤ rank(A) = 2; B being random "
+    "does not add directions.",
 ))
 register(NumericExercise(
     id="rank-of-sum-rows",
@@ -52,36 +37,97 @@ register(NumericExercise(
     "Work it out with row operations on paper first.",
     expected=lambda: rank_by_elimination(np.array([[1, 2, 0], [0, 1, 1], [2, 5, 1]])),
     traps=(
-        Trap(lambda: 3, "no two rows are proportional, but a dependence can involve several rows: subtract 2 x row 1 "
+        Trap(lambda: 3, "no two rows are proportional, but a dependence can involve several rows: subtract 2 × row 1 "
              "from row 3 and compare what is left with row 2."),
         Trap(lambda: 1, "rows 1 and 2 are not multiples of each other, so the rank is at least 2."),
     ),
-    explanation="row 3 = 2 x row 1 + row 2, so elimination leaves two non-zero rows: rank 2.",
+    explanation="row 3 = 2 × row 1 + row 2, so elimination leaves two non-zero rows: rank 2.",
     hints=("R3 <- R3 - 2 R1 gives (0, 1, 1). What does R3 <- R3 - R2 give then?",),
 ))
 register(NumericExercise(
     id="lora-storage-rectangular",
-    prompt="GPT-2 small's MLP matrix fc_in is 3072 x 768 (d_out x d_in). How many numbers do B and A of a rank-4 "
+    prompt="GPT-2 small's MLP matrix fc_in is 3072 × 768 (d_out × d_in). How many numbers do B and A of a rank-4 "
     "update ΔW = B A store together?",
     expected=lambda: 4 * (3072 + 768),
     traps=(
-        Trap(lambda: 2 * 3072 * 4, "2dr holds for a square d x d matrix; here B is d_out x r and A is r x d_in."),
-        Trap(lambda: 2 * 768 * 4, "2dr holds for a square d x d matrix; here B is d_out x r and A is r x d_in."),
+        Trap(lambda: 2 * 3072 * 4, "2dr holds for a square d × d matrix; here B is d_out × r and A is r × d_in."),
+        Trap(lambda: 2 * 768 * 4, "2dr holds for a square d × d matrix; here B is d_out × r and A is r × d_in."),
         Trap(lambda: 3072 * 768, "that is the full matrix; count the entries of B and of A."),
     ),
     explanation="B has d_out r = 12,288 entries and A has r d_in = 3,072: r (d_out + d_in) in all, "
     "against d_out d_in = 2,359,296 for ΔW itself.",
 ))
+def rank_one_cases(rng: np.random.Generator) -> list[tuple[np.ndarray]]:
+    """Hidden inputs of ``factor-rank-one``: rank-one matrices whose first rows or columns may be zero."""
+    cases = [(np.array([[0.0, 0.0, 0.0], [2.0, 4.0, -6.0]]),), (np.array([[0.0, 3.0], [0.0, -1.5], [0.0, 6.0]]),),
+             (np.array([[5.0]]),)]
+    for rows, cols in ((4, 4), (5, 3), (3, 7), (6, 2)):
+        col, row = rng.integers(-3, 4, size=(rows, 1)).astype(float), rng.integers(-3, 4, size=(1, cols)).astype(float)
+        col[rng.integers(rows)] = 0.0  # a zero row of the product
+        col[0, 0], row[0, rng.integers(cols)] = col[0, 0] or 1.0, 2.0
+        cases.append((col @ row,))
+    return cases
+
+
+def reference_rank_one(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """B (d_out x 1) and A (1 x d_in) with B A = M, for a rank-one M."""
+    M = np.asarray(M, dtype=float)
+    i, j = np.unravel_index(np.argmax(np.abs(M)), M.shape)
+    return M[:, j : j + 1] / M[i, j], M[i : i + 1, :]
+
+
+def same_rank_one_product(got: object, expected: tuple[np.ndarray, np.ndarray], args: tuple) -> str | None:
+    """Any split is right: B must be (d_out, 1), A (1, d_in), and B @ A must equal M."""
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        return "return the pair (B, A)"
+    b, a = (np.asarray(g, dtype=float) for g in got)
+    (m,) = args
+    if b.shape != (m.shape[0], 1) or a.shape != (1, m.shape[1]):
+        return f"B must be (d_out, 1) = {(m.shape[0], 1)} and A (1, d_in) = {(1, m.shape[1])}; got {b.shape} and {a.shape}"
+    return compare_close(b @ a, m)
+
+
 register(CodeExercise(
-    id="rank-by-hand",
-    prompt="Write rank_by_hand(M): the rank of a matrix by Gaussian elimination (count the pivots). It is run on "
-    "hidden matrices (some with rows that are sums of other rows) and compared with lora_edu.rank_by_elimination.",
-    signature="rank_by_hand(M) -> int",
-    reference=rank_by_elimination,
-    cases=rank_cases,
-    compare=compare_exact,
-    explanation="counting pivots after elimination is counting independent rows.",
-    hints=("Copy M as floats; for each column find a row (at or below the current one) with a non-zero entry, "
-           "swap it up, and subtract multiples of it from every row below.",
-           "Treat |entry| < 1e-9 as zero: 0.1 + 0.2 - 0.3 is not exactly 0 in floating point."),
+    id="factor-rank-one",
+    prompt="Write factor_rank_one(M): for a rank-one matrix M (d_out × d_in), return B (d_out × 1) and A (1 × d_in) "
+    "with B A = M, as in section 3 but for any rank-one matrix. Some hidden matrices have zero rows, including "
+    "the first row. Any correct split is accepted.",
+    signature="factor_rank_one(M) -> (B, A)",
+    reference=reference_rank_one,
+    cases=rank_one_cases,
+    compare=same_rank_one_product,
+    traps=(
+        CodeTrap(lambda m: (np.ones((m.shape[0], 1)), m[:1]), "B A repeats A in every row: B must hold the multiple of "
+                 "A that each row of M is."),
+        CodeTrap(lambda m: (m[:, :1] / m[0, 0], m[:1]), "you divided by M[0, 0], which can be zero: pick a non-zero "
+                 "entry as the pivot."),
+    ),
+    model_solution="""
+def factor_rank_one(M):
+    M = np.asarray(M, dtype=float)
+    i, j = np.unravel_index(np.argmax(np.abs(M)), M.shape)  # a non-zero entry (the largest)
+    A = M[i : i + 1, :]             # row i: every row of M is a multiple of it
+    B = M[:, j : j + 1] / M[i, j]   # the multiple of A in each row, read off column j
+    return B, A
+""",
+    explanation="every row of a rank-one M is a multiple of one non-zero row; column j of M divided by M[i, j] gives "
+    "those multiples, because M[k, j] = B[k] A[j].",
+    hints=("Choose a non-zero entry M[i, j]. Which row can serve as A?",
+           "Row k of M equals (M[k, j] / M[i, j]) times row i."),
+))
+register(WrittenExercise(
+    id="proof-rank-of-product",
+    prompt="A small proof. Show that rank(B A) ≤ min(rank B, rank A) for any B (d_out × r) and A (r × d_in). "
+    "Then say why this gives rank(ΔW) ≤ r for LoRA.",
+    points=(
+        "Column j of B A is B times column j of A: a combination of the columns of B. So the column space of B A lies "
+        "inside the column space of B, and rank(B A) ≤ rank(B).",
+        "Row i of B A is row i of B times A: a combination of the rows of A. So the row space of B A lies inside the "
+        "row space of A, and rank(B A) ≤ rank(A).",
+        "B has only r columns, so rank(B) ≤ r, and therefore rank(ΔW) = rank(B A) ≤ r.",
+    ),
+    explanation="Column j of B A equals B (column j of A), a combination of B's columns, so col(B A) ⊆ col(B) and "
+    "rank(B A) ≤ rank(B). Row i of B A equals (row i of B) A, a combination of A's rows, so row(B A) ⊆ row(A) and "
+    "rank(B A) ≤ rank(A). Both bounds hold, so rank(B A) ≤ min(rank B, rank A). Since B has r columns, rank B ≤ r, "
+    "hence rank(ΔW) ≤ r.",
 ))

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...maths.linalg import SVDReconstructor, lora_factors
-from .core import ChoiceExercise, CodeExercise, NumericExercise, Trap, compare_close, register
+from ...maths.linalg import SVDReconstructor
+from .core import (
+    ChoiceExercise,
+    CodeExercise,
+    CodeTrap,
+    NumericExercise,
+    PredictExercise,
+    Trap,
+    WrittenExercise,
+    compare_exact,
+    register,
+)
 
 SPECTRUM = (5.0, 4.0, 2.0, 1.0)
 
@@ -15,38 +25,58 @@ def tail_error(k: int) -> float:
     return SVDReconstructor(np.diag(SPECTRUM)).error(k)
 
 
-def factor_cases(rng: np.random.Generator) -> list[tuple[np.ndarray, int]]:
-    return [(rng.standard_normal((rows, cols)), r) for rows, cols, r in ((6, 4, 2), (5, 8, 1), (10, 7, 3), (4, 4, 4), (12, 9, 5))]
+def rotated_two_by_two() -> np.ndarray:
+    """The predict-then-run matrix: diag(3, 2) turned by 45 degrees, so no entry is zero."""
+    c = np.sqrt(0.5)
+    return np.array([[c, -c], [c, c]]) @ np.diag([3.0, 2.0])
 
 
-def same_product(got: object, expected: tuple[np.ndarray, np.ndarray], args: tuple) -> str | None:
-    """Any (B, A) with the right shapes and B @ A equal to the truncated SVD is right (the factors are not unique)."""
-    if not isinstance(got, (tuple, list)) or len(got) != 2:
-        return "return the pair (B, A)"
-    (b, a), (b_ref, a_ref) = (np.asarray(g, dtype=float) for g in got), expected
-    if b.shape != b_ref.shape or a.shape != a_ref.shape:
-        return f"B must be (d_out, r) = {b_ref.shape} and A (r, d_in) = {a_ref.shape}; got {b.shape} and {a.shape}"
-    return compare_close(b @ a, b_ref @ a_ref, rtol=1e-6, atol=1e-8)
+def best_rank_one_error() -> float:
+    return SVDReconstructor(rotated_two_by_two()).error(1)
 
 
-register(ChoiceExercise(
-    id="eckart-young",
-    prompt="s_1 ≥ s_2 ≥ ... are the singular values of M. The Frobenius error ||M - M_k||_F of the best rank-k "
-    "approximation M_k is:",
-    options={"a": "s_k", "b": "sqrt(s_{k+1}^2 + s_{k+2}^2 + ...)", "c": "s_1 + ... + s_k", "d": "0 for every k ≥ 1"},
-    answer_digest="ff647f201e2d943d",
-    feedback={
-        "a": "s_k is kept, not dropped; and the largest dropped value s_{k+1} is the error in the spectral norm, "
-        "not in the Frobenius norm, which adds up every dropped direction.",
-        "c": "those are the values kept; the error comes from the ones dropped, and norms add squares, not values.",
-        "d": "only a matrix of rank ≤ k is reproduced exactly; a generic matrix needs all its directions.",
-    },
-    explanation="truncating the SVD drops exactly the tail singular values, the squared Frobenius norm is the sum of "
-    "the squared singular values, and no rank-k matrix does better (Eckart-Young).",
+def energy_rank(M: np.ndarray, keep: float) -> int:
+    """The smallest k whose truncated SVD keeps at least ``keep`` of the squared Frobenius norm."""
+    s2 = np.linalg.svd(np.asarray(M, dtype=float), compute_uv=False) ** 2
+    share = np.cumsum(s2) / np.sum(s2)
+    return int(np.searchsorted(share, keep - 1e-12) + 1)
+
+
+def energy_cases(rng: np.random.Generator) -> list[tuple[np.ndarray, float]]:
+    """Spectra that fall at different speeds, so summing s instead of s^2 or an off-by-one gives another k."""
+    cases = [(np.diag([4.0, 3.0, 2.0, 1.0]), 0.9), (np.diag([4.0, 3.0, 2.0, 1.0]), 0.5), (np.eye(5), 0.6)]
+    for rows, cols, decay, keep in ((30, 20, 0.7, 0.9), (25, 40, 0.85, 0.95), (12, 12, 0.5, 0.99), (40, 30, 0.9, 0.8)):
+        q1, _ = np.linalg.qr(rng.standard_normal((rows, min(rows, cols))))
+        q2, _ = np.linalg.qr(rng.standard_normal((cols, min(rows, cols))))
+        cases.append((q1 @ np.diag(decay ** np.arange(min(rows, cols))) @ q2.T, keep))
+    return cases
+
+
+def energy_rank_of_values(M: np.ndarray, keep: float) -> int:
+    """A usual mistake: the share of the singular values themselves, not of their squares."""
+    s = np.linalg.svd(np.asarray(M, dtype=float), compute_uv=False)
+    return int(np.searchsorted(np.cumsum(s) / np.sum(s), keep - 1e-12) + 1)
+
+
+register(PredictExercise(
+    id="predict-rotated-rank-one",
+    prompt="M = R diag(3, 2), where R turns the plane by 45°. Every entry of M is non-zero (about ±2.12 and ±1.41). "
+    "Predict the Frobenius error ‖M − M₁‖_F of the best rank-1 approximation M₁.",
+    expected=best_rank_one_error,
+    rel_tol=3e-3,
+    traps=(
+        Trap(lambda: 3.0, "that is the error of keeping the smaller direction; the best rank-1 matrix keeps the larger."),
+        Trap(lambda: float(np.sqrt(2.0)), "that zeroes the smallest entries. Entries are not directions: the best rank-1 "
+             "matrix comes from the SVD, not from the entries."),
+        Trap(lambda: float(np.sqrt(13.0)), "that is ‖M‖_F, the error of the zero matrix."),
+        Trap(lambda: 4.0, "that is the squared error."),
+    ),
+    explanation="turning the plane changes no singular value: M has singular values 3 and 2, so the best rank-1 "
+    "approximation drops s₂ = 2, and the error is 2, however the entries look.",
 ))
 register(NumericExercise(
     id="tail-error",
-    prompt="A 4 x 4 matrix has singular values 5, 4, 2 and 1. What is the Frobenius error of its best rank-2 "
+    prompt="A 4 × 4 matrix has singular values 5, 4, 2 and 1. What is the Frobenius error of its best rank-2 "
     "approximation? (A float; 3 significant digits are enough, rounded or cut off.)",
     expected=lambda: tail_error(2),
     rel_tol=3e-3,  # sqrt(5) = 2.2361: both 2.24 (rounded) and 2.23 (cut off) are 3 significant digits
@@ -59,23 +89,56 @@ register(NumericExercise(
     explanation="the dropped singular values are 2 and 1: sqrt(4 + 1) = sqrt(5) ≈ 2.236.",
 ))
 register(CodeExercise(
-    id="svd-to-lora",
-    prompt="Write svd_to_lora(M, r): LoRA-shaped factors B (d_out x r) and A (r x d_in) of the best rank-r "
-    "approximation of M (d_out x d_in), from np.linalg.svd. It is checked on hidden matrices: B @ A must equal the "
-    "truncated SVD (any split of the singular values between B and A is accepted).",
-    signature="svd_to_lora(M, r) -> (B, A)",
-    reference=lora_factors,
-    cases=factor_cases,
-    compare=same_product,
-    explanation="B = U_r diag(s_r)^½ and A = diag(s_r)^½ V_rᵀ split each singular value evenly, so B A is the "
-    "Eckart-Young optimum: an SVD gives LoRA's factors directly.",
-    hints=("U, s, Vt = np.linalg.svd(M, full_matrices=False); keep the first r of each.",
-           "Scale the columns of U_r by sqrt(s_r) and the rows of Vt_r by sqrt(s_r)."),
+    id="rank-for-energy",
+    prompt="Write rank_for_energy(M, keep): the smallest rank k whose truncated SVD keeps at least the fraction keep "
+    "(e.g. 0.9) of M's squared Frobenius norm. This is one way to pick a rank for an image, or for LoRA.",
+    signature="rank_for_energy(M, keep) -> int",
+    reference=energy_rank,
+    cases=energy_cases,
+    compare=compare_exact,
+    traps=(
+        CodeTrap(lambda m, keep: energy_rank_of_values(m, keep), "you added up the singular values. The squared "
+                 "Frobenius norm is the sum of their squares, s₁² + s₂² + …"),
+        CodeTrap(lambda m, keep: energy_rank(m, keep) - 1, "you are one short: you returned the index of the last "
+                 "kept value, counting from 0. A rank counts values from 1."),
+        CodeTrap(lambda m, keep: energy_rank(m, keep) + 1, "you kept one value too many: stop at the first k whose "
+                 "share reaches keep (≥, not >)."),
+    ),
+    model_solution="""
+def rank_for_energy(M, keep):
+    s = np.linalg.svd(M, compute_uv=False)
+    share = np.cumsum(s**2) / np.sum(s**2)   # share kept by ranks 1, 2, 3, ...
+    k = 1
+    while share[k - 1] < keep - 1e-12:       # a little slack for rounding
+        k += 1
+    return k
+""",
+    explanation="the share kept by rank k is (s₁² + … + s_k²) / Σ s², by Eckart-Young the most any rank-k matrix "
+    "keeps; the answer is the first k where it reaches keep.",
+    hints=("np.cumsum of the squared singular values, divided by their sum, gives the share kept for k = 1, 2, ...",),
+))
+register(WrittenExercise(
+    id="eckart-young-why",
+    prompt="Eckart-Young, the intuition. The SVD writes M as a sum of rank-one layers sᵢ uᵢ vᵢᵀ. Keeping k of the "
+    "layers leaves an error. Explain why keeping the k layers with the largest sᵢ gives the smallest error among "
+    "all choices of k layers.",
+    points=(
+        "The layers are orthogonal to each other (the uᵢ are orthonormal and so are the vᵢ), so the squared norms of "
+        "the dropped layers add up, like Pythagoras.",
+        "Layer i has ‖sᵢ uᵢ vᵢᵀ‖_F = sᵢ, so dropping it costs exactly sᵢ² of squared error.",
+        "The error of keeping a set of layers is √(sum of sᵢ² over the dropped ones), which is smallest when the "
+        "dropped ones are the smallest sᵢ.",
+        "(Eckart-Young says more: no rank-k matrix at all, not only sums of SVD layers, does better.)",
+    ),
+    explanation="The error of keeping a set S of layers is the sum of the dropped layers. They are orthogonal, so "
+    "the squared norm of that sum is the sum of their squared norms, and layer i has norm sᵢ (uᵢ, vᵢ have length 1). "
+    "So the squared error is the sum of sᵢ² over the dropped layers, smallest when the dropped ones are the smallest "
+    "sᵢ, that is, when the k largest are kept. The theorem goes further: no rank-k matrix does better.",
 ))
 register(ChoiceExercise(
     id="recommender",
-    prompt="A users x movies 'liked' matrix X (millions of users, 100,000 movies) is factorised as X ≈ P Q with "
-    "P (users x f) and Q (f x movies), and f of only 50-100 works well. Why is so small an f enough?",
+    prompt="A users × movies 'liked' matrix X (millions of users, 100,000 movies) is factorised as X ≈ P Q with "
+    "P (users × f) and Q (f × movies), and f of only 50-100 works well. Why is so small an f enough?",
     options={
         "a": "because any factorisation P Q has low rank, whatever X is",
         "b": "because f = 1,000 would be too expensive to compute",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...maths.arch import ARCHITECTURES, Architecture, lora_parameter_count
-from .core import ChoiceExercise, CodeExercise, NumericExercise, Trap, compare_exact, register
+from ...maths.arch import ARCHITECTURES, Architecture, lora_parameter_count, weight_shapes
+from .core import ChoiceExercise, CodeExercise, CodeTrap, NumericExercise, PredictExercise, Trap, WrittenExercise, compare_exact, register
 
 SWIGLU = ("q", "k", "v", "o", "gate", "up", "down")
 
@@ -33,6 +33,38 @@ def llama70_kv(square: bool = False) -> int:
     return lora_parameter_count(arch, 16, ("k", "v"))
 
 
+def down_proj_forward_cost(kind: str = "right") -> int:
+    """Multiply-adds per token of Llama 3 8B's down projection (d_out 4096, d_in 14336) with an unmerged rank-16 LoRA."""
+    d_out, d_in = weight_shapes(ARCHITECTURES["Llama 3 8B"])["down"]
+    r = 16
+    return {
+        "right": d_out * d_in + r * (d_in + d_out),
+        "square": d_out * d_out + 2 * d_out * r,
+        "branch": r * (d_in + d_out),
+        "base": d_out * d_in,
+    }[kind]
+
+
+def qk_lora_ratio() -> float:
+    """LoRA parameters on Wq over LoRA parameters on Wk, at the same rank, for Llama 3 70B."""
+    arch = ARCHITECTURES["Llama 3 70B"]
+    return lora_parameter_count(arch, 8, ("q",)) / lora_parameter_count(arch, 8, ("k",))
+
+
+register(PredictExercise(
+    id="predict-gqa-lora-ratio",
+    prompt="In Llama 3 70B, Wq is 8192 × 8192 and Wk is 1024 × 8192 (grouped-query attention): Wq has 8 times as "
+    "many entries. Predict: at the same rank r, how many times more parameters does LoRA train on Wq than on Wk?",
+    expected=qk_lora_ratio,
+    rel_tol=5e-3,
+    traps=(
+        Trap(lambda: 8.0, "8 is the ratio of the matrices' entries, d_out · d_in. LoRA's factors hold r (d_out + d_in): "
+             "a sum of the two sides, not a product."),
+        Trap(lambda: 1.0, "the two factors of Wk are not the same size as those of Wq: B is d_out × r, and d_out differs."),
+    ),
+    explanation="r (8192 + 8192) against r (1024 + 8192): a ratio of 16384 / 9216 ≈ 1.78. The factors grow with the "
+    "sum of the sides, so shrinking one side 8 times shrinks LoRA's count far less.",
+))
 register(NumericExercise(
     id="llama70-kv-r16",
     prompt="Llama 3 70B has 80 layers, d_model = 8192, 64 query heads and 8 key/value heads (head dimension 128). "
@@ -40,11 +72,11 @@ register(NumericExercise(
     expected=llama70_kv,
     traps=(
         Trap(lambda: llama70_kv(square=True), "with grouped-query attention Wk and Wv are not square: they map 8192 "
-             "inputs to 8 kv heads x 128 = 1024 outputs."),
+             "inputs to 8 kv heads × 128 = 1024 outputs."),
         Trap(lambda: llama70_kv() // 80, "that is one layer; LoRA adapts Wk and Wv in all 80."),
         Trap(lambda: llama70_kv() // 2, "that is one of the two matrices."),
     ),
-    explanation="each of Wk, Wv is 1024 x 8192, so r (d_in + d_out) = 16 x 9216 per matrix; x 2 matrices x 80 layers.",
+    explanation="each of Wk, Wv is 1024 × 8192, so r (d_in + d_out) = 16 × 9216 per matrix; × 2 matrices × 80 layers.",
     hints=("Shapes first: d_out of Wk is (number of kv heads) x (head dimension).",),
 ))
 register(CodeExercise(
@@ -57,43 +89,71 @@ register(CodeExercise(
     reference=llama_like_lora,
     cases=llama_cases,
     compare=compare_exact,
-    explanation="every adapted d_out x d_in matrix adds r (d_out + d_in); only the shapes differ between matrices.",
+    traps=(
+        CodeTrap(lambda n_layer, d_model, n_head, n_kv_head, d_ff, r, targets: n_layer * len(targets) * 2 * d_model * r,
+                 "You counted every matrix as square d_model × d_model. With grouped-query attention Wk and Wv map "
+                 "d_model to n_kv_head · head_dim, and the MLP matrices involve d_ff."),
+        CodeTrap(lambda n_layer, d_model, n_head, n_kv_head, d_ff, r, targets: llama_like_lora(
+            1, d_model, n_head, n_kv_head, d_ff, r, targets), "That is one layer: LoRA adapts the matrices in every layer."),
+    ),
+    model_solution="""
+def lora_trainable(n_layer, d_model, n_head, n_kv_head, d_ff, r, targets):
+    head_dim = d_model // n_head
+    kv = n_kv_head * head_dim                   # grouped-query attention: Wk, Wv are kv × d_model
+    shapes = {                                  # (d_out, d_in) of each matrix
+        "q": (d_model, d_model), "k": (kv, d_model), "v": (kv, d_model), "o": (d_model, d_model),
+        "gate": (d_ff, d_model), "up": (d_ff, d_model), "down": (d_model, d_ff),
+    }
+    per_layer = sum(r * (d_out + d_in) for d_out, d_in in (shapes[t] for t in targets))
+    return n_layer * per_layer
+""",
+    explanation="every adapted d_out × d_in matrix adds r (d_out + d_in); only the shapes differ between matrices.",
     hints=("head_dim = d_model // n_head; Wk and Wv have d_out = n_kv_head * head_dim.",
            "gate and up map d_model -> d_ff; down maps d_ff -> d_model."),
 ))
-register(ChoiceExercise(
-    id="unmerged-cost",
-    prompt="A d x d layer carries an unmerged rank-r LoRA: it computes W x + B (A x) for every token. Compared with "
-    "the pretrained layer's W x, its forward pass costs:",
-    options={
-        "a": "about d / (2r) times fewer multiply-adds, since the factors are small",
-        "b": "d² + 2dr multiply-adds: slightly more than W x",
-        "c": "2dr multiply-adds",
-        "d": "exactly the same as W x, always",
-    },
-    answer_digest="d9900c1887fed70d",
-    feedback={
-        "a": "the frozen W x is still computed; the factors are an extra path, not a replacement. What LoRA saves is "
-        "memory (no gradients or Adam states for W) and checkpoint size, not forward FLOPs.",
-        "c": "2dr is the LoRA branch alone; the frozen W x (d² multiply-adds) runs too.",
-        "d": "only once merged, W' = W + B A: then it is a plain d x d layer; unmerged, the branch adds 2dr.",
-    },
-    explanation="the base path still costs d², and B (A x) adds dr + rd. Merging removes the extra 2dr at inference; "
-    "LoRA saves memory and the frozen weight's gradient, not forward compute.",
+register(NumericExercise(
+    id="unmerged-cost-rectangular",
+    prompt="Llama 3 8B's MLP down projection W is 4096 × 14336 (d_out × d_in). It carries an unmerged rank-16 LoRA, so "
+    "for every token it computes W x + B (A x). How many multiply-adds is that per token?",
+    expected=down_proj_forward_cost,
+    traps=(
+        Trap(lambda: down_proj_forward_cost("square"), "d² + 2dr holds for a square d × d layer; here A is "
+             "r × d_in and B is d_out × r, with d_in ≠ d_out."),
+        Trap(lambda: down_proj_forward_cost("branch"), "that is the LoRA branch alone; the frozen W x still runs."),
+        Trap(lambda: down_proj_forward_cost("base"), "that is W x alone; the unmerged branch adds A x, then B (A x)."),
+    ),
+    explanation="W x costs d_out · d_in = 58,720,256; A x costs r · d_in and B (A x) costs d_out · r, "
+    "so the branch adds r (d_in + d_out) = 294,912 (+0.5%). Merging removes it.",
+    hints=("Count W x, A x and B (A x) separately: an (m × n) matrix times a vector is m · n multiply-adds.",),
+))
+register(WrittenExercise(
+    id="rank-barely-matters",
+    prompt="Change and explain. In the budget calculator above, keep GPT-3 175B with Wq and Wv and bf16, and move the "
+    "rank r from 4 to 64. The trainable parameters grow 16 times, yet the training memory barely moves. Why?",
+    points=(
+        "The frozen weights (2 bytes each, about 349 GB for 175 B parameters) dominate the total at any small rank.",
+        "Only the trainable parameters pay 16 bytes each (gradient, fp32 master copy, two Adam moments).",
+        "At r = 64 on Wq and Wv there are about 0.3 B trainable parameters, about 4.8 GB: still about 1% of the total.",
+        "(Activations, which the calculator leaves out, do not depend on r much either.)",
+    ),
+    explanation="The total is 2 bytes for every frozen weight plus 16 bytes for every trainable one. The frozen "
+    "part, about 349 GB, does not change with r. At r = 64 on Wq, Wv LoRA trains 16 × 18.9 M ≈ 302 M parameters, "
+    "16 bytes each ≈ 4.8 GB: the total moves from about 349.5 GB to about 354 GB.",
 ))
 register(ChoiceExercise(
     id="which-matrices",
-    prompt="Which of these parameters of a Llama 3 8B block can NOT carry a LoRA update ΔW = B A?",
+    prompt="Which of these parameters of Llama 3 8B can NOT carry a LoRA update ΔW = B A?",
     options={
-        "a": "the query projection Wq (4096 x 4096)",
-        "b": "the key projection Wk (1024 x 4096, grouped-query attention)",
-        "c": "the MLP's down projection (4096 x 14336)",
+        "a": "the token embedding table (128256 × 4096): a lookup, not a matrix product",
+        "b": "the key projection Wk (1024 × 4096, grouped-query attention)",
+        "c": "the MLP's down projection (4096 × 14336)",
         "d": "the RMSNorm gain (a vector of 4096 numbers)",
     },
     answer_digest="26e3f4774e9642ec",
     feedback={
-        "a": "Wq is a linear layer: the paper's own choice was Wq and Wv.",
-        "b": "a non-square matrix is fine: B is 1024 x r and A is r x 4096.",
+        "a": "a lookup table is still a matrix: looking up a token picks a row of E + B A, so the update works "
+        "the same way (PEFT supports LoRA on embeddings). It is rarely needed, not impossible.",
+        "b": "a non-square matrix is fine: B is 1024 × r and A is r × 4096.",
         "c": "MLP matrices are linear layers too; QLoRA found adapting every linear layer works best.",
     },
     explanation="LoRA adds a low-rank matrix to a weight matrix; a norm's gain is a vector with nothing to factorise "

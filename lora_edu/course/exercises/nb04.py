@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .core import ChoiceExercise, CodeExercise, register
+from .core import CodeExercise, CodeTrap, PredictExercise, Trap, WrittenExercise, register
 
 
 def package_layer(W: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, r: int):
@@ -40,6 +40,27 @@ def package_input_grad(grad_y: np.ndarray, W: np.ndarray, A: np.ndarray, B: np.n
     return x.grad.numpy()
 
 
+def package_param_grads(x: np.ndarray, grad_y: np.ndarray, W: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float,
+                        r: int) -> tuple[np.ndarray, np.ndarray]:
+    """(∂L/∂A, ∂L/∂B) by autograd through the package's layer, given x and grad_y = ∂L/∂y."""
+    import torch
+
+    layer = package_layer(W, A, B, alpha, r)
+    layer(torch.from_numpy(x)).backward(torch.from_numpy(grad_y))
+    return layer.lora_A.grad.numpy(), layer.lora_B.grad.numpy()
+
+
+def param_grad_cases(rng: np.random.Generator) -> list[tuple]:
+    return [(x, rng.standard_normal((x.shape[0], w.shape[0])), w, a, b, alpha, r) for x, w, a, b, alpha, r in forward_cases(rng)]
+
+
+def first_step_ratio() -> float:
+    """‖ΔW‖_F after one Adam-like step with α = 32 over the same with α = 16, at r = 8."""
+    from ...lora.variants import update_size_after_one_step
+
+    return update_size_after_one_step(8, alpha=32, use_rslora=False) / update_size_after_one_step(8, alpha=16, use_rslora=False)
+
+
 def input_grad_cases(rng: np.random.Generator) -> list[tuple]:
     return [(rng.standard_normal((n, d_out)), *args[1:]) for n, d_out, args in
             ((x.shape[0], w.shape[0], (x, w, a, b, alpha, r)) for x, w, a, b, alpha, r in forward_cases(rng))]
@@ -56,80 +77,121 @@ def forward_cases(rng: np.random.Generator) -> list[tuple]:
 register(CodeExercise(
     id="lora-forward",
     prompt="Write numpy_lora_forward(x, W, A, B, alpha, r) with NumPy: the output of a bias-free LoRA layer for a batch of "
-    "row vectors x (n x d_in), frozen W (d_out x d_in), A (r x d_in), B (d_out x r). It is run on hidden shapes "
+    "row vectors x (n × d_in), frozen W (d_out × d_in), A (r × d_in), B (d_out × r). It is run on hidden shapes "
     "(d_in ≠ d_out included) and compared with lora_edu.LoRALinear holding the same weights.",
     signature="numpy_lora_forward(x, W, A, B, alpha, r) -> y  # y: (n, d_out)",
     reference=package_lora_forward,
     cases=forward_cases,
     explanation="y = x Wᵀ + (α/r) (x Aᵀ) Bᵀ: A reads r features of each input, B writes them along r output "
-    "directions, and the d_out x d_in matrix B A is never formed.",
+    "directions, and the d_out × d_in matrix B A is never formed.",
+    traps=(
+        CodeTrap(lambda x, W, A, B, alpha, r: x @ W.T + (x @ A.T) @ B.T, "Your LoRA branch is off by exactly the factor "
+                 "α/r: you left out the scaling α/r."),
+        CodeTrap(lambda x, W, A, B, alpha, r: x @ W.T + r / alpha * (x @ A.T) @ B.T, "Your scaling is upside down: "
+                 "it is α/r, not r/α."),
+        CodeTrap(lambda x, W, A, B, alpha, r: x @ W.T + alpha * (x @ A.T) @ B.T, "You scaled the branch by α: the "
+                 "scaling is α/r."),
+        CodeTrap(lambda x, W, A, B, alpha, r: alpha / r * (x @ A.T) @ B.T, "You returned only the LoRA branch: the "
+                 "frozen layer's x Wᵀ is part of the output."),
+        CodeTrap(lambda x, W, A, B, alpha, r: x @ W + alpha / r * (x @ A.T) @ B.T, "W is not transposed: for row "
+                 "vectors the frozen layer computes x Wᵀ (W is d_out × d_in)."),
+    ),
+    model_solution="""
+def numpy_lora_forward(x, W, A, B, alpha, r):
+    base = x @ W.T                   # (n, d_out): the frozen layer
+    h = x @ A.T                      # (n, r): A reads r features of each row
+    return base + (alpha / r) * (h @ B.T)   # B writes them along r output directions
+""",
     hints=("Row vectors: a linear layer computes x @ W.T.", "Do not forget the scaling alpha / r on the LoRA branch."),
 ))
-register(ChoiceExercise(
-    id="why-b-zero",
-    prompt="Why does LoRA start with B = 0 and A random?",
-    options={
-        "a": "any start works; A = B = 0 would do as well",
-        "b": "so that B A = 0 (the model starts as the base model) while the gradient of B, which is proportional to A, "
-        "is not zero",
-        "c": "so that the update ΔW starts random and small",
-        "d": "because B is larger than A",
-    },
-    answer_digest="b302318c9b3c224f",
-    feedback={
-        "a": "with A = B = 0 both gradients vanish (each is proportional to the other factor), so nothing ever trains.",
-        "c": "ΔW = B A is exactly zero at the start, not small and random: B = 0 makes the product vanish.",
-        "d": "the sizes of B (d_out x r) and A (r x d_in) depend on the layer; the choice is about gradients, not size.",
-    },
-    explanation="with A = B = 0 both gradients vanish and nothing ever trains; with B = 0 and A random the "
-    "update starts at exactly zero and B moves at the first step.",
+register(CodeExercise(
+    id="lora-param-grads",
+    prompt="Derive it yourself. The layer computes y = x Wᵀ + (α/r) (x Aᵀ) Bᵀ for a batch x (n × d_in). Given "
+    "grad_y = ∂L/∂y (n × d_out), write lora_param_grads(x, grad_y, W, A, B, alpha, r) returning (∂L/∂A, ∂L/∂B): "
+    "∂L/∂A has A's shape (r × d_in) and ∂L/∂B has B's shape (d_out × r). Use the chain rule through h = x Aᵀ "
+    "(n × r). It is checked on hidden shapes against autograd through lora_edu.LoRALinear.",
+    signature="lora_param_grads(x, grad_y, W, A, B, alpha, r) -> (grad_A, grad_B)",
+    reference=package_param_grads,
+    cases=param_grad_cases,
+    traps=(
+        CodeTrap(lambda x, gy, W, A, B, alpha, r: (B.T @ gy.T @ x, gy.T @ x @ A.T), "Both gradients are off by exactly "
+                 "α/r: the scaling multiplies the branch, so it multiplies its gradients too."),
+        CodeTrap(lambda x, gy, W, A, B, alpha, r: (alpha / r * x.T @ (gy @ B), alpha / r * gy.T @ (x @ A.T)),
+                 "Your ∂L/∂A is transposed: it must have A's "
+                 "shape, r × d_in."),
+    ),
+    model_solution="""
+def lora_param_grads(x, grad_y, W, A, B, alpha, r):
+    s = alpha / r
+    h = x @ A.T                      # (n, r): the bottleneck
+    grad_B = s * grad_y.T @ h        # y = s h Bᵀ + ...  ->  ∂L/∂B = s grad_yᵀ h     (d_out, r)
+    grad_h = s * grad_y @ B          # ∂L/∂h = s grad_y B                          (n, r)
+    grad_A = grad_h.T @ x            # h = x Aᵀ  ->  ∂L/∂A = grad_hᵀ x              (r, d_in)
+    return grad_A, grad_B
+""",
+    explanation="with G = (α/r) grad_yᵀ x, the gradient of the loss with respect to B A, this is ∂L/∂A = Bᵀ G and "
+    "∂L/∂B = G Aᵀ, computed without forming G: each has the shape of its factor.",
+    hints=("Start with B: y depends on B through (α/r) h Bᵀ with h = x Aᵀ, like a linear layer with input h.",
+           "For a layer y = h Mᵀ the weight gradient is grad_yᵀ h and the input gradient is grad_y M.",
+           "Then A: h = x Aᵀ is another linear layer, with input x and upstream gradient ∂L/∂h."),
 ))
-register(ChoiceExercise(
-    id="gradient-of-a",
-    prompt="ΔW = B A with B (d_out x r), A (r x d_in), and G = ∂L/∂(ΔW) (d_out x d_in). Which is ∂L/∂A?",
-    options={"a": "G Bᵀ", "b": "Bᵀ G", "c": "Gᵀ A", "d": "G Aᵀ"},
-    answer_digest="622eb29d8ab7027e",
-    feedback={
-        "a": "G Bᵀ would multiply (d_out x d_in) by (r x d_out): the inner sizes do not match unless d_in = r.",
-        "c": "Gᵀ A is (d_in x d_out)(r x d_in): not even defined in general.",
-        "d": "G Aᵀ is (d_out x r), the shape of B: it is ∂L/∂B.",
-    },
-    explanation="∂L/∂A = Bᵀ G (r x d_in, the shape of A) and ∂L/∂B = G Aᵀ (d_out x r, the shape of B). "
-    "Shapes alone rule the other options out.",
+register(WrittenExercise(
+    id="init-swapped",
+    prompt="Change and explain. Swap LoRA's initialisation: A = 0 and B random. In section 2, add this case to the "
+    "list in the first_gradients cell and run it. Does ΔW still start at 0? Which factor gets a gradient at the first "
+    "step, and why? Would training work?",
+    points=(
+        "ΔW = B A is still exactly 0, because A = 0: the model still starts as the pretrained one.",
+        "∂L/∂B = G Aᵀ = 0 at the first step, because A = 0; ∂L/∂A = Bᵀ G is not 0, because B is random.",
+        "So A moves first and B follows from the second step: training works, with the roles of A and B swapped.",
+        "What must not happen is both factors zero: then both gradients vanish and nothing ever trains.",
+    ),
+    explanation="ΔW = B A = 0 still holds because A = 0, so the model starts unchanged. ∂L/∂B = G Aᵀ vanishes at the "
+    "first step, but ∂L/∂A = Bᵀ G does not, since B is random: A moves first, then B. Training works; only one "
+    "factor needs to be zero, and only one may be.",
 ))
-register(ChoiceExercise(
-    id="alpha-doubled",
+register(PredictExercise(
+    id="predict-alpha-doubled",
     prompt="A rank-8 LoRALinear with α = 16 is trained with Adam. You double α to 32 and change nothing else (same r, "
-    "same learning rate, same data). What happens to ‖ΔW‖_F after the first step?",
-    options={
-        "a": "nothing: Adam normalises the gradient, so the scaling cancels",
-        "b": "it doubles: Adam's first step on B has a size set by the learning rate, and ΔW = (α/r) B A multiplies it by "
-        "the doubled scaling",
-        "c": "it grows 4 times: the gradient of B doubles and the branch's output doubles too",
-        "d": "it halves, because α/r is divided by the rank",
-    },
-    answer_digest="62055d9641421ccf",
-    feedback={
-        "a": "Adam normalises the step on B, not the scaling applied after it: the same ΔB gives twice the ΔW.",
-        "c": "that is plain SGD's answer (the gradient of B carries one factor α/r, the product another); Adam divides "
-        "the gradient by its own size, removing one of the two factors.",
-        "d": "r did not change; only α did, and it sits in the numerator.",
-    },
-    explanation="with Adam the first step moves each entry of B by about the learning rate, whatever the gradient's "
-    "scale, so ΔW = (α/r) ΔB A is proportional to α. Doubling α acts like doubling the learning rate of the branch.",
+    "same learning rate, same data). Predict: how many times larger is ‖ΔW‖_F after the first step?",
+    expected=first_step_ratio,
+    rel_tol=1e-6,
+    traps=(
+        Trap(lambda: 1.0, "Adam normalises the step on B, not the scaling applied after it: the same step of B gives "
+             "twice the ΔW."),
+        Trap(lambda: 4.0, "that is plain SGD's answer (the gradient of B carries one factor α/r, the product another). "
+             "Adam divides the gradient by its own size, which removes one of the two factors."),
+        Trap(lambda: 0.5, "α sits in the numerator of α/r: a larger α gives a larger update."),
+    ),
+    explanation="Adam's first step moves each entry of B by about the learning rate, whatever the gradient's scale, "
+    "so ΔW = (α/r) ΔB A is proportional to α. Doubling α acts like doubling the learning rate of the branch.",
     hints=("Write ΔW after one step as (α/r) ΔB A with A unchanged. Which of these factors does Adam fix?",),
 ))
 register(CodeExercise(
     id="lora-input-grad",
     prompt="Backpropagation also needs the gradient with respect to the layer's input, to pass on to the layer below. "
-    "Write lora_input_grad(grad_y, W, A, B, alpha, r): ∂L/∂x (n x d_in) for the bias-free LoRA layer y = x Wᵀ + "
-    "(α/r) x Aᵀ Bᵀ, given grad_y = ∂L/∂y (n x d_out), without forming the d_out x d_in matrix B A. Checked on hidden "
+    "Write lora_input_grad(grad_y, W, A, B, alpha, r): ∂L/∂x (n × d_in) for the bias-free LoRA layer y = x Wᵀ + "
+    "(α/r) x Aᵀ Bᵀ, given grad_y = ∂L/∂y (n × d_out), without forming the d_out × d_in matrix B A. Checked on hidden "
     "shapes against autograd through lora_edu.LoRALinear.",
     signature="lora_input_grad(grad_y, W, A, B, alpha, r) -> grad_x  # (n, d_in)",
     reference=package_input_grad,
     cases=input_grad_cases,
     explanation="∂L/∂x = grad_y W + (α/r) (grad_y B) A: the backward pass runs the same thin path in reverse, "
     "through r numbers per row.",
+    traps=(
+        CodeTrap(lambda gy, W, A, B, alpha, r: gy @ W, "You left out the LoRA branch: the input reaches y through "
+                 "(α/r) x Aᵀ Bᵀ as well as through W."),
+        CodeTrap(lambda gy, W, A, B, alpha, r: gy @ W + (gy @ B) @ A, "Your LoRA branch is off by exactly the factor "
+                 "α/r: you left out the scaling α/r."),
+        CodeTrap(lambda gy, W, A, B, alpha, r: gy @ W.T + alpha / r * (gy @ B) @ A, "For y = x Wᵀ the input gradient "
+                 "is grad_y W, not grad_y Wᵀ."),
+    ),
+    model_solution="""
+def lora_input_grad(grad_y, W, A, B, alpha, r):
+    through_W = grad_y @ W                       # (n, d_in): y = x Wᵀ gives grad_y W
+    through_branch = (grad_y @ B) @ A            # (n, r) then (n, d_in): never forms B A
+    return through_W + (alpha / r) * through_branch
+""",
     hints=("For y = x Mᵀ the input gradient is grad_y M. Here M = W + (α/r) B A.",
            "Multiply grad_y by B first (n x r), then by A."),
 ))

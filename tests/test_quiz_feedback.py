@@ -1,0 +1,154 @@
+"""How exercises are shown and diagnosed: formatted text in a notebook, usual mistakes named, model solutions."""
+
+import numpy as np
+import pytest
+
+from lora_edu.course import quiz
+from lora_edu.course.exercises import CodeExercise, PredictExercise, WrittenExercise
+
+LESSONS = ("nb01", "nb02", "nb03", "nb04")
+
+
+@pytest.fixture
+def notebook(monkeypatch):
+    """Pretend to run in a Jupyter kernel and collect what would be displayed."""
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(quiz, "in_notebook", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append(obj))
+    return shown
+
+
+def test_a_jupyter_kernel_counts_as_a_notebook(monkeypatch):
+    import IPython
+
+    class Shell:
+        kernel = object()  # what a Jupyter kernel's shell has and a terminal's has not
+
+    assert not quiz.in_notebook()
+    monkeypatch.setattr(IPython, "get_ipython", lambda: Shell())
+    assert quiz.in_notebook()
+
+
+def lesson_exercises():
+    from lora_edu.course.exercises import registered_by
+
+    return {i: ex for i, ex in quiz.all_exercises().items() if registered_by(i).rsplit(".", 1)[-1] in LESSONS}
+
+
+def test_in_a_notebook_feedback_is_formatted_and_check_returns_nothing(notebook):
+    assert quiz.check("tail-error", 2.0) is None  # no Out: False under the cell
+    assert quiz.grade("tail-error", 2.0) is False and quiz.grade("tail-error", 5**0.5) is True
+    quiz.show("factor-rank-one")
+    assert len(notebook) == 2
+    for bundle in notebook:
+        assert set(bundle) == {"text/html", "text/plain"}
+        assert "`" not in bundle["text/plain"] and "`" not in bundle["text/html"]
+    assert "<code>" in notebook[1]["text/html"]  # `code` becomes code font, not backticks
+    assert "spectral norm" in notebook[0]["text/plain"]  # the trap's feedback
+
+
+def test_outside_a_notebook_check_returns_the_verdict(capsys):
+    assert not quiz.in_notebook()
+    assert quiz.check("tail-error", 2.0) is False and quiz.check("tail-error", 5**0.5) is True
+    assert "`" not in capsys.readouterr().out
+
+
+def test_html_keeps_lists_and_escapes():
+    html = quiz.to_html("a < b and `x @ W.T`\n- one\n- two")
+    assert "&lt;" in html and "<code>x @ W.T</code>" in html and html.count("<li>") == 2
+
+
+@pytest.mark.parametrize("mistake, words", [
+    (lambda x, W, A, B, alpha, r: x @ W.T + (x @ A.T) @ B.T, "left out the scaling α/r"),
+    (lambda x, W, A, B, alpha, r: x @ W.T + r / alpha * (x @ A.T) @ B.T, "upside down"),
+    (lambda x, W, A, B, alpha, r: alpha / r * (x @ A.T) @ B.T, "only the LoRA branch"),
+    (lambda x, W, A, B, alpha, r: x @ W.T + alpha / r * (x @ A) @ B.T, "transpose"),  # a transposed factor: shapes clash
+    (lambda x, W, A, B, alpha, r: (x @ W.T + alpha / r * (x @ A.T) @ B.T).T, "the transpose of the expected"),
+    (lambda x, W, A, B, alpha, r: 3 * (x @ W.T + alpha / r * (x @ A.T) @ B.T), "exactly 3 times"),
+])
+def test_code_feedback_names_the_mistake_before_the_numbers(mistake, words):
+    right, message = quiz.get("lora-forward").verdict(mistake)
+    assert not right and words in message
+    assert message.index(words) < message.index("hidden case")
+
+
+def test_other_diagnoses():
+    _, message = quiz.get("lora-param-grads").verdict(
+        lambda x, gy, W, A, B, alpha, r: (B.T @ gy.T @ x, gy.T @ x @ A.T))
+    assert "off by exactly α/r" in message
+    _, message = quiz.get("rank-for-energy").verdict(
+        lambda m, keep: int(np.searchsorted(np.cumsum(np.linalg.svd(m, compute_uv=False)) /
+                                            np.sum(np.linalg.svd(m, compute_uv=False)), keep - 1e-12) + 1))
+    assert "sum of their squares" in message
+    _, message = quiz.get("factor-rank-one").verdict(lambda m: (m[:, :1] / m[0, 0], m[:1]))
+    assert "divided by M[0, 0]" in message or "NaN" in message
+
+
+def test_every_code_exercise_of_01_to_04_has_a_readable_model_solution_that_passes():
+    for ex_id, ex in lesson_exercises().items():
+        if not isinstance(ex, CodeExercise):
+            continue
+        solution = ex.solution()
+        assert solution.startswith("def ") and "lora_edu" not in solution and "package" not in solution, ex_id
+        namespace = {"np": np}
+        exec(solution, namespace)
+        student = namespace[solution.split("(")[0][4:]]
+        assert ex.verdict(student)[0], ex_id
+
+
+def test_each_lesson_has_a_prediction_a_code_exercise_and_an_argument():
+    from lora_edu.course.exercises import registered_by
+
+    for lesson in LESSONS:
+        kinds = {type(ex) for i, ex in quiz.all_exercises().items() if registered_by(i).endswith(lesson)}
+        assert {PredictExercise, CodeExercise, WrittenExercise} <= kinds, lesson
+
+
+def test_predict_hides_the_measurement_until_a_prediction_is_written(capsys):
+    assert quiz.predict("predict-rotated-rank-one", None, 2.0) is None
+    out = capsys.readouterr().out
+    assert "No prediction yet" in out and "2.0" not in out
+    assert quiz.predict("predict-rotated-rank-one", 3, 2.0) is False
+    out = capsys.readouterr().out
+    assert "measured 2" in out and "smaller direction" in out
+    assert quiz.predict("predict-rotated-rank-one", 2, 2.0) is True
+    with pytest.raises(AssertionError, match="differs"):
+        quiz.predict("predict-rotated-rank-one", 2, 3.0)
+    with pytest.raises(TypeError, match="not a predict"):
+        quiz.predict("tail-error", 2, 2.0)
+
+
+def test_written_answers_need_an_argument_and_then_show_the_points(capsys, monkeypatch):
+    assert quiz.check("proof-rank-of-product", "rank is at most r") is False
+    assert "too short" in capsys.readouterr().out
+    with pytest.raises(TypeError, match="string"):
+        quiz.check("proof-rank-of-product", 3)
+    monkeypatch.setenv("LORA_EDU_REVEAL", "1")
+    quiz.show("proof-rank-of-product")
+    assert "Instructor, model solution: Column j of B A" in capsys.readouterr().out
+
+
+def test_widgets_leave_a_picture_of_their_starting_state(notebook):
+    from lora_edu.course.widgets import RankSlider, fit_history_explorer, lora_calculator, product_rank_explorer
+
+    lora_calculator()
+    product_rank_explorer(16, 2)
+    slider = RankSlider(np.random.default_rng(0).random((40, 30)), k=3, k_max=20)
+    assert slider.slider.max == 20
+    slider.show()
+    from lora_edu import fit_lora_to_matrix
+
+    fit_history_explorer(fit_lora_to_matrix(np.ones((2, 2)), np.eye(2) + 1, r=1, steps=3))
+    assert len(notebook) == 4
+    assert all("Starting state" in bundle["text/html"] for bundle in notebook)
+    assert "<table" in notebook[0]["text/html"] and "rank(ΔW)" in notebook[1]["text/html"]
+    assert notebook[2]["text/html"].count("data:image/png;base64") == 3
+
+
+def test_rank_slider_k_max_is_checked():
+    from lora_edu.course.widgets import RankSlider
+
+    with pytest.raises(ValueError, match="above the slider's k_max"):
+        RankSlider(np.ones((10, 10)), k=8, k_max=5)
