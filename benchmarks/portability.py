@@ -31,6 +31,7 @@ SETTINGS = {
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
     "avx512": {"ATEN_CPU_CAPABILITY": "avx512"},
     "threads1": {"LORA_EDU_THREADS": "1"},
+    "default-threads1": {"ATEN_CPU_CAPABILITY": "default", "LORA_EDU_THREADS": "1"},
     "mkl-avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
 }
 

@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from ..lora.layer import adapted_weight, count_parameters, inject_lora, mark_only_lora_trainable
+from ..lora.layer import LoRALinear, adapted_weight, count_parameters, inject_lora, mark_only_lora_trainable
+from ..lora.quant import NF4Linear, dequantized_weight
 from .data import World, lm_targets, task_data
 from .evaluate import answer_scores, answers_right, exact_match, lm_loss
 from .model import GPT
@@ -79,15 +81,25 @@ class Report:
         return statistics.median(self.update_ratios.values()) if self.update_ratios else 0.0
 
 
+@torch.no_grad()
 def update_ratios(base: GPT, model: GPT) -> dict[str, float]:
-    """||W' - W||_F / ||W||_F for every Linear weight in the blocks that fine-tuning changed (W' is the weight the
-    layer applies: W + s B A for LoRA). The paper's Table 7 has 6.91 / 61.95 = 0.11 for GPT-3's Wq at r = 4."""
-    ratios = {}
-    for name, module in base.named_modules():
-        if name.startswith("blocks.") and isinstance(module, torch.nn.Linear):
-            w0, w1 = adapted_weight(base, name).float(), adapted_weight(model, name).float()
-            if not torch.equal(w0, w1):
-                ratios[name] = float((w1 - w0).norm() / w0.norm())
+    """||ΔW||_F / ||W||_F for every Linear weight in the blocks that fine-tuning changed: ΔW = s B A for a LoRA
+    layer (on a full-precision or an NF4 base), W' - W for a trained weight. The paper's Table 7 has
+    6.91 / 61.95 = 0.11 for GPT-3's Wq at r = 4."""
+    ratios, in_base = {}, dict(base.named_modules())
+    for name, layer in model.named_modules():
+        if not name.startswith("blocks.") or name not in in_base:  # e.g. the Linear inside a LoRA layer
+            continue
+        if isinstance(layer, LoRALinear) and not layer.merged:
+            w = dequantized_weight(layer) if isinstance(layer.base, NF4Linear) else layer.base_weight().detach()
+            delta = layer.delta_weight()
+        elif isinstance(layer, nn.Linear) and not isinstance(layer, NF4Linear):
+            w = adapted_weight(base, name)
+            delta = adapted_weight(model, name) - w
+        else:
+            continue
+        if delta.any():
+            ratios[name] = float(delta.float().norm() / w.float().norm())
     return ratios
 
 
