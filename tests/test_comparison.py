@@ -96,7 +96,7 @@ def test_update_ratio_is_the_relative_size_of_the_applied_change():
     with torch.no_grad():
         layer.lora_B.fill_(0.1)
     w = base.blocks[0].attn.q_proj.weight
-    expected = float((layer.delta_weight()).norm() / w.norm())
+    expected = float(layer.delta_weight().detach().norm() / w.detach().norm())
     assert update_ratios(base, model) == {"blocks.0.attn.q_proj": pytest.approx(expected)}
 
 
