@@ -61,15 +61,16 @@ def test_html_keeps_lists_and_escapes():
 
 
 @pytest.mark.parametrize("mistake, words", [
-    (lambda x, W, A, B, alpha, r: x @ W.T + (x @ A.T) @ B.T, "left out the scaling α/r"),
-    (lambda x, W, A, B, alpha, r: x @ W.T + r / alpha * (x @ A.T) @ B.T, "upside down"),
-    (lambda x, W, A, B, alpha, r: alpha / r * (x @ A.T) @ B.T, "only the LoRA branch"),
-    (lambda x, W, A, B, alpha, r: x @ W.T + alpha / r * (x @ A) @ B.T, "transpose"),  # a transposed factor: shapes clash
-    (lambda x, W, A, B, alpha, r: (x @ W.T + alpha / r * (x @ A.T) @ B.T).T, "the transpose of the expected"),
-    (lambda x, W, A, B, alpha, r: 3 * (x @ W.T + alpha / r * (x @ A.T) @ B.T), "exactly 3 times"),
+    (lambda W, A, B, alpha, r: W + alpha / r * B @ A, "the transposed merge"),
+    (lambda W, A, B, alpha, r: W.T + alpha / r * B @ A, "nn.Linear's layout"),
+    (lambda W, A, B, alpha, r: W + (B @ A).T, "off by exactly the factor α/r"),
+    (lambda W, A, B, alpha, r: W + r / alpha * (B @ A).T, "upside down"),
+    (lambda W, A, B, alpha, r: alpha / r * (B @ A).T, "only the update"),
+    (lambda W, A, B, alpha, r: (W + alpha / r * (B @ A).T).T, "nn.Linear's layout"),  # the transpose of the answer
+    (lambda W, A, B, alpha, r: 3 * (W + alpha / r * (B @ A).T), "exactly 3 times"),
 ])
 def test_code_feedback_names_the_mistake_before_the_numbers(mistake, words):
-    right, message = quiz.get("lora-forward").verdict(mistake)
+    right, message = quiz.get("merge-conv1d").verdict(mistake)
     assert not right and words in message
     assert message.index(words) < message.index("hidden case")
 

@@ -75,8 +75,8 @@ def lora_trainable(n_layer, d_model, n_head, n_kv_head, d_ff, r, targets):
     return n_layer * sum(r * sum(shapes[t]) for t in targets)
 
 
-def lora_forward(x, W, A, B, alpha, r):
-    return x @ W.T + alpha / r * (x @ A.T) @ B.T
+def merge_conv1d(W_stored, A, B, alpha, r):
+    return W_stored + alpha / r * A.T @ B.T
 
 
 def lora_input_grad(grad_y, W, A, B, alpha, r):
@@ -105,7 +105,7 @@ CORRECT = {
     "tail-error": 5**0.5,
     "rank-for-energy": rank_for_energy,
     "eckart-young-why": ARGUMENT,
-    "recommender": "c",
+    "recommender": "b",
     # nb03
     "predict-gqa-lora-ratio": 16 / 9,
     "llama70-kv-r16": 23_592_960,
@@ -114,7 +114,7 @@ CORRECT = {
     "rank-barely-matters": ARGUMENT,
     "which-matrices": "d",
     # nb04
-    "lora-forward": lora_forward,
+    "merge-conv1d": merge_conv1d,
     "lora-param-grads": lora_param_grads,
     "init-swapped": ARGUMENT,
     "predict-alpha-doubled": 2.0,
@@ -135,7 +135,7 @@ WRONG_CODE = {  # a plausible mistake per code exercise: each must fail on a hid
     "rank-for-energy": lambda m, keep: 1,
     "lora-param-grads": lambda x, grad_y, W, A, B, alpha, r: (B.T @ grad_y.T @ x, grad_y.T @ x @ A.T),  # scaling forgotten
     "lora-trainable": lambda n_layer, d_model, n_head, n_kv_head, d_ff, r, targets: n_layer * len(targets) * r * 2 * d_model,
-    "lora-forward": lambda x, W, A, B, alpha, r: x @ W.T + (x @ A.T) @ B.T,  # scaling forgotten
+    "merge-conv1d": lambda W, A, B, alpha, r: W + alpha / r * B @ A,  # the transposed merge
     "training-state-bytes": lambda n_params, n_trainable, b: 4 * n_params * b,
     "lora-input-grad": lambda grad_y, W, A, B, alpha, r: grad_y @ W,  # the LoRA branch forgotten
     "subspace-phi": lambda a1, a2, i, j: float(np.sum((a1[:i] @ a2[:j].T) ** 2) / min(i, j)),  # rows, not singular vectors
@@ -194,10 +194,10 @@ def test_numeric_answers_accept_numpy_scalars_and_floats(capsys):
 
 def test_wrong_options_get_their_own_feedback(capsys):
     messages = set()
-    for letter in "abd":
+    for letter in "acd":
         quiz.check("recommender", letter)
         messages.add(capsys.readouterr().out)
-    assert len(messages) == 3 and all(f"Not {letter}" in "".join(messages) for letter in "abd")
+    assert len(messages) == 3 and all(f"Not {letter}" in "".join(messages) for letter in "acd")
 
 
 def test_traps_name_the_misconception(capsys):
@@ -208,7 +208,7 @@ def test_traps_name_the_misconception(capsys):
 
 
 def test_code_exercise_reports_the_failing_hidden_case(capsys):
-    assert quiz.check("lora-forward", WRONG_CODE["lora-forward"]) is False
+    assert quiz.check("merge-conv1d", WRONG_CODE["merge-conv1d"]) is False
     out = capsys.readouterr().out
     assert "hidden case" in out and "expected" in out
     assert quiz.check("factor-rank-one", lambda m: 1 / 0) is False
@@ -243,10 +243,10 @@ def test_hints_and_instructor_reveal(capsys, monkeypatch):
     quiz.show("rank-of-sum-rows")
     assert "Instructor, model solution: 2" in capsys.readouterr().out
     quiz.check("recommender", None)
-    assert "Instructor, model solution: c)" in capsys.readouterr().out
-    quiz.show("lora-forward")
+    assert "Instructor, model solution: b)" in capsys.readouterr().out
+    quiz.show("merge-conv1d")
     out = capsys.readouterr().out
-    assert "def numpy_lora_forward(x, W, A, B, alpha, r):" in out and "package" not in out.split("model solution:")[1]
+    assert "def merge_conv1d(W_stored, A, B, alpha, r):" in out and "package" not in out.split("model solution:")[1]
     quiz.reveal(False)  # the switch overrides the environment
     try:
         quiz.show("rank-of-sum-rows")

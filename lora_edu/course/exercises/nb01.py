@@ -23,13 +23,13 @@ register(PredictExercise(
     "row 1 + row 2. Predict rank(B A).",
     expected=deficient_product_rank,
     traps=(
-        Trap(lambda: 3, "r = 3 is only the most the rank can be. The rows of B A are combinations of the rows of A, "
-             "and A has only 2 independent rows."),
+        Trap(lambda: 3, "r = 3 is only the most the rank can be, and A has only 2 independent rows. Run the cell, "
+             "then explain the drop in the proof exercise at the end."),
         Trap(lambda: 5, "5 = min(d_out, d_in) is the largest rank of any 5 × 6 matrix; the thin factors cap it lower."),
         Trap(lambda: 1, "one dependence among A's rows removes one direction, not two."),
     ),
-    explanation="every row of B A is a combination of the rows of A, so rank(B A) ≤ rank(A) = 2; B being random "
-    "does not add directions.",
+    explanation="rank(A) = 2, and the product has rank 2 as well: a random B does not add directions. Why a "
+    "deficient factor caps the product is the proof exercise at the end of the notebook.",
 ))
 register(NumericExercise(
     id="rank-of-sum-rows",

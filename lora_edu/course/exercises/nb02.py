@@ -25,10 +25,14 @@ def tail_error(k: int) -> float:
     return SVDReconstructor(np.diag(SPECTRUM)).error(k)
 
 
+def rotation(degrees: float) -> np.ndarray:
+    t = np.deg2rad(degrees)
+    return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+
+
 def rotated_two_by_two() -> np.ndarray:
-    """The predict-then-run matrix: diag(3, 2) turned by 45 degrees, so no entry is zero."""
-    c = np.sqrt(0.5)
-    return np.array([[c, -c], [c, c]]) @ np.diag([3.0, 2.0])
+    """The predict-then-run matrix: R(30°) diag(3, 2) R(60°)ᵀ, so no entry is zero and no two columns are orthogonal."""
+    return rotation(30.0) @ np.diag([3.0, 2.0]) @ rotation(60.0).T
 
 
 def best_rank_one_error() -> float:
@@ -60,19 +64,22 @@ def energy_rank_of_values(M: np.ndarray, keep: float) -> int:
 
 register(PredictExercise(
     id="predict-rotated-rank-one",
-    prompt="M = R diag(3, 2), where R turns the plane by 45°. Every entry of M is non-zero (about ±2.12 and ±1.41). "
-    "Predict the Frobenius error ‖M − M₁‖_F of the best rank-1 approximation M₁.",
+    prompt="M = R₁ diag(3, 2) R₂ᵀ, where R₁ turns the plane by 30° and R₂ by 60°. Written out, "
+    "M ≈ [[2.17, 1.75], [−0.75, 2.17]]: every entry is non-zero. Predict the Frobenius error ‖M − M₁‖_F of the best "
+    "rank-1 approximation M₁.",
     expected=best_rank_one_error,
     rel_tol=3e-3,
     traps=(
         Trap(lambda: 3.0, "that is the error of keeping the smaller direction; the best rank-1 matrix keeps the larger."),
-        Trap(lambda: float(np.sqrt(2.0)), "that zeroes the smallest entries. Entries are not directions: the best rank-1 "
-             "matrix comes from the SVD, not from the entries."),
+        Trap(lambda: float(np.linalg.norm(rotated_two_by_two()[:, 0])), "that drops the weaker column (or row) of M: a "
+             "rank-1 matrix, but not the best one. Entries are not directions: the best rank-1 matrix comes from the "
+             "SVD."),
+        Trap(lambda: 0.75, "zeroing the smallest entry leaves a matrix of rank 2, not an approximation of rank 1."),
         Trap(lambda: float(np.sqrt(13.0)), "that is ‖M‖_F, the error of the zero matrix."),
         Trap(lambda: 4.0, "that is the squared error."),
     ),
-    explanation="turning the plane changes no singular value: M has singular values 3 and 2, so the best rank-1 "
-    "approximation drops s₂ = 2, and the error is 2, however the entries look.",
+    explanation="turning the plane, before or after, changes no singular value: M has singular values 3 and 2, so "
+    "the best rank-1 approximation drops s₂ = 2, and the error is 2, however the entries look.",
 ))
 register(NumericExercise(
     id="tail-error",
@@ -138,20 +145,23 @@ register(WrittenExercise(
 register(ChoiceExercise(
     id="recommender",
     prompt="A users × movies 'liked' matrix X (millions of users, 100,000 movies) is factorised as X ≈ P Q with "
-    "P (users × f) and Q (f × movies), and f of only 50-100 works well. Why is so small an f enough?",
+    "P (users × f) and Q (f × movies), and f = 50 already fits X well. What does that tell you about X?",
     options={
-        "a": "because any factorisation P Q has low rank, whatever X is",
-        "b": "because f = 1,000 would be too expensive to compute",
-        "c": "because tastes are driven by a few shared factors (genres, moods, eras), so X is close to low rank",
-        "d": "because it happened to work in experiments, for no reason",
+        "a": "X has rank 50",
+        "b": "the singular values of X beyond the 50th are small next to the first ones",
+        "c": "nothing about X: P Q has rank ≤ 50, so any matrix can be fitted this way",
+        "d": "each user has liked at most 50 movies, so X has at most 50 non-zero entries per row",
     },
-    answer_digest="eddd2dbebb278ce0",
+    answer_digest="3e80974630a7c047",
     feedback={
-        "a": "P Q has rank ≤ f, true, but that only says the model is low rank; it approximates X well only if X "
-        "itself is close to low rank (look at the spectrum).",
-        "b": "cost limits f from above, but a small f would still give a bad fit if X needed more directions.",
-        "d": "there is a reason, and it is measurable: the spectrum of X falls off after a few singular values.",
+        "a": "X is only close to rank 50: noise makes its exact rank full (section 6's X has rank 500, yet rank 3 "
+        "fits it). A good fit says the tail singular values are small, not zero.",
+        "c": "P Q has rank ≤ 50 whatever X is, but it fits X well only if X itself is close to rank 50: by Eckart-Young "
+        "the best error is the root of the sum of the squared tail singular values.",
+        "d": "low rank is not sparsity: a rank-one matrix can have every entry non-zero, and the identity has one "
+        "non-zero entry per row yet full rank.",
     },
-    explanation="low rank is a property of the data: a few latent factors explain most of the preferences, and the "
-    "spectrum shows it. LoRA makes the same bet about the weight update of a fine-tune.",
+    explanation="by Eckart-Young the best rank-50 error is √(s₅₁² + s₅₂² + …), so a good fit means the spectrum "
+    "falls off after about 50 values: a few shared factors (genres, moods, eras) explain most of the likes. LoRA "
+    "makes the same bet about the weight update of a fine-tune.",
 ))

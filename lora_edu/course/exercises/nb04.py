@@ -23,14 +23,6 @@ def package_layer(W: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, r: 
     return layer
 
 
-def package_lora_forward(x: np.ndarray, W: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, r: int) -> np.ndarray:
-    """The package's layer on x: (n, d_in) -> (n, d_out)."""
-    import torch
-
-    with torch.no_grad():
-        return package_layer(W, A, B, alpha, r)(torch.from_numpy(x)).numpy()
-
-
 def package_input_grad(grad_y: np.ndarray, W: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, r: int) -> np.ndarray:
     """∂L/∂x through the package's layer by autograd, given grad_y = ∂L/∂y: (n, d_out) -> (n, d_in)."""
     import torch
@@ -74,35 +66,66 @@ def forward_cases(rng: np.random.Generator) -> list[tuple]:
     return cases
 
 
+def package_conv1d_merge(W_stored: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, r: int) -> np.ndarray:
+    """The merged weight of a ``lora_edu.LoRALinear`` around a GPT-2 ``Conv1D`` whose weight is stored (d_in, d_out)."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    from ...lora.layer import LoRALinear
+
+    d_in, d_out = W_stored.shape
+    layer = LoRALinear(Conv1D(d_out, d_in).double(), r=r, alpha=alpha)
+    with torch.no_grad():
+        layer.base.weight.copy_(torch.from_numpy(W_stored))
+        layer.base.bias.zero_()
+        layer.lora_A.copy_(torch.from_numpy(A))
+        layer.lora_B.copy_(torch.from_numpy(B))
+        layer.merge()
+    return layer.base.weight.detach().numpy().copy()
+
+
+def conv1d_cases(rng: np.random.Generator) -> list[tuple]:
+    """W stored (d_in, d_out); the first case is square, so a transposed merge gives a wrong matrix of the right shape."""
+    cases = []
+    for d_in, d_out, r, alpha in ((5, 5, 2, 4.0), (6, 4, 2, 8.0), (4, 9, 3, 3.0), (8, 3, 1, 16.0), (7, 7, 4, 2.0)):
+        cases.append((rng.standard_normal((d_in, d_out)), rng.standard_normal((r, d_in)), rng.standard_normal((d_out, r)),
+                      alpha, r))
+    return cases
+
+
 register(CodeExercise(
-    id="lora-forward",
-    prompt="Write numpy_lora_forward(x, W, A, B, alpha, r) with NumPy: the output of a bias-free LoRA layer for a batch of "
-    "row vectors x (n × d_in), frozen W (d_out × d_in), A (r × d_in), B (d_out × r). It is run on hidden shapes "
-    "(d_in ≠ d_out included) and compared with lora_edu.LoRALinear holding the same weights.",
-    signature="numpy_lora_forward(x, W, A, B, alpha, r) -> y  # y: (n, d_out)",
-    reference=package_lora_forward,
-    cases=forward_cases,
-    explanation="y = x Wᵀ + (α/r) (x Aᵀ) Bᵀ: A reads r features of each input, B writes them along r output "
-    "directions, and the d_out × d_in matrix B A is never formed.",
+    id="merge-conv1d",
+    prompt="GPT-2 does not use nn.Linear: its layers are Conv1D modules that store the weight transposed, "
+    "W_stored of shape (d_in × d_out), and compute y = x W_stored + b. A LoRA update on such a layer keeps the "
+    "usual A (r × d_in) and B (d_out × r). Write merge_conv1d(W_stored, A, B, alpha, r) with NumPy: return the "
+    "merged weight, still stored (d_in × d_out), so that x W_merged equals the LoRA layer's output without its bias. "
+    "It is run on hidden shapes (square and not) and compared with the merge of lora_edu.LoRALinear around a Conv1D "
+    "holding the same weights.",
+    signature="merge_conv1d(W_stored, A, B, alpha, r) -> W_merged  # (d_in, d_out)",
+    reference=package_conv1d_merge,
+    cases=conv1d_cases,
+    explanation="the update is (α/r) B A in the d_out × d_in layout of nn.Linear; a Conv1D stores every weight "
+    "transposed, so the merge adds its transpose: W_stored + (α/r) Aᵀ Bᵀ. The unmerged branch x Aᵀ Bᵀ is the same "
+    "for both layouts; only the merge has to know how W is stored.",
     traps=(
-        CodeTrap(lambda x, W, A, B, alpha, r: x @ W.T + (x @ A.T) @ B.T, "Your LoRA branch is off by exactly the factor "
-                 "α/r: you left out the scaling α/r."),
-        CodeTrap(lambda x, W, A, B, alpha, r: x @ W.T + r / alpha * (x @ A.T) @ B.T, "Your scaling is upside down: "
-                 "it is α/r, not r/α."),
-        CodeTrap(lambda x, W, A, B, alpha, r: x @ W.T + alpha * (x @ A.T) @ B.T, "You scaled the branch by α: the "
-                 "scaling is α/r."),
-        CodeTrap(lambda x, W, A, B, alpha, r: alpha / r * (x @ A.T) @ B.T, "You returned only the LoRA branch: the "
-                 "frozen layer's x Wᵀ is part of the output."),
-        CodeTrap(lambda x, W, A, B, alpha, r: x @ W + alpha / r * (x @ A.T) @ B.T, "W is not transposed: for row "
-                 "vectors the frozen layer computes x Wᵀ (W is d_out × d_in)."),
+        CodeTrap(lambda W, A, B, alpha, r: W + alpha / r * B @ A, "You added (α/r) B A, which is laid out d_out × d_in, "
+                 "to a weight stored d_in × d_out: the transposed merge. It only runs when d_in = d_out, and then it "
+                 "is wrong. Add the transpose, (α/r) (B A)ᵀ = (α/r) Aᵀ Bᵀ."),
+        CodeTrap(lambda W, A, B, alpha, r: W.T + alpha / r * B @ A, "You returned the merged weight in nn.Linear's "
+                 "layout (d_out × d_in). A Conv1D keeps W stored d_in × d_out, so the merged weight must be too."),
+        CodeTrap(lambda W, A, B, alpha, r: W + (B @ A).T, "Your update is off by exactly the factor α/r: the merge "
+                 "adds the scaled update (α/r) (B A)ᵀ."),
+        CodeTrap(lambda W, A, B, alpha, r: W + r / alpha * (B @ A).T, "Your scaling is upside down: it is α/r, not r/α."),
+        CodeTrap(lambda W, A, B, alpha, r: alpha / r * (B @ A).T, "You returned only the update: the merged weight is "
+                 "the frozen W_stored plus it."),
     ),
     model_solution="""
-def numpy_lora_forward(x, W, A, B, alpha, r):
-    base = x @ W.T                   # (n, d_out): the frozen layer
-    h = x @ A.T                      # (n, r): A reads r features of each row
-    return base + (alpha / r) * (h @ B.T)   # B writes them along r output directions
+def merge_conv1d(W_stored, A, B, alpha, r):
+    update = (alpha / r) * (B @ A)   # (d_out, d_in): the layout of nn.Linear
+    return W_stored + update.T       # a Conv1D stores W transposed, (d_in, d_out)
 """,
-    hints=("Row vectors: a linear layer computes x @ W.T.", "Do not forget the scaling alpha / r on the LoRA branch."),
+    hints=("Write the shape of each matrix: W_stored is (d_in, d_out), B @ A is (d_out, d_in).",
+           "x W_merged must equal x W_stored + (α/r) x Aᵀ Bᵀ for every x."),
 ))
 register(CodeExercise(
     id="lora-param-grads",
