@@ -57,6 +57,7 @@ def test_the_rate_is_chosen_on_validation_never_on_test(monkeypatch):
     assert [r.seed for r in result.runs("b")] == [0, 1]  # the others keep the sweep seeds
     assert result.runs("b")[0].options == {"steps": 5, "replay": 1.0}
     assert result.at_grid_edge("a") and result.mean("a", "val_exact_match") == 0.9
+    assert result.mean("a", "test_exact_match", 1e-2, seeds=(0,)) == 1.0  # one rate, the sweep seed only
 
 
 def test_ties_on_validation_go_to_the_lower_loss_then_the_smaller_rate(monkeypatch):

@@ -48,8 +48,9 @@ class Comparison:
         lr = self.chosen_lr[label] if lr is None else lr
         return [r for (lab, r_lr, _), r in sorted(self.reports.items()) if lab == label and r_lr == lr]
 
-    def mean(self, label: str, metric: str, lr: float | None = None) -> float:
-        return statistics.fmean(getattr(r, metric) for r in self.runs(label, lr))
+    def mean(self, label: str, metric: str, lr: float | None = None, seeds: Sequence[int] | None = None) -> float:
+        """The mean of ``metric`` over the runs of one arm at ``lr``, or over ``seeds`` only (e.g. the sweep seeds)."""
+        return statistics.fmean(getattr(r, metric) for r in self.runs(label, lr) if seeds is None or r.seed in seeds)
 
     def include(self, other: Comparison) -> None:
         """Add the arms and runs of another comparison (e.g. one whose rate depends on this one's choice)."""
