@@ -111,6 +111,66 @@ def test_only_a_and_b_get_gradients_and_base_is_bitwise_unchanged():
     assert layer.lora_B.abs().sum() > 0
 
 
+def gradients_both_ways(layer: LoRALinear, x: torch.Tensor, grad: torch.Tensor):
+    """(output, x.grad, A.grad, B.grad) through the one-node backward and through autograd's op-by-op graph."""
+    results = []
+    for one_node in (True, False):
+        layer.zero_grad(set_to_none=True)
+        xi = x.detach().clone().requires_grad_(x.requires_grad)
+        assert layer.one_node_applies(xi)
+        if one_node:
+            out = layer(xi)
+        else:  # the same maths as autograd's own graph
+            out = layer.base(xi) + layer.scaling * (xi @ layer.lora_A.T) @ layer.lora_B.T
+        out.backward(grad)
+        results.append((out.detach(), xi.grad, layer.lora_A.grad, layer.lora_B.grad))
+    return results
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("rslora", [False, True])  # alpha / sqrt(r) = 3 / sqrt(3) is not a power of two
+@pytest.mark.parametrize("x_needs_grad", [True, False])
+def test_one_node_backward_equals_autograds(bias, rslora, x_needs_grad):
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(12, 7, bias=bias, dtype=torch.float64), r=3, alpha=3, use_rslora=rslora)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(2, 5, 12, dtype=torch.float64, requires_grad=x_needs_grad)  # (batch, seq, d_in)
+    grad = torch.randn(2, 5, 7, dtype=torch.float64)
+    (out, gx, ga, gb), (out_ref, gx_ref, ga_ref, gb_ref) = gradients_both_ways(layer, x, grad)
+    torch.testing.assert_close(out, out_ref)
+    torch.testing.assert_close(ga, ga_ref)
+    torch.testing.assert_close(gb, gb_ref)
+    if x_needs_grad:
+        torch.testing.assert_close(gx, gx_ref)
+    else:
+        assert gx is None and gx_ref is None
+    assert layer.base.weight.grad is None
+
+
+def test_one_node_forward_is_the_op_by_op_forward_bit_for_bit():
+    layer = trained_lora()
+    x = torch.randn(4, 6, 12)
+    with torch.no_grad():
+        xa = x.reshape(-1, 12) @ layer.lora_A.T
+        expected = torch.addmm(layer.base(x).reshape(-1, 7), xa * layer.scaling, layer.lora_B.T).view(4, 6, 7)
+    assert torch.equal(layer(x), expected)
+
+
+def test_the_op_by_op_path_serves_what_one_node_does_not():
+    layer = LoRALinear(nn.Linear(12, 7), r=3, alpha=6, dropout=0.1)
+    x = torch.randn(4, 12)
+    assert not layer.one_node_applies(x)  # dropout at work in training
+    assert layer.eval().one_node_applies(x)  # ... and not in eval
+    assert not layer.one_node_applies(x.double())  # a dtype the weights do not have
+    layer.base.weight.requires_grad_(True)
+    assert not layer.one_node_applies(x)  # W trains too: autograd must compute its gradient
+    layer.base.weight.requires_grad_(False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not layer.one_node_applies(x)
+        assert layer(x).dtype == torch.bfloat16
+
+
 def test_merge_equals_unmerged_and_unmerge_restores():
     layer = trained_lora()
     x = torch.randn(5, 12)
