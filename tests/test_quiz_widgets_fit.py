@@ -423,3 +423,65 @@ def test_rank_slider_moves_without_a_new_svd(monkeypatch):
 def test_three_significant_digits_pass_rounded_or_cut_off():
     assert quiz.check("tail-error", 2.24) and quiz.check("tail-error", 2.23) and quiz.check("tail-error", 2.236)
     assert not quiz.check("tail-error", 2.0) and not quiz.check("tail-error", 2.3)
+
+
+def test_first_update_explorer_rescales_the_measured_sizes_exactly():
+    from lora_edu.course.widgets import first_update_explorer, first_update_html, first_update_png, first_update_sizes
+    from lora_edu.lora.variants import update_size_after_one_step
+
+    sizes = first_update_sizes(ranks=(1, 8, 32))
+    for r, alpha, rs in ((1, 16.0, False), (32, 64.0, False), (32, 4.0, True)):
+        assert sizes.size(r, alpha, rs) == pytest.approx(update_size_after_one_step(r, alpha, rs), rel=1e-6)
+    text = first_update_html(sizes, 32, 64.0, False)
+    assert "scaling α/r = 2.000" in text and "2.02 × that of r = 8, α = 16" in text  # α = 2r: the size grows like √r, √(32/8) = 2
+    assert "1.00 × that of r = 8" in first_update_html(sizes, 8, 16.0, False)
+    assert first_update_png(sizes, 8, 16.0, True)[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="not among the measured ranks"):
+        first_update_html(sizes, 4, 16.0, False)
+    with pytest.raises(ValueError, match="positive finite"):
+        first_update_html(sizes, 8, 0, False)
+    box = first_update_explorer(sizes=sizes)
+    r_slider, alpha_slider = box.children[0].children
+    caption = box.children[2]
+    r_slider.value = 32
+    assert caption.value == first_update_html(sizes, 32, 16.0, False)
+    alpha_slider.value = 64.0
+    assert caption.value == first_update_html(sizes, 32, 64.0, False)
+    box.children[1].value = "α/√r (rsLoRA)"
+    assert caption.value == first_update_html(sizes, 32, 64.0, True)
+
+
+def fake_sweep():
+    import dataclasses
+
+    from lora_edu.paper.experiments import LoRARun
+
+    runs = []
+    for targets, r, base_loss in ((("q",), 1, 2.0), (("q",), 8, 1.0), (("q", "v"), 1, 0.6), (("q", "v"), 8, 0.3), (("v",), 8, 0.4)):
+        for seed in range(3):
+            given = {"targets": targets, "r": r, "seed": seed, "val_answer_loss": base_loss + 0.1 * seed,
+                     "test_answer_loss": base_loss + 0.05 * seed}
+            runs.append(LoRARun(**{f.name: given.get(f.name) for f in dataclasses.fields(LoRARun)}))
+    return runs
+
+
+def test_sweep_explorer_looks_up_the_stored_runs_and_names_the_validation_best():
+    from lora_edu.course.widgets import sweep_explorer, sweep_png, sweep_point_html, sweep_summary
+
+    summary = sweep_summary(fake_sweep() + fake_sweep()[:2], ("val_answer_loss", "test_answer_loss"))  # two runs listed twice
+    text = sweep_point_html(summary, ("q", "v"), 8, d_model=64, n_layer=4)
+    assert "Wq+Wv at r = 8: 8,192 trainable parameters" in text  # 4 layers x 2 matrices x 8 x (64 + 64)
+    assert "0.400 ± " in text and "0.300, 0.400, 0.500" in text and "the best mean on it" in text
+    assert "best on it: Wq+Wv at r = 8" in sweep_point_html(summary, ("q",), 1, d_model=64, n_layer=4)
+    assert sweep_png(summary, ("v",), 8)[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="no run of Wq at r = 4"):
+        sweep_point_html(summary, ("q",), 4, d_model=64, n_layer=4)
+    box = sweep_explorer(fake_sweep(), d_model=64, n_layer=4)
+    targets, rank = box.children[0].children
+    caption = box.children[1]
+    assert list(rank.options) == [1, 8] and caption.value == sweep_point_html(summary, ("q",), 1, 64, 4)
+    targets.value = "Wv"
+    assert list(rank.options) == [8] and caption.value == sweep_point_html(summary, ("v",), 8, 64, 4)
+    targets.value = "Wq+Wv"
+    rank.value = 8
+    assert caption.value == sweep_point_html(summary, ("q", "v"), 8, 64, 4)

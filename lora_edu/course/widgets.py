@@ -1,13 +1,17 @@
-"""Widgets for the instructor: a rank slider over an SVD and a LoRA budget calculator.
+"""Widgets for the lessons: a rank slider over an SVD, a LoRA budget calculator, the first update's size against r
+and α, and an explorer of a stored LoRA sweep.
 
-The widgets only wire controls to plain functions (``RankSlider.render``, ``calculator_table``);
-the unit tests call those functions directly, and a browser test drives the real widgets.
+The widgets only wire controls to plain functions (``RankSlider.render``, ``calculator_table``,
+``first_update_html``, ``sweep_point_html``); the unit tests call those functions directly, and a browser test
+drives the real widgets.  No callback trains or fine-tunes anything: each redraws from numbers computed once.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import time
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -16,7 +20,15 @@ from ..maths.arch import ARCHITECTURES, DTYPE_BYTES, TRAINING_PRECISIONS, format
 from ..maths.linalg import SVDReconstructor
 
 __all__ = [
+    "FirstUpdateSizes",
     "calculator_table",
+    "first_update_explorer",
+    "first_update_html",
+    "first_update_png",
+    "first_update_sizes",
+    "sweep_explorer",
+    "sweep_point_html",
+    "sweep_png",
     "fit_history_explorer",
     "fit_step_html",
     "lora_calculator",
@@ -346,3 +358,211 @@ def fit_history_explorer(fit):
     step.observe(lambda change: setattr(out, "value", fit_step_html(fit, change["new"])), names="value")
     static_picture(html=out.value)
     return W.VBox([step, out])
+
+
+FIRST_UPDATE_RANKS = (1, 2, 4, 8, 16, 32, 64)
+SCALINGS = {"α/r": False, "α/√r (rsLoRA)": True}
+
+
+class FirstUpdateSizes(NamedTuple):
+    """‖ΔW‖_F after one Adam-like step at α = 1, per rank, under α/r and under α/√r. ΔW = s B A with B moved by
+    the learning rate whatever s is, so at any other α the size is exactly α times these."""
+
+    ranks: tuple[int, ...]
+    plain: tuple[float, ...]
+    rslora: tuple[float, ...]
+
+    def size(self, r: int, alpha: float, use_rslora: bool) -> float:
+        if r not in self.ranks:
+            raise ValueError(f"r = {r!r} is not among the measured ranks {self.ranks}.")
+        return alpha * (self.rslora if use_rslora else self.plain)[self.ranks.index(r)]
+
+
+def first_update_sizes(ranks: tuple[int, ...] = FIRST_UPDATE_RANKS, d: int = 512) -> FirstUpdateSizes:
+    """Measure ``lora_edu.lora.variants.update_size_after_one_step`` at α = 1 for every rank, both scalings."""
+    from ..lora.variants import update_size_after_one_step
+
+    if not ranks or not all(is_int(r) and 1 <= r <= d for r in ranks):
+        raise ValueError(f"ranks must be integers in [1, d = {d}], got {ranks!r}.")
+    return FirstUpdateSizes(tuple(ranks), tuple(update_size_after_one_step(r, 1.0, False, d=d) for r in ranks),
+                            tuple(update_size_after_one_step(r, 1.0, True, d=d) for r in ranks))
+
+
+def check_alpha(alpha: object) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < float("inf"):
+        raise ValueError(f"α must be a positive finite number, got {alpha!r}.")
+    return float(alpha)
+
+
+def first_update_html(sizes: FirstUpdateSizes, r: int, alpha: float, use_rslora: bool, reference: tuple[int, float] = (8, 16.0)) -> str:
+    """The line under the sliders: the scaling, ‖ΔW‖_F after one step, and its size next to r = 8, α = 16 under α/r."""
+    alpha = check_alpha(alpha)
+    scaling = alpha / (r**0.5 if use_rslora else r)
+    size = sizes.size(r, alpha, use_rslora)
+    ref = sizes.size(reference[0], reference[1], False)
+    name = "α/√r" if use_rslora else "α/r"
+    return (f"<div class='first-update-caption'>r = {r}, α = {alpha:g}: scaling {name} = {scaling:.3f} | ‖ΔW‖_F after one "
+            f"step = {size:.4f}, {size / ref:.2f} × that of r = {reference[0]}, α = {reference[1]:g} with α/r</div>")
+
+
+def first_update_png(sizes: FirstUpdateSizes, r: int, alpha: float, use_rslora: bool) -> bytes:
+    """‖ΔW‖_F after one step against r (log-log) at this α, under both scalings; the chosen point marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    alpha = check_alpha(alpha)
+    fig = Figure(figsize=(5.6, 2.9), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for label, rs, color in (("α/r", False, "C0"), ("α/√r (rsLoRA)", True, "C1")):
+        ax.loglog(sizes.ranks, [sizes.size(k, alpha, rs) for k in sizes.ranks], "o-", color=color, ms=3, label=label)
+    ax.loglog([r], [sizes.size(r, alpha, use_rslora)], "o", ms=10, mfc="none", mec="C3", mew=2, label="your choice")
+    ax.axhline(sizes.size(8, 16.0, False), color="0.5", ls="--", lw=1, label="r = 8, α = 16, α/r")
+    ax.set_xticks(sizes.ranks, [str(k) for k in sizes.ranks])
+    ax.yaxis.set_major_formatter("{x:.2g}")
+    ax.yaxis.set_minor_formatter("{x:.2g}")
+    ax.set_xlabel("rank r")
+    ax.set_ylabel("‖ΔW‖_F after one step")
+    ax.set_title(f"α = {alpha:g}", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def first_update_explorer(r: int = 8, alpha: float = 16.0, use_rslora: bool = False, sizes: FirstUpdateSizes | None = None):
+    """Sliders for r and α and a scaling toggle over the first update's size; returns the widget to display.
+
+    The sizes are measured once (``first_update_sizes``); moving a control only rescales and redraws.
+    """
+    import ipywidgets as W
+
+    sizes = first_update_sizes() if sizes is None else sizes
+    first_update_html(sizes, r, alpha, use_rslora)  # bad arguments fail here, before any widget exists
+    r_w = W.SelectionSlider(options=list(sizes.ranks), value=r, description="rank r", continuous_update=True)
+    alpha_w = W.FloatLogSlider(value=alpha, base=2, min=0, max=8, step=0.5, description="α", continuous_update=True)
+    scale_w = W.ToggleButtons(options=list(SCALINGS), value="α/√r (rsLoRA)" if use_rslora else "α/r", description="scaling")
+    caption = W.HTML()
+    plot = W.Image(format="png", width=560)
+    for widget, cls in ((r_w, "first-update-r"), (alpha_w, "first-update-alpha"), (caption, "first-update-text"),
+                        (plot, "first-update-plot")):
+        widget.add_class(cls)
+
+    def refresh(_=None) -> None:
+        caption.value = first_update_html(sizes, r_w.value, alpha_w.value, SCALINGS[scale_w.value])
+        plot.value = first_update_png(sizes, r_w.value, alpha_w.value, SCALINGS[scale_w.value])
+
+    for widget in (r_w, alpha_w, scale_w):
+        widget.observe(refresh, names="value")
+    refresh()
+    static_picture(html=f"<div>{caption.value}</div><img width='560' src='data:image/png;base64,"
+                        f"{base64.b64encode(plot.value).decode()}'/>")
+    return W.VBox([W.HBox([r_w, alpha_w]), scale_w, caption, plot])
+
+
+def targets_name(targets: tuple[str, ...]) -> str:
+    """("q", "v") -> "Wq+Wv"."""
+    return "+".join("W" + t for t in targets)
+
+
+def sweep_summary(runs: list, metrics: tuple[str, ...]) -> dict[str, dict[tuple[tuple[str, ...], int], Any]]:
+    """metric -> (targets, r) -> 95% interval over seeds; a run listed twice (same targets, r and seed) counts once."""
+    from ..paper.experiments import summarize
+
+    unique = list({(run.targets, run.r, run.seed): run for run in runs}.values())
+    return {m: summarize(unique, m) for m in metrics}
+
+
+def sweep_point_html(summary: dict, targets: tuple[str, ...], r: int, d_model: int, n_layer: int) -> str:
+    """One configuration of a stored sweep: its trainable parameters and, per metric, mean ± 95% interval and seeds.
+
+    ``summary``: metric -> ``lora_edu.paper.experiments.summarize(runs, metric)``; the first metric is the one a
+    choice is made on (validation), and the configuration that is best on it is named.
+    """
+    first = next(iter(summary))
+    if (targets, r) not in summary[first]:
+        have = ", ".join(f"{targets_name(t)} r={k}" for t, k in summary[first])
+        raise ValueError(f"The sweep has no run of {targets_name(targets)} at r = {r}; it has {have}.")
+    trainable = n_layer * len(targets) * r * 2 * d_model
+    rows = "".join(
+        f"<tr><td>{metric.replace('_', ' ')}</td><td>{iv}</td><td>{', '.join(f'{v:.3f}' for v in iv.values)}</td></tr>"
+        for metric, by_config in summary.items() for iv in [by_config[(targets, r)]])
+    best = min(summary[first], key=lambda key: summary[first][key].mean)
+    note = ("the best mean on it of all configurations" if best == (targets, r)
+            else f"best on it: {targets_name(best[0])} at r = {best[1]}")
+    return (f"<div class='sweep-caption'>{targets_name(targets)} at r = {r}: {trainable:,} trainable parameters "
+            f"({n_layer} layers × {len(targets)} matrices × r (d_in + d_out))</div>"
+            f"<table class='sweep-table'><tr><th>lower is better</th><th>mean ± 95%</th><th>per seed</th></tr>{rows}</table>"
+            f"<div>chosen on {first.replace('_', ' ')}: {note}</div>")
+
+
+def sweep_png(summary: dict, targets: tuple[str, ...], r: int) -> bytes:
+    """The first metric against r for every set of targets (mean and 95% interval), the chosen configuration circled."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    metric = next(iter(summary))
+    by_targets: dict[tuple[str, ...], list[int]] = {}
+    for t, k in summary[metric]:
+        by_targets.setdefault(t, []).append(k)
+    fig = Figure(figsize=(6.0, 3.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, (t, ks) in enumerate(by_targets.items()):
+        ks = sorted(ks)
+        ivs = [summary[metric][(t, k)] for k in ks]
+        ax.errorbar(ks, [iv.mean for iv in ivs], yerr=[iv.half_width for iv in ivs], fmt="o-" if len(ks) > 1 else "o",
+                    color=f"C{i % 10}", capsize=3, ms=4, lw=1, label=targets_name(t))
+    chosen = summary[metric][(targets, r)]
+    ax.plot([r], [chosen.mean], "o", ms=13, mfc="none", mec="C3", mew=2)
+    ranks = sorted({k for ks in by_targets.values() for k in ks})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ranks, [str(k) for k in ranks])
+    ax.set_xlabel("rank r")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def sweep_explorer(runs: list, d_model: int, n_layer: int, metrics: tuple[str, ...] = ("val_answer_loss", "test_answer_loss")):
+    """Pick the adapted matrices and the rank among the runs of a stored sweep; returns the widget to display.
+
+    ``runs``: ``lora_edu.paper.experiments.LoRARun`` objects.  Nothing is trained in a callback: the summaries are
+    computed once, and each move only looks one up and redraws.
+    """
+    import ipywidgets as W
+
+    summary = sweep_summary(runs, metrics)
+    configs = list(summary[metrics[0]])
+    names = {targets_name(t): t for t, _ in configs}
+    first_targets, first_r = configs[0]
+    targets_w = W.Dropdown(options=list(names), value=targets_name(first_targets), description="adapt")
+    r_w = W.SelectionSlider(options=[first_r], value=first_r, description="rank r")
+    caption = W.HTML()
+    plot = W.Image(format="png", width=600)
+    for widget, cls in ((targets_w, "sweep-targets"), (r_w, "sweep-rank"), (caption, "sweep-text"), (plot, "sweep-plot")):
+        widget.add_class(cls)
+
+    def refresh(_=None) -> None:
+        t = names[targets_w.value]
+        caption.value = sweep_point_html(summary, t, r_w.value, d_model, n_layer)
+        plot.value = sweep_png(summary, t, r_w.value)
+
+    def new_targets(_=None) -> None:
+        ranks = sorted(k for t, k in configs if t == names[targets_w.value])
+        r_w.unobserve(refresh, names="value")
+        r_w.options = ranks
+        r_w.value = ranks[0]
+        r_w.observe(refresh, names="value")
+        refresh()
+
+    targets_w.observe(new_targets, names="value")
+    r_w.observe(refresh, names="value")
+    new_targets()
+    static_picture(html=f"<div>{caption.value}</div><img width='600' src='data:image/png;base64,"
+                        f"{base64.b64encode(plot.value).decode()}'/>")
+    return W.VBox([W.HBox([targets_w, r_w]), caption, plot])

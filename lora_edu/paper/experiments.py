@@ -68,6 +68,7 @@ class LoRARun:
     r: int
     seed: int
     val_exact_match: float
+    val_answer_loss: float
     test_exact_match: float
     test_answer_loss: float
     seconds: float
@@ -105,8 +106,8 @@ def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int
     t0 = time.perf_counter()
     model, rep = finetune(base, world, task, "lora", targets=[SHORT[t] for t in targets], r=r, alpha=RANK_SWEEP_ALPHA, rslora=True,
                           steps=steps, lr=lr, seed=seed, progress=False, score_all=False)
-    run = LoRARun(targets, r, seed, rep.val_exact_match, rep.test_exact_match, rep.test_answer_loss, time.perf_counter() - t0,
-                  learned_factors(model))
+    run = LoRARun(targets, r, seed, rep.val_exact_match, rep.val_answer_loss, rep.test_exact_match, rep.test_answer_loss,
+                  time.perf_counter() - t0, learned_factors(model))
     del model  # keep the factors, free the model (on a GPU, 80 models would not fit a small card)
     return run
 
