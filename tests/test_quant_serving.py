@@ -21,6 +21,7 @@ from lora_edu.lora.quant import (
 from lora_edu.scale.serving import (
     SERVING_STRATEGIES,
     MultiLoRALinear,
+    compare_serving,
     multi_adapter_model,
     random_adapters,
     serve_batched,
@@ -120,6 +121,10 @@ def test_batched_adapters_equal_each_row_with_its_own_adapter(tiny):
     assert not torch.allclose(ref[0], ref[1])  # the adapters differ, so the check means something
     for strategy in SERVING_STRATEGIES:
         assert serving_throughput(strategy, adapters, x, ids, repeats=1, multi=multi) > 0
+    side_by_side = compare_serving(adapters, x, ids, rounds=3, multi=multi)
+    assert list(side_by_side) == list(SERVING_STRATEGIES)
+    assert all(0 < t.low <= t.median <= t.high for t in side_by_side.values())
+    assert str(side_by_side["batched"]).count("-") == 1  # "median (low-high)"
 
 
 def test_multi_adapter_bad_inputs(tiny):

@@ -273,7 +273,11 @@ class FrozenLinearWithLoRA(torch.autograd.Function):
         xa = x2 @ lora_A.T  # (tokens, r)
         ctx.save_for_backward(x2, xa, weight, lora_A, lora_B)
         ctx.scaling, ctx.x_shape = scaling, x.shape
-        return add_lora_branch(nn.functional.linear(x, weight, bias), xa, lora_B, scaling)
+        out = nn.functional.linear(x, weight, bias)
+        if math.frexp(scaling)[0] == 0.5:  # as in add_lora_branch, into the fresh output: no (tokens, d_out) copy
+            out.view(-1, out.shape[-1]).addmm_(xa * scaling, lora_B.T)
+            return out
+        return add_lora_branch(out, xa, lora_B, scaling)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102

@@ -8,15 +8,18 @@ forward ``x W^T`` runs once for the whole batch; each row's update is added by g
 
 ``MultiLoRALinear`` does this per layer; ``multi_adapter_model`` builds a model serving a list of
 trained LoRA models (same targets and rank); ``use_adapters(model, ids)`` picks the rows' adapters.
-Three ways to serve a batch are timed by ``serving_throughput`` (see ``benchmarks/multi_adapter.py``).
+Three ways to serve a batch are timed side by side by ``compare_serving`` (``serving_throughput`` times one; see
+``benchmarks/multi_adapter.py``).
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -26,6 +29,8 @@ from ..lora.layer import linear_shape, lora_layers, merge_lora, set_submodule, u
 __all__ = [
     "SERVING_STRATEGIES",
     "MultiLoRALinear",
+    "Throughput",
+    "compare_serving",
     "load_adapter_weights",
     "multi_adapter_model",
     "random_adapters",
@@ -193,28 +198,62 @@ def strategies_agree(adapters: Sequence[nn.Module], x: torch.Tensor, ids: Sequen
     return reference
 
 
+def serving_call(strategy: str, adapters: Sequence[nn.Module], x: torch.Tensor, ids: Sequence[int],
+                 multi: nn.Module | None = None, server: nn.Module | None = None):
+    """A function serving the batch ``x`` (batch, seq) with ``strategy``, ready to time."""
+    if strategy not in SERVING_STRATEGIES:
+        raise ValueError(f"Unknown strategy {strategy!r}; choose from {SERVING_STRATEGIES}.")
+    if strategy == "batched":
+        multi = multi or multi_adapter_model(adapters)
+        return lambda: serve_batched(multi, x, ids)
+    if strategy == "merge-swap":
+        server = server or copy.deepcopy(adapters[0])
+        return lambda: serve_merge_swap(server, adapters, x, ids)
+    return lambda: serve_one_at_a_time(adapters, x, ids)
+
+
+def seconds(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
 def serving_throughput(
     strategy: str, adapters: Sequence[nn.Module], x: torch.Tensor, ids: Sequence[int], repeats: int = 3,
     multi: nn.Module | None = None, server: nn.Module | None = None,
 ) -> float:
     """Requests (rows) per second of ``strategy`` on the batch ``x`` (batch, seq), best of ``repeats``."""
-    if strategy not in SERVING_STRATEGIES:
-        raise ValueError(f"Unknown strategy {strategy!r}; choose from {SERVING_STRATEGIES}.")
-    if strategy == "batched":
-        multi = multi or multi_adapter_model(adapters)
-        call = lambda: serve_batched(multi, x, ids)  # noqa: E731
-    elif strategy == "merge-swap":
-        server = server or copy.deepcopy(adapters[0])
-        call = lambda: serve_merge_swap(server, adapters, x, ids)  # noqa: E731
-    else:
-        call = lambda: serve_one_at_a_time(adapters, x, ids)  # noqa: E731
+    call = serving_call(strategy, adapters, x, ids, multi, server)
     call()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - start)
-    return len(x) / best
+    return len(x) / min(seconds(call) for _ in range(repeats))
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Requests per second of one strategy: the median over rounds and the range of the rounds."""
+
+    median: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.median:,.0f} ({self.low:,.0f}-{self.high:,.0f})"
+
+
+def compare_serving(
+    adapters: Sequence[nn.Module], x: torch.Tensor, ids: Sequence[int], rounds: int = 5,
+    multi: nn.Module | None = None, server: nn.Module | None = None,
+) -> dict[str, Throughput]:
+    """Every strategy's requests per second, interleaved: each round times each strategy once, so that a slow moment
+    of the computer falls on all of them alike. Two strategies differ only where their ranges do not overlap."""
+    calls = {s: serving_call(s, adapters, x, ids, multi, server) for s in SERVING_STRATEGIES}
+    for call in calls.values():
+        call()  # warm-up
+    rates: dict[str, list[float]] = {s: [] for s in calls}
+    for _ in range(rounds):
+        for s, call in calls.items():
+            rates[s].append(len(x) / seconds(call))
+    return {s: Throughput(float(statistics.median(r)), min(r), max(r)) for s, r in rates.items()}
 
 
 def random_adapters(
