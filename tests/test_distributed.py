@@ -88,6 +88,17 @@ def test_torchrun_two_processes_match_one_and_lora_sends_the_trainable_fraction(
     # and so are the trainable factors (with their gradients and Adam states): LoRA's A and B split evenly
     assert runs["lora-qv", "fsdp"]["trainable_bytes_per_rank"] * 2 == runs["lora-qv", "ddp"]["trainable_bytes_per_rank"]
     assert "bytes ratio lora-qv / full" in proc.stdout
+    # what FSDP moves instead: every step gathers the whole model at least once (blocks twice: forward and backward),
+    # so with LoRA it gathers the frozen base, far more than DDP's all-reduce of LoRA's gradients
+    for method in ("lora-qv", "full"):
+        fsdp = runs[method, "fsdp"]
+        copy = fsdp["param_bytes_replicated"]
+        assert copy <= fsdp["all_gather_bytes_per_step"] <= 2.02 * copy  # padding: at most 1% per gather
+        assert fsdp["allreduce_bytes_per_step"] == 0
+    assert runs["lora-qv", "fsdp"]["all_gather_bytes_per_step"] > 20 * lora["allreduce_bytes_per_step"]
+    assert 4 * full["trainable"] <= runs["full", "fsdp"]["reduce_scatter_bytes_per_step"] <= 1.01 * 4 * full["trainable"]
+    assert runs["lora-qv", "fsdp"]["reduce_scatter_bytes_per_step"] <= 1.01 * 4 * lora["trainable"]
+    assert "all-gathered" in proc.stdout
 
 
 def test_world_size_that_does_not_divide_the_batch():

@@ -19,7 +19,8 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from ..maths.arch import DTYPE_BYTES, Architecture, lora_parameter_count, memory
 __all__ = [
     "AccumulationResult",
     "ByteCounter",
+    "counting_fsdp_collectives",
     "DistributedConfig",
     "accumulated_step",
     "allreduce_bytes",
@@ -199,12 +201,60 @@ class DistributedConfig:
 
 @dataclass
 class ByteCounter:
-    """State of the counting DDP hook: bytes and buckets handed to all-reduce."""
+    """Bytes handed to collectives: all-reduce buckets (DDP's hook), and FSDP2's all-gathers (the gathered buffer)
+    and reduce-scatters (the full buffer before scattering), counted by ``counting_fsdp_collectives``."""
 
     process_group: object = None
     bytes: int = 0
     buckets: int = 0
     per_step: list[int] = field(default_factory=list)
+    all_gather_bytes: int = 0
+    reduce_scatter_bytes: int = 0
+    sharded_per_step: list[tuple[int, int]] = field(default_factory=list)
+
+    def end_step(self) -> None:
+        """Record this step's bytes: the totals so far minus the earlier steps'."""
+        self.per_step.append(self.bytes - sum(self.per_step))
+        gathered = self.all_gather_bytes - sum(g for g, _ in self.sharded_per_step)
+        scattered = self.reduce_scatter_bytes - sum(s for _, s in self.sharded_per_step)
+        self.sharded_per_step.append((gathered, scattered))
+
+
+# The collectives FSDP2 calls, under the names torch has given them (newer names first).
+FSDP_GATHERS = ("all_gather_single", "all_gather_into_tensor")
+FSDP_SCATTERS = ("reduce_scatter_single", "reduce_scatter_tensor")
+
+
+@contextmanager
+def counting_fsdp_collectives(counter: ByteCounter) -> Iterator[None]:
+    """Inside: every all-gather adds its output's bytes to ``counter``, every reduce-scatter its input's; both
+    then run as usual."""
+
+    def counted(name: str, collective: Callable) -> Callable:
+        gather = name in FSDP_GATHERS
+
+        def call(*args, **kwargs):
+            if gather:
+                buffer = kwargs.get("output_tensor", args[0] if args else None)
+            else:
+                buffer = kwargs.get("input", kwargs.get("input_tensor", args[1] if len(args) > 1 else None))
+            nbytes = buffer.numel() * buffer.element_size()
+            if gather:
+                counter.all_gather_bytes += nbytes
+            else:
+                counter.reduce_scatter_bytes += nbytes
+            return collective(*args, **kwargs)
+
+        return call
+
+    originals = {name: getattr(dist, name) for name in FSDP_GATHERS + FSDP_SCATTERS if hasattr(dist, name)}
+    try:
+        for name, collective in originals.items():
+            setattr(dist, name, counted(name, collective))
+        yield
+    finally:
+        for name, collective in originals.items():
+            setattr(dist, name, collective)
 
 
 def counting_allreduce_hook(state: ByteCounter, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
@@ -296,15 +346,16 @@ def run(cfg: DistributedConfig, backend: str | None = None) -> dict:
     local = cfg.batch_size // world
     losses = []
     net.train()
-    for it in range(train_cfg.steps):
-        set_lr(opt, lr_at(it, train_cfg))
-        idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)[rank * local : (rank + 1) * local]
-        x, y = x_all[idx].to(device), y_all[idx].to(device)  # this rank's slice: (local, seq) each
-        tokens = torch.tensor(float((y != -100).sum()), device=device)  # this rank's target tokens
-        total = all_reduced(tokens.clone(), distributed)  # the global batch's: known before the forward pass
-        loss = step(x, y, loss_scale=float(tokens) * world / float(total))  # DDP averages: the global batch's gradient
-        losses.append(float(all_reduced(loss * tokens, distributed) / total))  # the global batch's mean token loss
-        counter.per_step.append(counter.bytes - sum(counter.per_step))
+    with counting_fsdp_collectives(counter) if sharded else nullcontext():
+        for it in range(train_cfg.steps):
+            set_lr(opt, lr_at(it, train_cfg))
+            idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)[rank * local : (rank + 1) * local]
+            x, y = x_all[idx].to(device), y_all[idx].to(device)  # this rank's slice: (local, seq) each
+            tokens = torch.tensor(float((y != -100).sum()), device=device)  # this rank's target tokens
+            total = all_reduced(tokens.clone(), distributed)  # the global batch's: known before the forward pass
+            loss = step(x, y, loss_scale=float(tokens) * world / float(total))  # DDP averages: the global batch's gradient
+            losses.append(float(all_reduced(loss * tokens, distributed) / total))  # the global batch's mean token loss
+            counter.end_step()
     opt.zero_grad(set_to_none=True)  # each step sets the gradients to None first; the last step's go too
     return {
         "method": cfg.method,
@@ -323,9 +374,12 @@ def run(cfg: DistributedConfig, backend: str | None = None) -> dict:
 
 
 def traffic_and_memory(counter: ByteCounter, steps: int, params: list, replicated_bytes: int, model: nn.Module) -> dict:
-    """Bytes all-reduced per step (the last step's) and buckets, and the bytes this rank holds."""
+    """Bytes handed to collectives per step (the last step's) and buckets, and the bytes this rank holds."""
+    gathered, scattered = counter.sharded_per_step[-1] if counter.sharded_per_step else (0, 0)
     return {
         "allreduce_bytes_per_step": counter.per_step[-1] if counter.per_step else 0,
+        "all_gather_bytes_per_step": gathered,
+        "reduce_scatter_bytes_per_step": scattered,
         "buckets_per_step": counter.buckets // steps,
         "trainable_bytes_per_rank": sum(local_bytes(p) for p in params),
         "param_bytes_replicated": replicated_bytes,
@@ -368,7 +422,8 @@ def summary_lines(payload: dict) -> list[str]:
     for r_ in payload["runs"]:
         lines.append(
             f"{r_['method']:>8} {r_['strategy']:>6}: trainable {r_['trainable']:,} of {r_['total']:,} | "
-            + ("gradients reduce-scattered" if r_["strategy"] == "fsdp" else f"all-reduced {r_['allreduce_bytes_per_step']:,} bytes/step")
+            + (f"all-gathered {r_['all_gather_bytes_per_step']:,}, reduce-scattered {r_['reduce_scatter_bytes_per_step']:,} bytes/step"
+               if r_["strategy"] == "fsdp" else f"all-reduced {r_['allreduce_bytes_per_step']:,} bytes/step")
             + f" | params {r_['param_bytes_per_rank']:,} bytes/rank | "
             f"loss {r_['losses'][0]:.4f} -> {r_['losses'][-1]:.4f}"
         )
