@@ -6,7 +6,8 @@ import pytest
 from lora_edu.course import quiz
 from lora_edu.course.exercises import CodeExercise, PredictExercise, WrittenExercise
 
-LESSONS = ("nb01", "nb02", "nb03", "nb04")
+LESSONS = ("nb01", "nb02", "nb03", "nb04", "nb05", "nb06", "nb07")
+LATER = ("nb05", "nb06", "nb07")  # the GPT lessons
 
 
 @pytest.fixture
@@ -31,10 +32,10 @@ def test_a_jupyter_kernel_counts_as_a_notebook(monkeypatch):
     assert quiz.in_notebook()
 
 
-def lesson_exercises():
+def lesson_exercises(lessons=LESSONS):
     from lora_edu.course.exercises import registered_by
 
-    return {i: ex for i, ex in quiz.all_exercises().items() if registered_by(i).rsplit(".", 1)[-1] in LESSONS}
+    return {i: ex for i, ex in quiz.all_exercises().items() if registered_by(i).rsplit(".", 1)[-1] in lessons}
 
 
 def test_in_a_notebook_feedback_is_formatted_and_check_returns_nothing(notebook):
@@ -87,7 +88,7 @@ def test_other_diagnoses():
     assert "divided by M[0, 0]" in message or "NaN" in message
 
 
-def test_every_code_exercise_of_01_to_04_has_a_readable_model_solution_that_passes():
+def test_every_code_exercise_of_01_to_07_has_a_readable_model_solution_that_passes():
     for ex_id, ex in lesson_exercises().items():
         if not isinstance(ex, CodeExercise):
             continue
@@ -105,6 +106,59 @@ def test_each_lesson_has_a_prediction_a_code_exercise_and_an_argument():
     for lesson in LESSONS:
         kinds = {type(ex) for i, ex in quiz.all_exercises().items() if registered_by(i).endswith(lesson)}
         assert {PredictExercise, CodeExercise, WrittenExercise} <= kinds, lesson
+
+
+def test_every_code_trap_of_05_to_07_is_named_on_the_hidden_cases():
+    """A student who makes a trap's mistake is told that mistake, before any numbers."""
+    code = {i: ex for i, ex in lesson_exercises(LATER).items() if isinstance(ex, CodeExercise)}
+    assert set(code) == {"training-state-bytes", "subspace-phi", "ring-allreduce-seconds"}
+    for ex_id, ex in code.items():
+        assert len(ex.traps) >= 3, ex_id
+        for trap in ex.traps:
+            right, message = ex.verdict(trap.wrong)
+            assert not right and trap.message in message, (ex_id, trap.message, message)
+            assert message.index(trap.message) < message.index("hidden case"), ex_id
+
+
+def test_every_prediction_trap_of_05_to_07_names_its_misconception():
+    predictions = {i: ex for i, ex in lesson_exercises(LATER).items() if isinstance(ex, PredictExercise)}
+    assert set(predictions) == {"predict-lora-all-count", "predict-random-phi", "predict-nf4-shrink"}
+    for ex_id, ex in predictions.items():
+        assert ex.verdict(ex.expected())[0], ex_id
+        for trap in ex.traps:
+            right, message = ex.verdict(trap.value())
+            assert not right and message.startswith(trap.message), (ex_id, trap.message, message)
+
+
+def test_the_predictions_of_05_to_07_are_the_numbers_their_cells_measure():
+    """The measuring cells of NOTEBOOK_CELLS.md, on what each notebook has at that point; quiz.predict checks the value."""
+    import copy
+
+    import torch
+
+    from lora_edu.gpt.model import GPT, GPT_SIZES
+    from lora_edu.gpt.pretrain import load_pretrained
+    from lora_edu.lora.layer import count_parameters, inject_lora, mark_only_lora_trainable
+    from lora_edu.lora.quant import quantize_base_nf4, weight_bytes
+    from lora_edu.paper.analysis import subspace_similarity
+
+    with torch.device("meta"):
+        tiny_meta = GPT(GPT_SIZES["tiny"])
+    inject_lora(tiny_meta, "all-linear", r=8, alpha=16)
+    mark_only_lora_trainable(tiny_meta)
+    assert quiz.predict("predict-lora-all-count", 36_864, count_parameters(tiny_meta).trainable) is True
+
+    draws = np.random.default_rng(0)
+    phi_random_88 = [subspace_similarity(draws.standard_normal((8, 64)), draws.standard_normal((8, 64)))[7, 7] for _ in range(500)]
+    assert abs(np.mean(phi_random_88) - 8 / 64) < 0.005  # the expected value for random subspaces, max(i, j) / d
+    assert quiz.predict("predict-random-phi", 1 / 8, float(np.mean(phi_random_88))) is True
+
+    base, _ = load_pretrained("tiny", "cpu")  # what notebook 07 quantises
+    nf4_probe = copy.deepcopy(base)
+    probe_fp32 = weight_bytes(nf4_probe)
+    quantize_base_nf4(nf4_probe)
+    assert quiz.predict("predict-nf4-shrink", None, probe_fp32 / weight_bytes(nf4_probe)) is None
+    assert quiz.predict("predict-nf4-shrink", 32 / 4.125, probe_fp32 / weight_bytes(nf4_probe)) is True
 
 
 def test_predict_hides_the_measurement_until_a_prediction_is_written(capsys):

@@ -120,15 +120,17 @@ CORRECT = {
     "predict-alpha-doubled": 2.0,
     "lora-input-grad": lora_input_grad,
     # nb05
+    "predict-lora-all-count": 4 * 8 * (4 * (64 + 64) + 2 * (64 + 256)),
     "tiny-gpt-lora-budget": 9216,
     "training-state-bytes": training_state_bytes,
     "pareto-learning-rate": "b",
-    "tiny-gpt-lora-qv": 8192,
-    "disable-lora": "b",
+    "disable-lora-exact": ARGUMENT,
     # nb06
+    "predict-random-phi": 8 / 64,
     "subspace-phi": phi,
     "placement-budget": 1_310_720,
     "amplification-factor": "c",
+    "first-update-scaling": ARGUMENT,
 }
 WRONG_CODE = {  # a plausible mistake per code exercise: each must fail on a hidden case
     "factor-rank-one": lambda m: (np.ones((m.shape[0], 1)), m[:1]),

@@ -3,14 +3,18 @@
 import pytest
 
 from lora_edu import quiz
-from lora_edu.course.exercises import ChoiceExercise, CodeExercise, registered_by
+from lora_edu.course.exercises import ChoiceExercise, CodeExercise, WrittenExercise, registered_by
 
 
 def allreduce_seconds(n_trainable, bytes_per_number, world_size, gbytes_per_s):
     return 2 * (world_size - 1) / world_size * n_trainable * bytes_per_number / (gbytes_per_s * 1e9)
 
 
+ARGUMENT = ("L is the mean over all N tokens, so L = sum over m of (N_m / N) L_m, and the gradient is linear; with "
+            "equal token counts every weight is 1/k.")
 CORRECT = {
+    "predict-nf4-shrink": 32 / (4 + 8 / 64),  # 4 bits per code and an 8-bit scale per 64 weights
+    "accumulation-weights": ARGUMENT,
     "allreduce-bytes-gpt2-medium": 24 * 2 * 8 * (1024 + 1024) * 4,
     "ring-allreduce-seconds": allreduce_seconds,
     "serve-mixed-adapters": "b",
@@ -18,6 +22,8 @@ CORRECT = {
     "nf4-merge": "b",
 }
 WRONG = {
+    "predict-nf4-shrink": [8.0, 32 / 4.5, 4.0, 16.0],
+    "accumulation-weights": ["the gradients add up", "because of linearity"],
     "allreduce-bytes-gpt2-medium": [24 * 2 * 8 * (1024 + 1024), 2 * 8 * (1024 + 1024) * 4, 24 * 2 * 8 * 1024 * 4],
     "ring-allreduce-seconds": [
         lambda n, b, w, g: n * b / (g * 1e9),  # the ring's 2 (N - 1) / N forgotten
@@ -34,9 +40,9 @@ def test_notebook_07_has_these_exercises_and_a_code_one():
 
 @pytest.mark.parametrize("exercise_id", sorted(CORRECT))
 def test_right_answer_passes_and_wrong_ones_fail(exercise_id, capsys):
-    assert quiz.check(exercise_id, CORRECT[exercise_id]) is True
-    assert capsys.readouterr().out.startswith("Correct: ")
     ex = quiz.get(exercise_id)
+    assert quiz.check(exercise_id, CORRECT[exercise_id]) is True
+    assert capsys.readouterr().out.startswith("Self-check: " if isinstance(ex, WrittenExercise) else "Correct: ")
     wrong = [o for o in ex.options if o != CORRECT[exercise_id]] if isinstance(ex, ChoiceExercise) else WRONG[exercise_id]
     assert wrong
     for answer in wrong:

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ...maths.arch import DTYPE_BYTES, memory_estimate
-from .core import ChoiceExercise, CodeExercise, NumericExercise, Trap, compare_exact, register
+from .core import (
+    ChoiceExercise,
+    CodeExercise,
+    CodeTrap,
+    NumericExercise,
+    PredictExercise,
+    Trap,
+    WrittenExercise,
+    compare_exact,
+    register,
+)
 
 DTYPE_OF_BYTES = {size: name for name, size in DTYPE_BYTES.items() if name in ("fp32", "bf16", "int8")}
 
 
-def tiny_gpt_lora_count(r: int, targets: tuple[str, ...]) -> int:
-    """Trainable parameters of rank-r LoRA on ``targets`` of the tiny GPT, counted on the meta device."""
+@functools.cache
+def tiny_gpt_lora_count(r: int, targets: str | tuple[str, ...]) -> int:
+    """Trainable parameters of rank-r LoRA on ``targets`` of the tiny GPT, counted on the meta device.
+
+    ``targets`` is ``"all-linear"`` (every linear layer of every block, the output head left out) or layer names.
+    """
     import torch
 
     from ...gpt.model import GPT, GPT_SIZES
@@ -19,7 +35,7 @@ def tiny_gpt_lora_count(r: int, targets: tuple[str, ...]) -> int:
 
     with torch.device("meta"):
         model = GPT(GPT_SIZES["tiny"])
-    inject_lora(model, list(targets), r=r, alpha=2 * r)
+    inject_lora(model, targets if isinstance(targets, str) else list(targets), r=r, alpha=2 * r)
     mark_only_lora_trainable(model)
     return count_parameters(model).trainable
 
@@ -31,6 +47,7 @@ def package_state_bytes(n_params: int, n_trainable: int, bytes_per_number: int) 
 
 
 def state_cases(rng: np.random.Generator) -> list[tuple[int, int, int]]:
+    """Full fine-tuning first, then nothing trained, then GPT-2 with LoRA; every usual mistake fails on one of them."""
     cases = [(10_000, 10_000, 4), (10_000, 0, 4), (124_439_808, 294_912, 2)]
     for _ in range(5):
         n = int(rng.integers(1_000, 10**9))
@@ -38,10 +55,34 @@ def state_cases(rng: np.random.Generator) -> list[tuple[int, int, int]]:
     return cases
 
 
+# The tiny GPT's blocks: 4 of them, each with Wq, Wk, Wv, Wo (64 x 64), fc_in (64 -> 256) and fc_out (256 -> 64).
+TINY_BLOCKS, TINY_D, TINY_FF = 4, 64, 256
+
+register(PredictExercise(
+    id="predict-lora-all-count",
+    prompt="Section 2 puts rank-8 LoRA on every linear layer of every block. In the tiny GPT these are Wq, Wk, Wv "
+    "and Wo (64 × 64 each), the MLP's fc_in (64 → 256) and fc_out (256 → 64), in each of its 4 blocks. The output "
+    "head stays frozen. Predict: how many parameters does rank-8 LoRA train on the tiny GPT?",
+    expected=lambda: tiny_gpt_lora_count(8, "all-linear"),
+    traps=(
+        Trap(lambda: tiny_gpt_lora_count(8, "all-linear") // TINY_BLOCKS, "that is one block; LoRA adapts all 4."),
+        Trap(lambda: tiny_gpt_lora_count(8, ("q_proj", "k_proj", "v_proj", "o_proj")), "that is attention only: "
+             "every linear layer includes the MLP's fc_in and fc_out."),
+        Trap(lambda: TINY_BLOCKS * 6 * 8 * 2 * TINY_D, "you counted fc_in and fc_out as 64 × 64. They are 64 → 256 and "
+             "256 → 64, so each adds r (64 + 256)."),
+        Trap(lambda: tiny_gpt_lora_count(8, "all-linear") // 2, "you counted only A (or only B). Each layer trains "
+             "both: A (r × d_in) and B (d_out × r), r (d_in + d_out) numbers."),
+        Trap(lambda: TINY_BLOCKS * (4 * TINY_D * TINY_D + 2 * TINY_D * TINY_FF), "that is the size of the adapted "
+             "weights W themselves. They stay frozen; LoRA trains only A and B."),
+    ),
+    explanation="each layer trains r (d_in + d_out): 8 × 128 = 1,024 for each of Wq, Wk, Wv and Wo, and 8 × 320 = 2,560 "
+    "for each of fc_in and fc_out. That is 9,216 per block, and 36,864 for the 4 blocks.",
+    hints=("A has shape r × d_in and B has shape d_out × r.",),
+))
 register(NumericExercise(
     id="tiny-gpt-lora-budget",
     prompt="The tiny GPT has n_layer = 4, d_model = 64 and d_ff = 256. How many parameters does rank-4 LoRA on "
-    "q_proj, v_proj and the MLP's fc_in (64 -> 256) train?",
+    "q_proj, v_proj and the MLP's fc_in (64 → 256) train?",
     expected=lambda: tiny_gpt_lora_count(4, ("q_proj", "v_proj", "fc_in")),
     traps=(
         Trap(lambda: 4 * 3 * 4 * (64 + 64), "fc_in is not square: it maps 64 inputs to 256 outputs, so it adds r (64 + 256)."),
@@ -52,21 +93,42 @@ register(NumericExercise(
 register(CodeExercise(
     id="training-state-bytes",
     prompt="Write training_state_bytes(n_params, n_trainable, bytes_per_number): the bytes of the training state with "
-    "AdamW when every number takes bytes_per_number bytes: the weights (all n_params), plus a gradient and two moment "
-    "buffers for each trainable parameter (activations left out). Hidden full and LoRA configurations, compared with "
-    "lora_edu.maths.arch.memory_estimate. Then use it for the tiny GPT: full fine-tuning against LoRA.",
+    "AdamW when every number takes bytes_per_number bytes. Count the weights (all n_params), plus a gradient and two "
+    "moment buffers for each trainable parameter; leave activations out. It is run on hidden full and LoRA "
+    "configurations and compared with lora_edu.maths.arch.memory_estimate. Then use it for the tiny GPT: full "
+    "fine-tuning against LoRA.",
     signature="training_state_bytes(n_params, n_trainable, bytes_per_number) -> int",
     reference=package_state_bytes,
     cases=state_cases,
     compare=compare_exact,
-    explanation="weights cost n_params x b whatever is trained; gradients and AdamW's two moments cost 3 x b per "
+    traps=(
+        CodeTrap(lambda n, t, b: 4 * n * b, "you gave every parameter a gradient and two moments: that is full "
+                 "fine-tuning. A frozen weight has no gradient and no optimizer state."),
+        CodeTrap(lambda n, t, b: 4 * t * b, "you left out the frozen weights. They have no gradient and no moments, "
+                 "but they are in memory: the forward pass needs them."),
+        CodeTrap(lambda n, t, b: (n + 2 * t) * b, "you counted two numbers per trainable parameter. There are three: "
+                 "its gradient and AdamW's two moments."),
+        CodeTrap(lambda n, t, b: (n + t) * b, "you left out AdamW's two moment buffers: a running mean of the "
+                 "gradient and one of its square, for each trainable parameter."),
+        CodeTrap(lambda n, t, b: (n + 4 * t) * b, "you counted the trainable weights twice: n_params already includes "
+                 "them. Each adds three more numbers, not four."),
+        CodeTrap(lambda n, t, b: n + 3 * t, "you counted numbers, not bytes: multiply by bytes_per_number."),
+    ),
+    model_solution="""
+def training_state_bytes(n_params, n_trainable, bytes_per_number):
+    weights = n_params * bytes_per_number          # every weight, frozen or not
+    per_trainable = 3 * bytes_per_number           # its gradient and AdamW's two moments
+    return weights + n_trainable * per_trainable
+""",
+    explanation="weights cost n_params × b whatever is trained; gradients and AdamW's two moments cost 3 × b per "
     "trainable parameter. Full fine-tuning pays 4 b per parameter, LoRA barely more than the frozen weights.",
-    hints=("Frozen weights have no gradient and no optimizer state.",),
+    hints=("Frozen weights have no gradient and no optimizer state, but they are still in memory.",),
 ))
 register(ChoiceExercise(
     id="pareto-learning-rate",
-    prompt="Each point of a 'learns less, forgets less' plot is one fine-tune: held-out exact match on the new task "
-    "against the loss on the pretraining text, as the learning rate grows. What does a larger learning rate do?",
+    prompt="In section 5's plot each point is one fine-tune: validation exact match on the new task against the loss on "
+    "held-out pretraining text. Within one method, the points differ in their learning rate. What does a larger "
+    "learning rate do?",
     options={
         "a": "it improves both: more exact match and a lower pretraining loss",
         "b": "it moves the point along the trade-off: the task is learned more and the pretraining text is forgotten "
@@ -80,36 +142,36 @@ register(ChoiceExercise(
         "also what raises the pretraining loss.",
         "c": "with a fixed number of steps the learning rate decides how far the weights move, so it changes where the "
         "run ends, not only how fast.",
-        "d": "the frozen base can be restored (disable the adapter), but while the adapter is on, W + B A is a different "
-        "model and its loss on pretraining text can rise: LoRA forgets too.",
+        "d": "the frozen base can be restored (disable the adapter), but while the adapter is on, W + (α/r) B A is a "
+        "different model, and its loss on pretraining text can rise: LoRA forgets too.",
     },
     explanation="the learning rate sets how far the fine-tune moves from the pretrained model: more learning, more "
-    "forgetting, and past a point divergence. Biderman et al. (2024, Section 4.3) found that for Llama-2 7B the points "
-    "of LoRA and of full fine-tuning lie on one such trade-off curve, LoRA's lower on it (less learned, less forgotten); "
-    "where our runs lie is a measurement, and notebook 05's sweep makes it.",
+    "forgetting, and past a point divergence. Biderman et al. (2024, Section 4.3) plot Llama-2 7B fine-tunes of "
+    "different lengths this way and find LoRA and full fine-tuning on one and the same trade-off curve, LoRA's points "
+    "where less is learned and less is forgotten. Where our runs lie is a measurement: section 5 makes it.",
 ))
-register(NumericExercise(
-    id="tiny-gpt-lora-qv",
-    prompt="The tiny GPT has 4 layers with d_model = 64. How many parameters does rank-8 LoRA on Wq and Wv train?",
-    expected=lambda: tiny_gpt_lora_count(8, ("q_proj", "v_proj")),
-    traps=(Trap(lambda: 4 * 2 * 64 * 64, "that is the size of the full Wq and Wv; count B (64 x 8) and A (8 x 64)."),),
-    explanation="2 matrices x 4 layers x r (d_in + d_out) = 8 * 8 * 128.",
-))
-register(ChoiceExercise(
-    id="disable-lora",
-    prompt="After LoRA fine-tuning, `with disable_lora(model): ...` runs the model with",
-    options={
-        "a": "the fine-tuned weights, slightly damped",
-        "b": "exactly the pretrained model: every LoRA branch is skipped, the frozen weights never changed",
-        "c": "random weights",
-        "d": "the merged weights W + B A",
-    },
-    answer_digest="e0153af5bd746a6d",
-    feedback={
-        "a": "disabling is not a scaling: the branch (α/r) B A x is skipped entirely.",
-        "c": "no weight is re-drawn; the frozen W is the pretrained one.",
-        "d": "that is what runs with the adapter on (merged or not); disabling removes B A.",
-    },
-    explanation="the base weights are frozen, so skipping B A gives back the pretrained model bit for bit: "
-    "LoRA's forgetting is reversible.",
+register(WrittenExercise(
+    id="disable-lora-exact",
+    prompt="Run and explain. In a new cell, run `with disable_lora(lora_all): print(exact_match(lora_all, world, "
+    "\"json\", world.test_animals))`. What does it print? Section 6 checks the logits "
+    "with torch.equal: every number is equal, not only close. Explain why switching the adapter off gives back the "
+    "pretrained model bit for bit, and why full fine-tuning has no such switch: what would you need to get the "
+    "pretrained model back after it?",
+    points=(
+        "The exact match is the base model's, 0: with the adapter off, the model has never seen the JSON format.",
+        "Training changed only A and B. Every other weight (W and b of each adapted layer, the embeddings, the norms, "
+        "the output head) was frozen: no gradient, so the optimizer never touched it. It is still the pretrained "
+        "tensor, bit for bit.",
+        "With the adapter off, each LoRA layer returns base(x): the same operations on the same numbers as the "
+        "pretrained model, so every output is the same number, not only a close one.",
+        "Full fine-tuning writes its change into W itself, in every weight: the old values are gone. To undo it you "
+        "need a saved copy of the whole pretrained model. The adapter keeps the change apart from W, in "
+        "r (d_in + d_out) numbers per layer.",
+    ),
+    explanation="The cell prints 0.0, the base model's exact match. LoRA trained only A and B; every other weight was "
+    "frozen, received no gradient and was never updated, so it is still the pretrained tensor. Disabling the adapter "
+    "makes each LoRA layer return base(x), the same computation on the same numbers as the base model, so the logits "
+    "are identical, not only close. Full fine-tuning overwrote every weight; getting the base back takes a copy of "
+    "the whole pretrained model. LoRA keeps the change apart, in A and B, so forgetting is undone by switching it off.",
+    hints=("Which tensors did the optimizer change during LoRA training, and which did it never see?",),
 ))

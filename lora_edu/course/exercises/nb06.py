@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ...maths.arch import Architecture, lora_parameter_count
-from .core import ChoiceExercise, CodeExercise, NumericExercise, Trap, register
+from .core import (
+    ChoiceExercise,
+    CodeExercise,
+    CodeTrap,
+    NumericExercise,
+    PredictExercise,
+    Trap,
+    WrittenExercise,
+    register,
+)
 
 
 def package_phi(a1: np.ndarray, a2: np.ndarray, i: int, j: int) -> float:
@@ -16,13 +27,48 @@ def package_phi(a1: np.ndarray, a2: np.ndarray, i: int, j: int) -> float:
 
 
 def phi_cases(rng: np.random.Generator) -> list[tuple]:
+    """Pairs of A matrices (r1 x d) and (r2 x d) with partly shared rows, so φ is neither 0 nor 1.
+
+    The first case has r1 = r2 and i = j = 2, so that the usual mistakes (left-singular vectors, the columns of
+    Vᵀ, no division, no square, the rows of A) all run and all give different wrong numbers.
+    """
     cases = []
-    for r1, r2, d in ((2, 4, 6), (3, 3, 5), (4, 8, 16), (1, 5, 7), (8, 2, 10)):
+    for r1, r2, d, i, j in ((3, 3, 5, 2, 2), (2, 4, 6, None, None), (4, 8, 16, None, None), (1, 5, 7, None, None),
+                            (8, 2, 10, None, None), (6, 6, 12, 3, 5)):
         a1 = rng.standard_normal((r1, d))
         a2 = rng.standard_normal((r2, d))
-        a2[: min(r1, r2)] += 2 * a1[: min(r1, r2)]  # partly shared directions, so φ is neither 0 nor 1
-        cases.append((a1, a2, int(rng.integers(1, r1 + 1)), int(rng.integers(1, r2 + 1))))
+        a2[: min(r1, r2)] += 2 * a1[: min(r1, r2)]
+        cases.append((a1, a2, i or int(rng.integers(1, r1 + 1)), j or int(rng.integers(1, r2 + 1))))
     return cases
+
+
+def top_rows(a: np.ndarray, k: int) -> np.ndarray:
+    """The top-k right-singular vectors of A, as rows (k, d)."""
+    return np.linalg.svd(a, full_matrices=False)[2][:k]
+
+
+def phi_left(a1: np.ndarray, a2: np.ndarray, i: int, j: int) -> float:
+    """A usual mistake: the left-singular vectors (they live in R^r, not R^d; defined only when r1 = r2)."""
+    u1 = np.linalg.svd(a1, full_matrices=False)[0][:, :i]
+    u2 = np.linalg.svd(a2, full_matrices=False)[0][:, :j]
+    return float(np.sum((u1.T @ u2) ** 2) / min(i, j))
+
+
+def phi_vt_columns(a1: np.ndarray, a2: np.ndarray, i: int, j: int) -> float:
+    """A usual mistake: the columns of NumPy's Vᵀ instead of its rows."""
+    c1 = np.linalg.svd(a1, full_matrices=False)[2][:, :i]
+    c2 = np.linalg.svd(a2, full_matrices=False)[2][:, :j]
+    return float(np.sum((c1.T @ c2) ** 2) / min(i, j))
+
+
+@functools.cache
+def random_phi_mean(pairs: int = 500, r: int = 8, d: int = 64, seed: int = 0) -> float:
+    """Mean φ(r, r) over ``pairs`` pairs of independent Gaussian A matrices (r x d), drawn as notebook 06 draws them."""
+    from ...paper.analysis import subspace_similarity
+
+    draws = np.random.default_rng(seed)
+    return float(np.mean([subspace_similarity(draws.standard_normal((r, d)), draws.standard_normal((r, d)))[r - 1, r - 1]
+                          for _ in range(pairs)]))
 
 
 def placement_count(r: int, targets: tuple[str, ...]) -> int:
@@ -31,14 +77,55 @@ def placement_count(r: int, targets: tuple[str, ...]) -> int:
     return lora_parameter_count(arch, r, targets)
 
 
+register(PredictExercise(
+    id="predict-random-phi",
+    prompt="Draw two A matrices of shape 8 × 64 with independent random entries, as two LoRA runs start. Their top-8 "
+    "right-singular vectors span two random 8-dimensional subspaces of R^64. Predict φ(8, 8), averaged over many such "
+    "pairs. (The cell draws 500 pairs.)",
+    expected=random_phi_mean,
+    rel_tol=0.1,
+    traps=(
+        Trap(lambda: 0.0, "two random directions in R^64 are nearly orthogonal, but not exactly: each squared cosine is "
+             "about 1/64, and ‖U₈ᵀ V₈‖_F² adds up 8 × 8 of them."),
+        Trap(lambda: 1 / 64, "1/64 is the mean squared cosine of one pair of random directions in R^64. φ(8, 8) adds up "
+             "8 × 8 such squared cosines, then divides by min(8, 8) = 8."),
+        Trap(lambda: 1.0, "φ = 1 means one subspace lies inside the other. Two independent random 8-dimensional "
+             "subspaces of R^64 share almost nothing."),
+    ),
+    explanation="‖U₈ᵀ V₈‖_F² adds up 8 × 8 = 64 squared cosines between random directions in R^64. Each is 1/64 on "
+    "average, so the sum is 1 on average, and φ(8, 8) is 1/8 = 8/64 on average. In general, random subspaces give φ(i, j) about "
+    "max(i, j)/d: the baseline to compare a learned φ with, not 0.",
+    hints=("A random unit vector in R^64 keeps about 8/64 of its squared length in any fixed 8-dimensional subspace.",),
+))
 register(CodeExercise(
     id="subspace-phi",
-    prompt="Write phi(A1, A2, i, j): the LoRA paper's subspace similarity ||U_iᵀ V_j||_F² / min(i, j), where U_i holds "
-    "the top-i right-singular vectors of A1 (r1 x d) and V_j the top-j of A2 (r2 x d), as columns. Hidden pairs of "
-    "subspaces, compared with lora_edu.paper.analysis.subspace_similarity.",
+    prompt="Write phi(A1, A2, i, j): the LoRA paper's subspace similarity ‖U_iᵀ V_j‖_F² / min(i, j), where U_i holds "
+    "the top-i right-singular vectors of A1 (r1 × d) and V_j the top-j right-singular vectors of A2 (r2 × d), as "
+    "columns. It is run on hidden pairs of A matrices and compared with lora_edu.paper.analysis.subspace_similarity.",
     signature="phi(A1, A2, i, j) -> float",
     reference=package_phi,
     cases=phi_cases,
+    traps=(
+        CodeTrap(phi_left, "you used the left-singular vectors (the columns of U). Those live in R^r, one entry per "
+                 "rank; the directions of A in the input space R^d are the right-singular vectors."),
+        CodeTrap(phi_vt_columns, "np.linalg.svd returns Vᵀ: the right-singular vectors are its rows, vt[:i], not its "
+                 "columns."),
+        CodeTrap(lambda a1, a2, i, j: float(np.sum((top_rows(a1, i) @ top_rows(a2, j).T) ** 2)), "you did not divide "
+                 "by min(i, j). The squared norm adds up to min(i, j) when one subspace contains the other; dividing "
+                 "puts φ in [0, 1]."),
+        CodeTrap(lambda a1, a2, i, j: float(np.linalg.norm(top_rows(a1, i) @ top_rows(a2, j).T) / min(i, j)),
+                 "you used the Frobenius norm without squaring it. φ divides the squared norm, a sum of squared "
+                 "cosines, by min(i, j)."),
+        CodeTrap(lambda a1, a2, i, j: float(np.sum((a1[:i] @ a2[:j].T) ** 2) / min(i, j)), "you used the rows of A "
+                 "themselves. They are neither orthonormal nor ordered by importance: take the right-singular vectors "
+                 "from the SVD."),
+    ),
+    model_solution="""
+def phi(A1, A2, i, j):
+    U = np.linalg.svd(A1, full_matrices=False)[2][:i].T   # (d, i): the rows of Vᵀ are the right-singular vectors
+    V = np.linalg.svd(A2, full_matrices=False)[2][:j].T   # (d, j)
+    return np.sum((U.T @ V) ** 2) / min(i, j)              # squared Frobenius norm, divided by min(i, j)
+""",
     explanation="φ is the mean squared cosine of the principal angles between the two subspaces: 1 when the smaller "
     "lies inside the larger, 0 when they are orthogonal.",
     hints=("np.linalg.svd(A1, full_matrices=False) returns Vt; its first i rows are U_iᵀ.",
@@ -54,7 +141,7 @@ register(NumericExercise(
         Trap(lambda: placement_count(8, ("q", "k", "v", "o")), "r = 8 belongs to the one-matrix placement; with four "
              "matrices the rank is 2."),
         Trap(lambda: placement_count(2, ("q", "k", "v", "o")) // 32, "that is one layer; there are 32."),
-        Trap(lambda: 32 * 4 * 2 * 2560, "each matrix adds r (d_in + d_out) = r x 2 x 2560, not r x 2560."),
+        Trap(lambda: 32 * 4 * 2 * 2560, "each matrix adds r (d_in + d_out) = r × 2 × 2560, not r × 2560."),
     ),
     explanation="each projection adds 2 (2560 + 2560) = 10,240, four per layer, 32 layers: exactly the budget of r = 8 "
     "on Wq alone or r = 4 on Wq and Wv, which is why the table can compare them.",
@@ -62,8 +149,9 @@ register(NumericExercise(
 register(ChoiceExercise(
     id="amplification-factor",
     prompt="Table 7 of the paper projects W_q onto the top-r singular directions U, V of the learned ΔW_q (r = 4): "
-    "||Uᵀ W_q Vᵀ||_F is small (0.32) while ||ΔW_q||_F is 6.91, an amplification factor of about 21.5, and "
-    "projecting on W_q's own top directions gives a far larger value. What does the paper conclude?",
+    "‖Uᵀ W_q Vᵀ‖_F is small (0.32) while ‖ΔW_q‖_F is 6.91, an amplification factor of about 21.5. Projecting on "
+    "W_q's own top directions gives a far larger value, and on a random matrix's directions a smaller one. What does "
+    "the paper conclude?",
     options={
         "a": "ΔW repeats the top singular directions of W, making the strongest features stronger",
         "b": "ΔW is unrelated to W: the same as a random matrix",
@@ -72,12 +160,41 @@ register(ChoiceExercise(
     },
     answer_digest="5da923774e2e76e3",
     feedback={
-        "a": "projected on W's own top directions the value is far larger; on ΔW's directions W is weak: ΔW does not "
-        "repeat W's top directions.",
-        "b": "the projection on ΔW's directions is larger than on a random matrix's, so ΔW is correlated with W.",
-        "d": "||ΔW_q||_F = 6.91 is small next to ||W_q||_F (Table 7 lists both); the change is low rank and small, "
-        "but concentrated.",
+        "a": "projected on W's own top directions the value is far larger; on ΔW's directions W is weak (0.32): ΔW "
+        "does not repeat W's top directions.",
+        "b": "W projected on ΔW's directions is larger than on a random matrix's, so ΔW is correlated with W.",
+        "d": "‖ΔW_q‖_F = 6.91 is small next to ‖W_q‖_F = 61.95 (Table 7 lists both). The amplification factor compares "
+        "ΔW with the part of W in ΔW's directions, not with all of W.",
     },
     explanation="ΔW picks up features already present in W but not emphasised in pretraining and scales them up by a "
     "factor of about 20 (for r = 4): task-specific directions that the pretrained model under-uses.",
+))
+register(WrittenExercise(
+    id="first-update-scaling",
+    prompt="Explain the first-update table of section 2, then check your argument. In the layer of that table, after "
+    "one Adam step every entry of B is ±η (η is the learning rate), and A is still its random start: r rows of "
+    "length about 1, in nearly orthogonal directions. The update is ΔW = s B A, with s the scaling. (1) Show that ‖ΔW‖_F grows like s √r. "
+    "(2) Use it to explain the three columns: α fixed (s = α/r), α = 2r (s = 2), rsLoRA (s = α/√r). (3) Predict the "
+    "three sizes at r = 128 from the r = 8 row, then add 128 to the ranks in that cell and run it. (4) What would the "
+    "rank sweep compare if it used α = 2r instead of rsLoRA?",
+    points=(
+        "B A is a sum of r rank-one pieces (column k of B times row k of A). With random signs and nearly orthogonal "
+        "rows of A, their squared norms add up: ‖B A‖_F² ≈ r η² d_out, so ‖ΔW‖_F ≈ s η √(r d_out), which grows like "
+        "s √r.",
+        "α fixed: s = α/r, so ‖ΔW‖_F falls like 1/√r. α = 2r: s = 2, so it grows like √r. rsLoRA: s = α/√r, so it "
+        "stays the same at every rank.",
+        "From r = 8 to r = 128 (16 times the rank): divided by 4 with α fixed, multiplied by 4 with α = 2r, unchanged "
+        "with rsLoRA; the cell prints about 0.032, 0.51 and 0.128.",
+        "With α = 2r the first update at r = 32 is about √32 ≈ 5.7 times that at r = 1 (the table measures about "
+        "5.5), at the same learning rate. "
+        "The sweep would compare step sizes as well as ranks: a high rank could look better (or diverge) only "
+        "because it takes bigger steps.",
+    ),
+    explanation="ΔW = s Σ_k b_k a_kᵀ, a sum of r rank-one pieces whose entries have random signs; the rows a_k of A are "
+    "nearly orthogonal, so the squared norms add: ‖ΔW‖_F² ≈ s² r η² d_out. Hence ‖ΔW‖_F is proportional to s √r: "
+    "α/r with a fixed α gives 1/√r, α = 2r gives √r, and rsLoRA's α/√r gives a constant. At r = 128 the r = 8 value "
+    "(about 0.127 in every column) becomes about 0.032, 0.51 and 0.13. A sweep with α = 2r would change the step "
+    "size with the rank, so it would not isolate the rank.",
+    hints=("Write ‖B A‖_F² as a sum over the rows of B A, and each row as a combination of the rows of A.",
+           "Vectors with random signs in nearly orthogonal directions add like Pythagoras: their squared lengths add."),
 ))
