@@ -324,3 +324,24 @@ def test_summarize_and_paper_data():
     assert set(PAPER["table5_wikisql"]) == set(PAPER["table5_rank"])
     budget = {t: len(t) * r for t, r in PAPER["table5_rank"].items()}
     assert len(set(budget.values())) == 1  # the paper's equal-budget design: r times the number of matrices
+
+
+def test_tuned_sweep_chooses_each_rate_on_validation_never_on_test(monkeypatch):
+    from lora_edu.paper import experiments
+
+    def fake_run(base, world, targets, r, steps, seed, lr=None):
+        val = {0.01: 1.0, 0.03: 0.5}[lr] if targets == ("q",) else {0.01: 0.5, 0.03: 0.5}[lr]  # ("v",): a tie
+        test = {0.01: 0.1, 0.03: 9.0}[lr]  # the test set would choose 0.01 everywhere
+        given = {"targets": targets, "r": r, "seed": seed, "val_answer_loss": val + 0.01 * seed, "test_answer_loss": test,
+                 "lr": lr}
+        return LoRARun(**{f.name: given.get(f.name) for f in dataclasses.fields(LoRARun)})
+
+    monkeypatch.setattr(experiments, "lora_run", fake_run)
+    tuned = experiments.tuned_sweep(None, None, [(("q",), 8), (("v",), 8)], (0, 1, 2), 10, lrs=(0.03, 0.01), progress=False)
+    assert tuned.lrs == (0.01, 0.03) and len(tuned.all_runs) == 12
+    assert tuned.chosen_lr == {(("q",), 8): 0.03, (("v",), 8): 0.01}  # validation; a tie goes to the smaller rate
+    assert {(run.targets, run.lr) for run in tuned.runs} == {(("q",), 0.03), (("v",), 0.01)} and len(tuned.runs) == 6
+    assert tuned.val_loss((("q",), 8), 0.03) == pytest.approx(0.51)
+    assert tuned.at_grid_edge((("q",), 8))
+    with pytest.raises(ValueError, match="positive finite"):
+        experiments.tuned_sweep(None, None, [(("q",), 8)], (0,), 10, lrs=(0.0,))

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checks import is_finite_number
 from ..gpt.data import World
 from ..gpt.finetune import finetune
 from ..gpt.model import GPT
@@ -34,6 +35,8 @@ __all__ = [
     "lora_run",
     "summarize",
     "sweep",
+    "TunedSweep",
+    "tuned_sweep",
     "verdict",
 ]
 
@@ -73,6 +76,7 @@ class LoRARun:
     test_answer_loss: float
     seconds: float
     factors: dict[str, tuple[np.ndarray, np.ndarray, float]]  # layer -> (A (r, d_in), B (d_out, r), scaling)
+    lr: float | None = None  # None: finetune's default for LoRA
 
     def factor(self, layer: str, which: str = "A") -> np.ndarray:
         """lora_A (r, d_in) or lora_B (d_out, r) of a layer, e.g. ``"blocks.3.attn.q_proj"``."""
@@ -107,7 +111,7 @@ def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int
     model, rep = finetune(base, world, task, "lora", targets=[SHORT[t] for t in targets], r=r, alpha=RANK_SWEEP_ALPHA, rslora=True,
                           steps=steps, lr=lr, seed=seed, progress=False, score_all=False)
     run = LoRARun(targets, r, seed, rep.val_exact_match, rep.val_answer_loss, rep.test_exact_match, rep.test_answer_loss,
-                  time.perf_counter() - t0, learned_factors(model))
+                  time.perf_counter() - t0, learned_factors(model), lr)
     del model  # keep the factors, free the model (on a GPU, 80 models would not fit a small card)
     return run
 
@@ -117,6 +121,48 @@ def sweep(base: GPT, world: World, configs: list[tuple[tuple[str, ...], int]], s
     """Every (targets, r) configuration for every seed, with a progress bar."""
     jobs = [(t, r, s) for t, r in configs for s in seeds]
     return [lora_run(base, world, t, r, steps, s, lr=lr) for t, r, s in progress_line(jobs, "LoRA runs", disable=not progress)]
+
+
+Config = tuple[tuple[str, ...], int]  # (targets, r)
+
+
+@dataclass
+class TunedSweep:
+    """Every configuration run at every rate of ``lrs`` with every seed, and the rate chosen for each on validation.
+
+    ``chosen_lr[config]`` has the lowest mean validation answer loss over the seeds (ties: the smaller rate); the test
+    scores play no part in it. ``runs`` are the chosen runs, ``all_runs`` every run.
+    """
+
+    lrs: tuple[float, ...]
+    all_runs: list[LoRARun]
+    chosen_lr: dict[Config, float]
+
+    @property
+    def runs(self) -> list[LoRARun]:
+        return [run for run in self.all_runs if run.lr == self.chosen_lr[(run.targets, run.r)]]
+
+    def val_loss(self, config: Config, lr: float) -> float:
+        """Mean validation answer loss of ``config`` at ``lr`` over the seeds."""
+        return float(np.mean([run.val_answer_loss for run in self.all_runs if (run.targets, run.r) == config and run.lr == lr]))
+
+    def at_grid_edge(self, config: Config) -> bool:
+        return len(self.lrs) > 1 and self.chosen_lr[config] in (min(self.lrs), max(self.lrs))
+
+
+def tuned_sweep(base: GPT, world: World, configs: list[Config], seeds: Iterable[int], steps: int, lrs: Iterable[float],
+                progress: bool = True) -> TunedSweep:
+    """``sweep`` at every rate of ``lrs``, each configuration then keeping the rate that validation chooses."""
+    lrs = tuple(sorted(lrs))
+    if not lrs or not all(is_finite_number(lr) and lr > 0 for lr in lrs):
+        raise ValueError(f"lrs must be positive finite learning rates, got {lrs!r}.")
+    seeds = tuple(seeds)
+    jobs = [(t, r, lr, s) for t, r in configs for lr in lrs for s in seeds]
+    runs = [lora_run(base, world, t, r, steps, s, lr=lr) for t, r, lr, s in progress_line(jobs, "LoRA runs", disable=not progress)]
+    tuned = TunedSweep(lrs, runs, {})
+    for config in configs:
+        tuned.chosen_lr[config] = min(lrs, key=lambda lr: (tuned.val_loss(config, lr), lr))
+    return tuned
 
 
 @dataclass(frozen=True)
