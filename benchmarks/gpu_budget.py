@@ -215,9 +215,10 @@ def plans() -> dict[str, dict]:
         },
         "06": {
             "runs": [
-                Runs("placement: Wq, Wk, Wv, Wo (r = 8), 3 seeds", 12, "lora-q", steps06, 32, json_seq, False),
-                Runs("placement: Wq+Wk, Wq+Wv (r = 4), 3 seeds", 6, "lora-qv", steps06, 32, json_seq, False),
-                Runs("placement: Wq, Wk, Wv, Wo together (r = 2), 3 seeds", 3, "lora-qkvo", steps06, 32, json_seq, False),
+                Runs("placement: Wq, Wk, Wv, Wo (r = 8), 2 learning rates x 3 seeds", 24, "lora-q", steps06, 32, json_seq, False),
+                Runs("placement: Wq+Wk, Wq+Wv (r = 4), 2 learning rates x 3 seeds", 12, "lora-qv", steps06, 32, json_seq, False),
+                Runs("placement: Wq, Wk, Wv, Wo together (r = 2), 2 learning rates x 3 seeds", 6, "lora-qkvo", steps06, 32, json_seq,
+                     False),
                 Runs("rank sweep on Wq: r = 1, 2, 4, 64, 3 seeds", 12, "lora-q", steps06, 32, json_seq, False),
                 Runs("rank sweep on Wq+Wv: r = 1, 2, 8, 64, 3 seeds", 12, "lora-qv", steps06, 32, json_seq, False),
                 Runs("LoRA and LoRA+ on Wq+Wv (r = 4): 3 learning rates x 3 seeds each", 18, "lora-qv", steps06, 32, json_seq, False),

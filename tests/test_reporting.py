@@ -156,8 +156,9 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     assert 'STEPS = {"tiny": 100, "gpu": 200}' in nb06 and "ranks = (1, 2, 4, 8, HIGH)" in nb06
     placements = len(PAPER["table5_wikisql"])
     assert "plus_arms = [" in nb06 and "(1e-2, 3e-2, 1e-1)" in nb06 and "(3e-3, 1e-2, 3e-2)" in nb06
-    # 2 of the rank sweep ran as placements; LoRA and LoRA+ each 3 rates x 3 seeds
-    assert sum(r.count for r in plans["06"]["runs"]) == 3 * (placements + 2 * 5 - 2) + 2 * 3 * 3
+    assert "tuned_sweep(base, world, placements, SEEDS, STEPS, lrs=(1e-2, 3e-2))" in nb06
+    # placements at 2 rates x 3 seeds; 2 of the rank sweep ran as placements; LoRA and LoRA+ each 3 rates x 3 seeds
+    assert sum(r.count for r in plans["06"]["runs"]) == 3 * 2 * placements + 3 * (2 * 5 - 2) + 2 * 3 * 3
     assert {r.steps for r in plans["06"]["runs"]} == {200}
 
 
