@@ -407,3 +407,28 @@ def test_a_failed_injection_leaves_every_layer_trainable_as_it_was():
         inject_lora(model, ["0", "1"], r=4, alpha=8)
     assert all(p.requires_grad for p in model.parameters())  # the first base was frozen, then thawed again
     assert [type(m) for m in model] == [nn.Linear, nn.Linear]
+
+
+def test_fit_lora_to_matrix_follows_the_hand_derived_gradient_steps():
+    """Notebook 04 trains a rank-1 LoRA with ∂L/∂A = Bᵀ G, ∂L/∂B = G Aᵀ by hand; the package's autograd fit is the same path."""
+    import numpy as np
+
+    from lora_edu import fit_lora_to_matrix
+
+    w = np.ones((4, 4))
+    target = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [2, 3, 4, 5], [3, 5, 7, 9]], dtype=float)
+    g = torch.Generator().manual_seed(0)
+    x_t = torch.randn(64, 4, generator=g, dtype=torch.float64)  # the notebook's inline data
+    x, y = x_t.numpy(), (x_t @ torch.from_numpy(target).T).numpy()
+    a, b = np.random.default_rng(0).uniform(-0.5, 0.5, size=(1, 4)), np.zeros((4, 1))
+    a0, losses = a.copy(), []
+    for _ in range(300):
+        pred = x @ (w + b @ a).T
+        grad_y = (pred - y) / len(x)
+        big_g = grad_y.T @ x
+        a, b = a - 0.05 * b.T @ big_g, b - 0.05 * big_g @ a.T
+        losses.append(0.5 * np.mean(np.sum((pred - y) ** 2, axis=1)))
+    fit = fit_lora_to_matrix(w, target, r=1, alpha=1.0, steps=300, lr=0.05, a_init=a0)
+    np.testing.assert_allclose(fit.losses, losses, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(fit.delta_weight, b @ a, atol=1e-10)
+    np.testing.assert_allclose(b @ a, target - w, atol=1e-4)

@@ -180,9 +180,75 @@ def test_written_answers_need_an_argument_and_then_show_the_points(capsys, monke
     assert "too short" in capsys.readouterr().out
     with pytest.raises(TypeError, match="string"):
         quiz.check("proof-rank-of-product", 3)
+    nonsense = "the cat sat on the mat and then it sat on the mat again for a while"
+    assert quiz.check("proof-rank-of-product", nonsense) is True  # long enough to compare, not graded
+    out = capsys.readouterr().out
+    assert out.startswith("Not graded: compare your argument with these points.\n- ") and "Correct" not in out
     monkeypatch.setenv("LORA_EDU_REVEAL", "1")
     quiz.show("proof-rank-of-product")
     assert "Instructor, model solution: Column j of B A" in capsys.readouterr().out
+
+
+def test_a_written_argument_is_shown_in_a_neutral_box_not_as_a_right_answer(notebook):
+    quiz.check("init-swapped", "A is zero so B A is zero at the start and the gradient of A is not zero")
+    quiz.check("tail-error", 5**0.5)
+    written, right = notebook
+    assert written["text/plain"].startswith("Not graded: compare your argument with these points.")
+    assert quiz.STYLES["right"] not in written["text/html"] and quiz.STYLES["ungraded"] in written["text/html"]
+    assert quiz.STYLES["right"] in right["text/html"]
+    assert quiz.STYLES["ungraded"] != quiz.STYLES["right"]
+
+
+def test_lora_input_grad_names_the_transposed_w_on_the_first_hidden_case():
+    ex = quiz.get("lora-input-grad")
+    right, message = ex.verdict(lambda gy, W, A, B, alpha, r: gy @ W.T + alpha / r * (gy @ B) @ A)
+    assert not right and "not grad_y Wᵀ" in message and "hidden case 1 of" in message
+    assert message.index("not grad_y Wᵀ") < message.index("hidden case")
+    first = next(iter(ex.cases(np.random.default_rng(ex.seed))))
+    assert first[1].shape[0] == first[1].shape[1]  # square W, so the mistake runs instead of failing on a shape
+
+
+def conv1d_merge_expected(W_stored, A, B, alpha, r):
+    return W_stored + alpha / r * (B @ A).T
+
+
+def test_merge_conv1d_is_checked_without_transformers(monkeypatch):
+    import sys
+
+    from lora_edu.course.exercises.nb04 import conv1d_cases, package_conv1d_merge
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as on a plain `pip install lora_edu`
+    monkeypatch.setitem(sys.modules, "transformers.pytorch_utils", None)
+    with pytest.raises(ImportError):
+        import transformers.pytorch_utils  # noqa: F401
+    for args in conv1d_cases(np.random.default_rng(0)):
+        np.testing.assert_allclose(package_conv1d_merge(*args), conv1d_merge_expected(*args), rtol=1e-12, atol=1e-12)
+    ex = quiz.get("merge-conv1d")
+    namespace = {"np": np}
+    exec(ex.solution(), namespace)
+    assert quiz.check("merge-conv1d", namespace["merge_conv1d"]) is True
+    right, message = ex.verdict(lambda W, A, B, alpha, r: W + alpha / r * B @ A)
+    assert not right and "the transposed merge" in message
+
+
+def test_merge_conv1d_uses_gpt2s_conv1d_when_transformers_is_installed(monkeypatch):
+    pytest.importorskip("transformers")
+    import transformers.pytorch_utils
+
+    from lora_edu.course.exercises.nb04 import conv1d_cases, package_conv1d_merge
+
+    built = []
+    real = transformers.pytorch_utils.Conv1D
+
+    class Counted(real):
+        def __init__(self, *args, **kwargs):
+            built.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.pytorch_utils, "Conv1D", Counted)
+    for args in conv1d_cases(np.random.default_rng(0)):
+        np.testing.assert_allclose(package_conv1d_merge(*args), conv1d_merge_expected(*args), rtol=1e-12, atol=1e-12)
+    assert len(built) == len(conv1d_cases(np.random.default_rng(0)))
 
 
 def test_widgets_leave_a_picture_of_their_starting_state(notebook):

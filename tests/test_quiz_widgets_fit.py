@@ -176,7 +176,7 @@ def test_each_lesson_module_has_three_exercises_and_a_code_one():
 @pytest.mark.parametrize("exercise_id, answer", CORRECT.items())
 def test_correct_answers_pass_and_wrong_ones_fail(exercise_id, answer, capsys):
     assert quiz.check(exercise_id, answer) is True
-    assert capsys.readouterr().out.startswith("Self-check: " if isinstance(quiz.get(exercise_id), WrittenExercise) else "Correct: ")
+    assert capsys.readouterr().out.startswith("Not graded: " if isinstance(quiz.get(exercise_id), WrittenExercise) else "Correct: ")
     ex = quiz.get(exercise_id)
     for w in wrong_answers(ex):
         assert quiz.check(exercise_id, w) is False, w

@@ -42,7 +42,7 @@ def test_notebook_07_has_these_exercises_and_a_code_one():
 def test_right_answer_passes_and_wrong_ones_fail(exercise_id, capsys):
     ex = quiz.get(exercise_id)
     assert quiz.check(exercise_id, CORRECT[exercise_id]) is True
-    assert capsys.readouterr().out.startswith("Self-check: " if isinstance(ex, WrittenExercise) else "Correct: ")
+    assert capsys.readouterr().out.startswith("Not graded: " if isinstance(ex, WrittenExercise) else "Correct: ")
     wrong = [o for o in ex.options if o != CORRECT[exercise_id]] if isinstance(ex, ChoiceExercise) else WRONG[exercise_id]
     assert wrong
     for answer in wrong:

@@ -55,6 +55,7 @@ NO_ANSWER = "No answer yet: replace `None` by your answer in this cell and run i
 STYLES = {  # border colour of the box each kind of message is shown in
     "question": "#4a7bd0",
     "right": "#2e9a47",
+    "ungraded": "#6c7a89",  # a written argument: shown for comparison, neither right nor wrong
     "wrong": "#d9822b",
     "waiting": "#9aa0a6",
     "instructor": "#8e44ad",
@@ -178,8 +179,11 @@ def report(exercise_id: str, answer: object) -> bool | None:
             show_solution(ex)
         return None
     right, message = ex.verdict(answer)
+    if right and isinstance(ex, WrittenExercise):  # long enough to compare; nothing reads its content
+        emit("ungraded", "Not graded:", message)
+        return True
     if right:
-        emit("right", "Self-check:" if isinstance(ex, WrittenExercise) else "Correct:", message)
+        emit("right", "Correct:", message)
         return True
     more = f" (`quiz.hint({exercise_id!r})` may help.)" if ex.hints else ""
     emit("wrong", "Not yet.", f"{message}{more}")
@@ -191,7 +195,8 @@ def check(exercise_id: str, answer: object) -> bool | None:
 
     A number, a letter, a function or a few sentences are expected depending on the exercise; anything else is a
     TypeError/ValueError that says what to write.  Outside a notebook it returns True or False (None while ``answer``
-    is None); in a notebook it returns None, so that no ``Out:`` line repeats the verdict.
+    is None); in a notebook it returns None, so that no ``Out:`` line repeats the verdict.  A written argument is not
+    graded: True there means only that it is long enough to compare with the points a complete one makes.
     """
     verdict = report(exercise_id, answer)
     return None if in_notebook() else verdict

@@ -173,10 +173,12 @@ class PredictExercise(NumericExercise):
 
 @dataclass(frozen=True)
 class WrittenExercise(Exercise):
-    """A short argument in words (a proof, or "change X and explain"), checked by the student against key points.
+    """A short argument in words (a proof, or "change X and explain"), not graded: the student compares it with key points.
 
     ``points`` are what a complete answer says; they are shown once the student has written at least
     ``min_words`` words, and ``explanation`` (a model answer) only to an instructor who reveals answers.
+    Nothing reads the argument's content, so its verdict True means only "long enough to compare", and
+    ``quiz.check`` shows it in a neutral box, never as a right answer.
     """
 
     points: tuple[str, ...] = ()
@@ -185,7 +187,8 @@ class WrittenExercise(Exercise):
     kind = "written"
 
     def instructions(self) -> str:
-        return "Write your argument in a few sentences, as a string in `answer`."
+        return ("Write your argument in a few sentences, as a string in `answer`. It is not graded: once written, "
+                "you compare it with the points a complete argument makes.")
 
     def verdict(self, answer: object) -> tuple[bool, str]:
         if not isinstance(answer, str):
@@ -195,7 +198,7 @@ class WrittenExercise(Exercise):
             return False, (f"{words} words is too short for an argument: write at least {self.min_words}, "
                            "giving the reason, not only the conclusion.")
         listed = "\n".join(f"- {p}" for p in self.points)
-        return True, f"now compare your argument with what a complete one says:\n{listed}"
+        return True, f"compare your argument with these points.\n{listed}"
 
     def solution(self) -> str:
         return self.explanation

@@ -54,25 +54,40 @@ def first_step_ratio() -> float:
 
 
 def input_grad_cases(rng: np.random.Generator) -> list[tuple]:
-    return [(rng.standard_normal((n, d_out)), *args[1:]) for n, d_out, args in
-            ((x.shape[0], w.shape[0], (x, w, a, b, alpha, r)) for x, w, a, b, alpha, r in forward_cases(rng))]
+    """The first case is square (d_in = d_out), so grad_y @ W.T runs, and is named, instead of failing on a shape."""
+    return [(rng.standard_normal((x.shape[0], w.shape[0])), w, a, b, alpha, r)
+            for x, w, a, b, alpha, r in forward_cases(rng, SQUARE_FIRST_SHAPES)]
 
 
-def forward_cases(rng: np.random.Generator) -> list[tuple]:
+FORWARD_SHAPES = ((3, 6, 5, 2, 4.0), (1, 4, 4, 1, 1.0), (7, 10, 3, 3, 16.0), (2, 8, 12, 4, 8.0), (5, 5, 9, 5, 2.5))
+SQUARE_FIRST_SHAPES = ((3, 5, 5, 2, 4.0),) + FORWARD_SHAPES  # (n, d_in, d_out, r, alpha)
+
+
+def forward_cases(rng: np.random.Generator, shapes: tuple[tuple, ...] = FORWARD_SHAPES) -> list[tuple]:
     cases = []
-    for n, d_in, d_out, r, alpha in ((3, 6, 5, 2, 4.0), (1, 4, 4, 1, 1.0), (7, 10, 3, 3, 16.0), (2, 8, 12, 4, 8.0), (5, 5, 9, 5, 2.5)):
+    for n, d_in, d_out, r, alpha in shapes:
         cases.append((rng.standard_normal((n, d_in)), rng.standard_normal((d_out, d_in)), rng.standard_normal((r, d_in)),
                       rng.standard_normal((d_out, r)), alpha, r))
     return cases
 
 
 def package_conv1d_merge(W_stored: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, r: int) -> np.ndarray:
-    """The merged weight of a ``lora_edu.LoRALinear`` around a GPT-2 ``Conv1D`` whose weight is stored (d_in, d_out)."""
+    """The merged weight of a ``lora_edu.LoRALinear`` around a GPT-2 ``Conv1D`` whose weight is stored (d_in, d_out).
+
+    transformers is optional (pyproject.toml does not list it): without it, the same merge through an ``nn.Linear``
+    holding W = W_storedᵀ, transposed back to the Conv1D layout.
+    """
     import torch
-    from transformers.pytorch_utils import Conv1D
 
     from ...lora.layer import LoRALinear
 
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:
+        layer = package_layer(np.ascontiguousarray(W_stored.T), A, B, alpha, r)
+        with torch.no_grad():
+            layer.merge()
+        return layer.base.weight.detach().numpy().T.copy()
     d_in, d_out = W_stored.shape
     layer = LoRALinear(Conv1D(d_out, d_in).double(), r=r, alpha=alpha)
     with torch.no_grad():
@@ -99,8 +114,8 @@ register(CodeExercise(
     "W_stored of shape (d_in × d_out), and compute y = x W_stored + b. A LoRA update on such a layer keeps the "
     "usual A (r × d_in) and B (d_out × r). Write merge_conv1d(W_stored, A, B, alpha, r) with NumPy: return the "
     "merged weight, still stored (d_in × d_out), so that x W_merged equals the LoRA layer's output without its bias. "
-    "It is run on hidden shapes (square and not) and compared with the merge of lora_edu.LoRALinear around a Conv1D "
-    "holding the same weights.",
+    "It is run on hidden shapes (square and not) and compared with the merge of lora_edu.LoRALinear holding the same "
+    "weights.",
     signature="merge_conv1d(W_stored, A, B, alpha, r) -> W_merged  # (d_in, d_out)",
     reference=package_conv1d_merge,
     cases=conv1d_cases,
@@ -129,10 +144,11 @@ def merge_conv1d(W_stored, A, B, alpha, r):
 ))
 register(CodeExercise(
     id="lora-param-grads",
-    prompt="Derive it yourself. The layer computes y = x Wᵀ + (α/r) (x Aᵀ) Bᵀ for a batch x (n × d_in). Given "
-    "grad_y = ∂L/∂y (n × d_out), write lora_param_grads(x, grad_y, W, A, B, alpha, r) returning (∂L/∂A, ∂L/∂B): "
-    "∂L/∂A has A's shape (r × d_in) and ∂L/∂B has B's shape (d_out × r). Use the chain rule through h = x Aᵀ "
-    "(n × r). It is checked on hidden shapes against autograd through lora_edu.LoRALinear.",
+    prompt="Apply the one-layer rule twice. The layer computes y = x Wᵀ + (α/r) (x Aᵀ) Bᵀ for a batch x (n × d_in): "
+    "its branch is two linear layers in a row, h = x Aᵀ (weight A, input x, output n × r) and then h Bᵀ (weight B, "
+    "input h), scaled by α/r. Given grad_y = ∂L/∂y (n × d_out), write lora_param_grads(x, grad_y, W, A, B, alpha, r) "
+    "returning (∂L/∂A, ∂L/∂B): ∂L/∂A has A's shape (r × d_in) and ∂L/∂B has B's shape (d_out × r). It is checked on "
+    "hidden shapes against autograd through lora_edu.LoRALinear.",
     signature="lora_param_grads(x, grad_y, W, A, B, alpha, r) -> (grad_A, grad_B)",
     reference=package_param_grads,
     cases=param_grad_cases,
@@ -154,9 +170,10 @@ def lora_param_grads(x, grad_y, W, A, B, alpha, r):
 """,
     explanation="with G = (α/r) grad_yᵀ x, the gradient of the loss with respect to B A, this is ∂L/∂A = Bᵀ G and "
     "∂L/∂B = G Aᵀ, computed without forming G: each has the shape of its factor.",
-    hints=("Start with B: y depends on B through (α/r) h Bᵀ with h = x Aᵀ, like a linear layer with input h.",
-           "For a layer y = h Mᵀ the weight gradient is grad_yᵀ h and the input gradient is grad_y M.",
-           "Then A: h = x Aᵀ is another linear layer, with input x and upstream gradient ∂L/∂h."),
+    hints=("Start with the outer layer, z = h Bᵀ with h = x Aᵀ. Since y = x Wᵀ + (α/r) z, its upstream gradient is "
+           "∂L/∂z = (α/r) grad_y.",
+           "The rule on z = h Bᵀ gives ∂L/∂B (weight gradient) and ∂L/∂h (input gradient, n × r).",
+           "Then the inner layer h = x Aᵀ: its input is x and its upstream gradient is the ∂L/∂h you just computed."),
 ))
 register(WrittenExercise(
     id="init-swapped",
@@ -175,8 +192,10 @@ register(WrittenExercise(
 ))
 register(PredictExercise(
     id="predict-alpha-doubled",
-    prompt="A rank-8 LoRALinear with α = 16 is trained with Adam. You double α to 32 and change nothing else (same r, "
-    "same learning rate, same data). Predict: how many times larger is ‖ΔW‖_F after the first step?",
+    prompt="A rank-8 LoRALinear with α = 16 takes its first Adam step. You double α to 32 and change nothing else "
+    "(same r, same learning rate, same gradient). Predict: how many times larger is ‖ΔW‖_F after that step? The cell "
+    "measures an idealised first step, not a training run on data: Adam's first step moves each entry of B by the "
+    "learning rate, in the direction of its gradient's sign, and a random stand-in gradient plays the gradient.",
     expected=first_step_ratio,
     rel_tol=1e-6,
     traps=(
