@@ -125,3 +125,36 @@ def test_token_ids_outside_the_vocabulary_are_named():
     with pytest.raises(ValueError, match="shape \\(batch, seq\\), got shape \\(3,\\)"):
         model(torch.tensor([1, 2, 3]))
     assert model(torch.tensor([[0, 16]]))[0].shape == (1, 2, 17)
+
+
+def test_lora_count_is_r_times_the_sides_of_each_matrix():
+    for arch in ARCHITECTURES.values():
+        for name, (d_out, d_in) in weight_shapes(arch).items():
+            assert lora_parameter_count(arch, 8, (name,)) == arch.n_layer * 8 * (d_out + d_in)
+
+
+def test_the_papers_gpt3_and_gpt2_budgets():
+    gpt3 = ARCHITECTURES["GPT-3 175B"]
+    assert lora_parameter_count(gpt3, 1, ("q", "v")) == 4_718_592  # Table 4's 4.7 M
+    assert lora_parameter_count(gpt3, 8, ("q", "v")) == 37_748_736  # Table 4's 37.7 M
+    assert lora_parameter_count(gpt3, 4, ("q", "v")) == lora_parameter_count(gpt3, 2, ("q", "k", "v", "o"))
+    assert round(100 * 18_874_368 / gpt3.total_parameters(), 4) == 0.0108
+    # Table 3 lists 0.35 M and 0.77 M; r = 4 on Wq, Wv gives neither
+    assert lora_parameter_count(ARCHITECTURES["GPT-2 medium"], 4, ("q", "v")) == 393_216
+    assert lora_parameter_count(ARCHITECTURES["GPT-2 large"], 4, ("q", "v")) == 737_280
+
+
+def test_training_memory_bytes_per_parameter_and_the_gpt3_checkpoint():
+    from lora_edu.maths.arch import training_memory
+
+    gpt3 = ARCHITECTURES["GPT-3 175B"].total_parameters()
+    n = lora_parameter_count(ARCHITECTURES["GPT-3 175B"], 4, ("q", "v"))
+    full = training_memory(gpt3, gpt3, "bf16")
+    assert full["total"] == 16 * gpt3 and full["adam states"] == 8 * gpt3 and full["fp32 master weights"] == 4 * gpt3
+    lora = training_memory(gpt3 + n, n, "bf16")
+    assert lora["total"] == 2 * (gpt3 + n) + 14 * n and format_bytes(lora["total"]) == "349.5 GB"
+    assert training_memory(10, 10, "fp32")["total"] == 160
+    assert format_bytes(2 * gpt3) == "349.2 GB" and format_bytes(2 * n) == "37.7 MB"
+    assert round(2 * n / 2**20, 1) == 36.0  # MiB
+    with pytest.raises(ValueError, match="Unknown training precision"):
+        training_memory(1, 1, "nf4")

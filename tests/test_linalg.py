@@ -159,3 +159,38 @@ def test_gradient_descent_on_b_a_reaches_the_eckart_young_error():
     for bad in ({"r": 0}, {"r": 21}, {"r": 2.0}, {"r": 2, "steps": 0}, {"r": 2, "lr": -1.0}):
         with pytest.raises(ValueError):
             factorize_by_gradient_descent(m, **bad)
+
+
+def test_gradient_descent_takes_the_textbook_steps():
+    """factorize_by_gradient_descent is plain gradient descent: B += lr R Aᵀ, A += lr Bᵀ R with R = M - B A."""
+    rng = np.random.default_rng(3)
+    m = rng.standard_normal((8, 6))
+    lr = 0.5 / np.linalg.norm(m, 2)
+    b = np.zeros((8, 2))
+    a = 0.1 * np.random.default_rng(0).standard_normal((2, 6))
+    errors = []
+    for _ in range(25):
+        residual = m - b @ a
+        errors.append(np.linalg.norm(residual))
+        b, a = b + lr * residual @ a.T, a + lr * b.T @ residual
+    b_pkg, a_pkg, errors_pkg = factorize_by_gradient_descent(m, 2, steps=25, lr=lr, seed=0)
+    np.testing.assert_allclose(errors, errors_pkg)
+    np.testing.assert_allclose(b @ a, b_pkg @ a_pkg)
+
+
+def test_echelon_form_of_the_lesson_matrix_and_null_vectors_from_free_columns():
+    delta_w = np.array([[0, 0, 0, 0], [0, 0, 0, 0], [1, 2, 3, 4], [2, 4, 6, 8]], dtype=float)
+    r, pivots = row_echelon(delta_w)  # the largest row (2, 4, 6, 8) is swapped up and scaled by 1/2
+    assert pivots == [0] and np.allclose(r[0], [1, 2, 3, 4]) and not r[1:].any()
+    for m in (delta_w, np.array([[1.0, 1, 2], [1, 2, 3], [2, 3, 5]]), np.random.default_rng(0).standard_normal((3, 5))):
+        r, pivots = row_echelon(m)
+        free = [c for c in range(m.shape[1]) if c not in pivots]
+        vectors = np.zeros((m.shape[1], len(free)))
+        for k, f in enumerate(free):  # free variable f = 1, the others 0; back-substitute the pivot variables
+            vectors[f, k] = 1.0
+            for i in reversed(range(len(pivots))):
+                p = pivots[i]
+                vectors[p, k] = -r[i, p + 1 :] @ vectors[p + 1 :, k]
+        assert np.abs(m @ vectors).max(initial=0) < 1e-9
+        assert np.linalg.matrix_rank(np.hstack([vectors, null_space(m)])) == len(free)  # they span the null space
+        assert len(pivots) + len(free) == m.shape[1] == len(pivots) + null_space(m).shape[1]  # rank + nullity

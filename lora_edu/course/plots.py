@@ -13,13 +13,15 @@ def show_matrices(matrices: dict[str, np.ndarray], annotate: bool = True, cmap: 
     fig, axes = plt.subplots(1, len(matrices), figsize=(2.6 * len(matrices), 2.8), squeeze=False)
     for ax, (title, m) in zip(axes[0], matrices.items(), strict=True):
         m = np.atleast_2d(np.asarray(m, dtype=float))
-        ax.imshow(m, cmap=cmap)
+        image = ax.imshow(m, cmap=cmap)
         ax.set_title(f"{title}  {m.shape[0]}x{m.shape[1]}", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
         if annotate and m.size <= 64:
             for (i, j), v in np.ndenumerate(m):
-                ax.text(j, i, f"{v:g}", ha="center", va="center", color="white" if v < m.mean() else "black", fontsize=9)
+                red, green, blue, _ = image.cmap(image.norm(v))  # the cell's colour: light text on dark cells
+                dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+                ax.text(j, i, f"{v:g}", ha="center", va="center", color="white" if dark else "black", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -31,32 +31,28 @@ register(PredictExercise(
     explanation="rank(A) = 2, and the product has rank 2 as well: a random B does not add directions. Why a "
     "deficient factor caps the product is the proof exercise at the end of the notebook.",
 ))
+
+FOUR_ROWS = ((1, 2, 0, 1), (0, 1, 1, 2), (2, 3, 1, 1), (3, 4, 0, 0))  # row 4 = row 1 - row 2 + row 3
+
+
 register(NumericExercise(
     id="rank-of-sum-rows",
-    prompt="No row of M = [[1, 2, 0], [0, 1, 1], [2, 5, 1]] is a multiple of another. What is the rank of M? "
-    "Work it out with row operations on paper first.",
-    expected=lambda: rank_by_elimination(np.array([[1, 2, 0], [0, 1, 1], [2, 5, 1]])),
+    prompt="M = [[1, 2, 0, 1], [0, 1, 1, 2], [2, 3, 1, 1], [3, 4, 0, 0]]. No row is a multiple of another. "
+    "What is the rank of M? Work it out with row operations on paper first.",
+    expected=lambda: rank_by_elimination(np.array(FOUR_ROWS)),
     traps=(
-        Trap(lambda: 3, "no two rows are proportional, but a dependence can involve several rows: subtract 2 × row 1 "
-             "from row 3 and compare what is left with row 2."),
+        Trap(lambda: 4, "no two rows are proportional, but a dependence can involve several rows at once. Carry the "
+             "elimination through to the last row and see what is left of it."),
+        Trap(lambda: 2, "rank 2 would make every row a combination of two of them; check rows 1, 2 and 3 "
+             "once more."),
         Trap(lambda: 1, "rows 1 and 2 are not multiples of each other, so the rank is at least 2."),
     ),
-    explanation="row 3 = 2 × row 1 + row 2, so elimination leaves two non-zero rows: rank 2.",
-    hints=("R3 <- R3 - 2 R1 gives (0, 1, 1). What does R3 <- R3 - R2 give then?",),
+    explanation="row 4 = row 1 − row 2 + row 3, and rows 1 to 3 are independent. Elimination: R3 ← R3 − 2 R1, "
+    "R4 ← R4 − 3 R1, then R3 ← R3 + R2, R4 ← R4 + 2 R2, then R4 ← R4 − R3 leaves R4 = 0: three pivots, rank 3.",
+    hints=("Clear column 1 under row 1, then column 2 under row 2. What is left of rows 3 and 4?",),
 ))
-register(NumericExercise(
-    id="lora-storage-rectangular",
-    prompt="GPT-2 small's MLP matrix fc_in is 3072 × 768 (d_out × d_in). How many numbers do B and A of a rank-4 "
-    "update ΔW = B A store together?",
-    expected=lambda: 4 * (3072 + 768),
-    traps=(
-        Trap(lambda: 2 * 3072 * 4, "2dr holds for a square d × d matrix; here B is d_out × r and A is r × d_in."),
-        Trap(lambda: 2 * 768 * 4, "2dr holds for a square d × d matrix; here B is d_out × r and A is r × d_in."),
-        Trap(lambda: 3072 * 768, "that is the full matrix; count the entries of B and of A."),
-    ),
-    explanation="B has d_out r = 12,288 entries and A has r d_in = 3,072: r (d_out + d_in) in all, "
-    "against d_out d_in = 2,359,296 for ΔW itself.",
-))
+
+
 def rank_one_cases(rng: np.random.Generator) -> list[tuple[np.ndarray]]:
     """Hidden inputs of ``factor-rank-one``: rank-one matrices whose first rows or columns may be zero."""
     cases = [(np.array([[0.0, 0.0, 0.0], [2.0, 4.0, -6.0]]),), (np.array([[0.0, 3.0], [0.0, -1.5], [0.0, 6.0]]),),

@@ -17,12 +17,13 @@ from .core import (
     register,
 )
 
-SPECTRUM = (5.0, 4.0, 2.0, 1.0)
+UNSORTED_SPECTRUM = (2.0, 9.0, 4.0, 1.0, 6.0, 3.0)
 
 
-def tail_error(k: int) -> float:
-    """Frobenius error of the best rank-k approximation of a matrix with singular values SPECTRUM."""
-    return SVDReconstructor(np.diag(SPECTRUM)).error(k)
+def smallest_rank_below(values: tuple[float, ...], threshold: float) -> int:
+    """The smallest k whose best rank-k approximation of a matrix with these singular values has error below threshold."""
+    svd = SVDReconstructor(np.diag(values))
+    return next(k for k in range(len(values) + 1) if svd.error(k) < threshold)
 
 
 def rotation(degrees: float) -> np.ndarray:
@@ -83,17 +84,21 @@ register(PredictExercise(
 ))
 register(NumericExercise(
     id="tail-error",
-    prompt="A 4 × 4 matrix has singular values 5, 4, 2 and 1. What is the Frobenius error of its best rank-2 "
-    "approximation? (A float; 3 significant digits are enough, rounded or cut off.)",
-    expected=lambda: tail_error(2),
-    rel_tol=3e-3,  # sqrt(5) = 2.2361: both 2.24 (rounded) and 2.23 (cut off) are 3 significant digits
+    prompt="A 6 × 6 matrix has singular values 2, 9, 4, 1, 6 and 3, listed here in no particular order. What is the "
+    "smallest rank k whose best rank-k approximation has a Frobenius error below 5?",
+    expected=lambda: smallest_rank_below(UNSORTED_SPECTRUM, 5.0),
     traps=(
-        Trap(lambda: 2.0, "2 = s_3 is the error in the spectral norm; the Frobenius norm adds every dropped direction."),
-        Trap(lambda: 3.0, "norms add squares: sqrt(s_3^2 + s_4^2), not s_3 + s_4."),
-        Trap(lambda: 5.0, "that is the squared error; take the square root."),
-        Trap(lambda: tail_error(3), "a rank-2 approximation keeps s_1 and s_2, and drops both s_3 and s_4."),
+        Trap(lambda: 2, "the Frobenius error is not the largest dropped singular value: it adds the squares of all "
+             "the dropped ones."),
+        Trap(lambda: 4, "you added the dropped singular values themselves. The error is the square root of the sum of "
+             "their squares."),
+        Trap(lambda: 5, "sort first: the best rank-k approximation keeps the k largest singular values, in whatever "
+             "order they were listed. (And compare the error itself with 5, not its square.)"),
+        Trap(lambda: 6, "rank 6 leaves no error at all, but a smaller rank already gets below 5."),
     ),
-    explanation="the dropped singular values are 2 and 1: sqrt(4 + 1) = sqrt(5) ≈ 2.236.",
+    explanation="sorted, the values are 9, 6, 4, 3, 2, 1. Keeping 2 drops 4, 3, 2, 1: error √30 ≈ 5.48. Keeping 3 "
+    "drops 3, 2, 1: error √14 ≈ 3.74, below 5. So k = 3.",
+    hints=("Sort the singular values, then compute the error for k = 1, 2, 3, ... in turn.",),
 ))
 register(CodeExercise(
     id="rank-for-energy",
@@ -126,42 +131,45 @@ def rank_for_energy(M, keep):
 ))
 register(WrittenExercise(
     id="eckart-young-why",
-    prompt="Eckart-Young, the intuition. The SVD writes M as a sum of rank-one layers sᵢ uᵢ vᵢᵀ. Keeping k of the "
-    "layers leaves an error. Explain why keeping the k layers with the largest sᵢ gives the smallest error among "
-    "all choices of k layers.",
+    prompt="Eckart-Young, in your own words. M = 3 u₁v₁ᵀ + 2 u₂v₂ᵀ + 1 u₃v₃ᵀ is an SVD (the uᵢ orthonormal, the vᵢ "
+    "orthonormal). There are three ways to keep two of the three layers. Give the Frobenius error of each, and explain "
+    "with the orthogonality of the layers why the errors are what they are and why keeping the two largest wins.",
     points=(
-        "The layers are orthogonal to each other (the uᵢ are orthonormal and so are the vᵢ), so the squared norms of "
-        "the dropped layers add up, like Pythagoras.",
-        "Layer i has ‖sᵢ uᵢ vᵢᵀ‖_F = sᵢ, so dropping it costs exactly sᵢ² of squared error.",
-        "The error of keeping a set of layers is √(sum of sᵢ² over the dropped ones), which is smallest when the "
-        "dropped ones are the smallest sᵢ.",
-        "(Eckart-Young says more: no rank-k matrix at all, not only sums of SVD layers, does better.)",
+        "Keeping two layers leaves the third as the error: dropping the layer with s = 1, 2 or 3 leaves an error of "
+        "1, 2 or 3.",
+        "Layer i has ‖sᵢ uᵢ vᵢᵀ‖_F = sᵢ, because uᵢ and vᵢ have length 1.",
+        "The layers are orthogonal to each other, so when several are dropped their squared norms add up, like "
+        "Pythagoras: the error is √(sum of the dropped sᵢ²).",
+        "So the error is smallest when the dropped layers are the smallest sᵢ, that is, when the largest are kept. "
+        "(Eckart-Young says more: no rank-k matrix at all does better.)",
     ),
-    explanation="The error of keeping a set S of layers is the sum of the dropped layers. They are orthogonal, so "
-    "the squared norm of that sum is the sum of their squared norms, and layer i has norm sᵢ (uᵢ, vᵢ have length 1). "
-    "So the squared error is the sum of sᵢ² over the dropped layers, smallest when the dropped ones are the smallest "
-    "sᵢ, that is, when the k largest are kept. The theorem goes further: no rank-k matrix does better.",
+    explanation="Keeping two layers leaves the third one as the error, and layer i has Frobenius norm sᵢ (uᵢ, vᵢ "
+    "have length 1): the errors are 1, 2 and 3 when the layer with s = 1, 2 or 3 is dropped. With more layers "
+    "dropped, orthogonality makes their squared norms add like the sides of a right angle, so the squared error is "
+    "the sum of the dropped sᵢ². It is smallest when the dropped ones are the smallest sᵢ, that is, when the largest "
+    "are kept. The theorem goes further: no rank-k matrix at all does better.",
 ))
 register(ChoiceExercise(
     id="recommender",
-    prompt="A users × movies 'liked' matrix X (millions of users, 100,000 movies) is factorised as X ≈ P Q with "
-    "P (users × f) and Q (f × movies), and f = 50 already fits X well. What does that tell you about X?",
+    prompt="A users × movies 'liked' matrix X is approximated by truncated SVDs of rank f. The relative errors are: "
+    "f = 10: 30%; f = 50: 5.0%; f = 200: 4.9%. Which reading of these numbers is right?",
     options={
         "a": "X has rank 50",
-        "b": "the singular values of X beyond the 50th are small next to the first ones",
-        "c": "nothing about X: P Q has rank ≤ 50, so any matrix can be fitted this way",
-        "d": "each user has liked at most 50 movies, so X has at most 50 non-zero entries per row",
+        "b": "X is close to a rank-50 matrix plus noise: the singular values after the 50th are a low, flat floor, so "
+        "each extra factor removes only a sliver of error",
+        "c": "f = 200 overfits: with more factors the approximation gets worse than it should",
+        "d": "each user has liked at most 50 movies, so rank 50 is enough",
     },
     answer_digest="3e80974630a7c047",
     feedback={
-        "a": "X is only close to rank 50: noise makes its exact rank full (section 6's X has rank 500, yet rank 3 "
-        "fits it). A good fit says the tail singular values are small, not zero.",
-        "c": "P Q has rank ≤ 50 whatever X is, but it fits X well only if X itself is close to rank 50: by Eckart-Young "
-        "the best error is the root of the sum of the squared tail singular values.",
+        "a": "a matrix of rank 50 is matched exactly by its rank-50 truncation: the error would be 0%, not 5%. A small "
+        "error says the tail singular values are small, not zero.",
+        "c": "the rank-200 truncation is the best rank-200 matrix (Eckart-Young), and it contains the rank-50 one, so "
+        "its error cannot be larger. Overfitting is about entries you did not fit, which these numbers do not measure.",
         "d": "low rank is not sparsity: a rank-one matrix can have every entry non-zero, and the identity has one "
         "non-zero entry per row yet full rank.",
     },
-    explanation="by Eckart-Young the best rank-50 error is √(s₅₁² + s₅₂² + …), so a good fit means the spectrum "
-    "falls off after about 50 values: a few shared factors (genres, moods, eras) explain most of the likes. LoRA "
-    "makes the same bet about the weight update of a fine-tune.",
+    explanation="the error falls fast up to f = 50, then hardly moves: 150 more singular values together hold only "
+    "0.050² − 0.049² ≈ 0.01% of ‖X‖²_F. That is the picture of a low-rank matrix plus noise, as in section 5: a few "
+    "shared factors explain most of the likes. LoRA makes the same bet about the weight update of a fine-tune.",
 ))

@@ -144,18 +144,23 @@ register(ChoiceExercise(
     id="which-matrices",
     prompt="Which of these parameters of Llama 3 8B can NOT carry a LoRA update ΔW = B A?",
     options={
-        "a": "the token embedding table (128256 × 4096): a lookup, not a matrix product",
-        "b": "the key projection Wk (1024 × 4096, grouped-query attention)",
-        "c": "the MLP's down projection (4096 × 14336)",
-        "d": "the RMSNorm gain (a vector of 4096 numbers)",
+        "a": "the token embedding table E (128256 × 4096), from which each token reads its row",
+        "b": "the key projection Wk (1024 × 4096), which is not square because of grouped-query attention",
+        "c": "the MLP's down projection (4096 × 14336), which is not part of attention",
+        "d": "the RMSNorm gain g: 4096 numbers that scale the features one by one, as the diagonal matrix diag(g) would",
     },
     answer_digest="26e3f4774e9642ec",
     feedback={
-        "a": "a lookup table is still a matrix: looking up a token picks a row of E + B A, so the update works "
-        "the same way (PEFT supports LoRA on embeddings). It is rarely needed, not impossible.",
-        "b": "a non-square matrix is fine: B is 1024 × r and A is r × 4096.",
-        "c": "MLP matrices are linear layers too; QLoRA found adapting every linear layer works best.",
+        "a": "the misconception is 'a lookup is not a matrix product, so LoRA cannot touch it'. Reading row t of "
+        "E + B A gives row t of E plus (row t of B) A: the update works just as well. It is adapted less often, "
+        "not never.",
+        "b": "the misconception is 'LoRA needs a square matrix'. B is 1024 × r and A is r × 4096; only the inner "
+        "size r has to match.",
+        "c": "the misconception is 'LoRA is for attention only'. The paper's experiments adapted Wq and Wv, but any "
+        "weight matrix of a linear layer can carry B A; section 3 counts r = 8 on all linear layers.",
     },
-    explanation="LoRA adds a low-rank matrix to a weight matrix; a norm's gain is a vector with nothing to factorise "
-    "(it is small enough to train directly if needed).",
+    explanation="g is stored as 4096 numbers. A rank-r update B A is a full 4096 × 4096 matrix: it does not fit in "
+    "g, and adding it would turn the norm into a different layer. An update that stays diagonal and has rank r "
+    "changes only r of the 4096 gains. With only 4096 numbers there is nothing to save: if the gain must change, "
+    "train it directly.",
 ))
