@@ -3,6 +3,7 @@
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -111,3 +112,23 @@ def test_progress_line_says_how_long_is_left():
     assert duration(3.21) == "3.2 s" and duration(45) == "45 s" and duration(125) == "2 min 05 s"
     assert math.isfinite(bar.start)
     bar.close()
+
+
+def test_paired_difference_resolves_what_unpaired_intervals_cannot():
+    from lora_edu.paper.comparison import exact_match_interval, paired_difference, paired_verdict
+
+    rng = np.random.default_rng(0)
+    hard = np.arange(16) < 3  # three animals every arm gets wrong
+    a = np.tile(~hard, (5, 1))  # A: all but the hard three, every seed
+    b = a.copy()
+    b[:, 3:7] = rng.random((5, 4)) < 0.2  # B also misses four more animals, most of the time
+    diff = paired_difference(a, b)
+    assert diff.low > 0 and diff.mean == pytest.approx(a.mean() - b.mean())
+    assert paired_verdict("A", "B", diff).startswith("A beats B")
+    ia, ib = exact_match_interval(a), exact_match_interval(b)
+    assert ia.low < ib.high  # the unpaired intervals overlap: without pairing this difference stays "not resolved"
+    same = paired_difference(a, a)
+    assert same.low <= 0 <= same.high and "not resolved" in paired_verdict("A", "A'", same)
+    assert paired_verdict("B", "A", paired_difference(b, a)).startswith("A beats B")
+    with pytest.raises(ValueError, match="same animals"):
+        paired_difference(a, b[:, :8])

@@ -8,7 +8,7 @@ import torch
 from lora_edu.gpt.data import task_data
 from lora_edu.gpt.finetune import prepare
 from lora_edu.lora.layer import count_parameters
-from lora_edu.maths.arch import ARCHITECTURES, lora_parameter_count
+from lora_edu.maths.arch import ARCHITECTURES, lora_parameter_count, weight_shapes
 from lora_edu.scale.distributed import (
     DistributedConfig,
     accumulated_step,
@@ -169,8 +169,11 @@ def test_per_rank_memory_shards_with_fsdp():
     llama = ARCHITECTURES["Llama 3 70B"]
     ddp = per_rank_bytes(llama, 16, ("q", "v"), 8, "ddp")
     fsdp = per_rank_bytes(llama, 16, ("q", "v"), 8, "fsdp")
-    assert fsdp == pytest.approx(ddp / 8)
+    block = 2 * sum(o * i for o, i in weight_shapes(llama).values())  # one block's matrices in bf16
+    assert fsdp == pytest.approx(ddp / 8 + 2 * block * 7 / 8)  # a shard, plus two blocks gathered in full
+    assert per_rank_bytes(llama, 16, ("q", "v"), 8, "fsdp", gathered_blocks=0) == pytest.approx(ddp / 8)
     assert ddp > 80e9 > fsdp  # 70B in bf16 does not fit one 80 GB card; sharded over 8 it does
+    assert per_rank_bytes(llama, 16, ("q", "v"), 1, "fsdp") == pytest.approx(ddp)  # one rank: nothing to gather
     with pytest.raises(ValueError, match="Unknown strategy"):
         per_rank_bytes(llama, 16, ("q",), 8, "zero")
 

@@ -27,6 +27,16 @@ def test_environment_yml_lists_the_same_packages_as_requirements():
     assert conda == pip
 
 
+def test_the_course_extra_asks_for_what_requirements_ask_for():
+    """Colab installs ``lora_edu[course]``: the same PEFT, transformers and torchao bounds as ``make lab`` installs."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    extra = re.search(r"^course = \[(.*)\]$", pyproject, re.M).group(1)
+    wanted = requirement_names([x.strip().strip('"') for x in extra.split(",")])
+    pip = requirement_names((ROOT / "requirements.txt").read_text().splitlines())
+    assert set(wanted) == {"peft", "transformers", "torchao"}
+    assert all(pip[name] == spec for name, spec in wanted.items())
+
+
 def test_cpu_constraint_pins_a_torch_that_requirements_allow():
     pinned = (ROOT / "constraints-cpu.txt").read_text()
     assert re.search(r"^torch==2\.\d+\.\d+$", pinned, re.M)

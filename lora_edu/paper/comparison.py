@@ -20,7 +20,17 @@ from ..gpt.finetune import Report, finetune
 from ..gpt.model import GPT
 from ..gpt.progress import Progress
 
-__all__ = ["Arm", "Comparison", "ExactMatchInterval", "compare_methods", "exact_match_interval", "wilson_interval"]
+__all__ = [
+    "Arm",
+    "Comparison",
+    "ExactMatchInterval",
+    "PairedDifference",
+    "compare_methods",
+    "exact_match_interval",
+    "paired_difference",
+    "paired_verdict",
+    "wilson_interval",
+]
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,48 @@ def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Exact match of arm A minus arm B on the same test animals, with a 95% interval."""
+
+    mean: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.2f} [{self.low:+.2f}, {self.high:+.2f}]"
+
+
+def paired_difference(rights_a: Sequence[Sequence[bool]], rights_b: Sequence[Sequence[bool]], resamples: int = 4000,
+                      seed: int = 0) -> PairedDifference:
+    """A minus B, paired by animal: both arms answered the same test animals, so the bootstrap redraws the animals once
+    for both (an animal that is hard is hard for both arms), and each arm's seeds separately.
+
+    ``rights_a``: (seeds of A, animals); ``rights_b``: (seeds of B, animals), the animals in the same order.
+    """
+    a, b = np.asarray(rights_a, dtype=np.float64), np.asarray(rights_b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(a.shape[0], b.shape[0]) < 2 or a.shape[1] < 1:
+        raise ValueError(f"Need (seeds, animals) tables of the same animals, at least 2 seeds each; got {a.shape} and {b.shape}.")
+    rng = np.random.default_rng(seed)
+    n = a.shape[1]
+    diffs = np.empty(resamples)
+    for k in range(resamples):
+        animals = rng.integers(0, n, n)
+        seeds_a, seeds_b = rng.integers(0, a.shape[0], a.shape[0]), rng.integers(0, b.shape[0], b.shape[0])
+        diffs[k] = a[np.ix_(seeds_a, animals)].mean() - b[np.ix_(seeds_b, animals)].mean()
+    low, high = np.quantile(diffs, [0.025, 0.975])
+    return PairedDifference(float(a.mean() - b.mean()), float(low), float(high))
+
+
+def paired_verdict(name_a: str, name_b: str, diff: PairedDifference, what: str = "test exact match") -> str:
+    """"A beats B" when the paired difference's 95% interval lies above 0 ("B beats A" below 0), else not resolved."""
+    if diff.low > 0:
+        return f"{name_a} beats {name_b} on {what} (paired difference {diff}, 95% interval above 0)"
+    if diff.high < 0:
+        return f"{name_b} beats {name_a} on {what} (paired difference {diff}, 95% interval below 0)"
+    return f"{name_a} vs {name_b} on {what}: not resolved at this scale (paired difference {diff}, 95% interval includes 0)"
 
 
 def exact_match_interval(rights: Sequence[Sequence[bool]], resamples: int = 4000, seed: int = 0) -> ExactMatchInterval:

@@ -36,7 +36,7 @@ from ..gpt.pretrain import load_pretrained
 from ..gpt.step import TrainStep
 from ..gpt.train import TrainConfig, lr_at, make_optimizer, set_lr
 from ..lora.layer import count_parameters
-from ..maths.arch import DTYPE_BYTES, Architecture, lora_parameter_count, memory_estimate
+from ..maths.arch import DTYPE_BYTES, Architecture, lora_parameter_count, memory_estimate, weight_shapes
 
 __all__ = [
     "AccumulationResult",
@@ -145,11 +145,14 @@ def ring_allreduce_seconds(nbytes: float, world_size: int, bandwidth_bytes_per_s
 
 
 def per_rank_bytes(
-    arch: Architecture, r: int | None, targets: Sequence[str], world_size: int, strategy: str, weight_dtype: str = "bf16"
+    arch: Architecture, r: int | None, targets: Sequence[str], world_size: int, strategy: str, weight_dtype: str = "bf16",
+    gathered_blocks: int = 2,
 ) -> float:
     """Bytes of weights, gradients and Adam states per rank (activations excluded).
 
-    ``ddp`` keeps a full copy on every rank; ``fsdp`` shards all of it over ``world_size`` ranks.
+    ``ddp`` keeps a full copy on every rank. ``fsdp`` shards all of it over ``world_size`` ranks, and while a block
+    runs it holds that block's weights gathered in full: ``gathered_blocks`` of them at a time (2: the running block
+    and the next, gathered ahead), of which the rank's own shard is already counted.
     ``r=None`` is full fine-tuning.  Trainable state is in fp32 for LoRA's small factors, bf16 otherwise.
     """
     if strategy not in PARALLEL_STRATEGIES:
@@ -158,7 +161,10 @@ def per_rank_bytes(
     trainable = total if r is None else lora_parameter_count(arch, r, tuple(targets))
     state_dtype = "bf16" if r is None else "fp32"
     parts = memory_estimate(total, trainable, weight_dtype, state_dtype, state_dtype)
-    return parts["total"] / (world_size if strategy == "fsdp" else 1)
+    if strategy == "ddp":
+        return parts["total"]
+    block = sum(o * i for o, i in weight_shapes(arch).values()) * DTYPE_BYTES[weight_dtype]  # one block's matrices
+    return parts["total"] / world_size + min(gathered_blocks, arch.n_layer) * block * (1 - 1 / world_size)
 
 
 def local_bytes(t: torch.Tensor) -> int:

@@ -152,26 +152,24 @@ register(ChoiceExercise(
 ))
 register(WrittenExercise(
     id="disable-lora-exact",
-    prompt="Run and explain. In a new cell, run `with disable_lora(lora_all): print(exact_match(lora_all, world, "
-    "\"json\", world.test_animals))`. What does it print? Section 6 checks the logits "
-    "with torch.equal: every number is equal, not only close. Explain why switching the adapter off gives back the "
-    "pretrained model bit for bit, and why full fine-tuning has no such switch: what would you need to get the "
-    "pretrained model back after it?",
+    prompt="Change and explain. Merge the adapter into a copy of the model: `merged = copy.deepcopy(lora_all)`, then "
+    "`merge_lora(merged)` (import it from lora_edu.lora.layer). Now try `with disable_lora(merged): ...` in a new cell. "
+    "What happens? Explain why switching the adapter off gives back the pretrained model bit for bit before merging, "
+    "and why it cannot after merging: what would it take to get the pretrained model back then, and how exact would "
+    "that be?",
     points=(
-        "The exact match is the base model's, 0: with the adapter off, the model has never seen the JSON format.",
-        "Training changed only A and B. Every other weight (W and b of each adapted layer, the embeddings, the norms, "
-        "the output head) was frozen: no gradient, so the optimizer never touched it. It is still the pretrained "
-        "tensor, bit for bit.",
-        "With the adapter off, each LoRA layer returns base(x): the same operations on the same numbers as the "
-        "pretrained model, so every output is the same number, not only a close one.",
-        "Full fine-tuning writes its change into W itself, in every weight: the old values are gone. To undo it you "
-        "need a saved copy of the whole pretrained model. The adapter keeps the change apart from W, in "
-        "r (d_in + d_out) numbers per layer.",
+        "disable_lora refuses the merged model with a ValueError that says the layer is already merged.",
+        "Before merging, training had changed only A and B; W, b and every other weight were frozen and are still the "
+        "pretrained tensors, bit for bit. Switching the adapter off makes each layer compute base(x) on those numbers.",
+        "Merging wrote the update into W itself: W <- W + (α/r) B A. Skipping the branch would then still run "
+        "W + (α/r) B A, not the pretrained W: it would look like the base model and silently not be it.",
+        "To get the base back one must unmerge, W <- W - (α/r) B A, which is exact only up to floating-point "
+        "rounding, or keep a copy of the pretrained weights, as full fine-tuning always needs.",
     ),
-    explanation="The cell prints 0.0, the base model's exact match. LoRA trained only A and B; every other weight was "
-    "frozen, received no gradient and was never updated, so it is still the pretrained tensor. Disabling the adapter "
-    "makes each LoRA layer return base(x), the same computation on the same numbers as the base model, so the logits "
-    "are identical, not only close. Full fine-tuning overwrote every weight; getting the base back takes a copy of "
-    "the whole pretrained model. LoRA keeps the change apart, in A and B, so forgetting is undone by switching it off.",
-    hints=("Which tensors did the optimizer change during LoRA training, and which did it never see?",),
+    explanation="disable_lora raises a ValueError: the layer is merged. Unmerged, the adapter keeps the change apart "
+    "from the frozen W, which training never touched, so skipping the branch runs the pretrained model exactly. "
+    "Merged, W itself holds W + (α/r) B A; skipping a branch that is no longer there would change nothing and only "
+    "pretend to give the base model. Getting it back needs an unmerge (a subtraction, exact up to rounding) or a "
+    "saved copy of the weights, which is what full fine-tuning always needs.",
+    hints=("After merge_lora, which tensor holds the update: A and B, or W?",),
 ))

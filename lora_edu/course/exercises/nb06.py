@@ -148,26 +148,27 @@ register(NumericExercise(
 ))
 register(ChoiceExercise(
     id="amplification-factor",
-    prompt="Table 7 of the paper projects W_q onto the top-r singular directions U, V of the learned ΔW_q (r = 4): "
-    "‖Uᵀ W_q Vᵀ‖_F is small (0.32) while ‖ΔW_q‖_F is 6.91, an amplification factor of about 21.5. Projecting on "
-    "W_q's own top directions gives a far larger value, and on a random matrix's directions a smaller one. What does "
-    "the paper conclude?",
+    prompt="Table 7's measurement on another fine-tune, at r = 4: projecting W onto the top-4 singular directions of ΔW "
+    "gives ||Uᵀ W Vᵀ||_F = 3.9; onto W's own top-4 directions, 4.2; onto random directions, 0.3; and ||ΔW||_F = 1.2. "
+    "What does this ΔW do?",
     options={
-        "a": "ΔW repeats the top singular directions of W, making the strongest features stronger",
-        "b": "ΔW is unrelated to W: the same as a random matrix",
-        "c": "ΔW amplifies directions that W already contains but does not emphasise, and amplifies them strongly",
-        "d": "ΔW is larger than W, so fine-tuning rewrites most of the pretrained weight",
+        "a": "it amplifies directions that W has but does not emphasise, as the paper found for GPT-3",
+        "b": "nothing related to W: its directions are as good as random",
+        "c": "it mostly reinforces W's own strongest directions: its amplification factor is below 1",
+        "d": "it rewrites most of W, because its directions carry almost all of W's projection",
     },
     answer_digest="5da923774e2e76e3",
     feedback={
-        "a": "projected on W's own top directions the value is far larger; on ΔW's directions W is weak (0.32): ΔW "
-        "does not repeat W's top directions.",
-        "b": "W projected on ΔW's directions is larger than on a random matrix's, so ΔW is correlated with W.",
-        "d": "‖ΔW_q‖_F = 6.91 is small next to ‖W_q‖_F = 61.95 (Table 7 lists both). The amplification factor compares "
-        "ΔW with the part of W in ΔW's directions, not with all of W.",
+        "a": "that is the paper's finding, not what these numbers say: the projection on ΔW's directions (3.9) is close to "
+        "the one on W's own top directions (4.2), so ΔW's directions are W's strongest ones, not under-emphasised ones.",
+        "b": "random directions give 0.3 and ΔW's give 3.9, thirteen times more: ΔW is strongly correlated with W.",
+        "d": "sharing W's directions is not the same as being large: ||ΔW||_F = 1.2 is small next to W's 3.9 along them, "
+        "so ΔW nudges W's strongest directions.",
     },
-    explanation="ΔW picks up features already present in W but not emphasised in pretraining and scales them up by a "
-    "factor of about 20 (for r = 4): task-specific directions that the pretrained model under-uses.",
+    explanation="compare the three projections: ΔW's directions capture almost as much of W as W's own top directions, "
+    "far more than random ones; so ΔW points along what W already emphasises. The amplification factor "
+    "||ΔW||_F / ||Uᵀ W Vᵀ||_F = 1.2 / 3.9 ≈ 0.3 is below 1: unlike GPT-3's 21.5 (the paper's Table 7, Section 7.3), "
+    "this update reinforces strong features instead of amplifying weak ones.",
 ))
 register(WrittenExercise(
     id="first-update-scaling",
