@@ -200,8 +200,10 @@ def test_first_update_explorer_in_a_real_browser(lab):
         before = widget_png(page, ".first-update-plot")
         page.get_by_role("button", name="α/√r (rsLoRA)").click()
         wait_for_text(page, ".first-update-text", first_update_html(sizes, 16, 16.0, True))
-        after = widget_png(page, ".first-update-plot")  # the circle moved to the rsLoRA curve
-        assert before[:4] == after[:4] == b"\x89PNG" and after != before
+        deadline = time.time() + 15  # the caption is set first, then the plot: wait for the plot too
+        while (after := widget_png(page, ".first-update-plot")) == before and time.time() < deadline:
+            time.sleep(0.2)
+        assert before[:4] == after[:4] == b"\x89PNG" and after != before  # the circle moved to the rsLoRA curve
         browser.close()
 
 

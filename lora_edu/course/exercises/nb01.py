@@ -126,4 +126,6 @@ register(WrittenExercise(
     "rank(B A) ≤ rank(B). Row i of B A equals (row i of B) A, a combination of A's rows, so row(B A) ⊆ row(A) and "
     "rank(B A) ≤ rank(A). Both bounds hold, so rank(B A) ≤ min(rank B, rank A). Since B has r columns, rank B ≤ r, "
     "hence rank(ΔW) ≤ r.",
+    hints=("Write column j of B A as B times column j of A. What kind of vector is that?",
+           "Do the same for the rows: row i of B A is row i of B times A."),
 ))
