@@ -242,11 +242,17 @@ class LoRALinear(nn.Module):
         return f"r={self.r}, alpha={self.alpha:g}, scaling={self.scaling:g}, merged={self.merged}{storage}"
 
 
-def add_lora_branch(out: torch.Tensor, xa: torch.Tensor, lora_B: torch.Tensor, scaling: float) -> torch.Tensor:
-    """out: (..., d_out), xa = x Aᵀ: (tokens, r) -> ``out + scaling * xa Bᵀ``, rounded as PEFT rounds it."""
+def add_lora_branch(out: torch.Tensor, xa: torch.Tensor, lora_B: torch.Tensor, scaling: float, in_place: bool = False) -> torch.Tensor:
+    """out: (..., d_out), xa = x Aᵀ: (tokens, r) -> ``out + scaling * xa Bᵀ``, rounded as PEFT rounds it.
+
+    ``in_place``: ``out`` is a fresh tensor nothing else holds (no autograd graph), so the sum may be written into it.
+    """
     if out.dtype == xa.dtype and math.frexp(scaling)[0] == 0.5:
         # A power-of-two scaling (α = r, α = 2r) is exact on the thin product, and one GEMM adds B's product to
         # out: no pass over (tokens, d_out) to scale it, none to add it.
+        if in_place:
+            out.view(-1, out.shape[-1]).addmm_(xa * scaling, lora_B.T)
+            return out
         return torch.addmm(out.reshape(-1, out.shape[-1]), xa * scaling, lora_B.T).view(out.shape)
     return out + ((xa @ lora_B.T) * scaling).to(out.dtype).view(out.shape)
 
@@ -273,11 +279,7 @@ class FrozenLinearWithLoRA(torch.autograd.Function):
         xa = x2 @ lora_A.T  # (tokens, r)
         ctx.save_for_backward(x2, xa, weight, lora_A, lora_B)
         ctx.scaling, ctx.x_shape = scaling, x.shape
-        out = nn.functional.linear(x, weight, bias)
-        if math.frexp(scaling)[0] == 0.5:  # as in add_lora_branch, into the fresh output: no (tokens, d_out) copy
-            out.view(-1, out.shape[-1]).addmm_(xa * scaling, lora_B.T)
-            return out
-        return add_lora_branch(out, xa, lora_B, scaling)
+        return add_lora_branch(nn.functional.linear(x, weight, bias), xa, lora_B, scaling, in_place=True)  # no autograd here
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
