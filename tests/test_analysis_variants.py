@@ -343,5 +343,34 @@ def test_tuned_sweep_chooses_each_rate_on_validation_never_on_test(monkeypatch):
     assert {(run.targets, run.lr) for run in tuned.runs} == {(("q",), 0.03), (("v",), 0.01)} and len(tuned.runs) == 6
     assert tuned.val_loss((("q",), 8), 0.03) == pytest.approx(0.51)
     assert tuned.at_grid_edge((("q",), 8))
+    table = tuned.table(64, paper={("q",): 70.4, ("v",): 73.0}).splitlines()
+    assert len(table) == 3 and table[1].startswith("Wq ") and "1,024" in table[1]  # r (d_in + d_out) = 8 * 128
+    assert "1.010 / 0.510   0.03" in table[1] and table[1].endswith("70.4")  # validation at each rate, the chosen one
+    assert "9.000 ± 0.000" in table[1] and "0.100 ± 0.000" in table[2]  # the test loss at the chosen rate only
     with pytest.raises(ValueError, match="positive finite"):
         experiments.tuned_sweep(None, None, [(("q",), 8)], (0,), 10, lrs=(0.0,))
+
+
+def test_a_family_of_verdicts_is_tallied_for_one_side():
+    from lora_edu.paper.experiments import Interval, config_name, tally, verdict
+
+    good, bad, wide = Interval(1.0, 0.1, ()), Interval(2.0, 0.1, ()), Interval(1.5, 1.0, ())
+    lines = {1: verdict("A", good, "B", bad, False), 2: verdict("A", bad, "B", good, False), 4: verdict("A", wide, "B", good, False)}
+    assert tally(lines, "A") == "resolved for A: 1; against it: 2; not resolved: 4"
+    assert tally({}, "A") == "resolved for A: none; against it: none; not resolved: none"
+    assert config_name(("q", "v")) == "Wq+Wv"
+
+
+def test_phi_is_judged_against_random_subspaces_of_the_same_sizes():
+    from lora_edu.paper.experiments import phi_chance, phi_verdicts
+
+    chance = phi_chance(2, 4, 16, draws=300)
+    assert chance.mean.shape == (2, 4) and 0.05 < chance.top < 0.2  # about max(i, j) / d = 1/16 at (1, 1)
+    assert chance.mean[1, 3] == pytest.approx(4 / 16, abs=0.05) and chance.top95 > chance.top
+    shared = np.zeros((2, 4))
+    shared[0, 0], shared[1, 1] = 0.9, 0.3
+    lines = phi_verdicts([shared, shared + 0.01, shared + 0.02], chance)
+    assert lines[0].endswith(": agrees") and "in 3 of 3 seeds" in lines[0]
+    assert lines[1].startswith("the paper: the overlap drops off") and "agrees, φ(1, 1) beats φ(2, 2)" in lines[1]
+    flat = [np.full((2, 4), chance.top) + 0.001 * k for k in range(3)]
+    assert phi_verdicts(flat, chance)[0].endswith("not shared in every seed")

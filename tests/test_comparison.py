@@ -132,3 +132,47 @@ def test_paired_difference_resolves_what_unpaired_intervals_cannot():
     assert paired_verdict("B", "A", paired_difference(b, a)).startswith("A beats B")
     with pytest.raises(ValueError, match="same animals"):
         paired_difference(a, b[:, :8])
+
+
+def fake_comparison():
+    """Two arms with hand-set reports: 'lora' learns at 1e-2 only and forgets more there; 'full' learns at both rates."""
+    def report(label, lr, seed, val, loss, ratio, right):
+        return SimpleNamespace(seed=seed, val_exact_match=val, val_answer_loss=1 - val, pretrain_loss=loss + 0.01 * seed,
+                               update_ratio=ratio, update_ratios={"w": ratio}, train_exact_match=1.0,
+                               test_right=tuple(right), test_exact_match=sum(right) / len(right))
+    reports = {}
+    for seed in (0, 1, 2):
+        reports[("lora", 1e-3, seed)] = report("lora", 1e-3, seed, 0.25, 1.0, 0.2, [False] * 8)
+        reports[("lora", 1e-2, seed)] = report("lora", 1e-2, seed, 0.875, 4.0, 0.6, [True] * 8)
+        reports[("full", 1e-4, seed)] = report("full", 1e-4, seed, 0.875, 0.9, 0.1, [True] * 7 + [False])
+        reports[("full", 1e-3, seed)] = report("full", 1e-3, seed, 0.875, 2.0, 0.2, [True] * 8)
+    arms = [Arm("lora", "lora-all", (1e-3, 1e-2)), Arm("full", "full", (1e-4, 1e-3))]
+    return comparison.Comparison(arms, reports, {"lora": 1e-2, "full": 1e-3}, {})
+
+
+def test_the_comparison_prints_its_table_verdicts_and_selection():
+    c = fake_comparison()
+    table = c.table(["lora", "full"], base_em=0.0, base_loss=0.6)
+    assert table.splitlines()[1].startswith("lora") and "1.00 [" in table and "0.60" in table  # median ‖ΔW‖/‖W‖
+    assert "base model" in table and table.endswith("outside the grid")  # both chosen rates are at an edge
+    assert c.forgetting("lora").mean == pytest.approx(4.01) and c.forgetting("full", 1e-4, seeds=(0, 1)).mean == pytest.approx(0.905)
+    assert c.paired_verdict("lora", "full").startswith("lora vs full on test exact match: not resolved")
+    assert c.grid("lora", "pretrain_loss") == {1e-3: pytest.approx(1.01), 1e-2: pytest.approx(4.01)}
+    selection = c.selection(["lora", "full"], (0, 1, 2))
+    assert "0.01: 0.88 / 0.125  <- chosen" in selection and "rates 0.0001, 0.001 tie" in selection
+    grid = c.grid_table(["lora"])
+    assert "‖ΔW‖/‖W‖" in grid and len(grid.splitlines()) == 3
+    assert comparison.rate_ratio_line(c, "lora", "full").endswith("consistent, within a factor of about 3")
+    far = comparison.Comparison(c.arms, c.reports, {"lora": 1e-2, "full": 1e-4}, {})  # a ratio of 100
+    assert "not consistent" in comparison.rate_ratio_line(far, "lora", "full")
+
+
+def test_forgetting_is_compared_at_matched_learning():
+    c = fake_comparison()
+    matched = comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75)
+    assert matched.matched_lr == {"lora": 1e-2, "full": 1e-4}  # lora learned only at 1e-2; full forgets least at 1e-4
+    assert matched.resolved and matched.winner() == "full" and "held-out loss at matched learning" in str(matched)
+    with pytest.raises(ValueError, match="No rate of 'lora'"):
+        comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.9)
+    assert comparison.rank_correlation([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert comparison.rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)

@@ -19,18 +19,26 @@ from ..gpt.data import World
 from ..gpt.finetune import Report, finetune
 from ..gpt.model import GPT
 from ..gpt.progress import Progress
+from .experiments import Interval, interval, verdict
 
 __all__ = [
     "Arm",
     "Comparison",
     "ExactMatchInterval",
     "PairedDifference",
+    "LearningForgetting",
     "compare_methods",
     "exact_match_interval",
+    "learning_forgetting",
+    "rank_correlation",
+    "rate_ratio_line",
     "paired_difference",
     "paired_verdict",
     "wilson_interval",
 ]
+
+HEADERS = {"update_ratio": "‖ΔW‖/‖W‖", "pretrain_loss": "held-out loss", "val_exact_match": "validation exact match",
+           "val_answer_loss": "validation loss", "test_exact_match": "test exact match"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,73 @@ class Comparison:
         """True when the chosen rate is the smallest or largest tried: the best one may lie outside the grid."""
         arm = self.arm(label)
         return len(arm.lrs) > 1 and self.chosen_lr[label] in (min(arm.lrs), max(arm.lrs))
+
+    def rights(self, label: str, lr: float | None = None) -> list[tuple[bool, ...]]:
+        """(seeds, test animals): which test answers of one arm were exactly right."""
+        return [r.test_right for r in self.runs(label, lr)]
+
+    def test_em(self, label: str) -> ExactMatchInterval:
+        """Test exact match at the chosen rate, with its bootstrap interval over seeds and animals."""
+        return exact_match_interval(self.rights(label))
+
+    def forgetting(self, label: str, lr: float | None = None, seeds: Sequence[int] | None = None) -> Interval:
+        """Loss on the held-out pretraining text, mean and 95% t-interval over seeds (higher: more forgotten)."""
+        return interval(r.pretrain_loss for r in self.runs(label, lr) if seeds is None or r.seed in seeds)
+
+    def paired_verdict(self, label_a: str, label_b: str) -> str:
+        """Which of two arms wins on test exact match, paired by animal, or "not resolved"."""
+        line = paired_verdict(label_a, label_b, paired_difference(self.rights(label_a), self.rights(label_b)))
+        edge = [lab for lab in (label_a, label_b) if self.at_grid_edge(lab)]
+        return line + "".join(f" ({lab}'s rate is at the edge of its grid)" for lab in edge)
+
+    def table(self, labels: Sequence[str], base_em: float, base_loss: float) -> str:
+        """One row per arm at its chosen rate: the test exact match, the training animals' exact match, the loss on
+        held-out pretraining text and the median ||ΔW||_F / ||W||_F, with the base model's row last."""
+        w = max(11, *map(len, labels))
+        head = (f"{'method':<{w}} {'rate':>7} | {'test exact match':>17} | {'training animals':>16} | "
+                f"{'held-out loss':>15} | {'‖ΔW‖/‖W‖':>8}")
+        lines = [head]
+        for label in labels:
+            runs = self.runs(label)
+            edge = "*" if self.at_grid_edge(label) else " "
+            moved = f"{statistics.median(r.update_ratio for r in runs):.2f}" if any(r.update_ratios for r in runs) else "-"
+            lines.append(f"{label:<{w}} {self.chosen_lr[label]:>6g}{edge} | {self.test_em(label)!s:>17} | "
+                         f"{statistics.fmean(r.train_exact_match for r in runs):>16.2f} | {self.forgetting(label)!s:>15} | "
+                         f"{moved:>8}")
+        lines.append(f"{'base model':<{w}} {'':>7} | {base_em:>17.2f} | {'':>16} | {base_loss:>15.3f} |")
+        if any(self.at_grid_edge(lab) for lab in labels):
+            lines.append("* the rate chosen is the largest or smallest tried: a better one may lie outside the grid")
+        return "\n".join(lines)
+
+    def grid(self, label: str, metric: str, seeds: Sequence[int] | None = None) -> dict[float, float]:
+        """The mean of ``metric`` at every rate of one arm's grid (over ``seeds``, default every seed run there)."""
+        return {lr: self.mean(label, metric, lr, seeds) for lr in self.arm(label).lrs}
+
+    def grid_table(self, labels: Sequence[str], metrics: Sequence[str] = ("update_ratio", "pretrain_loss")) -> str:
+        """Every rate of each arm's grid, with the mean over its seeds of each metric."""
+        heads = [HEADERS.get(m, m) for m in metrics]
+        width = max(len(h) for h in heads)
+        w = max(11, *map(len, labels))
+        lines = [f"{'method':<{w}} {'rate':>7}  " + "  ".join(f"{h:>{width}}" for h in heads)]
+        for label in labels:
+            for lr in self.arm(label).lrs:
+                lines.append(f"{label:<{w}} {lr:>7g}  " + "  ".join(f"{self.mean(label, m, lr):>{width}.2f}" for m in metrics))
+        return "\n".join(lines)
+
+    def selection(self, labels: Sequence[str], seeds: Sequence[int]) -> str:
+        """What chose each arm's rate: mean validation exact match and validation answer loss at every rate tried."""
+        lines, w = [], max(11, *map(len, labels))
+        for label in labels:
+            em, loss = self.grid(label, "val_exact_match", seeds), self.grid(label, "val_answer_loss", seeds)
+            cells = "  ".join(f"{lr:g}: {em[lr]:.2f} / {loss[lr]:.3f}" + ("  <- chosen" if lr == self.chosen_lr[label] else "")
+                              for lr in em)
+            lines.append(f"{label:<{w}} {cells}")
+            best = max(em.values())
+            tied = [lr for lr, v in em.items() if v == best]
+            if len(tied) > 1:
+                lines.append(f"{'':<{w}} (rates {', '.join(f'{lr:g}' for lr in tied)} tie on exact match: the lower "
+                             "validation loss chose)")
+        return "\n".join(lines)
 
 
 def validation_key(reports: list[Report], lr: float) -> tuple[float, float, float]:
@@ -208,3 +283,57 @@ def exact_match_interval(rights: Sequence[Sequence[bool]], resamples: int = 4000
     low, high = np.quantile(means, [0.025, 0.975])
     w_low, w_high = wilson_interval(float(m.mean()), m.shape[1])
     return ExactMatchInterval(float(m.mean()), float(min(low, w_low)), float(max(high, w_high)))
+
+
+def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Spearman's rank correlation: +1 when ys always rise with xs, -1 when they always fall."""
+    rx, ry = np.argsort(np.argsort(xs)), np.argsort(np.argsort(ys))
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: float = 10.0) -> str:
+    """LoRA's chosen rate over full fine-tuning's, set beside a reported ratio: consistent when within a factor
+    sqrt(10) (one step of a grid in half-decades, rounded up) of it."""
+    ratio = comparison.chosen_lr[lora] / comparison.chosen_lr[full]
+    close = reported / math.sqrt(10) <= ratio <= reported * math.sqrt(10)
+    return (f"{lora}'s rate is {ratio:g} times {full}'s; LoRA Without Regret reports about {reported:g} times: "
+            + ("consistent, within a factor of about 3" if close else "not consistent, off by more than a factor of about 3"))
+
+
+@dataclass(frozen=True)
+class LearningForgetting:
+    """Two methods compared where each has learned the task: at each one's rate of least forgetting among the rates
+    whose mean validation exact match reached ``min_val_em``."""
+
+    matched_lr: dict[str, float]
+    forgetting: dict[str, Interval]
+    verdict: str  # which forgets less at matched learning, or "not resolved"
+
+    @property
+    def resolved(self) -> bool:
+        return "not resolved" not in self.verdict
+
+    def winner(self) -> str | None:
+        """The method that forgets less at matched learning, or None when not resolved."""
+        return self.verdict.split(" beats ")[0] if self.resolved else None
+
+    def __str__(self) -> str:
+        lines = [f"{label}: rate {lr:g}, held-out loss {self.forgetting[label]}" for label, lr in self.matched_lr.items()]
+        return "\n".join([*lines, self.verdict])
+
+
+def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Sequence[int],
+                        min_val_em: float = 0.75) -> LearningForgetting:
+    """Forgetting at matched learning: for each method, among its rates whose mean validation exact match over
+    ``seeds`` reached ``min_val_em``, the one that forgot least; then the two compared by their intervals over ``seeds``."""
+    matched, forgot = {}, {}
+    for label in labels:
+        learned = [lr for lr, em in comparison.grid(label, "val_exact_match", seeds).items() if em >= min_val_em]
+        if not learned:
+            raise ValueError(f"No rate of {label!r} reached mean validation exact match {min_val_em}; lower min_val_em.")
+        loss = comparison.grid(label, "pretrain_loss", seeds)
+        matched[label] = min(learned, key=loss.__getitem__)
+        forgot[label] = comparison.forgetting(label, matched[label], seeds)
+    a, b = labels
+    line = verdict(a, forgot[a], b, forgot[b], False, "held-out loss at matched learning")
+    return LearningForgetting(matched, forgot, line)

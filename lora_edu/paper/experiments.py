@@ -20,21 +20,26 @@ from ..gpt.finetune import finetune
 from ..gpt.model import GPT
 from ..gpt.progress import progress as progress_line
 from ..lora.layer import adapted_weight, lora_layers
-from .analysis import intruder_dimensions
+from .analysis import intruder_dimensions, subspace_similarity
 
 __all__ = [
     "PAPER",
+    "PhiChance",
     "Interval",
     "LoRARun",
     "Latency",
     "batch1_latency_ms",
     "compare_latency",
+    "config_name",
     "interval",
+    "phi_chance",
+    "phi_verdicts",
     "intruder_count",
     "learned_factors",
     "lora_run",
     "summarize",
     "sweep",
+    "tally",
     "TunedSweep",
     "tuned_sweep",
     "verdict",
@@ -149,6 +154,38 @@ class TunedSweep:
     def at_grid_edge(self, config: Config) -> bool:
         return len(self.lrs) > 1 and self.chosen_lr[config] in (min(self.lrs), max(self.lrs))
 
+    def table(self, d_model: int, paper: dict[tuple[str, ...], float] | None = None, metric: str = "test_answer_loss") -> str:
+        """One row per configuration: its rank, trainable parameters per block (square d_model x d_model matrices),
+        the validation loss at each rate, the rate chosen, ``metric`` at that rate (95% interval over seeds) and,
+        when given, the paper's figure."""
+        intervals = summarize(self.runs, metric)
+        rates = " / ".join(f"{lr:g}" for lr in self.lrs)
+        head = f"{'adapted':<12} {'r':>2} {'per block':>9} | {'val loss at ' + rates:>26} {'chosen':>6} | {metric.replace('_', ' '):>17}"
+        lines = [head + (f" | {'paper':>6}" if paper else "")]
+        for (targets, r), iv in intervals.items():
+            val = " / ".join(f"{self.val_loss((targets, r), lr):.3f}" for lr in self.lrs)
+            row = (f"{config_name(targets):<12} {r:>2} {len(targets) * r * 2 * d_model:>9,} | {val:>26} "
+                   f"{self.chosen_lr[(targets, r)]:>6g} | {iv!s:>17}")
+            lines.append(row + (f" | {paper[targets]:>6}" if paper else ""))
+        return "\n".join(lines)
+
+
+def config_name(targets: Iterable[str]) -> str:
+    """("q", "v") -> "Wq+Wv"."""
+    return "+".join("W" + t for t in targets)
+
+
+def tally(verdicts: dict[object, str], name: str) -> str:
+    """Where a family of ``verdict`` lines (keyed by what differs between them) resolves for ``name``, against it, or not."""
+    won = [k for k, line in verdicts.items() if line.startswith(f"{name} beats")]
+    lost = [k for k, line in verdicts.items() if " beats " in line and not line.startswith(f"{name} beats")]
+    open_ = [k for k, line in verdicts.items() if "not resolved" in line]
+
+    def keys(ks: list[object]) -> str:
+        return ", ".join(map(str, ks)) or "none"
+
+    return f"resolved for {name}: {keys(won)}; against it: {keys(lost)}; not resolved: {keys(open_)}"
+
 
 def tuned_sweep(base: GPT, world: World, configs: list[Config], seeds: Iterable[int], steps: int, lrs: Iterable[float],
                 progress: bool = True) -> TunedSweep:
@@ -255,3 +292,40 @@ def batch1_latency_ms(model: nn.Module, tokens: torch.Tensor, repeats: int = 100
         if i >= 10:
             times.append(time.perf_counter() - t0)
     return 1000 * float(np.median(times))
+
+
+@dataclass(frozen=True)
+class PhiChance:
+    """What the subspace similarity φ gives for random subspaces: its mean at every (i, j) and the 95th percentile of
+    φ(1, 1), over many pairs of random (r1 x d) and (r2 x d) Gaussian matrices (isotropic: no direction preferred)."""
+
+    mean: np.ndarray  # (r1, r2)
+    top95: float
+
+    @property
+    def top(self) -> float:
+        return float(self.mean[0, 0])
+
+
+def phi_chance(r1: int, r2: int, d: int, draws: int = 1000, seed: int = 0) -> PhiChance:
+    rng = np.random.default_rng(seed)
+    phis = np.array([subspace_similarity(rng.standard_normal((r1, d)), rng.standard_normal((r2, d))) for _ in range(draws)])
+    return PhiChance(phis.mean(axis=0), float(np.quantile(phis[:, 0, 0], 0.95)))
+
+
+def phi_verdicts(phis: list[np.ndarray], chance: PhiChance, paper_top: float = 0.5) -> list[str]:
+    """Our φ(A_small, A_high) per seed against the paper's two findings (Section 7.2): the top direction is shared
+    (φ(1, 1) above ``paper_top``), and the overlap drops off beyond the top directions. Both are judged against
+    random subspaces, since chance alone gives φ(i, j) of about max(i, j) / d."""
+    top = [float(p[0, 0]) for p in phis]
+    above, over = sum(x > chance.top95 for x in top), sum(x > paper_top for x in top)
+    shared = ("agrees" if over == len(top) else "shared more than by chance, but less than the paper's"
+              if above == len(top) else "not shared in every seed")
+    k = min(p.shape[0] for p in phis) - 1
+    excess_top = interval(p[0, 0] - chance.mean[0, 0] for p in phis)
+    excess_tail = interval(p[k, k] - chance.mean[k, k] for p in phis)
+    drop = verdict("φ(1, 1)", excess_top, f"φ({k + 1}, {k + 1})", excess_tail, True, "overlap above chance")
+    return [f"the paper: the top direction is shared, φ(1, 1) above {paper_top}. Ours: above chance ({chance.top95:.2f}) in "
+            f"{above} of {len(top)} seeds, above {paper_top} in {over}: {shared}",
+            "the paper: the overlap drops off beyond the top directions. Ours: "
+            + ("agrees, " if drop.startswith("φ(1, 1) beats") else "does not show it, ") + drop]
