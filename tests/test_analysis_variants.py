@@ -356,8 +356,8 @@ def test_a_family_of_verdicts_is_tallied_for_one_side():
 
     good, bad, wide = Interval(1.0, 0.1, ()), Interval(2.0, 0.1, ()), Interval(1.5, 1.0, ())
     lines = {1: verdict("A", good, "B", bad, False), 2: verdict("A", bad, "B", good, False), 4: verdict("A", wide, "B", good, False)}
-    assert tally(lines, "A") == "resolved for A: 1; against it: 2; not resolved: 4"
-    assert tally({}, "A") == "resolved for A: none; against it: none; not resolved: none"
+    assert tally(lines, "A") == "A resolved better: 1 | resolved worse: 2 | not resolved: 4"
+    assert tally({}, "A") == "A resolved better: none | resolved worse: none | not resolved: none"
     assert config_name(("q", "v")) == "Wq+Wv"
 
 

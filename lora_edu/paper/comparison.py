@@ -107,7 +107,8 @@ class Comparison:
 
     def table(self, labels: Sequence[str], base_em: float, base_loss: float) -> str:
         """One row per arm at its chosen rate: the test exact match, the training animals' exact match, the loss on
-        held-out pretraining text and the median ||ΔW||_F / ||W||_F, with the base model's row last."""
+        held-out pretraining text and ||ΔW||_F / ||W||_F (each run's median over its weights, mean over seeds), with the
+        base model's row last."""
         w = max(11, *map(len, labels))
         head = (f"{'method':<{w}} {'rate':>7} | {'test exact match':>17} | {'training animals':>16} | "
                 f"{'held-out loss':>15} | {'‖ΔW‖/‖W‖':>8}")
@@ -115,7 +116,7 @@ class Comparison:
         for label in labels:
             runs = self.runs(label)
             edge = "*" if self.at_grid_edge(label) else " "
-            moved = f"{statistics.median(r.update_ratio for r in runs):.2f}" if any(r.update_ratios for r in runs) else "-"
+            moved = f"{self.mean(label, 'update_ratio'):.2f}" if any(r.update_ratios for r in runs) else "-"
             lines.append(f"{label:<{w}} {self.chosen_lr[label]:>6g}{edge} | {self.test_em(label)!s:>17} | "
                          f"{statistics.fmean(r.train_exact_match for r in runs):>16.2f} | {self.forgetting(label)!s:>15} | "
                          f"{moved:>8}")
@@ -291,13 +292,18 @@ def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: float = 10.0) -> str:
+def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: float = 10.0, our_scaling: float = 2.0,
+                    their_scaling: float = 4.0) -> str:
     """LoRA's chosen rate over full fine-tuning's, set beside a reported ratio: consistent when within a factor
-    sqrt(10) (one step of a grid in half-decades, rounded up) of it."""
+    sqrt(10) (one step of a grid in half-decades, rounded up) of it. With Adam, the same update under a branch scaled
+    by ``their_scaling`` instead of ``our_scaling`` needs a rate ``our_scaling / their_scaling`` times ours, so the
+    ratio is compared in the report's convention."""
     ratio = comparison.chosen_lr[lora] / comparison.chosen_lr[full]
-    close = reported / math.sqrt(10) <= ratio <= reported * math.sqrt(10)
-    return (f"{lora}'s rate is {ratio:g} times {full}'s; LoRA Without Regret reports about {reported:g} times: "
-            + ("consistent, within a factor of about 3" if close else "not consistent, off by more than a factor of about 3"))
+    theirs = ratio * our_scaling / their_scaling
+    close = reported / math.sqrt(10) <= theirs <= reported * math.sqrt(10)
+    return (f"{lora}'s rate is {ratio:g} times {full}'s; in LoRA Without Regret's convention (branch scaled by "
+            f"{their_scaling:g}, ours by {our_scaling:g}) that is {theirs:g} times, where the post reports about "
+            f"{reported:g}: " + ("consistent, within a factor of about 3" if close else "not consistent, off by more than a factor of about 3"))
 
 
 @dataclass(frozen=True)

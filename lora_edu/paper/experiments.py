@@ -161,12 +161,12 @@ class TunedSweep:
         intervals = summarize(self.runs, metric)
         rates = " / ".join(f"{lr:g}" for lr in self.lrs)
         head = f"{'adapted':<12} {'r':>2} {'per block':>9} | {'val loss at ' + rates:>26} {'chosen':>6} | {metric.replace('_', ' '):>17}"
-        lines = [head + (f" | {'paper':>6}" if paper else "")]
+        lines = [head + (f" | {'paper, accuracy %':>17}" if paper else "")]
         for (targets, r), iv in intervals.items():
             val = " / ".join(f"{self.val_loss((targets, r), lr):.3f}" for lr in self.lrs)
             row = (f"{config_name(targets):<12} {r:>2} {len(targets) * r * 2 * d_model:>9,} | {val:>26} "
                    f"{self.chosen_lr[(targets, r)]:>6g} | {iv!s:>17}")
-            lines.append(row + (f" | {paper[targets]:>6}" if paper else ""))
+            lines.append(row + (f" | {paper[targets]:>17}" if paper else ""))
         return "\n".join(lines)
 
 
@@ -184,7 +184,7 @@ def tally(verdicts: dict[object, str], name: str) -> str:
     def keys(ks: list[object]) -> str:
         return ", ".join(map(str, ks)) or "none"
 
-    return f"resolved for {name}: {keys(won)}; against it: {keys(lost)}; not resolved: {keys(open_)}"
+    return f"{name} resolved better: {keys(won)} | resolved worse: {keys(lost)} | not resolved: {keys(open_)}"
 
 
 def tuned_sweep(base: GPT, world: World, configs: list[Config], seeds: Iterable[int], steps: int, lrs: Iterable[float],
