@@ -122,7 +122,8 @@ def test_every_code_trap_of_05_to_07_is_named_on_the_hidden_cases():
 
 def test_every_prediction_trap_of_05_to_07_names_its_misconception():
     predictions = {i: ex for i, ex in lesson_exercises(LATER).items() if isinstance(ex, PredictExercise)}
-    assert set(predictions) == {"predict-lora-all-count", "predict-random-phi", "predict-nf4-shrink"}
+    assert set(predictions) == {"predict-lora-all-count", "predict-random-phi", "predict-nf4-shrink",
+                                "predict-nf4-small-merge"}
     for ex_id, ex in predictions.items():
         assert ex.verdict(ex.expected())[0], ex_id
         for trap in ex.traps:
