@@ -135,7 +135,7 @@ def show_solution(ex: Exercise) -> None:
     """The model solution, for an instructor who reveals answers: code exercises show readable reference code."""
     solution = ex.solution()
     if isinstance(ex, CodeExercise):
-        emit("instructor", "Instructor, model solution:", "", code=solution)
+        emit("instructor", "Instructor, model solution:", ex.worked_solution.strip(), code=solution)
     else:
         emit("instructor", "Instructor, model solution:", solution)
 
