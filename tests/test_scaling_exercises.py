@@ -105,3 +105,13 @@ def test_unanswered_and_bad_answers():
         quiz.check("serve-mixed-adapters", "z")
     with pytest.raises((TypeError, ValueError)):
         quiz.check("allreduce-bytes-gpt2-medium", "many")
+
+
+def test_the_reveal_shows_the_reasoning_not_only_the_number(capsys, monkeypatch):
+    monkeypatch.setenv("LORA_EDU_REVEAL", "1")
+    quiz.show("branch-cost-per-token")
+    solution = capsys.readouterr().out.split("Instructor, model solution:")[1]
+    assert solution.startswith(" 0.0078125. Why: x Aᵀ costs r d_in")
+    quiz.check("serve-mixed-adapters", None)
+    solution = capsys.readouterr().out.split("Instructor, model solution:")[1]
+    assert solution.startswith(" b) one base product") and "Why: the base product" in solution
