@@ -119,3 +119,22 @@ def test_output_rules_stay_out_of_what_students_read(path):
     for c in cells(path, "code"):
         found = re.findall(r"#\s*(NBVAL_[A-Z_]+|TRAINED_FIGURES|PYTEST_VALIDATE_[A-Z_]+)", source(c))
         assert not found, f"{found} in the source of: {source(c)[:80]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_solution_is_on_the_page_folded_or_hidden(path):
+    """Folding is not hiding: GitHub, VS Code and plain JSON show folded cells. Solutions live in the quiz's reveal."""
+    for c in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+        assert not c["metadata"].get("jupyter", {}).get("source_hidden"), f"a hidden cell: {source(c)[:80]}"
+        assert not re.search(r"<details>[\s\S]*solution", source(c), re.I), f"a folded solution: {source(c)[:80]}"
+
+
+def test_notebook_04_leaves_the_gradients_of_a_and_b_to_the_exercise():
+    """Before its summary, no cell of 04 computes dL/dA or dL/dB: the student's function or the package's does."""
+    path = next(p for p in NOTEBOOKS if p.stem.startswith("04"))
+    page = [source(c) for c in json.loads(path.read_text(encoding="utf-8"))["cells"]]
+    before_summary = page[: next(i for i, s in enumerate(page) if s.startswith("## Summary"))]
+    for text in before_summary:
+        assert not re.search(r"\.T\s*@\s*G\b|\bG\s*@\s*A|grad_y\.T\s*@\s*x", text), text[:120]
+        assert "B^\\top G" not in text and "Bᵀ G" not in text, text[:120]
+    assert any("quiz.grade(\"lora-param-grads\", lora_param_grads)" in text for text in page)

@@ -88,6 +88,24 @@ def test_other_diagnoses():
     assert "divided by M[0, 0]" in message or "NaN" in message
 
 
+def test_the_gradient_derivation_comes_after_a_right_answer_and_at_the_reveal(capsys, monkeypatch):
+    from lora_edu.lora.fit import lora_param_grads
+
+    derivation = "Outer layer, z = h Bᵀ"
+    assert quiz.check("lora-param-grads", lora_param_grads) is True  # the package's version passes the exercise
+    out = capsys.readouterr().out
+    assert out.startswith("Correct: passed all") and derivation in out and "∂L/∂A = Bᵀ G and ∂L/∂B = G Aᵀ" in out
+    quiz.check("lora-param-grads", lambda x, gy, W, A, B, alpha, r: (B.T @ gy.T @ x, gy.T @ x @ A.T))
+    quiz.show("lora-param-grads")
+    assert derivation not in capsys.readouterr().out  # not before a right answer
+    monkeypatch.setenv("LORA_EDU_REVEAL", "1")
+    quiz.show("lora-param-grads")
+    out = capsys.readouterr().out
+    solution = out.split("Instructor, model solution:")[1]
+    assert derivation in solution and "def lora_param_grads(" in solution
+    assert solution.index(derivation) < solution.index("def lora_param_grads(")
+
+
 def test_every_code_exercise_of_01_to_07_has_a_readable_model_solution_that_passes():
     for ex_id, ex in lesson_exercises().items():
         if not isinstance(ex, CodeExercise):
@@ -122,7 +140,8 @@ def test_every_code_trap_of_05_to_07_is_named_on_the_hidden_cases():
 
 def test_every_prediction_trap_of_05_to_07_names_its_misconception():
     predictions = {i: ex for i, ex in lesson_exercises(LATER).items() if isinstance(ex, PredictExercise)}
-    assert set(predictions) == {"predict-lora-all-count", "predict-random-phi", "predict-nf4-shrink"}
+    assert set(predictions) == {"predict-lora-all-count", "predict-random-phi", "predict-nf4-shrink",
+                                "predict-nf4-small-merge"}
     for ex_id, ex in predictions.items():
         assert ex.verdict(ex.expected())[0], ex_id
         for trap in ex.traps:

@@ -17,9 +17,9 @@ CORRECT = {
     "accumulation-weights": ARGUMENT,
     "allreduce-bytes-gpt2-medium": 24 * 2 * 8 * (1024 + 1024) * 4,
     "ring-allreduce-seconds": allreduce_seconds,
+    "predict-nf4-small-merge": 0.0,  # rounding to 16 levels erases an update far below the gap between two levels
+    "branch-cost-per-token": 16 * (4096 + 4096) / (4096 * 4096),
     "serve-mixed-adapters": "b",
-    "serve-one-adapter": "c",
-    "nf4-merge": "b",
 }
 WRONG = {
     "predict-nf4-shrink": [8.0, 32 / 4.5, 4.0, 16.0],
@@ -29,6 +29,19 @@ WRONG = {
         lambda n, b, w, g: n * b / (g * 1e9),  # the ring's 2 (N - 1) / N forgotten
         lambda n, b, w, g: 2 * (w - 1) / w * n * b / g,  # GB/s taken as bytes/s
     ],
+    "predict-nf4-small-merge": [1.0, 0.9, 0.8, 0.5],
+    "branch-cost-per-token": [16 * 4096 / 4096**2, 16.0, 128.0, 0.78125, 1 + 1 / 128],
+}
+MISCONCEPTIONS = {  # what the feedback must name, for answers that follow from a usual wrong idea
+    ("predict-nf4-small-merge", 1.0): "16 levels",
+    ("predict-nf4-small-merge", 0.9): "relative to W, not to the update",
+    ("branch-cost-per-token", 16 * 4096 / 4096**2): "x Aᵀ only",
+    ("branch-cost-per-token", 16.0): "you formed each row's B A",
+    ("branch-cost-per-token", 128.0): "base's cost over the branch's",
+    ("branch-cost-per-token", 0.78125): "percentage",
+    ("serve-mixed-adapters", "a"): "a merged model is always the fastest",
+    ("serve-mixed-adapters", "c"): "cannot share a matrix product",
+    ("serve-mixed-adapters", "d"): "adapters add up like features",
 }
 
 
@@ -52,9 +65,53 @@ def test_right_answer_passes_and_wrong_ones_fail(exercise_id, capsys):
         assert set(ex.feedback) == set(wrong)
 
 
+@pytest.mark.parametrize("exercise_id, answer", sorted(MISCONCEPTIONS, key=str))
+def test_feedback_names_the_misconception(exercise_id, answer):
+    right, message = quiz.get(exercise_id).verdict(answer)
+    assert not right and MISCONCEPTIONS[exercise_id, answer] in message
+
+
+def test_notebook_07_keeps_at_most_one_multiple_choice():
+    mine = [ex for i, ex in quiz.all_exercises().items() if registered_by(i).endswith(".nb07")]
+    assert sum(isinstance(ex, ChoiceExercise) for ex in mine) <= 1
+
+
+def test_the_small_update_prediction_is_what_its_cell_measures():
+    """Notebook 07's cell: a fresh NF4 layer whose update is 1% of its weight; a merge keeps almost none of it."""
+    import torch
+    from torch import nn
+
+    from lora_edu.course.exercises.nb07 import small_update_layer
+    from lora_edu.lora.layer import LoRALinear
+    from lora_edu.lora.quant import NF4Linear, dequantized_weight, merge_kept_fraction
+
+    torch.manual_seed(0)
+    small = LoRALinear(NF4Linear.from_linear(nn.Linear(256, 256)), r=8, alpha=16)
+    with torch.no_grad():
+        small.lora_B.normal_()
+        small.lora_B.mul_(0.01 * dequantized_weight(small).norm() / small.delta_weight().norm())
+    kept = merge_kept_fraction(small)
+    assert abs(kept) < 0.05
+    assert kept == merge_kept_fraction(small_update_layer())
+    assert quiz.predict("predict-nf4-small-merge", 0.0, kept) is True
+    with torch.no_grad():
+        small.lora_B.mul_(30)  # an update of 30% of W is kept, with an error on top
+    assert 0.9 < merge_kept_fraction(small) < 1.1
+
+
 def test_unanswered_and_bad_answers():
-    assert quiz.check("serve-one-adapter", None) is None
+    assert quiz.check("serve-mixed-adapters", None) is None
     with pytest.raises((TypeError, ValueError)):
-        quiz.check("serve-one-adapter", "z")
+        quiz.check("serve-mixed-adapters", "z")
     with pytest.raises((TypeError, ValueError)):
         quiz.check("allreduce-bytes-gpt2-medium", "many")
+
+
+def test_the_reveal_shows_the_reasoning_not_only_the_number(capsys, monkeypatch):
+    monkeypatch.setenv("LORA_EDU_REVEAL", "1")
+    quiz.show("branch-cost-per-token")
+    solution = capsys.readouterr().out.split("Instructor, model solution:")[1]
+    assert solution.startswith(" 0.0078125. Why: x Aᵀ costs r d_in")
+    quiz.check("serve-mixed-adapters", None)
+    solution = capsys.readouterr().out.split("Instructor, model solution:")[1]
+    assert solution.startswith(" b) one base product") and "Why: the base product" in solution

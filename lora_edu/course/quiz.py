@@ -132,12 +132,15 @@ def instructions_text(ex: Exercise) -> str:
 
 
 def show_solution(ex: Exercise) -> None:
-    """The model solution, for an instructor who reveals answers: code exercises show readable reference code."""
+    """The model solution, for an instructor who reveals answers: code exercises show readable reference code (and
+    their worked solution), numbers and letters the reasoning that leads to them."""
     solution = ex.solution()
     if isinstance(ex, CodeExercise):
-        emit("instructor", "Instructor, model solution:", "", code=solution)
-    else:
+        emit("instructor", "Instructor, model solution:", ex.worked_solution.strip(), code=solution)
+    elif isinstance(ex, WrittenExercise):  # its solution is already the model argument
         emit("instructor", "Instructor, model solution:", solution)
+    else:  # a number or a letter, with the reasoning that leads to it
+        emit("instructor", "Instructor, model solution:", f"{solution}. Why: {ex.explanation}")
 
 
 def show(exercise_id: str) -> None:

@@ -15,7 +15,7 @@ from torch import nn
 
 from .layer import LoRALinear
 
-__all__ = ["FitResult", "fit_lora_to_matrix", "regression_data"]
+__all__ = ["FitResult", "fit_lora_to_matrix", "lora_param_grads", "regression_data"]
 
 
 @dataclass
@@ -31,6 +31,17 @@ class FitResult:
     @property
     def delta_weight(self) -> np.ndarray:
         return self.scaling * self.B @ self.A
+
+
+def lora_param_grads(x: np.ndarray, grad_y: np.ndarray, w: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: float,
+                     r: int) -> tuple[np.ndarray, np.ndarray]:
+    """(dL/dA, dL/dB) of the LoRA layer y = x W^T + (alpha/r) x A^T B^T, given grad_y = dL/dy, without autograd.
+
+    x: (n, d_in), grad_y: (n, d_out), A: (r, d_in), B: (d_out, r).  The frozen W does not enter the gradients of A
+    and B; it is accepted so that the signature is that of notebook 04's exercise.
+    """
+    g = alpha / r * grad_y.T @ x  # dL/d(B A): (d_out, d_in)
+    return b.T @ g, g @ a.T
 
 
 def regression_data(w_target: np.ndarray, n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

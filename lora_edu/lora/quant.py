@@ -24,6 +24,7 @@ __all__ = [
     "NF4Linear",
     "dequantized_weight",
     "merge_and_requantize",
+    "merge_kept_fraction",
     "merge_requantization_error",
     "nf4_api",
     "quantization_error",
@@ -166,6 +167,23 @@ def merge_requantization_error(layer: LoRALinear) -> dict[str, float]:
     stored = to_nf4_weight(exact).get_original_weight().float()
     update, rounding = float(layer.delta_weight().norm()), float((stored - exact).norm())
     return {"update_norm": update, "rounding_norm": rounding, "ratio": rounding / update if update else math.inf}
+
+
+@torch.no_grad()
+def merge_kept_fraction(layer: LoRALinear) -> float:
+    """The share of the update that a merge into NF4 keeps: ``<deq(NF4(W')) - deq(W_nf4), ΔW> / |ΔW|²``.
+
+    ``ΔW = scaling B A`` and ``W' = deq(W_nf4) + ΔW``, as in ``merge_requantization_error``: 1 when the stored weight
+    moved by the whole update, about 0 when rounding to the 16 levels erased it.
+    """
+    if not isinstance(layer, LoRALinear) or not isinstance(layer.base, NF4Linear):
+        raise TypeError("merge_kept_fraction takes a LoRALinear whose base is an NF4Linear (see quantize_base_nf4).")
+    base, update = dequantized_weight(layer).float(), layer.delta_weight().float()
+    stored = to_nf4_weight(base + update).get_original_weight().float()
+    squared = float((update * update).sum())
+    if squared == 0:
+        raise ValueError("The update (alpha/r) B A is zero: there is nothing to keep.")
+    return float(((stored - base) * update).sum()) / squared
 
 
 @torch.no_grad()

@@ -287,6 +287,7 @@ class CodeExercise(Exercise):
 
     ``cases(rng)`` yields argument tuples the student never sees; ``reference(*args)`` is the package's answer;
     ``compare(got, expected, args)`` returns None when right, else what differs (default: ``compare_close``).
+    ``worked_solution`` (optional) is a derivation in words, shown after a right answer and with the model solution.
     """
 
     signature: str = ""
@@ -296,6 +297,7 @@ class CodeExercise(Exercise):
     seed: int = 0
     traps: tuple[CodeTrap, ...] = ()
     model_solution: str = ""
+    worked_solution: str = ""  # the reasoning behind the model solution, in words: after a right answer and at the reveal
 
     kind = "code"
 
@@ -325,7 +327,8 @@ class CodeExercise(Exercise):
             if problem:
                 lead = f"{diagnosis} Details: " if diagnosis else ""
                 return False, f"{lead}hidden case {n} of {len(cases)} is wrong: {problem} (inputs: {shown})"
-        return True, f"passed all {len(cases)} hidden cases. {self.explanation}"
+        worked = f"\n{self.worked_solution.strip()}" if self.worked_solution else ""
+        return True, f"passed all {len(cases)} hidden cases. {self.explanation}{worked}"
 
     def diagnose(self, got: Any, expected: Any, args: Sequence[Any]) -> str:
         """Name the usual mistake behind a wrong result, before any numbers: a trap, a transposed result, a scale."""

@@ -170,6 +170,15 @@ def lora_param_grads(x, grad_y, W, A, B, alpha, r):
 """,
     explanation="with G = (α/r) grad_yᵀ x, the gradient of the loss with respect to B A, this is ∂L/∂A = Bᵀ G and "
     "∂L/∂B = G Aᵀ, computed without forming G: each has the shape of its factor.",
+    worked_solution="""
+The derivation. Write s = α/r, h = x Aᵀ (n × r) and z = h Bᵀ (n × d_out), so that y = x Wᵀ + b + s z.
+- The upstream gradient of z is ∂L/∂z = s grad_y (n × d_out): z enters y multiplied by s.
+- Outer layer, z = h Bᵀ (weight B, input h). The rule gives ∂L/∂B = (s grad_y)ᵀ h = s grad_yᵀ x Aᵀ (d_out × r).
+- Its input gradient, passed down to the inner layer: ∂L/∂h = s grad_y B (n × r).
+- Inner layer, h = x Aᵀ (weight A, input x, upstream gradient ∂L/∂h). The rule gives ∂L/∂A = (∂L/∂h)ᵀ x = s Bᵀ grad_yᵀ x (r × d_in).
+With G = s grad_yᵀ x (d_out × d_in, the gradient with respect to the product B A), both read ∂L/∂A = Bᵀ G and ∂L/∂B = G Aᵀ.
+Check the shapes: only Bᵀ G has the shape of A (r × d_in), and only G Aᵀ has the shape of B (d_out × r).
+""",
     hints=("Start with the outer layer, z = h Bᵀ with h = x Aᵀ. Since y = x Wᵀ + (α/r) z, its upstream gradient is "
            "∂L/∂z = (α/r) grad_y.",
            "The rule on z = h Bᵀ gives ∂L/∂B (weight gradient) and ∂L/∂h (input gradient, n × r).",

@@ -40,6 +40,42 @@ def ring_cases(rng: np.random.Generator) -> list[tuple]:
     return cases
 
 
+def small_update_layer():
+    """A fresh 256 x 256 LoRA layer on an NF4 base whose update (α/r) B A is 1% of the stored weight's norm.
+
+    Built as notebook 07's cell builds it, seed 0; the caller's random state is left as it was.
+    """
+    import torch
+    from torch import nn
+
+    from ...lora.layer import LoRALinear
+    from ...lora.quant import NF4Linear, dequantized_weight
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        layer = LoRALinear(NF4Linear.from_linear(nn.Linear(256, 256)), r=8, alpha=16)
+        with torch.no_grad():
+            layer.lora_B.normal_()
+            layer.lora_B.mul_(0.01 * dequantized_weight(layer).norm() / layer.delta_weight().norm())
+    return layer
+
+
+@functools.cache
+def small_update_kept() -> float:
+    """The share of a 1% update that survives a merge into NF4, measured as notebook 07 does."""
+    from ...lora.quant import merge_kept_fraction
+
+    return merge_kept_fraction(small_update_layer())
+
+
+def branch_cost(r: int, d_in: int, d_out: int) -> float:
+    """Multiply-adds per token of the branch (x Aᵀ) Bᵀ over those of x Wᵀ: r (d_in + d_out) / (d_in d_out)."""
+    return r * (d_in + d_out) / (d_in * d_out)
+
+
+LLAMA_8B_D = ARCHITECTURES["Llama 3 8B"].d_model  # Wq of Llama 3 8B is d_model x d_model
+
+
 @functools.cache
 def tiny_nf4_shrink() -> float:
     """fp32 bytes / NF4 bytes of the tiny GPT's linear weights (output head excluded), measured as notebook 07 does.
@@ -159,66 +195,80 @@ register(WrittenExercise(
     "small micro-batches.",
     hints=("Write L as a sum over all tokens, then group the tokens by micro-batch.",),
 ))
+register(PredictExercise(
+    id="predict-nf4-small-merge",
+    prompt="The next cell builds a fresh 256 × 256 layer on an NF4 base and gives it a LoRA update (α/r) B A whose "
+    "norm is 1% of the stored weight's, the size of a short, gentle fine-tune. Then it merges: it stores "
+    "W + (α/r) B A in NF4 again. Predict: what share of the update does the stored weight keep? 1 means the stored "
+    "weight moved by the whole update, 0 means the rounding erased it. (The cell measures ⟨W_stored − W, ΔW⟩ / ‖ΔW‖², "
+    "with ΔW = (α/r) B A: how far the stored weight moved along the update, as a share of it.)",
+    expected=small_update_kept,
+    rel_tol=0.0,
+    abs_tol=0.05,
+    traps=(
+        Trap(lambda: 1.0, "that is what a merge keeps in fp32 or bf16. In NF4 each weight is rounded to the nearest "
+             "of 16 levels, and a change much smaller than the gap between two levels rounds away."),
+        Trap(lambda: 0.9, "NF4's error of about a tenth (section 4) is relative to W, not to the update. Here the "
+             "update is far smaller than that error."),
+        Trap(lambda: 0.8, "the trained adapter above kept most of its update because its update was large next to W. "
+             "This one is 1% of W: far below the gap between two levels."),
+    ),
+    explanation="NF4 stores each weight as one of 16 levels per block. Two neighbouring levels are 8% to 30% of the "
+    "block's largest weight apart. An update of 1% of ‖W‖ changes the weights by about 1% of their typical size, far "
+    "less than half a gap, so almost every weight rounds back to a level it already had. The stored weight also moves a "
+    "little because each block's scale is recomputed, but that change has nothing to do with ΔW. So the merge keeps "
+    "almost none of the update: the merged model is the base model again.",
+    hints=("Compare the change in one weight (about 1% of its size) with the distance between two of NF4's 16 levels.",),
+))
+register(NumericExercise(
+    id="branch-cost-per-token",
+    prompt="An unmerged adapter, or a batch of rows with different adapters, pays the branch (α/r) (x Aᵀ) Bᵀ on "
+    f"top of x Wᵀ for every token. Take Llama 3 8B's query projection, {LLAMA_8B_D} × {LLAMA_8B_D}, with r = 16. "
+    "Count multiply-adds per token (one per weight a product uses). What does the branch cost, as a fraction of the "
+    "base product x Wᵀ? Answer as a fraction: 0.5 would mean half.",
+    expected=lambda: branch_cost(16, LLAMA_8B_D, LLAMA_8B_D),
+    rel_tol=0.02,
+    traps=(
+        Trap(lambda: 16 * LLAMA_8B_D / LLAMA_8B_D**2, "you counted x Aᵀ only (r d_in). Bᵀ then maps those r numbers "
+             "to d_out outputs: another r d_out."),
+        Trap(lambda: 16.0, "you formed each row's B A, a d_out × d_in matrix: r d_in d_out multiply-adds, 16 times "
+             "the base. The branch never forms it: x Aᵀ gives r numbers, then Bᵀ maps them to the output."),
+        Trap(lambda: 1 / branch_cost(16, LLAMA_8B_D, LLAMA_8B_D), "that is the base's cost over the branch's. The "
+             "question asks for the branch over the base."),
+        Trap(lambda: 100 * branch_cost(16, LLAMA_8B_D, LLAMA_8B_D), "that is a percentage. Answer as a fraction."),
+        Trap(lambda: 1 + branch_cost(16, LLAMA_8B_D, LLAMA_8B_D), "that is the whole unmerged layer over the base. "
+             "The question asks for the branch alone."),
+    ),
+    explanation="x Aᵀ costs r d_in multiply-adds and (x Aᵀ) Bᵀ costs r d_out: r (d_in + d_out) = 131,072 against "
+    "d_in d_out = 16,777,216 for x Wᵀ, so 1/128, under 1%. With one adapter for every request, merging removes even "
+    "this: W + (α/r) B A costs what W costs. With many adapters in a batch, this small extra is what each row pays to "
+    "share one base product. That is why section 5's batched forward barely slows down as the adapters grow in number.",
+    hints=("x Aᵀ turns d_in numbers into r numbers; then Bᵀ turns r numbers into d_out numbers.",),
+))
 register(ChoiceExercise(
     id="serve-mixed-adapters",
-    prompt="A server runs batches of 32 requests on one base model. 32 customers each have their own LoRA adapter, "
-    "and a batch usually holds one request from each. Which way of serving a batch costs least?",
+    prompt="A server answers batches of 32 requests on one base model. 32 customers each have their own LoRA adapter, "
+    "and a batch usually holds one request from each. Which way of serving a batch costs least while every customer "
+    "still gets the answers of their own adapter?",
     options={
-        "a": "merge-swap: for each request, merge its adapter into W, run it, unmerge",
-        "b": "one base forward for the whole batch, plus each row's own B A x from its gathered A and B (batched matmuls)",
-        "c": "one request at a time through its own unmerged LoRA model",
-        "d": "merge all 32 adapters into W once and run the batch on the merged model",
+        "a": "merge-swap: for each request, merge its adapter into W, run that request, unmerge",
+        "b": "one base product for all 32 rows, plus each row's own (α/r) (x Aᵀ) Bᵀ, with its A and B gathered by adapter "
+        "id (batched matrix products)",
+        "c": "one request at a time, each through its own unmerged LoRA model",
+        "d": "merge all 32 adapters into W once, then run the whole batch on that one model",
     },
     answer_digest="a1e64dbc5dab1c9c",
     feedback={
-        "a": "with 32 distinct adapters that is 32 merges, 32 unmerges and 32 forwards of batch 1: the base is never "
-        "shared across the batch.",
-        "c": "batch-1 forwards leave the matrix units idle; the base forward is repeated 32 times.",
-        "d": "W plus the sum of all 32 updates is a different model, which none of the customers trained: the answers "
-        "are wrong.",
+        "a": "the misconception is \"a merged model is always the fastest\". A merge pays off when it serves many "
+        "requests. Here each merge serves one: 32 merges and 32 unmerges of a d_out × d_in matrix, and 32 base "
+        "products of one row each. The base is never shared across the batch.",
+        "c": "the misconception is \"rows with different adapters cannot share a matrix product\". They all use the "
+        "same W, the expensive part; only the thin branch differs from row to row. One row at a time runs the base "
+        "32 times and leaves the batch unused.",
+        "d": "the misconception is \"adapters add up like features\". W plus the sum of 32 updates is a model that no "
+        "customer trained: every answer would also carry the other 31 customers' updates.",
     },
-    explanation="the base forward, the expensive part, runs once for all 32 rows; each row adds a rank-r update, "
-    "cheap next to it. This is the S-LoRA / Punica design.",
-))
-register(ChoiceExercise(
-    id="serve-one-adapter",
-    prompt="Now every request of every batch asks for the same adapter. What is the cheapest way to serve it?",
-    options={
-        "a": "the batched multi-adapter forward, with every row's id set to that adapter",
-        "b": "one request at a time through the unmerged LoRA model",
-        "c": "merge the adapter into W once and serve the merged model: exactly the base model's cost per token",
-        "d": "merge-swap, as for mixed batches: merge the adapter before each batch and unmerge it after",
-    },
-    answer_digest="b735bbd2ac722d28",
-    feedback={
-        "a": "it gives the right answers, but it pays for the gather and the rank-r matmuls on every row, which a merged "
-        "weight does not need.",
-        "b": "batch 1 wastes the hardware, and the unmerged branch costs extra on every token.",
-        "d": "merging once is enough when the adapter never changes; merging and unmerging for each batch repeats "
-        "work for nothing.",
-    },
-    explanation="with one adapter, merging (W + (α/r) B A) removes LoRA's inference cost entirely; the batched "
-    "multi-adapter forward pays off as the number of distinct adapters in a batch grows.",
-))
-register(ChoiceExercise(
-    id="nf4-merge",
-    prompt="After QLoRA training on an NF4 base, why can the adapter not simply be merged into the 4-bit weight?",
-    options={
-        "a": "because B A has a different shape from W",
-        "b": "because the merged W + (α/r) B A must be quantised again, to 16 levels per block, and that rounding error "
-        "is not small next to the update (α/r) B A itself",
-        "c": "because NF4 tensors cannot be changed after they are created",
-        "d": "because merging would double the memory of the adapter",
-    },
-    answer_digest="7623a958391d7b09",
-    feedback={
-        "a": "B (d_out × r) times A (r × d_in) is d_out × d_in, the shape of W: merging is an addition.",
-        "c": "the weight can be re-quantised from W + (α/r) B A; the problem is what the re-quantisation does to the "
-        "update.",
-        "d": "after merging the adapter is gone: the memory is that of W alone.",
-    },
-    explanation="re-quantising rounds every weight of W + (α/r) B A to one of 16 levels per block, an error of about "
-    "a tenth of W (notebook 07 measured 9-10%). On a large model the update itself is about a tenth of W, so the "
-    "rounding error is as large as what the adapter learned: the re-quantised weight is not W + (α/r) B A. Serve "
-    "the unmerged adapter, or merge into a dequantised bf16 copy of W.",
+    explanation="the base product, the expensive part, runs once for all 32 rows. Each row then adds its own rank-r "
+    "branch, under 1% of the base's cost for a large layer (the previous exercise counts it). This is the design of "
+    "S-LoRA and Punica, and section 5's batched forward.",
 ))
