@@ -344,8 +344,9 @@ def test_tuned_sweep_chooses_each_rate_on_validation_never_on_test(monkeypatch):
     assert tuned.val_loss((("q",), 8), 0.03) == pytest.approx(0.51)
     assert tuned.at_grid_edge((("q",), 8))
     table = tuned.table(64, paper={("q",): 70.4, ("v",): 73.0}).splitlines()
-    assert len(table) == 3 and table[1].startswith("Wq ") and "1,024" in table[1]  # r (d_in + d_out) = 8 * 128
-    assert "1.010 / 0.510   0.03" in table[1] and table[1].endswith("70.4")  # validation at each rate, the chosen one
+    assert len(table) == 4 and table[1].startswith("Wq ") and "1,024" in table[1]  # r (d_in + d_out) = 8 * 128
+    assert "1.010 / 0.510  0.03*" in table[1] and table[1].endswith("70.4")  # validation at each rate, the chosen one
+    assert table[-1].startswith("* the rate chosen is the largest or smallest tried")
     assert "9.000 ± 0.000" in table[1] and "0.100 ± 0.000" in table[2]  # the test loss at the chosen rate only
     with pytest.raises(ValueError, match="positive finite"):
         experiments.tuned_sweep(None, None, [(("q",), 8)], (0,), 10, lrs=(0.0,))
@@ -359,6 +360,19 @@ def test_a_family_of_verdicts_is_tallied_for_one_side():
     assert tally(lines, "A") == "A resolved better: 1 | resolved worse: 2 | not resolved: 4"
     assert tally({}, "A") == "A resolved better: none | resolved worse: none | not resolved: none"
     assert config_name(("q", "v")) == "Wq+Wv"
+
+
+def test_the_first_step_lowers_the_loss_by_s_times_r():
+    from lora_edu.lora.variants import loss_drop_after_one_step, update_size_after_one_step
+
+    fixed = [loss_drop_after_one_step(r, 16, False, d=128) for r in (1, 4, 16)]
+    rslora = [loss_drop_after_one_step(r, 4, True, d=128) for r in (1, 4, 16)]
+    double = [loss_drop_after_one_step(r, 2 * r, False, d=128) for r in (1, 4, 16)]
+    assert max(fixed) / min(fixed) < 1.3  # alpha / r with a fixed alpha: the same fall at every rank
+    assert 3 < rslora[2] / rslora[0] < 5.5 and 12 < double[2] / double[0] < 20  # like sqrt(r) and like r
+    sizes = [update_size_after_one_step(r, 4, True, d=128) for r in (1, 4, 16)]
+    assert max(sizes) / min(sizes) < 1.2  # while rsLoRA keeps the size of the update
+    assert all(x > 0 for x in fixed + rslora + double)  # every first step goes downhill
 
 
 def test_phi_is_judged_against_random_subspaces_of_the_same_sizes():

@@ -164,6 +164,8 @@ def test_the_comparison_prints_its_table_verdicts_and_selection():
     assert "‖ΔW‖/‖W‖" in grid and len(grid.splitlines()) == 3
     line = comparison.rate_ratio_line(c, "lora", "full")
     assert "rate is 10 times full's" in line and "that is 5 times" in line and line.endswith(": consistent, within a factor of about 3")
+    tie = comparison.rate_ratio_line(c, "lora", "full", seeds=(0, 1, 2)).splitlines()
+    assert len(tie) == 2 and "full's rate 0.0001 tied" in tie[1] and tie[1].endswith("50 times: not consistent")
     far = comparison.Comparison(c.arms, c.reports, {"lora": 1e-2, "full": 1e-4}, {})  # a ratio of 100
     assert "not consistent" in comparison.rate_ratio_line(far, "lora", "full")
 

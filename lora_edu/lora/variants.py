@@ -33,6 +33,7 @@ __all__ = [
     "qlora_base_bytes",
     "quantized_bytes",
     "row_norm",
+    "loss_drop_after_one_step",
     "update_size_after_one_step",
 ]
 
@@ -185,3 +186,23 @@ def update_size_after_one_step(r: int, alpha: float, use_rslora: bool, d: int = 
     With alpha / r the update shrinks as r grows; with alpha / sqrt(r) (rsLoRA) it stays of the same size.
     """
     return first_step_delta_weight(r, alpha, use_rslora, d, lr, seed).norm().item()
+
+
+def loss_drop_after_one_step(r: int, alpha: float, use_rslora: bool, d: int = 512, lr: float = 1e-3, seed: int = 0,
+                             rows: int = 64) -> float:
+    """How much one Adam-like sign step on B lowers the loss, to first order, when B follows its real gradient.
+
+    The layer's weight gradient is G = ∂L/∂W = grad_yᵀ x (d x d, from a random batch of ``rows``). B's gradient is
+    s G Aᵀ, so the step is B = -lr sign(G Aᵀ) and the loss falls by <G, -ΔW> = s lr ||G Aᵀ||_1: a sum over the r
+    columns of G Aᵀ, so it grows like s r. Flat in r with alpha / r and a fixed alpha; like sqrt(r) with rsLoRA;
+    like r with alpha = 2r. (``update_size_after_one_step`` draws B's signs at random instead, and so measures only
+    the size of ΔW, not how well it points downhill.)
+    """
+    torch.manual_seed(seed)
+    layer = LoRALinear(nn.Linear(d, d), r=r, alpha=alpha, use_rslora=use_rslora, init="gaussian")
+    x, grad_y = torch.randn(rows, d), torch.randn(rows, d)
+    with torch.no_grad():
+        layer.lora_A.normal_(std=1 / d**0.5)
+        g = grad_y.T @ x / rows  # ∂L/∂W of the mean loss
+        layer.lora_B.copy_(-lr * (layer.scaling * g @ layer.lora_A.T).sign())
+        return -(g * layer.delta_weight()).sum().item()

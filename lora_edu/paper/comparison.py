@@ -293,17 +293,31 @@ def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
 
 
 def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: float = 10.0, our_scaling: float = 2.0,
-                    their_scaling: float = 4.0) -> str:
+                    their_scaling: float = 4.0, seeds: Sequence[int] | None = None) -> str:
     """LoRA's chosen rate over full fine-tuning's, set beside a reported ratio: consistent when within a factor
     sqrt(10) (one step of a grid in half-decades, rounded up) of it. With Adam, the same update under a branch scaled
     by ``their_scaling`` instead of ``our_scaling`` needs a rate ``our_scaling / their_scaling`` times ours, so the
-    ratio is compared in the report's convention."""
-    ratio = comparison.chosen_lr[lora] / comparison.chosen_lr[full]
-    theirs = ratio * our_scaling / their_scaling
-    close = reported / math.sqrt(10) <= theirs <= reported * math.sqrt(10)
-    return (f"{lora}'s rate is {ratio:g} times {full}'s; in LoRA Without Regret's convention (branch scaled by "
-            f"{their_scaling:g}, ours by {our_scaling:g}) that is {theirs:g} times, where the post reports about "
-            f"{reported:g}: " + ("consistent, within a factor of about 3" if close else "not consistent, off by more than a factor of about 3"))
+    ratio is compared in the report's convention. Given the sweep ``seeds``, a rate chosen by a tie-break on
+    validation exact match is named, with the ratio the other tied rate would give."""
+    def in_their_convention(lora_lr: float, full_lr: float) -> float:
+        return lora_lr / full_lr * our_scaling / their_scaling
+
+    def consistent(ratio: float) -> bool:
+        return reported / math.sqrt(10) <= ratio <= reported * math.sqrt(10)
+
+    chosen = {lora: comparison.chosen_lr[lora], full: comparison.chosen_lr[full]}
+    theirs = in_their_convention(chosen[lora], chosen[full])
+    line = (f"{lora}'s rate is {chosen[lora] / chosen[full]:g} times {full}'s; in LoRA Without Regret's convention "
+            f"(branch scaled by {their_scaling:g}, ours by {our_scaling:g}) that is {theirs:g} times, where the post "
+            f"reports about {reported:g}: " + ("consistent, within a factor of about 3" if consistent(theirs)
+                                               else "not consistent, off by more than a factor of about 3"))
+    for label in (lora, full) if seeds is not None else ():
+        em = comparison.grid(label, "val_exact_match", seeds)
+        for lr in (lr for lr, v in em.items() if v == max(em.values()) and lr != chosen[label]):
+            other = in_their_convention(*(lr if lab == label else chosen[lab] for lab in (lora, full)))
+            line += (f"\n  it rests on a tie-break: {label}'s rate {lr:g} tied on validation exact match, and would give "
+                     f"{other:g} times: " + ("consistent too" if consistent(other) else "not consistent"))
+    return line
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ PAPER = {
     "table6_ranks": (1, 2, 4, 8, 64),
     "table7_amplification": {4: 21.5, 64: 1.9},  # ||ΔWq|| / ||U^T Wq V^T||, GPT-3 layer 48
     "table7_norms": {"w": 61.95, "delta_w": {4: 6.91, 64: 3.57}},  # ||Wq||_F and ||ΔWq||_F in the same table
+    # ||U^T Wq V^T||_F with U, V the top-r singular directions of ΔWq, of Wq itself, and random ones (same table)
+    "table7_projections": {4: {"delta_w": 0.32, "w": 21.67, "random": 0.02}, 64: {"delta_w": 1.90, "w": 37.71, "random": 0.33}},
     "table1_adapter_latency_increase": (0.20, 0.30),  # GPT-2 medium, batch 1, short sequences
 }
 
@@ -164,9 +166,12 @@ class TunedSweep:
         lines = [head + (f" | {'paper, accuracy %':>17}" if paper else "")]
         for (targets, r), iv in intervals.items():
             val = " / ".join(f"{self.val_loss((targets, r), lr):.3f}" for lr in self.lrs)
+            edge = "*" if self.at_grid_edge((targets, r)) else " "
             row = (f"{config_name(targets):<12} {r:>2} {len(targets) * r * 2 * d_model:>9,} | {val:>26} "
-                   f"{self.chosen_lr[(targets, r)]:>6g} | {iv!s:>17}")
+                   f"{self.chosen_lr[(targets, r)]:>5g}{edge} | {iv!s:>17}")
             lines.append(row + (f" | {paper[targets]:>17}" if paper else ""))
+        if any(self.at_grid_edge(c) for c in intervals):
+            lines.append("* the rate chosen is the largest or smallest tried: a better one may lie outside the grid")
         return "\n".join(lines)
 
 
