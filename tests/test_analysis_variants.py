@@ -352,6 +352,20 @@ def test_tuned_sweep_chooses_each_rate_on_validation_never_on_test(monkeypatch):
         experiments.tuned_sweep(None, None, [(("q",), 8)], (0,), 10, lrs=(0.0,))
 
 
+def test_latency_is_compared_round_by_round():
+    from lora_edu.paper.experiments import Latency
+
+    base = Latency(1.0, 1.0, 100.0, (1.0, 1.1, 100.0))  # one round stalled: the ranges overlap
+    slow = Latency(1.6, 1.5, 160.0, (1.5, 1.7, 160.0))  # ... but the same stall hit both models in that round
+    assert slow.low < base.high and slow.versus(base).endswith("slower in every round")
+    assert slow.versus(base).startswith("1.55 times (rounds 1.50 to 1.60)")
+    assert base.versus(slow).endswith("faster in every round")
+    same = Latency(1.0, 0.9, 1.1, (0.9, 1.1, 1.0))
+    assert same.versus(base).endswith("no difference these rounds can resolve")
+    with pytest.raises(ValueError, match="same compare_latency"):
+        Latency(1.0, 1.0, 1.0).versus(base)
+
+
 def test_a_family_of_verdicts_is_tallied_for_one_side():
     from lora_edu.paper.experiments import Interval, config_name, tally, verdict
 

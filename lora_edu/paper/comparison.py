@@ -308,7 +308,7 @@ def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: floa
     chosen = {lora: comparison.chosen_lr[lora], full: comparison.chosen_lr[full]}
     theirs = in_their_convention(chosen[lora], chosen[full])
     line = (f"{lora}'s rate is {chosen[lora] / chosen[full]:g} times {full}'s; in LoRA Without Regret's convention "
-            f"(branch scaled by {their_scaling:g}, ours by {our_scaling:g}) that is {theirs:g} times, where the post "
+            f"(branch scaled by {their_scaling:g}, ours by {our_scaling:g}) that is {theirs:.3g} times, where the post "
             f"reports about {reported:g}: " + ("consistent, within a factor of about 3" if consistent(theirs)
                                                else "not consistent, off by more than a factor of about 3"))
     for label in (lora, full) if seeds is not None else ():
@@ -316,7 +316,7 @@ def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: floa
         for lr in (lr for lr, v in em.items() if v == max(em.values()) and lr != chosen[label]):
             other = in_their_convention(*(lr if lab == label else chosen[lab] for lab in (lora, full)))
             line += (f"\n  it rests on a tie-break: {label}'s rate {lr:g} tied on validation exact match, and would give "
-                     f"{other:g} times: " + ("consistent too" if consistent(other) else "not consistent"))
+                     f"{other:.3g} times: " + ("consistent too" if consistent(other) else "not consistent"))
     return line
 
 

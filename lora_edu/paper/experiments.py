@@ -269,6 +269,18 @@ class Latency:
     median: float
     low: float
     high: float
+    rounds: tuple[float, ...] = ()  # each round's median, in the order the rounds ran
+
+    def versus(self, other: Latency) -> str:
+        """This model's time over ``other``'s, round by round (a slow moment of the computer hits both in a round),
+        and a verdict: slower or faster only when every round agrees."""
+        if len(self.rounds) != len(other.rounds) or not self.rounds:
+            raise ValueError("Compare two Latency results from the same compare_latency call.")
+        ratios = [a / b for a, b in zip(self.rounds, other.rounds, strict=True)]
+        low, high, mid = min(ratios), max(ratios), float(np.median(ratios))
+        verdict_ = ("slower in every round" if low > 1 else "faster in every round" if high < 1
+                    else "no difference these rounds can resolve")
+        return f"{mid:.2f} times (rounds {low:.2f} to {high:.2f}): {verdict_}"
 
 
 def compare_latency(models: dict[str, nn.Module], tokens: torch.Tensor, rounds: int = 7, repeats: int = 30) -> dict[str, Latency]:
@@ -279,7 +291,7 @@ def compare_latency(models: dict[str, nn.Module], tokens: torch.Tensor, rounds: 
     for _ in range(rounds):
         for name, model in models.items():
             per_round[name].append(batch1_latency_ms(model, tokens, repeats))
-    return {name: Latency(float(np.median(t)), min(t), max(t)) for name, t in per_round.items()}
+    return {name: Latency(float(np.median(t)), min(t), max(t), tuple(t)) for name, t in per_round.items()}
 
 
 @torch.no_grad()
