@@ -45,6 +45,7 @@ __all__ = [
     "verdict",
 ]
 
+PAPER_ALPHA = 16  # alpha / r with alpha fixed, as in the paper: the scaling is 2 at r = 8
 RANK_SWEEP_ALPHA = 2 * 8**0.5  # with rsLoRA: the scaling alpha / sqrt(r) is 2 at r = 8
 SHORT = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
 
@@ -103,19 +104,21 @@ def learned_factors(model: nn.Module) -> dict[str, tuple[np.ndarray, np.ndarray,
 
 
 def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int, seed: int = 0, task: str = "json",
-             lr: float | None = None) -> LoRARun:
-    """LoRA on the short names ``targets`` (q, k, v, o), with rsLoRA's scaling alpha / sqrt(r).
+             lr: float | None = None, rslora: bool = False) -> LoRARun:
+    """LoRA on the short names ``targets`` (q, k, v, o), scaled as in the paper: alpha / r with a fixed alpha.
 
-    alpha = 2 sqrt(8), so the scaling is 2 at r = 8 (notebook 05's alpha / r = 16 / 8) and the first update
-    has the same size at every rank: a rank sweep then changes the rank and nothing else. With alpha / r and
-    alpha = 2 r the first update would grow with r; with a fixed alpha (the paper's choice) it would shrink.
+    alpha = 16, so the scaling is 2 at r = 8 (notebook 05's alpha / r = 16 / 8). With a fixed alpha, the first Adam
+    step lowers the loss by the same amount at every rank (``lora_edu.lora.variants.loss_drop_after_one_step``),
+    while the size of the update shrinks like 1 / sqrt(r). ``rslora=True`` scales by RANK_SWEEP_ALPHA / sqrt(r)
+    instead, which keeps the size and lets the fall in the loss grow like sqrt(r).
     """
     targets = tuple(targets)
     unknown = [t for t in targets if t not in SHORT]
     if unknown:
         raise ValueError(f"Unknown target {unknown[0]!r}; use the short names {list(SHORT)}.")
     t0 = time.perf_counter()
-    model, rep = finetune(base, world, task, "lora", targets=[SHORT[t] for t in targets], r=r, alpha=RANK_SWEEP_ALPHA, rslora=True,
+    alpha = RANK_SWEEP_ALPHA if rslora else PAPER_ALPHA
+    model, rep = finetune(base, world, task, "lora", targets=[SHORT[t] for t in targets], r=r, alpha=alpha, rslora=rslora,
                           steps=steps, lr=lr, seed=seed, progress=False, score_all=False)
     run = LoRARun(targets, r, seed, rep.val_exact_match, rep.val_answer_loss, rep.test_exact_match, rep.test_answer_loss,
                   time.perf_counter() - t0, learned_factors(model), lr)

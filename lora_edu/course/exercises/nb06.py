@@ -175,9 +175,9 @@ register(WrittenExercise(
     prompt="Explain the first-update table of section 2, then check your argument. In the layer of that table, after "
     "one Adam step every entry of B is ±η (η is the learning rate), and A is still its random start: r rows of "
     "length about 1, in nearly orthogonal directions. The update is ΔW = s B A, with s the scaling. (1) Show that ‖ΔW‖_F grows like s √r. "
-    "(2) Use it to explain the three columns: α fixed (s = α/r), α = 2r (s = 2), rsLoRA (s = α/√r). (3) Predict the "
-    "three sizes at r = 128 from the r = 8 row, then add 128 to the ranks in that cell and run it. (4) What would the "
-    "rank sweep compare if it used α = 2r instead of rsLoRA?",
+    "(2) Use it to explain the size ‖ΔW‖_F in the three columns: α fixed (s = α/r), α = 2r (s = 2), rsLoRA (s = α/√r). "
+    "(3) Predict the three sizes at r = 128 from the r = 8 row, then add 128 to the ranks in that cell and run it. (4) "
+    "What would the rank sweep compare if it used α = 2r instead of a fixed α?",
     points=(
         "B A is a sum of r rank-one pieces (column k of B times row k of A). With random signs and nearly orthogonal "
         "rows of A, their squared norms add up: ‖B A‖_F² ≈ r η² d_out, so ‖ΔW‖_F ≈ s η √(r d_out), which grows like "
@@ -186,8 +186,8 @@ register(WrittenExercise(
         "stays the same at every rank.",
         "From r = 8 to r = 128 (16 times the rank): divided by 4 with α fixed, multiplied by 4 with α = 2r, unchanged "
         "with rsLoRA; the cell prints about 0.032, 0.51 and 0.128.",
-        "With α = 2r the first update at r = 32 is about √32 ≈ 5.7 times that at r = 1 (the table measures about "
-        "5.5), at the same learning rate. "
+        "With α = 2r the first update at r = 32 is about √32 ≈ 5.7 times the size of that at r = 1 (the table "
+        "measures about 5.5), and it lowers the loss about 32 times as much, at the same learning rate. "
         "The sweep would compare step sizes as well as ranks: a high rank could look better (or diverge) only "
         "because it takes bigger steps.",
     ),
