@@ -373,6 +373,9 @@ def test_a_family_of_verdicts_is_tallied_for_one_side():
     lines = {1: verdict("A", good, "B", bad, False), 2: verdict("A", bad, "B", good, False), 4: verdict("A", wide, "B", good, False)}
     assert tally(lines, "A") == "A resolved better: 1 | resolved worse: 2 | not resolved: 4"
     assert tally({}, "A") == "A resolved better: none | resolved worse: none | not resolved: none"
+    from lora_edu.paper.experiments import better
+    assert better("A", good, "B", bad, False) == "A" and better("A", good, "B", bad, True) == "B"
+    assert better("A", wide, "B", good, False) is None
     assert config_name(("q", "v")) == "Wq+Wv"
 
 

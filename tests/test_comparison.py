@@ -175,6 +175,7 @@ def test_forgetting_is_compared_at_matched_learning():
     matched = comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75)
     assert matched.matched_lr == {"lora": 1e-2, "full": 1e-4}  # lora learned only at 1e-2; full forgets least at 1e-4
     assert matched.resolved and matched.winner() == "full" and "held-out loss at matched learning" in str(matched)
+    assert c.tied_rates("full", (0, 1, 2)) == [1e-4, 1e-3] and c.tied_rates("lora", (0, 1, 2)) == [1e-2]
     with pytest.raises(ValueError, match="No rate of 'lora'"):
         comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.9)
     assert comparison.rank_correlation([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)

@@ -19,7 +19,7 @@ from ..gpt.data import World
 from ..gpt.finetune import Report, finetune
 from ..gpt.model import GPT
 from ..gpt.progress import Progress
-from .experiments import Interval, interval, verdict
+from .experiments import Interval, better, interval, verdict
 
 __all__ = [
     "Arm",
@@ -140,6 +140,12 @@ class Comparison:
                 lines.append(f"{label:<{w}} {lr:>7g}  " + "  ".join(f"{self.mean(label, m, lr):>{width}.2f}" for m in metrics))
         return "\n".join(lines)
 
+    def tied_rates(self, label: str, seeds: Sequence[int]) -> list[float]:
+        """The rates of one arm's grid that share the best mean validation exact match over ``seeds`` (ties are common:
+        a few validation animals give scores in coarse steps); the validation loss chose among them."""
+        em = self.grid(label, "val_exact_match", seeds)
+        return [lr for lr, v in em.items() if v == max(em.values())]
+
     def selection(self, labels: Sequence[str], seeds: Sequence[int]) -> str:
         """What chose each arm's rate: mean validation exact match and validation answer loss at every rate tried."""
         lines, w = [], max(11, *map(len, labels))
@@ -148,8 +154,7 @@ class Comparison:
             cells = "  ".join(f"{lr:g}: {em[lr]:.2f} / {loss[lr]:.3f}" + ("  <- chosen" if lr == self.chosen_lr[label] else "")
                               for lr in em)
             lines.append(f"{label:<{w}} {cells}")
-            best = max(em.values())
-            tied = [lr for lr, v in em.items() if v == best]
+            tied = self.tied_rates(label, seeds)
             if len(tied) > 1:
                 lines.append(f"{'':<{w}} (rates {', '.join(f'{lr:g}' for lr in tied)} tie on exact match: the lower "
                              "validation loss chose)")
@@ -312,8 +317,7 @@ def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: floa
             f"reports about {reported:g}: " + ("consistent, within a factor of about 3" if consistent(theirs)
                                                else "not consistent, off by more than a factor of about 3"))
     for label in (lora, full) if seeds is not None else ():
-        em = comparison.grid(label, "val_exact_match", seeds)
-        for lr in (lr for lr, v in em.items() if v == max(em.values()) and lr != chosen[label]):
+        for lr in (lr for lr in comparison.tied_rates(label, seeds) if lr != chosen[label]):
             other = in_their_convention(*(lr if lab == label else chosen[lab] for lab in (lora, full)))
             line += (f"\n  it rests on a tie-break: {label}'s rate {lr:g} tied on validation exact match, and would give "
                      f"{other:.3g} times: " + ("consistent too" if consistent(other) else "not consistent"))
@@ -328,14 +332,15 @@ class LearningForgetting:
     matched_lr: dict[str, float]
     forgetting: dict[str, Interval]
     verdict: str  # which forgets less at matched learning, or "not resolved"
+    less_forgetful: str | None  # the method that forgets less at matched learning, None when not resolved
 
     @property
     def resolved(self) -> bool:
-        return "not resolved" not in self.verdict
+        return self.less_forgetful is not None
 
     def winner(self) -> str | None:
         """The method that forgets less at matched learning, or None when not resolved."""
-        return self.verdict.split(" beats ")[0] if self.resolved else None
+        return self.less_forgetful
 
     def __str__(self) -> str:
         lines = [f"{label}: rate {lr:g}, held-out loss {self.forgetting[label]}" for label, lr in self.matched_lr.items()]
@@ -356,4 +361,4 @@ def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Se
         forgot[label] = comparison.forgetting(label, matched[label], seeds)
     a, b = labels
     line = verdict(a, forgot[a], b, forgot[b], False, "held-out loss at matched learning")
-    return LearningForgetting(matched, forgot, line)
+    return LearningForgetting(matched, forgot, line, better(a, forgot[a], b, forgot[b], False))
