@@ -326,6 +326,15 @@ def test_summarize_and_paper_data():
     assert len(set(budget.values())) == 1  # the paper's equal-budget design: r times the number of matrices
 
 
+def test_sweep_runs_every_configuration_and_seed_on_the_task_it_is_given(monkeypatch):
+    from lora_edu.paper import experiments
+
+    calls = []
+    monkeypatch.setattr(experiments, "lora_run", lambda base, world, t, r, steps, s, task, lr: calls.append((t, r, s, task, lr)))
+    experiments.sweep(None, None, [(("q", "v"), 32)], (0, 1), 10, lr=0.01, progress=False, task="card")
+    assert calls == [(("q", "v"), 32, 0, "card", 0.01), (("q", "v"), 32, 1, "card", 0.01)]
+
+
 def test_tuned_sweep_chooses_each_rate_on_validation_never_on_test(monkeypatch):
     from lora_edu.paper import experiments
 
@@ -347,7 +356,8 @@ def test_tuned_sweep_chooses_each_rate_on_validation_never_on_test(monkeypatch):
     assert len(table) == 4 and table[1].startswith("Wq ") and "1,024" in table[1]  # r (d_in + d_out) = 8 * 128
     assert "1.010 / 0.510  0.03*" in table[1] and table[1].endswith("70.4")  # validation at each rate, the chosen one
     assert table[-1].startswith("* the rate chosen is the largest or smallest tried")
-    assert "9.000 ± 0.000" in table[1] and "0.100 ± 0.000" in table[2]  # the test loss at the chosen rate only
+    assert "9.000 [9.000, 9.000]" in table[1] and "0.100 [0.100, 0.100]" in table[2]  # the test loss at the chosen rate only
+    assert table[-1].endswith("(with two rates tried, every choice is at an edge)")
     with pytest.raises(ValueError, match="positive finite"):
         experiments.tuned_sweep(None, None, [(("q",), 8)], (0,), 10, lrs=(0.0,))
 
@@ -362,7 +372,7 @@ def test_latency_is_compared_round_by_round():
     assert base.versus(slow).endswith("faster in every round")
     same = Latency(1.0, 0.9, 1.1, (0.9, 1.1, 1.0))
     assert same.versus(base).endswith("no difference these rounds can resolve")
-    with pytest.raises(ValueError, match="same compare_latency"):
+    with pytest.raises(ValueError, match="same interleaved rounds"):
         Latency(1.0, 1.0, 1.0).versus(base)
 
 
@@ -405,3 +415,10 @@ def test_phi_is_judged_against_random_subspaces_of_the_same_sizes():
     assert lines[1].startswith("the paper: the overlap drops off") and "agrees, φ(1, 1) beats φ(2, 2)" in lines[1]
     flat = [np.full((2, 4), chance.top) + 0.001 * k for k in range(3)]
     assert phi_verdicts(flat, chance)[0].endswith("not shared in every seed")
+    near = [shared.copy() for _ in range(3)]
+    for p, top in zip(near, (0.48, 0.55, 0.45), strict=True):
+        p[0, 0] = top  # above chance in every seed, above 0.5 in one: about the paper's level
+    assert phi_verdicts(near, chance)[0].endswith("shared more than by chance, at about the paper's level (mean within 0.1 of it)")
+    for p in near:
+        p[0, 0] = 0.3
+    assert phi_verdicts(near, chance)[0].endswith("shared more than by chance, but less than the paper's")

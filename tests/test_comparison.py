@@ -163,11 +163,12 @@ def test_the_comparison_prints_its_table_verdicts_and_selection():
     grid = c.grid_table(["lora"])
     assert "‖ΔW‖/‖W‖" in grid and len(grid.splitlines()) == 3
     line = comparison.rate_ratio_line(c, "lora", "full")
-    assert "rate is 10 times full's" in line and "that is 5 times" in line and line.endswith(": consistent, within a factor of about 3")
+    assert "rate is 10 times full's" in line and "that is 5 times" in line
+    assert line.endswith(": not contradicted, within a factor of about 3")
     tie = comparison.rate_ratio_line(c, "lora", "full", seeds=(0, 1, 2)).splitlines()
-    assert len(tie) == 2 and "full's rate 0.0001 tied" in tie[1] and tie[1].endswith("50 times: not consistent")
+    assert len(tie) == 2 and "full's rate 0.0001 tied" in tie[1] and tie[1].endswith("50 times: contradicted")
     far = comparison.Comparison(c.arms, c.reports, {"lora": 1e-2, "full": 1e-4}, {})  # a ratio of 100
-    assert "not consistent" in comparison.rate_ratio_line(far, "lora", "full")
+    assert "contradicted, off by" in comparison.rate_ratio_line(far, "lora", "full")
 
 
 def test_forgetting_is_compared_at_matched_learning():
@@ -175,6 +176,8 @@ def test_forgetting_is_compared_at_matched_learning():
     matched = comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75)
     assert matched.matched_lr == {"lora": 1e-2, "full": 1e-4}  # lora learned only at 1e-2; full forgets least at 1e-4
     assert matched.resolved and matched.winner() == "full" and "held-out loss at matched learning" in str(matched)
+    assert matched.at_grid_edge == {"lora": True, "full": True}  # grids of two rates: every choice is at an edge
+    assert str(matched).count("(an edge of its grid: a rate beyond it was not tried)") == 2
     assert c.tied_rates("full", (0, 1, 2)) == [1e-4, 1e-3] and c.tied_rates("lora", (0, 1, 2)) == [1e-2]
     with pytest.raises(ValueError, match="No rate of 'lora'"):
         comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.9)

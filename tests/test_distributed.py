@@ -182,3 +182,22 @@ def test_parameter_count_of_the_script_matches_count_parameters(tiny):
     base, _ = tiny
     model = prepare(base, "lora-qv", r=8, alpha=16, seed=0, targets=None)
     assert count_parameters(model).trainable == run(DistributedConfig("lora-qv", steps=1, batch_size=2))["trainable"]
+
+
+def test_the_collectives_picture_shows_what_each_process_holds():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lora_edu.course.plots import collective_states, draw_collectives
+
+    before, after = collective_states("all-reduce", 4)
+    assert before[2] == ["g3"] * 4 and all(row == ["Σ"] * 4 for row in after)  # every process ends with the whole sum
+    before, after = collective_states("reduce-scatter", 3)
+    assert after == [["Σ", "", ""], ["", "Σ", ""], ["", "", "Σ"]]  # process i keeps the i-th part of the sum
+    before, after = collective_states("all-gather", 3)
+    assert before == [["Σ", "", ""], ["", "Σ", ""], ["", "", "Σ"]] and after == [["Σ"] * 3] * 3  # the reverse
+    rs, ag = collective_states("reduce-scatter", 4), collective_states("all-gather", 4)
+    assert (rs[0], ag[1]) == collective_states("all-reduce", 4)  # an all-reduce is a reduce-scatter, then an all-gather
+    assert len(draw_collectives(4).axes) == 3
+    with pytest.raises(ValueError, match="choose from"):
+        collective_states("broadcast", 4)

@@ -125,6 +125,20 @@ def test_batched_adapters_equal_each_row_with_its_own_adapter(tiny):
     assert list(side_by_side) == list(SERVING_STRATEGIES)
     assert all(0 < t.low <= t.median <= t.high for t in side_by_side.values())
     assert str(side_by_side["batched"]).count("-") == 1  # "median (low-high)"
+    assert all(len(t.rounds) == 3 and min(t.rounds) == t.low for t in side_by_side.values())
+
+
+def test_throughputs_are_compared_round_by_round():
+    from lora_edu.scale.serving import Throughput
+
+    fast = Throughput(400.0, 100.0, 410.0, (400.0, 100.0, 410.0))  # one slow round for both: the ranges overlap ...
+    slow = Throughput(200.0, 60.0, 210.0, (200.0, 60.0, 210.0))
+    assert fast.low < slow.high and fast.versus(slow).endswith("faster in every round")  # ... but every round agrees
+    assert slow.versus(fast).startswith("0.51 times (rounds 0.50 to 0.60)") and slow.versus(fast).endswith("slower in every round")
+    mixed = Throughput(300.0, 150.0, 450.0, (150.0, 300.0, 450.0))
+    assert mixed.versus(slow).endswith("no difference these rounds can resolve")
+    with pytest.raises(ValueError, match="same interleaved rounds"):
+        Throughput(1.0, 1.0, 1.0).versus(fast)
 
 
 def test_multi_adapter_bad_inputs(tiny):
@@ -147,3 +161,23 @@ def test_multi_adapter_bad_inputs(tiny):
         serving_throughput("magic", adapters, x, [0, 1])
     with pytest.raises(ValueError, match="do not fit"):
         MultiLoRALinear(nn.Linear(8, 4), torch.zeros(2, 1, 8), torch.zeros(2, 5, 1), torch.ones(2))
+
+
+def test_nf4_levels_are_normal_quantiles_and_the_picture_marks_them(tiny):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lora_edu.course.plots import plot_nf4_levels
+    from lora_edu.lora.quant import nf4_levels
+
+    levels = nf4_levels()
+    assert levels.shape == (16,) and levels[0] == -1 and levels[-1] == 1 and 0.0 in levels.tolist()
+    gaps = levels.diff()
+    assert (gaps > 0).all() and gaps[7] < gaps[0] / 3  # dense near 0, sparse in the tails, like a normal's quantiles
+    w = tiny[0].blocks[0].attn.q_proj.weight.detach()
+    deq = dequantized_weight(NF4Linear.from_linear(tiny[0].blocks[0].attn.q_proj))
+    scale = w.reshape(-1, 64).abs().amax(dim=1, keepdim=True)
+    codes = (deq.reshape(-1, 64) / scale).reshape(-1, 1)  # every stored weight is one of the 16 levels, times its block's scale
+    assert (codes - levels).abs().min(dim=1).values.max() < 0.02  # (the scale itself is stored in 8 bits)
+    fig = plot_nf4_levels(w.numpy(), levels.numpy())
+    assert len(fig.axes[0].lines) == 16

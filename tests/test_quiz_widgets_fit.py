@@ -435,7 +435,7 @@ def test_first_update_explorer_rescales_the_measured_sizes_exactly():
     for r, alpha, rs in ((1, 16.0, False), (32, 64.0, False), (32, 4.0, True)):
         assert sizes.size(r, alpha, rs) == pytest.approx(update_size_after_one_step(r, alpha, rs), rel=1e-6)
     text = first_update_html(sizes, 32, 64.0, False)
-    assert "scaling α/r = 2.000" in text and "2.02 × that of r = 8, α = 16" in text  # α = 2r: the size grows like √r, √(32/8) = 2
+    assert "scaling s = α/r = 2.000" in text and "2.02 × that of r = 8, α = 16" in text  # α = 2r: the size grows like √r, √(32/8) = 2
     assert "1.00 × that of r = 8" in first_update_html(sizes, 8, 16.0, False)
     assert first_update_png(sizes, 8, 16.0, True)[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="not among the measured ranks"):
@@ -473,7 +473,7 @@ def test_sweep_explorer_looks_up_the_stored_runs_and_names_the_validation_best()
     summary = sweep_summary(fake_sweep() + fake_sweep()[:2], ("val_answer_loss", "test_answer_loss"))  # two runs listed twice
     text = sweep_point_html(summary, ("q", "v"), 8, d_model=64, n_layer=4)
     assert "Wq+Wv at r = 8: 8,192 trainable parameters" in text  # 4 layers x 2 matrices x 8 x (64 + 64)
-    assert "0.400 ± " in text and "0.300, 0.400, 0.500" in text and "the best mean on it" in text
+    assert "0.391 [" in text and "0.300, 0.400, 0.500" in text and "the best mean on it" in text  # (0.3 · 0.4 · 0.5)^(1/3)
     assert "best on it: Wq+Wv at r = 8" in sweep_point_html(summary, ("q",), 1, d_model=64, n_layer=4)
     assert sweep_png(summary, ("v",), 8)[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="no run of Wq at r = 4"):

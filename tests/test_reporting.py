@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lora_edu.gpt.progress import Progress, in_notebook, progress
-from lora_edu.paper.experiments import T95, interval, verdict
+from lora_edu.paper.experiments import T95, interval, log_interval, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,6 +23,21 @@ def test_interval_is_the_t_interval_of_the_mean():
     assert str(interval([1.0, 3.0])) == f"2.000 ± {T95[1] * math.sqrt(2) / math.sqrt(2):.3f}"
     with pytest.raises(ValueError, match="at least 2 seeds"):
         interval([1.0])
+
+
+def test_a_loss_interval_is_made_on_the_log_scale_and_stays_positive():
+    losses = [0.1, 0.2, 0.9]  # the t-interval of these three reaches below zero
+    assert interval(losses).low < 0
+    iv = log_interval(losses)
+    assert iv.mean == pytest.approx(0.018 ** (1 / 3)) and iv.values == (0.1, 0.2, 0.9)  # the geometric mean
+    logs = interval(np.log(losses))
+    assert (iv.low, iv.high) == pytest.approx((math.exp(logs.low), math.exp(logs.high)))
+    assert 0 < iv.low < iv.mean < iv.high and iv.errors == pytest.approx((iv.mean - iv.low, iv.high - iv.mean))
+    assert str(log_interval([2.0, 2.0])) == "2.000 [2.000, 2.000]"
+    assert verdict("A", log_interval([0.1, 0.11, 0.12]), "B", log_interval([0.5, 0.52, 0.55]), False).startswith("A beats B")
+    for bad in ([0.0, 1.0], [1.0, float("nan")], [-1.0, 1.0]):
+        with pytest.raises(ValueError, match="positive finite values"):
+            log_interval(bad)
 
 
 def test_t_quantiles_fall_towards_the_normal_one():

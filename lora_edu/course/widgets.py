@@ -395,18 +395,20 @@ def check_alpha(alpha: object) -> float:
 
 
 def first_update_html(sizes: FirstUpdateSizes, r: int, alpha: float, use_rslora: bool, reference: tuple[int, float] = (8, 16.0)) -> str:
-    """The line under the sliders: the scaling, ‖ΔW‖_F after one step, and its size next to r = 8, α = 16 under α/r."""
+    """The line under the sliders: the scaling s, the applied update's size ‖s B A‖_F after one step, and its size next to
+    r = 8, α = 16 under α/r."""
     alpha = check_alpha(alpha)
     scaling = alpha / (r**0.5 if use_rslora else r)
     size = sizes.size(r, alpha, use_rslora)
     ref = sizes.size(reference[0], reference[1], False)
     name = "α/√r" if use_rslora else "α/r"
-    return (f"<div class='first-update-caption'>r = {r}, α = {alpha:g}: scaling {name} = {scaling:.3f} | ‖ΔW‖_F after one "
-            f"step = {size:.4f}, {size / ref:.2f} × that of r = {reference[0]}, α = {reference[1]:g} with α/r</div>")
+    return (f"<div class='first-update-caption'>r = {r}, α = {alpha:g}: scaling s = {name} = {scaling:.3f} | "
+            f"the applied update's size ‖s B A‖_F after one step = {size:.4f}, {size / ref:.2f} × that of "
+            f"r = {reference[0]}, α = {reference[1]:g} with α/r</div>")
 
 
 def first_update_png(sizes: FirstUpdateSizes, r: int, alpha: float, use_rslora: bool) -> bytes:
-    """‖ΔW‖_F after one step against r (log-log) at this α, under both scalings; the chosen point marked."""
+    """‖s B A‖_F after one step against r (log-log) at this α, under both scalings; the chosen point marked."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -422,7 +424,7 @@ def first_update_png(sizes: FirstUpdateSizes, r: int, alpha: float, use_rslora: 
     ax.yaxis.set_major_formatter("{x:.2g}")
     ax.yaxis.set_minor_formatter("{x:.2g}")
     ax.set_xlabel("rank r")
-    ax.set_ylabel("‖ΔW‖_F after one step")
+    ax.set_ylabel("‖s B A‖_F after one step")
     ax.set_title(f"α = {alpha:g}", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -467,15 +469,17 @@ def targets_name(targets: tuple[str, ...]) -> str:
 
 
 def sweep_summary(runs: list, metrics: tuple[str, ...]) -> dict[str, dict[tuple[tuple[str, ...], int], Any]]:
-    """metric -> (targets, r) -> 95% interval over seeds; a run listed twice (same targets, r and seed) counts once."""
+    """metric (a loss) -> (targets, r) -> 95% interval over seeds, on the log scale; a run listed twice (same targets,
+    r and seed) counts once."""
     from ..paper.experiments import summarize
 
     unique = list({(run.targets, run.r, run.seed): run for run in runs}.values())
-    return {m: summarize(unique, m) for m in metrics}
+    return {m: summarize(unique, m, log=True) for m in metrics}
 
 
 def sweep_point_html(summary: dict, targets: tuple[str, ...], r: int, d_model: int, n_layer: int) -> str:
-    """One configuration of a stored sweep: its trainable parameters and, per metric, mean ± 95% interval and seeds.
+    """One configuration of a stored sweep: its trainable parameters and, per metric, its geometric mean with a 95%
+    interval and the value of each seed.
 
     ``summary``: metric -> ``lora_edu.paper.experiments.summarize(runs, metric)``; the first metric is the one a
     choice is made on (validation), and the configuration that is best on it is named.
@@ -493,12 +497,14 @@ def sweep_point_html(summary: dict, targets: tuple[str, ...], r: int, d_model: i
             else f"best on it: {targets_name(best[0])} at r = {best[1]}")
     return (f"<div class='sweep-caption'>{targets_name(targets)} at r = {r}: {trainable:,} trainable parameters "
             f"({n_layer} layers × {len(targets)} matrices × r (d_in + d_out))</div>"
-            f"<table class='sweep-table'><tr><th>lower is better</th><th>mean ± 95%</th><th>per seed</th></tr>{rows}</table>"
+            "<table class='sweep-table'><tr><th>lower is better</th><th>geometric mean [95% interval]</th>"
+            f"<th>per seed</th></tr>{rows}</table>"
             f"<div>chosen on {first.replace('_', ' ')}: {note}</div>")
 
 
 def sweep_png(summary: dict, targets: tuple[str, ...], r: int) -> bytes:
-    """The first metric against r for every set of targets (mean and 95% interval), the chosen configuration circled."""
+    """The first metric against r for every set of targets (geometric mean and 95% interval), the chosen configuration
+    circled."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -512,7 +518,7 @@ def sweep_png(summary: dict, targets: tuple[str, ...], r: int) -> bytes:
     for i, (t, ks) in enumerate(by_targets.items()):
         ks = sorted(ks)
         ivs = [summary[metric][(t, k)] for k in ks]
-        ax.errorbar(ks, [iv.mean for iv in ivs], yerr=[iv.half_width for iv in ivs], fmt="o-" if len(ks) > 1 else "o",
+        ax.errorbar(ks, [iv.mean for iv in ivs], yerr=np.array([iv.errors for iv in ivs]).T, fmt="o-" if len(ks) > 1 else "o",
                     color=f"C{i % 10}", capsize=3, ms=4, lw=1, label=targets_name(t))
     chosen = summary[metric][(targets, r)]
     ax.plot([r], [chosen.mean], "o", ms=13, mfc="none", mec="C3", mew=2)

@@ -27,6 +27,7 @@ __all__ = [
     "merge_kept_fraction",
     "merge_requantization_error",
     "nf4_api",
+    "nf4_levels",
     "quantization_error",
     "quantize_base_nf4",
     "tensor_bytes",
@@ -59,6 +60,12 @@ def to_nf4_weight(w: torch.Tensor) -> torch.Tensor:
                          f"{w.numel()} entries, not a multiple of {BLOCK_SIZE}. Leave this layer out of the targets.")
     n_blocks = w.numel() // BLOCK_SIZE
     return to_nf4(w.detach().contiguous(), block_size=BLOCK_SIZE, scaler_block_size=math.gcd(SCALER_BLOCK_SIZE, n_blocks))
+
+
+def nf4_levels() -> torch.Tensor:
+    """The 16 values an NF4 code stands for, on the scale where a block's largest |weight| is 1: (16,), from -1 to 1,
+    spaced like the quantiles of a normal distribution (dense near 0, sparse in the tails)."""
+    return to_nf4_weight(torch.zeros(BLOCK_SIZE, 1)).nf4.detach().clone()
 
 
 class NF4Linear(nn.Linear):

@@ -299,11 +299,12 @@ def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
 
 def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: float = 10.0, our_scaling: float = 2.0,
                     their_scaling: float = 4.0, seeds: Sequence[int] | None = None) -> str:
-    """LoRA's chosen rate over full fine-tuning's, set beside a reported ratio: consistent when within a factor
+    """LoRA's chosen rate over full fine-tuning's, set beside a reported ratio: not contradicted when within a factor
     sqrt(10) (one step of a grid in half-decades, rounded up) of it. With Adam, the same update under a branch scaled
     by ``their_scaling`` instead of ``our_scaling`` needs a rate ``our_scaling / their_scaling`` times ours, so the
     ratio is compared in the report's convention. Given the sweep ``seeds``, a rate chosen by a tie-break on
-    validation exact match is named, with the ratio the other tied rate would give."""
+    validation exact match is named, with the ratio the other tied rate would give. (A window of one grid step is a
+    weak test: "not contradicted" is all it can say.)"""
     def in_their_convention(lora_lr: float, full_lr: float) -> float:
         return lora_lr / full_lr * our_scaling / their_scaling
 
@@ -314,13 +315,13 @@ def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: floa
     theirs = in_their_convention(chosen[lora], chosen[full])
     line = (f"{lora}'s rate is {chosen[lora] / chosen[full]:g} times {full}'s; in LoRA Without Regret's convention "
             f"(branch scaled by {their_scaling:g}, ours by {our_scaling:g}) that is {theirs:.3g} times, where the post "
-            f"reports about {reported:g}: " + ("consistent, within a factor of about 3" if consistent(theirs)
-                                               else "not consistent, off by more than a factor of about 3"))
+            f"reports about {reported:g}: " + ("not contradicted, within a factor of about 3" if consistent(theirs)
+                                               else "contradicted, off by more than a factor of about 3"))
     for label in (lora, full) if seeds is not None else ():
         for lr in (lr for lr in comparison.tied_rates(label, seeds) if lr != chosen[label]):
             other = in_their_convention(*(lr if lab == label else chosen[lab] for lab in (lora, full)))
             line += (f"\n  it rests on a tie-break: {label}'s rate {lr:g} tied on validation exact match, and would give "
-                     f"{other:.3g} times: " + ("consistent too" if consistent(other) else "not consistent"))
+                     f"{other:.3g} times: " + ("not contradicted either" if consistent(other) else "contradicted"))
     return line
 
 
@@ -333,6 +334,7 @@ class LearningForgetting:
     forgetting: dict[str, Interval]
     verdict: str  # which forgets less at matched learning, or "not resolved"
     less_forgetful: str | None  # the method that forgets less at matched learning, None when not resolved
+    at_grid_edge: dict[str, bool] = field(default_factory=dict)  # the matched rate is the smallest or largest tried
 
     @property
     def resolved(self) -> bool:
@@ -343,7 +345,9 @@ class LearningForgetting:
         return self.less_forgetful
 
     def __str__(self) -> str:
-        lines = [f"{label}: rate {lr:g}, held-out loss {self.forgetting[label]}" for label, lr in self.matched_lr.items()]
+        lines = [f"{label}: rate {lr:g}, held-out loss {self.forgetting[label]}"
+                 + (" (an edge of its grid: a rate beyond it was not tried)" if self.at_grid_edge.get(label) else "")
+                 for label, lr in self.matched_lr.items()]
         return "\n".join([*lines, self.verdict])
 
 
@@ -361,4 +365,5 @@ def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Se
         forgot[label] = comparison.forgetting(label, matched[label], seeds)
     a, b = labels
     line = verdict(a, forgot[a], b, forgot[b], False, "held-out loss at matched learning")
-    return LearningForgetting(matched, forgot, line, better(a, forgot[a], b, forgot[b], False))
+    edge = {label: matched[label] in (min(comparison.arm(label).lrs), max(comparison.arm(label).lrs)) for label in labels}
+    return LearningForgetting(matched, forgot, line, better(a, forgot[a], b, forgot[b], False), edge)

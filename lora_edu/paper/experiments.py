@@ -20,6 +20,7 @@ from ..gpt.finetune import finetune
 from ..gpt.model import GPT
 from ..gpt.progress import progress as progress_line
 from ..lora.layer import adapted_weight, lora_layers
+from ..maths.timing import round_by_round
 from .analysis import intruder_dimensions, subspace_similarity
 
 __all__ = [
@@ -28,11 +29,13 @@ __all__ = [
     "Interval",
     "LoRARun",
     "Latency",
+    "LogInterval",
     "batch1_latency_ms",
     "better",
     "compare_latency",
     "config_name",
     "interval",
+    "log_interval",
     "phi_chance",
     "phi_verdicts",
     "intruder_count",
@@ -128,10 +131,11 @@ def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int
 
 
 def sweep(base: GPT, world: World, configs: list[tuple[tuple[str, ...], int]], seeds: Iterable[int], steps: int,
-          lr: float | None = None, progress: bool = True) -> list[LoRARun]:
-    """Every (targets, r) configuration for every seed, with a progress bar."""
+          lr: float | None = None, progress: bool = True, task: str = "json") -> list[LoRARun]:
+    """Every (targets, r) configuration for every seed on ``task``, with a progress bar."""
     jobs = [(t, r, s) for t, r in configs for s in seeds]
-    return [lora_run(base, world, t, r, steps, s, lr=lr) for t, r, s in progress_line(jobs, "LoRA runs", disable=not progress)]
+    return [lora_run(base, world, t, r, steps, s, task=task, lr=lr)
+            for t, r, s in progress_line(jobs, "LoRA runs", disable=not progress)]
 
 
 Config = tuple[tuple[str, ...], int]  # (targets, r)
@@ -162,20 +166,21 @@ class TunedSweep:
 
     def table(self, d_model: int, paper: dict[tuple[str, ...], float] | None = None, metric: str = "test_answer_loss") -> str:
         """One row per configuration: its rank, trainable parameters per block (square d_model x d_model matrices),
-        the validation loss at each rate, the rate chosen, ``metric`` at that rate (95% interval over seeds) and,
-        when given, the paper's figure."""
-        intervals = summarize(self.runs, metric)
+        the validation loss at each rate, the rate chosen, ``metric`` at that rate (geometric mean and 95% interval
+        over seeds, on the log scale) and, when given, the paper's figure."""
+        intervals = summarize(self.runs, metric, log=True)
         rates = " / ".join(f"{lr:g}" for lr in self.lrs)
-        head = f"{'adapted':<12} {'r':>2} {'per block':>9} | {'val loss at ' + rates:>26} {'chosen':>6} | {metric.replace('_', ' '):>17}"
+        head = f"{'adapted':<12} {'r':>2} {'per block':>9} | {'val loss at ' + rates:>26} {'chosen':>6} | {metric.replace('_', ' '):>22}"
         lines = [head + (f" | {'paper, accuracy %':>17}" if paper else "")]
         for (targets, r), iv in intervals.items():
             val = " / ".join(f"{self.val_loss((targets, r), lr):.3f}" for lr in self.lrs)
             edge = "*" if self.at_grid_edge((targets, r)) else " "
             row = (f"{config_name(targets):<12} {r:>2} {len(targets) * r * 2 * d_model:>9,} | {val:>26} "
-                   f"{self.chosen_lr[(targets, r)]:>5g}{edge} | {iv!s:>17}")
+                   f"{self.chosen_lr[(targets, r)]:>5g}{edge} | {iv!s:>22}")
             lines.append(row + (f" | {paper[targets]:>17}" if paper else ""))
         if any(self.at_grid_edge(c) for c in intervals):
-            lines.append("* the rate chosen is the largest or smallest tried: a better one may lie outside the grid")
+            lines.append("* the rate chosen is the largest or smallest tried: a better one may lie outside the grid"
+                         + (" (with two rates tried, every choice is at an edge)" if len(self.lrs) == 2 else ""))
         return "\n".join(lines)
 
 
@@ -241,15 +246,48 @@ def interval(values: Iterable[float]) -> Interval:
     return Interval(float(v.mean()), float(t * v.std(ddof=1) / np.sqrt(len(v))), tuple(float(x) for x in v))
 
 
-def summarize(runs: list[LoRARun], metric: str) -> dict[tuple[tuple[str, ...], int], Interval]:
-    """The 95% interval over seeds of ``metric`` per (targets, r)."""
+@dataclass(frozen=True)
+class LogInterval:
+    """A 95% interval for a positive quantity such as a loss, made on the log scale.
+
+    Losses vary between seeds by factors rather than by steps, and a t-interval of three losses can reach below
+    zero. So: the t-interval of the logarithms, mapped back. ``mean`` is the geometric mean (the exp of the mean
+    log), and ``low`` and ``high`` are always positive; printed ``mean [low, high]``.
+    """
+
+    mean: float
+    low: float
+    high: float
+    values: tuple[float, ...]
+
+    @property
+    def errors(self) -> tuple[float, float]:
+        """How far the interval reaches below and above the mean (for a plot's asymmetric error bars)."""
+        return self.mean - self.low, self.high - self.mean
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+def log_interval(values: Iterable[float]) -> LogInterval:
+    """The geometric mean of positive per-seed values (at least 2) and the 95% t-interval of their logs, mapped back."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if not (v > 0).all() or not np.isfinite(v).all():
+        raise ValueError(f"log_interval needs positive finite values (such as losses), got {v.tolist()}; use interval() instead.")
+    logs = interval(np.log(v))
+    return LogInterval(float(np.exp(logs.mean)), float(np.exp(logs.low)), float(np.exp(logs.high)), tuple(float(x) for x in v))
+
+
+def summarize(runs: list[LoRARun], metric: str, log: bool = False) -> dict[tuple[tuple[str, ...], int], Interval | LogInterval]:
+    """The 95% interval over seeds of ``metric`` per (targets, r); ``log=True`` makes it on the log scale
+    (``log_interval``), as suits a loss."""
     groups: dict[tuple[tuple[str, ...], int], list[float]] = {}
     for run in runs:
         groups.setdefault((run.targets, run.r), []).append(getattr(run, metric))
-    return {k: interval(v) for k, v in groups.items()}
+    return {k: (log_interval(v) if log else interval(v)) for k, v in groups.items()}
 
 
-def better(name_a: str, a: Interval, name_b: str, b: Interval, higher_is_better: bool) -> str | None:
+def better(name_a: str, a: Interval | LogInterval, name_b: str, b: Interval | LogInterval, higher_is_better: bool) -> str | None:
     """The name of the one whose 95% interval lies wholly on the better side of the other's, or None."""
     if (a.low > b.high) if higher_is_better else (a.high < b.low):
         return name_a
@@ -258,7 +296,8 @@ def better(name_a: str, a: Interval, name_b: str, b: Interval, higher_is_better:
     return None
 
 
-def verdict(name_a: str, a: Interval, name_b: str, b: Interval, higher_is_better: bool, what: str = "") -> str:
+def verdict(name_a: str, a: Interval | LogInterval, name_b: str, b: Interval | LogInterval, higher_is_better: bool,
+            what: str = "") -> str:
     """"A beats B" when the two 95% intervals do not overlap (``better``), else "not resolved at this scale"."""
     what = f" on {what}" if what else ""
     winner = better(name_a, a, name_b, b, higher_is_better)
@@ -286,13 +325,7 @@ class Latency:
     def versus(self, other: Latency) -> str:
         """This model's time over ``other``'s, round by round (a slow moment of the computer hits both in a round),
         and a verdict: slower or faster only when every round agrees."""
-        if len(self.rounds) != len(other.rounds) or not self.rounds:
-            raise ValueError("Compare two Latency results from the same compare_latency call.")
-        ratios = [a / b for a, b in zip(self.rounds, other.rounds, strict=True)]
-        low, high, mid = min(ratios), max(ratios), float(np.median(ratios))
-        verdict_ = ("slower in every round" if low > 1 else "faster in every round" if high < 1
-                    else "no difference these rounds can resolve")
-        return f"{mid:.2f} times (rounds {low:.2f} to {high:.2f}): {verdict_}"
+        return round_by_round(self.rounds, other.rounds, above="slower", below="faster")
 
 
 def compare_latency(models: dict[str, nn.Module], tokens: torch.Tensor, rounds: int = 7, repeats: int = 30) -> dict[str, Latency]:
@@ -348,8 +381,10 @@ def phi_verdicts(phis: list[np.ndarray], chance: PhiChance, paper_top: float = 0
     random subspaces, since chance alone gives φ(i, j) of about max(i, j) / d."""
     top = [float(p[0, 0]) for p in phis]
     above, over = sum(x > chance.top95 for x in top), sum(x > paper_top for x in top)
-    shared = ("agrees" if over == len(top) else "shared more than by chance, but less than the paper's"
-              if above == len(top) else "not shared in every seed")
+    level = ("at about the paper's level (mean within 0.1 of it)" if abs(np.mean(top) - paper_top) <= 0.1
+             else "but less than the paper's")
+    shared = ("agrees" if over == len(top) else f"shared more than by chance, {level}" if above == len(top)
+              else "not shared in every seed")
     k = min(p.shape[0] for p in phis) - 1
     excess_top = interval(p[0, 0] - chance.mean[0, 0] for p in phis)
     excess_tail = interval(p[k, k] - chance.mean[k, k] for p in phis)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..lora.layer import linear_shape, lora_layers, merge_lora, set_submodule, unmerge_lora
+from ..maths.timing import round_by_round
 
 __all__ = [
     "SERVING_STRATEGIES",
@@ -230,14 +231,19 @@ def serving_throughput(
 
 @dataclass(frozen=True)
 class Throughput:
-    """Requests per second of one strategy: the median over rounds and the range of the rounds."""
+    """Requests per second of one strategy: the median over rounds, the range of the rounds, and each round."""
 
     median: float
     low: float
     high: float
+    rounds: tuple[float, ...] = ()  # requests per second in each round, in the order the rounds ran
 
     def __str__(self) -> str:
         return f"{self.median:,.0f} ({self.low:,.0f}-{self.high:,.0f})"
+
+    def versus(self, other: Throughput) -> str:
+        """This strategy's throughput over ``other``'s, round by round, and faster or slower only when every round agrees."""
+        return round_by_round(self.rounds, other.rounds, above="faster", below="slower")
 
 
 def compare_serving(
@@ -253,7 +259,7 @@ def compare_serving(
     for _ in range(rounds):
         for s, call in calls.items():
             rates[s].append(len(x) / seconds(call))
-    return {s: Throughput(float(statistics.median(r)), min(r), max(r)) for s, r in rates.items()}
+    return {s: Throughput(float(statistics.median(r)), min(r), max(r), tuple(r)) for s, r in rates.items()}
 
 
 def random_adapters(

@@ -202,14 +202,15 @@ register(WrittenExercise(
 register(PredictExercise(
     id="predict-alpha-doubled",
     prompt="A rank-8 LoRALinear with α = 16 takes its first Adam step. You double α to 32 and change nothing else "
-    "(same r, same learning rate, same gradient). Predict: how many times larger is ‖ΔW‖_F after that step? The cell "
+    "(same r, same learning rate, same gradient). Predict: how many times larger is the applied update ‖(α/r) B A‖_F "
+    "after that step? The cell "
     "measures an idealised first step, not a training run on data: Adam's first step moves each entry of B by the "
     "learning rate, in the direction of its gradient's sign, and a random stand-in gradient plays the gradient.",
     expected=first_step_ratio,
     rel_tol=1e-6,
     traps=(
         Trap(lambda: 1.0, "Adam normalises the step on B, not the scaling applied after it: the same step of B gives "
-             "twice the ΔW."),
+             "twice the applied update (α/r) B A."),
         Trap(lambda: 4.0, "that is plain SGD's answer (the gradient of B carries one factor α/r, the product another). "
              "Adam divides the gradient by its own size, which removes one of the two factors."),
         Trap(lambda: 0.5, "α sits in the numerator of α/r: a larger α gives a larger update."),
