@@ -82,10 +82,11 @@ class Comparison:
     def arm(self, label: str) -> Arm:
         return next(a for a in self.arms if a.label == label)
 
-    def at_grid_edge(self, label: str) -> bool:
-        """True when the chosen rate is the smallest or largest tried: the best one may lie outside the grid."""
+    def at_grid_edge(self, label: str, lr: float | None = None) -> bool:
+        """True when ``lr`` (default: the chosen rate) is the smallest or largest tried: the best may lie outside the grid."""
         arm = self.arm(label)
-        return len(arm.lrs) > 1 and self.chosen_lr[label] in (min(arm.lrs), max(arm.lrs))
+        lr = self.chosen_lr[label] if lr is None else lr
+        return len(arm.lrs) > 1 and lr in (min(arm.lrs), max(arm.lrs))
 
     def rights(self, label: str, lr: float | None = None) -> list[tuple[bool, ...]]:
         """(seeds, test animals): which test answers of one arm were exactly right."""
@@ -365,5 +366,5 @@ def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Se
         forgot[label] = comparison.forgetting(label, matched[label], seeds)
     a, b = labels
     line = verdict(a, forgot[a], b, forgot[b], False, "held-out loss at matched learning")
-    edge = {label: matched[label] in (min(comparison.arm(label).lrs), max(comparison.arm(label).lrs)) for label in labels}
+    edge = {label: comparison.at_grid_edge(label, matched[label]) for label in labels}
     return LearningForgetting(matched, forgot, line, better(a, forgot[a], b, forgot[b], False), edge)
