@@ -18,7 +18,7 @@ if [ ! -x /usr/bin/chromium ]; then \
 fi
 endef
 
-.PHONY: setup lab test lint benchmark clean browser gpu-check gpu-budget portability
+.PHONY: setup lab test lint benchmark clean browser gpu-check gpu-budget portability answer-key
 
 setup: $(STAMP)
 
@@ -58,6 +58,11 @@ gpu-budget: setup
 # The trained notebooks under other CPU kernels and one thread, against their committed outputs.
 portability: setup
 	$(PY) benchmarks/portability.py notebooks/05_*.ipynb notebooks/06_*.ipynb --settings default avx2 threads1
+
+# For instructors: every exercise with its model solution and marking guide, a page to print (never overwrites).
+ANSWER_KEY ?= answer_key.html
+answer-key: setup
+	$(PY) -m lora_edu.course.answer_key $(ANSWER_KEY)
 
 clean:
 	rm -rf $(VENV)

@@ -207,7 +207,8 @@ def plans() -> dict[str, dict]:
                 Runs("LoRA on every linear layer: 4 learning rates x 3 seeds, 2 more seeds", 14, "lora-all", s05, b05, json_seq),
                 Runs("full fine-tuning: 3 learning rates x 3 seeds, 2 more seeds", 11, "full", s05, b05, json_seq),
                 Runs("LoRA on Wq, Wv: 3 learning rates x 3 seeds", 9, "lora-qv", s05, b05, json_seq),
-                Runs("last block only: 4 learning rates x 3 seeds", 12, "last-block", s05, b05, json_seq),
+                Runs("last block only: 3 learning rates x 3 seeds", 9, "last-block", s05, b05, json_seq),
+                Runs("LoRA on every linear layer, 3 times the steps at 1e-3, 3 seeds", 3, "lora-all", 3 * s05, b05, json_seq),
                 Runs("control (untrained GPT, full), 3 seeds", 3, "full", s05, b05, json_seq),
                 Runs("full + replay (pretraining rows, 64 tokens), 3 seeds", 3, "full", s05, b05, 64),
                 Runs("the card task, LoRA on every linear layer", 1, "lora-all", s05, b05, json_seq),
@@ -215,9 +216,9 @@ def plans() -> dict[str, dict]:
         },
         "06": {
             "runs": [
-                Runs("placement: Wq, Wk, Wv, Wo (r = 8), 2 learning rates x 3 seeds", 24, "lora-q", steps06, 32, json_seq, False),
-                Runs("placement: Wq+Wk, Wq+Wv (r = 4), 2 learning rates x 3 seeds", 12, "lora-qv", steps06, 32, json_seq, False),
-                Runs("placement: Wq, Wk, Wv, Wo together (r = 2), 2 learning rates x 3 seeds", 6, "lora-qkvo", steps06, 32, json_seq,
+                Runs("placement: Wq, Wk, Wv, Wo (r = 8), 3 learning rates x 3 seeds", 36, "lora-q", steps06, 32, json_seq, False),
+                Runs("placement: Wq+Wk, Wq+Wv (r = 4), 3 learning rates x 3 seeds", 18, "lora-qv", steps06, 32, json_seq, False),
+                Runs("placement: Wq, Wk, Wv, Wo together (r = 2), 3 learning rates x 3 seeds", 9, "lora-qkvo", steps06, 32, json_seq,
                      False),
                 Runs("rank sweep on Wq: r = 1, 2, 4, 64, 3 seeds", 12, "lora-q", steps06, 32, json_seq, False),
                 Runs("rank sweep on Wq+Wv: r = 1, 2, 8, 64, 3 seeds", 12, "lora-qv", steps06, 32, json_seq, False),

@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 from lora_edu import inject_lora, lora_layers, mark_only_lora_trainable
 from lora_edu.gpt.data import TASKS, answer_mask, make_world, pack_lines, parse_json_answer, task_examples
 from lora_edu.gpt.device import configure_threads, pick_device, precision_for
-from lora_edu.gpt.evaluate import answer_loss, answer_scores, exact_match, generate_answers, lm_loss
+from lora_edu.gpt.evaluate import answer_loss, answer_scores, exact_match, fact_recall, generate_answers, lm_loss
 from lora_edu.gpt.finetune import collect_reports, finetune
 from lora_edu.gpt.model import GPT, GPTConfig
 from lora_edu.gpt.pretrain import PRETRAIN_SIZES, load_pretrained, pretrain, world_for
@@ -213,6 +213,25 @@ def test_shipped_checkpoint_knows_every_fact(pretrained):
     assert [tok.vocab[i] for i in homes] == [world.home[a] for a in world.animals]
     assert exact_match(model, world, "json", world.test_animals) == 0.0  # it cannot do the task yet
     assert model.config.n_layer == 4 and model.config.vocab_size == len(tok)
+
+
+def test_fact_recall_free_and_among_the_answers(pretrained):
+    model, world = pretrained
+    for attribute in ("home", "food"):
+        assert fact_recall(model, world, attribute, world.animals) == 1.0  # the pretrained model knows every fact
+        assert fact_recall(model, world, attribute, world.animals, among_answers=True) == 1.0
+    torch.manual_seed(0)
+    untrained = GPT(model.config)
+    for attribute in ("home", "food"):  # choosing among the answers never scores below choosing among every word
+        free, among = (fact_recall(untrained, world, attribute, world.animals, among_answers=m) for m in (False, True))
+        assert among >= free
+    untrained.train()
+    fact_recall(untrained, world, "home", world.animals[:2])
+    assert untrained.training  # scored in evaluation mode, then put back as it was
+    with pytest.raises(ValueError, match="attribute must be one of"):
+        fact_recall(model, world, "colour", world.animals)
+    with pytest.raises(ValueError, match="animals is empty"):
+        fact_recall(model, world, "home", [])
 
 
 def test_lm_loss_is_low_on_pretraining_text(pretrained):

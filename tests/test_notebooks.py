@@ -138,3 +138,14 @@ def test_notebook_04_leaves_the_gradients_of_a_and_b_to_the_exercise():
         assert not re.search(r"\.T\s*@\s*G\b|\bG\s*@\s*A|grad_y\.T\s*@\s*x", text), text[:120]
         assert "B^\\top G" not in text and "Bᵀ G" not in text, text[:120]
     assert any("quiz.grade(\"lora-param-grads\", lora_param_grads)" in text for text in page)
+
+
+def test_notebook_05_prompt_states_the_trainable_counts_the_package_gives():
+    from lora_edu.gpt.finetune import prepare
+    from lora_edu.gpt.model import GPT, GPT_SIZES
+    from lora_edu.lora.layer import count_parameters
+
+    prompt = next(source(c) for c in cells(NOTEBOOKS[4], "markdown") if "**While it runs.**" in source(c))
+    base = GPT(GPT_SIZES["tiny"])
+    for method in ("last-block", "lora-all"):
+        assert f"{count_parameters(prepare(base, method, r=8, alpha=16, seed=0)).trainable:,}" in prompt, method

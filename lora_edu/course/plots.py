@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["COLLECTIVES", "collective_states", "draw_collectives", "plot_nf4_levels", "plot_spectrum", "show_matrices"]
+__all__ = ["COLLECTIVES", "collective_states", "draw_collectives", "draw_outputs_in_span", "draw_reads_writes",
+           "plot_nf4_levels", "plot_spectrum", "show_matrices", "slide_mode", "view_along"]
+
+SLIDE_KEYS = ("figure.dpi", "lines.linewidth", "lines.markersize", "axes.linewidth")
+_before_slides: dict[str, object] = {}
 
 
-def show_matrices(matrices: dict[str, np.ndarray], annotate: bool = True, cmap: str = "viridis"):
-    """Heat maps of a few small matrices side by side, with their values written in the cells."""
-    fig, axes = plt.subplots(1, len(matrices), figsize=(2.6 * len(matrices), 2.8), squeeze=False)
-    for ax, (title, m) in zip(axes[0], matrices.items(), strict=True):
-        m = np.atleast_2d(np.asarray(m, dtype=float))
-        image = ax.imshow(m, cmap=cmap)
+def slide_mode(on: bool = True, scale: float = 1.5) -> None:
+    """For a projector: every figure drawn after this call is ``scale`` times larger on screen, text included (the
+    figure's dots per inch), with lines and markers a little heavier. ``slide_mode(False)`` puts the settings back."""
+    if not isinstance(on, bool):
+        raise TypeError(f"slide_mode() takes True or False, got {on!r}.")
+    if not on:
+        mpl.rcParams.update(_before_slides)
+        _before_slides.clear()
+        return
+    if not 1 <= scale <= 4:
+        raise ValueError(f"scale must be between 1 and 4 (1.5 suits most projectors), got {scale!r}.")
+    if not _before_slides:
+        _before_slides.update({k: mpl.rcParams[k] for k in SLIDE_KEYS})
+    base = _before_slides
+    mpl.rcParams.update({"figure.dpi": base["figure.dpi"] * scale, "lines.linewidth": base["lines.linewidth"] * 1.5,
+                         "lines.markersize": base["lines.markersize"] * 1.3, "axes.linewidth": base["axes.linewidth"] * 1.5})
+
+
+def show_matrices(matrices: dict[str, np.ndarray], annotate: bool = True, cmap: str = "viridis", same_scale: bool = False):
+    """Heat maps of a few small matrices side by side, with their values written in the cells. ``same_scale``: one
+    colour scale for all of them (the same value, the same colour), instead of one per matrix."""
+    arrays = {title: np.atleast_2d(np.asarray(m, dtype=float)) for title, m in matrices.items()}
+    low, high = (min(m.min() for m in arrays.values()), max(m.max() for m in arrays.values())) if same_scale else (None, None)
+    fig, axes = plt.subplots(1, len(arrays), figsize=(2.6 * len(arrays), 2.8), squeeze=False)
+    for ax, (title, m) in zip(axes[0], arrays.items(), strict=True):
+        image = ax.imshow(m, cmap=cmap, vmin=low, vmax=high)
         ax.set_title(f"{title}  {m.shape[0]}x{m.shape[1]}", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -24,6 +49,52 @@ def show_matrices(matrices: dict[str, np.ndarray], annotate: bool = True, cmap: 
                 ax.text(j, i, f"{v:g}", ha="center", va="center", color="white" if dark else "black", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def draw_reads_writes(ax, d_in: int, r: int, d_out: int) -> None:
+    """The path x -> A x -> B (A x) as three columns of nodes: A (r x d_in) reads, B (d_out x r) writes."""
+    layers = [(d_in, f"x: {d_in} numbers"), (r, f"A x: r = {r}"), (d_out, f"B (A x): {d_out} numbers")]
+    ys = [np.linspace(-1, 1, n) if n > 1 else np.zeros(1) for n, _ in layers]
+    for col, (left, right) in enumerate(zip(ys[:-1], ys[1:], strict=True)):
+        for ya in left:
+            for yb in right:
+                ax.plot([col, col + 1], [ya, yb], color="C0" if col == 0 else "C2", lw=0.8, alpha=0.6)
+    for col, ((n, label), y) in enumerate(zip(layers, ys, strict=True)):
+        ax.scatter(np.full(n, col), y, s=160, color="white", edgecolor="black", zorder=3)
+        ax.text(col, -1.35, label, ha="center", fontsize=9)
+    ax.text(0.5, 1.15, "A reads", ha="center", color="C0", fontsize=11)
+    ax.text(1.5, 1.15, "B writes", ha="center", color="C2", fontsize=11)
+    ax.set_xlim(-0.4, 2.4)
+    ax.set_ylim(-1.5, 1.35)
+    ax.axis("off")
+
+
+def view_along(direction: np.ndarray) -> tuple[float, float]:
+    """(elevation, azimuth) in degrees of a 3-D camera that looks along ``direction`` (3,)."""
+    x, y, z = np.asarray(direction, dtype=float)
+    return float(np.degrees(np.arctan2(z, np.hypot(x, y)))), float(np.degrees(np.arctan2(y, x)))
+
+
+def draw_outputs_in_span(ax3, B: np.ndarray, outputs: np.ndarray, view: tuple[float, float], title: str) -> None:
+    """3-D points ``outputs`` (3, n) with the plane spanned by the two columns of ``B`` (3, 2), seen from ``view``
+    = (elevation, azimuth)."""
+    ax3.scatter(*outputs, s=4, color="C1", depthshade=False, label=f"ΔW x for {outputs.shape[1]} random x")
+    reach = np.abs(np.linalg.lstsq(B, outputs, rcond=None)[0]).max(axis=1)  # how far along each column the points go
+    s_, t_ = np.meshgrid(np.linspace(-1, 1, 2), np.linspace(-1, 1, 2))
+    plane = B[:, :1, None] * (reach[0] * s_) + B[:, 1:, None] * (reach[1] * t_)
+    ax3.plot_surface(*plane, alpha=0.2, color="C2")  # all combinations of B's two columns
+    for j in range(B.shape[1]):
+        tip = 7 * B[:, j] / np.linalg.norm(B[:, j])
+        ax3.quiver(0, 0, 0, *tip, color="black", lw=2, arrow_length_ratio=0.15)
+        ax3.text(*(1.1 * tip), f"column {j + 1} of B", color="black", fontsize=9)
+    ax3.view_init(elev=view[0], azim=view[1])
+    ax3.set_box_aspect((1, 1, 0.8))
+    for axis in (ax3.xaxis, ax3.yaxis, ax3.zaxis):
+        axis.set_ticklabels([])
+    ax3.set_xlabel("output 1")
+    ax3.set_ylabel("output 2")
+    ax3.set_zlabel("output 3")
+    ax3.set_title(title, fontsize=10)
 
 
 def plot_spectrum(s: np.ndarray, title: str = "singular values", ax=None, mark: int | None = None):

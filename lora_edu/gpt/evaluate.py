@@ -8,7 +8,10 @@ from torch import nn
 
 from .data import World, lm_targets, task_data
 
-__all__ = ["answer_loss", "answer_scores", "answers_right", "exact_match", "generate_answers", "lm_loss"]
+__all__ = ["FACT_PROMPTS", "answer_loss", "answer_scores", "answers_right", "exact_match", "fact_recall", "generate_answers",
+           "lm_loss"]
+
+FACT_PROMPTS = {"home": "the {} lives in the", "food": "the {} eats"}  # pretraining phrasings that ask for one fact
 
 
 @torch.no_grad()
@@ -84,3 +87,29 @@ def lm_loss(model: nn.Module, rows: torch.Tensor, pad_id: int = 0, batch_size: i
 def answer_loss(model: nn.Module, world: World, task: str, animals: list[str]) -> float:
     """Mean cross-entropy of the target answer tokens given the prompt (teacher forcing): a smooth score."""
     return answer_scores(model, world, task, animals)[1]
+
+
+@torch.no_grad()
+def fact_recall(model: nn.Module, world: World, attribute: str, animals: list[str], among_answers: bool = False) -> float:
+    """The share of ``animals`` whose home (or food) ``model`` names as its most likely next word after a pretraining
+    phrasing ("the blazz lives in the").
+
+    ``among_answers=True``: the next word is chosen among the possible answers only (the world's homes, or its
+    foods), so a token of a new format leaking in (a ``"``) cannot count as wrong: it asks whether the fact is still
+    there, not whether the model still says it unprompted. It never scores below free recall.
+    """
+    if attribute not in FACT_PROMPTS:
+        raise ValueError(f"attribute must be one of {sorted(FACT_PROMPTS)}, got {attribute!r}.")
+    if not animals:
+        raise ValueError("animals is empty: pass at least one animal, e.g. world.test_animals.")
+    tok = world.tokenizer
+    truth = world.home if attribute == "home" else world.food
+    ids = torch.tensor([tok.encode(FACT_PROMPTS[attribute].format(a)) for a in animals], device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    scores = model(ids)[0][:, -1]  # (animals, vocab): the next word's scores
+    model.train(was_training)
+    options = sorted(set(truth.values())) if among_answers else tok.vocab
+    option_ids = [tok.encode(o)[0] for o in options] if among_answers else list(range(len(tok.vocab)))
+    picked = [options[k] for k in scores[:, option_ids].argmax(-1).tolist()]
+    return sum(word == truth[a] for word, a in zip(picked, animals, strict=True)) / len(animals)

@@ -44,11 +44,13 @@ def subspace_similarity(a1: np.ndarray | torch.Tensor, a2: np.ndarray | torch.Te
     return cum / np.minimum(i, j)
 
 
-def delta_w_alignment(w: np.ndarray | torch.Tensor, delta_w: np.ndarray | torch.Tensor, r: int, seed: int = 0) -> dict[str, float]:
+def delta_w_alignment(w: np.ndarray | torch.Tensor, delta_w: np.ndarray | torch.Tensor, r: int, seed: int = 0,
+                      draws: int = 100) -> dict[str, float]:
     """How much of W lies in ΔW's top-r directions (the paper's Table 7).  w, delta_w: (d_out, d_in).
 
     Returns ||U^T W V^T||_F for U, V the top-r left/right singular vectors of ΔW, of W itself, and of a
-    random matrix, plus ||W||_F, ||ΔW||_F and the amplification factor ||ΔW||_F / ||U^T W V^T||_F (ΔW's U, V).
+    random matrix (the mean over ``draws`` Gaussian matrices: one draw alone scatters by tens of percent), plus
+    ||W||_F, ||ΔW||_F and the amplification factor ||ΔW||_F / ||U^T W V^T||_F (ΔW's U, V).
     Needs r < min(d_out, d_in): at full rank U and V span everything and each projection is just ||W||_F.
     """
     w, delta_w = as_float64(w), as_float64(delta_w)
@@ -56,6 +58,8 @@ def delta_w_alignment(w: np.ndarray | torch.Tensor, delta_w: np.ndarray | torch.
         raise ValueError(f"W {w.shape} and ΔW {delta_w.shape} must be matrices of the same shape.")
     if not is_int(r) or r < 1:
         raise ValueError(f"r must be a positive int (the rank of the subspace), got {r!r}.")
+    if not is_int(draws) or draws < 1:
+        raise ValueError(f"draws must be a positive int (random matrices to average), got {draws!r}.")
     if r >= min(w.shape):
         raise ValueError(
             f"r={r} >= min(d_out, d_in) = {min(w.shape)}: the top-r singular vectors span the whole space, so every "
@@ -71,7 +75,7 @@ def delta_w_alignment(w: np.ndarray | torch.Tensor, delta_w: np.ndarray | torch.
     return {
         "delta_w": on_delta,
         "w": projected(w),
-        "random": projected(rng.standard_normal(w.shape)),
+        "random": float(np.mean([projected(rng.standard_normal(w.shape)) for _ in range(draws)])),
         "norm_w": float(np.linalg.norm(w)),
         "norm_delta_w": float(np.linalg.norm(delta_w)),
         "amplification": float(np.linalg.norm(delta_w)) / on_delta,

@@ -6,6 +6,7 @@ The paper's own numbers are kept here as data (``PAPER``) so notebook 06 can set
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ __all__ = [
     "intruder_count",
     "learned_factors",
     "lora_run",
+    "next_rate",
     "summarize",
     "sweep",
     "tally",
@@ -143,13 +145,14 @@ Config = tuple[tuple[str, ...], int]  # (targets, r)
 
 @dataclass
 class TunedSweep:
-    """Every configuration run at every rate of ``lrs`` with every seed, and the rate chosen for each on validation.
+    """Every configuration run at every rate of its grid with every seed, and the rate chosen for each on validation.
 
     ``chosen_lr[config]`` has the lowest mean validation answer loss over the seeds (ties: the smaller rate); the test
-    scores play no part in it. ``runs`` are the chosen runs, ``all_runs`` every run.
+    scores play no part in it. ``grids[config]`` are the rates that configuration tried, ``runs`` the chosen runs,
+    ``all_runs`` every run.
     """
 
-    lrs: tuple[float, ...]
+    grids: dict[Config, tuple[float, ...]]
     all_runs: list[LoRARun]
     chosen_lr: dict[Config, float]
 
@@ -161,27 +164,45 @@ class TunedSweep:
         """Mean validation answer loss of ``config`` at ``lr`` over the seeds."""
         return float(np.mean([run.val_answer_loss for run in self.all_runs if (run.targets, run.r) == config and run.lr == lr]))
 
+    def choose(self, config: Config) -> float:
+        self.chosen_lr[config] = min(self.grids[config], key=lambda lr: (self.val_loss(config, lr), lr))
+        return self.chosen_lr[config]
+
     def at_grid_edge(self, config: Config) -> bool:
-        return len(self.lrs) > 1 and self.chosen_lr[config] in (min(self.lrs), max(self.lrs))
+        grid = self.grids[config]
+        return len(grid) > 1 and self.chosen_lr[config] in (min(grid), max(grid))
 
     def table(self, d_model: int, paper: dict[tuple[str, ...], float] | None = None, metric: str = "test_answer_loss") -> str:
         """One row per configuration: its rank, trainable parameters per block (square d_model x d_model matrices),
-        the validation loss at each rate, the rate chosen, ``metric`` at that rate (geometric mean and 95% interval
-        over seeds, on the log scale) and, when given, the paper's figure."""
+        the validation loss at each rate it tried (the chosen one marked <), ``metric`` at the chosen rate (geometric
+        mean and 95% interval over seeds, on the log scale) and, when given, the paper's figure."""
         intervals = summarize(self.runs, metric, log=True)
-        rates = " / ".join(f"{lr:g}" for lr in self.lrs)
-        head = f"{'adapted':<12} {'r':>2} {'per block':>9} | {'val loss at ' + rates:>26} {'chosen':>6} | {metric.replace('_', ' '):>22}"
+        cells = {c: "  ".join(f"{lr:g}: {self.val_loss(c, lr):.3f}" + ("<" if lr == self.chosen_lr[c] else " ")
+                              for lr in self.grids[c]) for c in intervals}
+        width = max(len("validation loss at each rate"), *map(len, cells.values()))
+        head = (f"{'adapted':<12} {'r':>2} {'per block':>9} | {'validation loss at each rate':<{width}} | "
+                f"{metric.replace('_', ' '):>22}")
         lines = [head + (f" | {'paper, accuracy %':>17}" if paper else "")]
         for (targets, r), iv in intervals.items():
-            val = " / ".join(f"{self.val_loss((targets, r), lr):.3f}" for lr in self.lrs)
             edge = "*" if self.at_grid_edge((targets, r)) else " "
-            row = (f"{config_name(targets):<12} {r:>2} {len(targets) * r * 2 * d_model:>9,} | {val:>26} "
-                   f"{self.chosen_lr[(targets, r)]:>5g}{edge} | {iv!s:>22}")
+            row = (f"{config_name(targets):<12} {r:>2} {len(targets) * r * 2 * d_model:>9,} | "
+                   f"{cells[(targets, r)] + edge:<{width}} | {iv!s:>22}")
             lines.append(row + (f" | {paper[targets]:>17}" if paper else ""))
+        lines.append("< the rate validation chose")
         if any(self.at_grid_edge(c) for c in intervals):
-            lines.append("* the rate chosen is the largest or smallest tried: a better one may lie outside the grid"
-                         + (" (with two rates tried, every choice is at an edge)" if len(self.lrs) == 2 else ""))
+            lines.append("* the rate chosen is the largest or smallest tried: a better one may lie outside the grid")
         return "\n".join(lines)
+
+
+def next_rate(lr: float, up: bool) -> float:
+    """The neighbour of ``lr`` on the ladder 1, 3, 10, 30, ... x 10^k that learning-rate grids use: 3e-2 -> 1e-1 up,
+    1e-2 -> 3e-3 down."""
+    exponent = math.floor(math.log10(lr) + 1e-9)
+    mantissa = round(lr / 10**exponent, 6)
+    if mantissa not in (1.0, 3.0):
+        raise ValueError(f"Learning rate {lr!r} is not on the 1-3-10 ladder (1e-2, 3e-2, 1e-1, ...); extend a grid of such rates.")
+    ladder = [1.0, 3.0, 10.0] if up else [0.3, 1.0, 3.0]
+    return float(f"{ladder[ladder.index(mantissa) + (1 if up else -1)] * 10**exponent:.1e}")
 
 
 def config_name(targets: Iterable[str]) -> str:
@@ -202,17 +223,36 @@ def tally(verdicts: dict[object, str], name: str) -> str:
 
 
 def tuned_sweep(base: GPT, world: World, configs: list[Config], seeds: Iterable[int], steps: int, lrs: Iterable[float],
-                progress: bool = True) -> TunedSweep:
-    """``sweep`` at every rate of ``lrs``, each configuration then keeping the rate that validation chooses."""
+                extend: int = 0, progress: bool = True) -> TunedSweep:
+    """``sweep`` at every rate of ``lrs``, each configuration then keeping the rate that validation chooses.
+
+    ``extend`` > 0: a configuration whose chosen rate is the largest (or smallest) of its grid then tries the next rate
+    beyond it on the 1-3-10 ladder (``next_rate``) and chooses again, up to ``extend`` times. Validation, not the first
+    guess of a grid, decides where each configuration's grid ends.
+    """
     lrs = tuple(sorted(lrs))
     if not lrs or not all(is_finite_number(lr) and lr > 0 for lr in lrs):
         raise ValueError(f"lrs must be positive finite learning rates, got {lrs!r}.")
+    if not isinstance(extend, int) or extend < 0:
+        raise ValueError(f"extend must be a whole number of extra rates, 0 or more, got {extend!r}.")
     seeds = tuple(seeds)
-    jobs = [(t, r, lr, s) for t, r in configs for lr in lrs for s in seeds]
-    runs = [lora_run(base, world, t, r, steps, s, lr=lr) for t, r, lr, s in progress_line(jobs, "LoRA runs", disable=not progress)]
-    tuned = TunedSweep(lrs, runs, {})
+
+    def run_all(jobs: list[tuple[Config, float]], label: str) -> list[LoRARun]:
+        jobs = [(t, r, lr, s) for (t, r), lr in jobs for s in seeds]
+        return [lora_run(base, world, t, r, steps, s, lr=lr) for t, r, lr, s in progress_line(jobs, label, disable=not progress)]
+
+    tuned = TunedSweep({c: lrs for c in configs}, run_all([(c, lr) for c in configs for lr in lrs], "LoRA runs"), {})
     for config in configs:
-        tuned.chosen_lr[config] = min(lrs, key=lambda lr: (tuned.val_loss(config, lr), lr))
+        tuned.choose(config)
+    for _ in range(extend):
+        edges = [c for c in configs if tuned.at_grid_edge(c)]
+        if not edges:
+            break
+        beyond = {c: next_rate(tuned.chosen_lr[c], up=tuned.chosen_lr[c] == max(tuned.grids[c])) for c in edges}
+        tuned.all_runs += run_all(list(beyond.items()), "LoRA runs, one rate beyond the edge")
+        for c, lr in beyond.items():
+            tuned.grids[c] = tuple(sorted((*tuned.grids[c], lr)))
+            tuned.choose(c)
     return tuned
 
 
@@ -381,10 +421,8 @@ def phi_verdicts(phis: list[np.ndarray], chance: PhiChance, paper_top: float = 0
     random subspaces, since chance alone gives φ(i, j) of about max(i, j) / d."""
     top = [float(p[0, 0]) for p in phis]
     above, over = sum(x > chance.top95 for x in top), sum(x > paper_top for x in top)
-    level = ("at about the paper's level (mean within 0.1 of it)" if abs(np.mean(top) - paper_top) <= 0.1
-             else "but less than the paper's")
-    shared = ("agrees" if over == len(top) else f"shared more than by chance, {level}" if above == len(top)
-              else "not shared in every seed")
+    shared = ("agrees" if over == len(top) else f"shared more than by chance, but not above the paper's {paper_top} in every seed"
+              if above == len(top) else "not shared in every seed")
     k = min(p.shape[0] for p in phis) - 1
     excess_top = interval(p[0, 0] - chance.mean[0, 0] for p in phis)
     excess_tail = interval(p[k, k] - chance.mean[k, k] for p in phis)

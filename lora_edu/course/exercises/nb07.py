@@ -198,7 +198,7 @@ register(WrittenExercise(
 register(PredictExercise(
     id="predict-nf4-small-merge",
     prompt="The next cell builds a fresh 256 × 256 layer on an NF4 base and gives it a LoRA update (α/r) B A whose "
-    "norm is 1% of the stored weight's, the size of a short, gentle fine-tune. Then it merges: it stores "
+    "norm is 1% of the stored weight's, a tenth of what the LoRA paper measured for GPT-3 (0.11). Then it merges: it stores "
     "W + (α/r) B A in NF4 again. Predict: what share of the update does the stored weight keep? 1 means the stored "
     "weight moved by the whole update, 0 means the rounding erased it. (The cell measures ⟨W_stored − W, ΔW⟩ / ‖ΔW‖², "
     "with ΔW = (α/r) B A: how far the stored weight moved along the update, as a share of it.)",
@@ -215,9 +215,9 @@ register(PredictExercise(
     ),
     explanation="NF4 stores each weight as one of 16 levels per block. Two neighbouring levels are 8% to 30% of the "
     "block's largest weight apart. An update of 1% of ‖W‖ changes the weights by about 1% of their typical size, far "
-    "less than half a gap, so almost every weight rounds back to a level it already had. The stored weight also moves a "
-    "little because each block's scale is recomputed, but that change has nothing to do with ΔW. So the merge keeps "
-    "almost none of the update: the merged model is the base model again.",
+    "less than half a gap, so almost every weight rounds back to a level it already had. Only the largest weight of "
+    "each block, which sets the block's scale, is stored (nearly) exactly and keeps its update: one weight in 64, so "
+    "the merge keeps about 1/64 of the update, and the merged model is the base model again to within that.",
     hints=("Compare the change in one weight (about 1% of its size) with the distance between two of NF4's 16 levels.",),
 ))
 register(NumericExercise(

@@ -1,0 +1,39 @@
+"""The lessons' plotting helpers: one colour scale when asked, a camera along a direction, the span picture."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from lora_edu.course.plots import draw_outputs_in_span, draw_reads_writes, show_matrices, view_along  # noqa: E402
+
+
+def test_show_matrices_can_share_one_colour_scale():
+    ones, zeros = np.ones((2, 2)), np.zeros((2, 2))
+    shared = show_matrices({"W": ones, "ΔW": zeros}, same_scale=True)
+    assert [ax.images[0].get_clim() for ax in shared.axes] == [(0.0, 1.0), (0.0, 1.0)]  # ones and zeros differ in colour
+    apart = show_matrices({"W": ones, "ΔW": zeros})
+    assert apart.axes[0].images[0].get_clim() != apart.axes[1].images[0].get_clim()
+    plt.close("all")
+
+
+def test_view_along_points_the_camera_along_a_direction():
+    assert view_along(np.array([1.0, 0.0, 0.0])) == (0.0, 0.0)
+    assert view_along(np.array([0.0, 0.0, 2.0])) == (90.0, 0.0)
+    elev, azim = view_along(np.array([1.0, 0.0, 0.8]))
+    assert elev == pytest.approx(np.degrees(np.arctan(0.8))) and azim == 0.0
+
+
+def test_span_picture_draws_the_points_and_the_plane_they_lie_in():
+    rng = np.random.default_rng(0)
+    B = np.array([[1.0, 0.0], [0.0, 1.0], [0.8, -0.8]])
+    outputs = B @ rng.standard_normal((2, 50))
+    fig = plt.figure()
+    draw_reads_writes(fig.add_subplot(1, 2, 1), 6, 2, 3)
+    ax3 = fig.add_subplot(1, 2, 2, projection="3d")
+    draw_outputs_in_span(ax3, B, outputs, view_along(B[:, 0]), "title")
+    assert ax3.get_title() == "title" and len(ax3.collections) >= 2  # the points and the plane
+    assert (ax3.elev, ax3.azim) == pytest.approx(view_along(B[:, 0]))
+    plt.close(fig)
