@@ -87,8 +87,12 @@ def draw_outputs_in_span(ax3, B: np.ndarray, outputs: np.ndarray, view: tuple[fl
         tip = 7 * B[:, j] / np.linalg.norm(B[:, j])
         ax3.quiver(0, 0, 0, *tip, color="black", lw=2, arrow_length_ratio=0.15)
         ax3.text(*(1.1 * tip), f"column {j + 1} of B", color="black", fontsize=9)
+    reach_all = 1.15 * max(np.abs(outputs).max(), 7.0)  # one scale on every axis, so directions look as they are
+    for set_lim in (ax3.set_xlim, ax3.set_ylim, ax3.set_zlim):
+        set_lim(-reach_all, reach_all)
+    ax3.set_box_aspect((1, 1, 1))
+    ax3.set_proj_type("ortho")  # no perspective: a plane seen along itself is a line
     ax3.view_init(elev=view[0], azim=view[1])
-    ax3.set_box_aspect((1, 1, 0.8))
     for axis in (ax3.xaxis, ax3.yaxis, ax3.zaxis):
         axis.set_ticklabels([])
     ax3.set_xlabel("output 1")
