@@ -75,9 +75,10 @@ def view_along(direction: np.ndarray) -> tuple[float, float]:
     return float(np.degrees(np.arctan2(z, np.hypot(x, y)))), float(np.degrees(np.arctan2(y, x)))
 
 
-def draw_outputs_in_span(ax3, B: np.ndarray, outputs: np.ndarray, view: tuple[float, float], title: str) -> None:
+def draw_outputs_in_span(ax3, B: np.ndarray, outputs: np.ndarray, view: tuple[float, float], title: str,
+                         name_columns: bool = True) -> None:
     """3-D points ``outputs`` (3, n) with the plane spanned by the two columns of ``B`` (3, 2), seen from ``view``
-    = (elevation, azimuth)."""
+    = (elevation, azimuth); ``name_columns`` writes "column j of B" at the tip of each column's arrow."""
     ax3.scatter(*outputs, s=4, color="C1", depthshade=False, label=f"ΔW x for {outputs.shape[1]} random x")
     reach = np.abs(np.linalg.lstsq(B, outputs, rcond=None)[0]).max(axis=1)  # how far along each column the points go
     s_, t_ = np.meshgrid(np.linspace(-1, 1, 2), np.linspace(-1, 1, 2))
@@ -86,7 +87,8 @@ def draw_outputs_in_span(ax3, B: np.ndarray, outputs: np.ndarray, view: tuple[fl
     for j in range(B.shape[1]):
         tip = 7 * B[:, j] / np.linalg.norm(B[:, j])
         ax3.quiver(0, 0, 0, *tip, color="black", lw=2, arrow_length_ratio=0.15)
-        ax3.text(*(1.1 * tip), f"column {j + 1} of B", color="black", fontsize=9)
+        if name_columns:
+            ax3.text(*(1.1 * tip), f"column {j + 1} of B", color="black", fontsize=9)
     reach_all = 1.15 * max(np.abs(outputs).max(), 7.0)  # one scale on every axis, so directions look as they are
     for set_lim in (ax3.set_xlim, ax3.set_ylim, ax3.set_zlim):
         set_lim(-reach_all, reach_all)
