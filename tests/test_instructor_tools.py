@@ -77,3 +77,33 @@ def test_slide_mode_enlarges_figures_and_puts_the_settings_back():
         slide_mode(True, scale=10)
     with pytest.raises(TypeError):
         slide_mode("yes")
+
+
+def factor_by_first_row(M):
+    return M[:, :1] / M[0, 0], M[:1]
+
+
+def test_a_session_s_answers_export_to_a_new_json_file(tmp_path):
+    import json
+
+    quiz._attempts.clear()
+    quiz.check("rank-of-sum-rows", 4)  # wrong first
+    quiz.check("rank-of-sum-rows", 3)  # then right: the latest answer counts
+    quiz.check("factor-rank-one", factor_by_first_row)
+    quiz.check("proof-rank-of-product", "Each column of B A is B times a column of A, so it lies in the column space "
+                                        "of B, and the rank cannot exceed rank B.")
+    quiz.predict("predict-rotated-rank-one", 3.0, 2.0)
+    quiz.check("tail-error", None)  # unanswered: not exported
+    out = quiz.export(tmp_path / "answers.json")
+    got = json.loads(out.read_text(encoding="utf-8"))
+    assert (got["answered"], got["graded"], got["right"]) == (4, 3, 1)
+    ex = got["exercises"]
+    assert ex["rank-of-sum-rows"] == {"kind": "number", "verdict": "right", "answer": "3"}
+    assert ex["factor-rank-one"]["verdict"] == "wrong" and "def factor_by_first_row(M):" in ex["factor-rank-one"]["answer"]
+    assert ex["proof-rank-of-product"]["verdict"] == "written" and ex["predict-rotated-rank-one"]["answer"] == "3.0"
+    assert "tail-error" not in ex
+    with pytest.raises(ValueError, match="already exists"):
+        quiz.export(out)
+    with pytest.raises(ValueError, match=r"\.json"):
+        quiz.export(tmp_path / "answers.txt")
+    quiz._attempts.clear()

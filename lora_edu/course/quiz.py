@@ -6,6 +6,7 @@
     >>> quiz.check("rank-of-sum-rows", answer) # feedback for that answer (nothing while it is None)
     >>> quiz.hint("rank-of-sum-rows")          # the next hint, if the exercise has any
     >>> quiz.predict("predict-id", prediction, measured)  # predict, then run: the prediction against the measurement
+    >>> quiz.export("my-answers.json")         # this session's answers and verdicts, to hand in
 
 In a notebook the question and the feedback are shown as formatted text and ``check`` returns nothing (no
 ``Out: True`` under the cell); elsewhere they are printed as plain text and ``check`` returns True/False (None while
@@ -19,8 +20,11 @@ The exercises themselves live beside their lessons, one module per notebook (``l
 from __future__ import annotations
 
 import html
+import inspect
+import json
 import re
 import sys
+from pathlib import Path
 
 from .exercises import load_all
 from .exercises.core import (
@@ -39,6 +43,7 @@ __all__ = [
     "all_exercises",
     "check",
     "digest",
+    "export",
     "get",
     "grade",
     "hint",
@@ -51,6 +56,7 @@ __all__ = [
 ]
 
 _hints_shown: dict[str, int] = {}
+_attempts: dict[str, dict[str, object]] = {}  # exercise id -> this session's latest answer and its verdict
 NO_ANSWER = "No answer yet: replace `None` by your answer in this cell and run it again."
 STYLES = {  # border colour of the box each kind of message is shown in
     "question": "#4a7bd0",
@@ -182,6 +188,7 @@ def report(exercise_id: str, answer: object) -> bool | None:
             show_solution(ex)
         return None
     right, message = ex.verdict(answer)
+    record(ex, answer, "written" if isinstance(ex, WrittenExercise) and right else "right" if right else "wrong")
     if right and isinstance(ex, WrittenExercise):  # long enough to compare; nothing reads its content
         emit("ungraded", "Not graded:", message)
         return True
@@ -223,8 +230,39 @@ def predict(exercise_id: str, prediction: object, measured: float) -> bool | Non
             show_solution(ex)
         return None
     right, message = ex.verdict(prediction)
+    record(ex, prediction, "right" if right else "wrong")
     shown = ex.solution()
     emit("right" if right else "wrong", "Prediction right:" if right else "Prediction off.",
          f"You predicted {prediction}; the cell measured {shown}. {message}")
     return None if in_notebook() else right
 
+
+def answer_text(answer: object) -> str:
+    """An answer as an instructor can read it: a function's source, a number or letter as written, a text as is."""
+    if callable(answer):
+        try:
+            return inspect.getsource(answer)
+        except (OSError, TypeError):
+            return repr(answer)
+    return answer if isinstance(answer, str) else repr(answer)
+
+
+def record(ex: Exercise, answer: object, verdict: str) -> None:
+    _attempts[ex.id] = {"kind": ex.kind, "verdict": verdict, "answer": answer_text(answer)}
+
+
+def export(path: str | Path) -> Path:
+    """Write this session's exercises to a new JSON file a student can hand in: for every exercise answered, the
+    latest answer (a function's source, a number, a letter or a text) and its verdict ("right", "wrong", or
+    "written" for an argument, which is not graded). An existing file is never overwritten."""
+    path = Path(path)
+    if path.suffix != ".json":
+        raise ValueError(f"Export to a .json file, got {str(path)!r}.")
+    if path.exists():
+        raise ValueError(f"{path} already exists and is not overwritten: choose another name.")
+    graded = [a for a in _attempts.values() if a["verdict"] != "written"]
+    summary = {"answered": len(_attempts), "graded": len(graded), "right": sum(a["verdict"] == "right" for a in graded),
+               "exercises": dict(sorted(_attempts.items()))}
+    with open(path, "x", encoding="utf-8") as f:  # "x": fails rather than overwrite a file made meanwhile
+        json.dump(summary, f, indent=1, ensure_ascii=False)
+    return path
