@@ -28,15 +28,12 @@ from .exercises.core import (
     WrittenExercise,
     registered_by,
 )
+from .files import write_new_file
 
 __all__ = ["answer_key", "exercise_entry", "main", "write_answer_key"]
 
 KIND_NAMES = {PredictExercise: "predict, then run", NumericExercise: "a number", ChoiceExercise: "multiple choice",
               CodeExercise: "code", WrittenExercise: "a written argument"}
-
-
-def kind_name(ex: Exercise) -> str:
-    return KIND_NAMES[type(ex)]
 
 
 def guide(ex: Exercise) -> list[str]:
@@ -61,7 +58,7 @@ GUIDE_TITLES = {ChoiceExercise: "Each wrong option, and the misconception behind
 
 def exercise_entry(ex: Exercise) -> str:
     """One exercise as Markdown: question, model solution, marking guide."""
-    lines = [f"### `{ex.id}` ({kind_name(ex)})", "", f"**Question.** {ex.prompt}", ""]
+    lines = [f"### `{ex.id}` ({KIND_NAMES[type(ex)]})", "", f"**Question.** {ex.prompt}", ""]
     if isinstance(ex, ChoiceExercise):
         lines += [f"- {letter}) {text}" for letter, text in ex.options.items()] + [""]
     if isinstance(ex, CodeExercise):
@@ -109,21 +106,14 @@ def answer_key(notebooks: Sequence[str] | None = None) -> str:
 
 def write_answer_key(path: str | Path, notebooks: Sequence[str] | None = None) -> Path:
     """Write the key to a new file: Markdown for ``.md``, a printable HTML page for ``.html``."""
-    path = Path(path)
-    if path.suffix not in (".md", ".html"):
-        raise ValueError(f"Write the answer key to a .md or .html file, got {str(path)!r}.")
-    if path.exists():
-        raise ValueError(f"{path} already exists and is not overwritten: choose another name or remove it first.")
     text = answer_key(notebooks)
-    if path.suffix == ".html":
+    if Path(path).suffix == ".html":
         import mistune  # installed with Jupyter (nbconvert renders Markdown with it)
 
         text = ("<!doctype html><meta charset='utf-8'><title>lora-edu: answer key</title>"
                 "<style>body{font-family:sans-serif;max-width:50em;margin:auto;line-height:1.45}"
                 "pre{background:#f4f4f4;padding:6px}h3{page-break-after:avoid}</style>\n" + mistune.html(text))
-    with open(path, "x", encoding="utf-8") as f:  # "x": fails rather than overwrite a file made meanwhile
-        f.write(text)
-    return path
+    return write_new_file(path, text, (".md", ".html"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,6 +37,7 @@ from .exercises.core import (
     reveal,
     revealing,
 )
+from .files import write_new_file
 
 __all__ = [
     "Exercise",
@@ -255,14 +256,7 @@ def export(path: str | Path) -> Path:
     """Write this session's exercises to a new JSON file a student can hand in: for every exercise answered, the
     latest answer (a function's source, a number, a letter or a text) and its verdict ("right", "wrong", or
     "written" for an argument, which is not graded). An existing file is never overwritten."""
-    path = Path(path)
-    if path.suffix != ".json":
-        raise ValueError(f"Export to a .json file, got {str(path)!r}.")
-    if path.exists():
-        raise ValueError(f"{path} already exists and is not overwritten: choose another name.")
     graded = [a for a in _attempts.values() if a["verdict"] != "written"]
     summary = {"answered": len(_attempts), "graded": len(graded), "right": sum(a["verdict"] == "right" for a in graded),
                "exercises": dict(sorted(_attempts.items()))}
-    with open(path, "x", encoding="utf-8") as f:  # "x": fails rather than overwrite a file made meanwhile
-        json.dump(summary, f, indent=1, ensure_ascii=False)
-    return path
+    return write_new_file(path, json.dumps(summary, indent=1, ensure_ascii=False), (".json",))

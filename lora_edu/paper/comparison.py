@@ -19,7 +19,7 @@ from ..gpt.data import World
 from ..gpt.finetune import Report, finetune
 from ..gpt.model import GPT
 from ..gpt.progress import Progress
-from .experiments import Interval, better, interval, verdict
+from .experiments import Interval, at_edge, better, interval, verdict
 
 __all__ = [
     "Arm",
@@ -84,9 +84,7 @@ class Comparison:
 
     def at_grid_edge(self, label: str, lr: float | None = None) -> bool:
         """True when ``lr`` (default: the chosen rate) is the smallest or largest tried: the best may lie outside the grid."""
-        arm = self.arm(label)
-        lr = self.chosen_lr[label] if lr is None else lr
-        return len(arm.lrs) > 1 and lr in (min(arm.lrs), max(arm.lrs))
+        return at_edge(self.chosen_lr[label] if lr is None else lr, self.arm(label).lrs)
 
     def rights(self, label: str, lr: float | None = None) -> list[tuple[bool, ...]]:
         """(seeds, test animals): which test answers of one arm were exactly right."""

@@ -31,6 +31,7 @@ __all__ = [
     "LoRARun",
     "Latency",
     "LogInterval",
+    "at_edge",
     "batch1_latency_ms",
     "better",
     "compare_latency",
@@ -169,8 +170,7 @@ class TunedSweep:
         return self.chosen_lr[config]
 
     def at_grid_edge(self, config: Config) -> bool:
-        grid = self.grids[config]
-        return len(grid) > 1 and self.chosen_lr[config] in (min(grid), max(grid))
+        return at_edge(self.chosen_lr[config], self.grids[config])
 
     def table(self, d_model: int, paper: dict[tuple[str, ...], float] | None = None, metric: str = "test_answer_loss") -> str:
         """One row per configuration: its rank, trainable parameters per block (square d_model x d_model matrices),
@@ -192,6 +192,12 @@ class TunedSweep:
         if any(self.at_grid_edge(c) for c in intervals):
             lines.append("* the rate chosen is the largest or smallest tried: a better one may lie outside the grid")
         return "\n".join(lines)
+
+
+def at_edge(lr: float, grid: Iterable[float]) -> bool:
+    """True when ``lr`` is the smallest or largest of a grid of several rates: the best may lie outside the grid."""
+    grid = tuple(grid)
+    return len(grid) > 1 and lr in (min(grid), max(grid))
 
 
 def next_rate(lr: float, up: bool) -> float:
