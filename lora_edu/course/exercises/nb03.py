@@ -129,7 +129,8 @@ register(NumericExercise(
 register(WrittenExercise(
     id="rank-barely-matters",
     prompt="Change and explain. In the budget calculator above, keep GPT-3 175B with Wq and Wv and bf16, and move the "
-    "rank r from 4 to 64. The trainable parameters grow 16 times, yet the training memory barely moves. Why?",
+    "rank r from 4 to 64. First compute, by hand, the new total in GB; then move the slider. The trainable "
+    "parameters grow 16 times, yet the training memory barely moves. Why?",
     points=(
         "The frozen weights (2 bytes each, about 349 GB for 175 B parameters) dominate the total at any small rank.",
         "Only the trainable parameters pay 16 bytes each (gradient, fp32 master copy, two Adam moments).",

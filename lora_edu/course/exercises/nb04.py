@@ -148,7 +148,8 @@ register(CodeExercise(
     "its branch is two linear layers in a row, h = x Aᵀ (weight A, input x, output n × r) and then h Bᵀ (weight B, "
     "input h), scaled by α/r. Given grad_y = ∂L/∂y (n × d_out), write lora_param_grads(x, grad_y, W, A, B, alpha, r) "
     "returning (∂L/∂A, ∂L/∂B): ∂L/∂A has A's shape (r × d_in) and ∂L/∂B has B's shape (d_out × r). It is checked on "
-    "hidden shapes against autograd through lora_edu.LoRALinear.",
+    "hidden shapes against autograd through lora_edu.LoRALinear. (W is passed so that every layer function has one "
+    "signature; ∂L/∂A and ∂L/∂B do not depend on it.)",
     signature="lora_param_grads(x, grad_y, W, A, B, alpha, r) -> (grad_A, grad_B)",
     reference=package_param_grads,
     cases=param_grad_cases,
@@ -216,8 +217,8 @@ register(PredictExercise(
         Trap(lambda: 0.5, "α sits in the numerator of α/r: a larger α gives a larger update."),
     ),
     explanation="Adam's first step moves each entry of B by about the learning rate, whatever the gradient's scale, "
-    "so ΔW = (α/r) ΔB A is proportional to α. Doubling α acts like doubling the learning rate of the branch.",
-    hints=("Write ΔW after one step as (α/r) ΔB A with A unchanged. Which of these factors does Adam fix?",),
+    "so the applied update (α/r) ΔB A is proportional to α. Doubling α acts like doubling the learning rate of the branch.",
+    hints=("Write the applied update after one step as (α/r) ΔB A with A unchanged. Which of these factors does Adam fix?",),
 ))
 register(CodeExercise(
     id="lora-input-grad",

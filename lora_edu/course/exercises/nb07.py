@@ -118,7 +118,8 @@ register(PredictExercise(
 register(NumericExercise(
     id="allreduce-bytes-gpt2-medium",
     prompt="Data parallelism all-reduces the gradient of every trainable parameter at each step. GPT-2 medium has "
-    "24 layers and d_model = 1024. How many bytes does one step all-reduce for rank-8 LoRA on Wq and Wv with fp32 "
+    "24 layers and d_model = 1024. How many bytes of gradients does one step hand to all-reduce (the buffer, not what the ring "
+    "sends) for rank-8 LoRA on Wq and Wv with fp32 "
     "gradients?",
     expected=lambda: gpt2_medium_bytes(8, ("q", "v"), "fp32"),
     traps=(
@@ -136,7 +137,8 @@ register(CodeExercise(
     prompt="Write allreduce_seconds(n_trainable, bytes_per_number, world_size, gbytes_per_s): the time of a "
     "bandwidth-bound ring all-reduce of the gradients, in which every rank sends 2 (N − 1) / N of the buffer over a "
     "link of gbytes_per_s GB/s (10^9 bytes/s). It is run on hidden cases, from one GPU to 64, and compared with "
-    "lora_edu.scale.distributed.ring_allreduce_seconds. Then use it: GPT-3's full gradients against its r = 4 LoRA's.",
+    "lora_edu.scale.distributed.ring_allreduce_seconds. Then use it on a case section 2 did not print: GPT-3's "
+    "full gradients against its r = 4 LoRA's, in fp32, on 64 GPUs with 25 GB/s links.",
     signature="allreduce_seconds(n_trainable, bytes_per_number, world_size, gbytes_per_s) -> float",
     reference=package_ring_seconds,
     cases=ring_cases,
@@ -176,7 +178,8 @@ register(WrittenExercise(
     "k micro-batches: micro-batch m holds N_m of the tokens and has mean loss L_m. (1) Show that calling backward on "
     "(N_m / N) L_m for each m in turn, with the gradients adding up in .grad, gives exactly the gradient of L. (2) When "
     "is every weight N_m / N equal to 1/k? Check section 1's batch: run `[int((y_m != -100).sum()) for y_m in "
-    "y.chunk(4)]` in a new cell. (3) What goes wrong if each L_m is divided by k when the micro-batches hold different "
+    "y.chunk(4)]` in a new cell (−100 marks a position with no target, the prompt or padding: the loss skips it, as "
+    "cross_entropy's ignore_index). (3) What goes wrong if each L_m is divided by k when the micro-batches hold different "
     "numbers of target tokens?",
     points=(
         "N_m L_m is the sum of micro-batch m's token losses, so L = (1/N) Σ_m N_m L_m = Σ_m (N_m / N) L_m.",
@@ -213,11 +216,12 @@ register(PredictExercise(
         Trap(lambda: 0.8, "the trained adapter above kept most of its update because its update was large next to W. "
              "This one is 1% of W: far below the gap between two levels."),
     ),
-    explanation="NF4 stores each weight as one of 16 levels per block. Two neighbouring levels are 8% to 30% of the "
-    "block's largest weight apart. An update of 1% of ‖W‖ changes the weights by about 1% of their typical size, far "
-    "less than half a gap, so almost every weight rounds back to a level it already had. Only the largest weight of "
-    "each block, which sets the block's scale, is stored (nearly) exactly and keeps its update: one weight in 64, so "
-    "the merge keeps about 1/64 of the update, and the merged model is the base model again to within that.",
+    explanation="NF4 stores each weight as one of 16 levels times its block's scale, the block's largest |weight|. Two "
+    "neighbouring levels are 8% to 30% of that scale apart. An update of 1% of ‖W‖ changes each weight by about 1% of "
+    "its typical size, far less than half a gap, so no weight changes its level. But each block's largest weight moved "
+    "a little, so the block's scale changes and every weight of the block is rescaled with it. The stored weight moves "
+    "by about the update's size, along W's own direction, not the update's: the merge keeps about 0.02 of the update, "
+    "and adds an error of about 1.4 times the update's size.",
     hints=("Compare the change in one weight (about 1% of its size) with the distance between two of NF4's 16 levels.",),
 ))
 register(NumericExercise(
