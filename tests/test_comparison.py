@@ -139,7 +139,8 @@ def fake_comparison():
     def report(label, lr, seed, val, loss, ratio, right):
         return SimpleNamespace(seed=seed, val_exact_match=val, val_answer_loss=1 - val, pretrain_loss=loss + 0.01 * seed,
                                update_ratio=ratio, update_ratios={"w": ratio}, train_exact_match=1.0,
-                               test_right=tuple(right), test_exact_match=sum(right) / len(right))
+                               test_right=tuple(right), test_exact_match=sum(right) / len(right),
+                               val_right=tuple(i < round(8 * val) for i in range(8)))
     reports = {}
     for seed in (0, 1, 2):
         reports[("lora", 1e-3, seed)] = report("lora", 1e-3, seed, 0.25, 1.0, 0.2, [False] * 8)
@@ -183,3 +184,35 @@ def test_forgetting_is_compared_at_matched_learning():
         comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.9)
     assert comparison.rank_correlation([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
     assert comparison.rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_the_verdict_beside_biderman_follows_the_winner():
+    c = fake_comparison()
+    matched = comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75)
+    assert matched.against_one_curve("lora").startswith("disagrees: full forgets less")
+    lora_wins = comparison.LearningForgetting(matched.matched_lr, matched.forgetting, "", "lora")
+    assert lora_wins.against_one_curve("lora").startswith("agrees") and "lora forgets less" in lora_wins.against_one_curve("lora")
+    neither = comparison.LearningForgetting(matched.matched_lr, matched.forgetting, "", None)
+    assert neither.against_one_curve("lora").startswith("not resolved")
+
+
+def test_near_ties_on_validation_are_named():
+    c = fake_comparison()
+    for seed in (0, 1, 2):  # lora at 1e-3 now trails 1e-2 by less than one animal of eight: 0.80 vs 0.875
+        c.reports[("lora", 1e-3, seed)].val_exact_match = 0.8
+    assert c.near_ties("lora", (0, 1, 2), one_animal=1 / 8) == [1e-3]
+    assert c.near_ties("full", (0, 1, 2), one_animal=1 / 8) == []  # an exact tie is a tie, not a near tie
+    assert "rate 0.001 within one validation animal" in c.selection(["lora"], (0, 1, 2), one_animal=1 / 8)
+    near = comparison.rate_ratio_line(c, "lora", "full", seeds=(0, 1, 2), one_animal=1 / 8).splitlines()
+    assert any("a near tie: lora's rate 0.001 trailed" in line and line.endswith("0.5 times: contradicted") for line in near)
+    assert "near tie" not in c.selection(["lora"], (0, 1, 2))  # without the animal count, nothing is flagged
+
+
+def test_paired_verdicts_can_stay_on_validation_and_never_print_minus_zero():
+    c = fake_comparison()
+    assert c.rights("lora", split="val") == [tuple([True] * 7 + [False])] * 3
+    assert "on validation exact match" in c.paired_verdict("lora", "full", split="val")
+    with pytest.raises(ValueError, match='split must be "test" or "val"'):
+        c.rights("lora", split="train")
+    assert str(comparison.PairedDifference(-0.001, -0.004, 0.2)) == "+0.00 [+0.00, +0.20]"
+    assert str(comparison.PairedDifference(-0.05, -0.21, 0.07)) == "-0.05 [-0.21, +0.07]"

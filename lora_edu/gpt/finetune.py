@@ -66,6 +66,7 @@ class Report:
     peak_memory_bytes: int
     val_exact_match: float
     val_answer_loss: float
+    val_right: tuple[bool, ...]  # animal by animal at the chosen checkpoint, in the order of world.val_animals
     test_exact_match: float
     test_answer_loss: float
     test_right: tuple[bool, ...]  # animal by animal, in the order of world.test_animals
@@ -201,6 +202,7 @@ def finetune(
         peak_memory_bytes=result.peak_cuda_bytes,
         val_exact_match=result.best_score,  # train() restored the weights that scored it
         val_answer_loss=val_loss,
+        val_right=tuple(val_right),
         test_exact_match=sum(test_right) / len(test_right),
         test_answer_loss=test_loss,
         test_right=tuple(test_right),

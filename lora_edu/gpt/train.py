@@ -144,13 +144,17 @@ class TrainResult:
         return self.flops_per_second / peak if peak else None
 
     def summary(self, device: torch.device) -> str:
-        """One line after training, as GPU fine-tuning notebooks show it: time, throughput, peak memory, MFU."""
-        mfu = self.mfu(device)
-        memory = f"peak memory {self.peak_cuda_bytes / 2**20:,.0f} MiB" if device.type == "cuda" else "peak GPU memory: no GPU"
-        utilisation = f"MFU {100 * mfu:.1f}%" if mfu is not None else "MFU: needs a GPU with a known peak"
+        """One line after training: time and throughput; on a GPU also FLOP/s, peak memory and MFU, as GPU
+        fine-tuning notebooks show it (on a CPU those say nothing a student can use, so they are left out)."""
         graph = ", CUDA graph" if self.cuda_graph else ""
-        return (f"{self.steps_done} steps in {self.seconds / 60:.2f} min = {self.seconds:.1f} s ({self.precision}{graph}) | "
-                f"{self.tokens_per_second:,.0f} tokens/s | {self.flops_per_second / 1e12:.3g} TFLOP/s | {memory} | {utilisation}")
+        line = (f"{self.steps_done} steps in {self.seconds / 60:.2f} min = {self.seconds:.1f} s ({self.precision}{graph}) | "
+                f"{self.tokens_per_second:,.0f} tokens/s")
+        if device.type != "cuda":
+            return line
+        mfu = self.mfu(device)
+        utilisation = f"MFU {100 * mfu:.1f}%" if mfu is not None else "MFU: unknown peak FLOP/s for this GPU"
+        return (f"{line} | {self.flops_per_second / 1e12:.3g} TFLOP/s | peak memory {self.peak_cuda_bytes / 2**20:,.0f} MiB | "
+                f"{utilisation}")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -86,9 +86,11 @@ class Comparison:
         """True when ``lr`` (default: the chosen rate) is the smallest or largest tried: the best may lie outside the grid."""
         return at_edge(self.chosen_lr[label] if lr is None else lr, self.arm(label).lrs)
 
-    def rights(self, label: str, lr: float | None = None) -> list[tuple[bool, ...]]:
-        """(seeds, test animals): which test answers of one arm were exactly right."""
-        return [r.test_right for r in self.runs(label, lr)]
+    def rights(self, label: str, lr: float | None = None, split: str = "test") -> list[tuple[bool, ...]]:
+        """(seeds, animals): which answers of one arm were exactly right, on the "test" or the "val" animals."""
+        if split not in ("test", "val"):
+            raise ValueError(f'split must be "test" or "val", got {split!r}.')
+        return [r.test_right if split == "test" else r.val_right for r in self.runs(label, lr)]
 
     def test_em(self, label: str) -> ExactMatchInterval:
         """Test exact match at the chosen rate, with its bootstrap interval over seeds and animals."""
@@ -98,9 +100,11 @@ class Comparison:
         """Loss on the held-out pretraining text, mean and 95% t-interval over seeds (higher: more forgotten)."""
         return interval(r.pretrain_loss for r in self.runs(label, lr) if seeds is None or r.seed in seeds)
 
-    def paired_verdict(self, label_a: str, label_b: str) -> str:
-        """Which of two arms wins on test exact match, paired by animal, or "not resolved"."""
-        line = paired_verdict(label_a, label_b, paired_difference(self.rights(label_a), self.rights(label_b)))
+    def paired_verdict(self, label_a: str, label_b: str, split: str = "test") -> str:
+        """Which of two arms wins on exact match, paired by animal, or "not resolved": on the test animals, or with
+        ``split="val"`` on the validation animals (for a comparison that must not look at the test set again)."""
+        diff = paired_difference(self.rights(label_a, split=split), self.rights(label_b, split=split))
+        line = paired_verdict(label_a, label_b, diff, "test exact match" if split == "test" else "validation exact match")
         edge = [lab for lab in (label_a, label_b) if self.at_grid_edge(lab)]
         return line + "".join(f" ({lab}'s rate is at the edge of its grid)" for lab in edge)
 
@@ -145,8 +149,15 @@ class Comparison:
         em = self.grid(label, "val_exact_match", seeds)
         return [lr for lr, v in em.items() if v == max(em.values())]
 
-    def selection(self, labels: Sequence[str], seeds: Sequence[int]) -> str:
-        """What chose each arm's rate: mean validation exact match and validation answer loss at every rate tried."""
+    def near_ties(self, label: str, seeds: Sequence[int], one_animal: float) -> list[float]:
+        """The rates that trail the best mean validation exact match by less than ``one_animal`` (one validation animal
+        per seed, 1 / number of validation animals): a choice over them rests on a handful of answers."""
+        em = self.grid(label, "val_exact_match", seeds)
+        return [lr for lr, v in em.items() if 0 < max(em.values()) - v < one_animal - 1e-12]
+
+    def selection(self, labels: Sequence[str], seeds: Sequence[int], one_animal: float | None = None) -> str:
+        """What chose each arm's rate: mean validation exact match and validation answer loss at every rate tried.
+        Given ``one_animal`` (1 / number of validation animals), rates within one animal of the best are named."""
         lines, w = [], max(11, *map(len, labels))
         for label in labels:
             em, loss = self.grid(label, "val_exact_match", seeds), self.grid(label, "val_answer_loss", seeds)
@@ -157,6 +168,10 @@ class Comparison:
             if len(tied) > 1:
                 lines.append(f"{'':<{w}} (rates {', '.join(f'{lr:g}' for lr in tied)} tie on exact match: the lower "
                              "validation loss chose)")
+            near = self.near_ties(label, seeds, one_animal) if one_animal else []
+            if near:
+                lines.append(f"{'':<{w}} (rate{'s' if len(near) > 1 else ''} {', '.join(f'{lr:g}' for lr in near)} within one "
+                             "validation animal per seed of the best: a near tie, so the choice is weak)")
         return "\n".join(lines)
 
 
@@ -240,7 +255,12 @@ class PairedDifference:
     high: float
 
     def __str__(self) -> str:
-        return f"{self.mean:+.2f} [{self.low:+.2f}, {self.high:+.2f}]"
+        return f"{signed(self.mean)} [{signed(self.low)}, {signed(self.high)}]"
+
+
+def signed(x: float) -> str:
+    """``x`` to two decimals with its sign, never "-0.00": a difference that rounds to zero has no sign."""
+    return f"{round(x, 2) + 0.0:+.2f}"
 
 
 def paired_difference(rights_a: Sequence[Sequence[bool]], rights_b: Sequence[Sequence[bool]], resamples: int = 4000,
@@ -297,13 +317,14 @@ def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
 
 
 def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: float = 10.0, our_scaling: float = 2.0,
-                    their_scaling: float = 4.0, seeds: Sequence[int] | None = None) -> str:
+                    their_scaling: float = 4.0, seeds: Sequence[int] | None = None, one_animal: float | None = None) -> str:
     """LoRA's chosen rate over full fine-tuning's, set beside a reported ratio: not contradicted when within a factor
     sqrt(10) (one step of a grid in half-decades, rounded up) of it. With Adam, the same update under a branch scaled
     by ``their_scaling`` instead of ``our_scaling`` needs a rate ``our_scaling / their_scaling`` times ours, so the
     ratio is compared in the report's convention. Given the sweep ``seeds``, a rate chosen by a tie-break on
-    validation exact match is named, with the ratio the other tied rate would give. (A window of one grid step is a
-    weak test: "not contradicted" is all it can say.)"""
+    validation exact match is named, with the ratio the other tied rate would give; given ``one_animal`` too
+    (1 / number of validation animals), so is a rate within one animal of the chosen one (``Comparison.near_ties``).
+    (A window of one grid step is a weak test: "not contradicted" is all it can say.)"""
     def in_their_convention(lora_lr: float, full_lr: float) -> float:
         return lora_lr / full_lr * our_scaling / their_scaling
 
@@ -317,10 +338,14 @@ def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: floa
             f"reports about {reported:g}: " + ("not contradicted, within a factor of about 3" if consistent(theirs)
                                                else "contradicted, off by more than a factor of about 3"))
     for label in (lora, full) if seeds is not None else ():
-        for lr in (lr for lr in comparison.tied_rates(label, seeds) if lr != chosen[label]):
+        near = comparison.near_ties(label, seeds, one_animal) if one_animal else []
+        others = [(lr, "tied") for lr in comparison.tied_rates(label, seeds) if lr != chosen[label]] + [(lr, "near") for lr in near]
+        for lr, kind in others:
             other = in_their_convention(*(lr if lab == label else chosen[lab] for lab in (lora, full)))
-            line += (f"\n  it rests on a tie-break: {label}'s rate {lr:g} tied on validation exact match, and would give "
-                     f"{other:.3g} times: " + ("not contradicted either" if consistent(other) else "contradicted"))
+            why = ("a tie-break: {}'s rate {:g} tied on validation exact match" if kind == "tied" else
+                   "a near tie: {}'s rate {:g} trailed by less than one validation animal per seed").format(label, lr)
+            line += (f"\n  it rests on {why}, and would give {other:.3g} times: "
+                     + ("not contradicted either" if consistent(other) else "contradicted"))
     return line
 
 
@@ -342,6 +367,15 @@ class LearningForgetting:
     def winner(self) -> str | None:
         """The method that forgets less at matched learning, or None when not resolved."""
         return self.less_forgetful
+
+    def against_one_curve(self, lora: str) -> str:
+        """Our verdict set beside Biderman et al.'s Section 4.3 finding (one learning-forgetting curve for both methods,
+        LoRA lower on it; in some cases LoRA forgetting less at comparable learning): whether it agrees or disagrees."""
+        if self.less_forgetful is None:
+            return "not resolved: neither forgets less at matched learning, as one shared curve would have it (but not evidence for it)"
+        if self.less_forgetful == lora:
+            return f"agrees with their remark that LoRA can forget less at comparable learning: {lora} forgets less"
+        return f"disagrees: {self.less_forgetful} forgets less at matched learning, where one shared curve would put them level"
 
     def __str__(self) -> str:
         lines = [f"{label}: rate {lr:g}, held-out loss {self.forgetting[label]}"
