@@ -18,7 +18,17 @@ from lora_edu.lora.variants import (
     update_size_after_one_step,
 )
 from lora_edu.paper.analysis import delta_w_alignment, intruder_dimensions, intruder_similarity, subspace_similarity
-from lora_edu.paper.experiments import PAPER, LoRARun, batch1_latency_ms, summarize
+from lora_edu.paper.experiments import (
+    PAPER,
+    LoRARun,
+    batch1_latency_ms,
+    loss_ratio,
+    loss_verdict,
+    ratio_winner,
+    runs_by_config,
+    summarize,
+    tally,
+)
 from lora_edu.paper.houlsby import HoulsbyAdapter, add_houlsby_adapters
 
 
@@ -462,3 +472,39 @@ def test_phi_is_judged_against_random_subspaces_of_the_same_sizes():
         p[0, 0] = top  # above chance in every seed, above the paper's 0.5 (a bound, not a level) in one
     line = phi_verdicts(near, chance)[0]
     assert "above 0.5 in 1:" in line and line.endswith("shared more than by chance, but not above the paper's 0.5 in every seed")
+
+
+def test_a_loss_ratio_counts_the_seeds_and_the_animals():
+    rng = np.random.default_rng(0)
+    hardness = rng.lognormal(0, 1, 16)  # some animals are much harder than others, for both configurations
+    a = 0.5 * hardness * rng.lognormal(0, 0.05, (5, 16))
+    b = 1.0 * hardness * rng.lognormal(0, 0.05, (5, 16))
+    ab = loss_ratio(a, b)
+    assert ab.ratio == pytest.approx(np.exp(np.log(a.mean(1)).mean() - np.log(b.mean(1)).mean()))
+    assert ab.low < ab.ratio < ab.high < 1 and ratio_winner("A", "B", ab) == "A"  # paired by animal: resolved
+    assert ratio_winner("B", "A", loss_ratio(b, a)) == "A"
+    noisy = b * rng.lognormal(0, 0.6, (5, 1))  # seeds that disagree by factors: the interval widens to include 1
+    assert ratio_winner("A", "B", loss_ratio(a, noisy)) is None
+    one_hard_animal = np.ones((3, 16))
+    one_hard_animal[:, 0] = 50.0  # a ratio driven by one animal: redrawing the animals must show it
+    few = loss_ratio(one_hard_animal * 0.5 * np.array([[1.0], [1.01], [0.99]]), np.ones((3, 16)) * np.array([[1.0], [1.01], [0.99]]))
+    assert few.low < 1 < few.high
+    with pytest.raises(ValueError, match="same animals"):
+        loss_ratio(a, b[:, :8])
+    with pytest.raises(ValueError, match="positive"):
+        loss_ratio(a, -b)
+
+
+def test_a_loss_verdict_reads_per_animal_losses_of_runs():
+    rng = np.random.default_rng(1)
+    def run(targets, seed, scale):
+        given = {"targets": targets, "r": 8, "seed": seed, "test_answer_losses": tuple(scale * rng.lognormal(0, 0.05, 16))}
+        return LoRARun(**{f.name: given.get(f.name) for f in dataclasses.fields(LoRARun)})
+
+    groups = runs_by_config([run(("q",), s, 1.0) for s in range(3)] + [run(("v",), s, 0.3) for s in range(3)])
+    assert list(groups) == [(("q",), 8), (("v",), 8)] and all(len(g) == 3 for g in groups.values())
+    line = loss_verdict("Wq", groups[(("q",), 8)], "Wv", groups[(("v",), 8)])
+    assert line.startswith("Wv beats Wq on test answer loss (Wq's loss / Wv's 3.3") and line.endswith("95% interval above 1)")
+    same = loss_verdict("Wq", groups[(("q",), 8)], "Wq'", groups[(("q",), 8)])
+    assert "not resolved" in same and "includes 1" in same
+    assert tally({"x": line, "y": same}, "Wv") == "Wv resolved better: x | resolved worse: none | not resolved: y"

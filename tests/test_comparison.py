@@ -175,7 +175,12 @@ def test_the_comparison_prints_its_table_verdicts_and_selection():
 def test_forgetting_is_compared_at_matched_learning():
     c = fake_comparison()
     matched = comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75)
-    assert matched.matched_lr == {"lora": 1e-2, "full": 1e-4}  # lora learned only at 1e-2; full forgets least at 1e-4
+    assert matched.matched_lr == {"lora": 1e-2, "full": 1e-4}  # lora learned only at 1e-2; full's smallest rate learned
+    swapped = dict(c.reports)  # full forgets less at 1e-3 than at 1e-4: the choice must not follow the forgetting
+    for seed in (0, 1, 2):
+        swapped[("full", 1e-4, seed)] = SimpleNamespace(**{**vars(c.reports[("full", 1e-4, seed)]), "pretrain_loss": 3.0})
+    by_validation = comparison.learning_forgetting(comparison.Comparison(c.arms, swapped, c.chosen_lr, {}), ("lora", "full"), (0, 1, 2))
+    assert by_validation.matched_lr["full"] == 1e-4 and by_validation.forgetting["full"].mean == pytest.approx(3.0)
     assert matched.resolved and matched.winner() == "full" and "held-out loss at matched learning" in str(matched)
     assert matched.at_grid_edge == {"lora": True, "full": True}  # grids of two rates: every choice is at an edge
     assert str(matched).count("(an edge of its grid: a rate beyond it was not tried)") == 2

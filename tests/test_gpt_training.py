@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 from lora_edu import inject_lora, lora_layers, mark_only_lora_trainable
 from lora_edu.gpt.data import TASKS, answer_mask, make_world, pack_lines, parse_json_answer, task_examples
 from lora_edu.gpt.device import configure_threads, pick_device, precision_for
-from lora_edu.gpt.evaluate import answer_loss, answer_scores, exact_match, fact_recall, generate_answers, lm_loss
+from lora_edu.gpt.evaluate import answer_loss, answer_rows, answer_scores, exact_match, fact_recall, generate_answers, lm_loss
 from lora_edu.gpt.finetune import collect_reports, finetune
 from lora_edu.gpt.model import GPT, GPTConfig
 from lora_edu.gpt.pretrain import PRETRAIN_SIZES, load_pretrained, pretrain, world_for
@@ -258,6 +258,10 @@ def test_exact_match_scores_in_one_pass_what_generation_scores(pretrained):
     rows = task_examples(world, "card", world.animals, model.config.n_ctx)
     with torch.no_grad():
         assert loss == model.eval()(rows[:, :-1], answer_mask(world, "card", rows))[1].item()  # the answer tokens' mean cross-entropy
+    right, losses, same = answer_rows(model, world, "card", world.animals[:5])
+    assert len(right) == len(losses) == 5 and same == answer_loss(model, world, "card", world.animals[:5])
+    for animal, row_loss in zip(world.animals[:5], losses, strict=True):  # each animal's loss is its own row's loss
+        assert row_loss == pytest.approx(answer_loss(model, world, "card", [animal]), rel=1e-5)
 
     class FirstRowOnly(torch.nn.Module):  # predicts the target of the first row, and <pad> everywhere else
         config = model.config
@@ -347,6 +351,7 @@ def test_gpu_size_pipeline_runs_end_to_end_on_cpu(tmp_path, monkeypatch):
     model, rep = finetune(base, world, "json", "lora-qv", steps=2, batch_size=4, save_dir=tmp_path / "adapter", progress=False)
     assert rep.trainable == 8 * 2 * 8 * (512 + 512) and 0.0 <= rep.test_exact_match <= 1.0 and 0.0 <= rep.val_exact_match <= 1.0
     assert len(rep.val_right) == len(world.val_animals) and rep.val_exact_match == sum(rep.val_right) / len(rep.val_right)
+    assert len(rep.test_answer_losses) == len(world.test_animals) and all(loss > 0 for loss in rep.test_answer_losses)
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
 
 

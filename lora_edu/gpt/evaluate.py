@@ -8,8 +8,8 @@ from torch import nn
 
 from .data import World, lm_targets, task_data
 
-__all__ = ["FACT_PROMPTS", "answer_loss", "answer_scores", "answers_right", "exact_match", "fact_recall", "generate_answers",
-           "lm_loss"]
+__all__ = ["FACT_PROMPTS", "answer_loss", "answer_rows", "answer_scores", "answers_right", "exact_match", "fact_recall",
+           "generate_answers", "lm_loss"]
 
 FACT_PROMPTS = {"home": "the {} lives in the", "food": "the {} eats"}  # pretraining phrasings that ask for one fact
 
@@ -34,10 +34,16 @@ def answer_scores(model: nn.Module, world: World, task: str, animals: list[str])
     return sum(right) / len(animals), loss  # the exact fraction of right rows
 
 
-@torch.no_grad()
 def answers_right(model: nn.Module, world: World, task: str, animals: list[str]) -> tuple[list[bool], float]:
-    """Whether ``model``'s greedy answer is exactly right, animal by animal, and the answer loss, from one
-    teacher-forced forward pass.
+    """Whether ``model``'s greedy answer is exactly right, animal by animal, and the answer loss (``answer_rows``)."""
+    right, _, loss = answer_rows(model, world, task, animals)
+    return right, loss
+
+
+@torch.no_grad()
+def answer_rows(model: nn.Module, world: World, task: str, animals: list[str]) -> tuple[list[bool], list[float], float]:
+    """Animal by animal, whether ``model``'s greedy answer is exactly right and the mean cross-entropy of its answer
+    tokens; then the answer loss over all of them. One teacher-forced forward pass.
 
     Greedy decoding writes the answer and then ``<eos>`` exactly when, at every answer position, the most likely
     next token after the *correct* prefix is the right token: if every one is, each greedy step extends the right
@@ -47,18 +53,22 @@ def answers_right(model: nn.Module, world: World, task: str, animals: list[str])
     Two differences: a ``<pad>`` written inside an answer or in place of ``<eos>`` counts as wrong here, while decoding
     would drop it (the trained models tested never wrote one: ``<pad>`` is never a training target); and the two run at
     different sequence lengths, so under rounding a near-tie between two tokens could in principle go either way.
-    The loss is ``answer_loss``'s: the mean cross-entropy of the answer tokens.
+    The last value is ``answer_loss``'s: the mean cross-entropy over every answer token of every animal.
     """
     device = next(model.parameters()).device
     x, y = task_data(world, task, animals, model.config.n_ctx)
     x, y = x.to(device), y.to(device)  # x: (rows, n_ctx); y: (rows, n_ctx), -100 off the answer
     was_training = model.training
     model.eval()
-    logits, loss = model(x, y)
+    logits, loss = model(x, y)  # logits: (rows, n_ctx, vocab)
     model.train(was_training)
     right = ((logits.argmax(-1) == y) | (y == -100)).all(dim=1)
-    values = torch.cat([right.float(), loss.float().reshape(1)]).tolist()  # one read-back
-    return [v == 1.0 for v in values[:-1]], values[-1]
+    answer = y != -100
+    per_token = F.cross_entropy(logits.float().transpose(1, 2), y.masked_fill(~answer, 0), reduction="none")  # (rows, n_ctx)
+    per_row = (per_token * answer).sum(dim=1) / answer.sum(dim=1)
+    values = torch.cat([right.float(), per_row, loss.float().reshape(1)]).tolist()  # one read-back
+    n = len(animals)
+    return [v == 1.0 for v in values[:n]], values[n : 2 * n], values[-1]
 
 
 def exact_match(model: nn.Module, world: World, task: str, animals: list[str]) -> float:

@@ -28,7 +28,7 @@ from torch import nn
 from ..lora.layer import LoRALinear, adapted_weight, count_parameters, inject_lora, mark_only_lora_trainable
 from ..lora.quant import NF4Linear, dequantized_weight
 from .data import World, lm_targets, task_data
-from .evaluate import answer_scores, answers_right, exact_match, lm_loss
+from .evaluate import answer_rows, answer_scores, answers_right, exact_match, lm_loss
 from .model import GPT
 from .pretrain import pretraining_eval_rows, pretraining_rows
 from .train import TrainConfig, TrainResult, train
@@ -70,6 +70,7 @@ class Report:
     test_exact_match: float
     test_answer_loss: float
     test_right: tuple[bool, ...]  # animal by animal, in the order of world.test_animals
+    test_answer_losses: tuple[float, ...]  # each test animal's answer loss, in the same order
     train_exact_match: float
     pretrain_loss: float
     update_ratios: dict[str, float]  # ||ΔW||_F / ||W||_F of every block weight the method changed
@@ -189,7 +190,7 @@ def finetune(
                    desc=f"{method} ({task})", progress=progress, param_groups=groups)
     count = count_parameters(model)
     val_right, val_loss = answers_right(model, world, task, world.val_animals)
-    test_right, test_loss = answers_right(model, world, task, world.test_animals)
+    test_right, test_losses, test_loss = answer_rows(model, world, task, world.test_animals)
     report = Report(
         method=method + (f" + replay {replay:g}" if replay else "") + (f" + LoRA+ x{loraplus_ratio:g}" if loraplus_ratio else ""),
         lr=lr,
@@ -206,6 +207,7 @@ def finetune(
         test_exact_match=sum(test_right) / len(test_right),
         test_answer_loss=test_loss,
         test_right=tuple(test_right),
+        test_answer_losses=tuple(test_losses),
         train_exact_match=exact_match(model, world, task, world.train_animals) if score_all else math.nan,
         pretrain_loss=lm_loss(model, pretraining_eval_rows(world, n_ctx), world.tokenizer.pad_id) if score_all else math.nan,
         update_ratios={} if method == "control" else update_ratios(base, model),  # the control does not start from base

@@ -31,6 +31,7 @@ __all__ = [
     "LoRARun",
     "Latency",
     "LogInterval",
+    "LossRatio",
     "at_edge",
     "batch1_latency_ms",
     "better",
@@ -40,9 +41,13 @@ __all__ = [
     "log_interval",
     "phi_chance",
     "phi_verdicts",
+    "ratio_winner",
+    "runs_by_config",
     "intruder_count",
     "learned_factors",
     "lora_run",
+    "loss_ratio",
+    "loss_verdict",
     "next_rate",
     "summarize",
     "sweep",
@@ -92,6 +97,7 @@ class LoRARun:
     seconds: float
     factors: dict[str, tuple[np.ndarray, np.ndarray, float]]  # layer -> (A (r, d_in), B (d_out, r), scaling)
     lr: float | None = None  # None: finetune's default for LoRA
+    test_answer_losses: tuple[float, ...] = ()  # each test animal's answer loss, in the order of world.test_animals
 
     def factor(self, layer: str, which: str = "A") -> np.ndarray:
         """lora_A (r, d_in) or lora_B (d_out, r) of a layer, e.g. ``"blocks.3.attn.q_proj"``."""
@@ -128,7 +134,7 @@ def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int
     model, rep = finetune(base, world, task, "lora", targets=[SHORT[t] for t in targets], r=r, alpha=alpha, rslora=rslora,
                           steps=steps, lr=lr, seed=seed, progress=False, score_all=False)
     run = LoRARun(targets, r, seed, rep.val_exact_match, rep.val_answer_loss, rep.test_exact_match, rep.test_answer_loss,
-                  time.perf_counter() - t0, learned_factors(model), lr)
+                  time.perf_counter() - t0, learned_factors(model), lr, rep.test_answer_losses)
     del model  # keep the factors, free the model (on a GPU, 80 models would not fit a small card)
     return run
 
@@ -282,13 +288,19 @@ class Interval:
         return f"{self.mean:.3f} ± {self.half_width:.3f}"
 
 
+def t95(df: float) -> float:
+    """The two-sided 95% quantile of Student's t for ``df`` degrees of freedom, rounded down to a tabled one
+    (fewer degrees of freedom: a wider interval, never a narrower one)."""
+    whole = max(1, math.floor(df))
+    return T95.get(whole, T95[max(k for k in T95 if k <= whole)])
+
+
 def interval(values: Iterable[float]) -> Interval:
     """The mean and 95% t-interval of per-seed values (at least 2)."""
     v = np.asarray(list(values), dtype=np.float64)
     if len(v) < 2:
         raise ValueError(f"An interval needs at least 2 seeds, got {len(v)}.")
-    df = len(v) - 1
-    t = T95.get(df, T95[max(k for k in T95 if k <= df)])
+    t = t95(len(v) - 1)
     return Interval(float(v.mean()), float(t * v.std(ddof=1) / np.sqrt(len(v))), tuple(float(x) for x in v))
 
 
@@ -331,6 +343,73 @@ def summarize(runs: list[LoRARun], metric: str, log: bool = False) -> dict[tuple
     for run in runs:
         groups.setdefault((run.targets, run.r), []).append(getattr(run, metric))
     return {k: (log_interval(v) if log else interval(v)) for k, v in groups.items()}
+
+
+def runs_by_config(runs: Iterable[LoRARun]) -> dict[Config, list[LoRARun]]:
+    """The runs grouped by (targets, r), in the order they came."""
+    groups: dict[Config, list[LoRARun]] = {}
+    for run in runs:
+        groups.setdefault((run.targets, run.r), []).append(run)
+    return groups
+
+
+@dataclass(frozen=True)
+class LossRatio:
+    """A's answer loss divided by B's (geometric means over seeds) and a 95% interval for that ratio."""
+
+    ratio: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.ratio:.2f} [{self.low:.2f}, {self.high:.2f}]"
+
+
+def loss_ratio(losses_a: Iterable[Iterable[float]], losses_b: Iterable[Iterable[float]], resamples: int = 2000,
+               seed: int = 0) -> LossRatio:
+    """A's test answer loss over B's, with a 95% interval that counts two kinds of luck.
+
+    ``losses_a``: (seeds of A, animals), each run's answer loss animal by animal; ``losses_b``: (seeds of B, animals),
+    the same animals in the same order. A run's loss is its mean over the animals, and the ratio is that of the two
+    geometric means over seeds. Its interval is made on the log scale from two variances added together: the luck of
+    the seeds (Welch's: each side's spread of log losses over its seeds) and the luck of which animals are in the test
+    set (the animals redrawn with replacement, one draw for both sides, since an animal that is hard is hard for both).
+    The t quantile takes Welch's degrees of freedom for the seeds, rounded down.
+    """
+    a, b = np.asarray(losses_a, dtype=np.float64), np.asarray(losses_b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[1] < 2 or min(len(a), len(b)) < 2:
+        raise ValueError(f"Need (seeds, animals) tables of per-animal losses on the same animals, at least 2 seeds and 2 "
+                         f"animals each; got shapes {a.shape} and {b.shape}. Runs from lora_run or finetune carry them "
+                         "as test_answer_losses.")
+    if not ((a > 0).all() and (b > 0).all() and np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("Per-animal losses must be positive and finite.")
+    log_a, log_b = np.log(a.mean(axis=1)), np.log(b.mean(axis=1))
+    var_a, var_b = log_a.var(ddof=1) / len(a), log_b.var(ddof=1) / len(b)
+    seed_var = var_a + var_b
+    df = seed_var**2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1)) if seed_var > 0 else len(a) + len(b) - 2
+    draws = np.random.default_rng(seed).integers(0, a.shape[1], (resamples, a.shape[1]))
+    redrawn = np.log(a[:, draws].mean(axis=2)).mean(axis=0) - np.log(b[:, draws].mean(axis=2)).mean(axis=0)
+    centre = log_a.mean() - log_b.mean()
+    half = t95(df) * math.sqrt(seed_var + redrawn.var(ddof=1))
+    return LossRatio(math.exp(centre), math.exp(centre - half), math.exp(centre + half))
+
+
+def ratio_winner(name_a: str, name_b: str, ratio: LossRatio) -> str | None:
+    """The lower-loss one when the 95% interval of A's loss over B's lies wholly below 1 (A) or above 1 (B), else None."""
+    return name_a if ratio.high < 1 else name_b if ratio.low > 1 else None
+
+
+def loss_verdict(name_a: str, runs_a: Iterable[LoRARun], name_b: str, runs_b: Iterable[LoRARun], what: str = "test answer loss") -> str:
+    """"A beats B" on test answer loss when the 95% interval of A's loss over B's (``loss_ratio``, seeds and test animals
+    both redrawn) lies below 1, "B beats A" when above, else "not resolved at this scale"."""
+    ratio = loss_ratio([run.test_answer_losses for run in runs_a], [run.test_answer_losses for run in runs_b])
+    of = f"{name_a}'s loss / {name_b}'s {ratio}"
+    winner = ratio_winner(name_a, name_b, ratio)
+    if winner == name_a:
+        return f"{name_a} beats {name_b} on {what} ({of}, 95% interval below 1)"
+    if winner == name_b:
+        return f"{name_b} beats {name_a} on {what} ({of}, 95% interval above 1)"
+    return f"{name_a} vs {name_b} on {what}: not resolved at this scale ({of}, 95% interval includes 1)"
 
 
 def better(name_a: str, a: Interval | LogInterval, name_b: str, b: Interval | LogInterval, higher_is_better: bool) -> str | None:
