@@ -100,6 +100,12 @@ def test_update_ratio_is_the_relative_size_of_the_applied_change():
     w = base.blocks[0].attn.q_proj.weight
     expected = float(layer.delta_weight().detach().norm() / w.detach().norm())
     assert update_ratios(base, model) == {"blocks.0.attn.q_proj": pytest.approx(expected)}
+    top2 = torch.linalg.svdvals(w.detach())[:2].norm()  # W's top-2 part: the measure of the paper's Table 7
+    by_top = float(layer.delta_weight().detach().norm() / top2)
+    assert update_ratios(base, model, top_r=2) == {"blocks.0.attn.q_proj": pytest.approx(by_top)}
+    assert update_ratios(base, model, top_r=16)["blocks.0.attn.q_proj"] == pytest.approx(expected)  # every direction: ||W||_F
+    with pytest.raises(ValueError, match="top_r"):
+        update_ratios(base, model, top_r=0)
 
 
 def test_progress_line_says_how_long_is_left():
@@ -121,7 +127,7 @@ def test_paired_difference_resolves_what_unpaired_intervals_cannot():
     hard = np.arange(16) < 3  # three animals every arm gets wrong
     a = np.tile(~hard, (5, 1))  # A: all but the hard three, every seed
     b = a.copy()
-    b[:, 3:7] = rng.random((5, 4)) < 0.2  # B also misses four more animals, most of the time
+    b[:, 3:9] = rng.random((5, 6)) < 0.2  # B also misses six more animals, most of the time
     diff = paired_difference(a, b)
     assert diff.low > 0 and diff.mean == pytest.approx(a.mean() - b.mean())
     assert paired_verdict("A", "B", diff).startswith("A beats B")
@@ -189,6 +195,8 @@ def test_forgetting_is_compared_at_matched_learning():
         comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.9)
     assert comparison.rank_correlation([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
     assert comparison.rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert comparison.average_ranks([5.0, 7.0, 7.0, 1.0]).tolist() == [1.0, 2.5, 2.5, 0.0]  # a tie shares its ranks
+    assert comparison.rank_correlation([1, 2, 3, 4], [1, 2, 2, 3]) == pytest.approx(np.corrcoef([0, 1, 2, 3], [0, 1.5, 1.5, 3])[0, 1])
 
 
 def test_the_verdict_beside_biderman_follows_the_winner():

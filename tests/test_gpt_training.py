@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 from lora_edu import inject_lora, lora_layers, mark_only_lora_trainable
 from lora_edu.gpt.data import TASKS, answer_mask, make_world, pack_lines, parse_json_answer, task_examples
 from lora_edu.gpt.device import configure_threads, pick_device, precision_for
-from lora_edu.gpt.evaluate import answer_loss, answer_rows, answer_scores, exact_match, fact_recall, generate_answers, lm_loss
+from lora_edu.gpt.evaluate import answer_loss, answer_rows, answer_scores, exact_match, fact_recall, facts_known, generate_answers, lm_loss
 from lora_edu.gpt.finetune import collect_reports, finetune
 from lora_edu.gpt.model import GPT, GPTConfig
 from lora_edu.gpt.pretrain import PRETRAIN_SIZES, load_pretrained, pretrain, world_for
@@ -223,8 +223,9 @@ def test_fact_recall_free_and_among_the_answers(pretrained):
     torch.manual_seed(0)
     untrained = GPT(model.config)
     for attribute in ("home", "food"):  # choosing among the answers never scores below choosing among every word
-        free, among = (fact_recall(untrained, world, attribute, world.animals, among_answers=m) for m in (False, True))
-        assert among >= free
+        free, among = (facts_known(untrained, world, attribute, world.animals, among_answers=m) for m in (False, True))
+        assert len(free) == len(world.animals) and all(a for f, a in zip(free, among, strict=True) if f)  # animal by animal
+        assert fact_recall(untrained, world, attribute, world.animals) == sum(free) / len(free)
     untrained.train()
     fact_recall(untrained, world, "home", world.animals[:2])
     assert untrained.training  # scored in evaluation mode, then put back as it was

@@ -9,7 +9,7 @@ from torch import nn
 from .data import World, lm_targets, task_data
 
 __all__ = ["FACT_PROMPTS", "answer_loss", "answer_rows", "answer_scores", "answers_right", "exact_match", "fact_recall",
-           "generate_answers", "lm_loss"]
+           "facts_known", "generate_answers", "lm_loss"]
 
 FACT_PROMPTS = {"home": "the {} lives in the", "food": "the {} eats"}  # pretraining phrasings that ask for one fact
 
@@ -99,14 +99,21 @@ def answer_loss(model: nn.Module, world: World, task: str, animals: list[str]) -
     return answer_scores(model, world, task, animals)[1]
 
 
-@torch.no_grad()
 def fact_recall(model: nn.Module, world: World, attribute: str, animals: list[str], among_answers: bool = False) -> float:
     """The share of ``animals`` whose home (or food) ``model`` names as its most likely next word after a pretraining
+    phrasing ("the blazz lives in the"): the mean of ``facts_known``."""
+    known = facts_known(model, world, attribute, animals, among_answers)
+    return sum(known) / len(known)
+
+
+@torch.no_grad()
+def facts_known(model: nn.Module, world: World, attribute: str, animals: list[str], among_answers: bool = False) -> list[bool]:
+    """Animal by animal, whether ``model`` names its home (or food) as the most likely next word after a pretraining
     phrasing ("the blazz lives in the").
 
     ``among_answers=True``: the next word is chosen among the possible answers only (the world's homes, or its
     foods), so a token of a new format leaking in (a ``"``) cannot count as wrong: it asks whether the fact is still
-    there, not whether the model still says it unprompted. It never scores below free recall.
+    there, not whether the model still says it unprompted. It is never wrong where free recall is right.
     """
     if attribute not in FACT_PROMPTS:
         raise ValueError(f"attribute must be one of {sorted(FACT_PROMPTS)}, got {attribute!r}.")
@@ -122,4 +129,4 @@ def fact_recall(model: nn.Module, world: World, attribute: str, animals: list[st
     options = sorted(set(truth.values())) if among_answers else tok.vocab
     option_ids = [tok.encode(o)[0] for o in options] if among_answers else list(range(len(tok.vocab)))
     picked = [options[k] for k in scores[:, option_ids].argmax(-1).tolist()]
-    return sum(word == truth[a] for word, a in zip(picked, animals, strict=True)) / len(animals)
+    return [word == truth[a] for word, a in zip(picked, animals, strict=True)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +43,7 @@ __all__ = [
     "phi_verdicts",
     "ratio_winner",
     "runs_by_config",
+    "seeds_and_animals",
     "intruder_count",
     "learned_factors",
     "lora_run",
@@ -371,27 +372,39 @@ def loss_ratio(losses_a: Iterable[Iterable[float]], losses_b: Iterable[Iterable[
 
     ``losses_a``: (seeds of A, animals), each run's answer loss animal by animal; ``losses_b``: (seeds of B, animals),
     the same animals in the same order. A run's loss is its mean over the animals, and the ratio is that of the two
-    geometric means over seeds. Its interval is made on the log scale from two variances added together: the luck of
-    the seeds (Welch's: each side's spread of log losses over its seeds) and the luck of which animals are in the test
-    set (the animals redrawn with replacement, one draw for both sides, since an animal that is hard is hard for both).
-    The t quantile takes Welch's degrees of freedom for the seeds, rounded down.
+    geometric means over seeds. Its interval is ``seeds_and_animals``'s, made on the log scale: the luck of the seeds
+    and the luck of which animals are in the test set, added.
     """
     a, b = np.asarray(losses_a, dtype=np.float64), np.asarray(losses_b, dtype=np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[1] < 2 or min(len(a), len(b)) < 2:
-        raise ValueError(f"Need (seeds, animals) tables of per-animal losses on the same animals, at least 2 seeds and 2 "
-                         f"animals each; got shapes {a.shape} and {b.shape}. Runs from lora_run or finetune carry them "
-                         "as test_answer_losses.")
-    if not ((a > 0).all() and (b > 0).all() and np.isfinite(a).all() and np.isfinite(b).all()):
+    if a.ndim == 2 and b.ndim == 2 and not ((a > 0).all() and (b > 0).all() and np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("Per-animal losses must be positive and finite.")
-    log_a, log_b = np.log(a.mean(axis=1)), np.log(b.mean(axis=1))
-    var_a, var_b = log_a.var(ddof=1) / len(a), log_b.var(ddof=1) / len(b)
-    seed_var = var_a + var_b
-    df = seed_var**2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1)) if seed_var > 0 else len(a) + len(b) - 2
-    draws = np.random.default_rng(seed).integers(0, a.shape[1], (resamples, a.shape[1]))
-    redrawn = np.log(a[:, draws].mean(axis=2)).mean(axis=0) - np.log(b[:, draws].mean(axis=2)).mean(axis=0)
-    centre = log_a.mean() - log_b.mean()
-    half = t95(df) * math.sqrt(seed_var + redrawn.var(ddof=1))
+    centre, half = seeds_and_animals(a, b, lambda m: np.log(m.mean(axis=-1)), resamples, seed)
     return LossRatio(math.exp(centre), math.exp(centre - half), math.exp(centre + half))
+
+
+def seeds_and_animals(a: np.ndarray, b: np.ndarray, per_run: Callable[[np.ndarray], np.ndarray], resamples: int = 2000,
+                      seed: int = 0) -> tuple[float, float]:
+    """The difference of the mean of ``per_run`` over A's seeds and over B's, and the half-width of its 95% interval.
+
+    ``a``: (seeds of A, animals) and ``b``: (seeds of B, animals), scores of the same animals in the same order;
+    ``per_run`` turns (..., animals) into one number per run (e.g. the mean over the animals). Two kinds of luck are
+    added as variances: the seeds' (each side's spread over its seeds, over its number of seeds) and the test
+    animals' (the animals redrawn with replacement, one draw for both sides, since an animal that is hard is hard
+    for both). The t quantile takes the Welch-Satterthwaite degrees of freedom of the three parts (a side's seeds
+    minus 1, the animals minus 1), rounded down. Some luck is counted twice (the seeds' spread already holds part of
+    the animals'), so the interval errs on the wide side.
+    """
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[1] < 2 or min(len(a), len(b)) < 2:
+        raise ValueError(f"Need (seeds, animals) tables of per-animal results on the same animals, at least 2 seeds and 2 "
+                         f"animals each; got shapes {a.shape} and {b.shape}.")
+    runs_a, runs_b = per_run(a), per_run(b)
+    draws = np.random.default_rng(seed).integers(0, a.shape[1], (resamples, a.shape[1]))
+    redrawn = per_run(a[:, draws]).mean(axis=0) - per_run(b[:, draws]).mean(axis=0)  # (resamples,)
+    parts = [(runs_a.var(ddof=1) / len(a), len(a) - 1), (runs_b.var(ddof=1) / len(b), len(b) - 1),
+             (redrawn.var(ddof=1), a.shape[1] - 1)]  # (variance, its degrees of freedom)
+    total = sum(v for v, _ in parts)
+    df = total**2 / sum(v**2 / d for v, d in parts) if total > 0 else len(a) + len(b) - 2  # Welch-Satterthwaite
+    return float(runs_a.mean() - runs_b.mean()), t95(df) * math.sqrt(total)
 
 
 def ratio_winner(name_a: str, name_b: str, ratio: LossRatio) -> str | None:
