@@ -273,9 +273,7 @@ def paired_difference(rights_a: Sequence[Sequence[bool]], rights_b: Sequence[Seq
 
     ``rights_a``: (seeds of A, animals); ``rights_b``: (seeds of B, animals), the animals in the same order.
     """
-    a, b = np.asarray(rights_a, dtype=np.float64), np.asarray(rights_b, dtype=np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(a.shape[0], b.shape[0]) < 2 or a.shape[1] < 2:
-        raise ValueError(f"Need (seeds, animals) tables of the same animals, at least 2 seeds each; got {a.shape} and {b.shape}.")
+    a, b = np.asarray(rights_a, dtype=np.float64), np.asarray(rights_b, dtype=np.float64)  # seeds_and_animals checks the shapes
     centre, half = seeds_and_animals(a, b, lambda m: m.mean(axis=-1), resamples, seed)
     return PairedDifference(centre, max(-1.0, centre - half), min(1.0, centre + half))
 

@@ -340,10 +340,8 @@ def log_interval(values: Iterable[float]) -> LogInterval:
 def summarize(runs: list[LoRARun], metric: str, log: bool = False) -> dict[tuple[tuple[str, ...], int], Interval | LogInterval]:
     """The 95% interval over seeds of ``metric`` per (targets, r); ``log=True`` makes it on the log scale
     (``log_interval``), as suits a loss."""
-    groups: dict[tuple[tuple[str, ...], int], list[float]] = {}
-    for run in runs:
-        groups.setdefault((run.targets, run.r), []).append(getattr(run, metric))
-    return {k: (log_interval(v) if log else interval(v)) for k, v in groups.items()}
+    values = {config: [getattr(run, metric) for run in group] for config, group in runs_by_config(runs).items()}
+    return {k: (log_interval(v) if log else interval(v)) for k, v in values.items()}
 
 
 def runs_by_config(runs: Iterable[LoRARun]) -> dict[Config, list[LoRARun]]:
