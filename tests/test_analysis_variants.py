@@ -24,6 +24,7 @@ from lora_edu.paper.experiments import (
     batch1_latency_ms,
     loss_ratio,
     loss_verdict,
+    loss_winner,
     ratio_winner,
     runs_by_config,
     summarize,
@@ -508,3 +509,19 @@ def test_a_loss_verdict_reads_per_animal_losses_of_runs():
     same = loss_verdict("Wq", groups[(("q",), 8)], "Wq'", groups[(("q",), 8)])
     assert "not resolved" in same and "includes 1" in same
     assert tally({"x": line, "y": same}, "Wv") == "Wv resolved better: x | resolved worse: none | not resolved: y"
+    assert loss_winner("Wq", groups[(("q",), 8)], "Wv", groups[(("v",), 8)]) == "Wv"  # the winner the line names
+    assert loss_winner("Wq", groups[(("q",), 8)], "Wq'", groups[(("q",), 8)]) is None
+
+
+def test_initial_factor_is_the_a_a_run_starts_from():
+    from lora_edu.gpt.data import make_world
+    from lora_edu.paper.experiments import initial_factor, lora_run
+
+    world = make_world()
+    torch.manual_seed(0)
+    base = GPT(GPTConfig(vocab_size=len(world.tokenizer), n_ctx=64, n_layer=1, n_head=2, d_model=16))
+    layer = "blocks.0.attn.q_proj"
+    a0, other_seed = (initial_factor(base, ("q", "v"), 4, seed=s, layer=layer) for s in (3, 4))
+    assert a0.shape == (4, 16) and not np.allclose(a0, other_seed)
+    run = lora_run(base, world, ("q", "v"), 4, steps=1, seed=3, lr=1e-9)  # one step of Adam moves A by about 1e-9
+    assert np.allclose(run.factor(layer), a0, atol=1e-6) and not np.allclose(run.factor(layer), other_seed)

@@ -173,7 +173,8 @@ def test_the_comparison_prints_its_table_verdicts_and_selection():
     assert "rate is 10 times full's" in line and "that is 5 times" in line
     assert line.endswith(": not contradicted, within a factor of about 3")
     tie = comparison.rate_ratio_line(c, "lora", "full", seeds=(0, 1, 2)).splitlines()
-    assert len(tie) == 2 and "full's rate 0.0001 tied" in tie[1] and tie[1].endswith("50 times: contradicted")
+    assert len(tie) == 2 and "full's rate 0.0001 tied" in tie[1] and tie[1].endswith("50 times, outside it")
+    assert tie[0].endswith("not resolved by this grid: the rates validation could not tell apart give 5 to 50 times")
     far = comparison.Comparison(c.arms, c.reports, {"lora": 1e-2, "full": 1e-4}, {})  # a ratio of 100
     assert "contradicted, off by" in comparison.rate_ratio_line(far, "lora", "full")
 
@@ -217,7 +218,7 @@ def test_near_ties_on_validation_are_named():
     assert c.near_ties("full", (0, 1, 2), one_animal=1 / 8) == []  # an exact tie is a tie, not a near tie
     assert "rate 0.001 within one validation animal" in c.selection(["lora"], (0, 1, 2), one_animal=1 / 8)
     near = comparison.rate_ratio_line(c, "lora", "full", seeds=(0, 1, 2), one_animal=1 / 8).splitlines()
-    assert any("a near tie: lora's rate 0.001 trailed" in line and line.endswith("0.5 times: contradicted") for line in near)
+    assert any("a near tie: lora's rate 0.001 trailed" in line and line.endswith("0.5 times, outside it") for line in near)
     assert "near tie" not in c.selection(["lora"], (0, 1, 2))  # without the animal count, nothing is flagged
 
 
@@ -229,3 +230,31 @@ def test_paired_verdicts_can_stay_on_validation_and_never_print_minus_zero():
         c.rights("lora", split="train")
     assert str(comparison.PairedDifference(-0.001, -0.004, 0.2)) == "+0.00 [+0.00, +0.20]"
     assert str(comparison.PairedDifference(-0.05, -0.21, 0.07)) == "-0.05 [-0.21, +0.07]"
+
+
+def test_rank_correlation_interval_counts_the_seeds_luck():
+    reference = [1.0, 2.0, 3.0, 4.0]
+    clear = [[0.0, 0.1, 0.0], [1.0, 1.1, 0.9], [2.0, 2.1, 1.9], [3.0, 3.1, 2.9]]  # seeds far apart from the gaps
+    sure = comparison.rank_correlation_interval(clear, reference)
+    assert sure.rho == pytest.approx(1.0) and sure.low == pytest.approx(1.0) and str(sure) == "+1.00 [+1.00, +1.00]"
+    noisy = [[0.0, 3.0, 0.2], [1.0, -1.0, 2.5], [2.0, 0.5, 3.0], [3.0, 0.0, 1.0]]  # the order changes with the seeds drawn
+    loose = comparison.rank_correlation_interval(noisy, reference)
+    assert loose.low < loose.rho <= loose.high and loose.low < 0.5
+    assert comparison.rank_correlation_interval(noisy, reference, seed=1).rho == loose.rho  # only the interval is random
+    with pytest.raises(ValueError, match="at least 3 items and 2 seeds per item"):
+        comparison.rank_correlation_interval([[1.0, 2.0], [3.0]], [1.0, 2.0])
+
+
+def test_the_paired_table_gives_one_row_and_verdict_per_comparison():
+    c = fake_comparison()
+    wrong = SimpleNamespace(**{**vars(c.reports[("full", 1e-3, 0)]), "test_right": (False,) * 8})
+    reports = {**c.reports, **{("none", 1e-3, s): SimpleNamespace(**{**vars(wrong), "seed": s}) for s in (0, 1, 2)}}
+    c = comparison.Comparison([*c.arms, Arm("none", "full", (1e-3,))], reports, {**c.chosen_lr, "none": 1e-3}, {})
+    lines = c.paired_table("lora", ["full", "none"]).splitlines()
+    assert lines[0].startswith("lora against") and "difference in test exact match" in lines[0]
+    assert lines[1].startswith("full") and lines[1].endswith("not resolved*")  # 8/8 against 8/8: no difference
+    assert lines[2].startswith("none") and "+1.00" in lines[2] and lines[2].endswith("lora better*")
+    assert lines[2].split("  [")[1].startswith("+1.00")  # every animal right against every animal wrong: no doubt left
+    assert "paired by animal" in lines[3] and lines[4].startswith("* a rate at the edge")
+    assert c.paired_winner("lora", "none") == "lora" and c.paired_winner("none", "lora") == "lora"
+    assert c.paired_winner("lora", "full") is None

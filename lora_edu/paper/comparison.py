@@ -109,6 +109,28 @@ class Comparison:
         edge = [lab for lab in (label_a, label_b) if self.at_grid_edge(lab)]
         return line + "".join(f" ({lab}'s rate is at the edge of its grid)" for lab in edge)
 
+    def paired_winner(self, label_a: str, label_b: str, split: str = "test") -> str | None:
+        """The arm that ``paired_verdict`` calls the winner on exact match, or None when it is not resolved."""
+        diff = paired_difference(self.rights(label_a, split=split), self.rights(label_b, split=split))
+        return label_a if diff.low > 0 else label_b if diff.high < 0 else None
+
+    def paired_table(self, label: str, others: Sequence[str], split: str = "test") -> str:
+        """``label`` against each of ``others`` on exact match, paired by animal (``paired_difference``): one row each
+        with the difference, its 95% interval and the verdict ("better" only when the interval excludes 0)."""
+        what = "test" if split == "test" else "validation"
+        w = max(16, *map(len, others))
+        lines = [f"{label + ' against':<{w}} {'difference in ' + what + ' exact match':>34}  {'95% interval':>16}  verdict"]
+        for other in others:
+            diff = paired_difference(self.rights(label, split=split), self.rights(other, split=split))
+            winner = label if diff.low > 0 else other if diff.high < 0 else None
+            edge = "*" if self.at_grid_edge(label) or self.at_grid_edge(other) else ""
+            lines.append(f"{other:<{w}} {signed(diff.mean):>34}  [{signed(diff.low)}, {signed(diff.high)}]  "
+                         f"{winner + ' better' if winner else 'not resolved'}{edge}")
+        lines.append(f"({label} minus the other, paired by animal; better: the 95% interval excludes 0)")
+        if any(self.at_grid_edge(lab) for lab in (label, *others)):
+            lines.append("* a rate at the edge of its grid was chosen: a better one may lie outside it")
+        return "\n".join(lines)
+
     def table(self, labels: Sequence[str], base_em: float, base_loss: float) -> str:
         """One row per arm at its chosen rate: the test exact match, the training animals' exact match, the loss on
         held-out pretraining text and ||ΔW||_F / ||W||_F (each run's median over its weights, mean over seeds), with the
@@ -310,6 +332,34 @@ def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
     return float(np.corrcoef(average_ranks(xs), average_ranks(ys))[0, 1])
 
 
+class RankCorrelation(PairedDifference):
+    """Spearman's rank correlation of items' means with a reference order (``rho``), and a 95% interval over the seeds;
+    printed like a difference, with its sign."""
+
+    @property
+    def rho(self) -> float:
+        return self.mean
+
+
+def rank_correlation_interval(per_seed: Sequence[Sequence[float]], reference: Sequence[float], resamples: int = 2000,
+                              seed: int = 0) -> RankCorrelation:
+    """How well the items' mean scores order them like ``reference``, and how much that owes to the seeds' luck.
+
+    ``per_seed[i]``: item i's score in each of its seeds (at least 2); ``reference[i]``: item i's reference value.
+    ``rho`` ranks the items' means; the interval redraws each item's seeds with replacement, ranks the new means and
+    keeps the middle 95% of the correlations. It counts the seeds' luck only, not that of a fixed test set.
+    """
+    if len(per_seed) != len(reference) or len(reference) < 3 or min(len(v) for v in per_seed) < 2:
+        raise ValueError(f"Need one reference value per item, at least 3 items and 2 seeds per item; got {len(per_seed)} "
+                         f"items with {[len(v) for v in per_seed]} seeds and {len(reference)} reference values.")
+    rng = np.random.default_rng(seed)
+    values = [np.asarray(v, dtype=np.float64) for v in per_seed]
+    redrawn = np.stack([v[rng.integers(0, len(v), (resamples, len(v)))].mean(axis=1) for v in values], axis=1)
+    rhos = [rank_correlation(means, reference) for means in redrawn]  # a draw where every mean ties gives nan
+    low, high = np.nanquantile(rhos, [0.025, 0.975])
+    return RankCorrelation(rank_correlation([v.mean() for v in values], reference), float(low), float(high))
+
+
 def average_ranks(values: Sequence[float]) -> np.ndarray:
     """The rank of each value, 0 for the smallest; tied values share the mean of their ranks."""
     v = np.asarray(values, dtype=np.float64)
@@ -328,6 +378,7 @@ def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: floa
     ratio is compared in the report's convention. Given the sweep ``seeds``, a rate chosen by a tie-break on
     validation exact match is named, with the ratio the other tied rate would give; given ``one_animal`` too
     (1 / number of validation animals), so is a rate within one animal of the chosen one (``Comparison.near_ties``).
+    When those rates fall on both sides of the window, the verdict is "not resolved by this grid", with the range.
     (A window of one grid step is a weak test: "not contradicted" is all it can say.)"""
     def in_their_convention(lora_lr: float, full_lr: float) -> float:
         return lora_lr / full_lr * our_scaling / their_scaling
@@ -337,19 +388,26 @@ def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: floa
 
     chosen = {lora: comparison.chosen_lr[lora], full: comparison.chosen_lr[full]}
     theirs = in_their_convention(chosen[lora], chosen[full])
-    line = (f"{lora}'s rate is {chosen[lora] / chosen[full]:g} times {full}'s; in LoRA Without Regret's convention "
-            f"(branch scaled by {their_scaling:g}, ours by {our_scaling:g}) that is {theirs:.3g} times, where the post "
-            f"reports about {reported:g}: " + ("not contradicted, within a factor of about 3" if consistent(theirs)
-                                               else "contradicted, off by more than a factor of about 3"))
+    alternatives = []  # (why, ratio): rates that validation could not tell apart from a chosen one
     for label in (lora, full) if seeds is not None else ():
         near = comparison.near_ties(label, seeds, one_animal) if one_animal else []
         others = [(lr, "tied") for lr in comparison.tied_rates(label, seeds) if lr != chosen[label]] + [(lr, "near") for lr in near]
         for lr, kind in others:
-            other = in_their_convention(*(lr if lab == label else chosen[lab] for lab in (lora, full)))
             why = ("a tie-break: {}'s rate {:g} tied on validation exact match" if kind == "tied" else
                    "a near tie: {}'s rate {:g} trailed by less than one validation animal per seed").format(label, lr)
-            line += (f"\n  it rests on {why}, and would give {other:.3g} times: "
-                     + ("not contradicted either" if consistent(other) else "contradicted"))
+            alternatives.append((why, in_their_convention(*(lr if lab == label else chosen[lab] for lab in (lora, full)))))
+    ratios = [theirs] + [ratio for _, ratio in alternatives]
+    if len({consistent(ratio) for ratio in ratios}) > 1:
+        verdict = (f"not resolved by this grid: the rates validation could not tell apart give {min(ratios):.3g} to "
+                   f"{max(ratios):.3g} times")
+    else:
+        verdict = ("not contradicted, within a factor of about 3" if consistent(theirs)
+                   else "contradicted, off by more than a factor of about 3")
+    line = (f"{lora}'s rate is {chosen[lora] / chosen[full]:g} times {full}'s; in LoRA Without Regret's convention "
+            f"(branch scaled by {their_scaling:g}, ours by {our_scaling:g}) that is {theirs:.3g} times, where the post "
+            f"reports about {reported:g}: {verdict}")
+    for why, ratio in alternatives:
+        line += f"\n  {why}: it would give {ratio:.3g} times, " + ("within a factor of about 3" if consistent(ratio) else "outside it")
     return line
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..checks import is_finite_number
 from ..gpt.data import World
-from ..gpt.finetune import finetune
+from ..gpt.finetune import finetune, prepare
 from ..gpt.model import GPT
 from ..gpt.progress import progress as progress_line
 from ..lora.layer import adapted_weight, lora_layers
@@ -140,6 +140,12 @@ def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int
     return run
 
 
+def initial_factor(base: GPT, targets: Iterable[str], r: int, seed: int, layer: str) -> np.ndarray:
+    """lora_A (r, d_in) of ``layer`` as ``lora_run(base, world, targets, r, ..., seed)`` starts it, before any step."""
+    model = prepare(base, "lora", r=r, alpha=PAPER_ALPHA, seed=seed, targets=[SHORT[t] for t in targets])
+    return lora_layers(model)[layer].lora_A.detach().double().cpu().numpy()
+
+
 def sweep(base: GPT, world: World, configs: list[tuple[tuple[str, ...], int]], seeds: Iterable[int], steps: int,
           lr: float | None = None, progress: bool = True, task: str = "json") -> list[LoRARun]:
     """Every (targets, r) configuration for every seed on ``task``, with a progress bar."""
@@ -187,12 +193,12 @@ class TunedSweep:
         cells = {c: "  ".join(f"{lr:g}: {self.val_loss(c, lr):.3f}" + ("<" if lr == self.chosen_lr[c] else " ")
                               for lr in self.grids[c]) for c in intervals}
         width = max(len("validation loss at each rate"), *map(len, cells.values()))
-        head = (f"{'adapted':<12} {'r':>2} {'per block':>9} | {'validation loss at each rate':<{width}} | "
+        head = (f"{'adapted':<12} {'r':>2} {'params per block':>16} | {'validation loss at each rate':<{width}} | "
                 f"{metric.replace('_', ' '):>22}")
         lines = [head + (f" | {'paper, accuracy %':>17}" if paper else "")]
         for (targets, r), iv in intervals.items():
             edge = "*" if self.at_grid_edge((targets, r)) else " "
-            row = (f"{config_name(targets):<12} {r:>2} {len(targets) * r * 2 * d_model:>9,} | "
+            row = (f"{config_name(targets):<12} {r:>2} {len(targets) * r * 2 * d_model:>16,} | "
                    f"{cells[(targets, r)] + edge:<{width}} | {iv!s:>22}")
             lines.append(row + (f" | {paper[targets]:>17}" if paper else ""))
         lines.append("< the rate validation chose")
@@ -408,6 +414,12 @@ def seeds_and_animals(a: np.ndarray, b: np.ndarray, per_run: Callable[[np.ndarra
 def ratio_winner(name_a: str, name_b: str, ratio: LossRatio) -> str | None:
     """The lower-loss one when the 95% interval of A's loss over B's lies wholly below 1 (A) or above 1 (B), else None."""
     return name_a if ratio.high < 1 else name_b if ratio.low > 1 else None
+
+
+def loss_winner(name_a: str, runs_a: Iterable[LoRARun], name_b: str, runs_b: Iterable[LoRARun]) -> str | None:
+    """The name with the lower test answer loss when ``loss_verdict`` would call it the winner, else None."""
+    ratio = loss_ratio([run.test_answer_losses for run in runs_a], [run.test_answer_losses for run in runs_b])
+    return ratio_winner(name_a, name_b, ratio)
 
 
 def loss_verdict(name_a: str, runs_a: Iterable[LoRARun], name_b: str, runs_b: Iterable[LoRARun], what: str = "test answer loss") -> str:

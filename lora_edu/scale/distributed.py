@@ -296,7 +296,7 @@ def wrap(model: nn.Module, cfg: DistributedConfig, device: torch.device, counter
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
-        # an explicit mesh on this run's device: by default FSDP2 would pick CUDA whenever a GPU exists, even under gloo
+        # the mesh lives on this run's device: left to itself, FSDP2 would pick the GPU whenever one exists, even for a CPU run
         mesh = init_device_mesh(device.type, (dist.get_world_size(),))
         for block in model.blocks:
             fully_shard(block, mesh=mesh)

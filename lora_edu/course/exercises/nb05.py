@@ -153,7 +153,8 @@ register(ChoiceExercise(
 register(WrittenExercise(
     id="disable-lora-exact",
     prompt="Change and explain. Merge the adapter into a copy of the model: `merged = copy.deepcopy(lora_all)`, then "
-    "`merge_lora(merged)` (import it from lora_edu.lora.layer). Now try `with disable_lora(merged): ...` in a new cell. "
+    "`merge_lora(merged)` (import it from lora_edu.lora.layer). Now run, in a new cell, `with disable_lora(merged): "
+    "print(lm_loss(merged, pretrain_rows, tok.pad_id))`. "
     "What happens? Explain why switching the adapter off gives back the pretrained model bit for bit before merging, "
     "and why it cannot after merging: what would it take to get the pretrained model back then, and how exact would "
     "that be?",
