@@ -378,7 +378,8 @@ def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: floa
     ratio is compared in the report's convention. Given the sweep ``seeds``, a rate chosen by a tie-break on
     validation exact match is named, with the ratio the other tied rate would give; given ``one_animal`` too
     (1 / number of validation animals), so is a rate within one animal of the chosen one (``Comparison.near_ties``).
-    When those rates fall on both sides of the window, the verdict is "not resolved by this grid", with the range.
+    When some of those rates fall inside the window and some outside, the verdict is "not resolved by this grid", with
+    the range.
     (A window of one grid step is a weak test: "not contradicted" is all it can say.)"""
     def in_their_convention(lora_lr: float, full_lr: float) -> float:
         return lora_lr / full_lr * our_scaling / their_scaling
