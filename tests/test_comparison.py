@@ -230,6 +230,9 @@ def test_paired_verdicts_can_stay_on_validation_and_never_print_minus_zero():
         c.rights("lora", split="train")
     assert str(comparison.PairedDifference(-0.001, -0.004, 0.2)) == "+0.00 [+0.00, +0.20]"
     assert str(comparison.PairedDifference(-0.05, -0.21, 0.07)) == "-0.05 [-0.21, +0.07]"
+    assert comparison.PairedDifference(0.1, 0.02, 0.2).winner("A", "B") == "A"  # interval above 0
+    assert comparison.PairedDifference(-0.1, -0.2, -0.02).winner("A", "B") == "B"
+    assert comparison.PairedDifference(-0.05, -0.21, 0.07).winner("A", "B") is None
 
 
 def test_rank_correlation_interval_counts_the_seeds_luck():

@@ -101,18 +101,21 @@ class Comparison:
         """Loss on the held-out pretraining text, mean and 95% t-interval over seeds (higher: more forgotten)."""
         return interval(r.pretrain_loss for r in self.runs(label, lr) if seeds is None or r.seed in seeds)
 
+    def difference(self, label_a: str, label_b: str, split: str = "test") -> PairedDifference:
+        """Exact match of A minus B at their chosen rates, paired by animal (``paired_difference``)."""
+        return paired_difference(self.rights(label_a, split=split), self.rights(label_b, split=split))
+
     def paired_verdict(self, label_a: str, label_b: str, split: str = "test") -> str:
         """Which of two arms wins on exact match, paired by animal, or "not resolved": on the test animals, or with
         ``split="val"`` on the validation animals (for a comparison that must not look at the test set again)."""
-        diff = paired_difference(self.rights(label_a, split=split), self.rights(label_b, split=split))
-        line = paired_verdict(label_a, label_b, diff, "test exact match" if split == "test" else "validation exact match")
+        what = "test exact match" if split == "test" else "validation exact match"
+        line = paired_verdict(label_a, label_b, self.difference(label_a, label_b, split), what)
         edge = [lab for lab in (label_a, label_b) if self.at_grid_edge(lab)]
         return line + "".join(f" ({lab}'s rate is at the edge of its grid)" for lab in edge)
 
     def paired_winner(self, label_a: str, label_b: str, split: str = "test") -> str | None:
         """The arm that ``paired_verdict`` calls the winner on exact match, or None when it is not resolved."""
-        diff = paired_difference(self.rights(label_a, split=split), self.rights(label_b, split=split))
-        return label_a if diff.low > 0 else label_b if diff.high < 0 else None
+        return self.difference(label_a, label_b, split).winner(label_a, label_b)
 
     def paired_table(self, label: str, others: Sequence[str], split: str = "test") -> str:
         """``label`` against each of ``others`` on exact match, paired by animal (``paired_difference``): one row each
@@ -121,8 +124,8 @@ class Comparison:
         w = max(16, *map(len, others))
         lines = [f"{label + ' against':<{w}} {'difference in ' + what + ' exact match':>34}  {'95% interval':>16}  verdict"]
         for other in others:
-            diff = paired_difference(self.rights(label, split=split), self.rights(other, split=split))
-            winner = label if diff.low > 0 else other if diff.high < 0 else None
+            diff = self.difference(label, other, split)
+            winner = diff.winner(label, other)
             edge = "*" if self.at_grid_edge(label) or self.at_grid_edge(other) else ""
             lines.append(f"{other:<{w}} {signed(diff.mean):>34}  [{signed(diff.low)}, {signed(diff.high)}]  "
                          f"{winner + ' better' if winner else 'not resolved'}{edge}")
@@ -280,6 +283,10 @@ class PairedDifference:
     def __str__(self) -> str:
         return f"{signed(self.mean)} [{signed(self.low)}, {signed(self.high)}]"
 
+    def winner(self, name_a: str, name_b: str) -> str | None:
+        """A when the 95% interval of A minus B lies above 0, B when below, else None (not resolved)."""
+        return name_a if self.low > 0 else name_b if self.high < 0 else None
+
 
 def signed(x: float) -> str:
     """``x`` to two decimals with its sign, never "-0.00": a difference that rounds to zero has no sign."""
@@ -302,9 +309,10 @@ def paired_difference(rights_a: Sequence[Sequence[bool]], rights_b: Sequence[Seq
 
 def paired_verdict(name_a: str, name_b: str, diff: PairedDifference, what: str = "test exact match") -> str:
     """"A beats B" when the paired difference's 95% interval lies above 0 ("B beats A" below 0), else not resolved."""
-    if diff.low > 0:
+    winner = diff.winner(name_a, name_b)
+    if winner == name_a:
         return f"{name_a} beats {name_b} on {what} (paired difference {diff}, 95% interval above 0)"
-    if diff.high < 0:
+    if winner == name_b:
         return f"{name_b} beats {name_a} on {what} (paired difference {diff}, 95% interval below 0)"
     return f"{name_a} vs {name_b} on {what}: not resolved at this scale (paired difference {diff}, 95% interval includes 0)"
 

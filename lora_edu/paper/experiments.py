@@ -416,16 +416,20 @@ def ratio_winner(name_a: str, name_b: str, ratio: LossRatio) -> str | None:
     return name_a if ratio.high < 1 else name_b if ratio.low > 1 else None
 
 
+def runs_loss_ratio(runs_a: Iterable[LoRARun], runs_b: Iterable[LoRARun]) -> LossRatio:
+    """``loss_ratio`` of two groups of runs, from each run's per-animal test answer losses."""
+    return loss_ratio([run.test_answer_losses for run in runs_a], [run.test_answer_losses for run in runs_b])
+
+
 def loss_winner(name_a: str, runs_a: Iterable[LoRARun], name_b: str, runs_b: Iterable[LoRARun]) -> str | None:
     """The name with the lower test answer loss when ``loss_verdict`` would call it the winner, else None."""
-    ratio = loss_ratio([run.test_answer_losses for run in runs_a], [run.test_answer_losses for run in runs_b])
-    return ratio_winner(name_a, name_b, ratio)
+    return ratio_winner(name_a, name_b, runs_loss_ratio(runs_a, runs_b))
 
 
 def loss_verdict(name_a: str, runs_a: Iterable[LoRARun], name_b: str, runs_b: Iterable[LoRARun], what: str = "test answer loss") -> str:
     """"A beats B" on test answer loss when the 95% interval of A's loss over B's (``loss_ratio``, seeds and test animals
     both redrawn) lies below 1, "B beats A" when above, else "not resolved at this scale"."""
-    ratio = loss_ratio([run.test_answer_losses for run in runs_a], [run.test_answer_losses for run in runs_b])
+    ratio = runs_loss_ratio(runs_a, runs_b)
     of = f"{name_a}'s loss / {name_b}'s {ratio}"
     winner = ratio_winner(name_a, name_b, ratio)
     if winner == name_a:
