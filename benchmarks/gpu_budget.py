@@ -23,6 +23,7 @@ its 65 TFLOP/s fp16 peak. The model is checked against the H100's measured fine-
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -32,7 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from lora_edu.gpt.data import task_data
 from lora_edu.gpt.device import configure_threads
 from lora_edu.gpt.evaluate import answer_scores, exact_match, lm_loss
-from lora_edu.gpt.finetune import FINETUNE_SIZES, prepare
+from lora_edu.gpt.finetune import FINETUNE_SIZES, finetune, prepare
 from lora_edu.gpt.model import GPT
 from lora_edu.gpt.pretrain import PRETRAIN_SIZES, pretraining_eval_rows, world_for
 from lora_edu.gpt.step import TrainStep
@@ -200,7 +201,8 @@ def plans() -> dict[str, dict]:
     s05, b05 = run05["steps"], run05["batch_size"]
     world = world_for("gpu")
     json_seq = trim_padding(*task_data(world, "json", world.train_animals, 64))[0].shape[1]  # what train() runs on
-    steps06 = 200  # notebook 06: STEPS = {"tiny": 100, "gpu": 200}; finetune's default 32 rows
+    steps06 = 200  # notebook 06: STEPS = {"tiny": 100, "gpu": 200}, at finetune's default batch
+    b06 = inspect.signature(finetune).parameters["batch_size"].default
     return {
         "05": {
             "runs": [
@@ -216,13 +218,14 @@ def plans() -> dict[str, dict]:
         },
         "06": {
             "runs": [
-                Runs("placement: Wq, Wk, Wv, Wo (r = 8), 3 learning rates x 3 seeds", 36, "lora-q", steps06, 32, json_seq, False),
-                Runs("placement: Wq+Wk, Wq+Wv (r = 4), 3 learning rates x 3 seeds", 18, "lora-qv", steps06, 32, json_seq, False),
-                Runs("placement: Wq, Wk, Wv, Wo together (r = 2), 3 learning rates x 3 seeds", 9, "lora-qkvo", steps06, 32, json_seq,
+                Runs("placement: Wq, Wk, Wv, Wo (r = 8), 3 learning rates x 3 seeds", 36, "lora-q", steps06, b06, json_seq, False),
+                Runs("placement: Wq+Wk, Wq+Wv (r = 4), 3 learning rates x 3 seeds", 18, "lora-qv", steps06, b06, json_seq, False),
+                Runs("placement: Wq, Wk, Wv, Wo together (r = 2), 3 learning rates x 3 seeds", 9, "lora-qkvo", steps06, b06, json_seq,
                      False),
-                Runs("rank sweep on Wq: r = 1, 2, 4, 64, 3 seeds", 12, "lora-q", steps06, 32, json_seq, False),
-                Runs("rank sweep on Wq+Wv: r = 1, 2, 8, 64, 3 seeds", 12, "lora-qv", steps06, 32, json_seq, False),
-                Runs("LoRA and LoRA+ on Wq+Wv (r = 4): 3 learning rates x 3 seeds each", 18, "lora-qv", steps06, 32, json_seq, False),
+                Runs("rank sweep on Wq: r = 1, 2, 4, 64, 3 seeds", 12, "lora-q", steps06, b06, json_seq, False),
+                Runs("rank sweep on Wq+Wv: r = 1, 2, 8, 64, 3 seeds", 12, "lora-qv", steps06, b06, json_seq, False),
+                Runs("LoRA and LoRA+ on Wq+Wv (r = 4): 3 learning rates x 3 seeds each, 2 more seeds each", 22, "lora-qv", steps06, b06,
+                     json_seq, False),
             ],
         },
     }

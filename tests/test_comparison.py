@@ -261,3 +261,31 @@ def test_the_paired_table_gives_one_row_and_verdict_per_comparison():
     assert "paired by animal" in lines[3] and lines[4].startswith("* a rate at the edge")
     assert c.paired_winner("lora", "none") == "lora" and c.paired_winner("none", "lora") == "lora"
     assert c.paired_winner("lora", "full") is None
+
+
+def test_measured_mean_averages_what_measure_kept_per_seed():
+    c = fake_comparison()
+    measured = {(label, lr, seed): {"top_r": 10 * seed + (lr > 5e-3)} for (label, lr, seed) in c.reports}
+    c = comparison.Comparison(c.arms, c.reports, c.chosen_lr, measured)
+    seeds = sorted({seed for (label, lr, seed) in c.reports if label == "lora" and lr == 1e-2})
+    assert c.measured_mean("lora", "top_r") == pytest.approx(np.mean([10 * s + 1 for s in seeds]))  # the chosen rate, 1e-2
+    assert c.measured_mean("lora", "top_r", 1e-2, seeds[:1]) == 10 * seeds[0] + 1
+    with pytest.raises(ValueError, match="measure="):
+        comparison.Comparison(c.arms, c.reports, c.chosen_lr, {}).measured_mean("lora", "top_r")
+
+
+def test_matched_learning_pairs_the_closest_rates_and_reads_less_learning_as_one_curve():
+    c = fake_comparison()
+    reports = dict(c.reports)
+    for seed in (0, 1, 2):  # full learns less at its small rate: 0.75 against lora's 0.875, and forgets less there
+        reports[("full", 1e-4, seed)] = SimpleNamespace(**{**vars(c.reports[("full", 1e-4, seed)]), "val_exact_match": 0.75})
+    c = comparison.Comparison(c.arms, reports, c.chosen_lr, {})
+    closest = comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75, one_animal=0.125)
+    assert closest.matched_lr == {"lora": 1e-2, "full": 1e-3}  # 0.875 against 0.875, not full's smallest rate
+    assert closest.learned == {"lora": 0.875, "full": 0.875} and "validation exact match 0.88" in str(closest)
+    assert closest.against_one_curve("lora").startswith("disagrees: full forgets less while learning as much")
+    only_small = comparison.learning_forgetting(  # with full's small rate alone, full learned a whole animal less
+        comparison.Comparison([c.arms[0], Arm("full", "full", (1e-4,))], reports, c.chosen_lr, {}), ("lora", "full"), (0, 1, 2),
+        min_val_em=0.75, one_animal=0.1)
+    assert only_small.winner() == "full" and only_small.against_one_curve("lora").startswith(
+        "not resolved: full forgets less but also learned less (validation exact match 0.75 vs 0.88)")

@@ -292,3 +292,30 @@ def test_rank_slider_k_max_is_checked():
 
     with pytest.raises(ValueError, match="above the slider's k_max"):
         RankSlider(np.ones((10, 10)), k=8, k_max=5)
+
+
+def test_a_code_exercise_sends_back_a_function_that_calls_the_package_answer():
+    from lora_edu.course.exercises import load_all
+    from lora_edu.paper.analysis import subspace_similarity
+
+    EXERCISES = load_all()
+
+    ex = EXERCISES["subspace-phi"]
+
+    def wrapped(A1, A2, i, j):
+        return float(subspace_similarity(A1, A2)[i - 1, j - 1])
+
+    ok, feedback = ex.verdict(wrapped)
+    assert not ok and "`subspace_similarity`" in feedback and "yourself" in feedback
+    assert not ex.verdict(lambda A1, A2, i, j: subspace_similarity(A1, A2)[i - 1, j - 1])[0]  # a lambda too
+    assert "`subspace_similarity`" in ex.instructions()
+
+    def by_hand(A1, A2, i, j):  # the model solution's route, with no package call
+        import numpy as np
+        u = np.linalg.svd(A1, full_matrices=False)[2][:i].T
+        v = np.linalg.svd(A2, full_matrices=False)[2][:j].T
+        return float(np.linalg.norm(u.T @ v) ** 2 / min(i, j))
+
+    assert ex.verdict(by_hand)[0]
+    from lora_edu.scale.distributed import ring_allreduce_seconds
+    assert not EXERCISES["ring-allreduce-seconds"].verdict(ring_allreduce_seconds)[0]  # the package's own function, passed as is

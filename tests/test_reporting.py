@@ -162,8 +162,8 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     assert "SWEEP_SEEDS, SEEDS = (0, 1, 2), (0, 1, 2, 3, 4)" in nb05
     grids = ['Arm("lora-all", "lora-all", (1e-3, 3e-3, 1e-2, 3e-2), headline=True)',
              'Arm("full", "full", (3e-4, 1e-3, 3e-3), headline=True)',
-             'Arm("lora-qv", "lora-qv", (3e-3, 1e-2, 3e-2))',
-             'Arm("last-block", "last-block", (3e-3, 1e-2, 3e-2))',
+             'Arm("lora-qv", "lora-qv", (1e-2, 3e-2, 1e-1))',
+             'Arm("last-block", "last-block", (1e-3, 3e-3, 1e-2))',
              'Arm("lora-all, 3x steps", "lora-all", (1e-3,), {"steps": 3 * RUN["steps"]})']
     assert all(grid in nb05 for grid in grids)
     # headline grids of 4 and 3 rates x 3 seeds, + 2 seeds each; lora-qv's and last-block's 3 x 3, control 3, replay 3,
@@ -176,8 +176,9 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     assert "plus_arms = [" in nb06 and "(1e-2, 3e-2, 1e-1)" in nb06 and "(3e-3, 1e-2, 3e-2)" in nb06
     assert "tuned_sweep(base, world, placements, SEEDS, STEPS, lrs=(1e-2, 3e-2), extend=1)" in nb06
     # placements at 2 rates, then 1 beyond the edge, x 3 seeds; 2 of the rank sweep ran as placements; LoRA and LoRA+
-    # each 3 rates x 3 seeds
-    assert sum(r.count for r in plans["06"]["runs"]) == 3 * 3 * placements + 3 * (2 * 5 - 2) + 2 * 3 * 3
+    # each 3 rates x 3 seeds, then 2 more seeds each at the chosen rate (HEADLINE_SEEDS)
+    assert "HEADLINE_SEEDS = (0, 1, 2, 3, 4)" in nb06 and "SEEDS, HEADLINE_SEEDS" in nb06
+    assert sum(r.count for r in plans["06"]["runs"]) == 3 * 3 * placements + 3 * (2 * 5 - 2) + 2 * (3 * 3 + 2)
     assert {r.steps for r in plans["06"]["runs"]} == {200}
 
 

@@ -77,16 +77,20 @@ def test_notebook_07_keeps_at_most_one_multiple_choice():
 
 
 def test_the_small_update_prediction_is_what_its_cell_measures():
-    """Notebook 07's cell: a fresh NF4 layer whose update is 1% of its weight; a merge keeps almost none of it."""
+    """Notebook 07's cell: a pretrained layer on NF4 whose update is 1% of its weight; a merge keeps almost none of it."""
+    import copy
+
     import torch
-    from torch import nn
 
     from lora_edu.course.exercises.nb07 import small_update_layer
+    from lora_edu.gpt.pretrain import load_pretrained
     from lora_edu.lora.layer import LoRALinear
     from lora_edu.lora.quant import NF4Linear, dequantized_weight, merge_kept_fraction
 
-    torch.manual_seed(0)
-    small = LoRALinear(NF4Linear.from_linear(nn.Linear(256, 256)), r=8, alpha=16)
+    base, _ = load_pretrained("tiny", "cpu")
+    torch.manual_seed(0)  # the notebook's cell, as a student runs it
+    pretrained = copy.deepcopy(base.get_submodule("blocks.3.mlp.fc_in"))
+    small = LoRALinear(NF4Linear.from_linear(pretrained), r=8, alpha=16)
     with torch.no_grad():
         small.lora_B.normal_()
         small.lora_B.mul_(0.01 * dequantized_weight(small).norm() / small.delta_weight().norm())

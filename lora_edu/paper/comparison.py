@@ -71,6 +71,16 @@ class Comparison:
         """The mean of ``metric`` over the runs of one arm at ``lr``, or over ``seeds`` only (e.g. the sweep seeds)."""
         return statistics.fmean(getattr(r, metric) for r in self.runs(label, lr) if seeds is None or r.seed in seeds)
 
+    def measured_mean(self, label: str, key: str, lr: float | None = None, seeds: Sequence[int] | None = None) -> float:
+        """The mean of ``measure(model)[key]`` over the runs of one arm at ``lr`` (default: its chosen rate), or over
+        ``seeds`` only."""
+        lr = self.chosen_lr[label] if lr is None else lr
+        values = [m[key] for (lab, r_lr, seed), m in sorted(self.measured.items())
+                  if lab == label and r_lr == lr and (seeds is None or seed in seeds)]
+        if not values:
+            raise ValueError(f"No run of {label!r} at lr {lr:g} was measured; pass measure= to compare_methods for that arm.")
+        return statistics.fmean(values)
+
     def include(self, other: Comparison) -> None:
         """Add the arms and runs of another comparison (e.g. one whose rate depends on this one's choice)."""
         if {a.label for a in other.arms} & {a.label for a in self.arms}:
@@ -422,14 +432,16 @@ def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: floa
 
 @dataclass(frozen=True)
 class LearningForgetting:
-    """Two methods compared where each has learned the task: at each one's smallest rate whose mean validation exact
-    match reached ``min_val_em``."""
+    """Two methods compared where both have learned the task about equally: the pair of rates, one per method, whose
+    mean validation exact match is closest (each at least ``min_val_em``)."""
 
     matched_lr: dict[str, float]
     forgetting: dict[str, Interval]
     verdict: str  # which forgets less at matched learning, or "not resolved"
     less_forgetful: str | None  # the method that forgets less at matched learning, None when not resolved
     at_grid_edge: dict[str, bool] = field(default_factory=dict)  # the matched rate is the smallest or largest tried
+    learned: dict[str, float] = field(default_factory=dict)  # mean validation exact match at the matched rate
+    one_animal: float = 0.0  # the largest gap in learning still read as "as much" (one validation animal per seed)
 
     @property
     def resolved(self) -> bool:
@@ -441,33 +453,45 @@ class LearningForgetting:
 
     def against_one_curve(self, lora: str) -> str:
         """Our verdict set beside Biderman et al.'s Section 4.3 finding (one learning-forgetting curve for both methods,
-        LoRA lower on it; in some cases LoRA forgetting less at comparable learning): whether it agrees or disagrees."""
+        LoRA lower on it; in some cases LoRA forgetting less at comparable learning): whether it agrees or disagrees.
+        A method that forgets less but also learned clearly less is where one curve would put it: no disagreement."""
         if self.less_forgetful is None:
             return "not resolved: neither forgets less at matched learning, as one shared curve would have it (but not evidence for it)"
-        if self.less_forgetful == lora:
+        less = self.less_forgetful
+        other = next(label for label in self.matched_lr if label != less)
+        if self.learned and self.learned[other] - self.learned[less] > self.one_animal:
+            return (f"not resolved: {less} forgets less but also learned less (validation exact match "
+                    f"{self.learned[less]:.2f} vs {self.learned[other]:.2f}), which one shared curve allows")
+        if less == lora:
             return f"agrees with their remark that LoRA can forget less at comparable learning: {lora} forgets less"
-        return f"disagrees: {self.less_forgetful} forgets less at matched learning, where one shared curve would put them level"
+        return f"disagrees: {less} forgets less while learning as much, where one shared curve would put them level"
 
     def __str__(self) -> str:
-        lines = [f"{label}: rate {lr:g}, held-out loss {self.forgetting[label]}"
+        lines = [f"{label}: rate {lr:g}"
+                 + (f", validation exact match {self.learned[label]:.2f}" if label in self.learned else "")
+                 + f", held-out loss {self.forgetting[label]}"
                  + (" (an edge of its grid: a rate beyond it was not tried)" if self.at_grid_edge.get(label) else "")
                  for label, lr in self.matched_lr.items()]
         return "\n".join([*lines, self.verdict])
 
 
 def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Sequence[int],
-                        min_val_em: float = 0.75) -> LearningForgetting:
-    """Forgetting at matched learning: for each method, the smallest of its rates whose mean validation exact match over
-    ``seeds`` reached ``min_val_em`` (validation alone chooses; the forgetting it then reports played no part); then the
-    two compared by their intervals over ``seeds``."""
-    matched, forgot = {}, {}
-    for label in labels:
-        learned = [lr for lr, em in comparison.grid(label, "val_exact_match", seeds).items() if em >= min_val_em]
-        if not learned:
-            raise ValueError(f"No rate of {label!r} reached mean validation exact match {min_val_em}; lower min_val_em.")
-        matched[label] = min(learned)
-        forgot[label] = comparison.forgetting(label, matched[label], seeds)
+                        min_val_em: float = 0.75, one_animal: float = 0.0) -> LearningForgetting:
+    """Forgetting at matched learning. Of each method's rates whose mean validation exact match over ``seeds`` reached
+    ``min_val_em``, the pair (one per method) whose two means are closest; ties go to the smaller rates. Validation
+    alone chooses; the forgetting it then reports played no part. Then the two compared by their intervals over
+    ``seeds``. ``one_animal``: the gap in learning still read as "as much" by ``against_one_curve``."""
     a, b = labels
+    learned = {}
+    for label in labels:
+        learned[label] = {lr: em for lr, em in comparison.grid(label, "val_exact_match", seeds).items() if em >= min_val_em}
+        if not learned[label]:
+            raise ValueError(f"No rate of {label!r} reached mean validation exact match {min_val_em}; lower min_val_em.")
+    lr_a, lr_b = min(((x, y) for x in learned[a] for y in learned[b]),
+                     key=lambda pair: (abs(learned[a][pair[0]] - learned[b][pair[1]]), pair))
+    matched = {a: lr_a, b: lr_b}
+    forgot = {label: comparison.forgetting(label, matched[label], seeds) for label in labels}
     line = verdict(a, forgot[a], b, forgot[b], False, "held-out loss at matched learning")
     edge = {label: comparison.at_grid_edge(label, matched[label]) for label in labels}
-    return LearningForgetting(matched, forgot, line, better(a, forgot[a], b, forgot[b], False), edge)
+    return LearningForgetting(matched, forgot, line, better(a, forgot[a], b, forgot[b], False), edge,
+                              {label: learned[label][matched[label]] for label in labels}, one_animal)

@@ -281,6 +281,22 @@ def compare_exact(got: Any, expected: Any, args: Sequence[Any] = ()) -> str | No
     return None
 
 
+def names_used(fn: Callable[..., Any]) -> set[str]:
+    """The global and attribute names a function's code refers to, nested functions and lambdas included, and its own
+    name when it comes from elsewhere (``answer = some_module.function``)."""
+    code = getattr(fn, "__code__", None)
+    if code is None:  # a builtin or a callable object: only its name is known
+        return {getattr(fn, "__name__", "")}
+    names, todo = set(), [code]
+    while todo:
+        c = todo.pop()
+        names.update(c.co_names, c.co_freevars)  # globals and attributes; names from an enclosing function
+        todo.extend(k for k in c.co_consts if inspect.iscode(k))
+    if getattr(fn, "__module__", "") and str(fn.__module__).startswith("lora_edu"):
+        names.add(fn.__name__)
+    return names
+
+
 @dataclass(frozen=True)
 class CodeExercise(Exercise):
     """The student writes a function; the check runs it on hidden cases and compares with the package.
@@ -298,16 +314,23 @@ class CodeExercise(Exercise):
     traps: tuple[CodeTrap, ...] = ()
     model_solution: str = ""
     worked_solution: str = ""  # the reasoning behind the model solution, in words: after a right answer and at the reveal
+    own_work: tuple[str, ...] = ()  # names the answer must not call: the package functions it is checked against
 
     kind = "code"
 
     def instructions(self) -> str:
-        return f"Write `{self.signature}`, then pass the function itself (not its result) as `answer`."
+        own = (f" Work it out yourself: a function that calls {' or '.join(f'`{n}`' for n in self.own_work)} is sent back."
+               if self.own_work else "")
+        return f"Write `{self.signature}`, then pass the function itself (not its result) as `answer`.{own}"
 
     def verdict(self, answer: object) -> tuple[bool, str]:
         if not callable(answer):
             raise TypeError(f"This exercise wants a function, e.g. `answer = {self.signature.split('(')[0]}` "
                             f"(no parentheses), got {answer!r}.")
+        borrowed = sorted(set(self.own_work) & names_used(answer))
+        if borrowed:
+            return False, (f"your function calls {', '.join(f'`{n}`' for n in borrowed)}, which computes the answer for you. "
+                           "Write the steps yourself from the definition in the prompt.")
         cases = [tuple(args) for args in self.cases(np.random.default_rng(self.seed))]
         for n, args in enumerate(cases, start=1):
             shown = ", ".join(describe(a) for a in args)

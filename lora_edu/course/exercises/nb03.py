@@ -83,8 +83,8 @@ register(CodeExercise(
     id="lora-trainable",
     prompt="Write lora_trainable(n_layer, d_model, n_head, n_kv_head, d_ff, r, targets): the parameters rank-r LoRA "
     "trains on the matrices named in targets (a tuple from 'q', 'k', 'v', 'o', 'gate', 'up', 'down') in every layer "
-    "of a Llama-style model (grouped-query attention, SwiGLU MLP). Hidden configurations, compared with "
-    "lora_edu.lora_parameter_count.",
+    "of a Llama-style model (grouped-query attention, SwiGLU MLP). It is run on hidden configurations.",
+    own_work=("lora_parameter_count",),
     signature="lora_trainable(n_layer, d_model, n_head, n_kv_head, d_ff, r, targets) -> int",
     reference=llama_like_lora,
     cases=llama_cases,
@@ -143,7 +143,8 @@ register(WrittenExercise(
 ))
 register(ChoiceExercise(
     id="which-matrices",
-    prompt="Which of these parameters of Llama 3 8B can NOT carry a LoRA update ΔW = B A?",
+    prompt="Three of these parameters of Llama 3 8B can take a LoRA update ΔW = B A in place of their own full update. "
+    "Which one cannot, because B A would not fit in it?",
     options={
         "a": "the token embedding table E (128256 × 4096), from which each token reads its row",
         "b": "the key projection Wk (1024 × 4096), which is not square because of grouped-query attention",

@@ -114,8 +114,8 @@ register(CodeExercise(
     "W_stored of shape (d_in × d_out), and compute y = x W_stored + b. A LoRA update on such a layer keeps the "
     "usual A (r × d_in) and B (d_out × r). Write merge_conv1d(W_stored, A, B, alpha, r) with NumPy: return the "
     "merged weight, still stored (d_in × d_out), so that x W_merged equals the LoRA layer's output without its bias. "
-    "It is run on hidden shapes (square and not) and compared with the merge of lora_edu.LoRALinear holding the same "
-    "weights.",
+    "It is run on hidden shapes, square and not.",
+    own_work=("LoRALinear", "merge"),
     signature="merge_conv1d(W_stored, A, B, alpha, r) -> W_merged  # (d_in, d_out)",
     reference=package_conv1d_merge,
     cases=conv1d_cases,
@@ -148,9 +148,10 @@ register(CodeExercise(
     "its branch is two linear layers in a row, h = x Aᵀ (weight A, input x, output n × r) and then h Bᵀ (weight B, "
     "input h), scaled by α/r. Given grad_y = ∂L/∂y (n × d_out), write lora_param_grads(x, grad_y, W, A, B, alpha, r) "
     "returning (∂L/∂A, ∂L/∂B): ∂L/∂A has A's shape (r × d_in) and ∂L/∂B has B's shape (d_out × r). It is checked on "
-    "hidden shapes against autograd through lora_edu.LoRALinear. (W is passed so that every layer function has one "
+    "hidden shapes. (W is passed so that every layer function has one "
     "signature; ∂L/∂A and ∂L/∂B do not depend on it.)",
     signature="lora_param_grads(x, grad_y, W, A, B, alpha, r) -> (grad_A, grad_B)",
+    own_work=("backward", "autograd", "LoRALinear"),
     reference=package_param_grads,
     cases=param_grad_cases,
     traps=(
@@ -225,8 +226,9 @@ register(CodeExercise(
     prompt="Backpropagation also needs the gradient with respect to the layer's input, to pass on to the layer below. "
     "Write lora_input_grad(grad_y, W, A, B, alpha, r): ∂L/∂x (n × d_in) for the bias-free LoRA layer y = x Wᵀ + "
     "(α/r) x Aᵀ Bᵀ, given grad_y = ∂L/∂y (n × d_out), without forming the d_out × d_in matrix B A. Checked on hidden "
-    "shapes against autograd through lora_edu.LoRALinear.",
+    "shapes.",
     signature="lora_input_grad(grad_y, W, A, B, alpha, r) -> grad_x  # (n, d_in)",
+    own_work=("backward", "autograd", "LoRALinear"),
     reference=package_input_grad,
     cases=input_grad_cases,
     explanation="∂L/∂x = grad_y W + (α/r) (grad_y B) A: the backward pass runs the same thin path in reverse, "

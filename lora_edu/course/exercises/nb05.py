@@ -95,9 +95,10 @@ register(CodeExercise(
     prompt="Write training_state_bytes(n_params, n_trainable, bytes_per_number): the bytes of the training state with "
     "AdamW when every number takes bytes_per_number bytes. Count the weights (all n_params), plus a gradient and two "
     "moment buffers for each trainable parameter; leave activations out. It is run on hidden full and LoRA "
-    "configurations and compared with lora_edu.maths.arch.memory_estimate. Then use it for the tiny GPT: full "
+    "configurations. Then use it for the tiny GPT: full "
     "fine-tuning against LoRA.",
     signature="training_state_bytes(n_params, n_trainable, bytes_per_number) -> int",
+    own_work=("memory_estimate",),
     reference=package_state_bytes,
     cases=state_cases,
     compare=compare_exact,

@@ -101,7 +101,8 @@ register(CodeExercise(
     id="subspace-phi",
     prompt="Write phi(A1, A2, i, j): the LoRA paper's subspace similarity ‖U_iᵀ V_j‖_F² / min(i, j), where U_i holds "
     "the top-i right-singular vectors of A1 (r1 × d) and V_j the top-j right-singular vectors of A2 (r2 × d), as "
-    "columns. It is run on hidden pairs of A matrices and compared with lora_edu.paper.analysis.subspace_similarity.",
+    "columns. It is run on hidden pairs of A matrices.",
+    own_work=("subspace_similarity",),
     signature="phi(A1, A2, i, j) -> float",
     reference=package_phi,
     cases=phi_cases,

@@ -40,27 +40,33 @@ def ring_cases(rng: np.random.Generator) -> list[tuple]:
     return cases
 
 
+SMALL_MERGE_LAYER = "blocks.3.mlp.fc_in"  # a pretrained layer of the tiny GPT, 256 x 64
+
+
 def small_update_layer():
-    """A fresh 256 x 256 LoRA layer on an NF4 base whose update (α/r) B A is 1% of the stored weight's norm.
+    """The tiny GPT's pretrained ``blocks.3.mlp.fc_in`` (256 x 64) on an NF4 base, with a random LoRA update
+    (α/r) B A scaled to 1% of the stored weight's norm.
 
     Built as notebook 07's cell builds it, seed 0; the caller's random state is left as it was.
     """
-    import torch
-    from torch import nn
+    import copy
 
+    import torch
+
+    from ...gpt.pretrain import load_pretrained
     from ...lora.layer import LoRALinear
     from ...lora.quant import NF4Linear, dequantized_weight
 
+    base, _ = load_pretrained("tiny", "cpu")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        layer = LoRALinear(NF4Linear.from_linear(nn.Linear(256, 256)), r=8, alpha=16)
+        layer = LoRALinear(NF4Linear.from_linear(copy.deepcopy(base.get_submodule(SMALL_MERGE_LAYER))), r=8, alpha=16)
         with torch.no_grad():
             layer.lora_B.normal_()
             layer.lora_B.mul_(0.01 * dequantized_weight(layer).norm() / layer.delta_weight().norm())
     return layer
 
 
-@functools.cache
 def small_update_kept() -> float:
     """The share of a 1% update that survives a merge into NF4, measured as notebook 07 does."""
     from ...lora.quant import merge_kept_fraction
@@ -136,10 +142,11 @@ register(CodeExercise(
     id="ring-allreduce-seconds",
     prompt="Write allreduce_seconds(n_trainable, bytes_per_number, world_size, gbytes_per_s): the time of a "
     "bandwidth-bound ring all-reduce of the gradients, in which every rank sends 2 (N − 1) / N of the buffer over a "
-    "link of gbytes_per_s GB/s (10^9 bytes/s). It is run on hidden cases, from one GPU to 64, and compared with "
-    "lora_edu.scale.distributed.ring_allreduce_seconds. Then use it on a case section 2 did not print: GPT-3's "
+    "link of gbytes_per_s GB/s (10^9 bytes/s). It is run on hidden cases, from one GPU to 64. Then use it on a case "
+    "section 2 did not print: GPT-3's "
     "full gradients against its r = 4 LoRA's, in fp32, on 64 GPUs with 25 GB/s links.",
     signature="allreduce_seconds(n_trainable, bytes_per_number, world_size, gbytes_per_s) -> float",
+    own_work=("ring_allreduce_seconds",),
     reference=package_ring_seconds,
     cases=ring_cases,
     traps=(
@@ -200,8 +207,9 @@ register(WrittenExercise(
 ))
 register(PredictExercise(
     id="predict-nf4-small-merge",
-    prompt="The next cell builds a fresh 256 × 256 layer on an NF4 base and gives it a LoRA update (α/r) B A whose "
-    "norm is 1% of the stored weight's, a tenth of what the LoRA paper measured for GPT-3 (0.11). Then it merges: it stores "
+    prompt="The next cell takes a pretrained layer of the tiny GPT (the last block's first MLP layer, 256 × 64), puts it "
+    "on an NF4 base and gives it a random LoRA update (α/r) B A whose norm is 1% of the stored weight's, a tenth of what "
+    "the LoRA paper measured for GPT-3 (0.11). Then it merges: it stores "
     "W + (α/r) B A in NF4 again. Predict: what share of the update does the stored weight keep? 1 means the stored "
     "weight moved by the whole update, 0 means the rounding erased it. (The cell measures ⟨W_stored − W, ΔW⟩ / ‖ΔW‖², "
     "with ΔW = (α/r) B A: how far the stored weight moved along the update, as a share of it.)",
@@ -218,10 +226,9 @@ register(PredictExercise(
     ),
     explanation="NF4 stores each weight as one of 16 levels times its block's scale, the block's largest |weight|. Two "
     "neighbouring levels are 8% to 30% of that scale apart. An update of 1% of ‖W‖ changes each weight by about 1% of "
-    "its typical size, far less than half a gap, so no weight changes its level. But each block's largest weight moved "
-    "a little, so the block's scale changes and every weight of the block is rescaled with it. The stored weight moves "
-    "by about the update's size, along W's own direction, not the update's: the merge keeps about 0.02 of the update, "
-    "and adds an error of about 1.4 times the update's size.",
+    "its typical size, far less than half a gap, so almost no weight changes its level: the merge keeps about a "
+    "hundredth of the update. What the stored weight does change comes from the block scales: each block's largest "
+    "weight moved a little, so every weight of its block is rescaled with it, along W's own direction, not the update's.",
     hints=("Compare the change in one weight (about 1% of its size) with the distance between two of NF4's 16 levels.",),
 ))
 register(NumericExercise(
