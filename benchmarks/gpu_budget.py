@@ -206,11 +206,10 @@ def plans() -> dict[str, dict]:
     return {
         "05": {
             "runs": [
-                Runs("LoRA on every linear layer: 4 learning rates x 3 seeds, 2 more seeds", 14, "lora-all", s05, b05, json_seq),
+                Runs("LoRA on every linear layer: 3 learning rates x 3 seeds, 2 more seeds", 11, "lora-all", s05, b05, json_seq),
                 Runs("full fine-tuning: 3 learning rates x 3 seeds, 2 more seeds", 11, "full", s05, b05, json_seq),
                 Runs("LoRA on Wq, Wv: 3 learning rates x 3 seeds", 9, "lora-qv", s05, b05, json_seq),
                 Runs("last block only: 3 learning rates x 3 seeds", 9, "last-block", s05, b05, json_seq),
-                Runs("LoRA on every linear layer, 3 times the steps at 1e-3, 3 seeds", 3, "lora-all", 3 * s05, b05, json_seq),
                 Runs("control (untrained GPT, full), 3 seeds", 3, "full", s05, b05, json_seq),
                 Runs("full + replay (pretraining rows, 64 tokens), 3 seeds", 3, "full", s05, b05, 64),
                 Runs("the card task, LoRA on every linear layer", 1, "lora-all", s05, b05, json_seq),

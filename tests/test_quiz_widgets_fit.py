@@ -124,6 +124,7 @@ CORRECT = {
     "training-state-bytes": training_state_bytes,
     "pareto-learning-rate": "b",
     "disable-lora-exact": ARGUMENT,
+    "finer-steps": ARGUMENT,
     # nb06
     "predict-random-phi": 8 / 64,
     "subspace-phi": phi,

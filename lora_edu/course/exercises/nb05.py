@@ -175,3 +175,31 @@ register(WrittenExercise(
     "saved copy of the weights, which is what full fine-tuning always needs.",
     hints=("After merge_lora, which tensor holds the update: A and B, or W?",),
 ))
+register(WrittenExercise(
+    id="finer-steps",
+    prompt="Change and explain (about a minute on a laptop CPU). Would LoRA learn the task with a smaller update if "
+    "its steps were cut finer? Predict first, in one line. Then, in a new cell, train lora-all at a third of the rate "
+    "for three times the steps, with the three sweep seeds: `longer = Arm(\"lora-all, 3x steps\", \"lora-all\", "
+    "(1e-3,), {\"steps\": 3 * RUN[\"steps\"]})` and `comparison.include(compare_methods(base, world, \"json\", [longer], "
+    "SWEEP_SEEDS, SWEEP_SEEDS, measure=measure, **RUN))`. Adam moves each weight by about the learning rate per step, "
+    "so this run and the grid's lora-all at 3e-3 for 200 steps have the same total step length. Compare the two with "
+    "`comparison.mean(label, \"val_exact_match\", lr, SWEEP_SEEDS)`, `comparison.mean(label, \"update_ratio\", lr, "
+    "SWEEP_SEEDS)` and `comparison.measured_mean(label, \"top_r\", lr, SWEEP_SEEDS)`. Did the finer run move its "
+    "weights less, and did it learn as much? Is that the paper's regime?",
+    points=(
+        "Cutting the same total step length finer moves the weights a little less (on our 2-core CPU: ‖ΔW‖ / ‖W's "
+        "top-8 part‖ 0.37 against 0.44, a factor of 0.85), not several times less.",
+        "It also learned less: mean validation exact match 0.79 against 0.96, more than one validation animal per "
+        "seed. So this is a smaller move for less learning, not the same learning for a smaller move.",
+        "On the top-8 measure the finer run sits at about 1.2 times GPT-3's 0.32, within a factor of 2; on the "
+        "whole-weight measure (0.28 against 0.11) it is still more than twice GPT-3's.",
+        "Three seeds and no interval: a rough size. A much lower rate trained much longer (3e-4 for 2,000 steps) is "
+        "the next thing to try, and the width of the layer (rank 8 in a 64-wide layer is not thin) is an untested "
+        "candidate for why LoRA's update is large here.",
+    ),
+    explanation="The step length is what Adam fixes; how finely it is cut changes the update's size only a little. "
+    "A few times more steps at a few times lower rate does not turn this tiny model's large LoRA update into a small "
+    "one, and it cost some of the learning. What would: a wider model, where a rank-8 branch is a thin correction, "
+    "is the candidate this notebook cannot afford to test.",
+    hints=("Read the three numbers for both runs side by side: exact match, ‖ΔW‖/‖W‖ and the top-8 measure.",),
+))
