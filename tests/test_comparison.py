@@ -42,7 +42,8 @@ def fake_finetune(val, test):
 
     def finetune(base, world, task, method, lr, seed, progress, **options):
         report = SimpleNamespace(val_exact_match=val[lr], val_answer_loss=1.0 - val[lr], test_exact_match=test[lr],
-                                 method=method, lr=lr, seed=seed, options=options)
+                                 val_right=tuple(i < round(8 * val[lr]) for i in range(8)), method=method, lr=lr, seed=seed,
+                                 options=options)
         return None, report
 
     return finetune
@@ -166,14 +167,14 @@ def test_the_comparison_prints_its_table_verdicts_and_selection():
     assert c.paired_verdict("lora", "full").startswith("lora vs full on test exact match: not resolved")
     assert c.grid("lora", "pretrain_loss") == {1e-3: pytest.approx(1.01), 1e-2: pytest.approx(4.01)}
     selection = c.selection(["lora", "full"], (0, 1, 2))
-    assert "0.01: 0.88 / 0.125  <- chosen" in selection and "rates 0.0001, 0.001 tie" in selection
+    assert "0.01: 0.88 / 0.125  <- chosen" in selection and "rates 0.0001, 0.001 within one validation animal" in selection
     grid = c.grid_table(["lora"])
     assert "‖ΔW‖/‖W‖" in grid and len(grid.splitlines()) == 3
     line = comparison.rate_ratio_line(c, "lora", "full")
     assert "rate is 10 times full's" in line and "that is 5 times" in line
     assert line.endswith(": not contradicted, within a factor of about 3")
     tie = comparison.rate_ratio_line(c, "lora", "full", seeds=(0, 1, 2)).splitlines()
-    assert len(tie) == 2 and "full's rate 0.0001 tied" in tie[1] and tie[1].endswith("50 times, outside it")
+    assert len(tie) == 2 and "full's rate 0.0001, within one validation animal" in tie[1] and tie[1].endswith("50 times, outside it")
     assert tie[0].endswith("not resolved by this grid: the rates validation could not tell apart give 5 to 50 times")
     far = comparison.Comparison(c.arms, c.reports, {"lora": 1e-2, "full": 1e-4}, {})  # a ratio of 100
     assert "contradicted, off by" in comparison.rate_ratio_line(far, "lora", "full")
@@ -191,7 +192,7 @@ def test_forgetting_is_compared_at_matched_learning():
     assert matched.resolved and matched.winner() == "full" and "held-out loss at matched learning" in str(matched)
     assert matched.at_grid_edge == {"lora": True, "full": True}  # grids of two rates: every choice is at an edge
     assert str(matched).count("(an edge of its grid: a rate beyond it was not tried)") == 2
-    assert c.tied_rates("full", (0, 1, 2)) == [1e-4, 1e-3] and c.tied_rates("lora", (0, 1, 2)) == [1e-2]
+    assert c.contenders("full", (0, 1, 2)) == [1e-4, 1e-3] and c.contenders("lora", (0, 1, 2)) == [1e-2]
     with pytest.raises(ValueError, match="No rate of 'lora'"):
         comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.9)
     assert comparison.rank_correlation([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
@@ -210,16 +211,22 @@ def test_the_verdict_beside_biderman_follows_the_winner():
     assert neither.against_one_curve("lora").startswith("not resolved")
 
 
-def test_near_ties_on_validation_are_named():
+def test_rates_exact_match_cannot_separate_are_chosen_by_loss_and_named():
     c = fake_comparison()
-    for seed in (0, 1, 2):  # lora at 1e-3 now trails 1e-2 by less than one animal of eight: 0.80 vs 0.875
-        c.reports[("lora", 1e-3, seed)].val_exact_match = 0.8
-    assert c.near_ties("lora", (0, 1, 2), one_animal=1 / 8) == [1e-3]
-    assert c.near_ties("full", (0, 1, 2), one_animal=1 / 8) == []  # an exact tie is a tie, not a near tie
-    assert "rate 0.001 within one validation animal" in c.selection(["lora"], (0, 1, 2), one_animal=1 / 8)
-    near = comparison.rate_ratio_line(c, "lora", "full", seeds=(0, 1, 2), one_animal=1 / 8).splitlines()
-    assert any("a near tie: lora's rate 0.001 trailed" in line and line.endswith("0.5 times, outside it") for line in near)
-    assert "near tie" not in c.selection(["lora"], (0, 1, 2))  # without the animal count, nothing is flagged
+    for seed in (0, 1, 2):  # lora at 1e-3: 6 of 8 right in two seeds, 7 in one (20 in all), against 1e-2's 7 each (21)
+        c.reports[("lora", 1e-3, seed)].val_right = tuple(i < (7 if seed == 0 else 6) for i in range(8))
+        c.reports[("lora", 1e-3, seed)].val_answer_loss = 0.05  # and a lower validation loss
+    assert c.contenders("lora", (0, 1, 2)) == [1e-3, 1e-2]  # one right answer fewer in all: under one per seed
+    runs = {lr: c.runs("lora", lr) for lr in (1e-3, 1e-2)}
+    assert comparison.choose_rate(runs) == 1e-3  # the loss decides among them
+    assert "rates 0.001, 0.01 within one validation animal per seed" in c.selection(["lora"], (0, 1, 2))
+    line = comparison.rate_ratio_line(c, "lora", "full", seeds=(0, 1, 2)).splitlines()
+    assert any("lora's rate 0.001, within one validation animal per seed" in part and part.endswith("0.5 times, outside it")
+               for part in line)
+    for seed in (1, 2):  # now 1e-3 trails by 4 answers over 3 seeds: more than one per seed, so exact match decides
+        c.reports[("lora", 1e-3, seed)].val_right = tuple(i < 5 for i in range(8))
+    assert c.contenders("lora", (0, 1, 2)) == [1e-2] and comparison.choose_rate(runs) == 1e-2
+    assert "within one validation animal" not in c.selection(["lora"], (0, 1, 2))
 
 
 def test_paired_verdicts_can_stay_on_validation_and_never_print_minus_zero():
@@ -284,6 +291,8 @@ def test_matched_learning_pairs_the_closest_rates_and_reads_less_learning_as_one
     assert closest.matched_lr == {"lora": 1e-2, "full": 1e-3}  # 0.875 against 0.875, not full's smallest rate
     assert closest.learned == {"lora": 0.875, "full": 0.875} and "validation exact match 0.88" in str(closest)
     assert closest.against_one_curve("lora").startswith("disagrees: full forgets less while learning as much")
+    wide = comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75, one_animal=0.2)
+    assert wide.matched_lr == {"lora": 1e-2, "full": 1e-4}  # both gaps under the tolerance: the smaller rates win
     only_small = comparison.learning_forgetting(  # with full's small rate alone, full learned a whole animal less
         comparison.Comparison([c.arms[0], Arm("full", "full", (1e-4,))], reports, c.chosen_lr, {}), ("lora", "full"), (0, 1, 2),
         min_val_em=0.75, one_animal=0.1)

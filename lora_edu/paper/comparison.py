@@ -179,41 +179,42 @@ class Comparison:
                 lines.append(f"{label:<{w}} {lr:>7g}  " + "  ".join(f"{self.mean(label, m, lr):>{width}.2f}" for m in metrics))
         return "\n".join(lines)
 
-    def tied_rates(self, label: str, seeds: Sequence[int]) -> list[float]:
-        """The rates of one arm's grid that share the best mean validation exact match over ``seeds`` (ties are common:
-        a few validation animals give scores in coarse steps); the validation loss chose among them."""
-        em = self.grid(label, "val_exact_match", seeds)
-        return [lr for lr, v in em.items() if v == max(em.values())]
+    def contenders(self, label: str, seeds: Sequence[int]) -> list[float]:
+        """The rates of one arm's grid that validation exact match cannot separate from the best: their right answers,
+        summed over ``seeds``, trail the best rate's by less than one per seed. The validation answer loss chose among
+        them (``choose_rate``). Counted in answers, not in means, so the rule has no rounding edge."""
+        runs = {lr: [r for r in self.runs(label, lr) if r.seed in seeds] for lr in self.arm(label).lrs}
+        return contending_rates(runs)
 
-    def near_ties(self, label: str, seeds: Sequence[int], one_animal: float) -> list[float]:
-        """The rates that trail the best mean validation exact match by less than ``one_animal`` (one validation animal
-        per seed, 1 / number of validation animals): a choice over them rests on a handful of answers."""
-        em = self.grid(label, "val_exact_match", seeds)
-        return [lr for lr, v in em.items() if 0 < max(em.values()) - v < one_animal - 1e-12]
-
-    def selection(self, labels: Sequence[str], seeds: Sequence[int], one_animal: float | None = None) -> str:
-        """What chose each arm's rate: mean validation exact match and validation answer loss at every rate tried.
-        Given ``one_animal`` (1 / number of validation animals), rates within one animal of the best are named."""
+    def selection(self, labels: Sequence[str], seeds: Sequence[int]) -> str:
+        """What chose each arm's rate: mean validation exact match and validation answer loss at every rate tried, and
+        the rates exact match could not separate (``contenders``)."""
         lines, w = [], max(11, *map(len, labels))
         for label in labels:
             em, loss = self.grid(label, "val_exact_match", seeds), self.grid(label, "val_answer_loss", seeds)
             cells = "  ".join(f"{lr:g}: {em[lr]:.2f} / {loss[lr]:.3f}" + ("  <- chosen" if lr == self.chosen_lr[label] else "")
                               for lr in em)
             lines.append(f"{label:<{w}} {cells}")
-            tied = self.tied_rates(label, seeds)
-            if len(tied) > 1:
-                lines.append(f"{'':<{w}} (rates {', '.join(f'{lr:g}' for lr in tied)} tie on exact match: the lower "
-                             "validation loss chose)")
-            near = self.near_ties(label, seeds, one_animal) if one_animal else []
-            if near:
-                lines.append(f"{'':<{w}} (rate{'s' if len(near) > 1 else ''} {', '.join(f'{lr:g}' for lr in near)} within one "
-                             "validation animal per seed of the best: a near tie, so the choice is weak)")
+            close = self.contenders(label, seeds)
+            if len(close) > 1:
+                lines.append(f"{'':<{w}} (rates {', '.join(f'{lr:g}' for lr in close)} within one validation animal per seed "
+                             "of the best: exact match cannot separate them, so the lower validation loss chose)")
         return "\n".join(lines)
 
 
-def validation_key(reports: list[Report], lr: float) -> tuple[float, float, float]:
-    """Higher is better: mean validation exact match, then lower validation answer loss, then the smaller rate."""
-    return (statistics.fmean(r.val_exact_match for r in reports), -statistics.fmean(r.val_answer_loss for r in reports), -lr)
+def contending_rates(runs_by_rate: dict[float, list[Report]]) -> list[float]:
+    """The rates whose right validation answers, summed over their runs (one per seed), trail the best rate's by less
+    than one per seed."""
+    right = {lr: sum(sum(r.val_right) for r in runs) for lr, runs in runs_by_rate.items()}
+    seeds = min(len(runs) for runs in runs_by_rate.values())
+    return [lr for lr in runs_by_rate if max(right.values()) - right[lr] < seeds]
+
+
+def choose_rate(runs_by_rate: dict[float, list[Report]]) -> float:
+    """Validation's choice among one arm's rates: of the rates exact match cannot separate from the best
+    (``contending_rates``), the one with the lowest mean validation answer loss, then the smaller rate."""
+    return min(contending_rates(runs_by_rate),
+               key=lambda lr: (statistics.fmean(r.val_answer_loss for r in runs_by_rate[lr]), lr))
 
 
 def compare_methods(base: GPT, world: World, task: str, arms: Sequence[Arm], sweep_seeds: Sequence[int],
@@ -254,7 +255,7 @@ def compare_methods(base: GPT, world: World, task: str, arms: Sequence[Arm], swe
                 run(arm, lr, seed)
     chosen = {}
     for arm in arms:
-        chosen[arm.label] = max(arm.lrs, key=lambda lr, a=arm: validation_key([reports[(a.label, lr, s)] for s in sweep_seeds], lr))
+        chosen[arm.label] = choose_rate({lr: [reports[(arm.label, lr, s)] for s in sweep_seeds] for lr in arm.lrs})
         for seed in extra if arm.headline else ():
             run(arm, chosen[arm.label], seed)
     bar.info.pop("now", None)
@@ -389,13 +390,12 @@ def average_ranks(values: Sequence[float]) -> np.ndarray:
 
 
 def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: float = 10.0, our_scaling: float = 2.0,
-                    their_scaling: float = 4.0, seeds: Sequence[int] | None = None, one_animal: float | None = None) -> str:
+                    their_scaling: float = 4.0, seeds: Sequence[int] | None = None) -> str:
     """LoRA's chosen rate over full fine-tuning's, set beside a reported ratio: not contradicted when within a factor
     sqrt(10) (one step of a grid in half-decades, rounded up) of it. With Adam, the same update under a branch scaled
     by ``their_scaling`` instead of ``our_scaling`` needs a rate ``our_scaling / their_scaling`` times ours, so the
-    ratio is compared in the report's convention. Given the sweep ``seeds``, a rate chosen by a tie-break on
-    validation exact match is named, with the ratio the other tied rate would give; given ``one_animal`` too
-    (1 / number of validation animals), so is a rate within one animal of the chosen one (``Comparison.near_ties``).
+    ratio is compared in the report's convention. Given the sweep ``seeds``, every other rate that validation exact
+    match could not separate from a chosen one (``Comparison.contenders``) is named, with the ratio it would give.
     When some of those rates fall inside the window and some outside, the verdict is "not resolved by this grid", with
     the range.
     (A window of one grid step is a weak test: "not contradicted" is all it can say.)"""
@@ -409,12 +409,10 @@ def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: floa
     theirs = in_their_convention(chosen[lora], chosen[full])
     alternatives = []  # (why, ratio): rates that validation could not tell apart from a chosen one
     for label in (lora, full) if seeds is not None else ():
-        near = comparison.near_ties(label, seeds, one_animal) if one_animal else []
-        others = [(lr, "tied") for lr in comparison.tied_rates(label, seeds) if lr != chosen[label]] + [(lr, "near") for lr in near]
-        for lr, kind in others:
-            why = ("a tie-break: {}'s rate {:g} tied on validation exact match" if kind == "tied" else
-                   "a near tie: {}'s rate {:g} trailed by less than one validation animal per seed").format(label, lr)
-            alternatives.append((why, in_their_convention(*(lr if lab == label else chosen[lab] for lab in (lora, full)))))
+        for lr in comparison.contenders(label, seeds):
+            if lr != chosen[label]:
+                why = f"{label}'s rate {lr:g}, within one validation animal per seed of the best"
+                alternatives.append((why, in_their_convention(*(lr if lab == label else chosen[lab] for lab in (lora, full)))))
     ratios = [theirs] + [ratio for _, ratio in alternatives]
     if len({consistent(ratio) for ratio in ratios}) > 1:
         verdict = (f"not resolved by this grid: the rates validation could not tell apart give {min(ratios):.3g} to "
@@ -480,15 +478,20 @@ def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Se
     """Forgetting at matched learning. Of each method's rates whose mean validation exact match over ``seeds`` reached
     ``min_val_em``, the pair (one per method) whose two means are closest; ties go to the smaller rates. Validation
     alone chooses; the forgetting it then reports played no part. Then the two compared by their intervals over
-    ``seeds``. ``one_animal``: the gap in learning still read as "as much" by ``against_one_curve``."""
+    ``seeds``. ``one_animal``: the gap in learning still read as "as much", both here (pairs within it count as equally
+    close, and the smaller rates win) and by ``against_one_curve``."""
     a, b = labels
     learned = {}
     for label in labels:
         learned[label] = {lr: em for lr, em in comparison.grid(label, "val_exact_match", seeds).items() if em >= min_val_em}
         if not learned[label]:
             raise ValueError(f"No rate of {label!r} reached mean validation exact match {min_val_em}; lower min_val_em.")
+    def gap(pair: tuple[float, float]) -> float:
+        return abs(learned[a][pair[0]] - learned[b][pair[1]])
+
+    # Gaps under one validation animal per seed count as equal (then the smaller rates win): no rounding edge decides.
     lr_a, lr_b = min(((x, y) for x in learned[a] for y in learned[b]),
-                     key=lambda pair: (abs(learned[a][pair[0]] - learned[b][pair[1]]), pair))
+                     key=lambda pair: (gap(pair) if gap(pair) >= one_animal - 1e-12 else 0.0, pair))
     matched = {a: lr_a, b: lr_b}
     forgot = {label: comparison.forgetting(label, matched[label], seeds) for label in labels}
     line = verdict(a, forgot[a], b, forgot[b], False, "held-out loss at matched learning")
