@@ -23,7 +23,6 @@ its 65 TFLOP/s fp16 peak. The model is checked against the H100's measured fine-
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 from dataclasses import dataclass
 
@@ -33,7 +32,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from lora_edu.gpt.data import task_data
 from lora_edu.gpt.device import configure_threads
 from lora_edu.gpt.evaluate import answer_scores, exact_match, lm_loss
-from lora_edu.gpt.finetune import FINETUNE_SIZES, finetune, prepare
+from lora_edu.gpt.finetune import FINETUNE_SIZES, prepare
 from lora_edu.gpt.model import GPT
 from lora_edu.gpt.pretrain import PRETRAIN_SIZES, pretraining_eval_rows, world_for
 from lora_edu.gpt.step import TrainStep
@@ -201,8 +200,8 @@ def plans() -> dict[str, dict]:
     s05, b05 = run05["steps"], run05["batch_size"]
     world = world_for("gpu")
     json_seq = trim_padding(*task_data(world, "json", world.train_animals, 64))[0].shape[1]  # what train() runs on
-    steps06 = 200  # notebook 06: STEPS = {"tiny": 100, "gpu": 200}, at finetune's default batch
-    b06 = inspect.signature(finetune).parameters["batch_size"].default
+    steps06 = 200  # notebook 06: STEPS = {"tiny": 100, "gpu": 200}
+    b06 = FINETUNE_SIZES["tiny"]["batch_size"]  # 06 passes no batch size: finetune's default, the tiny size's
     return {
         "05": {
             "runs": [

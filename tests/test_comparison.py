@@ -291,6 +291,8 @@ def test_matched_learning_pairs_the_closest_rates_and_reads_less_learning_as_one
     assert closest.matched_lr == {"lora": 1e-2, "full": 1e-3}  # 0.875 against 0.875, not full's smallest rate
     assert closest.learned == {"lora": 0.875, "full": 0.875} and "validation exact match 0.88" in str(closest)
     assert closest.against_one_curve("lora").startswith("disagrees: full forgets less while learning as much")
+    assert comparison.learned_apart(0.125, 0.125) and not comparison.learned_apart(0.1, 0.125)  # one animal per seed apart
+    assert comparison.learned_apart(0.01, 0.0) and not comparison.learned_apart(0.0, 0.0)  # without a tolerance, any gap
     wide = comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75, one_animal=0.2)
     assert wide.matched_lr == {"lora": 1e-2, "full": 1e-4}  # both gaps under the tolerance: the smaller rates win
     only_small = comparison.learning_forgetting(  # with full's small rate alone, full learned a whole animal less

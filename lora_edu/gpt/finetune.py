@@ -146,7 +146,7 @@ def finetune(
     alpha: float = 16,
     steps: int = 300,
     lr: float | None = None,
-    batch_size: int = 16,
+    batch_size: int = FINETUNE_SIZES["tiny"]["batch_size"],
     replay: float = 0.0,
     save_dir: str | Path | None = None,
     seed: int = 0,

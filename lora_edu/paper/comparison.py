@@ -457,7 +457,7 @@ class LearningForgetting:
             return "not resolved: neither forgets less at matched learning, as one shared curve would have it (but not evidence for it)"
         less = self.less_forgetful
         other = next(label for label in self.matched_lr if label != less)
-        if self.learned and self.learned[other] - self.learned[less] > self.one_animal:
+        if self.learned and learned_apart(self.learned[other] - self.learned[less], self.one_animal):
             return (f"not resolved: {less} forgets less but also learned less (validation exact match "
                     f"{self.learned[less]:.2f} vs {self.learned[other]:.2f}), which one shared curve allows")
         if less == lora:
@@ -473,25 +473,30 @@ class LearningForgetting:
         return "\n".join([*lines, self.verdict])
 
 
+def learned_apart(gap: float, one_animal: float) -> bool:
+    """Whether a gap in mean validation exact match is a difference in learning: above 0 and at least one validation
+    animal per seed (``one_animal``). The one rule for "learned as much", in the pairing and in the verdict."""
+    return gap > 0 and gap >= one_animal - 1e-12
+
+
 def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Sequence[int],
                         min_val_em: float = 0.75, one_animal: float = 0.0) -> LearningForgetting:
     """Forgetting at matched learning. Of each method's rates whose mean validation exact match over ``seeds`` reached
     ``min_val_em``, the pair (one per method) whose two means are closest; ties go to the smaller rates. Validation
     alone chooses; the forgetting it then reports played no part. Then the two compared by their intervals over
-    ``seeds``. ``one_animal``: the gap in learning still read as "as much", both here (pairs within it count as equally
-    close, and the smaller rates win) and by ``against_one_curve``."""
+    ``seeds``. ``one_animal``: below it a gap in learning reads as "as much" (``learned_apart``), both here (such pairs
+    count as equally close, and the smaller rates win) and in ``against_one_curve``."""
     a, b = labels
     learned = {}
     for label in labels:
         learned[label] = {lr: em for lr, em in comparison.grid(label, "val_exact_match", seeds).items() if em >= min_val_em}
         if not learned[label]:
             raise ValueError(f"No rate of {label!r} reached mean validation exact match {min_val_em}; lower min_val_em.")
-    def gap(pair: tuple[float, float]) -> float:
-        return abs(learned[a][pair[0]] - learned[b][pair[1]])
+    def gap(pair: tuple[float, float]) -> float:  # gaps under one validation animal per seed count as none
+        apart = abs(learned[a][pair[0]] - learned[b][pair[1]])
+        return apart if learned_apart(apart, one_animal) else 0.0
 
-    # Gaps under one validation animal per seed count as equal (then the smaller rates win): no rounding edge decides.
-    lr_a, lr_b = min(((x, y) for x in learned[a] for y in learned[b]),
-                     key=lambda pair: (gap(pair) if gap(pair) >= one_animal - 1e-12 else 0.0, pair))
+    lr_a, lr_b = min(((x, y) for x in learned[a] for y in learned[b]), key=lambda pair: (gap(pair), pair))
     matched = {a: lr_a, b: lr_b}
     forgot = {label: comparison.forgetting(label, matched[label], seeds) for label in labels}
     line = verdict(a, forgot[a], b, forgot[b], False, "held-out loss at matched learning")

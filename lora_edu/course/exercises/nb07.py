@@ -67,6 +67,7 @@ def small_update_layer():
     return layer
 
 
+@functools.cache
 def small_update_kept() -> float:
     """The share of a 1% update that survives a merge into NF4, measured as notebook 07 does."""
     from ...lora.quant import merge_kept_fraction
