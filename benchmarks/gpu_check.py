@@ -1,4 +1,4 @@
-"""The class-GPU check (`make gpu-check`): notebooks 05 and 06 in their GPU configuration, then the benchmarks.
+"""The class-GPU check (`make gpu-check`): notebooks 05, 05b and 06 in their GPU configuration, then the benchmarks.
 
 Runs each notebook's code cells in order in one namespace (no Jupyter needed, so it also runs where only
 PyTorch is installed), from a fresh cache so that the GPU model is pretrained inside notebook 05's time,
@@ -6,7 +6,7 @@ as on a fresh Colab runtime. Writes ``benchmarks/gpu_results.json`` and ``benchm
 device name, minutes per notebook, the figures the notebooks computed (exact match, peak memory,
 tokens/s, MFU), and the LoRA / full fine-tuning ratios of ``benchmarks/finetune.py``.
 
-    python benchmarks/gpu_check.py [--notebooks 05 06] [--out benchmarks/gpu_results] [--cuda-graphs]
+    python benchmarks/gpu_check.py [--notebooks 05 05b 06] [--out benchmarks/gpu_results] [--cuda-graphs]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = {"05": "05_lora_finetune_small_gpt.ipynb", "06": "06_lora_paper_experiments.ipynb"}
+NOTEBOOKS = {"05": "05_lora_finetune_small_gpt.ipynb", "05b": "05b_lora_vs_full_finetuning.ipynb", "06": "06_lora_paper_experiments.ipynb"}
 
 
 def code_cells(path: Path) -> list[str]:

@@ -429,6 +429,28 @@ def test_latency_is_compared_round_by_round():
         Latency(1.0, 1.0, 1.0).versus(base)
 
 
+def test_training_steps_are_timed_interleaved_on_copies():
+    from lora_edu.gpt.model import GPT, GPTConfig
+    from lora_edu.lora.layer import inject_lora, mark_only_lora_trainable
+    from lora_edu.paper.experiments import compare_step_time
+
+    torch.manual_seed(0)
+    full = GPT(GPTConfig(vocab_size=11, n_ctx=8, n_layer=1, n_head=1, d_model=8))
+    lora = GPT(GPTConfig(vocab_size=11, n_ctx=8, n_layer=1, n_head=1, d_model=8))
+    inject_lora(lora, ["q_proj", "v_proj"], r=2, alpha=4)
+    mark_only_lora_trainable(lora)
+    before = {name: {k: v.clone() for k, v in m.state_dict().items()} for name, m in (("full", full), ("lora", lora))}
+    x = torch.randint(0, 11, (4, 8))
+    times = compare_step_time({"full": full, "lora": lora}, x, x, rounds=3, repeats=2)
+    assert set(times) == {"full", "lora"} and all(len(t.rounds) == 3 and t.low <= t.median <= t.high for t in times.values())
+    assert "times (rounds" in times["lora"].versus(times["full"])
+    for name, m in (("full", full), ("lora", lora)):  # timed on copies: nothing trained
+        assert all(torch.equal(v, before[name][k]) for k, v in m.state_dict().items()) and m.training
+    frozen = GPT(GPTConfig(vocab_size=11, n_ctx=8, n_layer=1, n_head=1, d_model=8)).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable weights"):
+        compare_step_time({"frozen": frozen}, x, x)
+
+
 def test_a_family_of_verdicts_is_tallied_for_one_side():
     from lora_edu.paper.experiments import Interval, config_name, tally, verdict
 

@@ -12,8 +12,9 @@ from lora_edu.gpt.finetune import update_ratios
 from lora_edu.gpt.model import GPT, GPTConfig
 from lora_edu.gpt.progress import Progress, duration
 from lora_edu.lora.layer import inject_lora, lora_layers
+from lora_edu.maths.intervals import wilson_interval
 from lora_edu.paper import comparison
-from lora_edu.paper.comparison import Arm, compare_methods, exact_match_interval, wilson_interval
+from lora_edu.paper.comparison import Arm, compare_methods, exact_match_interval
 
 
 def test_wilson_interval_stays_in_the_unit_interval_and_is_never_zero_width():
@@ -23,6 +24,11 @@ def test_wilson_interval_stays_in_the_unit_interval_and_is_never_zero_width():
     assert low == 0.0 and high == pytest.approx(0.194, abs=1e-3)
     low, high = wilson_interval(0.5, 16)
     assert 0 < low < 0.5 < high < 1 and (low + high) / 2 == pytest.approx(0.5)
+    assert comparison.wilson_interval is wilson_interval  # one function, where notebook 05b's exercise checks it
+    with pytest.raises(ValueError, match="at least one item"):
+        wilson_interval(0.5, 0)
+    with pytest.raises(ValueError, match=r"lies in \[0, 1\]"):
+        wilson_interval(16, 16)  # a count where a rate belongs
 
 
 def test_exact_match_interval_covers_seeds_and_animals():
@@ -290,7 +296,10 @@ def test_matched_learning_pairs_the_closest_rates_and_reads_less_learning_as_one
     closest = comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75, one_animal=0.125)
     assert closest.matched_lr == {"lora": 1e-2, "full": 1e-3}  # 0.875 against 0.875, not full's smallest rate
     assert closest.learned == {"lora": 0.875, "full": 0.875} and "validation exact match 0.88" in str(closest)
-    assert closest.against_one_curve("lora").startswith("disagrees: full forgets less while learning as much")
+    assert closest.against_one_curve("lora").startswith("disagrees: full forgets less while learning as much on exact match")
+    losses = closest.answer_loss
+    assert set(losses) == {"lora", "full"} and f"(answer loss {losses['lora']:.3f})" in str(closest)
+    assert ("and more on the validation answer loss" in closest.against_one_curve("lora")) == (losses["full"] < losses["lora"])
     assert comparison.learned_apart(0.125, 0.125) and not comparison.learned_apart(0.1, 0.125)  # one animal per seed apart
     assert comparison.learned_apart(0.01, 0.0) and not comparison.learned_apart(0.0, 0.0)  # without a tolerance, any gap
     wide = comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75, one_animal=0.2)

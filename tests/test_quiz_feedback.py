@@ -6,8 +6,8 @@ import pytest
 from lora_edu.course import quiz
 from lora_edu.course.exercises import CodeExercise, PredictExercise, WrittenExercise
 
-LESSONS = ("nb01", "nb02", "nb03", "nb04", "nb05", "nb06", "nb07")
-LATER = ("nb05", "nb06", "nb07")  # the GPT lessons
+LESSONS = ("nb01", "nb02", "nb03", "nb04", "nb05", "nb05b", "nb06", "nb07")
+LATER = ("nb05", "nb05b", "nb06", "nb07")  # the GPT lessons
 
 
 @pytest.fixture
@@ -129,7 +129,7 @@ def test_each_lesson_has_a_prediction_a_code_exercise_and_an_argument():
 def test_every_code_trap_of_05_to_07_is_named_on_the_hidden_cases():
     """A student who makes a trap's mistake is told that mistake, before any numbers."""
     code = {i: ex for i, ex in lesson_exercises(LATER).items() if isinstance(ex, CodeExercise)}
-    assert set(code) == {"training-state-bytes", "subspace-phi", "ring-allreduce-seconds"}
+    assert set(code) == {"training-state-bytes", "wilson-interval", "subspace-phi", "ring-allreduce-seconds"}
     for ex_id, ex in code.items():
         assert len(ex.traps) >= 3, ex_id
         for trap in ex.traps:
@@ -140,7 +140,7 @@ def test_every_code_trap_of_05_to_07_is_named_on_the_hidden_cases():
 
 def test_every_prediction_trap_of_05_to_07_names_its_misconception():
     predictions = {i: ex for i, ex in lesson_exercises(LATER).items() if isinstance(ex, PredictExercise)}
-    assert set(predictions) == {"predict-lora-all-count", "predict-random-phi", "predict-nf4-shrink",
+    assert set(predictions) == {"predict-lora-all-count", "predict-sixteen-of-sixteen", "predict-random-phi", "predict-nf4-shrink",
                                 "predict-nf4-small-merge"}
     for ex_id, ex in predictions.items():
         assert ex.verdict(ex.expected())[0], ex_id

@@ -87,6 +87,12 @@ def training_state_bytes(n_params, n_trainable, bytes_per_number):
     return (n_params + 3 * n_trainable) * bytes_per_number
 
 
+def wilson(p, n):
+    z = 1.96
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
 def phi(a1, a2, i, j):
     u = np.linalg.svd(a1, full_matrices=False)[2][:i]
     v = np.linalg.svd(a2, full_matrices=False)[2][:j]
@@ -122,8 +128,11 @@ CORRECT = {
     "predict-lora-all-count": 4 * 8 * (4 * (64 + 64) + 2 * (64 + 256)),
     "tiny-gpt-lora-budget": 9216,
     "training-state-bytes": training_state_bytes,
-    "pareto-learning-rate": "b",
     "disable-lora-exact": ARGUMENT,
+    # nb05b
+    "predict-sixteen-of-sixteen": 0.81,
+    "wilson-interval": wilson,
+    "pareto-learning-rate": "b",
     "finer-steps": ARGUMENT,
     # nb06
     "predict-random-phi": 8 / 64,
@@ -139,6 +148,7 @@ WRONG_CODE = {  # a plausible mistake per code exercise: each must fail on a hid
     "lora-trainable": lambda n_layer, d_model, n_head, n_kv_head, d_ff, r, targets: n_layer * len(targets) * r * 2 * d_model,
     "merge-conv1d": lambda W, A, B, alpha, r: W + alpha / r * B @ A,  # the transposed merge
     "training-state-bytes": lambda n_params, n_trainable, b: 4 * n_params * b,
+    "wilson-interval": lambda p, n: (p - 1.96 * (p * (1 - p) / n) ** 0.5, p + 1.96 * (p * (1 - p) / n) ** 0.5),  # the textbook interval
     "lora-input-grad": lambda grad_y, W, A, B, alpha, r: grad_y @ W,  # the LoRA branch forgotten
     "subspace-phi": lambda a1, a2, i, j: float(np.sum((a1[:i] @ a2[:j].T) ** 2) / min(i, j)),  # rows, not singular vectors
 }
@@ -155,7 +165,7 @@ def wrong_answers(ex):
     return [right + 1, right * 2, right - 0.5]
 
 
-MINE = ("nb01", "nb02", "nb03", "nb04", "nb05", "nb06")  # notebook 07's exercises are tested beside its modules
+MINE = ("nb01", "nb02", "nb03", "nb04", "nb05", "nb05b", "nb06")  # notebook 07's exercises are tested beside its modules
 
 
 def test_every_exercise_has_a_known_answer():

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def test_gpu_check_reads_the_notebooks_code_without_magics(monkeypatch):
         assert cells and not any(line.lstrip().startswith(("%", "!")) for c in cells for line in c.splitlines())
         source = "\n".join(cells)
         compile(source, name, "exec")  # the whole notebook is valid Python once magics are gone
-        assert "reports = " in source or "runs = " in source  # what the GPU check reads
+        assert re.search(r"\b(finetune|compare_methods|tuned_sweep)\(", source)  # it fine-tunes: collect_reports sees each run
     environment = dict(os.environ)
     for flags in ([], ["--cuda-graphs"]):
         monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--notebooks", "05", *flags])
@@ -158,16 +159,20 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
         assert len(res.evals) == gpu_budget.evaluations_per_run(steps)
     # the plans were written from the notebooks' code: run counts per notebook
     plans = gpu_budget.plans()
-    nb05 = "\n".join(gpu_check_cells("05"))
+    nb05 = "\n".join(gpu_check_cells("05b"))
     assert "SWEEP_SEEDS, SEEDS = (0, 1, 2), (0, 1, 2, 3, 4)" in nb05
-    grids = ['Arm("lora-all", "lora-all", (3e-3, 1e-2, 3e-2), headline=True)',
+    grids = ['Arm("lora-all", "lora-all", (1e-3, 3e-3, 1e-2, 3e-2), headline=True)',
              'Arm("full", "full", (3e-4, 1e-3, 3e-3), headline=True)',
              'Arm("lora-qv", "lora-qv", (1e-2, 3e-2, 1e-1))',
              'Arm("last-block", "last-block", (1e-3, 3e-3, 1e-2))']
     assert all(grid in nb05 for grid in grids)
-    # headline grids of 3 rates x 3 seeds, + 2 seeds each; lora-qv's and last-block's 3 x 3, control 3, replay 3, card 1
-    assert sum(r.count for r in plans["05"]["runs"]) == (3 * 3 + 2) + (3 * 3 + 2) + 3 * 3 + 3 * 3 + 3 + 3 + 1
-    assert {r.steps for r in plans["05"]["runs"]} == {400}
+    # headline grids of 4 and 3 rates x 3 seeds, + 2 seeds each; lora-qv's and last-block's 3 x 3, control 3, replay 2 x 3
+    assert sum(r.count for r in plans["05b"]["runs"]) == (4 * 3 + 2) + (3 * 3 + 2) + 3 * 3 + 3 * 3 + 3 + 2 * 3
+    assert {r.steps for r in plans["05b"]["runs"]} == {400}
+    lab = "\n".join(gpu_check_cells("05"))  # notebook 05: three fine-tunes and the 30-step loop written out, twice
+    assert lab.count("finetune(base, world,") == 3 and "TrainConfig(steps=30," in lab and "Arm(" not in lab
+    assert "compare_step_time(" in lab  # 7 rounds x (10 + 3) steps of each model, as compare_step_time's defaults
+    assert sum(r.count for r in plans["05"]["runs"]) == 3 + 2 + 2 and {r.steps for r in plans["05"]["runs"]} == {400, 30, 91}
     nb06 = "\n".join(gpu_check_cells("06"))
     assert 'STEPS = {"tiny": 100, "gpu": 200}' in nb06 and "ranks = (1, 2, 4, 8, HIGH)" in nb06
     placements = len(PAPER["table5_wikisql"])

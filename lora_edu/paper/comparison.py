@@ -19,6 +19,7 @@ from ..gpt.data import World
 from ..gpt.finetune import Report, finetune
 from ..gpt.model import GPT
 from ..gpt.progress import Progress
+from ..maths.intervals import wilson_interval
 from .experiments import Interval, at_edge, better, interval, seeds_and_animals, verdict
 
 __all__ = [
@@ -276,13 +277,6 @@ class ExactMatchInterval:
         return f"{self.mean:.2f} [{self.low:.2f}, {self.high:.2f}]"
 
 
-def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a rate ``p`` observed on ``n`` items: never outside [0, 1], never zero-width."""
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 @dataclass(frozen=True)
 class PairedDifference:
     """Exact match of arm A minus arm B on the same test animals, with a 95% interval."""
@@ -440,6 +434,7 @@ class LearningForgetting:
     at_grid_edge: dict[str, bool] = field(default_factory=dict)  # the matched rate is the smallest or largest tried
     learned: dict[str, float] = field(default_factory=dict)  # mean validation exact match at the matched rate
     one_animal: float = 0.0  # the largest gap in learning still read as "as much" (one validation animal per seed)
+    answer_loss: dict[str, float] = field(default_factory=dict)  # mean validation answer loss at the matched rate
 
     @property
     def resolved(self) -> bool:
@@ -462,11 +457,15 @@ class LearningForgetting:
                     f"{self.learned[less]:.2f} vs {self.learned[other]:.2f}), which one shared curve allows")
         if less == lora:
             return f"agrees with their remark that LoRA can forget less at comparable learning: {lora} forgets less"
-        return f"disagrees: {less} forgets less while learning as much, where one shared curve would put them level"
+        more = (f", and more on the validation answer loss ({self.answer_loss[less]:.3f} vs {self.answer_loss[other]:.3f})"
+                if self.answer_loss and self.answer_loss[less] < self.answer_loss[other] else "")
+        return (f"disagrees: {less} forgets less while learning as much on exact match{more}, where one shared curve "
+                "would put them level")
 
     def __str__(self) -> str:
         lines = [f"{label}: rate {lr:g}"
                  + (f", validation exact match {self.learned[label]:.2f}" if label in self.learned else "")
+                 + (f" (answer loss {self.answer_loss[label]:.3f})" if label in self.answer_loss else "")
                  + f", held-out loss {self.forgetting[label]}"
                  + (" (an edge of its grid: a rate beyond it was not tried)" if self.at_grid_edge.get(label) else "")
                  for label, lr in self.matched_lr.items()]
@@ -501,5 +500,6 @@ def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Se
     forgot = {label: comparison.forgetting(label, matched[label], seeds) for label in labels}
     line = verdict(a, forgot[a], b, forgot[b], False, "held-out loss at matched learning")
     edge = {label: comparison.at_grid_edge(label, matched[label]) for label in labels}
+    answer_loss = {label: comparison.mean(label, "val_answer_loss", matched[label], seeds) for label in labels}
     return LearningForgetting(matched, forgot, line, better(a, forgot[a], b, forgot[b], False), edge,
-                              {label: learned[label][matched[label]] for label in labels}, one_animal)
+                              {label: learned[label][matched[label]] for label in labels}, one_animal, answer_loss)

@@ -6,6 +6,7 @@ The paper's own numbers are kept here as data (``PAPER``) so notebook 06 can set
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -36,6 +37,7 @@ __all__ = [
     "batch1_latency_ms",
     "better",
     "compare_latency",
+    "compare_step_time",
     "config_name",
     "interval",
     "log_interval",
@@ -489,6 +491,46 @@ def compare_latency(models: dict[str, nn.Module], tokens: torch.Tensor, rounds: 
         for name, model in models.items():
             per_round[name].append(batch1_latency_ms(model, tokens, repeats))
     return {name: Latency(float(np.median(t)), min(t), max(t), tuple(t)) for name, t in per_round.items()}
+
+
+def compare_step_time(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, rounds: int = 7,
+                      repeats: int = 10) -> dict[str, Latency]:
+    """Time one training step of each model (forward, backward, AdamW on its trainable weights), interleaved as in
+    ``compare_latency``. Steps run on copies: the models themselves are not trained.
+
+    x, y: (batch, seq) token ids and targets, as ``train`` takes them; each model returns (logits, loss) for (x, y).
+    """
+    copies = {name: copy.deepcopy(model).train() for name, model in models.items()}
+    optimizers = {}
+    for name, model in copies.items():
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError(f"{name!r} has no trainable weights: a training step would do nothing. Mark some trainable "
+                             "(mark_only_lora_trainable, or requires_grad_ on the weights to train).")
+        optimizers[name] = torch.optim.AdamW(trainable, lr=1e-6)
+    per_round: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in copies.items():
+            per_round[name].append(train_step_ms(model, optimizers[name], x, y, repeats))
+    return {name: Latency(float(np.median(t)), min(t), max(t), tuple(t)) for name, t in per_round.items()}
+
+
+def train_step_ms(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
+    """Median milliseconds of one training step of ``model`` on (x, y), after three untimed ones."""
+    times = []
+    for i in range(repeats + 3):
+        if x.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if x.device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 3:
+            times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
 
 
 @torch.no_grad()

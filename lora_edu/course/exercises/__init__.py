@@ -74,7 +74,7 @@ __all__ = [
 
 def notebook_modules() -> list[str]:
     """The per-notebook modules present in this package, in order: ['nb01', 'nb02', ...]."""
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if re.fullmatch(r"nb\d+", m.name))
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if re.fullmatch(r"nb\d+[a-z]?", m.name))
 
 
 def load_all() -> dict[str, Exercise]:

@@ -1,0 +1,142 @@
+"""Exercises of notebook 05b (LoRA against full fine-tuning: learning and forgetting)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...maths.intervals import wilson_interval
+from .core import ChoiceExercise, CodeExercise, CodeTrap, PredictExercise, Trap, WrittenExercise, register
+
+
+def wilson_cases(rng: np.random.Generator) -> list[tuple[float, int]]:
+    """All right, none right and half right on 16 items (the test set), then random rates and sizes."""
+    cases = [(1.0, 16), (0.0, 16), (0.5, 16), (15 / 16, 16), (1.0, 8)]
+    for _ in range(5):
+        n = int(rng.integers(2, 500))
+        cases.append((int(rng.integers(0, n + 1)) / n, n))
+    return cases
+
+
+def wilson_at(p: float, n: int, z: float) -> tuple[float, float]:
+    """Wilson's interval at another z: the trap of a student who keeps z = 1."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def normal_interval(p: float, n: int) -> tuple[float, float]:
+    """The textbook interval p +- 1.96 sqrt(p (1 - p) / n): zero-width at p = 0 or 1, and it can leave [0, 1]."""
+    half = 1.96 * math.sqrt(p * (1 - p) / n)
+    return p - half, p + half
+
+
+register(PredictExercise(
+    id="predict-sixteen-of-sixteen",
+    prompt="A method answers all 16 test animals right. How low could its true rate of right answers plausibly be? "
+    "Predict the lower end of a 95% interval for 16 right out of 16 (a number between 0 and 1).",
+    expected=lambda: wilson_interval(1.0, 16)[0],
+    abs_tol=0.05,
+    traps=(
+        Trap(lambda: 1.0, "16 of 16 right does not prove a perfect method: a method that is right 85% of the time "
+             "gets all 16 right in about 7% of tries. (The textbook interval p ± z √(p (1 − p)/n) says 1 here, "
+             "because its width is 0 at p = 1: that is its flaw, not a certainty.)"),
+        Trap(lambda: 15 / 16, "one animal fewer is not the bound: the interval asks which true rates would make 16 of 16 "
+             "an unsurprising result, and rates well below 15/16 still do."),
+    ),
+    explanation="the Wilson interval for 16 of 16 is (0.81, 1.00): a method right 81% of the time still gets all 16 "
+    "right in about 3% of tries, so 16 animals cannot rule it out. Only many more animals can.",
+    hints=("What is the chance that a method right 90% of the time gets all 16 right? 0.9 to the power 16.",),
+))
+register(CodeExercise(
+    id="wilson-interval",
+    prompt="Section 1 widens every exact-match interval to at least the Wilson interval of 16 animals. Write "
+    "wilson(p, n): the 95% interval (low, high) for a rate p observed on n items, with z = 1.96: "
+    "centre = (p + z²/(2n)) / (1 + z²/n) and half-width = z √(p (1 − p)/n + z²/(4n²)) / (1 + z²/n). "
+    "It is run on hidden rates and sizes. Then print wilson(1.0, 16) and wilson(1.0, 1600): what "
+    "does 16 of 16 right let you claim, and what does the textbook interval p ± z √(p (1 − p)/n) claim at p = 1?",
+    explanation="Wilson's interval inverts the test of each candidate rate instead of putting a normal curve around "
+    "the observed p, so it stays inside [0, 1] and never has zero width: 16 of 16 right gives (0.81, 1.00). The "
+    "textbook interval gives (1, 1) there, a certainty that 16 animals cannot give.",
+    signature="wilson(p, n) -> (low, high)",
+    own_work=("wilson_interval",),
+    reference=wilson_interval,
+    cases=wilson_cases,
+    traps=(
+        CodeTrap(normal_interval, "that is the textbook (normal) interval p ± z √(p (1 − p)/n). At p = 1 it has zero "
+                 "width, as if 16 of 16 right proved a perfect method; Wilson's centre and half-width have the extra "
+                 "z² terms."),
+        CodeTrap(lambda p, n: (p - 1.96 * math.sqrt(p * (1 - p) / n + 1.96**2 / (4 * n * n)),
+                               p + 1.96 * math.sqrt(p * (1 - p) / n + 1.96**2 / (4 * n * n))),
+                 "your half-width is not divided by (1 + z²/n), and the interval is centred on p instead of Wilson's "
+                 "centre, which is pulled towards 1/2."),
+        CodeTrap(lambda p, n: wilson_at(p, n, 1.0), "use z = 1.96 for a 95% interval (z = 1 gives about 68%)."),
+    ),
+    model_solution="""
+def wilson(p, n):
+    z = 1.96                                       # 95%
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)  # pulled from p towards 1/2
+    half = z * (p * (1 - p) / n + z**2 / (4 * n**2)) ** 0.5 / (1 + z**2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+""",
+    worked_solution="With p = 1 the textbook term p (1 − p)/n is 0, but Wilson keeps z²/(4n²), so the interval never "
+    "collapses: 16 of 16 right gives (0.81, 1.00), 1600 of 1600 gives (0.998, 1.00). Sixteen animals cannot show that "
+    "a method is better than about 81% right.",
+    hints=("Compute the centre and the half-width as two numbers first, then return (centre − half, centre + half).",),
+))
+register(ChoiceExercise(
+    id="pareto-learning-rate",
+    prompt="In section 3's plot each point is one fine-tune: validation exact match on the new task against the loss on "
+    "held-out pretraining text. Within one method, the points differ in their learning rate. What does a larger "
+    "learning rate do?",
+    options={
+        "a": "it improves both: more exact match and a lower pretraining loss",
+        "b": "it moves the point along the trade-off: the task is learned more and the pretraining text is forgotten "
+        "more, until a rate so large that training becomes unstable and both get worse",
+        "c": "nothing in the end: the learning rate only changes how fast the same final point is reached",
+        "d": "with LoRA nothing is forgotten at any learning rate, because the base weights are frozen",
+    },
+    answer_digest="127e77005fef8d12",
+    feedback={
+        "a": "there is no free lunch here: moving further from the pretrained weights is what learns the task, and it is "
+        "also what raises the pretraining loss.",
+        "c": "with a fixed number of steps the learning rate decides how far the weights move, so it changes where the "
+        "run ends, not only how fast.",
+        "d": "the frozen base can be restored (disable the adapter), but while the adapter is on, W + (α/r) B A is a "
+        "different model, and its loss on pretraining text can rise: LoRA forgets too.",
+    },
+    explanation="the learning rate sets how far the fine-tune moves from the pretrained model: more learning, more "
+    "forgetting, and past a point divergence. Biderman et al. (2024, Section 4.3) plot Llama-2 7B fine-tunes of "
+    "different lengths this way and find LoRA and full fine-tuning on one and the same trade-off curve, LoRA's points "
+    "where less is learned and less is forgotten. Where our runs lie is a measurement: section 3 makes it.",
+))
+register(WrittenExercise(
+    id="finer-steps",
+    prompt="Change and explain (about a minute on a laptop CPU). Would LoRA learn the task with a smaller update if "
+    "its steps were cut finer? Predict first, in one line. Then train lora-all at a third of the rate "
+    "for three times the steps, with the three sweep seeds "
+    "(the two commented lines of the exercise cell; remove the #s): `longer = Arm(\"lora-all, 3x steps\", \"lora-all\", "
+    "(1e-3,), {\"steps\": 3 * RUN[\"steps\"]})` and `comparison.include(compare_methods(base, world, \"json\", [longer], "
+    "SWEEP_SEEDS, SWEEP_SEEDS, measure=measure, **RUN))`. Adam moves each weight by about the learning rate per step, "
+    "so this run and the grid's lora-all at 3e-3 for 200 steps have the same total step length. Compare the two with "
+    "`comparison.mean(label, \"val_exact_match\", lr, SWEEP_SEEDS)`, `comparison.mean(label, \"update_ratio\", lr, "
+    "SWEEP_SEEDS)` and `comparison.measured_mean(label, \"top_r\", lr, SWEEP_SEEDS)`. Did the finer run move its "
+    "weights less, and did it learn as much? Is that the paper's regime?",
+    points=(
+        "Cutting the same total step length finer moves the weights a little less (in our runs: ‖ΔW‖ / ‖W's "
+        "top-8 part‖ 0.37 against 0.44, a factor of 0.85), not several times less.",
+        "It also learned less: mean validation exact match 0.79 against 0.96, more than one validation animal per "
+        "seed. So this is a smaller move for less learning, not the same learning for a smaller move.",
+        "On the top-8 measure the finer run sits at about 1.2 times GPT-3's 0.32, within a factor of 2; on the "
+        "whole-weight measure (0.28 against 0.11) it is still more than twice GPT-3's.",
+        "Three seeds and no interval: a rough size. A much lower rate trained much longer (3e-4 for 2,000 steps) is "
+        "the next thing to try, and the width of the layer (rank 8 in a 64-wide layer is not thin) is an untested "
+        "candidate for why LoRA's update is large here.",
+    ),
+    explanation="The step length is what Adam fixes; how finely it is cut changes the update's size only a little. "
+    "A few times more steps at a few times lower rate does not turn this tiny model's large LoRA update into a small "
+    "one, and it cost some of the learning. What would: a wider model, where a rank-8 branch is a thin correction, "
+    "is the candidate this notebook cannot afford to test.",
+    hints=("Read the three numbers for both runs side by side: exact match, ‖ΔW‖/‖W‖ and the top-8 measure.",),
+))
