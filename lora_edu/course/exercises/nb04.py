@@ -204,7 +204,8 @@ register(WrittenExercise(
 register(PredictExercise(
     id="predict-alpha-doubled",
     prompt="A rank-8 LoRALinear with α = 16 takes its first Adam step. You double α to 32 and change nothing else "
-    "(same r, same learning rate, same gradient). Predict: how many times larger is the applied update ‖(α/r) B A‖_F "
+    "(same r, same learning rate; the gradient of B doubles with α, but Adam's first step uses only its sign). "
+    "Predict: how many times larger is the applied update ‖(α/r) B A‖_F "
     "after that step? The cell "
     "measures an idealised first step, not a training run on data: Adam's first step moves each entry of B by the "
     "learning rate, in the direction of its gradient's sign, and a random stand-in gradient plays the gradient.",
