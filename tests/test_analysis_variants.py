@@ -375,6 +375,8 @@ def test_tuned_sweep_chooses_each_rate_on_validation_never_on_test(monkeypatch):
     assert table[-2] == "< the rate validation chose"
     assert table[-1].startswith("* the rate chosen is the largest or smallest tried")
     assert "9.000 [9.000, 9.000]" in table[1] and "0.100 [0.100, 0.100]" in table[2]  # the test loss at the chosen rate only
+    labelled = tuned.table(64, paper={("q",): 70.4, ("v",): 73.0}, paper_label="paper, WikiSQL % (seeds' s.d. 0.5)")
+    assert labelled.splitlines()[0].endswith("paper, WikiSQL % (seeds' s.d. 0.5)") and labelled.splitlines()[1].endswith("70.4")
     with pytest.raises(ValueError, match="positive finite"):
         experiments.tuned_sweep(None, None, [(("q",), 8)], (0,), 10, lrs=(0.0,))
     with pytest.raises(ValueError, match="extend must be"):

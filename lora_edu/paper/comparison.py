@@ -457,10 +457,10 @@ class LearningForgetting:
                     f"{self.learned[less]:.2f} vs {self.learned[other]:.2f}), which one shared curve allows")
         if less == lora:
             return f"agrees with their remark that LoRA can forget less at comparable learning: {lora} forgets less"
-        more = (f", and more on the validation answer loss ({self.answer_loss[less]:.3f} vs {self.answer_loss[other]:.3f})"
+        more = (f"; its validation answer loss is lower too ({self.answer_loss[less]:.3f} vs {self.answer_loss[other]:.3f})"
                 if self.answer_loss and self.answer_loss[less] < self.answer_loss[other] else "")
-        return (f"disagrees: {less} forgets less while learning as much on exact match{more}, where one shared curve "
-                "would put them level")
+        return (f"disagrees: {less} forgets less while learning as much on exact match{more}. On one shared curve, "
+                "equal learning would come with equal forgetting")
 
     def __str__(self) -> str:
         lines = [f"{label}: rate {lr:g}"

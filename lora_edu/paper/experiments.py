@@ -187,22 +187,24 @@ class TunedSweep:
     def at_grid_edge(self, config: Config) -> bool:
         return at_edge(self.chosen_lr[config], self.grids[config])
 
-    def table(self, d_model: int, paper: dict[tuple[str, ...], float] | None = None, metric: str = "test_answer_loss") -> str:
+    def table(self, d_model: int, paper: dict[tuple[str, ...], float] | None = None, metric: str = "test_answer_loss",
+              paper_label: str = "paper, accuracy %") -> str:
         """One row per configuration: its rank, trainable parameters per block (square d_model x d_model matrices),
         the validation loss at each rate it tried (the chosen one marked <), ``metric`` at the chosen rate (geometric
-        mean and 95% interval over seeds, on the log scale) and, when given, the paper's figure."""
+        mean and 95% interval over seeds, on the log scale) and, when given, the paper's figure under ``paper_label``."""
         intervals = summarize(self.runs, metric, log=True)
         cells = {c: "  ".join(f"{lr:g}: {self.val_loss(c, lr):.3f}" + ("<" if lr == self.chosen_lr[c] else " ")
                               for lr in self.grids[c]) for c in intervals}
         width = max(len("validation loss at each rate"), *map(len, cells.values()))
         head = (f"{'adapted':<12} {'r':>2} {'params per block':>16} | {'validation loss at each rate':<{width}} | "
                 f"{metric.replace('_', ' '):>22}")
-        lines = [head + (f" | {'paper, accuracy %':>17}" if paper else "")]
+        width_paper = max(17, len(paper_label))
+        lines = [head + (f" | {paper_label:>{width_paper}}" if paper else "")]
         for (targets, r), iv in intervals.items():
             edge = "*" if self.at_grid_edge((targets, r)) else " "
             row = (f"{config_name(targets):<12} {r:>2} {len(targets) * r * 2 * d_model:>16,} | "
                    f"{cells[(targets, r)] + edge:<{width}} | {iv!s:>22}")
-            lines.append(row + (f" | {paper[targets]:>17}" if paper else ""))
+            lines.append(row + (f" | {paper[targets]:>{width_paper}}" if paper else ""))
         lines.append("< the rate validation chose")
         if any(self.at_grid_edge(c) for c in intervals):
             lines.append("* the rate chosen is the largest or smallest tried: a better one may lie outside the grid")
@@ -583,7 +585,7 @@ def phi_verdicts(phis: list[np.ndarray], chance: PhiChance, paper_top: float = 0
     said = "agrees" if drop.low > 0 else "disagrees" if drop.high < 0 else "not resolved"
     where = "above" if drop.low > 0 else "below" if drop.high < 0 else "includes"
     return [(f"Section 7.2: the top direction is shared, φ(1, 1) above {paper_top}",
-             f"above chance ({chance.top95:.2f}) in {above} of {len(top)} seeds, above {paper_top} in {over}: {shared}"),
+             f"above chance's 95th percentile ({chance.top95:.2f}) in {above} of {len(top)} seeds, above {paper_top} in {over}: {shared}"),
             ("Section 7.2: the overlap drops off beyond the top directions",
              f"{said}: the overlap above chance at (1, 1) minus that at ({k + 1}, {k + 1}), paired by seed, "
              f"{drop.mean:+.2f} [{drop.low:+.2f}, {drop.high:+.2f}] (95% interval {where} 0)")]
