@@ -7,6 +7,7 @@ The paper's own numbers are kept here as data (``PAPER``) so notebook 06 can set
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -471,7 +472,8 @@ def intruder_count(base: nn.Module, model: nn.Module, names: Iterable[str], k: i
 
 @dataclass(frozen=True)
 class Latency:
-    """Milliseconds per forward pass of one model: the median over rounds and the range of the rounds' medians."""
+    """Milliseconds per forward pass (or training step) of one model: the median over rounds and the range of the
+    rounds' medians."""
 
     median: float
     low: float
@@ -488,11 +490,35 @@ def compare_latency(models: dict[str, nn.Module], tokens: torch.Tensor, rounds: 
     """Time each model at batch 1, interleaved: every round times every model once (``repeats`` passes), so
     a slow moment of the computer falls on all of them alike. Two models differ only where their ranges do not overlap.
     """
-    per_round: dict[str, list[float]] = {name: [] for name in models}
+    return interleaved({name: functools.partial(batch1_latency_ms, model, tokens, repeats) for name, model in models.items()},
+                       rounds)
+
+
+def interleaved(timers: dict[str, Callable[[], float]], rounds: int) -> dict[str, Latency]:
+    """Call every timer (it returns milliseconds) once per round, in turn, so that a slow moment of the computer falls
+    on all of them alike; each one's median round, range and rounds."""
+    per_round: dict[str, list[float]] = {name: [] for name in timers}
     for _ in range(rounds):
-        for name, model in models.items():
-            per_round[name].append(batch1_latency_ms(model, tokens, repeats))
+        for name, timer in timers.items():
+            per_round[name].append(timer())
     return {name: Latency(float(np.median(t)), min(t), max(t), tuple(t)) for name, t in per_round.items()}
+
+
+def median_ms(call: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> float:
+    """Median milliseconds of ``call()`` over ``repeats`` calls, after ``warmup`` untimed ones (on CUDA, synchronised)."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    times = []
+    for i in range(warmup + repeats):
+        sync()
+        t0 = time.perf_counter()
+        call()
+        sync()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
 
 
 def compare_step_time(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, rounds: int = 7,
@@ -510,46 +536,25 @@ def compare_step_time(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Te
             raise ValueError(f"{name!r} has no trainable weights: a training step would do nothing. Mark some trainable "
                              "(mark_only_lora_trainable, or requires_grad_ on the weights to train).")
         optimizers[name] = torch.optim.AdamW(trainable, lr=1e-6)
-    per_round: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, model in copies.items():
-            per_round[name].append(train_step_ms(model, optimizers[name], x, y, repeats))
-    return {name: Latency(float(np.median(t)), min(t), max(t), tuple(t)) for name, t in per_round.items()}
+    return interleaved({name: functools.partial(train_step_ms, model, optimizers[name], x, y, repeats)
+                        for name, model in copies.items()}, rounds)
 
 
 def train_step_ms(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
     """Median milliseconds of one training step of ``model`` on (x, y), after three untimed ones."""
-    times = []
-    for i in range(repeats + 3):
-        if x.device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+    def step() -> None:
         _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if x.device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= 3:
-            times.append(time.perf_counter() - t0)
-    return 1000 * float(np.median(times))
+
+    return median_ms(step, repeats, warmup=3, device=x.device)
 
 
 @torch.no_grad()
 def batch1_latency_ms(model: nn.Module, tokens: torch.Tensor, repeats: int = 100) -> float:
     """Median milliseconds of one forward pass at batch size 1 (tokens: (1, seq))."""
-    device = tokens.device
-    times = []
-    for i in range(repeats + 10):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        model(tokens)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= 10:
-            times.append(time.perf_counter() - t0)
-    return 1000 * float(np.median(times))
+    return median_ms(lambda: model(tokens), repeats, warmup=10, device=tokens.device)
 
 
 @dataclass(frozen=True)
