@@ -417,6 +417,20 @@ def test_next_rate_walks_the_one_three_ten_ladder():
         next_rate(2e-2, up=True)
 
 
+def test_paper_tiers_split_at_the_largest_gap():
+    from lora_edu.paper.experiments import PAPER, paper_tiers
+
+    tiers = paper_tiers(PAPER["table5_wikisql"])  # Table 5: 70.0-71.4 against 73.0-73.7
+    assert tiers.lower == [("q",), ("k",), ("q", "k")]
+    assert tiers.upper == [("v",), ("o",), ("q", "v"), ("q", "k", "v", "o")]
+    assert tiers.gap == pytest.approx(73.0 - 71.4)
+    assert paper_tiers({"a": 2.0, "b": 1.0}) == (["b"], ["a"], 1.0)
+    with pytest.raises(ValueError, match="no gap to split"):
+        paper_tiers({"a": 1.0, "b": 1.0})
+    with pytest.raises(ValueError, match="at least 2 scores"):
+        paper_tiers({"a": 1.0})
+
+
 def test_latency_is_compared_round_by_round():
     from lora_edu.paper.experiments import Latency
 

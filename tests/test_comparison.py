@@ -248,19 +248,6 @@ def test_paired_verdicts_can_stay_on_validation_and_never_print_minus_zero():
     assert comparison.PairedDifference(-0.05, -0.21, 0.07).winner("A", "B") is None
 
 
-def test_rank_correlation_interval_counts_the_seeds_luck():
-    reference = [1.0, 2.0, 3.0, 4.0]
-    clear = [[0.0, 0.1, 0.0], [1.0, 1.1, 0.9], [2.0, 2.1, 1.9], [3.0, 3.1, 2.9]]  # seeds far apart from the gaps
-    sure = comparison.rank_correlation_interval(clear, reference)
-    assert sure.rho == pytest.approx(1.0) and sure.low == pytest.approx(1.0) and str(sure) == "+1.00 [+1.00, +1.00]"
-    noisy = [[0.0, 3.0, 0.2], [1.0, -1.0, 2.5], [2.0, 0.5, 3.0], [3.0, 0.0, 1.0]]  # the order changes with the seeds drawn
-    loose = comparison.rank_correlation_interval(noisy, reference)
-    assert loose.low < loose.rho <= loose.high and loose.low < 0.5
-    assert comparison.rank_correlation_interval(noisy, reference, seed=1).rho == loose.rho  # only the interval is random
-    with pytest.raises(ValueError, match="at least 3 items and 2 seeds per item"):
-        comparison.rank_correlation_interval([[1.0, 2.0], [3.0]], [1.0, 2.0])
-
-
 def test_the_paired_table_gives_one_row_and_verdict_per_comparison():
     c = fake_comparison()
     wrong = SimpleNamespace(**{**vars(c.reports[("full", 1e-3, 0)]), "test_right": (False,) * 8})

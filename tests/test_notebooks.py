@@ -155,3 +155,14 @@ def test_notebook_05b_prompt_states_the_trainable_counts_the_package_gives():
     base = GPT(GPT_SIZES["tiny"])
     for method in ("last-block", "lora-all"):
         assert f"{count_parameters(prepare(base, method, r=8, alpha=16, seed=0)).trainable:,}" in prompt, method
+
+
+def test_findings_table_keeps_one_row_per_finding():
+    from lora_edu.course.notebook import findings_table
+
+    table = findings_table([("A | B", "agrees"), ("C", "not resolved\n(3 seeds)")], headers=("asked", "ours")).data
+    lines = table.splitlines()
+    assert lines[0] == "| | asked | ours |" and len(lines) == 4
+    assert lines[2] == "| 1 | A \\| B | agrees |" and lines[3] == "| 2 | C | not resolved (3 seeds) |"
+    with pytest.raises(ValueError, match="No findings"):
+        findings_table([])

@@ -49,3 +49,18 @@ def enable_colab_widgets() -> bool:
         return False
     output.enable_custom_widget_manager()
     return True
+
+
+def findings_table(rows: list[tuple[str, str]], headers: tuple[str, str] = ("the paper", "ours")) -> Any:
+    """A lesson's comparisons as one Markdown table: a numbered row per (what was asked or found, what we measured).
+    A "|" inside a cell is escaped, so it cannot split the row."""
+    from IPython.display import Markdown
+
+    if not rows:
+        raise ValueError("No findings to show: collect (question, answer) pairs before building the table.")
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    head = f"| | {cell(headers[0])} | {cell(headers[1])} |\n|---|---|---|\n"
+    return Markdown(head + "\n".join(f"| {i} | {cell(a)} | {cell(b)} |" for i, (a, b) in enumerate(rows, 1)))

@@ -345,34 +345,6 @@ def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
     return float(np.corrcoef(average_ranks(xs), average_ranks(ys))[0, 1])
 
 
-class RankCorrelation(PairedDifference):
-    """Spearman's rank correlation of items' means with a reference order (``rho``), and a 95% interval over the seeds;
-    printed like a difference, with its sign."""
-
-    @property
-    def rho(self) -> float:
-        return self.mean
-
-
-def rank_correlation_interval(per_seed: Sequence[Sequence[float]], reference: Sequence[float], resamples: int = 2000,
-                              seed: int = 0) -> RankCorrelation:
-    """How well the items' mean scores order them like ``reference``, and how much that owes to the seeds' luck.
-
-    ``per_seed[i]``: item i's score in each of its seeds (at least 2); ``reference[i]``: item i's reference value.
-    ``rho`` ranks the items' means; the interval redraws each item's seeds with replacement, ranks the new means and
-    keeps the middle 95% of the correlations. It counts the seeds' luck only, not that of a fixed test set.
-    """
-    if len(per_seed) != len(reference) or len(reference) < 3 or min(len(v) for v in per_seed) < 2:
-        raise ValueError(f"Need one reference value per item, at least 3 items and 2 seeds per item; got {len(per_seed)} "
-                         f"items with {[len(v) for v in per_seed]} seeds and {len(reference)} reference values.")
-    rng = np.random.default_rng(seed)
-    values = [np.asarray(v, dtype=np.float64) for v in per_seed]
-    redrawn = np.stack([v[rng.integers(0, len(v), (resamples, len(v)))].mean(axis=1) for v in values], axis=1)
-    rhos = [rank_correlation(means, reference) for means in redrawn]  # a draw where every mean ties gives nan
-    low, high = np.nanquantile(rhos, [0.025, 0.975])
-    return RankCorrelation(rank_correlation([v.mean() for v in values], reference), float(low), float(high))
-
-
 def average_ranks(values: Sequence[float]) -> np.ndarray:
     """The rank of each value, 0 for the smallest; tied values share the mean of their ranks."""
     v = np.asarray(values, dtype=np.float64)

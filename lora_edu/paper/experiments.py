@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -53,6 +54,7 @@ __all__ = [
     "loss_ratio",
     "loss_verdict",
     "next_rate",
+    "paper_tiers",
     "summarize",
     "sweep",
     "tally",
@@ -232,6 +234,28 @@ def next_rate(lr: float, up: bool) -> float:
 def config_name(targets: Iterable[str]) -> str:
     """("q", "v") -> "Wq+Wv"."""
     return "+".join("W" + t for t in targets)
+
+
+class Tiers(NamedTuple):
+    """A paper's configurations split in two at the largest gap between neighbouring scores."""
+
+    lower: list
+    upper: list
+    gap: float  # the gap between the two tiers, in the paper's units
+
+
+def paper_tiers(scores: dict[object, float]) -> Tiers:
+    """Split ``scores`` (configuration -> a paper's score, higher is better) at the largest gap between neighbouring
+    scores. Each tier keeps the order of ``scores``. A gap many times a paper's noise is a difference it resolves; the
+    order inside a tier may be noise."""
+    if len(scores) < 2:
+        raise ValueError(f"Need at least 2 scores to split into tiers; got {len(scores)}.")
+    ordered = sorted(scores.values())
+    gaps = np.diff(ordered)
+    if gaps.max() <= 0:
+        raise ValueError(f"All {len(scores)} scores are equal ({ordered[0]}): there is no gap to split them at.")
+    cut = ordered[int(np.argmax(gaps))]  # the highest score of the lower tier
+    return Tiers([k for k, v in scores.items() if v <= cut], [k for k, v in scores.items() if v > cut], float(gaps.max()))
 
 
 def tally(verdicts: dict[object, str], name: str) -> str:

@@ -51,11 +51,12 @@ register(PredictExercise(
 ))
 register(CodeExercise(
     id="wilson-interval",
-    prompt="Section 1 widens every exact-match interval to at least the Wilson interval of 16 animals. Write "
-    "wilson(p, n): the 95% interval (low, high) for a rate p observed on n items, with z = 1.96: "
-    "centre = (p + z²/(2n)) / (1 + z²/n) and half-width = z √(p (1 − p)/n + z²/(4n²)) / (1 + z²/n). "
-    "It is run on hidden rates and sizes. Then print wilson(1.0, 16) and wilson(1.0, 1600): what "
-    "does 16 of 16 right let you claim, and what does the textbook interval p ± z √(p (1 − p)/n) claim at p = 1?",
+    prompt="Section 1 widens every exact-match interval to at least the Wilson interval of 16 animals. Wilson's idea: a "
+    "true rate q is plausible when the observed rate p lies within z standard errors of it, with the standard error "
+    "computed from q, not from p: (p − q)² ≤ z² q (1 − q)/n. The interval is every such q, so its ends are the two "
+    "roots of a quadratic in q. Derive them, then write wilson(p, n) -> (low, high) with z = 1.96. It is run on hidden "
+    "rates and sizes. Then print wilson(1.0, 16) and wilson(1.0, 1600): what does 16 of 16 right let you claim, and "
+    "what does the textbook interval p ± z √(p (1 − p)/n) claim at p = 1?",
     explanation="Wilson's interval inverts the test of each candidate rate instead of putting a normal curve around "
     "the observed p, so it stays inside [0, 1] and never has zero width: 16 of 16 right gives (0.81, 1.00). The "
     "textbook interval gives (1, 1) there, a certainty that 16 animals cannot give.",
@@ -75,6 +76,7 @@ register(CodeExercise(
     ),
     model_solution="""
 def wilson(p, n):
+    # (p - q)^2 = z^2 q (1 - q) / n  <=>  (1 + z^2/n) q^2 - (2p + z^2/n) q + p^2 = 0: its two roots
     z = 1.96                                       # 95%
     centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)  # pulled from p towards 1/2
     half = z * (p * (1 - p) / n + z**2 / (4 * n**2)) ** 0.5 / (1 + z**2 / n)
@@ -83,7 +85,11 @@ def wilson(p, n):
     worked_solution="With p = 1 the textbook term p (1 − p)/n is 0, but Wilson keeps z²/(4n²), so the interval never "
     "collapses: 16 of 16 right gives (0.81, 1.00), 1600 of 1600 gives (0.998, 1.00). Sixteen animals cannot show that "
     "a method is better than about 81% right.",
-    hints=("Compute the centre and the half-width as two numbers first, then return (centre − half, centre + half).",),
+    hints=("Expand (p − q)² = z² q (1 − q)/n into a q² + b q + c = 0: a = 1 + z²/n, b = −(2p + z²/n), c = p². The "
+           "quadratic formula gives the two ends.",
+           "Divided through by a, the roots are centre ± half, with centre = (p + z²/(2n)) / (1 + z²/n) and half = "
+           "z √(p (1 − p)/n + z²/(4n²)) / (1 + z²/n).",
+           "Compute the centre and the half-width as two numbers first, then return (centre − half, centre + half)."),
 ))
 register(ChoiceExercise(
     id="pareto-learning-rate",
