@@ -148,8 +148,7 @@ register(CodeExercise(
     "its branch is two linear layers in a row, h = x Aᵀ (weight A, input x, output n × r) and then h Bᵀ (weight B, "
     "input h), scaled by α/r. Given grad_y = ∂L/∂y (n × d_out), write lora_param_grads(x, grad_y, W, A, B, alpha, r) "
     "returning (∂L/∂A, ∂L/∂B): ∂L/∂A has A's shape (r × d_in) and ∂L/∂B has B's shape (d_out × r). It is checked on "
-    "hidden shapes. (W is passed so that every layer function has one "
-    "signature; ∂L/∂A and ∂L/∂B do not depend on it.)",
+    "hidden shapes. (∂L/∂A and ∂L/∂B do not depend on W.)",
     signature="lora_param_grads(x, grad_y, W, A, B, alpha, r) -> (grad_A, grad_B)",
     own_work=("backward", "autograd", "LoRALinear"),
     reference=package_param_grads,
@@ -203,12 +202,10 @@ register(WrittenExercise(
 ))
 register(PredictExercise(
     id="predict-alpha-doubled",
-    prompt="A rank-8 LoRALinear with α = 16 takes its first Adam step. You double α to 32 and change nothing else "
-    "(same r, same learning rate; the gradient of B doubles with α, but Adam's first step uses only its sign). "
-    "Predict: how many times larger is the applied update ‖(α/r) B A‖_F "
-    "after that step? The cell "
-    "measures an idealised first step, not a training run on data: Adam's first step moves each entry of B by the "
-    "learning rate, in the direction of its gradient's sign, and a random stand-in gradient plays the gradient.",
+    prompt="Adam's first step moves every entry of B by exactly the learning rate, whatever the gradient's size. A "
+    "rank-8 LoRALinear with α = 16 takes that first step. Now double α to 32 and change nothing else (same r, same "
+    "learning rate). How many times larger is the applied update ‖(α/r) B A‖_F after the step? (The cell measures "
+    "this idealised step on a layer of its own, with a random stand-in for the gradient: no data.)",
     expected=first_step_ratio,
     rel_tol=1e-6,
     traps=(
