@@ -120,15 +120,13 @@ register(ChoiceExercise(
 register(WrittenExercise(
     id="finer-steps",
     prompt="Change and explain (about a minute on a laptop CPU). Would LoRA learn the task with a smaller update if "
-    "its steps were cut finer? Predict first, in one line. Then train lora-all at a third of the rate "
-    "for three times the steps, with the three sweep seeds "
-    "(the two commented lines of the exercise cell; remove the #s): `longer = Arm(\"lora-all, 3x steps\", \"lora-all\", "
-    "(1e-3,), {\"steps\": 3 * RUN[\"steps\"]})` and `comparison.include(compare_methods(base, world, \"json\", [longer], "
-    "SWEEP_SEEDS, SWEEP_SEEDS, measure=measure, **RUN))`. Adam moves each weight by about the learning rate per step, "
-    "so this run and the grid's lora-all at 3e-3 for 200 steps have the same total step length. Compare the two with "
-    "`comparison.mean(label, \"val_exact_match\", lr, SWEEP_SEEDS)`, `comparison.mean(label, \"update_ratio\", lr, "
-    "SWEEP_SEEDS)` and `comparison.measured_mean(label, \"top_r\", lr, SWEEP_SEEDS)`. Did the finer run move its "
-    "weights less, and did it learn as much? Is that the paper's regime?",
+    "its steps were cut finer? Predict in one line. Then remove the #s in the exercise cell and run it: it trains "
+    "lora-all at a third of the rate, 1e-3, for three times the steps, with the three sweep seeds. Adam moves each "
+    "weight by about the learning rate per step, so this run has the same total step length as the grid's lora-all at "
+    "3e-3 for 200 steps. Compare the two (label \"lora-all, 3x steps\" at 1e-3 against \"lora-all\" at 3e-3) on "
+    "(a) validation exact match, `comparison.mean(label, \"val_exact_match\", lr, SWEEP_SEEDS)`, and (b) ‖ΔW‖ / ‖W's "
+    "top-8 part‖, `comparison.measured_mean(label, \"top_r\", lr, SWEEP_SEEDS)`. Did the finer run move its weights "
+    "less: is (b) closer to GPT-3's 0.32? Did it still learn: is (a) at least 0.75? Is that the paper's regime?",
     points=(
         "Cutting the same total step length finer moves the weights a little less (in our runs: ‖ΔW‖ / ‖W's "
         "top-8 part‖ 0.37 against 0.44, a factor of 0.85), not several times less.",
