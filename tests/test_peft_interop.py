@@ -88,6 +88,37 @@ def test_peft_opens_a_lora_edu_gpt_adapter(tmp_path):
     assert_same_merge(theirs, ours)
 
 
+def test_peft_reduces_the_intruders_of_a_lora_edu_gpt_adapter(tmp_path):
+    """Notebook 05b scales intruder dimensions down with PEFT's reduce_intruder_dimension on our GPT's adapters:
+    lambda = 1 keeps the model, lambda = 0 removes every intruder it finds, and the original adapter stays as it was."""
+    from peft.tuners.lora.intruders import reduce_intruder_dimension
+
+    from lora_edu.paper.analysis import intruder_dimensions
+
+    base = gpt()
+    ours = copy.deepcopy(base)
+    inject_lora(ours, ["q_proj", "v_proj"], r=4, alpha=8)
+    randomize(ours)  # a large random update: new top directions in every adapted weight
+    save_adapter(ours, tmp_path / "a")
+    theirs = peft_open(copy.deepcopy(base), tmp_path / "a")
+    x = torch.randint(0, 31, (2, 8))
+    reduce_intruder_dimension(theirs, new_adapter_name="kept 1", mitigation_lambda=1.0, logging_sink=None)
+    assert torch.allclose(logits(theirs, x), logits(ours, x), atol=1e-4)  # lambda = 1: the same model, refactored
+    names = list(lora_layers(ours))
+    before = sum(intruder_dimensions(base.get_submodule(n).weight, ours.get_submodule(n).base.weight
+                                     + ours.get_submodule(n).delta_weight(), k=10).count for n in names)
+    reduce_intruder_dimension(theirs, new_adapter_name="kept 0", mitigation_lambda=0.0, logging_sink=None)
+    assert theirs.active_adapter == "kept 0"
+    after = 0
+    for n in names:
+        layer = theirs.base_model.model.get_submodule(n)
+        w = layer.get_base_layer().weight + layer.get_delta_weight("kept 0")
+        after += intruder_dimensions(base.get_submodule(n).weight, w, k=10).count
+    assert before > 0 and after < before
+    theirs.set_adapter("default")
+    assert torch.equal(logits(theirs, x), logits(ours, x))  # the original adapter is untouched
+
+
 def test_lora_edu_opens_what_peft_saves_with_suffixes_and_patterns(tmp_path):
     base = gpt()
     torch.manual_seed(2)
