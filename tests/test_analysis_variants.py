@@ -474,6 +474,10 @@ def test_a_family_of_verdicts_is_tallied_for_one_side():
     lines = {1: verdict("A", good, "B", bad, False), 2: verdict("A", bad, "B", good, False), 4: verdict("A", wide, "B", good, False)}
     assert tally(lines, "A") == "A resolved better: 1 | resolved worse: 2 | not resolved: 4"
     assert tally({}, "A") == "A resolved better: none | resolved worse: none | not resolved: none"
+    from lora_edu.paper.experiments import tally_word, verdict_word
+    assert tally_word(lines, "A") == "disagrees" and tally_word({1: lines[1]}, "A") == "agrees"
+    assert tally_word({1: lines[1], 4: lines[4]}, "A") == "partly" and tally_word({4: lines[4]}, "A") == "not resolved"
+    assert [verdict_word(w, "A") for w in ("A", "B", None)] == ["agrees", "disagrees", "not resolved"]
     from lora_edu.paper.experiments import better
     assert better("A", good, "B", bad, False) == "A" and better("A", good, "B", bad, True) == "B"
     assert better("A", wide, "B", good, False) is None
@@ -503,21 +507,22 @@ def test_phi_is_judged_against_random_subspaces_of_the_same_sizes():
     shared[0, 0], shared[1, 1] = 0.9, 0.3
     lines = phi_verdicts([shared, shared + 0.01, shared + 0.02], chance)
     assert lines[0][0].startswith("Section 7.2: the top direction is shared")
-    assert lines[0][1].endswith(": agrees") and "in 3 of 3 seeds" in lines[0][1]
-    assert "drops off" in lines[1][0] and lines[1][1].startswith("agrees:") and "above 0" in lines[1][1]
+    assert lines[0][1] == "agrees" and lines[0][2].endswith(": agrees") and "in 3 of 3 seeds" in lines[0][2]
+    assert "drops off" in lines[1][0] and lines[1][1] == "agrees" and lines[1][2].startswith("agrees:") and "above 0" in lines[1][2]
     def with_drop(d):  # φ whose overlap above chance is d higher at (1, 1) than at (2, 2)
         p = np.full((2, 4), 0.3)
         p[0, 0] = p[1, 1] - chance.mean[1, 1] + chance.mean[0, 0] + d
         return p
 
-    assert phi_verdicts([with_drop(d) for d in (-0.1, 0.0, 0.1)], chance)[1][1].startswith("not resolved:")  # seeds disagree
-    assert phi_verdicts([with_drop(d) for d in (-0.2, -0.21, -0.19)], chance)[1][1].startswith("disagrees:")  # tail above top
+    assert phi_verdicts([with_drop(d) for d in (-0.1, 0.0, 0.1)], chance)[1][2].startswith("not resolved:")  # seeds disagree
+    assert phi_verdicts([with_drop(d) for d in (-0.2, -0.21, -0.19)], chance)[1][2].startswith("disagrees:")  # tail above top
     flat = [np.full((2, 4), chance.top) + 0.001 * k for k in range(3)]
-    assert phi_verdicts(flat, chance)[0][1].endswith("not shared in every seed")
+    assert phi_verdicts(flat, chance)[0][2].endswith("not shared in every seed") and phi_verdicts(flat, chance)[0][1] == "disagrees"
     near = [shared.copy() for _ in range(3)]
     for p, top in zip(near, (0.48, 0.55, 0.45), strict=True):
         p[0, 0] = top  # above chance in every seed, above the paper's 0.5 (a bound, not a level) in one
-    line = phi_verdicts(near, chance)[0][1]
+    word, line = phi_verdicts(near, chance)[0][1:]
+    assert word == "partly"
     assert "above 0.5 in 1:" in line and line.endswith("shared more than by chance, but not above the paper's 0.5 in every seed")
 
 

@@ -160,9 +160,11 @@ def test_notebook_05b_prompt_states_the_trainable_counts_the_package_gives():
 def test_findings_table_keeps_one_row_per_finding():
     from lora_edu.course.notebook import findings_table
 
-    table = findings_table([("A | B", "agrees"), ("C", "not resolved\n(3 seeds)")], headers=("asked", "ours")).data
+    table = findings_table([("A | B", "agrees", "x"), ("C", "not resolved", "y\n(3 seeds)")], headers=("asked", "verdict", "ours")).data
     lines = table.splitlines()
-    assert lines[0] == "| | asked | ours |" and len(lines) == 4
-    assert lines[2] == "| 1 | A \\| B | agrees |" and lines[3] == "| 2 | C | not resolved (3 seeds) |"
+    assert lines[0] == "| | asked | verdict | ours |" and lines[1] == "|---|---|---|---|" and len(lines) == 4
+    assert lines[2] == "| 1 | A \\| B | agrees | x |" and lines[3] == "| 2 | C | not resolved | y (3 seeds) |"
     with pytest.raises(ValueError, match="No findings"):
         findings_table([])
+    with pytest.raises(ValueError, match="needs 3 cells"):
+        findings_table([("A", "agrees")])

@@ -51,16 +51,18 @@ def enable_colab_widgets() -> bool:
     return True
 
 
-def findings_table(rows: list[tuple[str, str]], headers: tuple[str, str] = ("the paper", "ours")) -> Any:
-    """A lesson's comparisons as one Markdown table: a numbered row per (what was asked or found, what we measured).
-    A "|" inside a cell is escaped, so it cannot split the row."""
+def findings_table(rows: list[tuple[str, str, str]], headers: tuple[str, str, str] = ("the paper", "verdict", "ours")) -> Any:
+    """A lesson's comparisons as one Markdown table: a numbered row per (what was asked or found, the verdict in a
+    word, what we measured). A "|" inside a cell is escaped, so it cannot split the row."""
     from IPython.display import Markdown
 
     if not rows:
-        raise ValueError("No findings to show: collect (question, answer) pairs before building the table.")
+        raise ValueError("No findings to show: collect (question, verdict, evidence) rows before building the table.")
+    if any(len(row) != len(headers) for row in rows):
+        raise ValueError(f"Every row needs {len(headers)} cells, one per header {headers}; got rows of {sorted({len(r) for r in rows})}.")
 
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    head = f"| | {cell(headers[0])} | {cell(headers[1])} |\n|---|---|---|\n"
-    return Markdown(head + "\n".join(f"| {i} | {cell(a)} | {cell(b)} |" for i, (a, b) in enumerate(rows, 1)))
+    head = "| | " + " | ".join(map(cell, headers)) + " |\n|---|" + "---|" * len(headers) + "\n"
+    return Markdown(head + "\n".join(f"| {i} | " + " | ".join(map(cell, row)) + " |" for i, row in enumerate(rows, 1)))

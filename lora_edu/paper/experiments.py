@@ -58,8 +58,10 @@ __all__ = [
     "summarize",
     "sweep",
     "tally",
+    "tally_word",
     "TunedSweep",
     "tuned_sweep",
+    "verdict_word",
     "verdict",
 ]
 
@@ -258,16 +260,35 @@ def paper_tiers(scores: dict[object, float]) -> Tiers:
     return Tiers([k for k, v in scores.items() if v <= cut], [k for k, v in scores.items() if v > cut], float(gaps.max()))
 
 
-def tally(verdicts: dict[object, str], name: str) -> str:
-    """Where a family of ``verdict`` lines (keyed by what differs between them) resolves for ``name``, against it, or not."""
+def resolved_for(verdicts: dict[object, str], name: str) -> tuple[list[object], list[object], list[object]]:
+    """The keys of a family of ``verdict`` lines that resolve for ``name``, against it, and not at all."""
     won = [k for k, line in verdicts.items() if line.startswith(f"{name} beats")]
     lost = [k for k, line in verdicts.items() if " beats " in line and not line.startswith(f"{name} beats")]
     open_ = [k for k, line in verdicts.items() if "not resolved" in line]
+    return won, lost, open_
+
+
+def tally(verdicts: dict[object, str], name: str) -> str:
+    """Where a family of ``verdict`` lines (keyed by what differs between them) resolves for ``name``, against it, or not."""
+    won, lost, open_ = resolved_for(verdicts, name)
 
     def keys(ks: list[object]) -> str:
         return ", ".join(map(str, ks)) or "none"
 
     return f"{name} resolved better: {keys(won)} | resolved worse: {keys(lost)} | not resolved: {keys(open_)}"
+
+
+def verdict_word(winner: str | None, expected: str) -> str:
+    """A comparison with a paper in one word: "agrees" when it resolved for the side the paper favours,
+    "disagrees" when for the other side, "not resolved" when for neither."""
+    return "not resolved" if winner is None else "agrees" if winner == expected else "disagrees"
+
+
+def tally_word(verdicts: dict[object, str], name: str) -> str:
+    """A family of ``verdict`` lines, where the paper favours ``name`` in each, in one word: "agrees" when every line
+    resolves for it, "disagrees" when any resolves against it, "partly" when some do not resolve."""
+    won, lost, _ = resolved_for(verdicts, name)
+    return "disagrees" if lost else "agrees" if len(won) == len(verdicts) else "partly" if won else "not resolved"
 
 
 def tuned_sweep(base: GPT, world: World, configs: list[Config], seeds: Iterable[int], steps: int, lrs: Iterable[float],
@@ -600,21 +621,23 @@ def phi_chance(r1: int, r2: int, d: int, draws: int = 1000, seed: int = 0) -> Ph
     return PhiChance(phis.mean(axis=0), float(np.quantile(phis[:, 0, 0], 0.95)))
 
 
-def phi_verdicts(phis: list[np.ndarray], chance: PhiChance, paper_top: float = 0.5) -> list[tuple[str, str]]:
-    """Our φ(A_small, A_high) per seed against the paper's two findings (Section 7.2), as (the paper's finding, ours)
-    pairs: the top direction is shared (φ(1, 1) above ``paper_top``), and the overlap drops off beyond the top
-    directions. Both are judged against random subspaces, since chance alone gives φ(i, j) of about max(i, j) / d."""
+def phi_verdicts(phis: list[np.ndarray], chance: PhiChance, paper_top: float = 0.5) -> list[tuple[str, str, str]]:
+    """Our φ(A_small, A_high) per seed against the paper's two findings (Section 7.2), as (the paper's finding, our
+    verdict in a word, the evidence): the top direction is shared (φ(1, 1) above ``paper_top``), and the overlap drops
+    off beyond the top directions. Both are judged against random subspaces, since chance alone gives φ(i, j) of about
+    max(i, j) / d."""
     top = [float(p[0, 0]) for p in phis]
     above, over = sum(x > chance.top95 for x in top), sum(x > paper_top for x in top)
     shared = ("agrees" if over == len(top) else f"shared more than by chance, but not above the paper's {paper_top} in every seed"
               if above == len(top) else "not shared in every seed")
+    shared_word = "agrees" if over == len(top) else "partly" if above == len(top) else "disagrees"
     k = min(p.shape[0] for p in phis) - 1
     # Each seed's drop: its overlap above chance at (1, 1) minus its overlap above chance at (k + 1, k + 1), paired by seed.
     drop = interval((p[0, 0] - chance.mean[0, 0]) - (p[k, k] - chance.mean[k, k]) for p in phis)
     said = "agrees" if drop.low > 0 else "disagrees" if drop.high < 0 else "not resolved"
     where = "above" if drop.low > 0 else "below" if drop.high < 0 else "includes"
-    return [(f"Section 7.2: the top direction is shared, φ(1, 1) above {paper_top}",
+    return [(f"Section 7.2: the top direction is shared, φ(1, 1) above {paper_top}", shared_word,
              f"above chance's 95th percentile ({chance.top95:.2f}) in {above} of {len(top)} seeds, above {paper_top} in {over}: {shared}"),
-            ("Section 7.2: the overlap drops off beyond the top directions",
+            ("Section 7.2: the overlap drops off beyond the top directions", said,
              f"{said}: the overlap above chance at (1, 1) minus that at ({k + 1}, {k + 1}), paired by seed, "
              f"{drop.mean:+.2f} [{drop.low:+.2f}, {drop.high:+.2f}] (95% interval {where} 0)")]
