@@ -628,9 +628,9 @@ def phi_verdicts(phis: list[np.ndarray], chance: PhiChance, paper_top: float = 0
     max(i, j) / d."""
     top = [float(p[0, 0]) for p in phis]
     above, over = sum(x > chance.top95 for x in top), sum(x > paper_top for x in top)
-    shared = ("agrees" if over == len(top) else f"shared more than by chance, but not above the paper's {paper_top} in every seed"
-              if above == len(top) else "not shared in every seed")
-    shared_word = "agrees" if over == len(top) else "partly" if above == len(top) else "disagrees"
+    shared_word, shared = (("agrees", "agrees") if over == len(top) else
+                           ("partly", f"shared more than by chance, but not above the paper's {paper_top} in every seed")
+                           if above == len(top) else ("disagrees", "not shared in every seed"))
     k = min(p.shape[0] for p in phis) - 1
     # Each seed's drop: its overlap above chance at (1, 1) minus its overlap above chance at (k + 1, k + 1), paired by seed.
     drop = interval((p[0, 0] - chance.mean[0, 0]) - (p[k, k] - chance.mean[k, k]) for p in phis)
