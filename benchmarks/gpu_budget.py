@@ -225,6 +225,8 @@ def plans() -> dict[str, dict]:
                 Runs("control (untrained GPT, full), 3 seeds", 3, "full", s05, b05, json_seq),
                 Runs("full + replay (pretraining rows, 64 tokens), 3 seeds", 3, "full", s05, b05, 64),
                 Runs("LoRA on every linear layer + replay, 3 seeds", 3, "lora-all", s05, b05, 64),
+                Runs("LoRA on every linear layer retrained at its chosen rate for PEFT's intruder mitigation, 5 seeds", 5, "lora-all",
+                     s05, b05, json_seq),
             ],
         },
         "06": {
@@ -237,6 +239,13 @@ def plans() -> dict[str, dict]:
                 Runs("rank sweep on Wq+Wv: r = 1, 2, 8, 64, 3 seeds", 12, "lora-qv", steps06, b06, json_seq, False),
                 Runs("LoRA and LoRA+ on Wq+Wv (r = 4): 3 learning rates x 3 seeds each, 2 more seeds each", 22, "lora-qv", steps06, b06,
                      json_seq, False),
+                Runs("low ranks at rates of their own: Wq at r = 1, 2, 2 rates x 3 seeds, then 1 beyond the edge", 18, "lora-q", steps06,
+                     b06, json_seq, False),
+                Runs("low ranks at rates of their own: Wq+Wv at r = 1, 2, 2 rates x 3 seeds, then 1 beyond the edge", 18, "lora-qv",
+                     steps06, b06, json_seq, False),
+                Runs("Wq+Wv at r = 1 and r = 4 trained 4 times longer, 3 seeds each", 6, "lora-qv", 4 * steps06, b06, json_seq, False),
+                Runs("Table 7's card-task baseline on Wq+Wv (r = 4), 3 seeds (at JSON's length: an overestimate)", 3, "lora-qv", steps06,
+                     b06, json_seq, False),
             ],
         },
     }

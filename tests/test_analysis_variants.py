@@ -478,6 +478,9 @@ def test_a_family_of_verdicts_is_tallied_for_one_side():
     assert tally_word(lines, "A") == "disagrees" and tally_word({1: lines[1]}, "A") == "agrees"
     assert tally_word({1: lines[1], 4: lines[4]}, "A") == "partly" and tally_word({4: lines[4]}, "A") == "not resolved"
     assert [verdict_word(w, "A") for w in ("A", "B", None)] == ["agrees", "disagrees", "not resolved"]
+    from lora_edu.paper.experiments import within_noise_word
+    assert [within_noise_word(w, None) for w in ("A", None)] == ["disagrees", "no contradiction"]  # the paper reports a tie
+    assert [within_noise_word(w, "A") for w in ("A", "B", None)] == ["same direction", "opposite direction", "not resolved"]
     from lora_edu.paper.experiments import better
     assert better("A", good, "B", bad, False) == "A" and better("A", good, "B", bad, True) == "B"
     assert better("A", wide, "B", good, False) is None

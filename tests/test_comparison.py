@@ -296,3 +296,23 @@ def test_matched_learning_pairs_the_closest_rates_and_reads_less_learning_as_one
         min_val_em=0.75, one_animal=0.1)
     assert only_small.winner() == "full" and only_small.against_one_curve("lora").startswith(
         "not resolved: full forgets less but also learned less (validation exact match 0.75 vs 0.88)")
+
+
+def test_intruder_counts_are_read_per_rate_per_seed_and_at_matched_size():
+    c = fake_comparison()
+    measured = {k: {"intruders": (3 + k[2] if k[1] == 1e-2 else 0) if k[0] == "lora" else 0} for k in c.reports}
+    c = comparison.Comparison(c.arms, c.reports, c.chosen_lr, measured)
+    matched = {"lora": 1e-2, "full": 1e-4}
+    counts = comparison.intruder_counts(c, ("lora", "full"), matched, (0, 1, 2), (0, 1, 2))
+    assert counts.chosen == {"lora": [3, 4, 5], "full": [0, 0, 0]} and counts.fewer("chosen") == "full" == counts.fewer("matched")
+    assert counts.closest == {"lora": 1e-2, "full": 1e-3}  # lora learned at 1e-2 only (0.6); full's 0.2 is nearer than its 0.1
+    assert counts.by_rate["lora"] == {1e-3: 0.0, 1e-2: 4.0} and counts.full_runs == [0] * 6
+    assert comparison.IntruderCounts.chance(5) == 1 / 252 and comparison.IntruderCounts.chance(3) == 1 / 20
+    text = str(counts)
+    assert "full, every run of every rate: 0 intruders in 6 runs; at its largest rate, 0.001, it moved its weights 0.20" in text
+    assert "lora at its matched rate 0.01 0.60" in text and "1 in 20 with 3 seeds each" in text
+    assert "closest in size (‖ΔW‖/‖W‖ 0.60 for lora at 0.01, 0.20 for full at 0.001): lora 4.0, full 0.0" in text
+    alike = comparison.Comparison(c.arms, c.reports, c.chosen_lr, {k: {"intruders": 1} for k in c.reports})
+    assert comparison.intruder_counts(alike, ("lora", "full"), matched, (0, 1, 2), (0, 1, 2)).fewer("chosen") is None
+    with pytest.raises(ValueError, match="reached mean validation exact match 0.9"):
+        comparison.intruder_counts(c, ("lora", "full"), matched, (0, 1, 2), (0, 1, 2), min_val_em=0.9)

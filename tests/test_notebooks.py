@@ -158,12 +158,16 @@ def test_notebook_05b_prompt_states_the_trainable_counts_the_package_gives():
 
 
 def test_findings_table_keeps_one_row_per_finding():
-    from lora_edu.course.notebook import findings_table
+    from lora_edu.course.notebook import VERDICT_WORDS, findings_table
 
     table = findings_table([("A | B", "agrees", "x"), ("C", "not resolved", "y\n(3 seeds)")], headers=("asked", "verdict", "ours")).data
     lines = table.splitlines()
-    assert lines[0] == "| | asked | verdict | ours |" and lines[1] == "|---|---|---|---|" and len(lines) == 4
-    assert lines[2] == "| 1 | A \\| B | agrees | x |" and lines[3] == "| 2 | C | not resolved | y (3 seeds) |"
+    assert lines[:4] == ["| | asked | verdict |", "|---|---|---|", "| 1 | A \\| B | **agrees** |", "| 2 | C | **not resolved** |"]
+    assert lines[5:7] == [f"- *agrees*: {VERDICT_WORDS['agrees']}", f"- *not resolved*: {VERDICT_WORDS['not resolved']}"]
+    assert "- *disagrees*" not in table  # a word is explained only where the table uses it, and "agrees" is not "disagrees"
+    assert "1. x" in lines and "2. y (3 seeds)" in lines  # the evidence, folded under the table, one numbered line a row
+    assert lines[-1] == "</details>" and lines[8].startswith("<details><summary><b>ours</b>")
+    assert "*disagrees*" in findings_table([("A", "disagrees, on speed", "x")]).data
     with pytest.raises(ValueError, match="No findings"):
         findings_table([])
     with pytest.raises(ValueError, match="needs 3 cells"):

@@ -93,7 +93,7 @@ def test_peft_reduces_the_intruders_of_a_lora_edu_gpt_adapter(tmp_path):
     lambda = 1 keeps the model, lambda = 0 removes every intruder it finds, and the original adapter stays as it was."""
     from peft.tuners.lora.intruders import reduce_intruder_dimension
 
-    from lora_edu.paper.analysis import intruder_dimensions
+    from lora_edu.paper.analysis import intruder_dimensions, removed_shares, shrink_updates
 
     base = gpt()
     ours = copy.deepcopy(base)
@@ -117,6 +117,21 @@ def test_peft_reduces_the_intruders_of_a_lora_edu_gpt_adapter(tmp_path):
     assert before > 0 and after < before
     theirs.set_adapter("default")
     assert torch.equal(logits(theirs, x), logits(ours, x))  # the original adapter is untouched
+    # the control: the same share of each update, taken from all of its directions alike
+    shares = removed_shares(theirs, "kept 0")
+    assert set(shares) == set(names) and max(shares.values()) > 0.1 and all(0 <= s <= 1 for s in shares.values())
+    assert removed_shares(theirs, "kept 1") == pytest.approx(dict.fromkeys(names, 0.0), abs=1e-5)
+    control = copy.deepcopy(ours)
+    shrink_updates(control, shares)
+    for n in names:
+        removed = (ours.get_submodule(n).delta_weight() - control.get_submodule(n).delta_weight()).norm()
+        assert float(removed) == pytest.approx(shares[n] * float(ours.get_submodule(n).delta_weight().norm()), rel=1e-5)
+    with pytest.raises(ValueError, match="No LoRALinear named"):
+        shrink_updates(control, {"blocks.0.mlp.fc_in": 0.5})
+    with pytest.raises(ValueError, match="from 0 to 1"):
+        shrink_updates(control, {names[0]: 1.5})
+    with pytest.raises(ValueError, match="holds both adapters"):
+        removed_shares(theirs, "no such adapter")
 
 
 def test_lora_edu_opens_what_peft_saves_with_suffixes_and_patterns(tmp_path):

@@ -51,9 +51,27 @@ def enable_colab_widgets() -> bool:
     return True
 
 
+# What each verdict word of a findings table means; a table explains the ones it uses, under it.
+VERDICT_WORDS = {
+    "agrees": "the 95% interval excludes a tie, on the side the paper favours",
+    "disagrees": "the 95% interval excludes a tie, on the other side",
+    "partly": "some of the claim's comparisons agree and none disagree, but the rest are not resolved",
+    "not resolved": "the interval includes a tie: our seeds and test animals cannot tell the two apart (not the same as equal)",
+    "no contradiction": "the paper reports a tie, and ours is not resolved either",
+    "same direction": "the paper's gap is within its own noise; ours resolves it in the same direction",
+    "opposite direction": "the paper's gap is within its own noise; ours resolves it the other way",
+    "holds": "a claim of our own, not the paper's, resolved in its favour",
+    "does not hold": "a claim of our own, not the paper's, resolved against it",
+    "descriptive": "a number without an interval, so no verdict",
+}
+
+
 def findings_table(rows: list[tuple[str, str, str]], headers: tuple[str, str, str] = ("the paper", "verdict", "ours")) -> Any:
-    """A lesson's comparisons as one Markdown table: a numbered row per (what was asked or found, the verdict in a
-    word, what we measured). A "|" inside a cell is escaped, so it cannot split the row."""
+    """A lesson's comparisons as Markdown: a short numbered table of (what was asked or found, the verdict in a word),
+    the meaning of each verdict word it uses, and what we measured for each row folded below (``<details>``).
+    A "|" inside a cell is escaped, so it cannot split the row."""
+    import re
+
     from IPython.display import Markdown
 
     if not rows:
@@ -64,5 +82,10 @@ def findings_table(rows: list[tuple[str, str, str]], headers: tuple[str, str, st
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    head = "| | " + " | ".join(map(cell, headers)) + " |\n|---|" + "---|" * len(headers) + "\n"
-    return Markdown(head + "\n".join(f"| {i} | " + " | ".join(map(cell, row)) + " |" for i, row in enumerate(rows, 1)))
+    table = (f"| | {cell(headers[0])} | {cell(headers[1])} |\n|---|---|---|\n"
+             + "\n".join(f"| {i} | {cell(question)} | **{cell(word)}** |" for i, (question, word, _) in enumerate(rows, 1)))
+    used = [w for w in VERDICT_WORDS if any(re.search(rf"(?<![a-z]){w}", word) for _, word, _ in rows)]
+    legend = "\n".join(f"- *{w}*: {VERDICT_WORDS[w]}" for w in used)
+    evidence = "\n".join(f"{i}. {cell(ours)}" for i, (_, _, ours) in enumerate(rows, 1))
+    return Markdown(table + ("\n\n" + legend if legend else "")
+                    + f"\n\n<details><summary><b>{cell(headers[2])}</b>, row by row (open)</summary>\n\n{evidence}\n\n</details>")

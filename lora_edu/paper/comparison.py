@@ -475,3 +475,79 @@ def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Se
     answer_loss = {label: comparison.mean(label, "val_answer_loss", matched[label], seeds) for label in labels}
     return LearningForgetting(matched, forgot, line, better(a, forgot[a], b, forgot[b], False), edge,
                               {label: learned[label][matched[label]] for label in labels}, one_animal, answer_loss)
+
+
+@dataclass(frozen=True)
+class IntruderCounts:
+    """Intruder dimensions (``analysis.intruder_dimensions``) of a comparison's runs, read four ways: per rate, per seed
+    at the chosen and at the matched rates, and where the two methods' updates are closest in size.
+
+    ``labels`` is (LoRA, full fine-tuning): the paper finds intruders in the first, not in the second."""
+
+    labels: tuple[str, str]
+    by_rate: dict[str, dict[float, float]]  # label -> rate -> mean count over the sweep seeds
+    chosen: dict[str, list[int]]  # label -> count per seed at its chosen rate (every seed)
+    matched: dict[str, list[int]]  # label -> count per seed at its matched rate (the sweep seeds)
+    matched_lr: dict[str, float]  # label -> its matched rate
+    sizes: dict[str, dict[float, float]]  # label -> rate -> mean ‖ΔW‖/‖W‖ over the sweep seeds
+    closest: dict[str, float]  # label -> its rate in the pair, among the rates that learned, closest in update size
+    full_runs: list[int]  # the count of every run of full fine-tuning, every rate and seed
+
+    def fewer(self, where: str) -> str | None:
+        """The label with fewer intruders than the other in every seed ("chosen" or "matched" rates), else None."""
+        counts = {"chosen": self.chosen, "matched": self.matched}[where]
+        a, b = self.labels
+        return b if max(counts[b]) < min(counts[a]) else a if max(counts[a]) < min(counts[b]) else None
+
+    @staticmethod
+    def chance(seeds: int) -> float:
+        """How often one given method has fewer in every seed when both draw from the same distribution (no ties):
+        the n smallest of 2n counts all being its own, 1 / C(2n, n)."""
+        return 1 / math.comb(2 * seeds, seeds)
+
+    def __str__(self) -> str:
+        a, b = self.labels
+        lines = [f"  {label:<9}" + "".join(f" lr {lr:g}: {c:5.1f} |" for lr, c in rates.items()) for label, rates in self.by_rate.items()]
+        lines.append(f"at the chosen rates, per seed: {a} {self.chosen[a]}, {b} {self.chosen[b]}")
+        lines.append(f"at the matched rates (as much learned), per seed: {a} {self.matched[a]}, {b} {self.matched[b]}")
+        lr_a, lr_b = self.closest[a], self.closest[b]
+        lines.append(f"among the rates that learned, where the updates are closest in size (‖ΔW‖/‖W‖ {self.sizes[a][lr_a]:.2f} for {a} "
+                     f"at {lr_a:g}, {self.sizes[b][lr_b]:.2f} for {b} at {lr_b:g}): "
+                     f"{a} {self.by_rate[a][lr_a]:.1f}, {b} {self.by_rate[b][lr_b]:.1f}")
+        seeds = sorted({len(self.chosen[a]), len(self.matched[a])}, reverse=True)
+        lines.append("one given method with fewer in every seed, by chance alone if the two were alike: "
+                     + ", ".join(f"1 in {1 / self.chance(n):.0f} with {n} seeds each" for n in seeds))
+        largest, lr_m = max(self.sizes[b]), self.matched_lr[a]
+        lines.append(f"{b}, every run of every rate: {sum(self.full_runs)} intruders in {len(self.full_runs)} runs; at its largest rate, "
+                     f"{largest:g}, it moved its weights {self.sizes[b][largest]:.2f} of their size, {a} at its matched rate {lr_m:g} "
+                     f"{self.sizes[a][lr_m]:.2f}")
+        return "\n".join(lines)
+
+
+def intruder_counts(comparison: Comparison, labels: tuple[str, str], matched_lr: dict[str, float], seeds: Sequence[int],
+                    sweep_seeds: Sequence[int], also: Sequence[str] = (), min_val_em: float = 0.75,
+                    key: str = "intruders") -> IntruderCounts:
+    """``IntruderCounts`` from ``measure(model)[key]`` of every run (``compare_methods(..., measure=...)``).
+
+    The rates that learned are those whose mean validation exact match over ``sweep_seeds`` reached ``min_val_em``;
+    among their pairs, the one whose mean ‖ΔW‖/‖W‖ are closest (as a ratio) is the size-matched one. ``also``: more
+    labels for the per-rate lines."""
+    lora, full = labels
+    counts = {k: m[key] for k, m in comparison.measured.items()}  # (label, lr, seed) -> count
+
+    def mean_count(label: str, lr: float) -> float:
+        return statistics.fmean(counts[(label, lr, s)] for s in sweep_seeds)
+
+    by_rate = {label: {lr: mean_count(label, lr) for lr in comparison.arm(label).lrs} for label in (lora, *also, full)}
+    chosen = {label: [counts[(label, comparison.chosen_lr[label], s)] for s in seeds] for label in labels}
+    matched = {label: [counts[(label, matched_lr[label], s)] for s in sweep_seeds] for label in labels}
+    learned = {label: [lr for lr, em in comparison.grid(label, "val_exact_match", sweep_seeds).items() if em >= min_val_em]
+               for label in labels}
+    if not all(learned.values()):
+        raise ValueError(f"No rate of {[label for label in labels if not learned[label]]} reached mean validation exact match "
+                         f"{min_val_em}; lower min_val_em.")
+    sizes = {label: comparison.grid(label, "update_ratio", sweep_seeds) for label in labels}
+    lr_a, lr_b = min(((x, y) for x in learned[lora] for y in learned[full]),
+                     key=lambda p: abs(math.log(sizes[lora][p[0]] / sizes[full][p[1]])))  # closest as a ratio
+    full_runs = [c for (label, _, _), c in sorted(counts.items()) if label == full]
+    return IntruderCounts((lora, full), by_rate, chosen, matched, dict(matched_lr), sizes, {lora: lr_a, full: lr_b}, full_runs)

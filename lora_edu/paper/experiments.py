@@ -62,6 +62,7 @@ __all__ = [
     "TunedSweep",
     "tuned_sweep",
     "verdict_word",
+    "within_noise_word",
     "verdict",
 ]
 
@@ -282,6 +283,15 @@ def verdict_word(winner: str | None, expected: str) -> str:
     """A comparison with a paper in one word: "agrees" when it resolved for the side the paper favours,
     "disagrees" when for the other side, "not resolved" when for neither."""
     return "not resolved" if winner is None else "agrees" if winner == expected else "disagrees"
+
+
+def within_noise_word(winner: str | None, favoured: str | None) -> str:
+    """A comparison where the paper's own gap is within its noise, in one word. ``favoured=None`` (the paper reports a
+    tie): "no contradiction" when ours is not resolved either, else "disagrees". ``favoured`` a name (the paper's small
+    gap points to it): "same direction" or "opposite direction" when ours resolves, else "not resolved"."""
+    if favoured is None:
+        return "no contradiction" if winner is None else "disagrees"
+    return "not resolved" if winner is None else "same direction" if winner == favoured else "opposite direction"
 
 
 def tally_word(verdicts: dict[object, str], name: str) -> str:

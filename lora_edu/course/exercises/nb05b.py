@@ -93,9 +93,9 @@ def wilson(p, n):
 ))
 register(ChoiceExercise(
     id="pareto-learning-rate",
-    prompt="In section 3's plot each point is one fine-tune: validation exact match on the new task against the loss on "
-    "held-out pretraining text. Within one method, the points differ in their learning rate. What does a larger "
-    "learning rate do?",
+    prompt="Predict before the grid table. Section 1 trained each method at several learning rates, with the same "
+    "steps and seeds. Within one method, what does a larger learning rate do to how well the task is learned "
+    "(validation exact match) and to how much pretraining text is forgotten (the held-out loss)?",
     options={
         "a": "it improves both: more exact match and a lower pretraining loss",
         "b": "it moves the point along the trade-off: the task is learned more and the pretraining text is forgotten "
@@ -115,7 +115,7 @@ register(ChoiceExercise(
     explanation="the learning rate sets how far the fine-tune moves from the pretrained model: more learning, more "
     "forgetting, and past a point divergence. Biderman et al. (2024, Section 4.3) plot Llama-2 7B fine-tunes of "
     "different lengths this way and find LoRA and full fine-tuning on one and the same trade-off curve, LoRA's points "
-    "where less is learned and less is forgotten. Where our runs lie is a measurement: section 3 makes it.",
+    "where less is learned and less is forgotten. Where our runs lie is a measurement: sections 2 and 3 make it.",
 ))
 register(WrittenExercise(
     id="finer-steps",
