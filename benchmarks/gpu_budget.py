@@ -222,7 +222,7 @@ def plans() -> dict[str, dict]:
                 Runs("full fine-tuning: 3 learning rates x 3 seeds, 2 more seeds", 11, "full", s05, b05, json_seq),
                 Runs("LoRA on Wq, Wv: 3 learning rates x 3 seeds", 9, "lora-qv", s05, b05, json_seq),
                 Runs("last block only: 3 learning rates x 3 seeds", 9, "last-block", s05, b05, json_seq),
-                Runs("control (untrained GPT, full), 3 seeds", 3, "full", s05, b05, json_seq),
+                Runs("control (untrained GPT, full), 3 learning rates x 3 seeds", 9, "full", s05, b05, json_seq),
                 Runs("full + replay (pretraining rows, 64 tokens), 3 seeds", 3, "full", s05, b05, 64),
                 Runs("LoRA on every linear layer + replay, 3 seeds", 3, "lora-all", s05, b05, 64),
                 Runs("LoRA on every linear layer retrained at its chosen rate for PEFT's intruder mitigation, 5 seeds", 5, "lora-all",

@@ -175,7 +175,7 @@ def test_the_comparison_prints_its_table_verdicts_and_selection():
     selection = c.selection(["lora", "full"], (0, 1, 2))
     assert "0.01: 0.88 / 0.125  <- chosen" in selection and "rates 0.0001, 0.001 within one validation animal" in selection
     grid = c.grid_table(["lora"])
-    assert "‖ΔW‖/‖W‖" in grid and len(grid.splitlines()) == 3
+    assert "‖ΔW‖/‖W‖" in grid and len(grid.splitlines()) == 3 and grid.splitlines()[1].split()[:3] == ["lora", "0.001", "3"]
     line = comparison.rate_ratio_line(c, "lora", "full")
     assert "rate is 10 times full's" in line and "that is 5 times" in line
     assert line.endswith(": not contradicted, within a factor of about 3")
@@ -304,7 +304,9 @@ def test_intruder_counts_are_read_per_rate_per_seed_and_at_matched_size():
     c = comparison.Comparison(c.arms, c.reports, c.chosen_lr, measured)
     matched = {"lora": 1e-2, "full": 1e-4}
     counts = comparison.intruder_counts(c, ("lora", "full"), matched, (0, 1, 2), (0, 1, 2))
-    assert counts.chosen == {"lora": [3, 4, 5], "full": [0, 0, 0]} and counts.fewer("chosen") == "full" == counts.fewer("matched")
+    assert counts.chosen == {"lora": [3, 4, 5], "full": [0, 0, 0]}
+    assert counts.fewer("chosen", level=0.2) == "full" == counts.fewer("matched", level=0.2)
+    assert counts.fewer("chosen") is None  # 3 seeds each: chance alone orders them so 1 time in 10, not below 0.05
     assert counts.closest == {"lora": 1e-2, "full": 1e-3}  # lora learned at 1e-2 only (0.6); full's 0.2 is nearer than its 0.1
     assert counts.by_rate["lora"] == {1e-3: 0.0, 1e-2: 4.0} and counts.full_runs == [0] * 6
     assert comparison.IntruderCounts.chance(5) == 1 / 252 and comparison.IntruderCounts.chance(3) == 1 / 20
@@ -313,6 +315,6 @@ def test_intruder_counts_are_read_per_rate_per_seed_and_at_matched_size():
     assert "lora at its matched rate 0.01 0.60" in text and "1 in 20 with 3 seeds each" in text
     assert "closest in size (‖ΔW‖/‖W‖ 0.60 for lora at 0.01, 0.20 for full at 0.001): lora 4.0, full 0.0" in text
     alike = comparison.Comparison(c.arms, c.reports, c.chosen_lr, {k: {"intruders": 1} for k in c.reports})
-    assert comparison.intruder_counts(alike, ("lora", "full"), matched, (0, 1, 2), (0, 1, 2)).fewer("chosen") is None
+    assert comparison.intruder_counts(alike, ("lora", "full"), matched, (0, 1, 2), (0, 1, 2)).fewer("chosen", level=0.2) is None
     with pytest.raises(ValueError, match="reached mean validation exact match 0.9"):
         comparison.intruder_counts(c, ("lora", "full"), matched, (0, 1, 2), (0, 1, 2), min_val_em=0.9)

@@ -166,10 +166,11 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
              'Arm("lora-qv", "lora-qv", (1e-2, 3e-2, 1e-1))',
              'Arm("last-block", "last-block", (1e-3, 3e-3, 1e-2))']
     assert all(grid in nb05 for grid in grids)
-    # headline grids of 4 and 3 rates x 3 seeds, + 2 seeds each; lora-qv's and last-block's 3 x 3, control 3, replay 2 x 3
+    # headline grids of 4 and 3 rates x 3 seeds, + 2 seeds each; lora-qv's, last-block's and the control's 3 x 3, replay 2 x 3
     # ... and lora-all retrained at its chosen rate, every seed, for PEFT's intruder mitigation
     assert "for seed in SEEDS:\n        ours, _ = finetune(base, world, \"json\", \"lora-all\"" in nb05
-    assert sum(r.count for r in plans["05b"]["runs"]) == (4 * 3 + 2) + (3 * 3 + 2) + 3 * 3 + 3 * 3 + 3 + 2 * 3 + 5
+    assert 'Arm("control", "control", (3e-4, 1e-3, 3e-3))' in nb05  # the control: full fine-tuning's grid, 3 seeds
+    assert sum(r.count for r in plans["05b"]["runs"]) == (4 * 3 + 2) + (3 * 3 + 2) + 3 * 3 + 3 * 3 + 3 * 3 + 2 * 3 + 5
     assert {r.steps for r in plans["05b"]["runs"]} == {400}
     lab = "\n".join(gpu_check_cells("05"))  # notebook 05: three fine-tunes and the 30-step loop written out, twice
     assert lab.count("finetune(base, world,") == 3 and "TrainConfig(steps=30," in lab and "Arm(" not in lab

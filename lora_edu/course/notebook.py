@@ -56,7 +56,7 @@ VERDICT_WORDS = {
     "agrees": "the 95% interval excludes a tie, on the side the paper favours",
     "disagrees": "the 95% interval excludes a tie, on the other side",
     "partly": "some of the claim's comparisons agree and none disagree, but the rest are not resolved",
-    "not resolved": "the interval includes a tie: our seeds and test animals cannot tell the two apart (not the same as equal)",
+    "not resolved": "the interval includes a tie: our seeds and test animals cannot tell the two apart, which is not the same as equal",
     "no contradiction": "the paper reports a tie, and ours is not resolved either",
     "same direction": "the paper's gap is within its own noise; ours resolves it in the same direction",
     "opposite direction": "the paper's gap is within its own noise; ours resolves it the other way",

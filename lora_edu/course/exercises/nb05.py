@@ -96,7 +96,8 @@ register(CodeExercise(
     "moment buffers for each trainable parameter; leave activations out. It is run on hidden full and LoRA "
     "configurations. Then use it for the tiny GPT: full "
     "fine-tuning against LoRA. (The package has this count as lora_edu.maths.arch.memory_estimate; write your own. "
-    "Section 5's measured state is a few hundred bytes more: AdamW also keeps a step counter per weight matrix.)",
+    "Section 5's measured state is a few hundred bytes more: AdamW also keeps a step counter per parameter tensor, "
+    "biases and norm gains included.)",
     signature="training_state_bytes(n_params, n_trainable, bytes_per_number) -> int",
     own_work=("memory_estimate",),
     reference=package_state_bytes,

@@ -98,8 +98,7 @@ register(ChoiceExercise(
     "(validation exact match) and to how much pretraining text is forgotten (the held-out loss)?",
     options={
         "a": "it improves both: more exact match and a lower pretraining loss",
-        "b": "it moves the point along the trade-off: the task is learned more and the pretraining text is forgotten "
-        "more, until a rate so large that training becomes unstable and both get worse",
+        "b": "more of the task is learned and more pretraining text is forgotten, until training turns unstable",
         "c": "nothing in the end: the learning rate only changes how fast the same final point is reached",
         "d": "with LoRA nothing is forgotten at any learning rate, because the base weights are frozen",
     },

@@ -145,7 +145,8 @@ register(CodeExercise(
     "bandwidth-bound ring all-reduce of the gradients, in which every rank sends 2 (N − 1) / N of the buffer over a "
     "link of gbytes_per_s GB/s (10^9 bytes/s). It is run on hidden cases, from one GPU to 64. Then use it on a case "
     "section 2 did not print: GPT-3's "
-    "full gradients against its r = 4 LoRA's, in fp32, on 64 GPUs with 25 GB/s links.",
+    "full gradients (174,604,259,328 parameters) against its r = 4 LoRA's on Wq and Wv (18,874,368, notebook 03), in "
+    "fp32, on 64 GPUs with 25 GB/s links.",
     signature="allreduce_seconds(n_trainable, bytes_per_number, world_size, gbytes_per_s) -> float",
     own_work=("ring_allreduce_seconds",),
     reference=package_ring_seconds,
