@@ -312,7 +312,9 @@ def test_intruder_counts_are_read_per_rate_per_seed_and_at_matched_size():
     assert comparison.IntruderCounts.chance(5) == 1 / 252 and comparison.IntruderCounts.chance(3) == 1 / 20
     text = str(counts)
     assert "full, every run of every rate: 0 intruders in 6 runs; at its largest rate, 0.001, it moved its weights 0.20" in text
-    assert "lora at its matched rate 0.01 0.60" in text and "1 in 20 with 3 seeds each" in text
+    assert "lora at its matched rate 0.01 0.60" in text
+    assert "2 in 20 with 3 seeds each; we call it resolved only below 1 in 20, so 3 seeds cannot" in text
+    assert text.startswith("at every rate, mean over the 3 sweep seeds:")
     assert "closest in size (‖ΔW‖/‖W‖ 0.60 for lora at 0.01, 0.20 for full at 0.001): lora 4.0, full 0.0" in text
     alike = comparison.Comparison(c.arms, c.reports, c.chosen_lr, {k: {"intruders": 1} for k in c.reports})
     assert comparison.intruder_counts(alike, ("lora", "full"), matched, (0, 1, 2), (0, 1, 2)).fewer("chosen", level=0.2) is None

@@ -493,6 +493,7 @@ class IntruderCounts:
     sizes: dict[str, dict[float, float]]  # label -> rate -> mean ‖ΔW‖/‖W‖ over the sweep seeds
     closest: dict[str, float]  # label -> its rate in the pair, among the rates that learned, closest in update size
     full_runs: list[int]  # the count of every run of full fine-tuning, every rate and seed
+    sweep_seeds: int = 3  # how many seeds the per-rate means average
 
     def fewer(self, where: str, level: float = 0.05) -> str | None:
         """The label with fewer intruders than the other in every seed ("chosen" or "matched" rates), when chance alone
@@ -512,7 +513,8 @@ class IntruderCounts:
 
     def __str__(self) -> str:
         a, b = self.labels
-        lines = [f"  {label:<9}" + "".join(f" lr {lr:g}: {c:5.1f} |" for lr, c in rates.items()) for label, rates in self.by_rate.items()]
+        lines = [f"at every rate, mean over the {self.sweep_seeds} sweep seeds:"]
+        lines += [f"  {label:<9}" + "".join(f" lr {lr:g}: {c:5.1f} |" for lr, c in rates.items()) for label, rates in self.by_rate.items()]
         lines.append(f"at the chosen rates, per seed: {a} {self.chosen[a]}, {b} {self.chosen[b]}")
         lines.append(f"at the matched rates (as much learned), per seed: {a} {self.matched[a]}, {b} {self.matched[b]}")
         lr_a, lr_b = self.closest[a], self.closest[b]
@@ -520,8 +522,10 @@ class IntruderCounts:
                      f"at {lr_a:g}, {self.sizes[b][lr_b]:.2f} for {b} at {lr_b:g}): "
                      f"{a} {self.by_rate[a][lr_a]:.1f}, {b} {self.by_rate[b][lr_b]:.1f}")
         seeds = sorted({len(self.chosen[a]), len(self.matched[a])}, reverse=True)
-        lines.append("one given method with fewer in every seed, by chance alone if the two were alike: "
-                     + ", ".join(f"1 in {1 / self.chance(n):.0f} with {n} seeds each" for n in seeds))
+        lines.append("either method with fewer in every seed, by chance alone if the two were alike: "
+                     + ", ".join(f"2 in {1 / self.chance(n):.0f} with {n} seeds each" for n in seeds)
+                     + "; we call it resolved only below 1 in 20, so " + " and ".join(
+                         f"{n} seeds {'can' if 2 * self.chance(n) < 0.05 else 'cannot'}" for n in seeds))
         largest, lr_m = max(self.sizes[b]), self.matched_lr[a]
         lines.append(f"{b}, every run of every rate: {sum(self.full_runs)} intruders in {len(self.full_runs)} runs; at its largest rate, "
                      f"{largest:g}, it moved its weights {self.sizes[b][largest]:.2f} of their size, {a} at its matched rate {lr_m:g} "
@@ -555,4 +559,5 @@ def intruder_counts(comparison: Comparison, labels: tuple[str, str], matched_lr:
     lr_a, lr_b = min(((x, y) for x in learned[lora] for y in learned[full]),
                      key=lambda p: abs(math.log(sizes[lora][p[0]] / sizes[full][p[1]])))  # closest as a ratio
     full_runs = [c for (label, _, _), c in sorted(counts.items()) if label == full]
-    return IntruderCounts((lora, full), by_rate, chosen, matched, dict(matched_lr), sizes, {lora: lr_a, full: lr_b}, full_runs)
+    return IntruderCounts((lora, full), by_rate, chosen, matched, dict(matched_lr), sizes, {lora: lr_a, full: lr_b}, full_runs,
+                          len(sweep_seeds))
