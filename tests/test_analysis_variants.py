@@ -478,7 +478,12 @@ def test_a_family_of_verdicts_is_tallied_for_one_side():
     assert tally_word(lines, "A") == "disagrees" and tally_word({1: lines[1]}, "A") == "agrees"
     assert tally_word({1: lines[1], 4: lines[4]}, "A") == "partly" and tally_word({4: lines[4]}, "A") == "not resolved"
     assert [verdict_word(w, "A") for w in ("A", "B", None)] == ["agrees", "disagrees", "not resolved"]
-    from lora_edu.paper.experiments import within_noise_word
+    from lora_edu.paper.experiments import Interval, interval_word, within_noise_word
+    pos, neg, tie = Interval(1.0, 0.5, ()), Interval(-1.0, 0.5, ()), Interval(0.0, 0.5, ())
+    assert [interval_word(iv, "above") for iv in (pos, neg, tie)] == ["agrees", "disagrees", "not resolved"]
+    assert [interval_word(iv, "below", own=True) for iv in (pos, neg, tie)] == ["does not hold", "holds", "not resolved"]
+    with pytest.raises(ValueError, match="above"):
+        interval_word(pos, "up")
     assert [within_noise_word(w, None) for w in ("A", None)] == ["disagrees", "no contradiction"]  # the paper reports a tie
     assert [within_noise_word(w, "A") for w in ("A", "B", None)] == ["same direction", "opposite direction", "not resolved"]
     from lora_edu.paper.experiments import better
@@ -510,15 +515,17 @@ def test_phi_is_judged_against_random_subspaces_of_the_same_sizes():
     shared[0, 0], shared[1, 1] = 0.9, 0.3
     lines = phi_verdicts([shared, shared + 0.01, shared + 0.02], chance)
     assert lines[0][0].startswith("Section 7.2: the top direction is shared")
-    assert lines[0][1] == "agrees" and lines[0][2].endswith(": agrees") and "in 3 of 3 seeds" in lines[0][2]
-    assert "drops off" in lines[1][0] and lines[1][1] == "agrees" and lines[1][2].startswith("agrees:") and "above 0" in lines[1][2]
+    assert lines[0][1] == "agrees" and lines[0][2].endswith("shared above the paper's 0.5 in every seed")
+    assert "in 3 of 3 seeds" in lines[0][2]
+    assert "drops off" in lines[1][0] and lines[1][1] == "agrees"
+    assert lines[1][2].startswith("the overlap above chance") and "above 0" in lines[1][2]
     def with_drop(d):  # φ whose overlap above chance is d higher at (1, 1) than at (2, 2)
         p = np.full((2, 4), 0.3)
         p[0, 0] = p[1, 1] - chance.mean[1, 1] + chance.mean[0, 0] + d
         return p
 
-    assert phi_verdicts([with_drop(d) for d in (-0.1, 0.0, 0.1)], chance)[1][2].startswith("not resolved:")  # seeds disagree
-    assert phi_verdicts([with_drop(d) for d in (-0.2, -0.21, -0.19)], chance)[1][2].startswith("disagrees:")  # tail above top
+    assert phi_verdicts([with_drop(d) for d in (-0.1, 0.0, 0.1)], chance)[1][1] == "not resolved"  # seeds disagree
+    assert phi_verdicts([with_drop(d) for d in (-0.2, -0.21, -0.19)], chance)[1][1] == "disagrees"  # tail above top
     flat = [np.full((2, 4), chance.top) + 0.001 * k for k in range(3)]
     assert phi_verdicts(flat, chance)[0][2].endswith("not shared in every seed") and phi_verdicts(flat, chance)[0][1] == "disagrees"
     near = [shared.copy() for _ in range(3)]

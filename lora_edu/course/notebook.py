@@ -66,12 +66,17 @@ VERDICT_WORDS = {
 }
 
 
+def verdict_words_in(word: str) -> list[str]:
+    """The ``VERDICT_WORDS`` a verdict in a word uses ("disagrees at d = 64" uses "disagrees", not "agrees")."""
+    import re
+
+    return [w for w in VERDICT_WORDS if re.search(rf"(?<![a-z]){w}", word)]
+
+
 def findings_table(rows: list[tuple[str, str, str]], headers: tuple[str, str, str] = ("the paper", "verdict", "ours")) -> Any:
     """A lesson's comparisons as Markdown: a short numbered table of (what was asked or found, the verdict in a word),
     the meaning of each verdict word it uses, and what we measured for each row folded below (``<details>``).
     A "|" inside a cell is escaped, so it cannot split the row."""
-    import re
-
     from IPython.display import Markdown
 
     if not rows:
@@ -84,7 +89,7 @@ def findings_table(rows: list[tuple[str, str, str]], headers: tuple[str, str, st
 
     table = (f"| | {cell(headers[0])} | {cell(headers[1])} |\n|---|---|---|\n"
              + "\n".join(f"| {i} | {cell(question)} | **{cell(word)}** |" for i, (question, word, _) in enumerate(rows, 1)))
-    used = [w for w in VERDICT_WORDS if any(re.search(rf"(?<![a-z]){w}", word) for _, word, _ in rows)]
+    used = [w for w in VERDICT_WORDS if any(w in verdict_words_in(word) for _, word, _ in rows)]
     legend = "\n".join(f"- *{w}*: {VERDICT_WORDS[w]}" for w in used)
     evidence = "\n".join(f"{i}. {cell(ours)}" for i, (_, _, ours) in enumerate(rows, 1))
     return Markdown(table + ("\n\n" + legend if legend else "")

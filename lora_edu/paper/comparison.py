@@ -493,7 +493,7 @@ class IntruderCounts:
     sizes: dict[str, dict[float, float]]  # label -> rate -> mean ‖ΔW‖/‖W‖ over the sweep seeds
     closest: dict[str, float]  # label -> its rate in the pair, among the rates that learned, closest in update size
     full_runs: list[int]  # the count of every run of full fine-tuning, every rate and seed
-    sweep_seeds: int = 3  # how many seeds the per-rate means average
+    sweep_seeds: int  # how many seeds the per-rate means average
 
     def fewer(self, where: str, level: float = 0.05) -> str | None:
         """The label with fewer intruders than the other in every seed ("chosen" or "matched" rates), when chance alone
@@ -501,9 +501,14 @@ class IntruderCounts:
         With 3 seeds each chance gives it 1 time in 10, so 3 seeds never resolve it at 0.05; 5 seeds can."""
         counts = {"chosen": self.chosen, "matched": self.matched}[where]
         a, b = self.labels
-        if 2 * self.chance(len(counts[a])) >= level:
+        if not self.resolvable(len(counts[a]), level):
             return None
         return b if max(counts[b]) < min(counts[a]) else a if max(counts[a]) < min(counts[b]) else None
+
+    @classmethod
+    def resolvable(cls, seeds: int, level: float = 0.05) -> bool:
+        """Whether ``seeds`` seeds each can resolve "fewer in every seed" at ``level``, two-sided."""
+        return 2 * cls.chance(seeds) < level
 
     @staticmethod
     def chance(seeds: int) -> float:
@@ -525,7 +530,7 @@ class IntruderCounts:
         lines.append("either method with fewer in every seed, by chance alone if the two were alike: "
                      + ", ".join(f"2 in {1 / self.chance(n):.0f} with {n} seeds each" for n in seeds)
                      + "; we call it resolved only below 1 in 20, so " + " and ".join(
-                         f"{n} seeds {'can' if 2 * self.chance(n) < 0.05 else 'cannot'}" for n in seeds))
+                         f"{n} seeds {'can' if self.resolvable(n) else 'cannot'}" for n in seeds))
         largest, lr_m = max(self.sizes[b]), self.matched_lr[a]
         lines.append(f"{b}, every run of every rate: {sum(self.full_runs)} intruders in {len(self.full_runs)} runs; at its largest rate, "
                      f"{largest:g}, it moved its weights {self.sizes[b][largest]:.2f} of their size, {a} at its matched rate {lr_m:g} "

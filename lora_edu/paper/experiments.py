@@ -61,6 +61,7 @@ __all__ = [
     "tally_word",
     "TunedSweep",
     "tuned_sweep",
+    "interval_word",
     "verdict_word",
     "within_noise_word",
     "verdict",
@@ -283,6 +284,18 @@ def verdict_word(winner: str | None, expected: str) -> str:
     """A comparison with a paper in one word: "agrees" when it resolved for the side the paper favours,
     "disagrees" when for the other side, "not resolved" when for neither."""
     return "not resolved" if winner is None else "agrees" if winner == expected else "disagrees"
+
+
+def interval_word(iv: Interval, side: str, own: bool = False) -> str:
+    """A claim that an interval lies on one ``side`` of 0 ("above" or "below"), in one word: "agrees" when its 95%
+    interval lies wholly there, "disagrees" when wholly on the other side, else "not resolved". ``own=True``, for a
+    claim of our own rather than a paper's: "holds" and "does not hold"."""
+    if side not in ("above", "below"):
+        raise ValueError(f'side must be "above" or "below", got {side!r}.')
+    sign = 1 if side == "above" else -1
+    yes, no = ("holds", "does not hold") if own else ("agrees", "disagrees")
+    lo, hi = sorted((sign * iv.low, sign * iv.high))
+    return yes if lo > 0 else no if hi < 0 else "not resolved"
 
 
 def within_noise_word(winner: str | None, favoured: str | None) -> str:
@@ -638,16 +651,16 @@ def phi_verdicts(phis: list[np.ndarray], chance: PhiChance, paper_top: float = 0
     max(i, j) / d."""
     top = [float(p[0, 0]) for p in phis]
     above, over = sum(x > chance.top95 for x in top), sum(x > paper_top for x in top)
-    shared_word, shared = (("agrees", "agrees") if over == len(top) else
+    shared_word, shared = (("agrees", f"shared above the paper's {paper_top} in every seed") if over == len(top) else
                            ("partly", f"shared more than by chance, but not above the paper's {paper_top} in every seed")
                            if above == len(top) else ("disagrees", "not shared in every seed"))
     k = min(p.shape[0] for p in phis) - 1
     # Each seed's drop: its overlap above chance at (1, 1) minus its overlap above chance at (k + 1, k + 1), paired by seed.
     drop = interval((p[0, 0] - chance.mean[0, 0]) - (p[k, k] - chance.mean[k, k]) for p in phis)
-    said = "agrees" if drop.low > 0 else "disagrees" if drop.high < 0 else "not resolved"
+    said = interval_word(drop, "above")
     where = "above" if drop.low > 0 else "below" if drop.high < 0 else "includes"
     return [(f"Section 7.2: the top direction is shared, φ(1, 1) above {paper_top}", shared_word,
              f"above chance's 95th percentile ({chance.top95:.2f}) in {above} of {len(top)} seeds, above {paper_top} in {over}: {shared}"),
             ("Section 7.2: the overlap drops off beyond the top directions", said,
-             f"{said}: the overlap above chance at (1, 1) minus that at ({k + 1}, {k + 1}), paired by seed, "
+             f"the overlap above chance at (1, 1) minus that at ({k + 1}, {k + 1}), paired by seed, "
              f"{drop.mean:+.2f} [{drop.low:+.2f}, {drop.high:+.2f}] (95% interval {where} 0)")]
