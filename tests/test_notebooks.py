@@ -172,3 +172,23 @@ def test_findings_table_keeps_one_row_per_finding():
         findings_table([])
     with pytest.raises(ValueError, match="needs 3 cells"):
         findings_table([("A", "agrees")])
+
+
+def test_findings_explain_each_verdict_word_once_and_keep_every_row(capsys):
+    from lora_edu.course.notebook import VERDICT_WORDS, Findings
+
+    findings = Findings()
+    findings.add("Table 5: Wq+Wv beats Wq", "agrees", "ratio 0.26 [0.21, 0.32]")
+    findings.add("our extension: the direction belongs to the task", "not resolved", "+0.3 [-0.9, +1.6]")
+    findings.add("Table 6: r = 1 is enough", "disagrees at d = 64", "ratio 1.89 [1.39, 2.59]")
+    findings.add("Table 6: Wq+Wv above Wq", "agrees", "every rank")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "the paper, Table 5: Wq+Wv beats Wq."
+    assert out[1] == f"    ours: agrees ({VERDICT_WORDS['agrees']}). ratio 0.26 [0.21, 0.32]"
+    assert out[2] == "our extension: the direction belongs to the task."  # our own claim is not put on the paper
+    assert f"disagrees at d = 64 ({VERDICT_WORDS['disagrees']})." in out[5]  # "disagrees" is new, although it contains "agrees"
+    assert out[7] == "    ours: agrees. every rank"  # explained once, at its first use
+    assert [row[1] for row in findings.rows] == ["agrees", "not resolved", "disagrees at d = 64", "agrees"]
+    with pytest.raises(ValueError, match="none of the verdict words"):
+        findings.add("Table 1", "faster", "x")
+    assert len(findings.rows) == 4  # a refused row is not kept

@@ -324,3 +324,31 @@ def test_import_peft_keeps_the_import_noise_out():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().startswith("0.") and done.stderr == ""
+
+
+def test_intruder_mitigation_scores_peft_s_mitigation_beside_an_even_shrink():
+    """Notebook 05b's mitigation in one call: PEFT opens each trained adapter unchanged (λ = 1), scales its intruders
+    for every other λ, and the control at a λ removes the same share of each update from all of its directions."""
+    from lora_edu.gpt.pretrain import load_pretrained
+    from lora_edu.paper.comparison import intruder_mitigation
+
+    base, world = load_pretrained("tiny", "cpu")
+    seeds = (0, 1)
+    m = intruder_mitigation(base, world, "json", 3e-2, seeds, kept=(1.0, 0.5, 0.0), controlled=(0.5,), steps=20, batch_size=8)
+    assert set(m.scaled) == {(s, k) for s in seeds for k in (1.0, 0.5, 0.0)} and set(m.control) == {(s, 0.5) for s in seeds}
+    for s in seeds:  # λ = 1 is the adapter as trained, opened in PEFT
+        assert m.scaled[(s, 1.0)][0] == pytest.approx(m.trained[s].pretrain_loss, abs=1e-3)
+        assert m.scaled[(s, 1.0)][1] == m.trained[s].test_exact_match
+    change = m.change(0.5, "held-out loss")
+    assert change.values == pytest.approx([m.scaled[(s, 0.5)][0] - m.scaled[(s, 1.0)][0] for s in seeds])
+    beyond = m.change(0.5, "test exact match", against="control")
+    assert beyond.values == pytest.approx([m.scaled[(s, 0.5)][1] - m.control[(s, 0.5)][1] for s in seeds])
+    lines = m.table().splitlines()
+    assert len(lines) == 2 + 3 and lines[2].endswith("(the adapter as trained)") and lines[4].endswith("(no even shrink removes as much)")
+    assert f"{m.means(0.5, control=True)[0]:.3f}" in lines[3]
+    with pytest.raises(ValueError, match="score must be one of"):
+        m.change(0.5, "accuracy")
+    with pytest.raises(ValueError, match="kept must include 1.0"):
+        intruder_mitigation(base, world, "json", 3e-2, seeds, kept=(0.5,), controlled=())
+    with pytest.raises(ValueError, match="controlled must be among"):
+        intruder_mitigation(base, world, "json", 3e-2, seeds, kept=(1.0, 0.5), controlled=(1.0,))

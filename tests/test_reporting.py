@@ -168,7 +168,7 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     assert all(grid in nb05 for grid in grids)
     # headline grids of 4 and 3 rates x 3 seeds, + 2 seeds each; lora-qv's, last-block's and the control's 3 x 3, replay 2 x 3
     # ... and lora-all retrained at its chosen rate, every seed, for PEFT's intruder mitigation
-    assert "for seed in SEEDS:\n        ours, _ = finetune(base, world, \"json\", \"lora-all\"" in nb05
+    assert 'intruder_mitigation(base, world, "json", chosen, SEEDS, kept=(1.0, 0.75, 0.5, 0.0)' in nb05
     assert 'Arm("control", "control", (3e-4, 1e-3, 3e-3))' in nb05  # the control: full fine-tuning's grid, 3 seeds
     assert sum(r.count for r in plans["05b"]["runs"]) == (4 * 3 + 2) + (3 * 3 + 2) + 3 * 3 + 3 * 3 + 3 * 3 + 2 * 3 + 5
     assert {r.steps for r in plans["05b"]["runs"]} == {400}
@@ -184,12 +184,13 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     # placements at 2 rates, then 1 beyond the edge, x 3 seeds; 2 of the rank sweep ran as placements; LoRA and LoRA+
     # each 3 rates x 3 seeds, then 2 more seeds each at the chosen rate (HEADLINE_SEEDS)
     assert "HEADLINE_SEEDS = (0, 1, 2, 3, 4)" in nb06 and "SEEDS, HEADLINE_SEEDS" in nb06
-    # r = 1 and 2 retuned for Wq and Wq+Wv (2 rates, then 1 beyond, x 3 seeds); r = 1 and 4 trained 4 times longer;
+    # r = 1 retuned for Wq and Wq+Wv (2 rates, then 1 beyond, x 3 seeds); r = 1 and 4 trained 4 times longer;
     # Table 7's card-task baseline
     assert "lrs=(next_rate(rank_rate[t], up=False), rank_rate[t])" in nb06 and nb06.count("extend=1)") == 2
+    assert "low_ranks = (1,)" in nb06
     assert "LONG = 4 * STEPS" in nb06 and 'task="card")' in nb06
     assert sum(r.count for r in plans["06"]["runs"]) == (3 * 3 * placements + 3 * (2 * 5 - 2) + 2 * (3 * 3 + 2)
-                                                        + 2 * 2 * 3 * 3 + 2 * 3 + 3)
+                                                        + 2 * 3 * 3 + 2 * 3 + 3)
     assert {r.steps for r in plans["06"]["runs"]} == {200, 800}
 
 

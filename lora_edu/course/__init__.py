@@ -1,6 +1,7 @@
 """What a student touches in a lesson: the setup cell, widgets, plots and exercises.
 
-- ``notebook``: ``setup_notebook`` (threads, seed, device, versions) and ``findings_table`` (a lesson's results in one table).
+- ``notebook``: ``setup_notebook`` (threads, seed, device, versions); ``Findings`` and ``findings_table`` (a lesson's
+  comparisons, printed as it goes, then in one table).
 - ``widgets``: the instructor's live widgets (rank explorer, rank slider, budget calculator, fit explorer).
 - ``plots``: small matplotlib helpers, and ``slide_mode`` for a projector.
 - ``quiz`` and ``exercises/``: the exercises of each notebook (``exercises/nbNN.py``) and how they are checked.

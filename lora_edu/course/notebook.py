@@ -73,6 +73,27 @@ def verdict_words_in(word: str) -> list[str]:
     return [w for w in VERDICT_WORDS if re.search(rf"(?<![a-z]){w}", word)]
 
 
+class Findings:
+    """The comparisons a lesson prints as it goes, kept for its summary.
+
+    ``add`` prints one: the claim, our verdict in a word (with the word's meaning the first time the lesson uses
+    it) and the evidence; ``rows`` keeps (claim, word, evidence) for ``findings_table``."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str]] = []
+        self.explained: set[str] = set()  # the verdict words already explained
+
+    def add(self, claim: str, word: str, evidence: str) -> None:
+        """Print ``claim`` (the paper's, unless it starts with "our "), ``word`` and ``evidence``, and keep them."""
+        if not verdict_words_in(word):
+            raise ValueError(f"The verdict {word!r} uses none of the verdict words {list(VERDICT_WORDS)}: say it with one of them.")
+        new = [w for w in verdict_words_in(word) if w not in self.explained]
+        self.explained.update(new)
+        meaning = "".join(f" ({VERDICT_WORDS[w]})" for w in new)
+        print(("" if claim.startswith("our ") else "the paper, ") + f"{claim}.\n    ours: {word}{meaning}. {evidence}")
+        self.rows.append((claim, word, evidence))
+
+
 def findings_table(rows: list[tuple[str, str, str]], headers: tuple[str, str, str] = ("the paper", "verdict", "ours")) -> Any:
     """A lesson's comparisons as Markdown: a short numbered table of (what was asked or found, the verdict in a word),
     the meaning of each verdict word it uses, and what we measured for each row folded below (``<details>``).

@@ -8,18 +8,26 @@ that stays inside [0, 1] and knows the test set has only a few animals.
 
 from __future__ import annotations
 
+import copy
 import math
 import statistics
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..gpt.data import World
+from ..gpt.evaluate import exact_match, lm_loss
 from ..gpt.finetune import Report, finetune
 from ..gpt.model import GPT
+from ..gpt.pretrain import pretraining_eval_rows
 from ..gpt.progress import Progress
+from ..lora.peft_bridge import import_peft
 from ..maths.intervals import wilson_interval
+from .analysis import removed_shares, shrink_updates
 from .experiments import Interval, at_edge, better, interval, seeds_and_animals, verdict
 
 __all__ = [
@@ -31,7 +39,9 @@ __all__ = [
     "LearningForgetting",
     "compare_methods",
     "exact_match_interval",
+    "intruder_mitigation",
     "learning_forgetting",
+    "Mitigation",
     "rank_correlation",
     "rate_ratio_line",
     "paired_difference",
@@ -566,3 +576,92 @@ def intruder_counts(comparison: Comparison, labels: tuple[str, str], matched_lr:
     full_runs = [c for (label, _, _), c in sorted(counts.items()) if label == full]
     return IntruderCounts((lora, full), by_rate, chosen, matched, dict(matched_lr), sizes, {lora: lr_a, full: lr_b}, full_runs,
                           len(sweep_seeds))
+
+
+SCORES = ("held-out loss", "test exact match")  # the two numbers a mitigated model gets, in this order
+
+
+@dataclass(frozen=True)
+class Mitigation:
+    """LoRA adapters with their intruder dimensions scaled down (PEFT's mitigation), and the even-shrink control.
+
+    ``scaled[(seed, λ)]`` and ``control[(seed, λ)]``: (held-out loss, test exact match); λ = 1 is the adapter as
+    trained; ``control`` has only the λ where an even shrink can remove as much. ``trained[seed]``: the run's report.
+    """
+
+    rate: float
+    seeds: tuple[int, ...]
+    kept: tuple[float, ...]
+    scaled: dict[tuple[int, float], tuple[float, float]]
+    control: dict[tuple[int, float], tuple[float, float]]
+    trained: dict[int, Report]
+
+    def means(self, kept: float, control: bool = False) -> tuple[float, float]:
+        """(held-out loss, test exact match) at ``kept``, each the mean over the seeds."""
+        scores = self.control if control else self.scaled
+        loss, em = np.mean([scores[(s, kept)] for s in self.seeds], axis=0)
+        return float(loss), float(em)
+
+    def change(self, kept: float, score: str, against: str = "trained") -> Interval:
+        """Paired by seed: ``score`` ("held-out loss" or "test exact match") after scaling the intruders to ``kept``,
+        minus the adapter as trained (``against="trained"``) or minus the even-shrink control at the same λ."""
+        if score not in SCORES or against not in ("trained", "control"):
+            raise ValueError(f"score must be one of {SCORES} and against 'trained' or 'control'; got {score!r}, {against!r}.")
+        j = SCORES.index(score)
+        reference = self.scaled if against == "trained" else self.control
+        return interval(self.scaled[(s, kept)][j] - reference[(s, 1.0 if against == "trained" else kept)][j] for s in self.seeds)
+
+    def table(self) -> str:
+        """One row per λ: the mitigated model's means, and the control's beside them where there is one."""
+        lines = [f"lora-all at {self.rate:g}, means of {len(self.seeds)} seeds. Left: every adapted weight's intruder directions "
+                 "scaled to λ of their size. Right, the control: each update shrunk by the same amount, from all of its "
+                 "directions alike",
+                 "   λ | held-out loss | test exact match || control: held-out loss | test exact match"]
+        for kept in self.kept:
+            loss, em = self.means(kept)
+            line = f"{kept:>4g} | {loss:>13.3f} | {em:>16.2f} ||"
+            if (self.seeds[0], kept) in self.control:
+                loss, em = self.means(kept, control=True)
+                line += f" {loss:>22.3f} | {em:>16.2f}"
+            lines.append(line + ("  (the adapter as trained)" if kept == 1 else "" if (self.seeds[0], kept) in self.control
+                                 else "  (no even shrink removes as much)"))
+        return "\n".join(lines)
+
+
+def intruder_mitigation(base: GPT, world: World, task: str, rate: float, seeds: Sequence[int],
+                        kept: Sequence[float] = (1.0, 0.75, 0.5, 0.0), controlled: Sequence[float] = (0.75, 0.5),
+                        r: int = 8, alpha: float = 16, **run: int) -> Mitigation:
+    """Train LoRA on every linear layer (``"lora-all"``) at ``rate`` for each seed, open the adapter in PEFT, and for
+    each λ in ``kept`` scale the intruder dimensions of every adapted weight to λ of their size (PEFT's
+    ``reduce_intruder_dimension``, ε = 0.5, top 10; λ = 1: as trained). For each λ in ``controlled``, also build the
+    control: the trained update shrunk evenly, weight by weight, by the share the mitigation took (``removed_shares``,
+    ``shrink_updates``). Every model is scored on held-out pretraining text and on the test animals; nothing is chosen
+    on these scores. ``run``: ``finetune``'s steps and batch size."""
+    if 1.0 not in kept or not set(controlled) <= set(kept) - {1.0}:
+        raise ValueError(f"kept must include 1.0 (the adapter as trained) and controlled must be among the other λ of kept; "
+                         f"got kept={tuple(kept)}, controlled={tuple(controlled)}.")
+    peft = import_peft()
+    from peft.tuners.lora.intruders import reduce_intruder_dimension
+
+    rows = pretraining_eval_rows(world, base.config.n_ctx)
+
+    def scores(model: torch.nn.Module) -> tuple[float, float]:
+        with torch.no_grad():
+            return lm_loss(model, rows, world.tokenizer.pad_id), exact_match(model, world, task, world.test_animals)
+
+    scaled, control, trained = {}, {}, {}
+    with tempfile.TemporaryDirectory() as folder:
+        for seed in seeds:
+            ours, trained[seed] = finetune(base, world, task, "lora-all", r=r, alpha=alpha, lr=rate, seed=seed,
+                                           save_dir=Path(folder) / f"seed{seed}", progress=False, **run)
+            model = peft.PeftModel.from_pretrained(copy.deepcopy(base), Path(folder) / f"seed{seed}").eval()
+            for share in kept:  # each call adds an adapter built from the original one and makes it the active one
+                name = f"kept_{round(100 * share)}"
+                if share < 1:
+                    reduce_intruder_dimension(model, new_adapter_name=name, mitigation_lambda=share, logging_sink=None)
+                if share in controlled:
+                    shrunk = copy.deepcopy(ours).eval()
+                    shrink_updates(shrunk, removed_shares(model, name))
+                    control[(seed, share)] = scores(shrunk)
+                scaled[(seed, share)] = scores(model)
+    return Mitigation(rate, tuple(seeds), tuple(kept), scaled, control, trained)
