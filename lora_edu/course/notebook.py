@@ -85,9 +85,10 @@ class Findings:
 
     def add(self, claim: str, word: str, evidence: str) -> None:
         """Print ``claim`` (the paper's, unless it starts with "our "), ``word`` and ``evidence``, and keep them."""
-        if not verdict_words_in(word):
+        used = verdict_words_in(word)
+        if not used:
             raise ValueError(f"The verdict {word!r} uses none of the verdict words {list(VERDICT_WORDS)}: say it with one of them.")
-        new = [w for w in verdict_words_in(word) if w not in self.explained]
+        new = [w for w in used if w not in self.explained]
         self.explained.update(new)
         meaning = "".join(f" ({VERDICT_WORDS[w]})" for w in new)
         print(("" if claim.startswith("our ") else "the paper, ") + f"{claim}.\n    ours: {word}{meaning}. {evidence}")

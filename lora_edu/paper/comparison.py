@@ -596,6 +596,11 @@ class Mitigation:
     control: dict[tuple[int, float], tuple[float, float]]
     trained: dict[int, Report]
 
+    @property
+    def controlled(self) -> set[float]:
+        """The λ that have an even-shrink control."""
+        return {kept for _, kept in self.control}
+
     def means(self, kept: float, control: bool = False) -> tuple[float, float]:
         """(held-out loss, test exact match) at ``kept``, each the mean over the seeds."""
         scores = self.control if control else self.scaled
@@ -620,10 +625,10 @@ class Mitigation:
         for kept in self.kept:
             loss, em = self.means(kept)
             line = f"{kept:>4g} | {loss:>13.3f} | {em:>16.2f} ||"
-            if (self.seeds[0], kept) in self.control:
+            if kept in self.controlled:
                 loss, em = self.means(kept, control=True)
                 line += f" {loss:>22.3f} | {em:>16.2f}"
-            lines.append(line + ("  (the adapter as trained)" if kept == 1 else "" if (self.seeds[0], kept) in self.control
+            lines.append(line + ("  (the adapter as trained)" if kept == 1 else "" if kept in self.controlled
                                  else "  (no even shrink removes as much)"))
         return "\n".join(lines)
 
