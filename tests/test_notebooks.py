@@ -192,3 +192,11 @@ def test_findings_explain_each_verdict_word_once_and_keep_every_row(capsys):
     with pytest.raises(ValueError, match="none of the verdict words"):
         findings.add("Table 1", "faster", "x")
     assert len(findings.rows) == 4  # a refused row is not kept
+    named = Findings(lead="")  # where each claim names its own paper
+    named.add("LoRA Without Regret: LoRA's best rate about 10 times full's", "not contradicted", "5 times")
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["LoRA Without Regret: LoRA's best rate about 10 times full's.",
+                   f"    ours: not contradicted ({VERDICT_WORDS['not contradicted']}). 5 times"]  # not also "contradicted"
+    named.add("Biderman et al.: LoRA learns less", "not resolved on accuracy; agrees on loss", "x")
+    both = f"(agrees: {VERDICT_WORDS['agrees']}; not resolved: {VERDICT_WORDS['not resolved']})"  # each new word named
+    assert capsys.readouterr().out.splitlines()[1] == f"    ours: not resolved on accuracy; agrees on loss {both}. x"

@@ -47,6 +47,12 @@ def lora_param_grads(x, grad_y, W, A, B, alpha, r):
     return B.T @ G, G @ A.T
 
 
+def update_size_by_hand(W, A, B, alpha, r):
+    delta = alpha / r * B @ A
+    sigma = np.linalg.svd(W, compute_uv=False)
+    return np.linalg.norm(delta) / np.linalg.norm(W), np.linalg.norm(delta) / np.sqrt(np.sum(sigma[:r] ** 2))
+
+
 ARGUMENT = "Each column of B A is B times a column of A, so it lies in the span of the columns of B; rows likewise."
 
 
@@ -132,6 +138,7 @@ CORRECT = {
     # nb05b
     "predict-sixteen-of-sixteen": 0.81,
     "wilson-interval": wilson,
+    "update-size": update_size_by_hand,
     "pareto-learning-rate": "b",
     "finer-steps": ARGUMENT,
     # nb06
@@ -150,6 +157,7 @@ WRONG_CODE = {  # a plausible mistake per code exercise: each must fail on a hid
     "training-state-bytes": lambda n_params, n_trainable, b: 4 * n_params * b,
     "wilson-interval": lambda p, n: (p - 1.96 * (p * (1 - p) / n) ** 0.5, p + 1.96 * (p * (1 - p) / n) ** 0.5),  # the textbook interval
     "lora-input-grad": lambda grad_y, W, A, B, alpha, r: grad_y @ W,  # the LoRA branch forgotten
+    "update-size": lambda W, A, B, alpha, r: (np.linalg.norm(B @ A) / np.linalg.norm(W),) * 2,  # no scaling, no top-r part
     "subspace-phi": lambda a1, a2, i, j: float(np.sum((a1[:i] @ a2[:j].T) ** 2) / min(i, j)),  # rows, not singular vectors
 }
 

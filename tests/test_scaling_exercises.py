@@ -10,6 +10,14 @@ def allreduce_seconds(n_trainable, bytes_per_number, world_size, gbytes_per_s):
     return 2 * (world_size - 1) / world_size * n_trainable * bytes_per_number / (gbytes_per_s * 1e9)
 
 
+def batched_lora(x, W, A, B, scaling, ids):
+    out = x @ W.T
+    for i, k in enumerate(ids):  # a loop over rows is slower but right
+        if k >= 0:
+            out[i] += scaling[k] * (x[i] @ A[k].T) @ B[k].T
+    return out
+
+
 ARGUMENT = ("L is the mean over all N tokens, so L = sum over m of (N_m / N) L_m, and the gradient is linear; with "
             "equal token counts every weight is 1/k.")
 CORRECT = {
@@ -20,6 +28,7 @@ CORRECT = {
     "predict-nf4-small-merge": 0.0,  # rounding to 16 levels erases an update far below the gap between two levels
     "branch-cost-per-token": 16 * (4096 + 4096) / (4096 * 4096),
     "serve-mixed-adapters": "b",
+    "batched-lora-rows": batched_lora,
 }
 WRONG = {
     "predict-nf4-shrink": [8.0, 32 / 4.5, 4.0, 16.0],
@@ -31,6 +40,10 @@ WRONG = {
     ],
     "predict-nf4-small-merge": [1.0, 0.9, 0.8, 0.5],
     "branch-cost-per-token": [16 * 4096 / 4096**2, 16.0, 128.0, 0.78125, 1 + 1 / 128],
+    "batched-lora-rows": [
+        lambda x, W, A, B, s, ids: x @ W.T + s[ids][:, None, None] * ((x @ A[ids].transpose(0, 2, 1)) @ B[ids].transpose(0, 2, 1)),
+        lambda x, W, A, B, s, ids: x @ W.T,  # the adapters forgotten
+    ],
 }
 MISCONCEPTIONS = {  # what the feedback must name, for answers that follow from a usual wrong idea
     ("predict-nf4-small-merge", 1.0): "16 levels",

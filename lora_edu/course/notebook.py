@@ -63,14 +63,23 @@ VERDICT_WORDS = {
     "holds": "a claim of our own, not the paper's, resolved in its favour",
     "does not hold": "a claim of our own, not the paper's, resolved against it",
     "descriptive": "a number without an interval, so no verdict",
+    "not contradicted": "no interval here: our figure lies within what a grid this coarse can tell from the paper's",
+    "contradicted": "no interval here: our figure lies beyond what a grid this coarse can tell from the paper's",
 }
 
 
 def verdict_words_in(word: str) -> list[str]:
-    """The ``VERDICT_WORDS`` a verdict in a word uses ("disagrees at d = 64" uses "disagrees", not "agrees")."""
+    """The ``VERDICT_WORDS`` a verdict in a word uses ("disagrees at d = 64" uses "disagrees", not "agrees";
+    "not contradicted" uses only itself): the longer words are found first, and their text is not searched again."""
     import re
 
-    return [w for w in VERDICT_WORDS if re.search(rf"(?<![a-z]){w}", word)]
+    used = set()
+    for w in sorted(VERDICT_WORDS, key=len, reverse=True):
+        pattern = rf"(?<![a-z]){w}"
+        if re.search(pattern, word):
+            used.add(w)
+            word = re.sub(pattern, " ", word)
+    return [w for w in VERDICT_WORDS if w in used]
 
 
 class Findings:
@@ -79,19 +88,22 @@ class Findings:
     ``add`` prints one: the claim, our verdict in a word (with the word's meaning the first time the lesson uses
     it) and the evidence; ``rows`` keeps (claim, word, evidence) for ``findings_table``."""
 
-    def __init__(self) -> None:
+    def __init__(self, lead: str = "the paper, ") -> None:
+        self.lead = lead  # printed before a claim that is not "our ..."; "" where each claim names its paper
         self.rows: list[tuple[str, str, str]] = []
         self.explained: set[str] = set()  # the verdict words already explained
 
     def add(self, claim: str, word: str, evidence: str) -> None:
-        """Print ``claim`` (the paper's, unless it starts with "our "), ``word`` and ``evidence``, and keep them."""
+        """Print ``claim`` (the paper's, after ``lead``, unless it starts with "our "), ``word`` and ``evidence``,
+        and keep them."""
         used = verdict_words_in(word)
         if not used:
             raise ValueError(f"The verdict {word!r} uses none of the verdict words {list(VERDICT_WORDS)}: say it with one of them.")
         new = [w for w in used if w not in self.explained]
         self.explained.update(new)
-        meaning = "".join(f" ({VERDICT_WORDS[w]})" for w in new)
-        print(("" if claim.startswith("our ") else "the paper, ") + f"{claim}.\n    ours: {word}{meaning}. {evidence}")
+        meaning = (f" ({VERDICT_WORDS[new[0]]})" if len(new) == 1
+                   else " (" + "; ".join(f"{w}: {VERDICT_WORDS[w]}" for w in new) + ")" if new else "")
+        print(("" if claim.startswith("our ") else self.lead) + f"{claim}.\n    ours: {word}{meaning}. {evidence}")
         self.rows.append((claim, word, evidence))
 
 

@@ -427,23 +427,23 @@ class LearningForgetting:
         """The method that forgets less at matched learning, or None when not resolved."""
         return self.less_forgetful
 
-    def against_one_curve(self, lora: str) -> str:
+    def against_one_curve(self, lora: str) -> tuple[str, str]:
         """Our verdict set beside Biderman et al.'s Section 4.3 finding (one learning-forgetting curve for both methods,
-        LoRA lower on it; in some cases LoRA forgetting less at comparable learning): whether it agrees or disagrees.
+        LoRA lower on it; in some cases LoRA forgetting less at comparable learning): (the verdict in a word, why).
         A method that forgets less but also learned clearly less is where one curve would put it: no disagreement."""
         if self.less_forgetful is None:
-            return "not resolved: neither forgets less at matched learning, as one shared curve would have it (but not evidence for it)"
+            return "not resolved", "neither forgets less at matched learning, as one shared curve would have it (but not evidence for it)"
         less = self.less_forgetful
         other = next(label for label in self.matched_lr if label != less)
         if self.learned and learned_apart(self.learned[other] - self.learned[less], self.one_animal):
-            return (f"not resolved: {less} forgets less but also learned less (validation exact match "
-                    f"{self.learned[less]:.2f} vs {self.learned[other]:.2f}), which one shared curve allows")
+            return "not resolved", (f"{less} forgets less but also learned less (validation exact match "
+                                    f"{self.learned[less]:.2f} vs {self.learned[other]:.2f}), which one shared curve allows")
         if less == lora:
-            return f"agrees with their remark that LoRA can forget less at comparable learning: {lora} forgets less"
+            return "agrees", f"with their remark that LoRA can forget less at comparable learning: {lora} forgets less"
         more = (f"; its validation answer loss is lower too ({self.answer_loss[less]:.3f} vs {self.answer_loss[other]:.3f})"
                 if self.answer_loss and self.answer_loss[less] < self.answer_loss[other] else "")
-        return (f"disagrees: {less} forgets less while learning as much on exact match{more}. On one shared curve, "
-                "equal learning would come with equal forgetting")
+        return "disagrees", (f"{less} forgets less while learning as much on exact match{more}. On one shared curve, "
+                             "equal learning would come with equal forgetting")
 
     def __str__(self) -> str:
         lines = [f"{label}: rate {lr:g}"

@@ -351,7 +351,7 @@ class CodeExercise(Exercise):
                 lead = f"{diagnosis} Details: " if diagnosis else ""
                 return False, f"{lead}hidden case {n} of {len(cases)} is wrong: {problem} (inputs: {shown})"
         worked = f"\n{self.worked_solution.strip()}" if self.worked_solution else ""
-        return True, f"passed all {len(cases)} hidden cases. {self.explanation}{worked}"
+        return True, f"passed all {len(cases)} hidden cases. {self.explanation[:1].upper()}{self.explanation[1:]}{worked}"
 
     def diagnose(self, got: Any, expected: Any, args: Sequence[Any]) -> str:
         """Name the usual mistake behind a wrong result, before any numbers: a trap, a transposed result, a scale."""
@@ -378,7 +378,7 @@ class CodeExercise(Exercise):
                 return (f"Your result has shape {g.shape}, the transpose of the expected {e.shape}: check which side "
                         "each matrix multiplies from, and where a transpose is needed.")
             return f"Your result has shape {g.shape} but should have shape {e.shape}: check the shape of each factor."
-        if g.size and np.all(np.isfinite(g)) and np.any(e != 0):
+        if g.size > 1 and np.all(np.isfinite(g)) and np.any(e != 0):  # one number is always "k times" the right one
             ratio = float(np.vdot(e, g) / np.vdot(e, e))
             if abs(ratio) > 1e-12 and not math.isclose(ratio, 1.0, rel_tol=1e-6) and compare_close(g, ratio * e) is None:
                 return f"Your result is exactly {ratio:.6g} times the right one: a constant factor is wrong or missing."

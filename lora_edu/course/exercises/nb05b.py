@@ -32,6 +32,92 @@ def normal_interval(p: float, n: int) -> tuple[float, float]:
     return p - half, p + half
 
 
+def update_size(W: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, r: int) -> tuple[float, float]:
+    """(||ΔW||_F / ||W||_F, ||ΔW||_F / ||W's top-r part||_F) for ΔW = (alpha / r) B A.
+
+    W: (d_out, d_in), A: (r, d_in), B: (d_out, r). W's top-r part is its best rank-r approximation (notebook 02);
+    its Frobenius norm is the root of the sum of W's r largest squared singular values."""
+    delta = alpha / r * B @ A
+    top_r = np.linalg.svd(W, compute_uv=False)[:r]
+    return float(np.linalg.norm(delta) / np.linalg.norm(W)), float(np.linalg.norm(delta) / np.sqrt(np.sum(top_r**2)))
+
+
+def update_size_cases(rng: np.random.Generator) -> list[tuple]:
+    """Hidden layers (W, A, B, alpha, r): square and not, scalings 2, 4, 8 and 0.5 (never 1, so a missing
+    scaling shows), B trained (not zero)."""
+    cases = []
+    for d_out, d_in, r, alpha in ((8, 8, 2, 4.0), (6, 10, 3, 6.0), (12, 5, 1, 4.0), (9, 9, 4, 2.0), (16, 16, 8, 16.0), (7, 11, 2, 16.0)):
+        cases.append((rng.standard_normal((d_out, d_in)), rng.standard_normal((r, d_in)) / np.sqrt(d_in),
+                      0.1 * rng.standard_normal((d_out, r)), alpha, r))
+    return cases
+
+
+def top_r_sum(W: np.ndarray, r: int) -> float:
+    """The trap: the sum of the top r singular values (not the root of the sum of their squares)."""
+    return float(np.sum(np.linalg.svd(W, compute_uv=False)[:r]))
+
+
+register(CodeExercise(
+    id="update-size",
+    prompt="How far did fine-tuning move a LoRA layer's weight? Section 1's table reports ‖ΔW‖_F / ‖W‖_F, and section 4 "
+    "also divides by ‖W's top-r part‖_F, the norm of W's best rank-r approximation (notebook 02). Write "
+    "update_size(W, A, B, alpha, r) with NumPy: W is the frozen weight (d_out × d_in), A (r × d_in) and B (d_out × r) "
+    "the trained factors. Return the pair (‖ΔW‖_F / ‖W‖_F, ‖ΔW‖_F / ‖W's top-r part‖_F) for the update the layer "
+    "adds. It is run on hidden layers. Then try it on a trained layer of this notebook: "
+    "`layer = lora_all.get_submodule(\"blocks.0.attn.q_proj\")` and "
+    "`update_size(*(t.detach().cpu().numpy() for t in (layer.base.weight, layer.lora_A, layer.lora_B)), layer.alpha, layer.r)`. "
+    "Is this layer's update small next to W, as GPT-3's was (0.11 and 0.32)?",
+    signature="update_size(W, A, B, alpha, r) -> (whole, top_r)",
+    own_work=("update_ratios", "delta_weight"),
+    reference=update_size,
+    cases=update_size_cases,
+    traps=(
+        CodeTrap(lambda W, A, B, alpha, r: update_size(W, A, B, r, r), "Both ratios are off by exactly the factor α/r: "
+                 "the layer adds (α/r) B A, not B A."),
+        CodeTrap(lambda W, A, B, alpha, r: update_size(W, A, B, r * r / alpha, r), "Your scaling is upside down: it is "
+                 "α/r, not r/α."),
+        CodeTrap(lambda W, A, B, alpha, r: update_size(W, A, B, alpha * r * r, r), "Your scaling is α·r: the layer "
+                 "scales its update by α divided by r."),
+        CodeTrap(lambda W, A, B, alpha, r: (float(np.linalg.norm(alpha / r * B @ A, 2) / np.linalg.norm(W, 2)),
+                                            update_size(W, A, B, alpha, r)[1]),
+                 "Your first ratio uses the spectral norm (the largest singular value). Both ratios use the Frobenius "
+                 "norm, the root of the sum of all squared entries: np.linalg.norm(M) with no second argument."),
+        CodeTrap(lambda W, A, B, alpha, r: (update_size(W, A, B, alpha, r)[0],
+                                            float(np.linalg.norm(alpha / r * B @ A)
+                                                  / np.sqrt(np.sum(np.linalg.svd(W, compute_uv=False)[-r:] ** 2)))),
+                 "Your second ratio uses W's r smallest singular values. np.linalg.svd returns them largest first: "
+                 "the top-r part keeps the first r."),
+        CodeTrap(lambda W, A, B, alpha, r: (update_size(W, A, B, alpha, r)[0],
+                                            float(np.linalg.norm(alpha / r * B @ A)) / top_r_sum(W, r)),
+                 "Your second ratio divides by the sum of W's top r singular values. The Frobenius norm of W's top-r "
+                 "part is the root of the sum of their squares: √(σ₁² + … + σ_r²)."),
+        CodeTrap(lambda W, A, B, alpha, r: (update_size(W, A, B, alpha, r)[0],
+                                            float(np.linalg.norm(alpha / r * B @ A)) / float(np.linalg.svd(W, compute_uv=False)[0])),
+                 "Your second ratio divides by W's largest singular value alone: the top-r part keeps r directions, "
+                 "√(σ₁² + … + σ_r²)."),
+        CodeTrap(lambda W, A, B, alpha, r: update_size(W + alpha / r * B @ A, A, B, alpha, r),
+                 "You measured against the fine-tuned weight W + ΔW: the question is how far the update moved the "
+                 "pretrained W, so divide by W's own norms."),
+    ),
+    model_solution="""
+def update_size(W, A, B, alpha, r):
+    delta = (alpha / r) * B @ A                          # the update the layer adds, (d_out, d_in)
+    sigma = np.linalg.svd(W, compute_uv=False)           # W's singular values, largest first
+    top_r = np.sqrt(np.sum(sigma[:r] ** 2))              # ||W's best rank-r approximation||_F (Eckart-Young)
+    return np.linalg.norm(delta) / np.linalg.norm(W), np.linalg.norm(delta) / top_r
+""",
+    explanation="ΔW = (α/r) B A, and ‖W's top-r part‖_F = √(σ₁² + … + σ_r²) ≤ ‖W‖_F, so the second ratio is the larger "
+    "one: it measures the update against the r directions W itself uses most, a yardstick that depends less on "
+    "the width of the layer. In Table 7 of the LoRA paper, GPT-3's Wq at r = 4 has 6.91 / 61.95 = 0.11 and 6.91 / 21.67 "
+    "= 0.32. In this tiny model a trained layer sits above both, far above on the first (section 4 measures it for every run).",
+    worked_solution="Two facts do the work. The Frobenius norm is the root of the sum of squared entries, and also of "
+    "the squared singular values. And the best rank-r approximation of W keeps its r largest singular values "
+    "(Eckart-Young, notebook 02), so its norm is √(σ₁² + … + σ_r²); no need to build the matrix.",
+    hints=("The update is the scaled product of the two factors; write down its shape first.",
+           "np.linalg.norm(M) is the Frobenius norm; np.linalg.svd(W, compute_uv=False) gives the singular values, "
+           "largest first.",
+           "The norm of W's top-r part needs only the first r singular values: square, add, take the root."),
+))
 register(PredictExercise(
     id="predict-sixteen-of-sixteen",
     prompt="A method answers all 16 test animals right. How low could its true rate of right answers plausibly be? "

@@ -181,6 +181,84 @@ def allreduce_seconds(n_trainable, bytes_per_number, world_size, gbytes_per_s):
     hints=("bytes = n_trainable × bytes_per_number; GB/s means 1e9 bytes per second.",
            "With world_size = 1 there is nobody to talk to: the time is 0."),
 ))
+def batched_lora_rows(x: np.ndarray, W: np.ndarray, A: np.ndarray, B: np.ndarray, scaling: np.ndarray,
+                      ids: np.ndarray) -> np.ndarray:
+    """One layer serving a batch of rows with mixed adapters: row i gets x_i Wᵀ + s_k (x_i A_kᵀ) B_kᵀ, k = ids[i]
+    (k = -1: x_i Wᵀ alone). x: (batch, seq, d_in), W: (d_out, d_in), A: (n, r, d_in), B: (n, d_out, r),
+    scaling: (n,), ids: (batch,) -> (batch, seq, d_out)."""
+    rows = np.clip(ids, 0, None)
+    scale = scaling[rows] * (ids >= 0)  # 0 switches the update off for -1
+    h = x @ A[rows].transpose(0, 2, 1)  # (batch, seq, r): row i times its own A_iᵀ
+    return x @ W.T + scale[:, None, None] * (h @ B[rows].transpose(0, 2, 1))
+
+
+def batched_lora_cases(rng: np.random.Generator) -> list[tuple]:
+    """Hidden batches: several adapters with different scalings, every batch with a row asking for none (-1)."""
+    cases = []
+    for batch, seq, d_in, d_out, r, n, ids in ((4, 3, 7, 5, 2, 3, (2, 0, -1, 2)), (5, 2, 6, 6, 3, 4, (-1, 3, 1, 1, 0)),
+                                               (3, 4, 5, 9, 1, 2, (1, -1, 0)), (6, 1, 8, 8, 4, 5, (4, 4, -1, 2, 0, 3))):
+        cases.append((rng.standard_normal((batch, seq, d_in)), rng.standard_normal((d_out, d_in)),
+                      rng.standard_normal((n, r, d_in)), rng.standard_normal((n, d_out, r)),
+                      rng.uniform(0.5, 4.0, n).round(2), np.array(ids)))
+    return cases
+
+
+def every_row_with(k: int):
+    """The trap of a batch served as if every row asked for adapter k."""
+    return lambda x, W, A, B, s, ids: batched_lora_rows(x, W, A, B, s, np.full_like(ids, k))
+
+
+register(CodeExercise(
+    id="batched-lora-rows",
+    prompt="Write the batched layer yourself, with NumPy. A batch x (batch × seq × d_in) goes through one layer with "
+    "frozen W (d_out × d_in) and n adapters stacked: A (n × r × d_in), B (n × d_out × r), their scalings α/r in "
+    "scaling (n,). Row i asks for adapter ids[i], or for none with −1. Write batched_lora(x, W, A, B, scaling, ids) "
+    "returning (batch × seq × d_out): every row gets x_i Wᵀ, and the rows with an adapter k also get "
+    "s_k (x_i A_kᵀ) B_kᵀ. One product for the base, one gather of A and B, no loop over rows needed (matmul on "
+    "stacked arrays multiplies them row by row, as bmm does). It is run on hidden batches. Then run it on the real "
+    "layer of this section, the 8-adapter model's first Wq (the cell after the exercise): the layer's output should "
+    "be your function plus the layer's bias.",
+    signature="batched_lora(x, W, A, B, scaling, ids) -> (batch, seq, d_out)",
+    own_work=("MultiLoRALinear", "serve_batched", "use_adapters"),
+    reference=batched_lora_rows,
+    cases=batched_lora_cases,
+    traps=(
+        CodeTrap(lambda x, W, A, B, s, ids: (x @ W.T + s[ids][:, None, None]
+                                             * ((x @ A[ids].transpose(0, 2, 1)) @ B[ids].transpose(0, 2, 1))),
+                 "The row that asked for no adapter (−1) got one: in NumPy (and torch) index −1 picks the LAST "
+                 "adapter. Gather with the ids clipped at 0, and give those rows a scaling of 0."),
+        CodeTrap(lambda x, W, A, B, s, ids: batched_lora_rows(x, W, A, B, np.ones_like(s), ids),
+                 "Each update is off by its scaling: row i adds s_k (x_i A_kᵀ) B_kᵀ, with the α/r of its own "
+                 "adapter k."),
+        CodeTrap(lambda x, W, A, B, s, ids: batched_lora_rows(x, W, A, B, s, np.clip(ids, 0, None)),
+                 "The row with −1 got adapter 0's update: clipping the ids at 0 makes the gather safe, but that row's "
+                 "scaling must then be 0."),
+        CodeTrap(every_row_with(0), "Every row got adapter 0: gather each row's own A and B, A[ids] and B[ids]."),
+        CodeTrap(lambda x, W, A, B, s, ids: (x @ W.T + s[np.arange(len(ids)) % len(s)][:, None, None]
+                                             * batched_lora_rows(x, 0 * W, A, B, np.ones_like(s), ids)),
+                 "Your scalings follow the rows' positions, not their adapters: row i needs the α/r of adapter ids[i], "
+                 "scaling[ids[i]], (and 0 where ids[i] is −1)."),
+        CodeTrap(lambda x, W, A, B, s, ids: (ids >= 0)[:, None, None] * batched_lora_rows(x, W, A, B, s, ids),
+                 "The rows without an adapter (−1) came out as zeros: they still get the base product x Wᵀ, only no "
+                 "update."),
+        CodeTrap(lambda x, W, A, B, s, ids: x @ W.T,
+                 "Your output is the base product alone: every row with an adapter also adds s_k (x_i A_kᵀ) B_kᵀ."),
+    ),
+    model_solution="""
+def batched_lora(x, W, A, B, scaling, ids):
+    rows = np.clip(ids, 0, None)                    # a safe index for every row (-1 would pick the last adapter)
+    scale = scaling[rows] * (ids >= 0)              # (batch,): each row's α/r, or 0 for "no adapter"
+    h = x @ A[rows].transpose(0, 2, 1)              # (batch, seq, r): row i times its own A_iᵀ
+    update = h @ B[rows].transpose(0, 2, 1)         # (batch, seq, d_out): then its own B_iᵀ
+    return x @ W.T + scale[:, None, None] * update  # one shared base product for the whole batch
+""",
+    explanation="the base product x Wᵀ is shared by every row, so it runs once for the batch; each row's update "
+    "needs only its own r × d_in and d_out × r factors, gathered by id. That is why one batch can serve many "
+    "customers: the extra work is the thin branch, r (d_in + d_out) multiply-adds per token.",
+    hints=("Start with the rows' own factors: A[ids] has shape (batch, r, d_in). What does index −1 give?",
+           "x @ A_rows.transpose(0, 2, 1) multiplies row i of x by its own A_iᵀ: (batch, seq, r).",
+           "Multiply each row's update by its own scaling: scale[:, None, None] broadcasts over seq and d_out."),
+))
 register(WrittenExercise(
     id="accumulation-weights",
     prompt="Prove it. A batch holds N target tokens, and its loss L is the mean of their N token losses. Split it into "
