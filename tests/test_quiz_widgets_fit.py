@@ -418,6 +418,7 @@ def test_fit_history_explorer_shows_each_step():
     w, target = np.ones((2, 2)), np.array([[1.0, 1.0], [2.0, 3.0]])
     fit = fit_lora_to_matrix(w, target, r=1, steps=5, lr=0.1, a_init=np.array([[0.3, -0.2]]))
     assert f"loss {fit.losses[2]:.6f}" in fit_step_html(fit, 3)
+    assert "-0.000" not in fit_step_html(fit, 3) and "<td style='padding:2px 8px'>0.000</td>" in fit_step_html(fit, 3)  # row 1 stays 0
     box = fit_history_explorer(fit)
     box.children[0].value = 2
     assert box.children[1].value == fit_step_html(fit, 2)

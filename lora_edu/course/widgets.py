@@ -345,7 +345,8 @@ def fit_step_html(fit, step: int) -> str:
     if not 1 <= step <= len(fit.deltas):
         raise ValueError(f"step must be in [1, {len(fit.deltas)}], got {step}.")
     delta = fit.deltas[step - 1]
-    cells = "".join("<tr>" + "".join(f"<td style='padding:2px 8px'>{v:.3f}</td>" for v in row) + "</tr>" for row in delta)
+    shown = [[round(float(v), 3) + 0.0 for v in row] for row in delta]  # + 0.0 turns -0.0 into 0.0: no "-0.000"
+    cells = "".join("<tr>" + "".join(f"<td style='padding:2px 8px'>{v:.3f}</td>" for v in row) + "</tr>" for row in shown)
     return f"<div>step {step}: loss {fit.losses[step - 1]:.6f}</div><table class='delta-table'>{cells}</table>"
 
 

@@ -131,23 +131,26 @@ def rank_for_energy(M, keep):
 ))
 register(WrittenExercise(
     id="eckart-young-why",
-    prompt="Eckart-Young, in your own words. M = 3 u₁v₁ᵀ + 2 u₂v₂ᵀ + 1 u₃v₃ᵀ is an SVD (the uᵢ orthonormal, the vᵢ "
-    "orthonormal). There are three ways to keep two of the three layers. Give the Frobenius error of each, and explain "
-    "with the orthogonality of the layers why the errors are what they are and why keeping the two largest wins.",
+    prompt="Why does Eckart-Young need the SVD's own layers? M = [[4, 1], [1, 1]] is also a sum of two rank-one "
+    "pieces that are not its SVD: M = 3 e₁e₁ᵀ + 2 u uᵀ, with e₁ = (1, 0) and u = (1, 1)/√2 (check it in a cell). "
+    "Dropping the smaller piece leaves 3 e₁e₁ᵀ, with Frobenius error ‖2 u uᵀ‖_F = 2. Is that the best rank-1 "
+    "approximation of M? Compute the error of the truncated SVD (np.linalg.svd), compare, and explain which of "
+    "section 2's two facts fails for these pieces, and why that breaks \"drop the smallest piece\".",
     points=(
-        "Keeping two layers leaves the third as the error: dropping the layer with s = 1, 2 or 3 leaves an error of "
-        "1, 2 or 3.",
-        "Layer i has ‖sᵢ uᵢ vᵢᵀ‖_F = sᵢ, because uᵢ and vᵢ have length 1.",
-        "The layers are orthogonal to each other, so when several are dropped their squared norms add up, like "
-        "Pythagoras: the error is √(sum of the dropped sᵢ²).",
-        "So the error is smallest when the dropped layers are the smallest sᵢ, that is, when the largest are kept. "
-        "(Eckart-Young says more: no rank-k matrix at all does better.)",
+        "The truncated SVD does much better: M's singular values are (5 ± √13)/2 ≈ 4.30 and 0.70, so the best rank-1 "
+        "error is s₂ ≈ 0.70, against 2 for dropping the smaller piece.",
+        "Fact 1 still holds (‖2 u uᵀ‖_F = 2, because u has length 1); fact 2 fails: the pieces are not orthogonal. "
+        "⟨e₁e₁ᵀ, u uᵀ⟩ = (e₁·u)² = 1/2, not 0.",
+        "So their squared sizes do not add: ‖M‖²_F = 16 + 1 + 1 + 1 = 19, not 3² + 2² = 13. The pieces overlap, and "
+        "the best rank-1 matrix is neither of them: it mixes both directions.",
+        "\"Drop the smallest pieces\" is only optimal for orthogonal pieces, the SVD's layers: a sum of rank-one "
+        "pieces says nothing about the best approximation unless it is the SVD.",
     ),
-    explanation="Keeping two layers leaves the third one as the error, and layer i has Frobenius norm sᵢ (uᵢ, vᵢ "
-    "have length 1): the errors are 1, 2 and 3 when the layer with s = 1, 2 or 3 is dropped. With more layers "
-    "dropped, orthogonality makes their squared norms add like the sides of a right angle, so the squared error is "
-    "the sum of the dropped sᵢ². It is smallest when the dropped ones are the smallest sᵢ, that is, when the largest "
-    "are kept. The theorem goes further: no rank-k matrix at all does better.",
+    explanation="The SVD of M gives s ≈ (4.30, 0.70), so its best rank-1 approximation errs by 0.70, far less than "
+    "the 2 left by dropping the smaller of the two pieces given. Those pieces overlap (⟨e₁e₁ᵀ, u uᵀ⟩ = 1/2), so "
+    "Pythagoras does not apply: their squared sizes do not add up to ‖M‖²_F (13 against 19), and keeping the larger "
+    "piece is not the same as keeping the most of M. Eckart-Young's argument needs the layers to be orthogonal, which "
+    "is what the SVD guarantees.",
 ))
 register(ChoiceExercise(
     id="recommender",
@@ -155,8 +158,8 @@ register(ChoiceExercise(
     "f = 10: 30%; f = 50: 5.0%; f = 200: 4.9%. Which reading of these numbers is right?",
     options={
         "a": "X has rank 50",
-        "b": "X is close to a rank-50 matrix plus noise: the singular values after the 50th are a low, flat floor, so "
-        "each extra factor removes only a sliver of error",
+        "b": "X is close to a rank-50 matrix plus noise: after the 50th, the singular values are small and nearly "
+        "equal",
         "c": "f = 200 overfits: with more factors the approximation gets worse than it should",
         "d": "each user has liked at most 50 movies, so rank 50 is enough",
     },

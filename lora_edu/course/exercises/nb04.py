@@ -189,16 +189,20 @@ register(WrittenExercise(
     id="init-swapped",
     prompt="Change and explain. Swap LoRA's initialisation: A = 0 and B random. In section 2, add this case to the "
     "list in the first_gradients cell and run it. Does ΔW still start at 0? Which factor gets a gradient at the first "
-    "step, and why? Would training work?",
+    "step, and why? Would training work, and would it work as well as the usual start?",
     points=(
         "ΔW = B A is still exactly 0, because A = 0: the model still starts as the pretrained one.",
         "∂L/∂B = G Aᵀ = 0 at the first step, because A = 0; ∂L/∂A = Bᵀ G is not 0, because B is random.",
         "So A moves first and B follows from the second step: training works, with the roles of A and B swapped.",
         "What must not happen is both factors zero: then both gradients vanish and nothing ever trains.",
+        "The two starts are not equivalent in practice. Hayou, Ghosh and Yu (2024, arXiv 2406.08447, abstract) find "
+        "that the usual start (B = 0, A random) does better on average, and their analysis suggests why: it allows "
+        "larger learning rates before the layer's output becomes unstable.",
     ),
     explanation="ΔW = B A = 0 still holds because A = 0, so the model starts unchanged. ∂L/∂B = G Aᵀ vanishes at the "
     "first step, but ∂L/∂A = Bᵀ G does not, since B is random: A moves first, then B. Training works; only one "
-    "factor needs to be zero, and only one may be.",
+    "factor needs to be zero, and only one may be. The two starts are not equivalent, though: Hayou et al. (2024, "
+    "abstract) find the usual one (B = 0) better on average, as it tolerates larger learning rates.",
 ))
 register(PredictExercise(
     id="predict-alpha-doubled",
