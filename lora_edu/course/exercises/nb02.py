@@ -146,6 +146,7 @@ register(WrittenExercise(
         "\"Drop the smallest pieces\" is only optimal for orthogonal pieces, the SVD's layers: a sum of rank-one "
         "pieces says nothing about the best approximation unless it is the SVD.",
     ),
+    hints=("Compute ⟨e₁e₁ᵀ, u uᵀ⟩ = (e₁·u)²: are the two pieces orthogonal? Then compare ‖M‖²_F with 3² + 2².",),
     explanation="The SVD of M gives s ≈ (4.30, 0.70), so its best rank-1 approximation errs by 0.70, far less than "
     "the 2 left by dropping the smaller of the two pieces given. Those pieces overlap (⟨e₁e₁ᵀ, u uᵀ⟩ = 1/2), so "
     "Pythagoras does not apply: their squared sizes do not add up to ‖M‖²_F (13 against 19), and keeping the larger "
