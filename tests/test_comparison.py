@@ -176,14 +176,17 @@ def test_the_comparison_prints_its_table_verdicts_and_selection():
     assert "0.01: 0.88 / 0.125  <- chosen" in selection and "rates 0.0001, 0.001 within one validation animal" in selection
     grid = c.grid_table(["lora"])
     assert "‖ΔW‖/‖W‖" in grid and len(grid.splitlines()) == 3 and grid.splitlines()[1].split()[:3] == ["lora", "0.001", "3"]
-    line = comparison.rate_ratio_line(c, "lora", "full")
-    assert "rate is 10 times full's" in line and "that is 5 times" in line
+    word, line = comparison.rate_ratio_line(c, "lora", "full")
+    assert word == "not contradicted" and "rate is 10 times full's" in line and "that is 5 times" in line
     assert line.endswith(": not contradicted, within a factor of about 3")
-    tie = comparison.rate_ratio_line(c, "lora", "full", seeds=(0, 1, 2)).splitlines()
+    word, tie = comparison.rate_ratio_line(c, "lora", "full", seeds=(0, 1, 2))
+    assert word == "not resolved"
+    tie = tie.splitlines()
     assert len(tie) == 2 and "full's rate 0.0001, within one validation animal" in tie[1] and tie[1].endswith("50 times, outside it")
     assert tie[0].endswith("not resolved by this grid: the rates validation could not tell apart give 5 to 50 times")
     far = comparison.Comparison(c.arms, c.reports, {"lora": 1e-2, "full": 1e-4}, {})  # a ratio of 100
-    assert "contradicted, off by" in comparison.rate_ratio_line(far, "lora", "full")
+    word, line = comparison.rate_ratio_line(far, "lora", "full")
+    assert word == "contradicted" and "contradicted, off by" in line
 
 
 def test_forgetting_is_compared_at_matched_learning():
@@ -228,7 +231,7 @@ def test_rates_exact_match_cannot_separate_are_chosen_by_loss_and_named():
     runs = {lr: c.runs("lora", lr) for lr in (1e-3, 1e-2)}
     assert comparison.choose_rate(runs) == 1e-3  # the loss decides among them
     assert "rates 0.001, 0.01 within one validation animal per seed" in c.selection(["lora"], (0, 1, 2))
-    line = comparison.rate_ratio_line(c, "lora", "full", seeds=(0, 1, 2)).splitlines()
+    line = comparison.rate_ratio_line(c, "lora", "full", seeds=(0, 1, 2))[1].splitlines()
     assert any("lora's rate 0.001, within one validation animal per seed" in part and part.endswith("0.5 times, outside it")
                for part in line)
     for seed in (1, 2):  # now 1e-3 trails by 4 answers over 3 seeds: more than one per seed, so exact match decides

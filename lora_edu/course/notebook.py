@@ -101,9 +101,10 @@ class Findings:
             raise ValueError(f"The verdict {word!r} uses none of the verdict words {list(VERDICT_WORDS)}: say it with one of them.")
         new = [w for w in used if w not in self.explained]
         self.explained.update(new)
-        meaning = (f" ({VERDICT_WORDS[new[0]]})" if len(new) == 1
-                   else " (" + "; ".join(f"{w}: {VERDICT_WORDS[w]}" for w in new) + ")" if new else "")
-        print(("" if claim.startswith("our ") else self.lead) + f"{claim}.\n    ours: {word}{meaning}. {evidence}")
+        # one new word: its meaning alone; several: each named with its meaning
+        meaning = "; ".join(VERDICT_WORDS[w] if len(new) == 1 else f"{w}: {VERDICT_WORDS[w]}" for w in new)
+        print(("" if claim.startswith("our ") else self.lead) + f"{claim}.\n    ours: {word}" + (f" ({meaning})" if meaning else "")
+              + f". {evidence}")
         self.rows.append((claim, word, evidence))
 
 

@@ -33,7 +33,7 @@ from .model import GPT
 from .pretrain import pretraining_eval_rows, pretraining_rows
 from .train import TrainConfig, TrainResult, train
 
-__all__ = ["FINETUNE_SIZES", "METHODS", "Report", "collect_reports", "finetune"]
+__all__ = ["FINETUNE_SIZES", "METHODS", "Report", "collect_reports", "finetune", "update_ratio", "update_ratios"]
 
 # The notebook's configuration per model size: "tiny" on a CPU, "gpu" on a class GPU. The tiny world has 24
 # training rows, so a batch of 16 draws two thirds of them per step.
@@ -107,9 +107,16 @@ def update_ratios(base: GPT, model: GPT, top_r: int | None = None) -> dict[str, 
         else:
             continue
         if delta.any():
-            size = w.float().norm() if top_r is None else torch.linalg.svdvals(w.float())[:top_r].norm()
-            ratios[name] = float(delta.float().norm() / size)
+            ratios[name] = update_ratio(w, delta, top_r)
     return ratios
+
+
+def update_ratio(weight: torch.Tensor, delta: torch.Tensor, top_r: int | None = None) -> float:
+    """||delta||_F / ||weight||_F, or with ``top_r`` / ||weight's top-``top_r`` part||_F (the root of the sum of its
+    ``top_r`` largest squared singular values). weight, delta: (d_out, d_in); half precision is computed in fp32."""
+    w, d = (t.to(torch.promote_types(t.dtype, torch.float32)) for t in (weight, delta))
+    size = w.norm() if top_r is None else torch.linalg.svdvals(w)[:top_r].norm()
+    return float(d.norm() / size)
 
 
 LORA_TARGETS = {"lora-qv": ["q_proj", "v_proj"], "lora-all": "all-linear"}

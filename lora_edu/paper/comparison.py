@@ -367,7 +367,7 @@ def average_ranks(values: Sequence[float]) -> np.ndarray:
 
 
 def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: float = 10.0, our_scaling: float = 2.0,
-                    their_scaling: float = 4.0, seeds: Sequence[int] | None = None) -> str:
+                    their_scaling: float = 4.0, seeds: Sequence[int] | None = None) -> tuple[str, str]:
     """LoRA's chosen rate over full fine-tuning's, set beside a reported ratio: not contradicted when within a factor
     sqrt(10) (one step of a grid in half-decades, rounded up) of it. With Adam, the same update under a branch scaled
     by ``their_scaling`` instead of ``our_scaling`` needs a rate ``our_scaling / their_scaling`` times ours, so the
@@ -375,7 +375,8 @@ def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: floa
     match could not separate from a chosen one (``Comparison.contenders``) is named, with the ratio it would give.
     When some of those rates fall inside the window and some outside, the verdict is "not resolved by this grid", with
     the range.
-    (A window of one grid step is a weak test: "not contradicted" is all it can say.)"""
+    (A window of one grid step is a weak test: "not contradicted" is all it can say.)
+    Returns (the verdict in a word: "not contradicted", "contradicted" or "not resolved"; the lines that say why)."""
     def in_their_convention(lora_lr: float, full_lr: float) -> float:
         return lora_lr / full_lr * our_scaling / their_scaling
 
@@ -392,17 +393,18 @@ def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: floa
                 alternatives.append((why, in_their_convention(*(lr if lab == label else chosen[lab] for lab in (lora, full)))))
     ratios = [theirs] + [ratio for _, ratio in alternatives]
     if len({consistent(ratio) for ratio in ratios}) > 1:
-        verdict = (f"not resolved by this grid: the rates validation could not tell apart give {min(ratios):.3g} to "
-                   f"{max(ratios):.3g} times")
+        word, verdict = "not resolved", (f"not resolved by this grid: the rates validation could not tell apart give "
+                                         f"{min(ratios):.3g} to {max(ratios):.3g} times")
+    elif consistent(theirs):
+        word, verdict = "not contradicted", "not contradicted, within a factor of about 3"
     else:
-        verdict = ("not contradicted, within a factor of about 3" if consistent(theirs)
-                   else "contradicted, off by more than a factor of about 3")
+        word, verdict = "contradicted", "contradicted, off by more than a factor of about 3"
     line = (f"{lora}'s rate is {chosen[lora] / chosen[full]:g} times {full}'s; in LoRA Without Regret's convention "
             f"(branch scaled by {their_scaling:g}, ours by {our_scaling:g}) that is {theirs:.3g} times, where the post "
             f"reports about {reported:g}: {verdict}")
     for why, ratio in alternatives:
         line += f"\n  {why}: it would give {ratio:.3g} times, " + ("within a factor of about 3" if consistent(ratio) else "outside it")
-    return line
+    return word, line
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ __all__ = [
     "compare_close",
     "compare_exact",
     "digest",
+    "package_layer",
     "register",
     "registered_by",
     "registry",
@@ -248,6 +249,22 @@ def describe(value: object) -> str:
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         return f"a {type(value).__name__} of shape {tuple(value.shape)}"
     return repr(value)
+
+
+def package_layer(W: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, r: int):
+    """A bias-free float64 ``lora_edu.LoRALinear`` holding W (d_out, d_in), A (r, d_in) and B (d_out, r)."""
+    import torch
+    from torch import nn
+
+    from ...lora.layer import LoRALinear
+
+    d_out, d_in = W.shape
+    layer = LoRALinear(nn.Linear(d_in, d_out, bias=False, dtype=torch.float64), r=r, alpha=alpha)
+    with torch.no_grad():
+        layer.base.weight.copy_(torch.from_numpy(W))
+        layer.lora_A.copy_(torch.from_numpy(A))
+        layer.lora_B.copy_(torch.from_numpy(B))
+    return layer
 
 
 def compare_close(got: Any, expected: Any, rtol: float = 1e-6, atol: float = 1e-8) -> str | None:

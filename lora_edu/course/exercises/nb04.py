@@ -4,23 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .core import CodeExercise, CodeTrap, PredictExercise, Trap, WrittenExercise, register
-
-
-def package_layer(W: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, r: int):
-    """A bias-free float64 ``lora_edu.LoRALinear`` holding W (d_out, d_in), A (r, d_in) and B (d_out, r)."""
-    import torch
-    from torch import nn
-
-    from ...lora.layer import LoRALinear
-
-    d_out, d_in = W.shape
-    layer = LoRALinear(nn.Linear(d_in, d_out, bias=False, dtype=torch.float64), r=r, alpha=alpha)
-    with torch.no_grad():
-        layer.base.weight.copy_(torch.from_numpy(W))
-        layer.lora_A.copy_(torch.from_numpy(A))
-        layer.lora_B.copy_(torch.from_numpy(B))
-    return layer
+from .core import CodeExercise, CodeTrap, PredictExercise, Trap, WrittenExercise, package_layer, register
 
 
 def package_input_grad(grad_y: np.ndarray, W: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, r: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ...maths.intervals import wilson_interval
-from .core import ChoiceExercise, CodeExercise, CodeTrap, PredictExercise, Trap, WrittenExercise, register
+from .core import ChoiceExercise, CodeExercise, CodeTrap, PredictExercise, Trap, WrittenExercise, package_layer, register
 
 
 def wilson_cases(rng: np.random.Generator) -> list[tuple[float, int]]:
@@ -32,14 +32,14 @@ def normal_interval(p: float, n: int) -> tuple[float, float]:
     return p - half, p + half
 
 
-def update_size(W: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, r: int) -> tuple[float, float]:
-    """(||ΔW||_F / ||W||_F, ||ΔW||_F / ||W's top-r part||_F) for ΔW = (alpha / r) B A.
+def package_update_size(W: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, r: int) -> tuple[float, float]:
+    """(||ΔW||_F / ||W||_F, ||ΔW||_F / ||W's top-r part||_F) of the package's ``LoRALinear`` holding W (d_out, d_in),
+    A (r, d_in) and B (d_out, r): its ``delta_weight`` measured by ``update_ratio``, as the notebooks measure it."""
+    from ...gpt.finetune import update_ratio
 
-    W: (d_out, d_in), A: (r, d_in), B: (d_out, r). W's top-r part is its best rank-r approximation (notebook 02);
-    its Frobenius norm is the root of the sum of W's r largest squared singular values."""
-    delta = alpha / r * B @ A
-    top_r = np.linalg.svd(W, compute_uv=False)[:r]
-    return float(np.linalg.norm(delta) / np.linalg.norm(W)), float(np.linalg.norm(delta) / np.sqrt(np.sum(top_r**2)))
+    layer = package_layer(W, A, B, alpha, r)
+    weight, delta = layer.base_weight().detach(), layer.delta_weight().detach()
+    return update_ratio(weight, delta), update_ratio(weight, delta, top_r=r)
 
 
 def update_size_cases(rng: np.random.Generator) -> list[tuple]:
@@ -68,34 +68,34 @@ register(CodeExercise(
     "`update_size(*(t.detach().cpu().numpy() for t in (layer.base.weight, layer.lora_A, layer.lora_B)), layer.alpha, layer.r)`. "
     "Is this layer's update small next to W, as GPT-3's was (0.11 and 0.32)?",
     signature="update_size(W, A, B, alpha, r) -> (whole, top_r)",
-    own_work=("update_ratios", "delta_weight"),
-    reference=update_size,
+    own_work=("update_ratio", "update_ratios", "delta_weight"),
+    reference=package_update_size,
     cases=update_size_cases,
     traps=(
-        CodeTrap(lambda W, A, B, alpha, r: update_size(W, A, B, r, r), "Both ratios are off by exactly the factor α/r: "
+        CodeTrap(lambda W, A, B, alpha, r: package_update_size(W, A, B, r, r), "Both ratios are off by exactly the factor α/r: "
                  "the layer adds (α/r) B A, not B A."),
-        CodeTrap(lambda W, A, B, alpha, r: update_size(W, A, B, r * r / alpha, r), "Your scaling is upside down: it is "
+        CodeTrap(lambda W, A, B, alpha, r: package_update_size(W, A, B, r * r / alpha, r), "Your scaling is upside down: it is "
                  "α/r, not r/α."),
-        CodeTrap(lambda W, A, B, alpha, r: update_size(W, A, B, alpha * r * r, r), "Your scaling is α·r: the layer "
+        CodeTrap(lambda W, A, B, alpha, r: package_update_size(W, A, B, alpha * r * r, r), "Your scaling is α·r: the layer "
                  "scales its update by α divided by r."),
         CodeTrap(lambda W, A, B, alpha, r: (float(np.linalg.norm(alpha / r * B @ A, 2) / np.linalg.norm(W, 2)),
-                                            update_size(W, A, B, alpha, r)[1]),
+                                            package_update_size(W, A, B, alpha, r)[1]),
                  "Your first ratio uses the spectral norm (the largest singular value). Both ratios use the Frobenius "
                  "norm, the root of the sum of all squared entries: np.linalg.norm(M) with no second argument."),
-        CodeTrap(lambda W, A, B, alpha, r: (update_size(W, A, B, alpha, r)[0],
+        CodeTrap(lambda W, A, B, alpha, r: (package_update_size(W, A, B, alpha, r)[0],
                                             float(np.linalg.norm(alpha / r * B @ A)
                                                   / np.sqrt(np.sum(np.linalg.svd(W, compute_uv=False)[-r:] ** 2)))),
                  "Your second ratio uses W's r smallest singular values. np.linalg.svd returns them largest first: "
                  "the top-r part keeps the first r."),
-        CodeTrap(lambda W, A, B, alpha, r: (update_size(W, A, B, alpha, r)[0],
+        CodeTrap(lambda W, A, B, alpha, r: (package_update_size(W, A, B, alpha, r)[0],
                                             float(np.linalg.norm(alpha / r * B @ A)) / top_r_sum(W, r)),
                  "Your second ratio divides by the sum of W's top r singular values. The Frobenius norm of W's top-r "
                  "part is the root of the sum of their squares: √(σ₁² + … + σ_r²)."),
-        CodeTrap(lambda W, A, B, alpha, r: (update_size(W, A, B, alpha, r)[0],
+        CodeTrap(lambda W, A, B, alpha, r: (package_update_size(W, A, B, alpha, r)[0],
                                             float(np.linalg.norm(alpha / r * B @ A)) / float(np.linalg.svd(W, compute_uv=False)[0])),
                  "Your second ratio divides by W's largest singular value alone: the top-r part keeps r directions, "
                  "√(σ₁² + … + σ_r²)."),
-        CodeTrap(lambda W, A, B, alpha, r: update_size(W + alpha / r * B @ A, A, B, alpha, r),
+        CodeTrap(lambda W, A, B, alpha, r: package_update_size(W + alpha / r * B @ A, A, B, alpha, r),
                  "You measured against the fine-tuned weight W + ΔW: the question is how far the update moved the "
                  "pretrained W, so divide by W's own norms."),
     ),

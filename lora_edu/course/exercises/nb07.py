@@ -181,15 +181,22 @@ def allreduce_seconds(n_trainable, bytes_per_number, world_size, gbytes_per_s):
     hints=("bytes = n_trainable × bytes_per_number; GB/s means 1e9 bytes per second.",
            "With world_size = 1 there is nobody to talk to: the time is 0."),
 ))
-def batched_lora_rows(x: np.ndarray, W: np.ndarray, A: np.ndarray, B: np.ndarray, scaling: np.ndarray,
-                      ids: np.ndarray) -> np.ndarray:
-    """One layer serving a batch of rows with mixed adapters: row i gets x_i Wᵀ + s_k (x_i A_kᵀ) B_kᵀ, k = ids[i]
-    (k = -1: x_i Wᵀ alone). x: (batch, seq, d_in), W: (d_out, d_in), A: (n, r, d_in), B: (n, d_out, r),
+def package_batched_lora(x: np.ndarray, W: np.ndarray, A: np.ndarray, B: np.ndarray, scaling: np.ndarray,
+                         ids: np.ndarray) -> np.ndarray:
+    """The package's ``MultiLoRALinear`` (bias-free, float64) serving a batch: row i gets x_i Wᵀ + s_k (x_i A_kᵀ) B_kᵀ,
+    k = ids[i] (k = -1: x_i Wᵀ alone). x: (batch, seq, d_in), W: (d_out, d_in), A: (n, r, d_in), B: (n, d_out, r),
     scaling: (n,), ids: (batch,) -> (batch, seq, d_out)."""
-    rows = np.clip(ids, 0, None)
-    scale = scaling[rows] * (ids >= 0)  # 0 switches the update off for -1
-    h = x @ A[rows].transpose(0, 2, 1)  # (batch, seq, r): row i times its own A_iᵀ
-    return x @ W.T + scale[:, None, None] * (h @ B[rows].transpose(0, 2, 1))
+    import torch
+    from torch import nn
+
+    from ...scale.serving import MultiLoRALinear, use_adapters
+
+    base = nn.Linear(W.shape[1], W.shape[0], bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        base.weight.copy_(torch.from_numpy(W))
+    layer = MultiLoRALinear(base, torch.from_numpy(A), torch.from_numpy(B), torch.from_numpy(np.asarray(scaling, dtype=float)))
+    with use_adapters(layer, ids.tolist()), torch.no_grad():
+        return layer(torch.from_numpy(x)).numpy()
 
 
 def batched_lora_cases(rng: np.random.Generator) -> list[tuple]:
@@ -205,7 +212,7 @@ def batched_lora_cases(rng: np.random.Generator) -> list[tuple]:
 
 def every_row_with(k: int):
     """The trap of a batch served as if every row asked for adapter k."""
-    return lambda x, W, A, B, s, ids: batched_lora_rows(x, W, A, B, s, np.full_like(ids, k))
+    return lambda x, W, A, B, s, ids: package_batched_lora(x, W, A, B, s, np.full_like(ids, k))
 
 
 register(CodeExercise(
@@ -220,25 +227,25 @@ register(CodeExercise(
     "be your function plus the layer's bias.",
     signature="batched_lora(x, W, A, B, scaling, ids) -> (batch, seq, d_out)",
     own_work=("MultiLoRALinear", "serve_batched", "use_adapters"),
-    reference=batched_lora_rows,
+    reference=package_batched_lora,
     cases=batched_lora_cases,
     traps=(
         CodeTrap(lambda x, W, A, B, s, ids: (x @ W.T + s[ids][:, None, None]
                                              * ((x @ A[ids].transpose(0, 2, 1)) @ B[ids].transpose(0, 2, 1))),
                  "The row that asked for no adapter (−1) got one: in NumPy (and torch) index −1 picks the LAST "
                  "adapter. Gather with the ids clipped at 0, and give those rows a scaling of 0."),
-        CodeTrap(lambda x, W, A, B, s, ids: batched_lora_rows(x, W, A, B, np.ones_like(s), ids),
+        CodeTrap(lambda x, W, A, B, s, ids: package_batched_lora(x, W, A, B, np.ones_like(s), ids),
                  "Each update is off by its scaling: row i adds s_k (x_i A_kᵀ) B_kᵀ, with the α/r of its own "
                  "adapter k."),
-        CodeTrap(lambda x, W, A, B, s, ids: batched_lora_rows(x, W, A, B, s, np.clip(ids, 0, None)),
+        CodeTrap(lambda x, W, A, B, s, ids: package_batched_lora(x, W, A, B, s, np.clip(ids, 0, None)),
                  "The row with −1 got adapter 0's update: clipping the ids at 0 makes the gather safe, but that row's "
                  "scaling must then be 0."),
         CodeTrap(every_row_with(0), "Every row got adapter 0: gather each row's own A and B, A[ids] and B[ids]."),
         CodeTrap(lambda x, W, A, B, s, ids: (x @ W.T + s[np.arange(len(ids)) % len(s)][:, None, None]
-                                             * batched_lora_rows(x, 0 * W, A, B, np.ones_like(s), ids)),
+                                             * package_batched_lora(x, 0 * W, A, B, np.ones_like(s), ids)),
                  "Your scalings follow the rows' positions, not their adapters: row i needs the α/r of adapter ids[i], "
                  "scaling[ids[i]], (and 0 where ids[i] is −1)."),
-        CodeTrap(lambda x, W, A, B, s, ids: (ids >= 0)[:, None, None] * batched_lora_rows(x, W, A, B, s, ids),
+        CodeTrap(lambda x, W, A, B, s, ids: (ids >= 0)[:, None, None] * package_batched_lora(x, W, A, B, s, ids),
                  "The rows without an adapter (−1) came out as zeros: they still get the base product x Wᵀ, only no "
                  "update."),
         CodeTrap(lambda x, W, A, B, s, ids: x @ W.T,
