@@ -1,6 +1,7 @@
 """Gradient accumulation, the torchrun script (DDP with a byte-counting hook, FSDP2) and the communication arithmetic."""
 
 import json
+import subprocess
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from lora_edu.gpt.data import task_data
 from lora_edu.gpt.finetune import prepare
 from lora_edu.lora.layer import count_parameters
 from lora_edu.maths.arch import ARCHITECTURES, lora_parameter_count, weight_shapes
+from lora_edu.scale import distributed
 from lora_edu.scale.distributed import (
     DistributedConfig,
     accumulated_step,
@@ -20,6 +22,7 @@ from lora_edu.scale.distributed import (
     ring_allreduce_seconds,
     run,
     saved_activation_bytes,
+    workers_output,
     write_json,
 )
 
@@ -107,6 +110,47 @@ def test_world_size_that_does_not_divide_the_batch():
         launch(2, ["--steps", "1", "--batch-size", "7", "--methods", "lora-qv", "--backend", "gloo"])
     with pytest.raises(ValueError, match="nproc must be a positive int"):
         launch(0, [])
+
+
+TORCHRUN_REPORT = """terminate called after throwing an instance of 'gloo::IoException'
+  what():  Connection reset by peer
+E1205 12:12:07 api.py:1002] failed (exitcode: -6) local_rank: 0 (pid: 13044) of binary: python
+Traceback (most recent call last):
+  File "run.py", line 1032, in <module>
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+  exitcode  : -6 (pid: 13044)  (SIGABRT)
+"""
+
+
+def test_a_worker_killed_by_a_signal_is_tried_again_and_reported_with_what_it_printed(monkeypatch):
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(kwargs["env"])
+        return subprocess.CompletedProcess(cmd, 1, stdout="", stderr=TORCHRUN_REPORT)
+
+    monkeypatch.setattr(distributed.subprocess, "run", fake_run)
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
+    with pytest.raises(RuntimeError, match="(?s)failed 3 times.*what\\(\\):  Connection reset by peer") as info:
+        launch(2, ["--steps", "1"])
+    assert len(calls) == 3 and all(env["GLOO_SOCKET_IFNAME"] == "lo" for env in calls)
+    assert "Traceback" not in str(info.value)  # torchrun's own traceback says nothing the workers did not
+    assert workers_output("no report at all") == "no report at all"
+    with pytest.raises(ValueError, match="tries must be a positive int"):
+        launch(2, [], tries=0)
+
+
+def test_a_script_error_is_not_tried_again(monkeypatch):
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="error: bad batch\nerror: bad batch\n")
+
+    monkeypatch.setattr(distributed.subprocess, "run", fake_run)
+    with pytest.raises(RuntimeError, match="^error: bad batch$"):
+        launch(2, [])
+    assert len(calls) == 1
 
 
 def test_nccl_without_gpus_is_a_clear_error(capsys):

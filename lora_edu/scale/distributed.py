@@ -49,6 +49,7 @@ __all__ = [
     "parameter_bytes",
     "free_port",
     "launch",
+    "workers_output",
     "per_rank_bytes",
     "ring_allreduce_seconds",
     "run",
@@ -490,26 +491,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(nproc: int, args: Sequence[str], timeout: float = 600) -> subprocess.CompletedProcess:
+def launch(nproc: int, args: Sequence[str], timeout: float = 600, tries: int = 3) -> subprocess.CompletedProcess:
     """Run this script under ``torchrun --nproc_per_node=nproc`` on 127.0.0.1, one CPU thread per process.
 
-    Returns the finished process (stdout: rank 0's summary); raises RuntimeError with the error if it failed.
+    Gloo is pinned to the loopback interface (``GLOO_SOCKET_IFNAME=lo`` unless set), so that every rank listens and
+    connects on the same address family whatever the machine's hostname resolves to. A launch that fails without
+    the script's own ``error:`` line (a port taken between ``free_port()`` and torchrun's bind, a worker killed by a
+    signal) is tried again, up to ``tries`` times in all. Returns the finished process (stdout: rank 0's summary);
+    raises RuntimeError with the script's error, or with what the workers printed before torchrun's report.
     """
     if not is_int(nproc) or nproc < 1:
         raise ValueError(f"nproc must be a positive int, got {nproc!r}.")
+    if not is_int(tries) or tries < 1:
+        raise ValueError(f"tries must be a positive int, got {tries!r}.")
     package_root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    for _ in range(2):  # a port taken between free_port() and torchrun's bind is a launcher failure: one more try
+    env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    failures = []
+    for _ in range(tries):
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
                f"--master_port={free_port()}", "-m", "lora_edu.scale.distributed", *args]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-        if proc.returncode == 0 or errors:  # success, or the script's own error (the same on a second try)
-            break
-    if proc.returncode != 0:
-        raise RuntimeError(errors[0] if errors else f"torchrun failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-    return proc
+        if proc.returncode == 0:
+            return proc
+        if errors:  # the script's own error: the same on every try
+            raise RuntimeError(errors[0])
+        failures.append(workers_output(proc.stderr))
+    raise RuntimeError(f"torchrun failed {tries} times (exit {proc.returncode}); what the workers printed:\n"
+                       + "\n---\n".join(failures))
 
+
+def workers_output(stderr: str, keep: int = 3000) -> str:
+    """The end of what the workers printed, before torchrun's own failure report (which names only the signal)."""
+    report = stderr.find("ChildFailedError")
+    head = stderr[:report] if report >= 0 else stderr
+    cut = head.rfind("Traceback (most recent call last)") if report >= 0 else -1
+    head = head[:cut] if cut > 0 else head
+    return head[-keep:] if head.strip() else stderr[-keep:]
 
 if __name__ == "__main__":
     sys.exit(main())
