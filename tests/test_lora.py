@@ -415,8 +415,8 @@ def test_fit_lora_to_matrix_follows_the_hand_derived_gradient_steps():
 
     from lora_edu import fit_lora_to_matrix
 
-    w = np.ones((4, 4))
-    target = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [2, 3, 4, 5], [3, 5, 7, 9]], dtype=float)
+    w = np.ones((4, 4)) + np.eye(4)
+    target = np.array([[2, 1, 1, 1], [1, 2, 1, 1], [2, 3, 5, 5], [3, 5, 7, 10]], dtype=float)
     g = torch.Generator().manual_seed(0)
     x_t = torch.randn(64, 4, generator=g, dtype=torch.float64)  # the notebook's inline data
     x, y = x_t.numpy(), (x_t @ torch.from_numpy(target).T).numpy()

@@ -401,9 +401,9 @@ def test_product_rank_report_and_explorer():
 
 
 def test_fit_reaches_the_rank_one_target():
-    w = np.ones((4, 4))
+    w = np.ones((4, 4)) + np.eye(4)  # notebook 01's full-rank W
     target = w.copy()
-    target[2:] = [[2, 3, 4, 5], [3, 5, 7, 9]]
+    target[2:] += [[1, 2, 3, 4], [2, 4, 6, 8]]
     fit = fit_lora_to_matrix(w, target, r=1, steps=400, lr=0.05)
     assert fit.losses[-1] < 1e-8 < fit.losses[0]
     np.testing.assert_allclose(fit.delta_weight, target - w, atol=1e-4)
