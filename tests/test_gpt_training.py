@@ -451,3 +451,17 @@ def test_collect_reports_gathers_every_finetune_inside_the_block_only(pretrained
             _, second = finetune(base, world, "json", "full", steps=2, batch_size=4, progress=False, score_all=False)
     finetune(base, world, "json", "lora-qv", steps=1, batch_size=4, progress=False, score_all=False)  # after: not collected
     assert outer == [first, second] and inner == [second]
+
+
+def test_full_linear_trains_exactly_the_matrices_lora_all_adapts():
+    from lora_edu.gpt.finetune import prepare
+    from lora_edu.gpt.model import GPT, GPT_SIZES
+
+    base = GPT(GPT_SIZES["tiny"])
+    linear = prepare(base, "full-linear", r=8, alpha=16, seed=0)
+    lora = prepare(base, "lora-all", r=8, alpha=16, seed=0)
+    trained = {n for n, p in linear.named_parameters() if p.requires_grad}
+    adapted = {n.rsplit(".lora_", 1)[0] + ".weight" for n, p in lora.named_parameters() if p.requires_grad}
+    assert trained == adapted and len(trained) == 6 * base.config.n_layer  # Wq, Wk, Wv, Wo, fc_in, fc_out per block
+    assert not linear.wte.weight.requires_grad  # the token embedding, which the output layer reuses, stays frozen
+    assert sum(p.numel() for p in linear.parameters() if p.requires_grad) == 12 * base.config.n_layer * base.config.d_model ** 2

@@ -145,16 +145,19 @@ def test_notebook_04_leaves_the_gradients_of_a_and_b_to_the_exercise():
     assert any("quiz.grade(\"lora-param-grads\", lora_param_grads)" in text for text in page)
 
 
-def test_notebook_05b_prompt_states_the_trainable_counts_the_package_gives():
+def test_notebook_05b_prints_the_trainable_counts_the_package_gives():
     from lora_edu.gpt.finetune import prepare
     from lora_edu.gpt.model import GPT, GPT_SIZES
     from lora_edu.lora.layer import count_parameters
 
     path = next(p for p in NOTEBOOKS if number(p) == "05b")
-    prompt = next(source(c) for c in cells(path, "markdown") if "**While it runs.**" in source(c))
+    counting = next(c for c in cells(path, "code") if "count_parameters(prepare(base, method" in source(c))
+    printed = "".join("".join(o.get("text", "")) for o in counting["outputs"])
     base = GPT(GPT_SIZES["tiny"])
-    for method in ("last-block", "lora-all"):
-        assert f"{count_parameters(prepare(base, method, r=8, alpha=16, seed=0)).trainable:,}" in prompt, method
+    for method in ("lora-all", "lora-qv", "full", "full-linear", "last-block"):
+        assert f"{method:>11}: {count_parameters(prepare(base, method, r=8, alpha=16, seed=0)).trainable:>7,} trainable" in printed
+    prompt = next(source(c) for c in cells(path, "markdown") if "**While it runs.**" in source(c))
+    assert "the counts above" in prompt
 
 
 def test_findings_table_keeps_one_row_per_finding():
@@ -200,3 +203,6 @@ def test_findings_explain_each_verdict_word_once_and_keep_every_row(capsys):
     named.add("Biderman et al.: LoRA learns less", "not resolved on accuracy; agrees on loss", "x")
     both = f"(agrees: {VERDICT_WORDS['agrees']}; not resolved: {VERDICT_WORDS['not resolved']})"  # each new word named
     assert capsys.readouterr().out.splitlines()[1] == f"    ours: not resolved on accuracy; agrees on loss {both}. x"
+    named.add("Table 6: r = 1 is enough", "disagrees at d = 64; at r = 2, not resolved", "y")  # one new word beside an old one
+    named_word = f"(disagrees: {VERDICT_WORDS['disagrees']})"
+    assert capsys.readouterr().out.splitlines()[1] == f"    ours: disagrees at d = 64; at r = 2, not resolved {named_word}. y"

@@ -163,14 +163,16 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     assert "SWEEP_SEEDS, SEEDS = (0, 1, 2), (0, 1, 2, 3, 4)" in nb05
     grids = ['Arm("lora-all", "lora-all", (1e-3, 3e-3, 1e-2, 3e-2), headline=True)',
              'Arm("full", "full", (3e-4, 1e-3, 3e-3), headline=True)',
+             'Arm("full-linear", "full-linear", (3e-4, 1e-3, 3e-3, 1e-2))',
              'Arm("lora-qv", "lora-qv", (1e-2, 3e-2, 1e-1))',
              'Arm("last-block", "last-block", (1e-3, 3e-3, 1e-2))']
     assert all(grid in nb05 for grid in grids)
-    # headline grids of 4 and 3 rates x 3 seeds, + 2 seeds each; lora-qv's, last-block's and the control's 3 x 3, replay 2 x 3
+    # headline grids of 4 and 3 rates x 3 seeds, + 2 seeds each; full-linear's 4 x 3, lora-qv's, last-block's and the control's 3 x 3,
+    # replay 2 x 3
     # ... and lora-all retrained at its chosen rate, every seed, for PEFT's intruder mitigation
     assert 'intruder_mitigation(base, world, "json", chosen, SEEDS, kept=(1.0, 0.75, 0.5, 0.0)' in nb05
     assert 'Arm("control", "control", (3e-4, 1e-3, 3e-3))' in nb05  # the control: full fine-tuning's grid, 3 seeds
-    assert sum(r.count for r in plans["05b"]["runs"]) == (4 * 3 + 2) + (3 * 3 + 2) + 3 * 3 + 3 * 3 + 3 * 3 + 2 * 3 + 5
+    assert sum(r.count for r in plans["05b"]["runs"]) == (4 * 3 + 2) + (3 * 3 + 2) + 4 * 3 + 3 * 3 + 3 * 3 + 3 * 3 + 2 * 3 + 5
     assert {r.steps for r in plans["05b"]["runs"]} == {400}
     lab = "\n".join(gpu_check_cells("05"))  # notebook 05: three fine-tunes and the 30-step loop written out, twice
     assert lab.count("finetune(base, world,") == 3 and "TrainConfig(steps=30," in lab and "Arm(" not in lab
@@ -182,15 +184,16 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     assert "plus_arms = [" in nb06 and "(1e-2, 3e-2, 1e-1)" in nb06 and "(3e-3, 1e-2, 3e-2)" in nb06
     assert "tuned_sweep(base, world, placements, SEEDS, STEPS, lrs=(1e-2, 3e-2), extend=1)" in nb06
     # placements at 2 rates, then 1 beyond the edge, x 3 seeds; 2 of the rank sweep ran as placements; LoRA and LoRA+
-    # each 3 rates x 3 seeds, then 2 more seeds each at the chosen rate (HEADLINE_SEEDS)
+    # at 3 ratios, each 3 rates x 3 seeds, then 2 more seeds each at the chosen rate (HEADLINE_SEEDS)
     assert "HEADLINE_SEEDS = (0, 1, 2, 3, 4)" in nb06 and "SEEDS, HEADLINE_SEEDS" in nb06
-    # r = 1 retuned for Wq and Wq+Wv (2 rates, then 1 beyond, x 3 seeds); r = 1 and 4 trained 4 times longer;
+    # r = 1 retuned for Wq and Wq+Wv (2 rates, then 1 beyond, x 3 seeds); r = 1, 2 and 4 trained 4 times longer;
     # Table 7's card-task baseline
     assert "lrs=(next_rate(rank_rate[t], up=False), rank_rate[t])" in nb06 and nb06.count("extend=1)") == 2
     assert "low_ranks = (1,)" in nb06
     assert "LONG = 4 * STEPS" in nb06 and 'task="card")' in nb06
-    assert sum(r.count for r in plans["06"]["runs"]) == (3 * 3 * placements + 3 * (2 * 5 - 2) + 2 * (3 * 3 + 2)
-                                                        + 2 * 3 * 3 + 2 * 3 + 3)
+    assert "PLUS_RATIOS = (2, 4, 16)" in nb06 and "{1: retuned" in nb06 and "2: rank_rate" in nb06
+    assert sum(r.count for r in plans["06"]["runs"]) == (3 * 3 * placements + 3 * (2 * 5 - 2) + 4 * (3 * 3 + 2)
+                                                        + 2 * 3 * 3 + 3 * 3 + 3)
     assert {r.steps for r in plans["06"]["runs"]} == {200, 800}
 
 

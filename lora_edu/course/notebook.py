@@ -101,8 +101,8 @@ class Findings:
             raise ValueError(f"The verdict {word!r} uses none of the verdict words {list(VERDICT_WORDS)}: say it with one of them.")
         new = [w for w in used if w not in self.explained]
         self.explained.update(new)
-        # one new word: its meaning alone; several: each named with its meaning
-        meaning = "; ".join(VERDICT_WORDS[w] if len(new) == 1 else f"{w}: {VERDICT_WORDS[w]}" for w in new)
+        # a verdict of one word: its meaning alone; a verdict of several: each new one named with its meaning
+        meaning = "; ".join(VERDICT_WORDS[w] if len(used) == 1 else f"{w}: {VERDICT_WORDS[w]}" for w in new)
         print(("" if claim.startswith("our ") else self.lead) + f"{claim}.\n    ours: {word}" + (f" ({meaning})" if meaning else "")
               + f". {evidence}")
         self.rows.append((claim, word, evidence))

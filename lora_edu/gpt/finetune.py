@@ -6,8 +6,9 @@ and the loss on the pretraining distribution (forgetting).  Methods:
 
 - ``"lora-qv"``: rank-r LoRA on Wq and Wv (the paper's choice); ``"lora-all"``: on every linear layer;
   ``"lora"`` with ``targets=[...]``: on the named layers;
-- ``"full"``: every weight trains; ``"last-block"``: only the last transformer block trains
-  (partial freezing, as vision models are often tuned);
+- ``"full"``: every weight trains; ``"full-linear"``: only the matrices lora-all adapts train (every linear
+  layer's weight in the blocks; embeddings, norms and biases frozen); ``"last-block"``: only the last
+  transformer block trains (partial freezing, as vision models are often tuned);
 - ``"control"``: full fine-tuning of an *untrained* GPT of the same size: it cannot know the
   held-out animals, so it must score about 0 on them.
 """
@@ -38,9 +39,9 @@ __all__ = ["FINETUNE_SIZES", "METHODS", "Report", "collect_reports", "finetune",
 # The notebook's configuration per model size: "tiny" on a CPU, "gpu" on a class GPU. The tiny world has 24
 # training rows, so a batch of 16 draws two thirds of them per step.
 FINETUNE_SIZES = {"tiny": {"steps": 200, "batch_size": 16}, "gpu": {"steps": 400, "batch_size": 64}}
-METHODS = ("lora", "lora-qv", "lora-all", "full", "last-block", "control")
+METHODS = ("lora", "lora-qv", "lora-all", "full", "full-linear", "last-block", "control")
 # Each method at a learning rate that suits it (LoRA's small, zero-started update takes a larger one).
-DEFAULT_LR = {"lora": 1e-2, "lora-qv": 1e-2, "lora-all": 1e-2, "full": 3e-4, "last-block": 1e-3, "control": 1e-3}
+DEFAULT_LR = {"lora": 1e-2, "lora-qv": 1e-2, "lora-all": 1e-2, "full": 3e-4, "full-linear": 3e-4, "last-block": 1e-3, "control": 1e-3}
 
 
 @dataclass
@@ -139,6 +140,12 @@ def prepare(base: GPT, method: str, r: int, alpha: float, seed: int, targets: li
     elif method == "last-block":
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith(f"blocks.{base.config.n_layer - 1}."))
+    elif method == "full-linear":  # the weights lora-all puts a branch beside, and nothing else
+        model.requires_grad_(False)
+        for block in model.blocks:
+            for layer in block.modules():
+                if isinstance(layer, nn.Linear):
+                    layer.weight.requires_grad_(True)
     else:
         model.requires_grad_(True)
     return model
