@@ -326,3 +326,25 @@ def test_intruder_counts_are_read_per_rate_per_seed_and_at_matched_size():
     assert comparison.intruder_counts(alike, ("lora", "full"), matched, (0, 1, 2), (0, 1, 2)).fewer("chosen", level=0.2) is None
     with pytest.raises(ValueError, match="reached mean validation exact match 0.9"):
         comparison.intruder_counts(c, ("lora", "full"), matched, (0, 1, 2), (0, 1, 2), min_val_em=0.9)
+
+
+def test_a_verdict_that_hangs_on_which_pair_was_matched_is_not_resolved():
+    c = fake_comparison()
+    robust = comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75, one_animal=0.125)
+    assert robust.matched_lr == {"lora": 1e-2, "full": 1e-4} and robust.winner() == "full"  # the smaller rates win the tie
+    assert list(robust.near) == [(1e-2, 1e-3)] and robust.near[(1e-2, 1e-3)][0] == "full"  # the other pair agrees
+    assert not robust.pairing_decides and "at most one validation animal per seed apart too: lora at 0.01 against full at 0.001: " \
+        "full forgets less" in str(robust)
+    reports = dict(c.reports)
+    for seed in (0, 1, 2):  # full at its larger rate now forgets more than lora: the other pair names another winner
+        reports[("full", 1e-3, seed)] = SimpleNamespace(**{**vars(c.reports[("full", 1e-3, seed)]), "pretrain_loss": 5.0})
+    edge = comparison.learning_forgetting(comparison.Comparison(c.arms, reports, c.chosen_lr, {}), ("lora", "full"), (0, 1, 2),
+                                          min_val_em=0.75, one_animal=0.125)
+    assert edge.matched_lr == robust.matched_lr and edge.winner() is None and edge.pairing_decides
+    assert edge.verdict.endswith("not resolved: pairs of rates at most one validation animal per seed apart give different answers")
+    assert "lora forgets less" in str(edge)
+    assert edge.against_one_curve("lora") == ("not resolved", "pairs of rates at most one validation animal per seed apart give "
+                                                              "different answers: the grid is too coarse to tell")
+    exact = comparison.learning_forgetting(comparison.Comparison(c.arms, reports, c.chosen_lr, {}), ("lora", "full"), (0, 1, 2),
+                                           min_val_em=0.75)  # without a tolerance only equal means are near
+    assert exact.near and not comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75).pairing_decides

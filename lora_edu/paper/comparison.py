@@ -420,6 +420,16 @@ class LearningForgetting:
     learned: dict[str, float] = field(default_factory=dict)  # mean validation exact match at the matched rate
     one_animal: float = 0.0  # the largest gap in learning still read as "as much" (one validation animal per seed)
     answer_loss: dict[str, float] = field(default_factory=dict)  # mean validation answer loss at the matched rate
+    # the other pairs of rates at most one validation animal per seed apart (one validation answer could have matched
+    # them instead): (rate of the first, rate of the second) -> (who forgets less or None, their two intervals)
+    near: dict[tuple[float, float], tuple[str | None, Interval, Interval]] = field(default_factory=dict)
+
+    @property
+    def pairing_decides(self) -> bool:
+        """Whether the verdict hangs on which pair was matched: a near pair names another winner (or none)."""
+        a, b = self.matched_lr
+        main = better(a, self.forgetting[a], b, self.forgetting[b], False)
+        return any(winner != main for winner, _, _ in self.near.values())
 
     @property
     def resolved(self) -> bool:
@@ -433,6 +443,9 @@ class LearningForgetting:
         """Our verdict set beside Biderman et al.'s Section 4.3 finding (one learning-forgetting curve for both methods,
         LoRA lower on it; in some cases LoRA forgetting less at comparable learning): (the verdict in a word, why).
         A method that forgets less but also learned clearly less is where one curve would put it: no disagreement."""
+        if self.less_forgetful is None and self.pairing_decides:
+            return "not resolved", ("pairs of rates at most one validation animal per seed apart give different answers: "
+                                    "the grid is too coarse to tell")
         if self.less_forgetful is None:
             return "not resolved", "neither forgets less at matched learning, as one shared curve would have it (but not evidence for it)"
         less = self.less_forgetful
@@ -454,7 +467,11 @@ class LearningForgetting:
                  + f", held-out loss {self.forgetting[label]}"
                  + (" (an edge of its grid: a rate beyond it was not tried)" if self.at_grid_edge.get(label) else "")
                  for label, lr in self.matched_lr.items()]
-        return "\n".join([*lines, self.verdict])
+        a, b = self.matched_lr
+        near = [f"  at most one validation animal per seed apart too: {a} at {x:g} against {b} at {y:g}: "
+                + (f"{winner} forgets less" if winner else "not resolved") + f" ({fa} vs {fb})"
+                for (x, y), (winner, fa, fb) in self.near.items()]
+        return "\n".join([*lines, *near, self.verdict])
 
 
 def learned_apart(gap: float, one_animal: float) -> bool:
@@ -469,7 +486,9 @@ def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Se
     ``min_val_em``, the pair (one per method) whose two means are closest; ties go to the smaller rates. Validation
     alone chooses; the forgetting it then reports played no part. Then the two compared by their intervals over
     ``seeds``. ``one_animal``: below it a gap in learning reads as "as much" (``learned_apart``), both here (such pairs
-    count as equally close, and the smaller rates win) and in ``against_one_curve``."""
+    count as equally close, and the smaller rates win) and in ``against_one_curve``. Every other pair at most
+    ``one_animal`` apart is one validation answer from being matched instead: when one of them names another
+    winner, the verdict is not resolved (``near``)."""
     a, b = labels
     learned = {}
     for label in labels:
@@ -483,11 +502,21 @@ def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Se
     lr_a, lr_b = min(((x, y) for x in learned[a] for y in learned[b]), key=lambda pair: (gap(pair), pair))
     matched = {a: lr_a, b: lr_b}
     forgot = {label: comparison.forgetting(label, matched[label], seeds) for label in labels}
+    winner = better(a, forgot[a], b, forgot[b], False)
+    near = {}
+    for x, y in ((x, y) for x in learned[a] for y in learned[b] if (x, y) != (lr_a, lr_b)):
+        if abs(learned[a][x] - learned[b][y]) <= one_animal + 1e-12:  # one validation answer from being matched instead
+            fa, fb = comparison.forgetting(a, x, seeds), comparison.forgetting(b, y, seeds)
+            near[(x, y)] = (better(a, fa, b, fb, False), fa, fb)
     line = verdict(a, forgot[a], b, forgot[b], False, "held-out loss at matched learning")
+    if any(other != winner for other, _, _ in near.values()):  # the verdict would hang on which pair was matched
+        winner = None
+        line = (f"{a} vs {b} on held-out loss at matched learning: not resolved: pairs of rates at most one validation "
+                "animal per seed apart give different answers")
     edge = {label: comparison.at_grid_edge(label, matched[label]) for label in labels}
     answer_loss = {label: comparison.mean(label, "val_answer_loss", matched[label], seeds) for label in labels}
-    return LearningForgetting(matched, forgot, line, better(a, forgot[a], b, forgot[b], False), edge,
-                              {label: learned[label][matched[label]] for label in labels}, one_animal, answer_loss)
+    return LearningForgetting(matched, forgot, line, winner, edge,
+                              {label: learned[label][matched[label]] for label in labels}, one_animal, answer_loss, near)
 
 
 @dataclass(frozen=True)
