@@ -341,7 +341,8 @@ def test_a_verdict_that_hangs_on_which_pair_was_matched_is_not_resolved():
     edge = comparison.learning_forgetting(comparison.Comparison(c.arms, reports, c.chosen_lr, {}), ("lora", "full"), (0, 1, 2),
                                           min_val_em=0.75, one_animal=0.125)
     assert edge.matched_lr == robust.matched_lr and edge.winner() is None and edge.pairing_decides
-    assert edge.verdict.endswith("not resolved: pairs of rates at most one validation animal per seed apart give different answers")
+    assert edge.verdict.endswith("not resolved: at the matched pair full forgets less, but pairs of rates at most one validation "
+                                 "animal per seed apart give different answers")
     assert "lora forgets less" in str(edge)
     assert edge.against_one_curve("lora") == ("not resolved", "pairs of rates at most one validation animal per seed apart give "
                                                               "different answers: the grid is too coarse to tell")

@@ -510,9 +510,10 @@ def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Se
             near[(x, y)] = (better(a, fa, b, fb, False), fa, fb)
     line = verdict(a, forgot[a], b, forgot[b], False, "held-out loss at matched learning")
     if any(other != winner for other, _, _ in near.values()):  # the verdict would hang on which pair was matched
+        here = f"{winner} forgets less" if winner else "neither forgets resolvably less"
         winner = None
-        line = (f"{a} vs {b} on held-out loss at matched learning: not resolved: pairs of rates at most one validation "
-                "animal per seed apart give different answers")
+        line = (f"{a} vs {b} on held-out loss at matched learning: not resolved: at the matched pair {here}, but pairs of "
+                "rates at most one validation animal per seed apart give different answers")
     edge = {label: comparison.at_grid_edge(label, matched[label]) for label in labels}
     answer_loss = {label: comparison.mean(label, "val_answer_loss", matched[label], seeds) for label in labels}
     return LearningForgetting(matched, forgot, line, winner, edge,
