@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..lora.layer import LoRALinear, adapted_weight, count_parameters, inject_lora, mark_only_lora_trainable
+from ..lora.layer import LoRALinear, adapted_weight, count_parameters, inject_lora, mark_only_lora_trainable, match_targets
 from ..lora.quant import NF4Linear, dequantized_weight
 from .data import World, lm_targets, task_data
 from .evaluate import answer_rows, answer_scores, answers_right, exact_match, lm_loss
@@ -142,10 +142,8 @@ def prepare(base: GPT, method: str, r: int, alpha: float, seed: int, targets: li
             p.requires_grad_(name.startswith(f"blocks.{base.config.n_layer - 1}."))
     elif method == "full-linear":  # the weights lora-all puts a branch beside, and nothing else
         model.requires_grad_(False)
-        for block in model.blocks:
-            for layer in block.modules():
-                if isinstance(layer, nn.Linear):
-                    layer.weight.requires_grad_(True)
+        for name in match_targets(model, LORA_TARGETS["lora-all"]):
+            model.get_submodule(name).weight.requires_grad_(True)
     else:
         model.requires_grad_(True)
     return model

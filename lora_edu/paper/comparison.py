@@ -13,7 +13,7 @@ import math
 import statistics
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -502,22 +502,23 @@ def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Se
     lr_a, lr_b = min(((x, y) for x in learned[a] for y in learned[b]), key=lambda pair: (gap(pair), pair))
     matched = {a: lr_a, b: lr_b}
     forgot = {label: comparison.forgetting(label, matched[label], seeds) for label in labels}
-    winner = better(a, forgot[a], b, forgot[b], False)
     near = {}
     for x, y in ((x, y) for x in learned[a] for y in learned[b] if (x, y) != (lr_a, lr_b)):
         if abs(learned[a][x] - learned[b][y]) <= one_animal + 1e-12:  # one validation answer from being matched instead
             fa, fb = comparison.forgetting(a, x, seeds), comparison.forgetting(b, y, seeds)
             near[(x, y)] = (better(a, fa, b, fb, False), fa, fb)
-    line = verdict(a, forgot[a], b, forgot[b], False, "held-out loss at matched learning")
-    if any(other != winner for other, _, _ in near.values()):  # the verdict would hang on which pair was matched
-        here = f"{winner} forgets less" if winner else "neither forgets resolvably less"
-        winner = None
-        line = (f"{a} vs {b} on held-out loss at matched learning: not resolved: at the matched pair {here}, but pairs of "
-                "rates at most one validation animal per seed apart give different answers")
+    winner = better(a, forgot[a], b, forgot[b], False)
     edge = {label: comparison.at_grid_edge(label, matched[label]) for label in labels}
     answer_loss = {label: comparison.mean(label, "val_answer_loss", matched[label], seeds) for label in labels}
-    return LearningForgetting(matched, forgot, line, winner, edge,
-                              {label: learned[label][matched[label]] for label in labels}, one_animal, answer_loss, near)
+    result = LearningForgetting(matched, forgot, verdict(a, forgot[a], b, forgot[b], False, "held-out loss at matched learning"),
+                                winner, edge, {label: learned[label][matched[label]] for label in labels}, one_animal,
+                                answer_loss, near)
+    if not result.pairing_decides:
+        return result
+    here = f"{winner} forgets less" if winner else "neither forgets resolvably less"
+    return replace(result, less_forgetful=None,
+                   verdict=(f"{a} vs {b} on held-out loss at matched learning: not resolved: at the matched pair {here}, but "
+                            "pairs of rates at most one validation animal per seed apart give different answers"))
 
 
 @dataclass(frozen=True)
