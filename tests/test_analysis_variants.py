@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 import math
 
@@ -445,6 +446,22 @@ def test_latency_is_compared_round_by_round():
         Latency(1.0, 1.0, 1.0).versus(base)
 
 
+def test_interleaved_timers_take_turns_at_running_first():
+    """A timer that always ran first (or last) in a round would carry that position's bias into "every round"."""
+    from lora_edu.maths.timing import interleave
+
+    calls: list[str] = []
+    timers = {name: (lambda name=name: calls.append(name) or float(len(calls))) for name in ("a", "b", "c")}
+    results = interleave(timers, rounds=3)
+    firsts = [calls[i] for i in range(0, 9, 3)]
+    assert sorted(firsts) == ["a", "b", "c"] and calls[:3] == ["a", "b", "c"]  # each one first once; every round has all
+    assert all(sorted(calls[i:i + 3]) == ["a", "b", "c"] for i in range(0, 9, 3))
+    assert {name: len(t) for name, t in results.items()} == {"a": 3, "b": 3, "c": 3}
+    assert results["b"][1] == 4.0  # round 2 runs b, c, a: b is the fourth call
+    with pytest.raises(ValueError, match="at least one timer and one round"):
+        interleave(timers, rounds=0)
+
+
 def test_training_steps_are_timed_interleaved_on_copies():
     from lora_edu.gpt.model import GPT, GPTConfig
     from lora_edu.lora.layer import inject_lora, mark_only_lora_trainable
@@ -481,11 +498,11 @@ def test_a_family_of_verdicts_is_tallied_for_one_side():
     from lora_edu.paper.experiments import Interval, interval_word, within_noise_word
     pos, neg, tie = Interval(1.0, 0.5, ()), Interval(-1.0, 0.5, ()), Interval(0.0, 0.5, ())
     assert [interval_word(iv, "above") for iv in (pos, neg, tie)] == ["agrees", "disagrees", "not resolved"]
-    assert [interval_word(iv, "below", own=True) for iv in (pos, neg, tie)] == ["does not hold", "holds", "not resolved"]
+    assert [interval_word(iv, "below") for iv in (pos, neg, tie)] == ["disagrees", "agrees", "not resolved"]
     with pytest.raises(ValueError, match="above"):
         interval_word(pos, "up")
-    assert [within_noise_word(w, None) for w in ("A", None)] == ["disagrees", "no contradiction"]  # the paper reports a tie
-    assert [within_noise_word(w, "A") for w in ("A", "B", None)] == ["same direction", "opposite direction", "not resolved"]
+    assert [within_noise_word(w, None) for w in ("A", None)] == ["disagrees", "not resolved"]  # the paper reports a tie
+    assert [within_noise_word(w, "A") for w in ("A", "B", None)] == ["agrees", "disagrees", "not resolved"]
     from lora_edu.paper.experiments import better
     assert better("A", good, "B", bad, False) == "A" and better("A", good, "B", bad, True) == "B"
     assert better("A", wide, "B", good, False) is None
@@ -586,3 +603,43 @@ def test_initial_factor_is_the_a_a_run_starts_from():
     assert a0.shape == (4, 16) and not np.allclose(a0, other_seed)
     run = lora_run(base, world, ("q", "v"), 4, steps=1, seed=3, lr=1e-9)  # one step of Adam moves A by about 1e-9
     assert np.allclose(run.factor(layer), a0, atol=1e-6) and not np.allclose(run.factor(layer), other_seed)
+
+
+def test_a_random_update_makes_intruders_in_proportion_to_its_size_and_rank():
+    """The null that 05b sets beside LoRA's intruder count: an update of the same size and rank, blind to W."""
+    from lora_edu.paper.experiments import intruder_count, random_update_intruders, update_sizes
+
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64))
+    names = ["0", "1"]
+    assert random_update_intruders(base, {n: 0.0 for n in names}, rank=8, seed=0) == 0  # no update, no new direction
+    tiny = random_update_intruders(base, {n: 0.01 for n in names}, rank=8, seed=0)
+    huge = random_update_intruders(base, {n: 10.0 for n in names}, rank=8, seed=0)
+    assert tiny == 0 and 12 <= huge <= 16  # a rank-8 update ten times W's size: its 8 directions top each spectrum
+    assert random_update_intruders(base, {n: 10.0 for n in names}, rank=8, seed=0) == huge  # the seed fixes the draw
+    assert random_update_intruders(base, {"0": 10.0}, rank=None, seed=0) >= 8  # full rank: every top direction is new
+    with pytest.raises(ValueError, match="rank must be a whole number"):
+        random_update_intruders(base, {"0": 1.0}, rank=0, seed=0)
+    moved = copy.deepcopy(base)
+    with torch.no_grad():
+        moved[0].weight.mul_(1.5)  # ΔW = 0.5 W
+    sizes = update_sizes(base, moved, names)
+    assert sizes["0"] == pytest.approx(0.5) and sizes["1"] == 0.0
+    assert intruder_count(base, moved, names) == 0  # a rescaled W keeps its directions
+
+
+def test_training_flops_are_split_by_where_they_go():
+    from lora_edu.gpt.train import training_flops_parts, training_flops_per_token
+
+    cfg = GPTConfig(vocab_size=11, n_ctx=8, n_layer=2, n_head=1, d_model=8)
+    full = GPT(cfg)
+    linear = sum(m.weight.numel() for m in full.modules() if isinstance(m, nn.Linear))
+    assert training_flops_parts(full, seq=8) == {"frozen layers": 0, "trained layers": 6 * linear, "adapters": 0,
+                                                 "attention": 12 * 2 * 8 * 8}
+    lora = GPT(cfg)
+    inject_lora(lora, ["q_proj", "v_proj"], r=2, alpha=4)
+    mark_only_lora_trainable(lora)
+    parts = training_flops_parts(lora, seq=8)
+    assert parts["trained layers"] == 0 and parts["frozen layers"] == 4 * linear  # frozen: forward and input gradient only
+    assert parts["adapters"] == 6 * 2 * 2 * (2 * 2 * 8)  # 2 blocks x (Wq, Wv) x (A and B: 2 r d entries), all trained
+    assert training_flops_per_token(lora, 8) == sum(parts.values())

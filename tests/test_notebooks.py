@@ -107,12 +107,17 @@ def test_setup_notebook_turns_on_colab_widgets(monkeypatch):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_portable_check_rule(path):
-    """Trained figures declare a tolerance and assert their claim; no stored progress bar is frozen at 0%."""
+    """Trained figures declare a tolerance and guard their claim; no stored progress bar is frozen at 0%.
+
+    Within a tolerance a figure may drift, and the claim the lesson reads off it must not silently flip: the cell
+    asserts it, or prints it in words computed from the figures (a conditional expression), which nbval compares
+    exactly. The printed check is the lesson's choice where a student's own settings could change the answer."""
     for c in cells(path, "code"):
         tolerance = trained_tolerance(c["metadata"])
         if tolerance is not None:
             assert not output_ignored(c["metadata"]), "a cell is either compared within a tolerance or ignored"
-            assert "assert" in source(c), f"a trained cell must assert its claim: {source(c)[:80]}"
+            guarded = "assert" in source(c) or re.search(r"\bif\b[^:]{0,200}?\belse\b", source(c))
+            assert guarded, f"a trained cell must guard its claim (an assert, or a check printed in words): {source(c)[:80]}"
         for out in c["outputs"]:
             text = "".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
             assert not re.search(r"\b0%\|", text), f"a progress bar stored at 0% in: {source(c)[:80]}"
@@ -189,20 +194,24 @@ def test_findings_explain_each_verdict_word_once_and_keep_every_row(capsys):
     assert out[0] == "the paper, Table 5: Wq+Wv beats Wq."
     assert out[1] == f"    ours: agrees ({VERDICT_WORDS['agrees']}). ratio 0.26 [0.21, 0.32]"
     assert out[2] == "our extension: the direction belongs to the task."  # our own claim is not put on the paper
-    assert f"disagrees at d = 64 ({VERDICT_WORDS['disagrees']})." in out[5]  # "disagrees" is new, although it contains "agrees"
+    # "disagrees" is new, although it contains "agrees"; its meaning stands right after it
+    assert out[5] == f"    ours: disagrees ({VERDICT_WORDS['disagrees']}) at d = 64. ratio 1.89 [1.39, 2.59]"
     assert out[7] == "    ours: agrees. every rank"  # explained once, at its first use
     assert [row[1] for row in findings.rows] == ["agrees", "not resolved", "disagrees at d = 64", "agrees"]
     with pytest.raises(ValueError, match="none of the verdict words"):
         findings.add("Table 1", "faster", "x")
     assert len(findings.rows) == 4  # a refused row is not kept
     named = Findings(lead="")  # where each claim names its own paper
-    named.add("LoRA Without Regret: LoRA's best rate about 10 times full's", "not contradicted", "5 times")
+    named.add("LoRA Without Regret: LoRA's best rate about 10 times full's", "agrees", "5 times")
     out = capsys.readouterr().out.splitlines()
     assert out == ["LoRA Without Regret: LoRA's best rate about 10 times full's.",
-                   f"    ours: not contradicted ({VERDICT_WORDS['not contradicted']}). 5 times"]  # not also "contradicted"
+                   f"    ours: agrees ({VERDICT_WORDS['agrees']}). 5 times"]
     named.add("Biderman et al.: LoRA learns less", "not resolved on accuracy; agrees on loss", "x")
-    both = f"(agrees: {VERDICT_WORDS['agrees']}; not resolved: {VERDICT_WORDS['not resolved']})"  # each new word named
-    assert capsys.readouterr().out.splitlines()[1] == f"    ours: not resolved on accuracy; agrees on loss {both}. x"
-    named.add("Table 6: r = 1 is enough", "disagrees at d = 64; at r = 2, not resolved", "y")  # one new word beside an old one
-    named_word = f"(disagrees: {VERDICT_WORDS['disagrees']})"
-    assert capsys.readouterr().out.splitlines()[1] == f"    ours: disagrees at d = 64; at r = 2, not resolved {named_word}. y"
+    said = capsys.readouterr().out.splitlines()[1]
+    assert said == f"    ours: not resolved ({VERDICT_WORDS['not resolved']}) on accuracy; agrees on loss. x"
+    named.add("Table 6: r = 1 is enough", "agrees at r = 4; disagrees at d = 64", "y")  # each new word glossed where it stands
+    named_word = f"disagrees ({VERDICT_WORDS['disagrees']}) at d = 64"
+    assert capsys.readouterr().out.splitlines()[1] == f"    ours: agrees at r = 4; {named_word}. y"
+    from lora_edu.course.notebook import explain_words
+    assert explain_words("disagrees here, agrees there", {"agrees", "disagrees"}) == (
+        f"disagrees ({VERDICT_WORDS['disagrees']}) here, agrees ({VERDICT_WORDS['agrees']}) there")

@@ -181,3 +181,19 @@ def test_nf4_levels_are_normal_quantiles_and_the_picture_marks_them(tiny):
     assert (codes - levels).abs().min(dim=1).values.max() < 0.02  # (the scale itself is stored in 8 bits)
     fig = plot_nf4_levels(w.numpy(), levels.numpy())
     assert len(fig.axes[0].lines) == 16
+
+
+def test_nf4_storage_is_split_into_codes_scales_and_the_level_table():
+    from lora_edu.lora.quant import nf4_storage_bytes
+
+    model = nn.Sequential(nn.Linear(128, 64), nn.Linear(64, 64), nn.Linear(64, 8))
+    with pytest.raises(ValueError, match="no NF4 weights"):
+        nf4_storage_bytes(model)
+    assert len(quantize_base_nf4(model)) == 2  # the last layer, the output, stays in full precision
+    parts = nf4_storage_bytes(model)
+    weights = 128 * 64 + 64 * 64
+    assert parts["codes"] == weights // 2  # 4 bits each
+    assert parts["block scales"] == weights // 64  # one int8 per block of 64
+    assert parts["level table"] == 2 * 16 * 4  # 16 fp32 levels stored with each weight
+    assert parts["scales of the scales"] == 2 * (4 + 4)  # here one fp32 factor per weight (few blocks) and one fp32 mean
+    assert sum(parts.values()) == weight_bytes(model) - 64 * 8 * 4  # the fp32 output layer aside

@@ -51,35 +51,46 @@ def enable_colab_widgets() -> bool:
     return True
 
 
-# What each verdict word of a findings table means; a table explains the ones it uses, under it.
+# What each verdict word of a findings table means; a table explains the ones it uses, under it. Each row's evidence
+# names the test that decided it (a 95% interval, a count against chance, a window of a coarse grid).
 VERDICT_WORDS = {
-    "agrees": "the 95% interval excludes a tie, on the side the paper favours",
-    "disagrees": "the 95% interval excludes a tie, on the other side",
+    "agrees": "our measurement decides the question, on the side the paper's claim takes",
+    "disagrees": "our measurement decides the question, on the other side",
     "partly": "some of the claim's comparisons agree and none disagree, but the rest are not resolved",
-    "not resolved": "the interval includes a tie: our seeds and test animals cannot tell the two apart, which is not the same as equal",
-    "no contradiction": "the paper reports a tie, and ours is not resolved either",
-    "same direction": "the paper's gap is within its own noise; ours resolves it in the same direction",
-    "opposite direction": "the paper's gap is within its own noise; ours resolves it the other way",
-    "holds": "a claim of our own, not the paper's, resolved in its favour",
-    "does not hold": "a claim of our own, not the paper's, resolved against it",
+    "not resolved": "our seeds and animals cannot decide it, which is not the same as a tie",
     "descriptive": "a number without an interval, so no verdict",
-    "not contradicted": "no interval here: our figure lies within what a grid this coarse can tell from the paper's",
-    "contradicted": "no interval here: our figure lies beyond what a grid this coarse can tell from the paper's",
 }
 
 
 def verdict_words_in(word: str) -> list[str]:
-    """The ``VERDICT_WORDS`` a verdict in a word uses ("disagrees at d = 64" uses "disagrees", not "agrees";
-    "not contradicted" uses only itself): the longer words are found first, and their text is not searched again."""
+    """The ``VERDICT_WORDS`` a verdict in a word uses ("disagrees at d = 64" uses "disagrees", not "agrees"), in the
+    order of ``VERDICT_WORDS``."""
+    return [w for w in VERDICT_WORDS if w in {w for w, _ in word_spans(word)}]
+
+
+def word_spans(word: str) -> list[tuple[str, int]]:
+    """Each verdict word in ``word`` with the index just after it, in order of appearance: the longer words are found
+    first, and the text they cover is not searched again ("disagrees" holds no "agrees")."""
     import re
 
-    used = set()
+    found, covered = [], []
     for w in sorted(VERDICT_WORDS, key=len, reverse=True):
-        pattern = rf"(?<![a-z]){w}"
-        if re.search(pattern, word):
-            used.add(w)
-            word = re.sub(pattern, " ", word)
-    return [w for w in VERDICT_WORDS if w in used]
+        for m in re.finditer(rf"(?<![a-z]){w}", word):
+            if not any(a <= m.start() < b for a, b in covered):
+                covered.append((m.start(), m.end()))
+                found.append((w, m.end()))
+    return sorted(found, key=lambda pair: pair[1])
+
+
+def explain_words(word: str, new: set[str]) -> str:
+    """``word`` with the meaning of each verdict word in ``new`` in brackets just after its first use."""
+    out, start, done = [], 0, set()
+    for w, end in word_spans(word):
+        if w in new and w not in done:
+            out.append(word[start:end] + f" ({VERDICT_WORDS[w]})")
+            start = end
+            done.add(w)
+    return "".join(out) + word[start:]
 
 
 class Findings:
@@ -94,17 +105,14 @@ class Findings:
         self.explained: set[str] = set()  # the verdict words already explained
 
     def add(self, claim: str, word: str, evidence: str) -> None:
-        """Print ``claim`` (the paper's, after ``lead``, unless it starts with "our "), ``word`` and ``evidence``,
-        and keep them."""
+        """Print ``claim`` (the paper's, after ``lead``, unless it starts with "our "), ``word`` (each verdict word
+        explained where the lesson first uses it) and ``evidence``, and keep them."""
         used = verdict_words_in(word)
         if not used:
             raise ValueError(f"The verdict {word!r} uses none of the verdict words {list(VERDICT_WORDS)}: say it with one of them.")
-        new = [w for w in used if w not in self.explained]
+        new = {w for w in used if w not in self.explained}
         self.explained.update(new)
-        # a verdict of one word: its meaning alone; a verdict of several: each new one named with its meaning
-        meaning = "; ".join(VERDICT_WORDS[w] if len(used) == 1 else f"{w}: {VERDICT_WORDS[w]}" for w in new)
-        print(("" if claim.startswith("our ") else self.lead) + f"{claim}.\n    ours: {word}" + (f" ({meaning})" if meaning else "")
-              + f". {evidence}")
+        print(("" if claim.startswith("our ") else self.lead) + f"{claim}.\n    ours: {explain_words(word, new)}. {evidence}")
         self.rows.append((claim, word, evidence))
 
 

@@ -39,7 +39,7 @@ from .stepgraph import graphs_requested
 
 __all__ = [
     "PRECISIONS", "BestWeights", "TrainConfig", "TrainResult", "lr_at", "make_optimizer", "set_lr",
-    "state_bytes", "train", "training_flops_per_token", "trim_padding",
+    "state_bytes", "train", "training_flops_parts", "training_flops_per_token", "trim_padding",
 ]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -192,17 +192,23 @@ def trim_padding(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
 
 
 def training_flops_per_token(model: nn.Module, seq: int) -> float:
-    """Matmul FLOPs per token of one training step: 2 N forward, 2 N for the activation gradients, 2 N_trainable
-    for the weight gradients (N: weights of the Linear layers and the head), plus attention's 12 n_layer seq d."""
-    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
-    trainable = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear) and m.weight.requires_grad)
-    trainable += sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and ("lora_" in n))
+    """Matmul FLOPs per token of one training step: the sum of ``training_flops_parts``."""
+    return float(sum(training_flops_parts(model, seq).values()))
+
+
+def training_flops_parts(model: nn.Module, seq: int) -> dict[str, int]:
+    """Matmul FLOPs per token of one training step, by where they go. Every weight of a Linear layer (and the head)
+    costs 2 FLOPs in the forward pass and 2 for the gradient of its input; a trainable one 2 more for its own gradient.
+    So: "frozen layers" 4 per frozen weight, "trained layers" 6 per trainable weight, "adapters" 6 per LoRA A and B
+    entry, and "attention" 12 n_layer seq d for its products (queries times keys, weights times values), which
+    have no weights."""
+    frozen = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear) and not m.weight.requires_grad)
+    trained = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear) and m.weight.requires_grad)
     lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    lora_trained = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n and p.requires_grad)
     cfg = getattr(model, "config", None)
-    attention = 12 * cfg.n_layer * seq * cfg.d_model if cfg is not None else 0
-    return 4 * (linear + lora) + 2 * trainable + attention
-
-
+    return {"frozen layers": 4 * frozen, "trained layers": 6 * trained, "adapters": 4 * lora + 2 * lora_trained,
+            "attention": 12 * cfg.n_layer * seq * cfg.d_model if cfg is not None else 0}
 
 
 def gpu_path(cfg: TrainConfig, device: torch.device) -> bool:

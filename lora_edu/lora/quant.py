@@ -27,6 +27,7 @@ __all__ = [
     "merge_kept_fraction",
     "merge_requantization_error",
     "nf4_api",
+    "nf4_storage_bytes",
     "nf4_levels",
     "quantization_error",
     "quantize_base_nf4",
@@ -145,6 +146,27 @@ def tensor_bytes(t: torch.Tensor) -> int:
         names, _ = t.__tensor_flatten__()
         return sum(tensor_bytes(getattr(t, n)) for n in names)
     return t.numel() * t.element_size()
+
+
+# What each tensor inside torchao's NF4Tensor holds, by the name ``__tensor_flatten__`` gives it.
+NF4_PARTS = {"quantized_data": "codes", "quantized_scalers": "block scales", "quantization_factor": "scales of the scales",
+             "scaler_mean": "scales of the scales", "nf4": "level table"}
+
+
+def nf4_storage_bytes(model: nn.Module) -> dict[str, int]:
+    """Bytes of the NF4 weights of ``model``, by what they hold: "codes" (4 bits per weight), "block scales" (one int8
+    per block of 64 weights), "scales of the scales" (an fp32 factor per group of block scales, and their mean: the
+    double quantisation) and "level table" (the 16 NF4 levels in fp32, which torchao stores with every weight)."""
+    NF4Tensor, _, _ = nf4_api()
+    parts = dict.fromkeys(dict.fromkeys(NF4_PARTS.values()), 0)
+    weights = [m.weight for m in model.modules() if isinstance(getattr(m, "weight", None), NF4Tensor)]
+    if not weights:
+        raise ValueError("The model has no NF4 weights: quantise it first with quantize_base_nf4(model).")
+    for w in weights:
+        names, _ = w.__tensor_flatten__()
+        for name in names:
+            parts[NF4_PARTS[name]] += tensor_bytes(getattr(w, name))
+    return parts
 
 
 def weight_bytes(model: nn.Module) -> int:

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["round_by_round"]
+__all__ = ["interleave", "round_by_round"]
+
+
+def interleave(timers: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Call every timer once per round and return each one's results, round by round.
+
+    Within a round the timers run one after another, so a slow moment of the computer falls on all of them alike; the
+    order turns by one place each round, so that no timer always runs first (just after another one warmed or cooled
+    the caches) or always last.
+    """
+    if rounds < 1 or not timers:
+        raise ValueError(f"Give at least one timer and one round (got {len(timers)} timers, rounds={rounds}).")
+    names = list(timers)
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for k in range(rounds):
+        shift = k % len(names)
+        for name in names[shift:] + names[:shift]:
+            results[name].append(timers[name]())
+    return results
 
 
 def round_by_round(mine: Sequence[float], theirs: Sequence[float], above: str, below: str) -> str:

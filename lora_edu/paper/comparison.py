@@ -368,15 +368,15 @@ def average_ranks(values: Sequence[float]) -> np.ndarray:
 
 def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: float = 10.0, our_scaling: float = 2.0,
                     their_scaling: float = 4.0, seeds: Sequence[int] | None = None) -> tuple[str, str]:
-    """LoRA's chosen rate over full fine-tuning's, set beside a reported ratio: not contradicted when within a factor
+    """LoRA's chosen rate over full fine-tuning's, set beside a reported ratio: "agrees" when within a factor
     sqrt(10) (one step of a grid in half-decades, rounded up) of it. With Adam, the same update under a branch scaled
     by ``their_scaling`` instead of ``our_scaling`` needs a rate ``our_scaling / their_scaling`` times ours, so the
     ratio is compared in the report's convention. Given the sweep ``seeds``, every other rate that validation exact
     match could not separate from a chosen one (``Comparison.contenders``) is named, with the ratio it would give.
     When some of those rates fall inside the window and some outside, the verdict is "not resolved by this grid", with
     the range.
-    (A window of one grid step is a weak test: "not contradicted" is all it can say.)
-    Returns (the verdict in a word: "not contradicted", "contradicted" or "not resolved"; the lines that say why)."""
+    A window of one grid step is a weak test, and the line says so.
+    Returns (the verdict in a word: "agrees", "disagrees" or "not resolved"; the lines that say why)."""
     def in_their_convention(lora_lr: float, full_lr: float) -> float:
         return lora_lr / full_lr * our_scaling / their_scaling
 
@@ -396,9 +396,9 @@ def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: floa
         word, verdict = "not resolved", (f"not resolved by this grid: the rates validation could not tell apart give "
                                          f"{min(ratios):.3g} to {max(ratios):.3g} times")
     elif consistent(theirs):
-        word, verdict = "not contradicted", "not contradicted, within a factor of about 3"
+        word, verdict = "agrees", "within a factor of about 3, one step of our grid (a weak test: a coarser match is not possible)"
     else:
-        word, verdict = "contradicted", "contradicted, off by more than a factor of about 3"
+        word, verdict = "disagrees", "off by more than a factor of about 3, one step of our grid"
     line = (f"{lora}'s rate is {chosen[lora] / chosen[full]:g} times {full}'s; in LoRA Without Regret's convention "
             f"(branch scaled by {their_scaling:g}, ours by {our_scaling:g}) that is {theirs:.3g} times, where the post "
             f"reports about {reported:g}: {verdict}")

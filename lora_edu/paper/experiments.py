@@ -24,7 +24,7 @@ from ..gpt.finetune import finetune, prepare
 from ..gpt.model import GPT
 from ..gpt.progress import progress as progress_line
 from ..lora.layer import adapted_weight, lora_layers
-from ..maths.timing import round_by_round
+from ..maths.timing import interleave, round_by_round
 from .analysis import intruder_dimensions, subspace_similarity
 
 __all__ = [
@@ -49,6 +49,8 @@ __all__ = [
     "runs_by_config",
     "seeds_and_animals",
     "intruder_count",
+    "random_update_intruders",
+    "update_sizes",
     "learned_factors",
     "lora_run",
     "loss_ratio",
@@ -286,25 +288,24 @@ def verdict_word(winner: str | None, expected: str) -> str:
     return "not resolved" if winner is None else "agrees" if winner == expected else "disagrees"
 
 
-def interval_word(iv: Interval, side: str, own: bool = False) -> str:
+def interval_word(iv: Interval, side: str) -> str:
     """A claim that an interval lies on one ``side`` of 0 ("above" or "below"), in one word: "agrees" when its 95%
-    interval lies wholly there, "disagrees" when wholly on the other side, else "not resolved". ``own=True``, for a
-    claim of our own rather than a paper's: "holds" and "does not hold"."""
+    interval lies wholly there, "disagrees" when wholly on the other side, else "not resolved"."""
     if side not in ("above", "below"):
         raise ValueError(f'side must be "above" or "below", got {side!r}.')
     sign = 1 if side == "above" else -1
-    yes, no = ("holds", "does not hold") if own else ("agrees", "disagrees")
     lo, hi = sorted((sign * iv.low, sign * iv.high))
-    return yes if lo > 0 else no if hi < 0 else "not resolved"
+    return "agrees" if lo > 0 else "disagrees" if hi < 0 else "not resolved"
 
 
 def within_noise_word(winner: str | None, favoured: str | None) -> str:
     """A comparison where the paper's own gap is within its noise, in one word. ``favoured=None`` (the paper reports a
-    tie): "no contradiction" when ours is not resolved either, else "disagrees". ``favoured`` a name (the paper's small
-    gap points to it): "same direction" or "opposite direction" when ours resolves, else "not resolved"."""
+    tie): "disagrees" when ours resolves a winner, else "not resolved" (ours cannot tell them apart, which does not show
+    a tie either). ``favoured`` a name (the paper's small gap points to it): "agrees" or "disagrees" when ours
+    resolves, else "not resolved"."""
     if favoured is None:
-        return "no contradiction" if winner is None else "disagrees"
-    return "not resolved" if winner is None else "same direction" if winner == favoured else "opposite direction"
+        return "not resolved" if winner is None else "disagrees"
+    return verdict_word(winner, favoured)
 
 
 def tally_word(verdicts: dict[object, str], name: str) -> str:
@@ -538,6 +539,37 @@ def intruder_count(base: nn.Module, model: nn.Module, names: Iterable[str], k: i
     return sum(intruder_dimensions(adapted_weight(base, n), adapted_weight(model, n), k, threshold).count for n in names)
 
 
+def update_sizes(base: nn.Module, model: nn.Module, names: Iterable[str]) -> dict[str, float]:
+    """||ΔW||_F / ||W||_F of each named layer, ΔW the fine-tuned weight minus the pretrained one."""
+    sizes = {}
+    for n in names:
+        w0 = adapted_weight(base, n).float()
+        sizes[n] = float((adapted_weight(model, n).float() - w0).norm() / w0.norm())
+    return sizes
+
+
+def random_update_intruders(base: nn.Module, sizes: dict[str, float], rank: int | None, seed: int, k: int = 10,
+                            threshold: float = 0.5) -> int:
+    """The null for ``intruder_count``: intruder dimensions that a random update makes, summed over the layers of
+    ``sizes``. Each weight W gets ΔW = B A with Gaussian B (d_out x rank) and A (rank x d_in) (a Gaussian matrix of
+    full rank when ``rank`` is None), scaled to ``sizes[name]`` times ||W||_F: an update of the same rank and size
+    that knows nothing of W's directions."""
+    if rank is not None and (not isinstance(rank, int) or rank < 1):
+        raise ValueError(f"rank must be a whole number, 1 or more, or None for full rank; got {rank!r}.")
+    gen = torch.Generator().manual_seed(seed)
+    count = 0
+    for name, size in sizes.items():
+        w0 = adapted_weight(base, name).float().cpu()
+        d_out, d_in = w0.shape
+        if rank is None:
+            delta = torch.randn(d_out, d_in, generator=gen)
+        else:
+            delta = torch.randn(d_out, rank, generator=gen) @ torch.randn(rank, d_in, generator=gen)
+        delta *= size * w0.norm() / delta.norm()
+        count += intruder_dimensions(w0, w0 + delta, k, threshold).count
+    return count
+
+
 @dataclass(frozen=True)
 class Latency:
     """Milliseconds per forward pass (or training step) of one model: the median over rounds and the range of the
@@ -563,12 +595,9 @@ def compare_latency(models: dict[str, nn.Module], tokens: torch.Tensor, rounds: 
 
 
 def interleaved(timers: dict[str, Callable[[], float]], rounds: int) -> dict[str, Latency]:
-    """Call every timer (it returns milliseconds) once per round, in turn, so that a slow moment of the computer falls
-    on all of them alike; each one's median round, range and rounds."""
-    per_round: dict[str, list[float]] = {name: [] for name in timers}
-    for _ in range(rounds):
-        for name, timer in timers.items():
-            per_round[name].append(timer())
+    """Call every timer (it returns milliseconds) once per round, the order turning each round
+    (``lora_edu.maths.timing.interleave``); each one's median round, range and rounds."""
+    per_round = interleave(timers, rounds)
     return {name: Latency(float(np.median(t)), min(t), max(t), tuple(t)) for name, t in per_round.items()}
 
 

@@ -15,6 +15,7 @@ Three ways to serve a batch are timed side by side by ``compare_serving`` (``ser
 from __future__ import annotations
 
 import copy
+import functools
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 
 from ..lora.layer import linear_shape, lora_layers, merge_lora, set_submodule, unmerge_lora
-from ..maths.timing import round_by_round
+from ..maths.timing import interleave, round_by_round
 
 __all__ = [
     "SERVING_STRATEGIES",
@@ -219,6 +220,11 @@ def seconds(call) -> float:
     return time.perf_counter() - start
 
 
+def requests_per_second(call, requests: int) -> float:
+    """``requests`` over the seconds one ``call()`` takes."""
+    return requests / seconds(call)
+
+
 def serving_throughput(
     strategy: str, adapters: Sequence[nn.Module], x: torch.Tensor, ids: Sequence[int], repeats: int = 3,
     multi: nn.Module | None = None, server: nn.Module | None = None,
@@ -250,15 +256,13 @@ def compare_serving(
     adapters: Sequence[nn.Module], x: torch.Tensor, ids: Sequence[int], rounds: int = 5,
     multi: nn.Module | None = None, server: nn.Module | None = None,
 ) -> dict[str, Throughput]:
-    """Every strategy's requests per second, interleaved: each round times each strategy once, so that a slow moment
-    of the computer falls on all of them alike. Two strategies differ only where their ranges do not overlap."""
+    """Every strategy's requests per second, interleaved: each round times each strategy once, in an order that turns
+    each round (``lora_edu.maths.timing.interleave``), so that a slow moment of the computer falls on all of them alike
+    and none always runs first. Two strategies differ only where every round agrees."""
     calls = {s: serving_call(s, adapters, x, ids, multi, server) for s in SERVING_STRATEGIES}
     for call in calls.values():
         call()  # warm-up
-    rates: dict[str, list[float]] = {s: [] for s in calls}
-    for _ in range(rounds):
-        for s, call in calls.items():
-            rates[s].append(len(x) / seconds(call))
+    rates = interleave({s: functools.partial(requests_per_second, call, len(x)) for s, call in calls.items()}, rounds)
     return {s: Throughput(float(statistics.median(r)), min(r), max(r), tuple(r)) for s, r in rates.items()}
 
 
