@@ -465,3 +465,17 @@ def test_full_linear_trains_exactly_the_matrices_lora_all_adapts():
     assert trained == adapted and len(trained) == 6 * base.config.n_layer  # Wq, Wk, Wv, Wo, fc_in, fc_out per block
     assert not linear.wte.weight.requires_grad  # the token embedding, which the output layer reuses, stays frozen
     assert sum(p.numel() for p in linear.parameters() if p.requires_grad) == 12 * base.config.n_layer * base.config.d_model ** 2
+
+
+def test_the_held_out_pretraining_text_splits_into_facts_and_filler():
+    from lora_edu.gpt.data import make_world
+    from lora_edu.gpt.pretrain import pretraining_eval_rows
+
+    world = make_world()
+    held = world.heldout_text
+    assert len(held.facts) == len(world.animals) and held.filler and not set(held.facts) & set(held.filler)
+    rows = {part: pretraining_eval_rows(world, 32, part) for part in ("all", "facts", "filler")}
+    tokens = {part: int((r != world.tokenizer.pad_id).sum()) for part, r in rows.items()}
+    assert tokens["all"] == tokens["facts"] + tokens["filler"]  # the two parts are the whole, no line lost or shared
+    with pytest.raises(ValueError, match="part must be"):
+        pretraining_eval_rows(world, 32, "animals")

@@ -69,10 +69,16 @@ def pretraining_rows(world: World, n_ctx: int, epochs: int, first_seed: int = 0)
     return torch.cat([pack_lines(world.pretraining_lines(seed=first_seed + e), world.tokenizer, n_ctx) for e in range(epochs)])
 
 
-def pretraining_eval_rows(world: World, n_ctx: int) -> torch.Tensor:
+def pretraining_eval_rows(world: World, n_ctx: int, part: str = "all") -> torch.Tensor:
     """The held-out pretraining text (``world.heldout_text``: lines pretraining never trained on), packed: the
-    loss on it measures what the model knows of the corpus beyond memorising it, and forgetting."""
-    return pack_lines(world.heldout_text.lines, world.tokenizer, n_ctx)
+    loss on it measures what the model knows of the corpus beyond memorising it, and forgetting. ``part``: "all",
+    "facts" (a phrasing of each animal's facts that pretraining left out; its other phrasings were trained on) or
+    "filler" (held-out filler lines, about no animal)."""
+    held = world.heldout_text
+    lines = {"all": held.lines, "facts": held.facts, "filler": held.filler}.get(part)
+    if lines is None:
+        raise ValueError(f'part must be "all", "facts" or "filler", got {part!r}.')
+    return pack_lines(lines, world.tokenizer, n_ctx)
 
 
 def checkpoint_path(size: str) -> Path:

@@ -539,7 +539,7 @@ class IntruderCounts:
     sweep_seeds: int  # how many seeds the per-rate means average
 
     def fewer(self, where: str, level: float = 0.05) -> str | None:
-        """The label with fewer intruders than the other in every seed ("chosen" or "matched" rates), when chance alone
+        """The label whose every count lies below every count of the other ("chosen" or "matched" rates), when chance alone
         would give either label that less often than ``level`` (two-sided: 2 / C(2n, n) for n seeds each); else None.
         With 3 seeds each chance gives it 1 time in 10, so 3 seeds never resolve it at 0.05; 5 seeds can."""
         counts = {"chosen": self.chosen, "matched": self.matched}[where]
@@ -550,12 +550,12 @@ class IntruderCounts:
 
     @classmethod
     def resolvable(cls, seeds: int, level: float = 0.05) -> bool:
-        """Whether ``seeds`` seeds each can resolve "fewer in every seed" at ``level``, two-sided."""
+        """Whether ``seeds`` seeds each can resolve "every count below every count of the other" at ``level``, two-sided."""
         return 2 * cls.chance(seeds) < level
 
     @staticmethod
     def chance(seeds: int) -> float:
-        """How often one given method has fewer in every seed when both draw from the same distribution (no ties):
+        """How often one given method's counts all lie below the other's when both draw from the same distribution (no ties):
         the n smallest of 2n counts all being its own, 1 / C(2n, n)."""
         return 1 / math.comb(2 * seeds, seeds)
 
@@ -570,7 +570,7 @@ class IntruderCounts:
                      f"at {lr_a:g}, {self.sizes[b][lr_b]:.2f} for {b} at {lr_b:g}): "
                      f"{a} {self.by_rate[a][lr_a]:.1f}, {b} {self.by_rate[b][lr_b]:.1f}")
         seeds = sorted({len(self.chosen[a]), len(self.matched[a])}, reverse=True)
-        lines.append("either method with fewer in every seed, by chance alone if the two were alike: "
+        lines.append("either method with every count below every count of the other, by chance alone if the two were alike: "
                      + ", ".join(f"2 in {1 / self.chance(n):.0f} with {n} seeds each" for n in seeds)
                      + "; we call it resolved only below 1 in 20, so " + " and ".join(
                          f"{n} seeds {'can' if self.resolvable(n) else 'cannot'}" for n in seeds))

@@ -367,6 +367,6 @@ register(ChoiceExercise(
         "customer trained: every answer would also carry the other 31 customers' updates.",
     },
     explanation="the base product, the expensive part, runs once for all 32 rows. Each row then adds its own rank-r "
-    "branch, under 1% of the base's cost for a large layer (the previous exercise counts it). This is the design of "
+    "branch, under 1% of the base's cost for a large layer (the exercise branch-cost-per-token counts it). This is the design of "
     "S-LoRA and Punica, and section 5's batched forward.",
 ))
