@@ -442,6 +442,12 @@ def test_latency_is_compared_round_by_round():
     assert base.versus(slow).endswith("faster in every round")
     same = Latency(1.0, 0.9, 1.1, (0.9, 1.1, 1.0))
     assert same.versus(base).endswith("no difference these rounds can resolve")
+    twin = Latency(1.0, 0.98, 0.99, (0.99, 1.089, 99.0))  # 1% faster in every round: the same layers, a gap too small to name
+    assert twin.versus(base).endswith("within 5% of each other in every round: too close to call")
+    from lora_edu.maths.timing import round_by_round
+    assert round_by_round([0.99, 0.98], [1.0, 1.0], "slower", "faster", floor=0.0).endswith("faster in every round")
+    with pytest.raises(ValueError, match="floor is a share"):
+        round_by_round([1.0], [1.0], "slower", "faster", floor=1.5)
     with pytest.raises(ValueError, match="same interleaved rounds"):
         Latency(1.0, 1.0, 1.0).versus(base)
 

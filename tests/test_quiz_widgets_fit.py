@@ -455,7 +455,7 @@ def test_first_update_explorer_rescales_the_measured_sizes_exactly():
     for r, alpha, rs in ((1, 16.0, False), (32, 64.0, False), (32, 4.0, True)):
         assert sizes.size(r, alpha, rs) == pytest.approx(update_size_after_one_step(r, alpha, rs), rel=1e-6)
     text = first_update_html(sizes, 32, 64.0, False)
-    assert "scaling s = α/r = 2.000" in text and "2.02 × that of r = 8, α = 16" in text  # α = 2r: the size grows like √r, √(32/8) = 2
+    assert "scaling γ = α/r = 2.000" in text and "2.02 × that of r = 8, α = 16" in text  # α = 2r: the size grows like √r, √(32/8) = 2
     assert "1.00 × that of r = 8" in first_update_html(sizes, 8, 16.0, False)
     assert first_update_png(sizes, 8, 16.0, True)[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="not among the measured ranks"):

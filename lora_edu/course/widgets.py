@@ -366,8 +366,8 @@ SCALINGS = {"α/r": False, "α/√r (rsLoRA)": True}
 
 
 class FirstUpdateSizes(NamedTuple):
-    """‖ΔW‖_F after one Adam-like step at α = 1, per rank, under α/r and under α/√r. ΔW = s B A with B moved by
-    the learning rate whatever s is, so at any other α the size is exactly α times these."""
+    """‖ΔW‖_F after one Adam-like step at α = 1, per rank, under α/r and under α/√r. ΔW = γ B A (γ the scaling) with B moved by
+    the learning rate whatever γ is, so at any other α the size is exactly α times these."""
 
     ranks: tuple[int, ...]
     plain: tuple[float, ...]
@@ -396,20 +396,20 @@ def check_alpha(alpha: object) -> float:
 
 
 def first_update_html(sizes: FirstUpdateSizes, r: int, alpha: float, use_rslora: bool, reference: tuple[int, float] = (8, 16.0)) -> str:
-    """The line under the sliders: the scaling s, the applied update's size ‖s B A‖_F after one step, and its size next to
+    """The line under the sliders: the scaling γ, the applied update's size ‖γ B A‖_F after one step, and its size next to
     r = 8, α = 16 under α/r."""
     alpha = check_alpha(alpha)
     scaling = alpha / (r**0.5 if use_rslora else r)
     size = sizes.size(r, alpha, use_rslora)
     ref = sizes.size(reference[0], reference[1], False)
     name = "α/√r" if use_rslora else "α/r"
-    return (f"<div class='first-update-caption'>r = {r}, α = {alpha:g}: scaling s = {name} = {scaling:.3f} | "
-            f"the applied update's size ‖s B A‖_F after one step = {size:.4f}, {size / ref:.2f} × that of "
+    return (f"<div class='first-update-caption'>r = {r}, α = {alpha:g}: scaling γ = {name} = {scaling:.3f} | "
+            f"the applied update's size ‖γ B A‖_F after one step = {size:.4f}, {size / ref:.2f} × that of "
             f"r = {reference[0]}, α = {reference[1]:g} with α/r</div>")
 
 
 def first_update_png(sizes: FirstUpdateSizes, r: int, alpha: float, use_rslora: bool) -> bytes:
-    """‖s B A‖_F after one step against r (log-log) at this α, under both scalings; the chosen point marked."""
+    """‖γ B A‖_F after one step against r (log-log) at this α, under both scalings; the chosen point marked."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -425,7 +425,7 @@ def first_update_png(sizes: FirstUpdateSizes, r: int, alpha: float, use_rslora: 
     ax.yaxis.set_major_formatter("{x:.2g}")
     ax.yaxis.set_minor_formatter("{x:.2g}")
     ax.set_xlabel("rank r")
-    ax.set_ylabel("‖s B A‖_F after one step")
+    ax.set_ylabel("‖γ B A‖_F after one step")
     ax.set_title(f"α = {alpha:g}", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -146,22 +146,22 @@ register(CodeExercise(
     ),
     model_solution="""
 def lora_param_grads(x, grad_y, W, A, B, alpha, r):
-    s = alpha / r
+    gamma = alpha / r                # the scaling γ
     h = x @ A.T                      # (n, r): the bottleneck
-    grad_B = s * grad_y.T @ h        # y = s h Bᵀ + ...  ->  ∂L/∂B = s grad_yᵀ h     (d_out, r)
-    grad_h = s * grad_y @ B          # ∂L/∂h = s grad_y B                          (n, r)
+    grad_B = gamma * grad_y.T @ h    # y = γ h Bᵀ + ...  ->  ∂L/∂B = γ grad_yᵀ h     (d_out, r)
+    grad_h = gamma * grad_y @ B      # ∂L/∂h = γ grad_y B                          (n, r)
     grad_A = grad_h.T @ x            # h = x Aᵀ  ->  ∂L/∂A = grad_hᵀ x              (r, d_in)
     return grad_A, grad_B
 """,
     explanation="with G = (α/r) grad_yᵀ x, the gradient of the loss with respect to B A, this is ∂L/∂A = Bᵀ G and "
     "∂L/∂B = G Aᵀ, computed without forming G: each has the shape of its factor.",
     worked_solution="""
-The derivation. Write s = α/r, h = x Aᵀ (n × r) and z = h Bᵀ (n × d_out), so that y = x Wᵀ + b + s z.
-- The upstream gradient of z is ∂L/∂z = s grad_y (n × d_out): z enters y multiplied by s.
-- Outer layer, z = h Bᵀ (weight B, input h). The rule gives ∂L/∂B = (s grad_y)ᵀ h = s grad_yᵀ x Aᵀ (d_out × r).
-- Its input gradient, passed down to the inner layer: ∂L/∂h = s grad_y B (n × r).
-- Inner layer, h = x Aᵀ (weight A, input x, upstream gradient ∂L/∂h). The rule gives ∂L/∂A = (∂L/∂h)ᵀ x = s Bᵀ grad_yᵀ x (r × d_in).
-With G = s grad_yᵀ x (d_out × d_in, the gradient with respect to the product B A), both read ∂L/∂A = Bᵀ G and ∂L/∂B = G Aᵀ.
+The derivation. Write γ = α/r, h = x Aᵀ (n × r) and z = h Bᵀ (n × d_out), so that y = x Wᵀ + b + γ z.
+- The upstream gradient of z is ∂L/∂z = γ grad_y (n × d_out): z enters y multiplied by γ.
+- Outer layer, z = h Bᵀ (weight B, input h). The rule gives ∂L/∂B = (γ grad_y)ᵀ h = γ grad_yᵀ x Aᵀ (d_out × r).
+- Its input gradient, passed down to the inner layer: ∂L/∂h = γ grad_y B (n × r).
+- Inner layer, h = x Aᵀ (weight A, input x, upstream gradient ∂L/∂h). The rule gives ∂L/∂A = (∂L/∂h)ᵀ x = γ Bᵀ grad_yᵀ x (r × d_in).
+With G = γ grad_yᵀ x (d_out × d_in, the gradient with respect to the product B A), both read ∂L/∂A = Bᵀ G and ∂L/∂B = G Aᵀ.
 Check the shapes: only Bᵀ G has the shape of A (r × d_in), and only G Aᵀ has the shape of B (d_out × r).
 """,
     hints=("Start with the outer layer, z = h Bᵀ with h = x Aᵀ. Since y = x Wᵀ + (α/r) z, its upstream gradient is "

@@ -175,15 +175,15 @@ register(WrittenExercise(
     id="first-update-scaling",
     prompt="Explain the first-update table of section 2, then check your argument. In the layer of that table, after "
     "one Adam step every entry of B is ±η (η is the learning rate), and A is still its random start: r rows of "
-    "length about 1, in nearly orthogonal directions. The update is ΔW = s B A, with s the scaling. (1) Show that ‖ΔW‖_F grows like s √r. "
-    "(2) Use it to explain the size ‖ΔW‖_F in the three columns: α fixed (s = α/r), α = 2r (s = 2), rsLoRA (s = α/√r). "
+    "length about 1, in nearly orthogonal directions. The update is ΔW = γ B A, with γ the scaling. (1) Show that ‖ΔW‖_F grows like γ √r. "
+    "(2) Use it to explain the size ‖ΔW‖_F in the three columns: α fixed (γ = α/r), α = 2r (γ = 2), rsLoRA (γ = α/√r). "
     "(3) Predict the three sizes at r = 128 from the r = 8 row, then add 128 to the ranks in that cell and run it. (4) "
     "What would the rank sweep compare if it used α = 2r instead of a fixed α?",
     points=(
         "B A is a sum of r rank-one pieces (column k of B times row k of A). With random signs and nearly orthogonal "
-        "rows of A, their squared norms add up: ‖B A‖_F² ≈ r η² d_out, so ‖ΔW‖_F ≈ s η √(r d_out), which grows like "
-        "s √r.",
-        "α fixed: s = α/r, so ‖ΔW‖_F falls like 1/√r. α = 2r: s = 2, so it grows like √r. rsLoRA: s = α/√r, so it "
+        "rows of A, their squared norms add up: ‖B A‖_F² ≈ r η² d_out, so ‖ΔW‖_F ≈ γ η √(r d_out), which grows like "
+        "γ √r.",
+        "α fixed: γ = α/r, so ‖ΔW‖_F falls like 1/√r. α = 2r: γ = 2, so it grows like √r. rsLoRA: γ = α/√r, so it "
         "stays the same at every rank.",
         "From r = 8 to r = 128 (16 times the rank): divided by 4 with α fixed, multiplied by 4 with α = 2r, unchanged "
         "with rsLoRA; the cell prints about 0.032, 0.51 and 0.128.",
@@ -192,8 +192,8 @@ register(WrittenExercise(
         "The sweep would compare step sizes as well as ranks: a high rank could look better (or diverge) only "
         "because it takes bigger steps.",
     ),
-    explanation="ΔW = s Σ_k b_k a_kᵀ, a sum of r rank-one pieces whose entries have random signs; the rows a_k of A are "
-    "nearly orthogonal, so the squared norms add: ‖ΔW‖_F² ≈ s² r η² d_out. Hence ‖ΔW‖_F is proportional to s √r: "
+    explanation="ΔW = γ Σ_k b_k a_kᵀ, a sum of r rank-one pieces whose entries have random signs; the rows a_k of A are "
+    "nearly orthogonal, so the squared norms add: ‖ΔW‖_F² ≈ γ² r η² d_out. Hence ‖ΔW‖_F is proportional to γ √r: "
     "α/r with a fixed α gives 1/√r, α = 2r gives √r, and rsLoRA's α/√r gives a constant. At r = 128 the r = 8 value "
     "(about 0.127 in every column) becomes about 0.032, 0.51 and 0.13. A sweep with α = 2r would change the step "
     "size with the rank, so it would not isolate the rank.",
