@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -26,11 +27,15 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = {"05": "05_lora_finetune_small_gpt.ipynb", "05b": "05b_lora_vs_full_finetuning.ipynb", "06": "06_lora_paper_experiments.ipynb"}
 
 
+MAGIC_LINE = re.compile(r"\s*(%|!(?!=))")  # an IPython magic or a shell line
+
+
 def code_cells(path: Path) -> list[str]:
-    """The notebook's code cells, without IPython magics and shell lines."""
+    """The notebook's code cells, without IPython magics (``%...``) and shell lines (``!...``); a Python line that starts
+    with ``!=`` (a comparison continued from the line before) is kept."""
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
-    return ["\n".join(line for line in s.splitlines() if not line.lstrip().startswith(("%", "!"))) for s in sources]
+    return ["\n".join(line for line in s.splitlines() if not MAGIC_LINE.match(line)) for s in sources]
 
 
 def run_notebook(path: Path) -> tuple[float, dict, str, str | None]:

@@ -89,6 +89,16 @@ def test_gpu_check_reads_the_notebooks_code_without_magics(monkeypatch):
         assert dict(os.environ) == environment  # a CPU machine is refused before anything is set (notebook kernels inherit it)
 
 
+def test_gpu_check_drops_magics_but_keeps_a_comparison_continued_on_a_new_line(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_check
+
+    source = "%matplotlib inline\n!pip list\nsame = (1\n        != 2)\n  %time x = 1"
+    path = tmp_path / "n.ipynb"
+    path.write_text(json.dumps({"cells": [{"cell_type": "code", "source": source}]}), encoding="utf-8")
+    assert gpu_check.code_cells(path) == ["same = (1\n        != 2)"]
+
+
 def test_gpu_check_reports_how_many_runs_replayed_a_cuda_graph():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import gpu_check
