@@ -212,6 +212,9 @@ def test_findings_explain_each_verdict_word_once_and_keep_every_row(capsys):
     named.add("Table 6: r = 1 is enough", "agrees at r = 4; disagrees at d = 64", "y")  # each new word glossed where it stands
     named_word = f"disagrees ({VERDICT_WORDS['disagrees']}) at d = 64"
     assert capsys.readouterr().out.splitlines()[1] == f"    ours: agrees at r = 4; {named_word}. y"
+    named.add("Table 7: ΔW catches more of W", "agrees", "2.2 times random, printed above", echo=False)
+    assert capsys.readouterr().out.splitlines()[1] == "    ours: agrees."  # the cell printed the evidence itself
+    assert named.rows[-1][2] == "2.2 times random, printed above"  # ... and the summary keeps it
     from lora_edu.course.notebook import explain_words
     assert explain_words("disagrees here, agrees there", {"agrees", "disagrees"}) == (
         f"disagrees ({VERDICT_WORDS['disagrees']}) here, agrees ({VERDICT_WORDS['agrees']}) there")

@@ -104,15 +104,17 @@ class Findings:
         self.rows: list[tuple[str, str, str]] = []
         self.explained: set[str] = set()  # the verdict words already explained
 
-    def add(self, claim: str, word: str, evidence: str) -> None:
+    def add(self, claim: str, word: str, evidence: str, echo: bool = True) -> None:
         """Print ``claim`` (the paper's, after ``lead``, unless it starts with "our "), ``word`` (each verdict word
-        explained where the lesson first uses it) and ``evidence``, and keep them."""
+        explained where the lesson first uses it) and ``evidence``, and keep them. ``echo=False`` where the cell has
+        just printed the evidence itself: it is kept for the summary's table, not printed twice."""
         used = verdict_words_in(word)
         if not used:
             raise ValueError(f"The verdict {word!r} uses none of the verdict words {list(VERDICT_WORDS)}: say it with one of them.")
         new = {w for w in used if w not in self.explained}
         self.explained.update(new)
-        print(("" if claim.startswith("our ") else self.lead) + f"{claim}.\n    ours: {explain_words(word, new)}. {evidence}")
+        print(("" if claim.startswith("our ") else self.lead) + f"{claim}.\n    ours: {explain_words(word, new)}."
+              + (f" {evidence}" if echo else ""))
         self.rows.append((claim, word, evidence))
 
 
