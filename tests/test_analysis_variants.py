@@ -613,7 +613,8 @@ def test_initial_factor_is_the_a_a_run_starts_from():
 
 def test_a_random_update_makes_intruders_in_proportion_to_its_size_and_rank():
     """The null that 05b sets beside LoRA's intruder count: an update of the same size and rank, blind to W."""
-    from lora_edu.paper.experiments import intruder_count, random_update_intruders, update_sizes
+    from lora_edu.gpt.finetune import update_ratios
+    from lora_edu.paper.experiments import intruder_count, random_update_intruders
 
     torch.manual_seed(0)
     base = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64))
@@ -626,12 +627,15 @@ def test_a_random_update_makes_intruders_in_proportion_to_its_size_and_rank():
     assert random_update_intruders(base, {"0": 10.0}, rank=None, seed=0) >= 8  # full rank: every top direction is new
     with pytest.raises(ValueError, match="rank must be a whole number"):
         random_update_intruders(base, {"0": 1.0}, rank=0, seed=0)
-    moved = copy.deepcopy(base)
+    gpt = GPT(GPTConfig(vocab_size=11, n_ctx=8, n_layer=1, n_head=1, d_model=64))  # the sizes 05b feeds it
+    moved = copy.deepcopy(gpt)
     with torch.no_grad():
-        moved[0].weight.mul_(1.5)  # ΔW = 0.5 W
-    sizes = update_sizes(base, moved, names)
-    assert sizes["0"] == pytest.approx(0.5) and sizes["1"] == 0.0
-    assert intruder_count(base, moved, names) == 0  # a rescaled W keeps its directions
+        moved.get_submodule("blocks.0.attn.q_proj").weight.mul_(1.5)  # ΔW = 0.5 W
+    sizes = update_ratios(gpt, moved)
+    assert sizes == {"blocks.0.attn.q_proj": pytest.approx(0.5)}  # Wv did not move: it is not listed
+    names = ["blocks.0.attn.q_proj", "blocks.0.attn.v_proj"]
+    assert intruder_count(gpt, moved, names) == 0  # a rescaled W keeps its directions
+    assert random_update_intruders(gpt, sizes, rank=8, seed=0) == random_update_intruders(gpt, sizes, rank=8, seed=0)
 
 
 def test_training_flops_are_split_by_where_they_go():

@@ -65,7 +65,8 @@ VERDICT_WORDS = {
 def verdict_words_in(word: str) -> list[str]:
     """The ``VERDICT_WORDS`` a verdict in a word uses ("disagrees at d = 64" uses "disagrees", not "agrees"), in the
     order of ``VERDICT_WORDS``."""
-    return [w for w in VERDICT_WORDS if w in {w for w, _ in word_spans(word)}]
+    used = {w for w, _ in word_spans(word)}
+    return [w for w in VERDICT_WORDS if w in used]
 
 
 def word_spans(word: str) -> list[tuple[str, int]]:

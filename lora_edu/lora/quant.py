@@ -158,7 +158,7 @@ def nf4_storage_bytes(model: nn.Module) -> dict[str, int]:
     per block of 64 weights), "scales of the scales" (an fp32 factor per group of block scales, and their mean: the
     double quantisation) and "level table" (the 16 NF4 levels in fp32, which torchao stores with every weight)."""
     NF4Tensor, _, _ = nf4_api()
-    parts = dict.fromkeys(dict.fromkeys(NF4_PARTS.values()), 0)
+    parts = dict.fromkeys(NF4_PARTS.values(), 0)  # each part once, in the order of NF4_PARTS
     weights = [m.weight for m in model.modules() if isinstance(getattr(m, "weight", None), NF4Tensor)]
     if not weights:
         raise ValueError("The model has no NF4 weights: quantise it first with quantize_base_nf4(model).")

@@ -50,7 +50,6 @@ __all__ = [
     "seeds_and_animals",
     "intruder_count",
     "random_update_intruders",
-    "update_sizes",
     "learned_factors",
     "lora_run",
     "loss_ratio",
@@ -539,21 +538,13 @@ def intruder_count(base: nn.Module, model: nn.Module, names: Iterable[str], k: i
     return sum(intruder_dimensions(adapted_weight(base, n), adapted_weight(model, n), k, threshold).count for n in names)
 
 
-def update_sizes(base: nn.Module, model: nn.Module, names: Iterable[str]) -> dict[str, float]:
-    """||ΔW||_F / ||W||_F of each named layer, ΔW the fine-tuned weight minus the pretrained one."""
-    sizes = {}
-    for n in names:
-        w0 = adapted_weight(base, n).float()
-        sizes[n] = float((adapted_weight(model, n).float() - w0).norm() / w0.norm())
-    return sizes
-
-
 def random_update_intruders(base: nn.Module, sizes: dict[str, float], rank: int | None, seed: int, k: int = 10,
                             threshold: float = 0.5) -> int:
     """The null for ``intruder_count``: intruder dimensions that a random update makes, summed over the layers of
-    ``sizes``. Each weight W gets ΔW = B A with Gaussian B (d_out x rank) and A (rank x d_in) (a Gaussian matrix of
-    full rank when ``rank`` is None), scaled to ``sizes[name]`` times ||W||_F: an update of the same rank and size
-    that knows nothing of W's directions."""
+    ``sizes`` (||ΔW||_F / ||W||_F per layer, as ``lora_edu.gpt.finetune.update_ratios`` gives them). Each weight W
+    gets ΔW = B A with Gaussian B (d_out x rank) and A (rank x d_in) (a Gaussian matrix of full rank when ``rank`` is
+    None), scaled to ``sizes[name]`` times ||W||_F: an update of the same rank and size that knows nothing of W's
+    directions."""
     if rank is not None and (not isinstance(rank, int) or rank < 1):
         raise ValueError(f"rank must be a whole number, 1 or more, or None for full rank; got {rank!r}.")
     gen = torch.Generator().manual_seed(seed)
