@@ -589,7 +589,10 @@ def test_a_loss_verdict_reads_per_animal_losses_of_runs():
     groups = runs_by_config([run(("q",), s, 1.0) for s in range(3)] + [run(("v",), s, 0.3) for s in range(3)])
     assert list(groups) == [(("q",), 8), (("v",), 8)] and all(len(g) == 3 for g in groups.values())
     line = loss_verdict("Wq", groups[(("q",), 8)], "Wv", groups[(("v",), 8)])
-    assert line.startswith("Wv beats Wq on test answer loss (Wq's loss / Wv's 3.3") and line.endswith("95% interval above 1)")
+    assert line.startswith("Wv beats Wq on test answer loss (Wv's loss / Wq's 0.3") and line.endswith("95% interval below 1)")
+    flipped = loss_verdict("Wv", groups[(("v",), 8)], "Wq", groups[(("q",), 8)])  # the winner named first either way
+    assert flipped.startswith("Wv beats Wq on test answer loss (Wv's loss / Wq's 0.3")
+    assert flipped[flipped.index("0.3"):] == line[line.index("0.3"):]
     same = loss_verdict("Wq", groups[(("q",), 8)], "Wq'", groups[(("q",), 8)])
     assert "not resolved" in same and "includes 1" in same
     assert tally({"x": line, "y": same}, "Wv") == "Wv resolved better: x | resolved worse: none | not resolved: y"

@@ -333,7 +333,7 @@ def test_a_verdict_that_hangs_on_which_pair_was_matched_is_not_resolved():
     robust = comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75, one_animal=0.125)
     assert robust.matched_lr == {"lora": 1e-2, "full": 1e-4} and robust.winner() == "full"  # the smaller rates win the tie
     assert list(robust.near) == [(1e-2, 1e-3)] and robust.near[(1e-2, 1e-3)][0] == "full"  # the other pair agrees
-    assert not robust.pairing_decides and "at most one validation animal per seed apart too: lora at 0.01 against full at 0.001: " \
+    assert not robust.pairing_decides and "near pair: lora at 0.01 against full at 0.001: " \
         "full forgets less" in str(robust)
     reports = dict(c.reports)
     for seed in (0, 1, 2):  # full at its larger rate now forgets more than lora: the other pair names another winner

@@ -161,7 +161,7 @@ def test_notebook_05b_prints_the_trainable_counts_the_package_gives():
     base, _ = load_pretrained("tiny", "cpu")  # the shipped checkpoint the notebook fine-tunes (its vocabulary sets the embedding)
     for method in ("lora-all", "lora-qv", "full", "full-linear", "last-block"):
         assert f"{method:>11}: {count_parameters(prepare(base, method, r=8, alpha=16, seed=0)).trainable:>7,} trainable" in printed
-    prompt = next(source(c) for c in cells(path, "markdown") if "**While it runs.**" in source(c))
+    prompt = next(source(c) for c in cells(path, "markdown") if "**While it runs**" in source(c))
     assert "the counts above" in prompt
 
 
@@ -218,3 +218,31 @@ def test_findings_explain_each_verdict_word_once_and_keep_every_row(capsys):
     from lora_edu.course.notebook import explain_words
     assert explain_words("disagrees here, agrees there", {"agrees", "disagrees"}) == (
         f"disagrees ({VERDICT_WORDS['disagrees']}) here, agrees ({VERDICT_WORDS['agrees']}) there")
+
+
+def test_a_finding_in_a_notebook_is_a_box_with_the_same_plain_text(monkeypatch):
+    """In a notebook a finding is a coloured box (source in bold, each verdict word bold, a new word's meaning in
+    grey, the evidence beneath); its plain-text form is what a terminal prints."""
+    import IPython.display
+
+    from lora_edu.course import notebook, quiz
+    from lora_edu.course.notebook import VERDICT_COLOURS, VERDICT_WORDS, Findings
+
+    shown = []
+    monkeypatch.setattr(quiz, "in_notebook", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append(obj))
+    findings = Findings()
+    findings.add("Table 6: r = 1 is enough", "disagrees at d = 64 & <64", "ratio 1.89 [1.39, 2.59]")
+    findings.add("Table 5: Wq+Wv beats Wq", "agrees; disagrees there", "ratio 0.26", echo=False)
+    first, second = shown
+    assert first["text/plain"] == (f"the paper, Table 6: r = 1 is enough.\n    ours: disagrees ({VERDICT_WORDS['disagrees']}) "
+                                   "at d = 64 & <64. ratio 1.89 [1.39, 2.59]")
+    box = first["text/html"]
+    assert f"border-left:4px solid {VERDICT_COLOURS['disagrees']}" in box
+    assert "<b>The paper, Table 6</b>: r = 1 is enough." in box
+    assert f"<b>disagrees</b> <span style='color:#777'>({VERDICT_WORDS['disagrees']})</span> at d = 64 &amp; &lt;64." in box
+    assert "ratio 1.89 [1.39, 2.59]" in box
+    assert f"solid {VERDICT_COLOURS['agrees']}" in second["text/html"]  # the first word it uses colours the bar
+    assert "ratio 0.26" not in second["text/html"] and "ratio 0.26" not in second["text/plain"]  # echo=False
+    assert "<b>disagrees</b> there" in second["text/html"]  # explained once, in the first box
+    assert notebook.finding_html("our question", "descriptive", set(), "").count("<b>") == 1  # no source: nothing else bold

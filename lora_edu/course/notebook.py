@@ -114,9 +114,44 @@ class Findings:
             raise ValueError(f"The verdict {word!r} uses none of the verdict words {list(VERDICT_WORDS)}: say it with one of them.")
         new = {w for w in used if w not in self.explained}
         self.explained.update(new)
-        print(("" if claim.startswith("our ") else self.lead) + f"{claim}.\n    ours: {explain_words(word, new)}."
-              + (f" {evidence}" if echo else ""))
+        said = ("" if claim.startswith("our ") else self.lead) + claim
+        text = f"{said}.\n    ours: {explain_words(word, new)}." + (f" {evidence}" if echo else "")
+        from .quiz import in_notebook
+
+        if in_notebook():
+            from IPython.display import display
+
+            display({"text/html": finding_html(said, word, new, evidence if echo else ""), "text/plain": text}, raw=True)
+        else:
+            print(text)
         self.rows.append((claim, word, evidence))
+
+
+VERDICT_COLOURS = {"agrees": "#2e8b57", "disagrees": "#c0392b", "partly": "#c9a227", "not resolved": "#8a8a8a",
+                   "descriptive": "#4a7bd0"}  # the bar beside a finding, by the first verdict word it uses
+
+
+def finding_html(claim: str, word: str, new: set[str], evidence: str) -> str:
+    """One finding as a lesson shows it: a bar coloured by the verdict, the claim (its source in bold, up to the
+    first ": "), our verdict with each verdict word in bold and, where ``new`` holds it, its meaning in grey, and the
+    evidence beneath in smaller grey text."""
+    import html
+
+    source, sep, rest = claim.partition(": ")
+    said = (f"<b>{html.escape(source[:1].upper() + source[1:])}</b>: {html.escape(rest)}" if sep
+            else html.escape(claim[:1].upper() + claim[1:]))
+    parts, start = [], 0
+    for w, end in word_spans(word):
+        parts.append(html.escape(word[start:end - len(w)]) + f"<b>{w}</b>"
+                     + (f" <span style='color:#777'>({VERDICT_WORDS[w]})</span>" if w in new else ""))
+        new = new - {w}
+        start = end
+    verdict = "".join(parts) + html.escape(word[start:])
+    spans = word_spans(word)
+    colour = VERDICT_COLOURS[spans[0][0]] if spans else VERDICT_COLOURS["not resolved"]
+    below = f"<div style='color:#555;font-size:90%'>{html.escape(evidence)}</div>" if evidence else ""
+    return (f"<div style='border-left:4px solid {colour};padding:2px 10px;margin:6px 0;line-height:1.45'>"
+            f"<div>{said}.</div><div>Ours: {verdict}.</div>{below}</div>")
 
 
 def findings_table(rows: list[tuple[str, str, str]], headers: tuple[str, str, str] = ("the paper", "verdict", "ours")) -> Any:

@@ -468,7 +468,7 @@ class LearningForgetting:
                  + (" (an edge of its grid: a rate beyond it was not tried)" if self.at_grid_edge.get(label) else "")
                  for label, lr in self.matched_lr.items()]
         a, b = self.matched_lr
-        near = [f"  at most one validation animal per seed apart too: {a} at {x:g} against {b} at {y:g}: "
+        near = [f"  near pair: {a} at {x:g} against {b} at {y:g}: "
                 + (f"{winner} forgets less" if winner else "not resolved") + f" ({fa} vs {fb})"
                 for (x, y), (winner, fa, fb) in self.near.items()]
         return "\n".join([*lines, *near, self.verdict])

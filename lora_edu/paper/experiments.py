@@ -501,15 +501,16 @@ def loss_winner(name_a: str, runs_a: Iterable[LoRARun], name_b: str, runs_b: Ite
 
 def loss_verdict(name_a: str, runs_a: Iterable[LoRARun], name_b: str, runs_b: Iterable[LoRARun], what: str = "test answer loss") -> str:
     """"A beats B" on test answer loss when the 95% interval of A's loss over B's (``loss_ratio``, seeds and test animals
-    both redrawn) lies below 1, "B beats A" when above, else "not resolved at this scale"."""
+    both redrawn) lies below 1, "B beats A" when above, else "not resolved at this scale". The winner is named first
+    in the ratio too, so a resolved ratio always reads below 1."""
     ratio = runs_loss_ratio(runs_a, runs_b)
-    of = f"{name_a}'s loss / {name_b}'s {ratio}"
     winner = ratio_winner(name_a, name_b, ratio)
     if winner == name_a:
-        return f"{name_a} beats {name_b} on {what} ({of}, 95% interval below 1)"
+        return f"{name_a} beats {name_b} on {what} ({name_a}'s loss / {name_b}'s {ratio}, 95% interval below 1)"
     if winner == name_b:
-        return f"{name_b} beats {name_a} on {what} ({of}, 95% interval above 1)"
-    return f"{name_a} vs {name_b} on {what}: not resolved at this scale ({of}, 95% interval includes 1)"
+        flipped = LossRatio(1 / ratio.ratio, 1 / ratio.high, 1 / ratio.low)
+        return f"{name_b} beats {name_a} on {what} ({name_b}'s loss / {name_a}'s {flipped}, 95% interval below 1)"
+    return f"{name_a} vs {name_b} on {what}: not resolved at this scale ({name_a}'s loss / {name_b}'s {ratio}, 95% interval includes 1)"
 
 
 def better(name_a: str, a: Interval | LogInterval, name_b: str, b: Interval | LogInterval, higher_is_better: bool) -> str | None:
