@@ -29,6 +29,7 @@ from lora_edu.paper.experiments import (
     ratio_winner,
     runs_by_config,
     summarize,
+    t95,
     tally,
 )
 from lora_edu.paper.houlsby import HoulsbyAdapter, add_houlsby_adapters
@@ -491,9 +492,9 @@ def test_training_steps_are_timed_interleaved_on_copies():
 
 
 def test_a_family_of_verdicts_is_tallied_for_one_side():
-    from lora_edu.paper.experiments import Interval, config_name, tally, verdict
+    from lora_edu.paper.experiments import config_name, interval, tally, verdict
 
-    good, bad, wide = Interval(1.0, 0.1, ()), Interval(2.0, 0.1, ()), Interval(1.5, 1.0, ())
+    good, bad, wide = interval([0.9, 1.0, 1.1]), interval([1.9, 2.0, 2.1]), interval([0.5, 1.5, 2.5])
     lines = {1: verdict("A", good, "B", bad, False), 2: verdict("A", bad, "B", good, False), 4: verdict("A", wide, "B", good, False)}
     assert tally(lines, "A") == "A resolved better: 1 | resolved worse: 2 | not resolved: 4"
     assert tally({}, "A") == "A resolved better: none | resolved worse: none | not resolved: none"
@@ -512,6 +513,19 @@ def test_a_family_of_verdicts_is_tallied_for_one_side():
     from lora_edu.paper.experiments import better
     assert better("A", good, "B", bad, False) == "A" and better("A", good, "B", bad, True) == "B"
     assert better("A", wide, "B", good, False) is None
+    from lora_edu.paper.experiments import Interval, difference_interval, log_interval
+    a, b = interval([1.0, 1.2, 1.1]), interval([1.5, 1.7, 1.6, 1.4, 1.8])  # Welch: unequal seeds and spreads
+    diff = difference_interval(a, b)
+    se = math.sqrt(np.var(a.values, ddof=1) / 3 + np.var(b.values, ddof=1) / 5)
+    df = se**4 / ((np.var(a.values, ddof=1) / 3) ** 2 / 2 + (np.var(b.values, ddof=1) / 5) ** 2 / 4)
+    assert diff.mean == pytest.approx(-0.5) and diff.half_width == pytest.approx(t95(df) * se)
+    apart = (interval([1.0, 1.3, 1.6]), interval([1.9, 2.2, 2.5]))  # the two intervals overlap, the difference excludes 0
+    assert apart[0].high > apart[1].low and better("A", apart[0], "B", apart[1], False) == "A"
+    assert "the 95% interval of the difference excludes 0" in verdict("A", apart[0], "B", apart[1], False)
+    ratio = difference_interval(log_interval([1.0, 2.0, 4.0]), log_interval([2.0, 4.0, 8.0]))  # a ratio of 1/2, on logs
+    assert ratio.mean == pytest.approx(math.log(0.5))
+    with pytest.raises(ValueError, match="per-seed values"):
+        better("A", Interval(1.0, 0.1, ()), "B", bad, False)
     assert config_name(("q", "v")) == "Wq+Wv"
 
 

@@ -133,9 +133,18 @@ def test_output_rules_stay_out_of_what_students_read(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_no_solution_is_on_the_page_folded_or_hidden(path):
-    """Folding is not hiding: GitHub, VS Code and plain JSON show folded cells. Solutions live in the quiz's reveal."""
-    for c in json.loads(path.read_text(encoding="utf-8"))["cells"]:
-        assert not c["metadata"].get("jupyter", {}).get("source_hidden"), f"a hidden cell: {source(c)[:80]}"
+    """Folding is not hiding: GitHub, VS Code and plain JSON show folded cells. Solutions live in the quiz's reveal.
+    A code cell may be folded only where its output is the point (a verdict built from numbers printed above, a
+    summary): it holds no exercise, and the lesson says how to open it."""
+    page = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    folded = [c for c in page if c["metadata"].get("jupyter", {}).get("source_hidden")]
+    for c in folded:
+        assert c["cell_type"] == "code" and "quiz." not in source(c), f"a folded exercise or text: {source(c)[:80]}"
+        assert c["outputs"], f"a folded cell must show what it computes: {source(c)[:80]}"
+    if folded:
+        says_how = any("with the ···" in source(c) for c in page if c["cell_type"] == "markdown")
+        assert says_how, "a lesson that folds code says how to open it"
+    for c in page:
         assert not re.search(r"<details>[\s\S]*solution", source(c), re.I), f"a folded solution: {source(c)[:80]}"
 
 

@@ -513,25 +513,47 @@ def loss_verdict(name_a: str, runs_a: Iterable[LoRARun], name_b: str, runs_b: It
     return f"{name_a} vs {name_b} on {what}: not resolved at this scale ({name_a}'s loss / {name_b}'s {ratio}, 95% interval includes 1)"
 
 
+def difference_interval(a: Interval | LogInterval, b: Interval | LogInterval) -> Interval:
+    """A minus B, mean and 95% Welch t-interval, from the per-seed values of two unpaired intervals (on the log scale
+    for ``LogInterval``s, so a difference of logs, a ratio). One interval for the difference is the 95% test; asking that
+    two separate 95% intervals do not overlap would be a much stricter one."""
+    if len(a.values) < 2 or len(b.values) < 2:
+        raise ValueError("Comparing two intervals needs the per-seed values of each (at least 2): build them with "
+                         "interval() or log_interval().")
+    va, vb = (np.log(iv.values) if isinstance(iv, LogInterval) else np.asarray(iv.values, dtype=np.float64) for iv in (a, b))
+    parts = [(v.var(ddof=1) / len(v), len(v) - 1) for v in (va, vb)]  # (variance of the mean, degrees of freedom)
+    total = sum(var for var, _ in parts)
+    centre = float(va.mean() - vb.mean())
+    if total == 0:  # every seed gave the same value on both sides: the difference is exact
+        return Interval(centre, 0.0, ())
+    df = total**2 / sum(var**2 / d for var, d in parts if var > 0)  # Welch-Satterthwaite
+    return Interval(centre, float(t95(df) * math.sqrt(total)), ())
+
+
 def better(name_a: str, a: Interval | LogInterval, name_b: str, b: Interval | LogInterval, higher_is_better: bool) -> str | None:
-    """The name of the one whose 95% interval lies wholly on the better side of the other's, or None."""
-    if (a.low > b.high) if higher_is_better else (a.high < b.low):
+    """The name whose mean is better when the 95% Welch interval of the difference (``difference_interval``) excludes 0,
+    or None."""
+    diff = difference_interval(a, b)
+    sign = 1 if higher_is_better else -1  # A is better where sign * (A - B) > 0
+    lo, hi = sorted((sign * diff.low, sign * diff.high))
+    if lo > 0:
         return name_a
-    if (b.low > a.high) if higher_is_better else (b.high < a.low):
+    if hi < 0:
         return name_b
     return None
 
 
 def verdict(name_a: str, a: Interval | LogInterval, name_b: str, b: Interval | LogInterval, higher_is_better: bool,
             what: str = "") -> str:
-    """"A beats B" when the two 95% intervals do not overlap (``better``), else "not resolved at this scale"."""
+    """"A beats B" when the 95% Welch interval of their difference excludes 0 (``better``), else "not resolved at this
+    scale"."""
     what = f" on {what}" if what else ""
     winner = better(name_a, a, name_b, b, higher_is_better)
     if winner == name_a:
-        return f"{name_a} beats {name_b}{what} ({a} vs {b}, 95% intervals apart)"
+        return f"{name_a} beats {name_b}{what} ({a} vs {b}; the 95% interval of the difference excludes 0)"
     if winner == name_b:
-        return f"{name_b} beats {name_a}{what} ({b} vs {a}, 95% intervals apart)"
-    return f"{name_a} vs {name_b}{what}: not resolved at this scale ({a} vs {b}, 95% intervals overlap)"
+        return f"{name_b} beats {name_a}{what} ({b} vs {a}; the 95% interval of the difference excludes 0)"
+    return f"{name_a} vs {name_b}{what}: not resolved at this scale ({a} vs {b}; the 95% interval of the difference includes 0)"
 
 
 def intruder_count(base: nn.Module, model: nn.Module, names: Iterable[str], k: int = 10, threshold: float = 0.5) -> int:
