@@ -14,7 +14,7 @@ import torch
 from ..checks import is_int, is_number
 from ..lora.layer import lora_layers
 
-__all__ = ["IntruderDimensions", "delta_w_alignment", "intruder_dimensions", "intruder_similarity", "removed_shares", "shrink_updates",
+__all__ = ["IntruderDimensions", "delta_w_alignment", "intruder_dimensions", "intruder_similarity", "scale_updates", "update_norm_ratios",
            "subspace_similarity"]
 
 
@@ -136,36 +136,35 @@ def intruder_dimensions(w0: torch.Tensor, w: torch.Tensor, k: int = 10, threshol
     return IntruderDimensions(int(is_intruder.sum().item()), is_intruder, sim)
 
 
-def removed_shares(peft_model: torch.nn.Module, adapter: str, reference: str = "default") -> dict[str, float]:
-    """Per adapted layer of a PEFT model, the share of the ``reference`` adapter's update that ``adapter`` takes away:
-    ||ΔW_reference - ΔW_adapter||_F / ||ΔW_reference||_F (0: the same update). Names drop PEFT's ``base_model.model.``
-    prefix, so they are the names of ``lora_layers`` in the model PEFT wrapped (e.g. after
-    ``reduce_intruder_dimension``, how much of each update scaling the intruders down removed)."""
-    shares = {}
+def update_norm_ratios(peft_model: torch.nn.Module, adapter: str, reference: str = "default") -> dict[str, float]:
+    """Per adapted layer of a PEFT model, how far ``adapter`` leaves the weight from the base, as a share of how far the
+    ``reference`` adapter does: ||ΔW_adapter||_F / ||ΔW_reference||_F (1: as far). Names drop PEFT's
+    ``base_model.model.`` prefix, so they are the names of ``lora_layers`` in the model PEFT wrapped (e.g. after
+    ``reduce_intruder_dimension``, how far from the base weight scaling the intruders down left each update)."""
+    ratios = {}
     with torch.no_grad():
         for name, module in peft_model.named_modules():
             adapters = getattr(module, "lora_A", {})
             if hasattr(module, "get_delta_weight") and adapter in adapters and reference in adapters:
                 ref = module.get_delta_weight(reference).float()
-                gone = (ref - module.get_delta_weight(adapter).float()).norm() / ref.norm()
-                shares[name.removeprefix("base_model.model.")] = float(gone)
-    if not shares:
+                ratios[name.removeprefix("base_model.model.")] = float(module.get_delta_weight(adapter).float().norm() / ref.norm())
+    if not ratios:
         raise ValueError(f"No layer of the model holds both adapters {reference!r} and {adapter!r}; pass the names that "
                          "PeftModel.peft_config lists.")
-    return shares
+    return ratios
 
 
-def shrink_updates(model: torch.nn.Module, shares: dict[str, float]) -> None:
-    """Scale the update (α/r) B A of each named ``LoRALinear`` by 1 - share, in place (through B): it loses the same
-    amount, in Frobenius norm, as ``shares`` says, from all of its directions alike. A control for an edit that takes
-    that amount from a few chosen directions (``removed_shares``)."""
+def scale_updates(model: torch.nn.Module, factors: dict[str, float]) -> None:
+    """Multiply the update (α/r) B A of each named ``LoRALinear`` by its factor, in place (through B): every direction
+    of the update alike. With ``update_norm_ratios`` of an edit as the factors, each update ends as far from the base
+    weight as the edit left it: a control for an edit that changes a few chosen directions."""
     layers = lora_layers(model)
-    missing = sorted(set(shares) - set(layers))
+    missing = sorted(set(factors) - set(layers))
     if missing:
         raise ValueError(f"No LoRALinear named {missing[:3]} in the model; use the names of lora_layers(model).")
-    bad = {name: s for name, s in shares.items() if not (is_number(s) and 0 <= s <= 1)}
+    bad = {name: f for name, f in factors.items() if not (is_number(f) and f >= 0)}
     if bad:
-        raise ValueError(f"Each share must be a number from 0 to 1 (the part of the update to remove), got {bad}.")
+        raise ValueError(f"Each factor must be a number, 0 or more (1 keeps the update), got {bad}.")
     with torch.no_grad():
-        for name, share in shares.items():
-            layers[name].lora_B.mul_(1 - share)
+        for name, factor in factors.items():
+            layers[name].lora_B.mul_(factor)

@@ -27,7 +27,7 @@ from ..gpt.pretrain import pretraining_eval_rows
 from ..gpt.progress import Progress
 from ..lora.peft_bridge import import_peft
 from ..maths.intervals import wilson_interval
-from .analysis import removed_shares, shrink_updates
+from .analysis import scale_updates, update_norm_ratios
 from .experiments import Interval, at_edge, better, interval, seeds_and_animals, verdict
 
 __all__ = [
@@ -652,8 +652,8 @@ class Mitigation:
     def table(self) -> str:
         """One row per λ: the mitigated model's means, and the control's beside them where there is one."""
         lines = [f"lora-all at {self.rate:g}, means of {len(self.seeds)} seeds. Left: every adapted weight's intruder directions "
-                 "scaled to λ of their size. Right, the control: each update shrunk by the same amount, from all of its "
-                 "directions alike",
+                 "scaled to λ of their size. Right, the control: each update scaled evenly, in all of its directions, to end as far "
+                 "from the base weight as the scaled one",
                  "   λ | held-out loss | test exact match || control: held-out loss | test exact match"]
         for kept in self.kept:
             loss, em = self.means(kept)
@@ -662,19 +662,19 @@ class Mitigation:
                 loss, em = self.means(kept, control=True)
                 line += f" {loss:>22.3f} | {em:>16.2f}"
             lines.append(line + ("  (the adapter as trained)" if kept == 1 else "" if kept in self.controlled
-                                 else "  (no even shrink removes as much)"))
+                                 else "  (no control built)"))
         return "\n".join(lines)
 
 
 def intruder_mitigation(base: GPT, world: World, task: str, rate: float, seeds: Sequence[int],
-                        kept: Sequence[float] = (1.0, 0.75, 0.5, 0.0), controlled: Sequence[float] = (0.75, 0.5),
+                        kept: Sequence[float] = (1.0, 0.75, 0.5, 0.0), controlled: Sequence[float] = (0.75, 0.5, 0.0),
                         r: int = 8, alpha: float = 16, **run: int) -> Mitigation:
     """Train LoRA on every linear layer (``"lora-all"``) at ``rate`` for each seed, open the adapter in PEFT, and for
     each λ in ``kept`` scale the intruder dimensions of every adapted weight to λ of their size (PEFT's
     ``reduce_intruder_dimension``, ε = 0.5, top 10; λ = 1: as trained). For each λ in ``controlled``, also build the
-    control: the trained update shrunk evenly, weight by weight, by the share the mitigation took (``removed_shares``,
-    ``shrink_updates``). Every model is scored on held-out pretraining text and on the test animals; nothing is chosen
-    on these scores. ``run``: ``finetune``'s steps and batch size."""
+    control: the trained update scaled evenly, weight by weight, so that it ends as far from the base weight as the
+    mitigation left it (``update_norm_ratios``, ``scale_updates``). Every model is scored on held-out pretraining text
+    and on the test animals; nothing is chosen on these scores. ``run``: ``finetune``'s steps and batch size."""
     if 1.0 not in kept or not set(controlled) <= set(kept) - {1.0}:
         raise ValueError(f"kept must include 1.0 (the adapter as trained) and controlled must be among the other λ of kept; "
                          f"got kept={tuple(kept)}, controlled={tuple(controlled)}.")
@@ -699,7 +699,7 @@ def intruder_mitigation(base: GPT, world: World, task: str, rate: float, seeds: 
                     reduce_intruder_dimension(model, new_adapter_name=name, mitigation_lambda=share, logging_sink=None)
                 if share in controlled:
                     shrunk = copy.deepcopy(ours).eval()
-                    shrink_updates(shrunk, removed_shares(model, name))
+                    scale_updates(shrunk, update_norm_ratios(model, name))
                     control[(seed, share)] = scores(shrunk)
                 scaled[(seed, share)] = scores(model)
     return Mitigation(rate, tuple(seeds), tuple(kept), scaled, control, trained)

@@ -693,17 +693,21 @@ def phi_verdicts(phis: list[np.ndarray], chance: PhiChance, paper_top: float = 0
     off beyond the top directions. Both are judged against random subspaces, since chance alone gives φ(i, j) of about
     max(i, j) / d."""
     top = [float(p[0, 0]) for p in phis]
-    above, over = sum(x > chance.top95 for x in top), sum(x > paper_top for x in top)
-    shared_word, shared = (("agrees", f"shared above the paper's {paper_top} in every seed") if over == len(top) else
-                           ("partly", f"shared more than by chance, but not above the paper's {paper_top} in every seed")
-                           if above == len(top) else ("disagrees", "not shared in every seed"))
+    against_paper = interval(x - paper_top for x in top)  # per seed, paired with nothing: a one-sample t-interval
+    paper_word, chance_word = interval_word(against_paper, "above"), interval_word(interval(x - chance.top for x in top), "above")
+    shared_word, shared = (("agrees", f"shared above the paper's {paper_top}") if paper_word == "agrees" else
+                           ("disagrees", f"below the paper's {paper_top}") if paper_word == "disagrees" else
+                           ("partly", f"shared more than by chance, but not told apart from the paper's {paper_top}")
+                           if chance_word == "agrees" else ("not resolved", f"told apart from neither chance nor the paper's {paper_top}"))
+    mean = against_paper.mean + paper_top
     k = min(p.shape[0] for p in phis) - 1
     # Each seed's drop: its overlap above chance at (1, 1) minus its overlap above chance at (k + 1, k + 1), paired by seed.
     drop = interval((p[0, 0] - chance.mean[0, 0]) - (p[k, k] - chance.mean[k, k]) for p in phis)
     said = interval_word(drop, "above")
     where = "above" if drop.low > 0 else "below" if drop.high < 0 else "includes"
     return [(f"Section 7.2: the top direction is shared, φ(1, 1) above {paper_top}", shared_word,
-             f"above chance's 95th percentile ({chance.top95:.2f}) in {above} of {len(top)} seeds, above {paper_top} in {over}: {shared}"),
+             f"φ(1, 1) per seed {', '.join(f'{x:.2f}' for x in top)}, mean {mean:.2f} [{against_paper.low + paper_top:.2f}, "
+             f"{against_paper.high + paper_top:.2f}] (95% interval over seeds; chance {chance.top:.2f}): {shared}"),
             ("Section 7.2: the overlap drops off beyond the top directions", said,
              f"the overlap above chance at (1, 1) minus that at ({k + 1}, {k + 1}), paired by seed, "
              f"{drop.mean:+.2f} [{drop.low:+.2f}, {drop.high:+.2f}] (95% interval {where} 0)")]
