@@ -140,14 +140,13 @@ def finding_html(claim: str, word: str, new: set[str], evidence: str) -> str:
     source, sep, rest = claim.partition(": ")
     said = (f"<b>{html.escape(source[:1].upper() + source[1:])}</b>: {html.escape(rest)}" if sep
             else html.escape(claim[:1].upper() + claim[1:]))
-    parts, start = [], 0
-    for w, end in word_spans(word):
+    spans, parts, start, glossed = word_spans(word), [], 0, set()
+    for w, end in spans:  # each verdict word in bold; a new one's meaning after its first use only
         parts.append(html.escape(word[start:end - len(w)]) + f"<b>{w}</b>"
-                     + (f" <span style='color:#777'>({VERDICT_WORDS[w]})</span>" if w in new else ""))
-        new = new - {w}
+                     + (f" <span style='color:#777'>({VERDICT_WORDS[w]})</span>" if w in new - glossed else ""))
+        glossed.add(w)
         start = end
     verdict = "".join(parts) + html.escape(word[start:])
-    spans = word_spans(word)
     colour = VERDICT_COLOURS[spans[0][0]] if spans else VERDICT_COLOURS["not resolved"]
     below = f"<div style='color:#555;font-size:90%'>{html.escape(evidence)}</div>" if evidence else ""
     return (f"<div style='border-left:4px solid {colour};padding:2px 10px;margin:6px 0;line-height:1.45'>"

@@ -479,9 +479,17 @@ def seeds_and_animals(a: np.ndarray, b: np.ndarray, per_run: Callable[[np.ndarra
     redrawn = per_run(a[:, draws]).mean(axis=0) - per_run(b[:, draws]).mean(axis=0)  # (resamples,)
     parts = [(runs_a.var(ddof=1) / len(a), len(a) - 1), (runs_b.var(ddof=1) / len(b), len(b) - 1),
              (redrawn.var(ddof=1), a.shape[1] - 1)]  # (variance, its degrees of freedom)
+    return float(runs_a.mean() - runs_b.mean()), welch_half_width(parts)
+
+
+def welch_half_width(parts: list[tuple[float, int]]) -> float:
+    """The half-width of a 95% t-interval for a sum of independent parts, each (variance, its degrees of freedom): the
+    variances add, and the t quantile takes their Welch-Satterthwaite degrees of freedom. 0 when every part is 0."""
     total = sum(v for v, _ in parts)
-    df = total**2 / sum(v**2 / d for v, d in parts) if total > 0 else len(a) + len(b) - 2  # Welch-Satterthwaite
-    return float(runs_a.mean() - runs_b.mean()), t95(df) * math.sqrt(total)
+    if total == 0:
+        return 0.0
+    df = total**2 / sum(v**2 / d for v, d in parts)
+    return t95(df) * math.sqrt(total)
 
 
 def ratio_winner(name_a: str, name_b: str, ratio: LossRatio) -> str | None:
@@ -522,12 +530,7 @@ def difference_interval(a: Interval | LogInterval, b: Interval | LogInterval) ->
                          "interval() or log_interval().")
     va, vb = (np.log(iv.values) if isinstance(iv, LogInterval) else np.asarray(iv.values, dtype=np.float64) for iv in (a, b))
     parts = [(v.var(ddof=1) / len(v), len(v) - 1) for v in (va, vb)]  # (variance of the mean, degrees of freedom)
-    total = sum(var for var, _ in parts)
-    centre = float(va.mean() - vb.mean())
-    if total == 0:  # every seed gave the same value on both sides: the difference is exact
-        return Interval(centre, 0.0, ())
-    df = total**2 / sum(var**2 / d for var, d in parts if var > 0)  # Welch-Satterthwaite
-    return Interval(centre, float(t95(df) * math.sqrt(total)), ())
+    return Interval(float(va.mean() - vb.mean()), float(welch_half_width(parts)), ())
 
 
 def better(name_a: str, a: Interval | LogInterval, name_b: str, b: Interval | LogInterval, higher_is_better: bool) -> str | None:
