@@ -45,19 +45,19 @@ lint: setup
 benchmark: setup
 	$(PY) benchmarks/lora_layer.py
 
-# On a CUDA machine: notebooks 05, 05b and 06 in their GPU configuration from a fresh cache (pretraining timed),
+# On a CUDA machine: notebooks 05, 05b, 05c, 06 and 06b in their GPU configuration from a fresh cache (pretraining timed),
 # then LoRA vs full fine-tuning side by side; writes benchmarks/gpu_results.{json,md}.
 # `make gpu-check GPU_CHECK_ARGS=--cuda-graphs`: the same with each step replayed from a CUDA graph (gpu_results_graphs.*).
 gpu-check: setup
 	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
-# Without a GPU: notebooks 05, 05b and 06's class-GPU time (T4, H100) from op counts, FLOPs and the H100 calibration.
+# Without a GPU: notebooks 05, 05b, 05c, 06 and 06b's class-GPU time (T4, H100) from op counts, FLOPs and the H100 calibration.
 gpu-budget: setup
 	$(PY) benchmarks/gpu_budget.py
 
 # The trained notebooks under other CPU kernels and one thread, against their committed outputs.
 portability: setup
-	$(PY) benchmarks/portability.py notebooks/05_*.ipynb notebooks/05b_*.ipynb notebooks/06_*.ipynb --settings default avx2 threads1
+	$(PY) benchmarks/portability.py notebooks/05_*.ipynb notebooks/05b_*.ipynb notebooks/05c_*.ipynb notebooks/06_*.ipynb notebooks/06b_*.ipynb --settings default avx2 threads1
 
 # For instructors: every exercise with its model solution and marking guide, a page to print (never overwrites).
 ANSWER_KEY ?= answer_key.html

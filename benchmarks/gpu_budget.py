@@ -1,4 +1,4 @@
-"""How long notebooks 05, 05b and 06 take on a class GPU, estimated on a CPU (``make gpu-budget``).
+"""How long notebooks 05, 05b, 05c, 06 and 06b take on a class GPU, estimated on a CPU (``make gpu-budget``).
 
 Where no GPU is at hand, this prints the class-GPU budget of issue 13 from counts and a cost model:
 
@@ -56,7 +56,9 @@ T4_EFFICIENCY_HIGH = 0.40
 # time to launch one graph, and (Gpu.graph_kernel_s) the least time one small kernel takes inside a replayed graph.
 GRAPH_LAUNCH_S = 10e-6
 # 05b and 06 (the comparisons) keep the targets issue 13 set for 06; 05 (the lab) the ones issue 21 sets.
-TARGETS_MIN = {("05", "H100"): 2, ("05", "T4"): 10, ("05b", "H100"): 4, ("05b", "T4"): 15, ("06", "H100"): 4, ("06", "T4"): 15}
+TARGETS_MIN = {("05", "H100"): 2, ("05", "T4"): 10, ("05b", "H100"): 4, ("05b", "T4"): 15, ("05c", "H100"): 2, ("05c", "T4"): 5,
+               ("06", "H100"): 4, ("06", "T4"): 15,
+               ("06b", "H100"): 2, ("06b", "T4"): 5}
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,7 @@ def evaluations_per_run(steps: int) -> int:
 
 
 def plans() -> dict[str, dict]:
-    """Each notebook's training at the gpu size, as its code runs it (notebooks 05, 05b and 06, gpu branch)."""
+    """Each notebook's training at the gpu size, as its code runs it (notebooks 05, 05b, 05c, 06 and 06b, gpu branch)."""
     run05 = FINETUNE_SIZES["gpu"]
     s05, b05 = run05["steps"], run05["batch_size"]
     world = world_for("gpu")
@@ -227,6 +229,10 @@ def plans() -> dict[str, dict]:
                 Runs("control (untrained GPT, full), 3 learning rates x 3 seeds", 9, "full", s05, b05, json_seq),
                 Runs("full + replay (pretraining rows, 64 tokens), 3 seeds", 3, "full", s05, b05, 64),
                 Runs("LoRA on every linear layer + replay, 3 seeds", 3, "lora-all", s05, b05, 64),
+            ],
+        },
+        "05c": {  # reads 05b's runs from the cache; without them it would train 05b's section 1 again first
+            "runs": [
                 Runs("LoRA on every linear layer retrained at its chosen rate for PEFT's intruder mitigation, 5 seeds", 5, "lora-all",
                      s05, b05, json_seq),
             ],
@@ -239,8 +245,6 @@ def plans() -> dict[str, dict]:
                      False),
                 Runs("rank sweep on Wq: r = 1, 2, 4, 64, 3 seeds", 12, "lora-q", steps06, b06, json_seq, False),
                 Runs("rank sweep on Wq+Wv: r = 1, 2, 8, 64, 3 seeds", 12, "lora-qv", steps06, b06, json_seq, False),
-                Runs("LoRA and LoRA+ at ratios 2, 4 and 16 on Wq+Wv (r = 4): 3 learning rates x 3 seeds each, 2 more seeds each", 44,
-                     "lora-qv", steps06, b06, json_seq, False),
                 Runs("r = 1 at a rate of its own: Wq, 2 rates x 3 seeds, then 1 beyond the edge", 9, "lora-q", steps06, b06, json_seq,
                      False),
                 Runs("r = 1 at a rate of its own: Wq+Wv, 2 rates x 3 seeds, then 1 beyond the edge", 9, "lora-qv", steps06, b06, json_seq,
@@ -248,6 +252,12 @@ def plans() -> dict[str, dict]:
                 Runs("Wq+Wv at r = 1, 2 and 4 trained 4 times longer, 3 seeds each", 9, "lora-qv", 4 * steps06, b06, json_seq, False),
                 Runs("Table 7's card-task baseline on Wq+Wv (r = 4), 3 seeds (at JSON's length: an overestimate)", 3, "lora-qv", steps06,
                      b06, json_seq, False),
+            ],
+        },
+        "06b": {
+            "runs": [
+                Runs("LoRA (3 learning rates) and LoRA+ at ratios 2, 4 and 16 (4 each) on Wq+Wv (r = 4), x 3 seeds, 2 more seeds each", 53,
+                     "lora-qv", steps06, b06, json_seq, False),
             ],
         },
     }

@@ -1,4 +1,4 @@
-"""The class-GPU check (`make gpu-check`): notebooks 05, 05b and 06 in their GPU configuration, then the benchmarks.
+"""The class-GPU check (`make gpu-check`): notebooks 05, 05b, 05c, 06 and 06b in their GPU configuration, then the benchmarks.
 
 Runs each notebook's code cells in order in one namespace (no Jupyter needed, so it also runs where only
 PyTorch is installed), from a fresh cache so that the GPU model is pretrained inside notebook 05's time,
@@ -6,7 +6,7 @@ as on a fresh Colab runtime. Writes ``benchmarks/gpu_results.json`` and ``benchm
 device name, minutes per notebook, the figures the notebooks computed (exact match, peak memory,
 tokens/s, MFU), and the LoRA / full fine-tuning ratios of ``benchmarks/finetune.py``.
 
-    python benchmarks/gpu_check.py [--notebooks 05 05b 06] [--out benchmarks/gpu_results] [--cuda-graphs]
+    python benchmarks/gpu_check.py [--notebooks 05 05b 05c 06 06b] [--out benchmarks/gpu_results] [--cuda-graphs]
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = {"05": "05_lora_finetune_small_gpt.ipynb", "05b": "05b_lora_vs_full_finetuning.ipynb", "06": "06_lora_paper_experiments.ipynb"}
+NOTEBOOKS = {"05": "05_lora_finetune_small_gpt.ipynb", "05b": "05b_lora_vs_full_finetuning.ipynb",
+             "05c": "05c_where_lora_updates_go.ipynb", "06": "06_lora_paper_experiments.ipynb",
+             "06b": "06b_after_the_lora_paper.ipynb"}
 
 
 MAGIC_LINE = re.compile(r"\s*(%|!(?!=))")  # an IPython magic or a shell line

@@ -632,31 +632,34 @@ def test_initial_factor_is_the_a_a_run_starts_from():
     assert np.allclose(run.factor(layer), a0, atol=1e-6) and not np.allclose(run.factor(layer), other_seed)
 
 
-def test_a_random_update_makes_intruders_in_proportion_to_its_size_and_rank():
-    """The null that 05b sets beside LoRA's intruder count: an update of the same size and rank, blind to W."""
-    from lora_edu.gpt.finetune import update_ratios
-    from lora_edu.paper.experiments import intruder_count, random_update_intruders
+def test_the_random_direction_null_keeps_the_spectrum_and_draws_the_directions():
+    """The null that 05c sets beside LoRA's intruder count: an update with the run's own singular values (so its rank,
+    size and spectrum) in random directions, blind to W."""
+    from lora_edu.paper.experiments import intruder_count, random_direction_intruders, update_spectra
 
     torch.manual_seed(0)
     base = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64))
     names = ["0", "1"]
-    assert random_update_intruders(base, {n: 0.0 for n in names}, rank=8, seed=0) == 0  # no update, no new direction
-    tiny = random_update_intruders(base, {n: 0.01 for n in names}, rank=8, seed=0)
-    huge = random_update_intruders(base, {n: 10.0 for n in names}, rank=8, seed=0)
-    assert tiny == 0 and 12 <= huge <= 16  # a rank-8 update ten times W's size: its 8 directions top each spectrum
-    assert random_update_intruders(base, {n: 10.0 for n in names}, rank=8, seed=0) == huge  # the seed fixes the draw
-    assert random_update_intruders(base, {"0": 10.0}, rank=None, seed=0) >= 8  # full rank: every top direction is new
-    with pytest.raises(ValueError, match="rank must be a whole number"):
-        random_update_intruders(base, {"0": 1.0}, rank=0, seed=0)
-    gpt = GPT(GPTConfig(vocab_size=11, n_ctx=8, n_layer=1, n_head=1, d_model=64))  # the sizes 05b feeds it
+    scale = {n: float(torch.linalg.matrix_norm(base.get_submodule(n).weight.detach())) for n in names}
+    assert random_direction_intruders(base, {n: [0.0] * 8 for n in names}, seed=0) == 0  # no update, no new direction
+    tiny = random_direction_intruders(base, {n: [0.001 * scale[n]] * 8 for n in names}, seed=0)
+    huge = random_direction_intruders(base, {n: [10 * scale[n]] * 8 for n in names}, seed=0)
+    assert tiny == 0 and 12 <= huge <= 16  # eight directions each ten times W's size: they top each spectrum
+    assert random_direction_intruders(base, {n: [10 * scale[n]] * 8 for n in names}, seed=0) == huge  # the seed fixes the draw
+    one_big = random_direction_intruders(base, {n: [10 * scale[n]] + [0.001 * scale[n]] * 7 for n in names}, seed=0)
+    assert one_big <= 4 < huge  # the same rank, but one large direction: the shape of the spectrum matters
+    with pytest.raises(ValueError, match="at most 64 singular values"):
+        random_direction_intruders(base, {"0": [1.0] * 65}, seed=0)
+    gpt = GPT(GPTConfig(vocab_size=11, n_ctx=8, n_layer=1, n_head=1, d_model=64))
     moved = copy.deepcopy(gpt)
     with torch.no_grad():
         moved.get_submodule("blocks.0.attn.q_proj").weight.mul_(1.5)  # ΔW = 0.5 W
-    sizes = update_ratios(gpt, moved)
-    assert sizes == {"blocks.0.attn.q_proj": pytest.approx(0.5)}  # Wv did not move: it is not listed
     names = ["blocks.0.attn.q_proj", "blocks.0.attn.v_proj"]
-    assert intruder_count(gpt, moved, names) == 0  # a rescaled W keeps its directions
-    assert random_update_intruders(gpt, sizes, rank=8, seed=0) == random_update_intruders(gpt, sizes, rank=8, seed=0)
+    spectra = update_spectra(gpt, moved, names)
+    w = gpt.get_submodule(names[0]).weight.detach().double()
+    assert np.allclose(spectra[names[0]], 0.5 * torch.linalg.svdvals(w).numpy()) and max(spectra[names[1]]) == 0.0
+    assert intruder_count(gpt, moved, names) == 0  # a rescaled W keeps its directions ...
+    assert random_direction_intruders(gpt, spectra, seed=0) > 0  # ... the same spectrum in random directions does not
 
 
 def test_training_flops_are_split_by_where_they_go():
@@ -674,3 +677,17 @@ def test_training_flops_are_split_by_where_they_go():
     assert parts["trained layers"] == 0 and parts["frozen layers"] == 4 * linear  # frozen: forward and input gradient only
     assert parts["adapters"] == 6 * 2 * 2 * (2 * 2 * 8)  # 2 blocks x (Wq, Wv) x (A and B: 2 r d entries), all trained
     assert training_flops_per_token(lora, 8) == sum(parts.values())
+
+
+def test_still_learning_reads_the_validation_curve_only():
+    from lora_edu.paper.experiments import LoRARun, still_learning
+
+    def run(curve):
+        return LoRARun(("q",), 1, 0, 0.0, curve[-1][1], 0.0, 9.9, 0.0, {}, val_curve=tuple(curve))
+
+    falling = [(100, 1.0), (200, 0.8), (300, 0.6), (400, 0.4)]
+    flat = [(100, 1.0), (200, 0.5), (300, 0.41), (400, 0.40)]
+    assert still_learning([run(falling), run(falling)]) == (True, 0.6, 0.4)  # the eval at 3/4 of the run, then the last
+    assert still_learning([run(flat)])[0] is False  # levelled off: under a tenth in the last quarter
+    with pytest.raises(ValueError, match="validation curve"):
+        still_learning([run([(400, 0.4)])])

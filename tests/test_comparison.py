@@ -349,3 +349,16 @@ def test_a_verdict_that_hangs_on_which_pair_was_matched_is_not_resolved():
     exact = comparison.learning_forgetting(comparison.Comparison(c.arms, reports, c.chosen_lr, {}), ("lora", "full"), (0, 1, 2),
                                            min_val_em=0.75)  # without a tolerance only equal means are near
     assert exact.near and not comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75).pairing_decides
+
+
+def test_the_share_of_forgetting_won_back_is_an_interval_over_seeds():
+    from lora_edu.paper.comparison import Mitigation
+
+    trained, removed = {0: 4.0, 1: 3.0, 2: 5.0}, {0: 2.5, 1: 2.0, 2: 3.0}  # held-out loss as trained, and with λ = 0
+    scaled = {**{(s, 1.0): (loss, 1.0) for s, loss in trained.items()}, **{(s, 0.0): (loss, 0.0) for s, loss in removed.items()}}
+    mitigation = Mitigation(1e-2, (0, 1, 2), (1.0, 0.0), scaled, {}, {})
+    share = mitigation.won_back(0.0, base_loss=1.0)  # fine-tuning added 3, 2 and 4; removing the intruders won back 1.5, 1, 2
+    assert share.values == pytest.approx((0.5, 0.5, 0.5)) and share.half_width == pytest.approx(0.0, abs=1e-12)
+    scaled[(1, 0.0)] = (2.5, 0.0)  # seed 1 now wins back a quarter
+    share = Mitigation(1e-2, (0, 1, 2), (1.0, 0.0), scaled, {}, {}).won_back(0.0, base_loss=1.0)
+    assert share.mean == pytest.approx(1.25 / 3) and share.low < 0.25 < 0.5 < share.high

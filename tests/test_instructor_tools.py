@@ -13,7 +13,7 @@ def test_every_exercise_appears_once_under_its_notebook():
     for exercise_id in quiz.all_exercises():
         assert key.count(f"### `{exercise_id}`") == 1
     headings = [line for line in key.splitlines() if line.startswith("## Notebook ")]
-    assert [h.split()[2] for h in headings] == ["01", "02", "03", "04", "05", "05b", "06", "07"]
+    assert [h.split()[2] for h in headings] == ["01", "02", "03", "04", "05", "05b", "05c", "06", "06b", "07"]
 
 
 def test_each_kind_shows_its_solution_and_guide():

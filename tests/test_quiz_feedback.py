@@ -6,8 +6,8 @@ import pytest
 from lora_edu.course import quiz
 from lora_edu.course.exercises import CodeExercise, PredictExercise, WrittenExercise
 
-LESSONS = ("nb01", "nb02", "nb03", "nb04", "nb05", "nb05b", "nb06", "nb07")
-LATER = ("nb05", "nb05b", "nb06", "nb07")  # the GPT lessons
+LESSONS = ("nb01", "nb02", "nb03", "nb04", "nb05", "nb05b", "nb05c", "nb06", "nb06b", "nb07")
+LATER = ("nb05", "nb05b", "nb05c", "nb06", "nb06b", "nb07")  # the GPT lessons
 
 
 @pytest.fixture
@@ -129,8 +129,8 @@ def test_each_lesson_has_a_prediction_a_code_exercise_and_an_argument():
 def test_every_code_trap_of_05_to_07_is_named_on_the_hidden_cases():
     """A student who makes a trap's mistake is told that mistake, before any numbers."""
     code = {i: ex for i, ex in lesson_exercises(LATER).items() if isinstance(ex, CodeExercise)}
-    assert set(code) == {"training-state-bytes", "wilson-interval", "update-size", "subspace-phi", "ring-allreduce-seconds",
-                         "batched-lora-rows"}
+    assert set(code) == {"training-state-bytes", "wilson-interval", "update-size", "intruder-count", "subspace-phi",
+                         "dora-weight", "ring-allreduce-seconds", "batched-lora-rows"}
     for ex_id, ex in code.items():
         assert len(ex.traps) >= 3, ex_id
         for trap in ex.traps:
@@ -141,8 +141,8 @@ def test_every_code_trap_of_05_to_07_is_named_on_the_hidden_cases():
 
 def test_every_prediction_trap_of_05_to_07_names_its_misconception():
     predictions = {i: ex for i, ex in lesson_exercises(LATER).items() if isinstance(ex, PredictExercise)}
-    assert set(predictions) == {"predict-lora-all-count", "predict-sixteen-of-sixteen", "predict-random-phi", "predict-nf4-shrink",
-                                "predict-nf4-small-merge"}
+    assert set(predictions) == {"predict-lora-all-count", "predict-sixteen-of-sixteen", "predict-random-cosine",
+                                "predict-random-phi", "predict-adapter-layers", "predict-nf4-shrink", "predict-nf4-small-merge"}
     for ex_id, ex in predictions.items():
         assert ex.verdict(ex.expected())[0], ex_id
         for trap in ex.traps:
@@ -172,6 +172,10 @@ def test_the_predictions_of_05_to_07_are_the_numbers_their_cells_measure():
     phi_random_88 = [subspace_similarity(draws.standard_normal((8, 64)), draws.standard_normal((8, 64)))[7, 7] for _ in range(500)]
     assert abs(np.mean(phi_random_88) - 8 / 64) < 0.005  # the expected value for random subspaces, max(i, j) / d
     assert quiz.predict("predict-random-phi", 1 / 8, float(np.mean(phi_random_88))) is True
+
+    directions = np.random.default_rng(0).standard_normal((1000, 64))  # 05c: random directions against 64 orthonormal ones
+    chance = np.median(np.abs(directions @ np.eye(64)).max(axis=1) / np.linalg.norm(directions, axis=1))
+    assert quiz.predict("predict-random-cosine", 0.3, chance) is True and 0.3 < chance < 0.34
 
     base, _ = load_pretrained("tiny", "cpu")  # what notebook 07 quantises
     nf4_probe = copy.deepcopy(base)

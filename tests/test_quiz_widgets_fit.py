@@ -53,6 +53,16 @@ def update_size_by_hand(W, A, B, alpha, r):
     return np.linalg.norm(delta) / np.linalg.norm(W), np.linalg.norm(delta) / np.sqrt(np.sum(sigma[:r] ** 2))
 
 
+def dora_by_hand(W, A, B, m, scale):
+    V = W + scale * B @ A
+    return m * V / np.linalg.norm(V, axis=1, keepdims=True)
+
+
+def count_intruders_by_hand(W0, W, k, eps):
+    U0, U = np.linalg.svd(W0, full_matrices=False)[0], np.linalg.svd(W, full_matrices=False)[0][:, :k]
+    return int((np.abs(U.T @ U0).max(axis=1) < eps).sum())
+
+
 ARGUMENT = "Each column of B A is B times a column of A, so it lies in the span of the columns of B; rows likewise."
 
 
@@ -138,15 +148,26 @@ CORRECT = {
     # nb05b
     "predict-sixteen-of-sixteen": 0.81,
     "wilson-interval": wilson,
-    "update-size": update_size_by_hand,
     "pareto-learning-rate": "b",
+    "shared-rate": "a",
+    "matched-threshold": ARGUMENT,
+    # nb05c
+    "update-size": update_size_by_hand,
     "finer-steps": ARGUMENT,
+    "intruder-count": count_intruders_by_hand,
+    "predict-random-cosine": 0.32,
+    "intruder-null": "c",
     # nb06
     "predict-random-phi": 8 / 64,
     "subspace-phi": phi,
     "placement-budget": 1_310_720,
     "amplification-factor": "c",
     "first-update-scaling": ARGUMENT,
+    # nb06b
+    "predict-adapter-layers": 41 / 25,
+    "merged-latency": "d",
+    "dora-weight": dora_by_hand,
+    "pissa-tail": ARGUMENT,
 }
 WRONG_CODE = {  # a plausible mistake per code exercise: each must fail on a hidden case
     "factor-rank-one": lambda m: (np.ones((m.shape[0], 1)), m[:1]),
@@ -158,6 +179,9 @@ WRONG_CODE = {  # a plausible mistake per code exercise: each must fail on a hid
     "wilson-interval": lambda p, n: (p - 1.96 * (p * (1 - p) / n) ** 0.5, p + 1.96 * (p * (1 - p) / n) ** 0.5),  # the textbook interval
     "lora-input-grad": lambda grad_y, W, A, B, alpha, r: grad_y @ W,  # the LoRA branch forgotten
     "update-size": lambda W, A, B, alpha, r: (np.linalg.norm(B @ A) / np.linalg.norm(W),) * 2,  # no scaling, no top-r part
+    "intruder-count": lambda W0, W, k, eps: int((np.abs(np.linalg.svd(W)[0][:, :k].T @ np.linalg.svd(W0)[0][:, :k]).max(axis=1)
+                                                  < eps).sum()),  # W0's top k only
+    "dora-weight": lambda W, A, B, m, scale: m * (W + scale * B @ A) / np.linalg.norm(W, axis=1, keepdims=True),  # W's norms
     "subspace-phi": lambda a1, a2, i, j: float(np.sum((a1[:i] @ a2[:j].T) ** 2) / min(i, j)),  # rows, not singular vectors
 }
 
@@ -173,7 +197,7 @@ def wrong_answers(ex):
     return [right + 1, right * 2, right - 0.5]
 
 
-MINE = ("nb01", "nb02", "nb03", "nb04", "nb05", "nb05b", "nb06")  # notebook 07's exercises are tested beside its modules
+MINE = ("nb01", "nb02", "nb03", "nb04", "nb05", "nb05b", "nb05c", "nb06", "nb06b")  # notebook 07's exercises are tested beside its modules
 
 
 def test_every_exercise_has_a_known_answer():

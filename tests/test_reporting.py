@@ -169,20 +169,20 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
         assert len(res.evals) == gpu_budget.evaluations_per_run(steps)
     # the plans were written from the notebooks' code: run counts per notebook
     plans = gpu_budget.plans()
+    from lora_edu.paper.lora_vs_full import CONTROL, LORA_VS_FULL, SEEDS, SWEEP_SEEDS
+
     nb05 = "\n".join(gpu_check_cells("05b"))
-    assert "SWEEP_SEEDS, SEEDS = (0, 1, 2), (0, 1, 2, 3, 4)" in nb05
-    grids = ['Arm("lora-all", "lora-all", (1e-3, 3e-3, 1e-2, 3e-2), headline=True)',
-             'Arm("full", "full", (3e-4, 1e-3, 3e-3), headline=True)',
-             'Arm("full-linear", "full-linear", (3e-4, 1e-3, 3e-3, 1e-2))',
-             'Arm("lora-qv", "lora-qv", (1e-2, 3e-2, 1e-1))',
-             'Arm("last-block", "last-block", (1e-3, 3e-3, 1e-2))']
-    assert all(grid in nb05 for grid in grids)
-    # headline grids of 4 and 3 rates x 3 seeds, + 2 seeds each; full-linear's 4 x 3, lora-qv's, last-block's and the control's 3 x 3,
-    # replay 2 x 3
-    # ... and lora-all retrained at its chosen rate, every seed, for PEFT's intruder mitigation
-    assert 'intruder_mitigation(base, world, "json", chosen, SEEDS, kept=(1.0, 0.75, 0.5, 0.0)' in nb05
-    assert 'Arm("control", "control", (3e-4, 1e-3, 3e-3))' in nb05  # the control: full fine-tuning's grid, 3 seeds
-    assert sum(r.count for r in plans["05b"]["runs"]) == (4 * 3 + 2) + (3 * 3 + 2) + 4 * 3 + 3 * 3 + 3 * 3 + 3 * 3 + 2 * 3 + 5
+    assert "lora_vs_full(base, world, RUN" in nb05 and (SWEEP_SEEDS, SEEDS) == ((0, 1, 2), (0, 1, 2, 3, 4))
+    grids = {a.label: (len(a.lrs), a.headline) for a in (*LORA_VS_FULL, CONTROL)}
+    assert grids == {"lora-all": (4, True), "full": (3, True), "full-linear": (4, False), "lora-qv": (3, False),
+                     "last-block": (3, False), "control": (3, False)}
+    # every grid x 3 seeds, + 2 seeds for each headline arm; replay: 2 methods x 3 seeds
+    assert "replays = [Arm(" in nb05 and 'for label in ("full", "lora-all")]' in nb05
+    assert sum(r.count for r in plans["05b"]["runs"]) == sum(n * 3 + 2 * head for n, head in grids.values()) + 2 * 3
+    nb05c = "\n".join(gpu_check_cells("05c"))  # 05b's runs from the cache, then lora-all retrained for PEFT's intruder mitigation
+    assert "lora_vs_full(base, world, RUN)" in nb05c
+    assert 'intruder_mitigation(base, world, "json", chosen, SEEDS, kept=(1.0, 0.75, 0.5, 0.0)' in nb05c
+    assert sum(r.count for r in plans["05c"]["runs"]) == len(SEEDS) and {r.steps for r in plans["05c"]["runs"]} == {400}
     assert {r.steps for r in plans["05b"]["runs"]} == {400}
     lab = "\n".join(gpu_check_cells("05"))  # notebook 05: three fine-tunes and the 30-step loop written out, twice
     assert lab.count("finetune(base, world,") == 3 and "TrainConfig(steps=30," in lab and "Arm(" not in lab
@@ -191,19 +191,20 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     nb06 = "\n".join(gpu_check_cells("06"))
     assert 'STEPS = {"tiny": 100, "gpu": 200}' in nb06 and "ranks = (1, 2, 4, 8, HIGH)" in nb06
     placements = len(PAPER["table5_wikisql"])
-    assert "plus_arms = [" in nb06 and "(1e-2, 3e-2, 1e-1)" in nb06 and "(3e-3, 1e-2, 3e-2)" in nb06
     assert "tuned_sweep(base, world, placements, SEEDS, STEPS, lrs=(1e-2, 3e-2), extend=1)" in nb06
-    # placements at 2 rates, then 1 beyond the edge, x 3 seeds; 2 of the rank sweep ran as placements; LoRA and LoRA+
-    # at 3 ratios, each 3 rates x 3 seeds, then 2 more seeds each at the chosen rate (HEADLINE_SEEDS)
-    assert "HEADLINE_SEEDS = (0, 1, 2, 3, 4)" in nb06 and "SEEDS, HEADLINE_SEEDS" in nb06
+    # placements at 2 rates, then 1 beyond the edge, x 3 seeds; 2 of the rank sweep ran as placements
     # r = 1 retuned for Wq and Wq+Wv (2 rates, then 1 beyond, x 3 seeds); r = 1, 2 and 4 trained 4 times longer;
     # Table 7's card-task baseline
     assert "lrs=(next_rate(rank_rate[t], up=False), rank_rate[t])" in nb06 and nb06.count("extend=1)") == 2
     assert "low_ranks = (1,)" in nb06
     assert "LONG = 4 * STEPS" in nb06 and 'task="card")' in nb06
-    assert "PLUS_RATIOS = (2, 4, 16)" in nb06 and "{1: retuned" in nb06 and "2: rank_rate" in nb06
-    assert sum(r.count for r in plans["06"]["runs"]) == (3 * 3 * placements + 3 * (2 * 5 - 2) + 4 * (3 * 3 + 2)
-                                                        + 2 * 3 * 3 + 3 * 3 + 3)
+    assert "{1: retuned" in nb06 and "2: rank_rate" in nb06
+    assert sum(r.count for r in plans["06"]["runs"]) == (3 * 3 * placements + 3 * (2 * 5 - 2) + 2 * 3 * 3 + 3 * 3 + 3)
+    nb06b = "\n".join(gpu_check_cells("06b"))  # LoRA and LoRA+ at 3 ratios, each 3 rates x 3 seeds, then 2 more seeds each
+    assert 'STEPS = {"tiny": 100, "gpu": 200}' in nb06b and "PLUS_RATIOS = (2, 4, 16)" in nb06b and "plus_arms = [" in nb06b
+    assert "(1e-2, 3e-2, 1e-1)" in nb06b and "(1e-3, 3e-3, 1e-2, 3e-2)" in nb06b and "(3e-3, 1e-2, 3e-2, 1e-1)" in nb06b
+    assert "HEADLINE_SEEDS = (0, 1, 2, 3, 4)" in nb06b and "SEEDS, HEADLINE_SEEDS" in nb06b
+    assert sum(r.count for r in plans["06b"]["runs"]) == (3 * 3 + 2) + 3 * (4 * 3 + 2) and {r.steps for r in plans["06b"]["runs"]} == {200}
     assert {r.steps for r in plans["06"]["runs"]} == {200, 800}
 
 

@@ -150,7 +150,9 @@ class Comparison:
             edge = "*" if self.at_grid_edge(label) or self.at_grid_edge(other) else ""
             lines.append(f"{other:<{w}} {signed(diff.mean):>34}  [{signed(diff.low)}, {signed(diff.high)}]  "
                          f"{winner + ' better' if winner else 'not resolved'}{edge}")
-        lines.append(f"({label} minus the other, paired by animal; better: the 95% interval excludes 0)")
+        n = len(next(iter(self.rights(label, split=split)), ()))
+        lines.append(f"({label} minus the other, paired by animal; better: the 95% interval excludes 0; a narrow interval "
+                     f"still rests on only {n} animals)")
         if any(self.at_grid_edge(lab) for lab in (label, *others)):
             lines.append("* a rate at the edge of its grid was chosen: a better one may lie outside it")
         return "\n".join(lines)
@@ -648,6 +650,12 @@ class Mitigation:
         j = SCORES.index(score)
         reference = self.scaled if against == "trained" else self.control
         return interval(self.scaled[(s, kept)][j] - reference[(s, 1.0 if against == "trained" else kept)][j] for s in self.seeds)
+
+    def won_back(self, kept: float, base_loss: float) -> Interval:
+        """Per seed, the share of the held-out loss that fine-tuning added (over ``base_loss``, the base model's) that
+        scaling the intruders to ``kept`` wins back; its mean and 95% t-interval over the seeds."""
+        return interval((self.scaled[(s, 1.0)][0] - self.scaled[(s, kept)][0]) / (self.scaled[(s, 1.0)][0] - base_loss)
+                        for s in self.seeds)
 
     def table(self) -> str:
         """One row per λ: the mitigated model's means, and the control's beside them where there is one."""

@@ -10,7 +10,7 @@ import copy
 import functools
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -49,13 +49,15 @@ __all__ = [
     "runs_by_config",
     "seeds_and_animals",
     "intruder_count",
-    "random_update_intruders",
+    "random_direction_intruders",
+    "update_spectra",
     "learned_factors",
     "lora_run",
     "loss_ratio",
     "loss_verdict",
     "next_rate",
     "paper_tiers",
+    "still_learning",
     "summarize",
     "sweep",
     "tally",
@@ -109,6 +111,7 @@ class LoRARun:
     factors: dict[str, tuple[np.ndarray, np.ndarray, float]]  # layer -> (A (r, d_in), B (d_out, r), scaling)
     lr: float | None = None  # None: finetune's default for LoRA
     test_answer_losses: tuple[float, ...] = ()  # each test animal's answer loss, in the order of world.test_animals
+    val_curve: tuple[tuple[int, float], ...] = ()  # (step, validation answer loss) at each evaluation during training
 
     def factor(self, layer: str, which: str = "A") -> np.ndarray:
         """lora_A (r, d_in) or lora_B (d_out, r) of a layer, e.g. ``"blocks.3.attn.q_proj"``."""
@@ -145,9 +148,22 @@ def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int
     model, rep = finetune(base, world, task, "lora", targets=[SHORT[t] for t in targets], r=r, alpha=alpha, rslora=rslora,
                           steps=steps, lr=lr, seed=seed, progress=False, score_all=False)
     run = LoRARun(targets, r, seed, rep.val_exact_match, rep.val_answer_loss, rep.test_exact_match, rep.test_answer_loss,
-                  time.perf_counter() - t0, learned_factors(model), lr, rep.test_answer_losses)
+                  time.perf_counter() - t0, learned_factors(model), lr, rep.test_answer_losses,
+                  tuple((step, scores["val_loss"]) for step, scores in rep.result.evals))
     del model  # keep the factors, free the model (on a GPU, 80 models would not fit a small card)
     return run
+
+
+def still_learning(runs: Sequence[LoRARun], last: float = 0.25, fall: float = 0.1) -> tuple[bool, float, float]:
+    """Was training still improving at the end? Validation only: the mean over ``runs`` of the validation answer loss at
+    the evaluation that opens the ``last`` share of the run, and at the final one; still learning when it fell by more
+    than ``fall`` (a share) between the two. Returns (still learning, loss then, loss at the end)."""
+    if not runs or any(len(run.val_curve) < 2 for run in runs):
+        raise ValueError("still_learning needs runs with a validation curve of at least two evaluations (lora_run keeps one).")
+    steps = runs[0].val_curve[-1][0]
+    then = [min(run.val_curve, key=lambda point: abs(point[0] - (1 - last) * steps))[1] for run in runs]
+    then_mean, end_mean = float(np.mean(then)), float(np.mean([run.val_curve[-1][1] for run in runs]))
+    return end_mean < (1 - fall) * then_mean, then_mean, end_mean
 
 
 def initial_factor(base: GPT, targets: Iterable[str], r: int, seed: int, layer: str) -> np.ndarray:
@@ -564,26 +580,29 @@ def intruder_count(base: nn.Module, model: nn.Module, names: Iterable[str], k: i
     return sum(intruder_dimensions(adapted_weight(base, n), adapted_weight(model, n), k, threshold).count for n in names)
 
 
-def random_update_intruders(base: nn.Module, sizes: dict[str, float], rank: int | None, seed: int, k: int = 10,
-                            threshold: float = 0.5) -> int:
-    """The null for ``intruder_count``: intruder dimensions that a random update makes, summed over the layers of
-    ``sizes`` (||ΔW||_F / ||W||_F per layer, as ``lora_edu.gpt.finetune.update_ratios`` gives them). Each weight W
-    gets ΔW = B A with Gaussian B (d_out x rank) and A (rank x d_in) (a Gaussian matrix of full rank when ``rank`` is
-    None), scaled to ``sizes[name]`` times ||W||_F: an update of the same rank and size that knows nothing of W's
-    directions."""
-    if rank is not None and (not isinstance(rank, int) or rank < 1):
-        raise ValueError(f"rank must be a whole number, 1 or more, or None for full rank; got {rank!r}.")
+def update_spectra(base: nn.Module, model: nn.Module, names: Iterable[str]) -> dict[str, list[float]]:
+    """The singular values of each named weight's update ΔW = W_model - W_base, largest first (``min(d_out, d_in)`` of
+    them; a rank-r LoRA update has r above zero)."""
+    return {n: torch.linalg.svdvals((adapted_weight(model, n) - adapted_weight(base, n)).double().cpu()).tolist() for n in names}
+
+
+def random_direction_intruders(base: nn.Module, spectra: dict[str, Sequence[float]], seed: int, k: int = 10,
+                               threshold: float = 0.5) -> int:
+    """The null for ``intruder_count``: intruder dimensions of an update with the same singular values as the run's own
+    (``update_spectra``), so the same rank, size and shape of spectrum, but random singular vectors, blind to W's
+    directions: ΔW = U diag(σ) Vᵀ with U and V random orthonormal columns. Summed over the layers of ``spectra``."""
     gen = torch.Generator().manual_seed(seed)
     count = 0
-    for name, size in sizes.items():
-        w0 = adapted_weight(base, name).float().cpu()
+    for name, sigma in spectra.items():
+        w0 = adapted_weight(base, name).double().cpu()
         d_out, d_in = w0.shape
-        if rank is None:
-            delta = torch.randn(d_out, d_in, generator=gen)
-        else:
-            delta = torch.randn(d_out, rank, generator=gen) @ torch.randn(rank, d_in, generator=gen)
-        delta *= size * w0.norm() / delta.norm()
-        count += intruder_dimensions(w0, w0 + delta, k, threshold).count
+        sigma = torch.as_tensor(sigma, dtype=torch.float64)
+        if sigma.dim() != 1 or len(sigma) > min(d_out, d_in) or (sigma < 0).any():
+            raise ValueError(f"spectra[{name!r}] must be at most {min(d_out, d_in)} singular values, none negative; "
+                             f"got {len(sigma)} values.")
+        u = torch.linalg.qr(torch.randn(d_out, len(sigma), generator=gen, dtype=torch.float64))[0]
+        v = torch.linalg.qr(torch.randn(d_in, len(sigma), generator=gen, dtype=torch.float64))[0]
+        count += intruder_dimensions(w0, w0 + u @ torch.diag(sigma) @ v.T, k, threshold).count
     return count
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ...maths.intervals import wilson_interval
-from .core import ChoiceExercise, CodeExercise, CodeTrap, PredictExercise, Trap, WrittenExercise, package_layer, register
+from .core import ChoiceExercise, CodeExercise, CodeTrap, PredictExercise, Trap, WrittenExercise, register
 
 
 def wilson_cases(rng: np.random.Generator) -> list[tuple[float, int]]:
@@ -32,92 +32,6 @@ def normal_interval(p: float, n: int) -> tuple[float, float]:
     return p - half, p + half
 
 
-def package_update_size(W: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, r: int) -> tuple[float, float]:
-    """(||ΔW||_F / ||W||_F, ||ΔW||_F / ||W's top-r part||_F) of the package's ``LoRALinear`` holding W (d_out, d_in),
-    A (r, d_in) and B (d_out, r): its ``delta_weight`` measured by ``update_ratio``, as the notebooks measure it."""
-    from ...gpt.finetune import update_ratio
-
-    layer = package_layer(W, A, B, alpha, r)
-    weight, delta = layer.base_weight().detach(), layer.delta_weight().detach()
-    return update_ratio(weight, delta), update_ratio(weight, delta, top_r=r)
-
-
-def update_size_cases(rng: np.random.Generator) -> list[tuple]:
-    """Hidden layers (W, A, B, alpha, r): square and not, scalings 2, 4, 8 and 0.5 (never 1, so a missing
-    scaling shows), B trained (not zero)."""
-    cases = []
-    for d_out, d_in, r, alpha in ((8, 8, 2, 4.0), (6, 10, 3, 6.0), (12, 5, 1, 4.0), (9, 9, 4, 2.0), (16, 16, 8, 16.0), (7, 11, 2, 16.0)):
-        cases.append((rng.standard_normal((d_out, d_in)), rng.standard_normal((r, d_in)) / np.sqrt(d_in),
-                      0.1 * rng.standard_normal((d_out, r)), alpha, r))
-    return cases
-
-
-def top_r_sum(W: np.ndarray, r: int) -> float:
-    """The trap: the sum of the top r singular values (not the root of the sum of their squares)."""
-    return float(np.sum(np.linalg.svd(W, compute_uv=False)[:r]))
-
-
-register(CodeExercise(
-    id="update-size",
-    prompt="How far did fine-tuning move a LoRA layer's weight? Section 1's table reports ‖ΔW‖_F / ‖W‖_F, and section 4 "
-    "also divides by ‖W's top-r part‖_F, the norm of W's best rank-r approximation (notebook 02). Write "
-    "update_size(W, A, B, alpha, r) with NumPy: W is the frozen weight (d_out × d_in), A (r × d_in) and B (d_out × r) "
-    "the trained factors. Return the pair (‖ΔW‖_F / ‖W‖_F, ‖ΔW‖_F / ‖W's top-r part‖_F) for the update the layer "
-    "adds. It is run on hidden layers. Then try it on a trained layer of this notebook: "
-    "`layer = lora_all.get_submodule(\"blocks.0.attn.q_proj\")` and "
-    "`update_size(*(t.detach().cpu().numpy() for t in (layer.base.weight, layer.lora_A, layer.lora_B)), layer.alpha, layer.r)`. "
-    "Is this layer's update small next to W, as GPT-3's was (0.11 and 0.32)?",
-    signature="update_size(W, A, B, alpha, r) -> (whole, top_r)",
-    own_work=("update_ratio", "update_ratios", "delta_weight"),
-    reference=package_update_size,
-    cases=update_size_cases,
-    traps=(
-        CodeTrap(lambda W, A, B, alpha, r: package_update_size(W, A, B, r, r), "Both ratios are off by exactly the factor α/r: "
-                 "the layer adds (α/r) B A, not B A."),
-        CodeTrap(lambda W, A, B, alpha, r: package_update_size(W, A, B, r * r / alpha, r), "Your scaling is upside down: it is "
-                 "α/r, not r/α."),
-        CodeTrap(lambda W, A, B, alpha, r: package_update_size(W, A, B, alpha * r * r, r), "Your scaling is α·r: the layer "
-                 "scales its update by α divided by r."),
-        CodeTrap(lambda W, A, B, alpha, r: (float(np.linalg.norm(alpha / r * B @ A, 2) / np.linalg.norm(W, 2)),
-                                            package_update_size(W, A, B, alpha, r)[1]),
-                 "Your first ratio uses the spectral norm (the largest singular value). Both ratios use the Frobenius "
-                 "norm, the root of the sum of all squared entries: np.linalg.norm(M) with no second argument."),
-        CodeTrap(lambda W, A, B, alpha, r: (package_update_size(W, A, B, alpha, r)[0],
-                                            float(np.linalg.norm(alpha / r * B @ A)
-                                                  / np.sqrt(np.sum(np.linalg.svd(W, compute_uv=False)[-r:] ** 2)))),
-                 "Your second ratio uses W's r smallest singular values. np.linalg.svd returns them largest first: "
-                 "the top-r part keeps the first r."),
-        CodeTrap(lambda W, A, B, alpha, r: (package_update_size(W, A, B, alpha, r)[0],
-                                            float(np.linalg.norm(alpha / r * B @ A)) / top_r_sum(W, r)),
-                 "Your second ratio divides by the sum of W's top r singular values. The Frobenius norm of W's top-r "
-                 "part is the root of the sum of their squares: √(σ₁² + … + σ_r²)."),
-        CodeTrap(lambda W, A, B, alpha, r: (package_update_size(W, A, B, alpha, r)[0],
-                                            float(np.linalg.norm(alpha / r * B @ A)) / float(np.linalg.svd(W, compute_uv=False)[0])),
-                 "Your second ratio divides by W's largest singular value alone: the top-r part keeps r directions, "
-                 "√(σ₁² + … + σ_r²)."),
-        CodeTrap(lambda W, A, B, alpha, r: package_update_size(W + alpha / r * B @ A, A, B, alpha, r),
-                 "You measured against the fine-tuned weight W + ΔW: the question is how far the update moved the "
-                 "pretrained W, so divide by W's own norms."),
-    ),
-    model_solution="""
-def update_size(W, A, B, alpha, r):
-    delta = (alpha / r) * B @ A                          # the update the layer adds, (d_out, d_in)
-    sigma = np.linalg.svd(W, compute_uv=False)           # W's singular values, largest first
-    top_r = np.sqrt(np.sum(sigma[:r] ** 2))              # ||W's best rank-r approximation||_F (Eckart-Young)
-    return np.linalg.norm(delta) / np.linalg.norm(W), np.linalg.norm(delta) / top_r
-""",
-    explanation="ΔW = (α/r) B A, and ‖W's top-r part‖_F = √(σ₁² + … + σ_r²) ≤ ‖W‖_F, so the second ratio is the larger "
-    "one: it measures the update against the r directions W itself uses most, a yardstick that depends less on "
-    "the width of the layer. In Table 7 of the LoRA paper, GPT-3's Wq at r = 4 has 6.91 / 61.95 = 0.11 and 6.91 / 21.67 "
-    "= 0.32. In this tiny model a trained layer sits above both, far above on the first (section 4 measures it for every run).",
-    worked_solution="Two facts do the work. The Frobenius norm is the root of the sum of squared entries, and also of "
-    "the squared singular values. And the best rank-r approximation of W keeps its r largest singular values "
-    "(Eckart-Young, notebook 02), so its norm is √(σ₁² + … + σ_r²); no need to build the matrix.",
-    hints=("The update is the scaled product of the two factors; write down its shape first.",
-           "np.linalg.norm(M) is the Frobenius norm; np.linalg.svd(W, compute_uv=False) gives the singular values, "
-           "largest first.",
-           "The norm of W's top-r part needs only the first r singular values: square, add, take the root."),
-))
 register(PredictExercise(
     id="predict-sixteen-of-sixteen",
     prompt="A method answers all 16 test animals right. How low could its true rate of right answers plausibly be? "
@@ -202,30 +116,57 @@ register(ChoiceExercise(
     "different lengths this way and find LoRA and full fine-tuning on one and the same trade-off curve, LoRA's points "
     "where less is learned and less is forgotten. Where our runs lie is a measurement: sections 2 and 3 make it.",
 ))
+register(ChoiceExercise(
+    id="shared-rate",
+    prompt="Suppose section 1 had trained every method at one shared learning rate, lora-all's chosen 1e-2. Read the "
+    "grid table of section 2 at that rate: full-linear learned 0.25 on validation and its held-out loss was 7.73, "
+    "against lora-all's 0.97 and 4.12. What should a reader conclude from that comparison?",
+    options={
+        "a": "little about the methods: 1e-2 is too large for full-linear (it moved its weights 0.86 of their size), and "
+        "at its own chosen rate it learned about as much as lora-all",
+        "b": "lora-all learns more and forgets less than full-linear: both had the same rate, so the comparison is fair",
+        "c": "the same as at each method's own rate: Adam scales every step to the gradient, so the rate does not "
+        "change the outcome",
+        "d": "full-linear should have done better than lora-all: it trains more weights, so a large rate helps it more",
+    },
+    answer_digest="cb2c2372eedb7b74",
+    feedback={
+        "b": "one rate for all is not fair play: each method has its own best rate (LoRA's zero-started product of two "
+        "factors needs a larger one). A shared rate picks a winner before the race, by suiting one method.",
+        "c": "Adam divides each gradient by its own running size, so each weight moves by about the learning rate per "
+        "step, whatever the gradient: the rate sets how far the weights go, and too far forgets and stops learning.",
+        "d": "more trainable weights do not tolerate a larger rate: every one of them moves by about the rate per step, "
+        "so the whole update grows with the number of weights moved, and full-linear overshoots first.",
+    },
+    explanation="a comparison at one shared rate measures which method that rate suits. The grid table shows "
+    "full-linear learning best at 1e-3 to 3e-3 and lora-all at 3e-3 to 1e-2; at each one's chosen rate the two are not "
+    "told apart on the test animals (section 1's paired table). That is why every method gets its own small grid, "
+    "and validation, never the test set, picks from it.",
+    hints=("Look at full-linear's rows in the grid table: at which rates did it learn?",),
+))
 register(WrittenExercise(
-    id="finer-steps",
-    prompt="Change and explain (about a minute on a laptop CPU). Would LoRA learn the task with a smaller update if "
-    "its steps were cut finer? Predict in one line. Then remove the #s in the exercise cell and run it: it trains "
-    "lora-all at a third of the rate, 1e-3, for three times the steps, with the three sweep seeds. Adam moves each "
-    "weight by about the learning rate per step, so this run has the same total step length as the grid's lora-all at "
-    "3e-3 for 200 steps. Compare the two (label \"lora-all, 3x steps\" at 1e-3 against \"lora-all\" at 3e-3) on "
-    "(a) validation exact match, `comparison.mean(label, \"val_exact_match\", lr, SWEEP_SEEDS)`, and (b) ‖ΔW‖ / ‖W's "
-    "top-8 part‖, `comparison.measured_mean(label, \"top_r\", lr, SWEEP_SEEDS)`. Did the finer run move its weights "
-    "less: is (b) closer to GPT-3's 0.32? Did it still learn: is (a) at least 0.75? Is that the paper's regime?",
+    id="matched-threshold",
+    prompt="Change and explain (no training: a second). Section 2 matches two methods where both reached a mean "
+    "validation exact match of 0.75. In a new cell, run the matching again with a looser bar and a stricter one: "
+    "`for bar in (0.5, 0.9): print(learning_forgetting(comparison, (\"lora-all\", \"full\"), SWEEP_SEEDS, "
+    "min_val_em=bar, one_animal=1 / len(world.val_animals)))`. Then try the stricter bar with \"full-linear\" in place of "
+    "\"full\". Which rates are matched at each bar? Does the verdict on forgetting keep its direction? What does the "
+    "message for full-linear at 0.9 tell you, and what does all this say about a bar chosen in advance?",
     points=(
-        "Cutting the same total step length finer moves the weights somewhat less on the top-8 measure (compare the "
-        "two runs' `top_r`), not several times less.",
-        "Compare the two validation exact matches too: if the finer run is more than one validation animal per seed "
-        "behind, it learned less, and this is a smaller move for less learning, not the same learning for a smaller move.",
-        "Set the finer run's top-8 ratio beside GPT-3's 0.32 and its whole-weight ratio beside 0.11: both say how far it "
-        "still is from the paper's regime.",
-        "Three seeds and no interval: a rough size. A much lower rate trained much longer (3e-4 for 2,000 steps) is "
-        "the next thing to try, and the width of the layer (rank 8 in a 64-wide layer is not thin) is an untested "
-        "candidate for why LoRA's update is large here.",
+        "A lower bar can only add candidates that learned less; a higher one removes rates. The matched pair moves only "
+        "if a new pair is closer, or the old one drops out; read the rate lines at each bar.",
+        "Within each method the held-out loss grows with the rate (section 2's grid table), so a pair at smaller rates "
+        "forgets less on both sides; the question is whether the gap between the methods keeps its sign.",
+        "If the verdict keeps its direction at every bar, it does not hang on the bar; if it flips or turns not "
+        "resolved, it does, and a reader must be told the bar with the result.",
+        "A bar that one method never reaches leaves no matched comparison at all (the error for full-linear says so): "
+        "'as much learned' has to be something both methods learned.",
+        "The bar was fixed before looking at forgetting. Choosing it after seeing which one gives the wanted verdict "
+        "would be choosing on the outcome, the same mistake as choosing a rate on the test set.",
     ),
-    explanation="The step length is what Adam fixes; how finely it is cut changes the update's size only a little. "
-    "A few times more steps at a few times lower rate keeps the step length, so it is not expected to turn this tiny "
-    "model's large LoRA update into a small one, and it may cost some of the learning. What would: a wider model, "
-    "where a rank-8 branch is a thin correction, is the candidate this notebook cannot afford to test.",
-    hints=("Read the three numbers for both runs side by side: exact match, ‖ΔW‖/‖W‖ and the top-8 measure.",),
+    explanation="Matching is a choice, and a result that survives a reasonable change of it is stronger. Lowering the "
+    "bar to 0.5 admits less-trained rates, which forget less; the matched pair may move, and the forgetting verdict "
+    "either keeps its sign (it does not hang on the bar) or not (then the bar must be reported with it). Fixing the "
+    "bar before looking, as section 2 did at 0.75, keeps the choice honest.",
+    hints=("Read the \"matched rates\" line and the verdict line of both runs side by side.",),
 ))

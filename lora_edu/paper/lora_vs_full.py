@@ -1,0 +1,192 @@
+"""Notebook 05b's comparison of six fine-tuning methods, kept on disk so that notebook 05c reads the same runs.
+
+``lora_vs_full(base, world, run)`` trains every method of ``LORA_VS_FULL`` at every rate of its grid (``compare_methods``),
+measures each trained model with ``measure_run`` and returns the ``Comparison``. It also writes the result to the
+cache directory (``$LORA_EDU_CACHE``, default ``~/.cache/lora_edu``) under a name that fingerprints everything the
+numbers depend on: the base model's weights, the settings, the package's code, torch's version, the device, the CPU
+kernels and the thread count. A second call with the same fingerprint loads the file instead of training again; any
+change trains anew, into a new file. A stored file is never overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..gpt.data import World
+from ..gpt.evaluate import facts_known, lm_loss
+from ..gpt.finetune import Report, update_ratios
+from ..gpt.model import GPT
+from ..gpt.pretrain import pretraining_eval_rows
+from ..gpt.train import TrainResult
+from ..lora.layer import adapted_weight
+from .analysis import intruder_similarity
+from .comparison import Arm, Comparison, compare_methods
+from .experiments import update_spectra
+
+__all__ = ["CONTROL", "LORA_VS_FULL", "load_comparison", "lora_vs_full", "measure_run", "qv_names", "save_comparison"]
+
+LORA_VS_FULL = (
+    Arm("lora-all", "lora-all", (1e-3, 3e-3, 1e-2, 3e-2), headline=True),
+    Arm("full", "full", (3e-4, 1e-3, 3e-3), headline=True),
+    Arm("full-linear", "full-linear", (3e-4, 1e-3, 3e-3, 1e-2)),
+    Arm("lora-qv", "lora-qv", (1e-2, 3e-2, 1e-1)),
+    Arm("last-block", "last-block", (1e-3, 3e-3, 1e-2)),
+)
+CONTROL = Arm("control", "control", (3e-4, 1e-3, 3e-3))  # full fine-tuning's grid; validation answer loss chooses
+SWEEP_SEEDS, SEEDS = (0, 1, 2), (0, 1, 2, 3, 4)
+R, ALPHA = 8, 16
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def qv_names(base: GPT) -> list[str]:
+    """The Wq and Wv of every block, where notebook 05c counts intruder dimensions."""
+    return [f"blocks.{i}.attn.{p}" for i in range(base.config.n_layer) for p in ("q_proj", "v_proj")]
+
+
+def measure_run(base: GPT, world: World, model: GPT) -> dict:
+    """What notebooks 05b and 05c read of one trained model, beyond its ``Report``:
+
+    - ``facts``: (attribute, among the answers) -> per test animal, whether the old phrasing still reaches the fact;
+    - ``held_out_parts``: the held-out loss on the facts and on the filler lines, apart;
+    - ``top_r``: the median ||ΔW||_F / ||W's top-8 part||_F over the weights it moved;
+    - ``qv_sizes``: ||ΔW||_F / ||W||_F of each Wq and Wv (0 where it left one alone);
+    - ``qv_spectra``: the singular values of each Wq's and Wv's ΔW, for the random-direction null;
+    - ``qv_similarity``: for each Wq and Wv, the largest |cosine| of each of its top 10 singular vectors with any of
+      the pretrained weight's (an intruder at ε when below ε);
+    - ``intruders``: intruder dimensions among the top 10 singular vectors of each Wq and Wv at ε = 0.5, summed.
+    """
+    names = qv_names(base)
+    sizes = update_ratios(base, model)
+    parts = {part: pretraining_eval_rows(world, base.config.n_ctx, part) for part in ("facts", "filler")}
+    similarity = {n: intruder_similarity(adapted_weight(base, n), adapted_weight(model, n), 10).tolist() for n in names}
+    return {"facts": {(a, among): facts_known(model, world, a, world.test_animals, among)
+                      for a in ("home", "food") for among in (False, True)},
+            "held_out_parts": {part: lm_loss(model, rows, world.tokenizer.pad_id) for part, rows in parts.items()},
+            "top_r": float(np.median(list(update_ratios(base, model, top_r=R).values()))),
+            "qv_sizes": {n: sizes.get(n, 0.0) for n in names},
+            "qv_spectra": update_spectra(base, model, names),
+            "qv_similarity": similarity,
+            "intruders": sum(s < 0.5 for values in similarity.values() for s in values)}
+
+
+def lora_vs_full(base: GPT, world: World, run: dict, done: dict | None = None, show_progress: bool = True) -> Comparison:
+    """Every method of ``LORA_VS_FULL`` (and the untrained ``CONTROL``) on the JSON task, each at the rate validation
+    chooses from its grid; ``run``: the steps and batch size of each fine-tune (``FINETUNE_SIZES[size]``).
+
+    Loads the stored result of an earlier call with the same fingerprint, else trains (``done`` as in
+    ``compare_methods``) and stores it."""
+    path = cache_dir() / f"lora-vs-full-{fingerprint(base, run)}.json"
+    if path.exists():
+        comparison = load_comparison(path)
+        print(f"Loaded the {len(comparison.reports)} fine-tunes that an earlier run with these settings kept in lora_edu's cache.")
+        return comparison
+    comparison = compare_methods(base, world, "json", LORA_VS_FULL, SWEEP_SEEDS, SEEDS, r=R, alpha=ALPHA,
+                                 measure=lambda model: measure_run(base, world, model), done=done,
+                                 show_progress=show_progress, **run)
+    comparison.include(compare_methods(base, world, "json", [CONTROL], SWEEP_SEEDS, SWEEP_SEEDS,
+                                       show_progress=show_progress, **run))
+    try:
+        save_comparison(comparison, path)
+    except OSError as err:  # a read-only home: the runs are still here, only not kept for notebook 05c
+        print(f"Could not keep these runs for notebook 05c ({err}); it will train them again.")
+    return comparison
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LORA_EDU_CACHE", Path.home() / ".cache" / "lora_edu")) / "runs"
+
+
+def fingerprint(base: GPT, run: dict) -> str:
+    """16 hex digits that change with anything the comparison's numbers depend on."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(base.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    for source in sorted(PACKAGE.rglob("*.py")):
+        h.update(source.read_bytes())
+    device = next(base.parameters()).device
+    settings = {"run": run, "arms": [encode(a) for a in (*LORA_VS_FULL, CONTROL)], "seeds": [SWEEP_SEEDS, SEEDS],
+                "r": R, "alpha": ALPHA, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+                "kernels": torch.backends.cpu.get_cpu_capability()}
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def save_comparison(comparison: Comparison, path: str | Path) -> Path:
+    """Write ``comparison`` as JSON to a new file ``path``, atomically and durably; an existing file is left alone
+    (``FileExistsError``)."""
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} exists; choose another path or delete it first.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"format": "lora_edu comparison 1", "arms": [encode(a) for a in comparison.arms],
+                       "reports": encode(comparison.reports), "chosen_lr": encode(comparison.chosen_lr),
+                       "measured": encode(comparison.measured)})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)  # fails, leaving ``path`` alone, if another writer got there first
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path
+
+
+def load_comparison(path: str | Path) -> Comparison:
+    """The ``Comparison`` that ``save_comparison`` wrote to ``path``."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or data.get("format") != "lora_edu comparison 1":
+        raise ValueError(f"{path} is not a comparison written by lora_edu's save_comparison.")
+    return Comparison(decode(data["arms"]), decode(data["reports"]), decode(data["chosen_lr"]), decode(data["measured"]))
+
+
+def encode(x: object) -> object:
+    """JSON for what a comparison holds: tuples, dicts with tuple keys, ``Arm``, ``Report`` and ``TrainResult`` survive
+    the trip."""
+    if isinstance(x, (Arm, Report, TrainResult)):
+        return {"kind": type(x).__name__, "fields": {f.name: encode(getattr(x, f.name)) for f in fields(x)}}
+    if isinstance(x, dict):
+        return {"kind": "dict", "items": [[encode(k), encode(v)] for k, v in x.items()]}
+    if isinstance(x, tuple):
+        return {"kind": "tuple", "items": [encode(v) for v in x]}
+    if isinstance(x, list):
+        return [encode(v) for v in x]
+    if isinstance(x, (np.bool_, np.integer, np.floating)):
+        return x.item()
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    raise TypeError(f"Cannot store a {type(x).__name__} in a comparison file; measure() should return numbers, "
+                    "strings, lists, tuples and dicts.")
+
+
+def decode(x: object) -> object:
+    if isinstance(x, list):
+        return [decode(v) for v in x]
+    if not isinstance(x, dict):
+        return x
+    kind = x["kind"]
+    if kind == "dict":
+        return {decode(k): decode(v) for k, v in x["items"]}
+    if kind == "tuple":
+        return tuple(decode(v) for v in x["items"])
+    values = {name: decode(v) for name, v in x["fields"].items()}
+    if kind == "Arm":
+        return Arm(**values)
+    if kind == "Report":
+        return Report(**values)
+    if kind == "TrainResult":
+        return TrainResult(**values)
+    raise ValueError(f"Unknown kind {kind!r} in a comparison file.")
+

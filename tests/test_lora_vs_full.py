@@ -1,0 +1,92 @@
+"""Notebook 05b's comparison, kept on disk for 05c: stored once, read back equal, never overwritten, retrained when
+anything it depends on changes."""
+
+import json
+
+import pytest
+import torch
+
+from lora_edu.gpt.finetune import finetune
+from lora_edu.paper import lora_vs_full as store
+from lora_edu.paper.comparison import Arm, Comparison
+from lora_edu.paper.lora_vs_full import load_comparison, measure_run, qv_names, save_comparison
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny):
+    """A comparison of two real (short) runs, with what 05c measures of each."""
+    base, world = tiny
+    reports, measured = {}, {}
+    for method, lr in (("lora-all", 1e-2), ("full", 1e-3)):
+        model, report = finetune(base, world, "json", method, lr=lr, seed=0, steps=3, batch_size=4, progress=False)
+        reports[(method, lr, 0)] = report
+        measured[(method, lr, 0)] = measure_run(base, world, model)
+    arms = [Arm("lora-all", "lora-all", (1e-2,), headline=True), Arm("full", "full", (1e-3,), {"replay": 1.0})]
+    return Comparison(arms, reports, {"lora-all": 1e-2, "full": 1e-3}, measured)
+
+
+def test_a_stored_comparison_reads_back_equal_and_is_never_overwritten(two_runs, tmp_path):
+    path = save_comparison(two_runs, tmp_path / "runs.json")
+    back = load_comparison(path)
+    assert back == two_runs  # reports (with their training curves), measurements, arms and chosen rates, exactly
+    assert back.runs("lora-all")[0].result.evals == two_runs.runs("lora-all")[0].result.evals
+    assert back.measured[("full", 1e-3, 0)]["facts"][("home", True)] == two_runs.measured[("full", 1e-3, 0)]["facts"][("home", True)]
+    assert back.mean("full", "pretrain_loss") == two_runs.mean("full", "pretrain_loss")
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match="delete it first"):
+        save_comparison(back, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["runs.json"]  # no temporary file left
+
+
+def test_what_is_not_a_stored_comparison_is_refused_clearly(two_runs, tmp_path):
+    other = tmp_path / "notes.json"
+    other.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="not a comparison written by lora_edu"):
+        load_comparison(other)
+    odd = Comparison(two_runs.arms, two_runs.reports, two_runs.chosen_lr, {("full", 1e-3, 0): torch.zeros(2)})
+    with pytest.raises(TypeError, match="measure\\(\\) should return numbers"):
+        save_comparison(odd, tmp_path / "odd.json")
+    assert not (tmp_path / "odd.json").exists()
+
+
+def test_measure_run_counts_intruders_in_every_wq_and_wv(tiny, two_runs):
+    base, _ = tiny
+    names = qv_names(base)
+    assert len(names) == 2 * base.config.n_layer and names[0] == "blocks.0.attn.q_proj"
+    lora, full = two_runs.measured[("lora-all", 1e-2, 0)], two_runs.measured[("full", 1e-3, 0)]
+    assert set(lora["qv_sizes"]) == set(names) and all(v > 0 for v in lora["qv_sizes"].values())
+    assert 0 <= lora["intruders"] <= 10 * len(names) and full["top_r"] > 0
+    assert all(len(v) == 10 and all(0 <= s <= 1 + 1e-6 for s in v) for v in lora["qv_similarity"].values())
+    assert lora["intruders"] == sum(s < 0.5 for v in lora["qv_similarity"].values() for s in v)
+    assert all(sum(x > 1e-6 for x in v) <= 8 for v in lora["qv_spectra"].values())  # a rank-8 update: at most 8 above zero
+    assert all(sum(x > 1e-6 for x in v) > 8 for v in full["qv_spectra"].values())  # full fine-tuning: full rank
+    assert set(lora["facts"]) == {(a, among) for a in ("home", "food") for among in (False, True)}
+    assert all(len(v) == len(tiny[1].test_animals) for v in lora["facts"].values())
+
+
+def test_lora_vs_full_trains_once_and_loads_after(tiny, two_runs, tmp_path, monkeypatch, capsys):
+    base, world = tiny
+    monkeypatch.setenv("LORA_EDU_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_compare(base, world, task, arms, *args, **options):
+        calls.append([a.label for a in arms])
+        if arms[0].label == "control":
+            return Comparison(list(arms), {}, {"control": 1e-3}, {})
+        return Comparison(list(two_runs.arms), dict(two_runs.reports), dict(two_runs.chosen_lr), dict(two_runs.measured))
+
+    monkeypatch.setattr(store, "compare_methods", fake_compare)
+    run = {"steps": 3, "batch_size": 4}
+    first = store.lora_vs_full(base, world, run, show_progress=False)
+    assert len(calls) == 2 and calls[1] == ["control"]  # the methods, then the control
+    second = store.lora_vs_full(base, world, run, show_progress=False)
+    assert len(calls) == 2 and second == first and "Loaded the 2 fine-tunes that an earlier run" in capsys.readouterr().out
+    store.lora_vs_full(base, world, {"steps": 4, "batch_size": 4}, show_progress=False)  # other settings: trained anew
+    assert len(calls) == 4 and len(list((tmp_path / "runs").glob("lora-vs-full-*.json"))) == 2
+    threads, before = torch.get_num_threads(), store.fingerprint(base, run)
+    try:
+        torch.set_num_threads(threads + 1)  # other kernels or threads may round differently: no reuse
+        assert store.fingerprint(base, run) != before
+    finally:
+        torch.set_num_threads(threads)
+    assert store.fingerprint(base, run) == before
