@@ -650,6 +650,10 @@ def test_the_random_direction_null_keeps_the_spectrum_and_draws_the_directions()
     assert one_big <= 4 < huge  # the same rank, but one large direction: the shape of the spectrum matters
     with pytest.raises(ValueError, match="at most 64 singular values"):
         random_direction_intruders(base, {"0": [1.0] * 65}, seed=0)
+    averaged = random_direction_intruders(base, {n: [0.6 * scale[n]] * 8 for n in names}, seed=0, draws=8)
+    assert 0 < averaged < 20 and averaged * 8 == round(averaged * 8)  # the mean of 8 whole-number counts
+    with pytest.raises(ValueError, match="draws must be a whole number"):
+        random_direction_intruders(base, {"0": [1.0]}, seed=0, draws=0)
     gpt = GPT(GPTConfig(vocab_size=11, n_ctx=8, n_layer=1, n_head=1, d_model=64))
     moved = copy.deepcopy(gpt)
     with torch.no_grad():

@@ -587,13 +587,16 @@ def update_spectra(base: nn.Module, model: nn.Module, names: Iterable[str]) -> d
 
 
 def random_direction_intruders(base: nn.Module, spectra: dict[str, Sequence[float]], seed: int, k: int = 10,
-                               threshold: float = 0.5) -> int:
+                               threshold: float = 0.5, draws: int = 1) -> float:
     """The null for ``intruder_count``: intruder dimensions of an update with the same singular values as the run's own
     (``update_spectra``), so the same rank, size and shape of spectrum, but random singular vectors, blind to W's
-    directions: ΔW = U diag(σ) Vᵀ with U and V random orthonormal columns. Summed over the layers of ``spectra``."""
+    directions: ΔW = U diag(σ) Vᵀ with U and V random orthonormal columns. Summed over the layers of ``spectra``;
+    the mean over ``draws`` independent draws (more draws: less noise from the draw itself)."""
+    if not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be a whole number, 1 or more, got {draws!r}.")
     gen = torch.Generator().manual_seed(seed)
     count = 0
-    for name, sigma in spectra.items():
+    for name, sigma in [item for _ in range(draws) for item in spectra.items()]:
         w0 = adapted_weight(base, name).double().cpu()
         d_out, d_in = w0.shape
         sigma = torch.as_tensor(sigma, dtype=torch.float64)
@@ -603,7 +606,7 @@ def random_direction_intruders(base: nn.Module, spectra: dict[str, Sequence[floa
         u = torch.linalg.qr(torch.randn(d_out, len(sigma), generator=gen, dtype=torch.float64))[0]
         v = torch.linalg.qr(torch.randn(d_in, len(sigma), generator=gen, dtype=torch.float64))[0]
         count += intruder_dimensions(w0, w0 + u @ torch.diag(sigma) @ v.T, k, threshold).count
-    return count
+    return count / draws
 
 
 @dataclass(frozen=True)

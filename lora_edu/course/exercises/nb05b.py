@@ -113,8 +113,8 @@ register(ChoiceExercise(
     },
     explanation="the learning rate sets how far the fine-tune moves from the pretrained model: more learning, more "
     "forgetting, and past a point divergence. Biderman et al. (2024, Section 4.3) plot Llama-2 7B fine-tunes of "
-    "different lengths this way and find LoRA and full fine-tuning on one and the same trade-off curve, LoRA's points "
-    "where less is learned and less is forgotten. Where our runs lie is a measurement: sections 2 and 3 make it.",
+    "different lengths this way and report that LoRA and full fine-tuning seem to lie on one trade-off curve, LoRA's "
+    "points where less is learned and less is forgotten. Where our runs lie is a measurement: sections 2 and 3 make it.",
 ))
 register(ChoiceExercise(
     id="shared-rate",

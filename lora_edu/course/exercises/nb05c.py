@@ -239,8 +239,8 @@ register(WrittenExercise(
     "top-8 part‖, `comparison.measured_mean(label, \"top_r\", lr, SWEEP_SEEDS)`. Did the finer run move its weights "
     "less: is (b) closer to GPT-3's 0.32? Did it still learn: is (a) at least 0.75? Is that the paper's regime?",
     points=(
-        "Cutting the same total step length finer moves the weights somewhat less on the top-8 measure (compare the "
-        "two runs' `top_r`), not several times less.",
+        "Compare the two runs' `top_r`: if cutting the same total step length finer moved the weights less, say by how "
+        "much: a few percent, or several times?",
         "Compare the two validation exact matches too: if the finer run is more than one validation animal per seed "
         "behind, it learned less, and this is a smaller move for less learning, not the same learning for a smaller move.",
         "Set the finer run's top-8 ratio beside GPT-3's 0.32 and its whole-weight ratio beside 0.11: both say how far it "
@@ -249,9 +249,10 @@ register(WrittenExercise(
         "the next thing to try, and the width of the layer (rank 8 in a 64-wide layer is not thin) is an untested "
         "candidate for why LoRA's update is large here.",
     ),
-    explanation="The step length is what Adam fixes; how finely it is cut changes the update's size only a little. "
-    "A few times more steps at a few times lower rate keeps the step length, so it is not expected to turn this tiny "
-    "model's large LoRA update into a small one, and it may cost some of the learning. What would: a wider model, "
+    explanation="The step length is what Adam fixes; how finely it is cut is expected to change the update's size only "
+    "a little. A few times more steps at a few times lower rate keeps the step length, so it is not expected to turn "
+    "this tiny model's large LoRA update into a small one, and it may cost some of the learning: your two runs say "
+    "whether that held here. What could make it small: a wider model, "
     "where a rank-8 branch is a thin correction, is the candidate this notebook cannot afford to test.",
     hints=("Read the three numbers for both runs side by side: exact match, ‖ΔW‖/‖W‖ and the top-8 measure.",),
 ))
