@@ -172,8 +172,9 @@ def count_intruders(W0, W, k, eps):
 """,
     explanation="an intruder is a top singular direction of the fine-tuned weight that no singular direction of the "
     "pretrained weight comes close to (|cosine| below ε). Unit columns make U.T @ U0 a table of cosines; the absolute "
-    "value ignores the arbitrary sign of each singular vector. A rank-1 update can add at most one new direction at "
-    "the top, and the other top directions of W stay close to W0's.",
+    "value ignores the arbitrary sign of each singular vector. A rank-1 update pushes W along one direction, so it "
+    "usually adds one new direction at the top, and most other top directions of W stay close to W0's; a large "
+    "update can also tilt a neighbouring direction past ε, and a small one may add none.",
     worked_solution="With unit vectors, the cosine is a dot product, so one matrix product compares every pair at once: "
     "entry (i, j) of U.T @ U0 is the cosine of W's i-th and W0's j-th direction. The largest |entry| in row i says how "
     "well W0 already had W's i-th direction.",

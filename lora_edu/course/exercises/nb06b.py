@@ -42,7 +42,7 @@ register(PredictExercise(
     id="predict-adapter-layers",
     prompt="Our GPT runs 25 linear layers per forward pass: six in each of its 4 blocks and the output layer. Houlsby "
     "adapters add a bottleneck, a down and an up projection, after the attention and after the MLP of every block. At "
-    "batch 1, time goes mostly into running layers one after another. Predict the ratio: linear layers run with "
+    "batch 1, part of the time goes into running layers one after another, however small. Predict the ratio: linear layers run with "
     "adapters / without (a number).",
     expected=lambda: linear_layers(4, True) / linear_layers(4, False),
     abs_tol=0.05,
