@@ -362,3 +362,6 @@ def test_the_share_of_forgetting_won_back_is_an_interval_over_seeds():
     scaled[(1, 0.0)] = (2.5, 0.0)  # seed 1 now wins back a quarter
     share = Mitigation(1e-2, (0, 1, 2), (1.0, 0.0), scaled, {}, {}).won_back(0.0, base_loss=1.0)
     assert share.mean == pytest.approx(1.25 / 3) and share.low < 0.25 < 0.5 < share.high
+    control = {(s, 0.0): (loss + 1.0, 1.0) for s, loss in removed.items()}  # the even shrink wins back 1 less per seed
+    even = Mitigation(1e-2, (0, 1, 2), (1.0, 0.0), scaled, control, {}).won_back(0.0, base_loss=1.0, control=True)
+    assert even.values == pytest.approx((0.5 / 3, 0.0, 1.0 / 4))

@@ -81,13 +81,17 @@ def pretraining_eval_rows(world: World, n_ctx: int, part: str = "all") -> torch.
     return pack_lines(lines, world.tokenizer, n_ctx)
 
 
+def cache_root() -> Path:
+    """lora_edu's cache directory: ``$LORA_EDU_CACHE``, default ``~/.cache/lora_edu``."""
+    return Path(os.environ.get("LORA_EDU_CACHE", Path.home() / ".cache" / "lora_edu"))
+
+
 def checkpoint_path(size: str) -> Path:
     """Where the checkpoint of ``size`` lives: shipped in the package, else in the cache directory."""
     shipped = PACKAGE_CHECKPOINTS / f"{size}.safetensors"
     if shipped.exists():
         return shipped
-    cache = Path(os.environ.get("LORA_EDU_CACHE", Path.home() / ".cache" / "lora_edu"))
-    return cache / f"{size}.safetensors"
+    return cache_root() / f"{size}.safetensors"
 
 
 def save_checkpoint(model: GPT, size: str, path: Path, result: TrainResult, eval_loss: float) -> None:

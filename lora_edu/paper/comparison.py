@@ -651,10 +651,12 @@ class Mitigation:
         reference = self.scaled if against == "trained" else self.control
         return interval(self.scaled[(s, kept)][j] - reference[(s, 1.0 if against == "trained" else kept)][j] for s in self.seeds)
 
-    def won_back(self, kept: float, base_loss: float) -> Interval:
+    def won_back(self, kept: float, base_loss: float, control: bool = False) -> Interval:
         """Per seed, the share of the held-out loss that fine-tuning added (over ``base_loss``, the base model's) that
-        scaling the intruders to ``kept`` wins back; its mean and 95% t-interval over the seeds."""
-        return interval((self.scaled[(s, 1.0)][0] - self.scaled[(s, kept)][0]) / (self.scaled[(s, 1.0)][0] - base_loss)
+        scaling the intruders to ``kept`` wins back (``control=True``: the even-shrink control at ``kept``); its mean
+        and 95% t-interval over the seeds."""
+        edited = self.control if control else self.scaled
+        return interval((self.scaled[(s, 1.0)][0] - edited[(s, kept)][0]) / (self.scaled[(s, 1.0)][0] - base_loss)
                         for s in self.seeds)
 
     def table(self) -> str:

@@ -23,7 +23,7 @@ from ..gpt.data import World
 from ..gpt.evaluate import facts_known, lm_loss
 from ..gpt.finetune import Report, update_ratios
 from ..gpt.model import GPT
-from ..gpt.pretrain import pretraining_eval_rows
+from ..gpt.pretrain import cache_root, pretraining_eval_rows
 from ..gpt.train import TrainResult
 from ..lora.layer import adapted_weight
 from .analysis import intruder_similarity
@@ -100,7 +100,7 @@ def lora_vs_full(base: GPT, world: World, run: dict, done: dict | None = None, s
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LORA_EDU_CACHE", Path.home() / ".cache" / "lora_edu")) / "runs"
+    return cache_root() / "runs"
 
 
 def fingerprint(base: GPT, run: dict) -> str:
