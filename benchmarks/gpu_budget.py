@@ -256,8 +256,10 @@ def plans() -> dict[str, dict]:
         },
         "06b": {
             "runs": [
-                Runs("LoRA (3 learning rates) and LoRA+ at ratios 2, 4 and 16 (4 each) on Wq+Wv (r = 4), x 3 seeds, 2 more seeds each", 53,
+                Runs("LoRA (3 learning rates) and LoRA+ at ratios 2, 4, 8 and 16 (4 each) on Wq+Wv (r = 4), x 3 seeds", 57,
                      "lora-qv", steps06, b06, json_seq, False),
+                Runs("LoRA, the chosen LoRA+ and LoRA+ 16 at their chosen rates, 5 fresh seeds each", 15, "lora-qv", steps06, b06,
+                     json_seq, False),
             ],
         },
     }

@@ -445,8 +445,14 @@ def test_latency_is_compared_round_by_round():
     assert same.versus(base).endswith("no difference these rounds can resolve")
     twin = Latency(1.0, 0.98, 0.99, (0.99, 1.089, 99.0))  # 1% faster in every round: the same layers, a gap too small to name
     assert twin.versus(base).endswith("within 5% of each other in every round: too close to call")
-    from lora_edu.maths.timing import round_by_round
+    from lora_edu.maths.timing import round_by_round, sign_test
     assert round_by_round([0.99, 0.98], [1.0, 1.0], "slower", "faster", floor=0.0).endswith("faster in every round")
+    stalled = [1.7] * 10 + [0.97]  # one of 11 rounds stalled on the base alone: the other 10 still decide
+    assert round_by_round(stalled, [1.0] * 11, "slower", "faster").endswith(
+        "slower in 10 of 11 rounds, more often than chance allows (a sign test)")
+    six_of_seven = round_by_round([1.7] * 6 + [0.97], [1.0] * 7, "slower", "faster")  # 6 of 7: p = 0.125, not enough
+    assert six_of_seven.endswith("no difference these rounds can resolve")
+    assert sign_test(10, 11) == pytest.approx(24 / 2048) and sign_test(6, 7) == pytest.approx(0.125) and sign_test(0, 3) == 1.0
     with pytest.raises(ValueError, match="floor is a share"):
         round_by_round([1.0], [1.0], "slower", "faster", floor=1.5)
     with pytest.raises(ValueError, match="same interleaved rounds"):
@@ -695,3 +701,18 @@ def test_still_learning_reads_the_validation_curve_only():
     assert still_learning([run(flat)])[0] is False  # levelled off: under a tenth in the last quarter
     with pytest.raises(ValueError, match="validation curve"):
         still_learning([run([(400, 0.4)])])
+
+
+def test_rank_penalty_pairs_each_seed_with_its_own_run():
+    from lora_edu.paper.experiments import LoRARun, rank_penalty, runs_by_config
+
+    def run(r, seed, loss):
+        return LoRARun(("q",), r, seed, 0.0, 0.0, 0.0, loss, 0.0, {})
+
+    groups = runs_by_config([run(1, 0, 2.0), run(1, 1, 3.0), run(8, 1, 1.0), run(8, 0, 1.0)])  # seeds in another order at r = 8
+    penalty = rank_penalty(groups, ("q",), 1, 8)
+    assert penalty.values == (2.0, 3.0) and penalty.mean == pytest.approx(6 ** 0.5)  # geometric mean of the two ratios
+    with pytest.raises(ValueError, match="No runs of"):
+        rank_penalty(groups, ("q",), 2, 8)
+    with pytest.raises(ValueError, match="pair the same seeds"):
+        rank_penalty(runs_by_config([run(1, 0, 2.0), run(1, 1, 3.0), run(8, 0, 1.0), run(8, 2, 1.0)]), ("q",), 1, 8)

@@ -68,6 +68,19 @@ def test_the_rate_is_chosen_on_validation_never_on_test(monkeypatch):
     assert result.mean("a", "test_exact_match", 1e-2, seeds=(0,)) == 1.0  # one rate, the sweep seed only
 
 
+def test_fresh_seeds_rerun_the_chosen_rate_and_nothing_else(monkeypatch):
+    val, test = {1e-3: 0.9, 1e-2: 0.5}, {1e-3: 0.1, 1e-2: 1.0}
+    monkeypatch.setattr(comparison, "finetune", fake_finetune(val, test))
+    arms = [Arm("a", "lora-all", (1e-3, 1e-2), {"r": 4}), Arm("b", "full", (1e-3, 1e-2))]
+    chose = compare_methods(None, None, "json", arms, (0, 1), (0, 1), show_progress=False, steps=5)
+    fresh = comparison.on_fresh_seeds(chose, None, None, "json", ["a"], (3, 4, 5), show_progress=False, steps=5)
+    assert [(r.seed, r.lr, r.options) for r in fresh.runs("a")] == [(s, 1e-3, {"steps": 5, "r": 4}) for s in (3, 4, 5)]
+    assert fresh.chosen_lr == {"a": 1e-3} and fresh.at_grid_edge("a")  # the grid is the original one
+    assert fresh.arm("a").lrs == (1e-3, 1e-2)
+    with pytest.raises(ValueError, match=r"Seeds \[1\] already ran"):
+        comparison.on_fresh_seeds(chose, None, None, "json", ["a"], (1, 2), show_progress=False)
+
+
 def test_ties_on_validation_go_to_the_lower_loss_then_the_smaller_rate(monkeypatch):
     val, test = {1e-3: 0.5, 3e-3: 0.5, 1e-2: 0.5}, {1e-3: 0.0, 3e-3: 0.0, 1e-2: 0.0}
     monkeypatch.setattr(comparison, "finetune", fake_finetune(val, test))
@@ -317,11 +330,16 @@ def test_intruder_counts_are_read_per_rate_per_seed_and_at_matched_size():
     assert counts.by_rate["lora"] == {1e-3: 0.0, 1e-2: 4.0} and counts.full_runs == [0] * 6
     assert comparison.IntruderCounts.chance(5) == 1 / 252 and comparison.IntruderCounts.chance(3) == 1 / 20
     text = str(counts)
-    assert "full, every run of every rate: 0 intruders in 6 runs; at its largest rate, 0.001, it moved its weights 0.20" in text
+    assert "full, every run of every rate: 0 intruders in 6 runs; at its largest rate, 0.001, ‖ΔW‖/‖W‖ 0.20" in text
     assert "lora at its matched rate 0.01 0.60" in text
     assert "2 in 20 with 3 seeds each; we call it resolved only below 1 in 20, so 3 seeds cannot" in text
     assert text.startswith("at every rate, mean over the 3 sweep seeds:")
     assert "closest in size (‖ΔW‖/‖W‖ 0.60 for lora at 0.01, 0.20 for full at 0.001): lora 4.0, full 0.0" in text
+    sized = {k: {**m, "qv": {"q": 0.3 if k[0] == "lora" else 0.1, "v": 0.5 if k[0] == "lora" else 0.1}} for k, m in measured.items()}
+    by_qv = comparison.intruder_counts(comparison.Comparison(c.arms, c.reports, c.chosen_lr, sized), ("lora", "full"), matched,
+                                       (0, 1, 2), (0, 1, 2), size_key="qv")
+    assert by_qv.sizes["lora"][1e-2] == pytest.approx(0.4) and by_qv.sizes["full"][1e-3] == pytest.approx(0.1)
+    assert "closest in size (mean ‖ΔW‖/‖W‖ of qv 0.40 for lora at 0.01, 0.10 for full" in str(by_qv)
     alike = comparison.Comparison(c.arms, c.reports, c.chosen_lr, {k: {"intruders": 1} for k in c.reports})
     assert comparison.intruder_counts(alike, ("lora", "full"), matched, (0, 1, 2), (0, 1, 2)).fewer("chosen", level=0.2) is None
     with pytest.raises(ValueError, match="reached mean validation exact match 0.9"):

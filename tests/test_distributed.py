@@ -218,6 +218,8 @@ def test_per_rank_memory_shards_with_fsdp():
     assert per_rank_bytes(llama, 16, ("q", "v"), 8, "fsdp", gathered_blocks=0) == pytest.approx(ddp / 8)
     assert ddp > 80e9 > fsdp  # 70B in bf16 does not fit one 80 GB card; sharded over 8 it does
     assert per_rank_bytes(llama, 16, ("q", "v"), 1, "fsdp") == pytest.approx(ddp)  # one rank: nothing to gather
+    lora = lora_parameter_count(llama, 16, ("q", "v"))
+    assert ddp == pytest.approx(2 * llama.total_parameters() + 16 * lora)  # bf16 base; fp32 weight, gradient, 2 moments
     with pytest.raises(ValueError, match="Unknown strategy"):
         per_rank_bytes(llama, 16, ("q",), 8, "zero")
 

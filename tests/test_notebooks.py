@@ -184,7 +184,9 @@ def test_findings_table_keeps_one_row_per_finding():
     assert "- *disagrees*" not in table  # a word is explained only where the table uses it, and "agrees" is not "disagrees"
     assert "1. x" in lines and "2. y (3 seeds)" in lines  # the evidence, folded under the table, one numbered line a row
     assert lines[-1] == "</details>" and lines[8].startswith("<details><summary><b>ours</b>")
-    assert "*disagrees*" in findings_table([("A", "disagrees, on speed", "x")]).data
+    qualified = findings_table([("A", "not resolved against B, disagrees against C, at d = 64", "x")]).data
+    assert "| 1 | A | **not resolved / disagrees** |" in qualified  # the column holds the words; the whole verdict is folded
+    assert "1. *not resolved against B, disagrees against C, at d = 64.* x" in qualified and "*disagrees*:" in qualified
     with pytest.raises(ValueError, match="No findings"):
         findings_table([])
     with pytest.raises(ValueError, match="needs 3 cells"):

@@ -137,6 +137,9 @@ def test_throughputs_are_compared_round_by_round():
     assert slow.versus(fast).startswith("0.51 times (rounds 0.50 to 0.60)") and slow.versus(fast).endswith("slower in every round")
     mixed = Throughput(300.0, 150.0, 450.0, (150.0, 300.0, 450.0))
     assert mixed.versus(slow).endswith("no difference these rounds can resolve")
+    edge = Throughput(93.0, 84.0, 96.0, (84.0, 96.0, 93.0))  # slower in every round, by under 5% in one
+    assert edge.versus(Throughput(100.0, 100.0, 100.0, (100.0, 100.0, 100.0))).endswith(
+        "slower in every round, but in some by 5% or less: not called")
     with pytest.raises(ValueError, match="same interleaved rounds"):
         Throughput(1.0, 1.0, 1.0).versus(fast)
 

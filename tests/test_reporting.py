@@ -200,11 +200,11 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     assert "LONG = 4 * STEPS" in nb06 and 'task="card")' in nb06
     assert "{1: retuned" in nb06 and "2: rank_rate" in nb06
     assert sum(r.count for r in plans["06"]["runs"]) == (3 * 3 * placements + 3 * (2 * 5 - 2) + 2 * 3 * 3 + 3 * 3 + 3)
-    nb06b = "\n".join(gpu_check_cells("06b"))  # LoRA and LoRA+ at 3 ratios, each 3 rates x 3 seeds, then 2 more seeds each
-    assert 'STEPS = {"tiny": 100, "gpu": 200}' in nb06b and "PLUS_RATIOS = (2, 4, 16)" in nb06b and "plus_arms = [" in nb06b
+    nb06b = "\n".join(gpu_check_cells("06b"))  # LoRA (3 rates) and LoRA+ at 4 ratios (4 rates), 3 seeds; then 3 arms x 5 fresh seeds
+    assert 'STEPS = {"tiny": 100, "gpu": 200}' in nb06b and "PLUS_RATIOS = (2, 4, 8, 16)" in nb06b and "plus_arms = [" in nb06b
     assert "(1e-2, 3e-2, 1e-1)" in nb06b and "(1e-3, 3e-3, 1e-2, 3e-2)" in nb06b and "(3e-3, 1e-2, 3e-2, 1e-1)" in nb06b
-    assert "HEADLINE_SEEDS = (0, 1, 2, 3, 4)" in nb06b and "SEEDS, HEADLINE_SEEDS" in nb06b
-    assert sum(r.count for r in plans["06b"]["runs"]) == (3 * 3 + 2) + 3 * (4 * 3 + 2) and {r.steps for r in plans["06b"]["runs"]} == {200}
+    assert "FRESH_SEEDS = (3, 4, 5, 6, 7)" in nb06b and '["LoRA", *compared], FRESH_SEEDS' in nb06b
+    assert sum(r.count for r in plans["06b"]["runs"]) == 3 * 3 + 4 * 4 * 3 + 3 * 5 and {r.steps for r in plans["06b"]["runs"]} == {200}
     assert {r.steps for r in plans["06"]["runs"]} == {200, 800}
 
 

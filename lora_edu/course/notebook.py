@@ -153,10 +153,18 @@ def finding_html(claim: str, word: str, new: set[str], evidence: str) -> str:
             f"<div>{said}.</div><div>Ours: {verdict}.</div>{below}</div>")
 
 
+def in_a_word(word: str) -> str:
+    """The verdict words of a qualified verdict, in order, each once: "not resolved against X, disagrees against Y"
+    gives "not resolved / disagrees". A verdict that is only its word stays as it is."""
+    words = list(dict.fromkeys(w for w, _ in word_spans(word)))
+    return " / ".join(words) if words else word
+
+
 def findings_table(rows: list[tuple[str, str, str]], headers: tuple[str, str, str] = ("the paper", "verdict", "ours")) -> Any:
-    """A lesson's comparisons as Markdown: a short numbered table of (what was asked or found, the verdict in a word),
-    the meaning of each verdict word it uses, and what we measured for each row folded below (``<details>``).
-    A "|" inside a cell is escaped, so it cannot split the row."""
+    """A lesson's comparisons as Markdown: a short numbered table of (what was asked or found, the verdict in a word:
+    ``in_a_word``), the meaning of each verdict word it uses, and, folded below (``<details>``), each row's whole
+    verdict where it says more than its words, then what we measured. A "|" inside a cell is escaped, so it cannot
+    split the row."""
     from IPython.display import Markdown
 
     if not rows:
@@ -168,9 +176,10 @@ def findings_table(rows: list[tuple[str, str, str]], headers: tuple[str, str, st
         return text.replace("|", "\\|").replace("\n", " ")
 
     table = (f"| | {cell(headers[0])} | {cell(headers[1])} |\n|---|---|---|\n"
-             + "\n".join(f"| {i} | {cell(question)} | **{cell(word)}** |" for i, (question, word, _) in enumerate(rows, 1)))
+             + "\n".join(f"| {i} | {cell(question)} | **{cell(in_a_word(word))}** |" for i, (question, word, _) in enumerate(rows, 1)))
     used = [w for w in VERDICT_WORDS if any(w in verdict_words_in(word) for _, word, _ in rows)]
     legend = "\n".join(f"- *{w}*: {VERDICT_WORDS[w]}" for w in used)
-    evidence = "\n".join(f"{i}. {cell(ours)}" for i, (_, _, ours) in enumerate(rows, 1))
+    evidence = "\n".join(f"{i}. " + (f"*{cell(word)}.* " if in_a_word(word) != word else "") + cell(ours)
+                         for i, (_, word, ours) in enumerate(rows, 1))
     return Markdown(table + ("\n\n" + legend if legend else "")
                     + f"\n\n<details><summary><b>{cell(headers[2])}</b>, row by row (open)</summary>\n\n{evidence}\n\n</details>")

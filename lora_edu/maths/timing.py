@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["interleave", "round_by_round"]
+__all__ = ["interleave", "round_by_round", "sign_test"]
 
 
 def interleave(timers: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
@@ -27,10 +28,19 @@ def interleave(timers: dict[str, Callable[[], float]], rounds: int) -> dict[str,
     return results
 
 
+def sign_test(k: int, n: int) -> float:
+    """Two-sided sign test: how often chance alone (each round a coin flip) puts ``k`` or more of ``n`` rounds on one
+    given side, doubled for either side, at most 1."""
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n)
+
+
 def round_by_round(mine: Sequence[float], theirs: Sequence[float], above: str, below: str, floor: float = 0.05) -> str:
     """``mine / theirs`` in each round (a slow moment of the computer hits both in a round), its median and range, and
     a verdict: ``above`` when every round's ratio is above 1 + ``floor``, ``below`` when every one is below 1 - ``floor``.
-    Rounds that all lie within ``floor`` of 1 are too close to call: where the two run the same layers, a gap that
+    With more rounds, all but a few beyond the floor on one side also decide, when a two-sided sign test puts that
+    below 5% (with 11 rounds: 10 of them), so one round stalled by the computer does not veto the rest. Rounds all on
+    one side of 1 but some within ``floor`` of it are said so, and not called. Rounds that all lie within
+    ``floor`` of 1 are too close to call: where the two run the same layers, a gap that
     small can come from where each one's tensors sit in memory, and it would not matter in practice. Otherwise, no
     difference.
     """
@@ -40,12 +50,19 @@ def round_by_round(mine: Sequence[float], theirs: Sequence[float], above: str, b
         raise ValueError(f"floor is a share of the time, in [0, 1); got {floor!r}.")
     ratios = [a / b for a, b in zip(mine, theirs, strict=True)]
     low, high, mid = min(ratios), max(ratios), float(np.median(ratios))
-    if low > 1 + floor:
+    n = len(ratios)
+    n_above, n_below = sum(r > 1 + floor for r in ratios), sum(r < 1 - floor for r in ratios)
+    if n_above == n:
         verdict = f"{above} in every round"
-    elif high < 1 - floor:
+    elif n_below == n:
         verdict = f"{below} in every round"
     elif 1 - floor <= low and high <= 1 + floor:
         verdict = f"within {floor:.0%} of each other in every round: too close to call"
+    elif sign_test(n_above, n) < 0.05 or sign_test(n_below, n) < 0.05:  # one stalled round need not veto the rest
+        side, k = (above, n_above) if n_above > n_below else (below, n_below)
+        verdict = f"{side} in {k} of {n} rounds, more often than chance allows (a sign test)"
+    elif low > 1 or high < 1:  # one side in every round, but within the floor in some
+        verdict = f"{above if low > 1 else below} in every round, but in some by {floor:.0%} or less: not called"
     else:
         verdict = "no difference these rounds can resolve"
     return f"{mid:.2f} times (rounds {low:.2f} to {high:.2f}): {verdict}"

@@ -278,6 +278,20 @@ def compare_methods(base: GPT, world: World, task: str, arms: Sequence[Arm], swe
     return Comparison(list(arms), reports, chosen, measured)
 
 
+def on_fresh_seeds(comparison: Comparison, base: GPT, world: World, task: str, labels: Sequence[str], seeds: Sequence[int],
+                   show_progress: bool = True, **finetune_options: object) -> Comparison:
+    """The arms ``labels`` again, each at the rate ``comparison`` chose for it, on ``seeds`` that took no part in the
+    choice: a headline comparison whose runs selected nothing. The arms keep their grids (``at_grid_edge`` still reads
+    them); ``finetune_options`` must be those of the original comparison."""
+    used = sorted({seed for (label, _, seed) in comparison.reports if label in labels} & set(seeds))
+    if used:
+        raise ValueError(f"Seeds {used} already ran in the comparison that chose the rates; pass seeds that did not.")
+    one_rate = [replace(comparison.arm(label), lrs=(comparison.chosen_lr[label],), headline=True) for label in labels]
+    fresh = compare_methods(base, world, task, one_rate, seeds, seeds, show_progress=show_progress, **finetune_options)
+    return Comparison([comparison.arm(label) for label in labels], fresh.reports, {label: comparison.chosen_lr[label] for label in labels},
+                      fresh.measured)
+
+
 @dataclass(frozen=True)
 class ExactMatchInterval:
     """A mean exact match and a 95% interval inside [0, 1]."""
@@ -539,6 +553,7 @@ class IntruderCounts:
     closest: dict[str, float]  # label -> its rate in the pair, among the rates that learned, closest in update size
     full_runs: list[int]  # the count of every run of full fine-tuning, every rate and seed
     sweep_seeds: int  # how many seeds the per-rate means average
+    sized_on: str = "‖ΔW‖/‖W‖"  # what ``sizes`` measures, as the lines name it
 
     def fewer(self, where: str, level: float = 0.05) -> str | None:
         """The label whose every count lies below every count of the other ("chosen" or "matched" rates), when chance alone
@@ -568,7 +583,8 @@ class IntruderCounts:
         lines.append(f"at the chosen rates, per seed: {a} {self.chosen[a]}, {b} {self.chosen[b]}")
         lines.append(f"at the matched rates (as much learned), per seed: {a} {self.matched[a]}, {b} {self.matched[b]}")
         lr_a, lr_b = self.closest[a], self.closest[b]
-        lines.append(f"among the rates that learned, where the updates are closest in size (‖ΔW‖/‖W‖ {self.sizes[a][lr_a]:.2f} for {a} "
+        lines.append(f"among the rates that learned, where the updates are closest in size ({self.sized_on} "
+                     f"{self.sizes[a][lr_a]:.2f} for {a} "
                      f"at {lr_a:g}, {self.sizes[b][lr_b]:.2f} for {b} at {lr_b:g}): "
                      f"{a} {self.by_rate[a][lr_a]:.1f}, {b} {self.by_rate[b][lr_b]:.1f}")
         seeds = sorted({len(self.chosen[a]), len(self.matched[a])}, reverse=True)
@@ -578,19 +594,22 @@ class IntruderCounts:
                          f"{n} seeds {'can' if self.resolvable(n) else 'cannot'}" for n in seeds))
         largest, lr_m = max(self.sizes[b]), self.matched_lr[a]
         lines.append(f"{b}, every run of every rate: {sum(self.full_runs)} intruders in {len(self.full_runs)} runs; at its largest rate, "
-                     f"{largest:g}, it moved its weights {self.sizes[b][largest]:.2f} of their size, {a} at its matched rate {lr_m:g} "
+                     f"{largest:g}, {self.sized_on} {self.sizes[b][largest]:.2f}, {a} at its matched rate {lr_m:g} "
                      f"{self.sizes[a][lr_m]:.2f}")
         return "\n".join(lines)
 
 
 def intruder_counts(comparison: Comparison, labels: tuple[str, str], matched_lr: dict[str, float], seeds: Sequence[int],
                     sweep_seeds: Sequence[int], also: Sequence[str] = (), min_val_em: float = 0.75,
-                    key: str = "intruders") -> IntruderCounts:
+                    key: str = "intruders", size_key: str | None = None,
+                    size_name: str | None = None) -> IntruderCounts:
     """``IntruderCounts`` from ``measure(model)[key]`` of every run (``compare_methods(..., measure=...)``).
 
     The rates that learned are those whose mean validation exact match over ``sweep_seeds`` reached ``min_val_em``;
     among their pairs, the one whose mean ‖ΔW‖/‖W‖ are closest (as a ratio) is the size-matched one. ``also``: more
-    labels for the per-rate lines."""
+    labels for the per-rate lines. ``size_key``: size the updates by ``measure(model)[size_key]``, a dict of per-matrix
+    ‖ΔW‖/‖W‖ averaged per run (e.g. the matrices the count reads), instead of the run's ``update_ratio``; ``size_name``
+    names that size in the lines."""
     lora, full = labels
     counts = {k: m[key] for k, m in comparison.measured.items()}  # (label, lr, seed) -> count
 
@@ -605,12 +624,16 @@ def intruder_counts(comparison: Comparison, labels: tuple[str, str], matched_lr:
     if not all(learned.values()):
         raise ValueError(f"No rate of {[label for label in labels if not learned[label]]} reached mean validation exact match "
                          f"{min_val_em}; lower min_val_em.")
-    sizes = {label: comparison.grid(label, "update_ratio", sweep_seeds) for label in labels}
+    if size_key is None:
+        sizes = {label: comparison.grid(label, "update_ratio", sweep_seeds) for label in labels}
+    else:
+        sizes = {label: {lr: statistics.fmean(statistics.fmean(comparison.measured[(label, lr, s)][size_key].values())
+                                              for s in sweep_seeds) for lr in comparison.arm(label).lrs} for label in labels}
     lr_a, lr_b = min(((x, y) for x in learned[lora] for y in learned[full]),
                      key=lambda p: abs(math.log(sizes[lora][p[0]] / sizes[full][p[1]])))  # closest as a ratio
     full_runs = [c for (label, _, _), c in sorted(counts.items()) if label == full]
     return IntruderCounts((lora, full), by_rate, chosen, matched, dict(matched_lr), sizes, {lora: lr_a, full: lr_b}, full_runs,
-                          len(sweep_seeds))
+                          len(sweep_seeds), size_name or ("‖ΔW‖/‖W‖" if size_key is None else f"mean ‖ΔW‖/‖W‖ of {size_key}"))
 
 
 SCORES = ("held-out loss", "test exact match")  # the two numbers a mitigated model gets, in this order

@@ -447,6 +447,21 @@ def runs_by_config(runs: Iterable[LoRARun]) -> dict[Config, list[LoRARun]]:
     return groups
 
 
+def rank_penalty(groups: dict[Config, list[LoRARun]], targets: tuple[str, ...], small: int, tuned: int,
+                 metric: str = "test_answer_loss") -> LogInterval:
+    """How much worse one placement does at rank ``small`` than at rank ``tuned``: per seed, ``metric`` at ``small``
+    over ``metric`` at ``tuned`` (the same seed's two runs), as a ``LogInterval`` of those ratios."""
+    def by_seed(r: int) -> dict[int, float]:
+        if (targets, r) not in groups:
+            raise ValueError(f"No runs of {targets} at r = {r}: run that rank before asking for its penalty.")
+        return {run.seed: getattr(run, metric) for run in groups[(targets, r)]}
+
+    at_small, at_tuned = by_seed(small), by_seed(tuned)
+    if at_small.keys() != at_tuned.keys():
+        raise ValueError(f"r = {small} ran seeds {sorted(at_small)} and r = {tuned} seeds {sorted(at_tuned)}: pair the same seeds.")
+    return log_interval(at_small[s] / at_tuned[s] for s in sorted(at_small))
+
+
 @dataclass(frozen=True)
 class LossRatio:
     """A's answer loss divided by B's (geometric means over seeds) and a 95% interval for that ratio."""
@@ -621,13 +636,13 @@ class Latency:
 
     def versus(self, other: Latency) -> str:
         """This model's time over ``other``'s, round by round (a slow moment of the computer hits both in a round),
-        and a verdict: slower or faster only when every round agrees."""
+        and a verdict: slower or faster only when the rounds agree (``round_by_round``)."""
         return round_by_round(self.rounds, other.rounds, above="slower", below="faster")
 
 
-def compare_latency(models: dict[str, nn.Module], tokens: torch.Tensor, rounds: int = 7, repeats: int = 30) -> dict[str, Latency]:
+def compare_latency(models: dict[str, nn.Module], tokens: torch.Tensor, rounds: int = 11, repeats: int = 30) -> dict[str, Latency]:
     """Time each model at batch 1, interleaved: every round times every model once (``repeats`` passes), so
-    a slow moment of the computer falls on all of them alike. Two models differ only where their ranges do not overlap.
+    a slow moment of the computer falls on all of them alike; ``Latency.versus`` compares two round by round.
     """
     return interleaved({name: functools.partial(batch1_latency_ms, model, tokens, repeats) for name, model in models.items()},
                        rounds)

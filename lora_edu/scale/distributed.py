@@ -154,7 +154,8 @@ def per_rank_bytes(
     ``ddp`` keeps a full copy on every rank. ``fsdp`` shards all of it over ``world_size`` ranks, and while a block
     runs it holds that block's weights gathered in full: ``gathered_blocks`` of them at a time (2: the running block
     and the next, gathered ahead), of which the rank's own shard is already counted.
-    ``r=None`` is full fine-tuning.  Trainable state is in fp32 for LoRA's small factors, bf16 otherwise.
+    ``r=None`` is full fine-tuning.  LoRA's small factors and their state are in fp32 (16 bytes each: weight,
+    gradient, two Adam moments), full fine-tuning's state in bf16.
     """
     if strategy not in PARALLEL_STRATEGIES:
         raise ValueError(f"Unknown strategy {strategy!r}; choose from {PARALLEL_STRATEGIES}.")
@@ -162,10 +163,11 @@ def per_rank_bytes(
     trainable = total if r is None else lora_parameter_count(arch, r, tuple(targets))
     state_dtype = "bf16" if r is None else "fp32"
     parts = memory_estimate(total, trainable, weight_dtype, state_dtype, state_dtype)
+    adapters = 0 if r is None else trainable * DTYPE_BYTES["fp32"]  # LoRA's own weights, in fp32 beside the base
     if strategy == "ddp":
-        return parts["total"]
+        return parts["total"] + adapters
     block = sum(o * i for o, i in weight_shapes(arch).values()) * DTYPE_BYTES[weight_dtype]  # one block's matrices
-    return parts["total"] / world_size + min(gathered_blocks, arch.n_layer) * block * (1 - 1 / world_size)
+    return (parts["total"] + adapters) / world_size + min(gathered_blocks, arch.n_layer) * block * (1 - 1 / world_size)
 
 
 def local_bytes(t: torch.Tensor) -> int:

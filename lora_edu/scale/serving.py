@@ -248,7 +248,8 @@ class Throughput:
         return f"{self.median:,.0f} ({self.low:,.0f}-{self.high:,.0f})"
 
     def versus(self, other: Throughput) -> str:
-        """This strategy's throughput over ``other``'s, round by round, and faster or slower only when every round agrees."""
+        """This strategy's throughput over ``other``'s, round by round, and faster or slower only when the rounds agree
+        (``round_by_round``)."""
         return round_by_round(self.rounds, other.rounds, above="faster", below="slower")
 
 
@@ -258,7 +259,7 @@ def compare_serving(
 ) -> dict[str, Throughput]:
     """Every strategy's requests per second, interleaved: each round times each strategy once, in an order that turns
     each round (``lora_edu.maths.timing.interleave``), so that a slow moment of the computer falls on all of them alike
-    and none always runs first. Two strategies differ only where every round agrees."""
+    and none always runs first. Two strategies differ only where the rounds agree (``round_by_round``)."""
     calls = {s: serving_call(s, adapters, x, ids, multi, server) for s in SERVING_STRATEGIES}
     for call in calls.values():
         call()  # warm-up

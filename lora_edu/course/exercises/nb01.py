@@ -28,8 +28,9 @@ register(PredictExercise(
         Trap(lambda: 5, "5 = min(d_out, d_in) is the largest rank of any 5 × 6 matrix; the thin factors cap it lower."),
         Trap(lambda: 1, "one dependence among A's rows removes one direction, not two."),
     ),
-    explanation="rank(A) = 2, and the product has rank 2 as well: a random B does not add directions. Why a "
-    "deficient factor caps the product is the proof exercise at the end of the notebook.",
+    explanation="rank(A) = 2, so B A can have rank at most 2: B can never add directions, it only maps what A "
+    "produced. It has rank exactly 2 here because B's 3 columns are independent (random integers): B loses none of "
+    "the 2 directions A leaves. Why a deficient factor caps the product is the proof exercise at the end.",
 ))
 
 FOUR_ROWS = ((1, 2, 0, 1), (0, 1, 1, 2), (2, 3, 1, 1), (3, 4, 0, 0))  # row 4 = row 1 - row 2 + row 3

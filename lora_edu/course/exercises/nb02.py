@@ -155,12 +155,13 @@ register(WrittenExercise(
 ))
 register(ChoiceExercise(
     id="recommender",
-    prompt="A users × movies 'liked' matrix X is approximated by truncated SVDs of rank f. The relative errors are: "
+    prompt="A users × movies 'liked' matrix X (100,000 users, 10,000 movies) is approximated by truncated SVDs of rank f. "
+    "The relative errors are: "
     "f = 10: 30%; f = 50: 5.0%; f = 200: 4.9%. Which reading of these numbers is right?",
     options={
         "a": "X has rank 50",
-        "b": "X is close to a rank-50 matrix plus noise: after the 50th, the singular values are small and nearly "
-        "equal",
+        "b": "X is close to a rank-50 matrix plus noise: after the 50th, the singular values are small and fall "
+        "slowly",
         "c": "f = 200 overfits: with more factors the approximation gets worse than it should",
         "d": "each user has liked at most 50 movies, so rank 50 is enough",
     },
@@ -174,6 +175,7 @@ register(ChoiceExercise(
         "non-zero entry per row yet full rank.",
     },
     explanation="the error falls fast up to f = 50, then hardly moves: 150 more singular values together hold only "
-    "0.050² − 0.049² ≈ 0.01% of ‖X‖²_F. That is the picture of a low-rank matrix plus noise, as in section 5: a few "
-    "shared factors explain most of the likes. LoRA makes the same bet about the weight update of a fine-tune.",
+    "0.050² − 0.049² ≈ 0.01% of ‖X‖²_F, while 0.049² ≈ 0.24% is still left after the 200th. So the noise is spread "
+    "thinly over many small singular values. That is the picture of a low-rank matrix plus noise, as in section 5: a "
+    "few shared factors explain most of the likes. LoRA makes the same bet about the weight update of a fine-tune.",
 ))

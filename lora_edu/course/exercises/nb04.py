@@ -94,7 +94,7 @@ def conv1d_cases(rng: np.random.Generator) -> list[tuple]:
 
 register(CodeExercise(
     id="merge-conv1d",
-    prompt="GPT-2 does not use nn.Linear: its layers are Conv1D modules that store the weight transposed, "
+    prompt="Hugging Face's GPT-2 does not use nn.Linear: its layers are Conv1D modules that store the weight transposed, "
     "W_stored of shape (d_in × d_out), and compute y = x W_stored + b. A LoRA update on such a layer keeps the "
     "usual A (r × d_in) and B (d_out × r). Write merge_conv1d(W_stored, A, B, alpha, r) with NumPy: return the "
     "merged weight, still stored (d_in × d_out), so that x W_merged equals the LoRA layer's output without its bias. "
@@ -173,7 +173,8 @@ register(WrittenExercise(
     id="init-swapped",
     prompt="Change and explain. Swap LoRA's initialisation: A = 0 and B random. In section 2, add this case to the "
     "list in the first_gradients cell and run it. Does ΔW still start at 0? Which factor gets a gradient at the first "
-    "step, and why? Would training work, and would it work as well as the usual start?",
+    "step, and why? Would training still work? (Whether it works as well as the usual start is a research question; "
+    "the model answer names one study.)",
     points=(
         "ΔW = B A is still exactly 0, because A = 0: the model still starts as the pretrained one.",
         "∂L/∂B = G Aᵀ = 0 at the first step, because A = 0; ∂L/∂A = Bᵀ G is not 0, because B is random.",
@@ -190,7 +191,8 @@ register(WrittenExercise(
 ))
 register(PredictExercise(
     id="predict-alpha-doubled",
-    prompt="Adam's first step moves every entry of B by exactly the learning rate, whatever the gradient's size. A "
+    prompt="Adam's first step moves every entry of B whose gradient is not zero by exactly the learning rate, whatever "
+    "the gradient's size. A "
     "rank-8 LoRALinear with α = 16 takes that first step. Now double α to 32 and change nothing else (same r, same "
     "learning rate). How many times larger is the applied update ‖(α/r) B A‖_F after the step? (The cell measures "
     "this idealised step on a layer of its own, with a random stand-in for the gradient: no data.)",

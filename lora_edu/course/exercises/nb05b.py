@@ -35,7 +35,9 @@ def normal_interval(p: float, n: int) -> tuple[float, float]:
 register(PredictExercise(
     id="predict-sixteen-of-sixteen",
     prompt="A method answers all 16 test animals right. How low could its true rate of right answers plausibly be? "
-    "Predict the lower end of a 95% interval for 16 right out of 16 (a number between 0 and 1).",
+    "Predict the lower end of a 95% interval for 16 right out of 16 (a number between 0 and 1). Roughly: a true rate is "
+    "still plausible if it gets all 16 right at least 2.5% of the time (a 95% interval leaves 2.5% on each side; "
+    "Wilson's interval, used here, lands close to that rule).",
     expected=lambda: wilson_interval(1.0, 16)[0],
     abs_tol=0.05,
     traps=(
@@ -46,7 +48,8 @@ register(PredictExercise(
              "an unsurprising result, and rates well below 15/16 still do."),
     ),
     explanation="the Wilson interval for 16 of 16 is (0.81, 1.00): a method right 81% of the time still gets all 16 "
-    "right in about 3% of tries, so 16 animals cannot rule it out. Only many more animals can.",
+    "right in about 3% of tries, so 16 animals cannot rule it out. (The exact rule of the prompt gives 0.79, since "
+    "0.79^16 = 2.5%; Wilson's interval is a close approximation of it.) Only many more animals can.",
     hints=("What is the chance that a method right 90% of the time gets all 16 right? 0.9 to the power 16.",),
 ))
 register(CodeExercise(
@@ -85,11 +88,12 @@ def wilson(p, n):
     worked_solution="With p = 1 the textbook term p (1 − p)/n is 0, but Wilson keeps z²/(4n²), so the interval never "
     "collapses: 16 of 16 right gives (0.81, 1.00), 1600 of 1600 gives (0.998, 1.00). Sixteen animals cannot show that "
     "a method is better than about 81% right.",
-    hints=("Expand (p − q)² = z² q (1 − q)/n into a q² + b q + c = 0: a = 1 + z²/n, b = −(2p + z²/n), c = p². The "
-           "quadratic formula gives the two ends.",
-           "Divided through by a, the roots are centre ± half, with centre = (p + z²/(2n)) / (1 + z²/n) and half = "
-           "z √(p (1 − p)/n + z²/(4n²)) / (1 + z²/n).",
-           "Compute the centre and the half-width as two numbers first, then return (centre − half, centre + half)."),
+    hints=("Expand both sides of (p − q)² = z² q (1 − q)/n and move everything to one side: collect the terms in q², "
+           "in q and without q.",
+           "You should get a q² + b q + c = 0 with a = 1 + z²/n, b = −(2p + z²/n) and c = p². The quadratic formula "
+           "gives the two ends.",
+           "Compute the discriminant b² − 4ac first, then (−b ∓ √(b² − 4ac)) / (2a); wilson(1.0, 16) should give about "
+           "(0.81, 1.00)."),
 ))
 register(ChoiceExercise(
     id="pareto-learning-rate",
@@ -112,7 +116,7 @@ register(ChoiceExercise(
         "different model, and its loss on pretraining text can rise: LoRA forgets too.",
     },
     explanation="the learning rate sets how far the fine-tune moves from the pretrained model: more learning, more "
-    "forgetting, and past a point divergence. Biderman et al. (2024, Section 4.3) plot Llama-2 7B fine-tunes of "
+    "forgetting, and past a point the learning itself degrades. Biderman et al. (2024, Section 4.3) plot Llama-2 7B fine-tunes of "
     "different lengths this way and report that LoRA and full fine-tuning seem to lie on one trade-off curve, LoRA's "
     "points where less is learned and less is forgotten. Where our runs lie is a measurement: sections 2 and 3 make it.",
 ))
@@ -122,8 +126,7 @@ register(ChoiceExercise(
     "grid table of section 2 at that rate: full-linear learned 0.25 on validation and its held-out loss was 7.73, "
     "against lora-all's 0.97 and 4.12. What should a reader conclude from that comparison?",
     options={
-        "a": "little about the methods: 1e-2 is too large for full-linear (it moved its weights 0.86 of their size), and "
-        "at its own chosen rate it learned about as much as lora-all",
+        "a": "little about the methods: the comparison says which method that one rate suits",
         "b": "lora-all learns more and forgets less than full-linear: both had the same rate, so the comparison is fair",
         "c": "the same as at each method's own rate: Adam scales every step to the gradient, so the rate does not "
         "change the outcome",
@@ -135,10 +138,13 @@ register(ChoiceExercise(
         "factors needs a larger one). A shared rate picks a winner before the race, by suiting one method.",
         "c": "Adam divides each gradient by its own running size, so each weight moves by about the learning rate per "
         "step, whatever the gradient: the rate sets how far the weights go, and too far forgets and stops learning.",
-        "d": "more trainable weights do not tolerate a larger rate: every one of them moves by about the rate per step, "
-        "so the whole update grows with the number of weights moved, and full-linear overshoots first.",
+        "d": "more trainable weights do not tolerate a larger rate: with Adam every one of them moves by about the rate "
+        "per step, so a full-rank update spreads the same step over every direction at once, while LoRA's starts at zero "
+        "and grows through a product of two small factors. The grid table shows full-linear learning best at smaller "
+        "rates, not larger ones.",
     },
-    explanation="a comparison at one shared rate measures which method that rate suits. The grid table shows "
+    explanation="a comparison at one shared rate measures which method that rate suits. At 1e-2 full-linear moved "
+    "its weights 0.86 of their size, far past where it learns. The grid table shows "
     "full-linear learning best at 1e-3 to 3e-3 and lora-all at 3e-3 to 1e-2; at each one's chosen rate the two are not "
     "told apart on the test animals (section 1's paired table). That is why every method gets its own small grid, "
     "and validation, never the test set, picks from it.",

@@ -235,7 +235,7 @@ register(WrittenExercise(
     "its steps were cut finer? Predict in one line. Then remove the #s in the exercise cell and run it: it trains "
     "lora-all at a third of the rate, 1e-3, for three times the steps, with the three sweep seeds. Adam moves each "
     "weight by about the learning rate per step, so this run has the same total step length as the grid's lora-all at "
-    "3e-3 for 200 steps. Compare the two (label \"lora-all, 3x steps\" at 1e-3 against \"lora-all\" at 3e-3) on "
+    "3e-3 for the grid's 200 steps (on the CPU). Compare the two (label \"lora-all, 3x steps\" at 1e-3 against \"lora-all\" at 3e-3) on "
     "(a) validation exact match, `comparison.mean(label, \"val_exact_match\", lr, SWEEP_SEEDS)`, and (b) ‖ΔW‖ / ‖W's "
     "top-8 part‖, `comparison.measured_mean(label, \"top_r\", lr, SWEEP_SEEDS)`. Did the finer run move its weights "
     "less: is (b) closer to GPT-3's 0.32? Did it still learn: is (a) at least 0.75? Is that the paper's regime?",
@@ -250,10 +250,14 @@ register(WrittenExercise(
         "the next thing to try, and the width of the layer (rank 8 in a 64-wide layer is not thin) is an untested "
         "candidate for why LoRA's update is large here.",
     ),
-    explanation="The step length is what Adam fixes; how finely it is cut is expected to change the update's size only "
-    "a little. A few times more steps at a few times lower rate keeps the step length, so it is not expected to turn "
-    "this tiny model's large LoRA update into a small one, and it may cost some of the learning: your two runs say "
-    "whether that held here. What could make it small: a wider model, "
-    "where a rank-8 branch is a thin correction, is the candidate this notebook cannot afford to test.",
+    explanation="Adam moves each weight by about the learning rate per step. Where a weight's gradient keeps its sign "
+    "step after step, the moves add up to rate × steps: 1e-3 × 600 = 3e-3 × 200, the same for both runs. Where the "
+    "sign flips at random, the moves partly cancel and the drift grows only like rate × √steps: 1e-3 × √600 against "
+    "3e-3 × √200, 0.58 times as far. So expect the finer run to move its weights between about 0.6 and 1 times as far: "
+    "not several times less. From lora-all at 3e-3 (section 1's table on the CPU: 0.33 of the whole weight, 0.44 of its top-8 "
+    "part) that gives about 0.19 to 0.33 against GPT-3's 0.11 on the whole weight, still above it, and about 0.26 to "
+    "0.44 against 0.32 on the top-8 measure, which could reach GPT-3's. It may also learn less. Your two runs say where "
+    "in that range this model lies. What could make the update small: a wider model, where a rank-8 branch is a thin "
+    "correction, the candidate this notebook cannot afford to test.",
     hints=("Read the three numbers for both runs side by side: exact match, ‖ΔW‖/‖W‖ and the top-8 measure.",),
 ))

@@ -155,7 +155,7 @@ register(ChoiceExercise(
     options={
         "a": "it amplifies directions that W has but does not emphasise, as the paper found for GPT-3",
         "b": "nothing related to W: its directions are as good as random",
-        "c": "it mostly reinforces W's own strongest directions: its amplification factor is below 1",
+        "c": "it mostly acts along W's own strongest directions: its amplification factor is below 1",
         "d": "it rewrites most of W, because its directions carry almost all of W's projection",
     },
     answer_digest="5da923774e2e76e3",
@@ -164,12 +164,13 @@ register(ChoiceExercise(
         "the one on W's own top directions (4.2), so ΔW's directions are W's strongest ones, not under-emphasised ones.",
         "b": "random directions give 0.3 and ΔW's give 3.9, thirteen times more: ΔW is strongly correlated with W.",
         "d": "sharing W's directions is not the same as being large: ||ΔW||_F = 1.2 is small next to W's 3.9 along them, "
-        "so ΔW nudges W's strongest directions.",
+        "so ΔW nudges W along its strongest directions.",
     },
     explanation="compare the three projections: ΔW's directions capture almost as much of W as W's own top directions, "
     "far more than random ones; so ΔW points along what W already emphasises. The amplification factor "
     "||ΔW||_F / ||Uᵀ W Vᵀ||_F = 1.2 / 3.9 ≈ 0.3 is below 1: unlike GPT-3's 21.5 (the paper's Table 7, Section 7.3), "
-    "this update reinforces strong features instead of amplifying weak ones.",
+    "this update acts along strong features instead of amplifying weak ones (the norms cannot see its sign, so it may "
+    "strengthen or weaken them).",
 ))
 register(WrittenExercise(
     id="first-update-scaling",

@@ -177,7 +177,9 @@ def allreduce_seconds(n_trainable, bytes_per_number, world_size, gbytes_per_s):
     return sent / (gbytes_per_s * 1e9)                      # 1 GB/s = 1e9 bytes per second
 """,
     explanation="the ring moves 2 (N − 1) / N × bytes per rank, almost twice the buffer for large N and nothing for "
-    "N = 1; the buffer is the trainable parameters' gradients, so LoRA divides the time by total / trainable.",
+    "N = 1; the buffer is the trainable parameters' gradients, so LoRA divides the time by total / trainable. The "
+    "GPT-3 case: 2 × 63/64 × 174,604,259,328 × 4 bytes / 25 GB/s ≈ 55.0 s per step for full fine-tuning, against "
+    "2 × 63/64 × 18,874,368 × 4 / 25e9 ≈ 5.9 ms for LoRA: 9,251 times less, the ratio of the parameter counts.",
     hints=("bytes = n_trainable × bytes_per_number; GB/s means 1e9 bytes per second.",
            "With world_size = 1 there is nobody to talk to: the time is 0."),
 ))
@@ -304,8 +306,9 @@ register(PredictExercise(
     rel_tol=0.0,
     abs_tol=0.05,
     traps=(
-        Trap(lambda: 1.0, "that is what a merge keeps in fp32 or bf16. In NF4 each weight is rounded to the nearest "
-             "of 16 levels, and a change much smaller than the gap between two levels rounds away."),
+        Trap(lambda: 1.0, "that is what a merge keeps in fp32 or bf16, and what rounding keeps on average for numbers "
+             "that sit anywhere between levels. Here every weight was read back from NF4, so it sits exactly on a level, "
+             "half a gap from either edge: a change much smaller than that rounds back to the same level."),
         Trap(lambda: 0.9, "NF4's error of about a tenth (section 4) is relative to W, not to the update. Here the "
              "update is far smaller than that error."),
         Trap(lambda: 0.8, "the trained adapter above kept most of its update because its update was large next to W. "
@@ -313,7 +316,8 @@ register(PredictExercise(
     ),
     explanation="NF4 stores each weight as one of 16 levels times its block's scale, the block's largest |weight|. Two "
     "neighbouring levels are 8% to 30% of that scale apart. An update of 1% of ‖W‖ changes each weight by about 1% of "
-    "its typical size, far less than half a gap, so almost no weight changes its level: the merge keeps about a "
+    "its typical size. Each weight was read back from NF4, so it sits exactly on a level, half a gap from either edge, "
+    "and a change far less than half a gap leaves almost every weight on its level: the merge keeps about a "
     "hundredth of the update. What the stored weight does change comes from the block scales: each block's largest "
     "weight moved a little, so every weight of its block is rescaled with it, along W's own direction, not the update's.",
     hints=("Compare the change in one weight (about 1% of its size) with the distance between two of NF4's 16 levels.",),
@@ -340,7 +344,9 @@ register(NumericExercise(
     explanation="x Aᵀ costs r d_in multiply-adds and (x Aᵀ) Bᵀ costs r d_out: r (d_in + d_out) = 131,072 against "
     "d_in d_out = 16,777,216 for x Wᵀ, so 1/128, under 1%. With one adapter for every request, merging removes even "
     "this: W + (α/r) B A costs what W costs. With many adapters in a batch, this small extra is what each row pays to "
-    "share one base product. That is why section 5's batched forward barely slows down as the adapters grow in number.",
+    "share one base product. Two separate facts lie behind section 5: batched serving's cost hardly depends on how many "
+    "adapters a batch mixes, since each row pays for one branch whichever adapter it uses, and at Llama's size that "
+    "branch is cheap. On section 5's tiny model it is not: r = 8 on a 64 × 64 weight is 8 × 128 / 4096, a quarter.",
     hints=("x Aᵀ turns d_in numbers into r numbers; then Bᵀ turns r numbers into d_out numbers.",),
 ))
 register(ChoiceExercise(
