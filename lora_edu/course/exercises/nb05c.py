@@ -140,7 +140,7 @@ register(CodeExercise(
     prompt="Count intruder dimensions yourself. Write count_intruders(W0, W, k, eps) with NumPy: W0 is the pretrained "
     "weight, W the fine-tuned one (both d_out × d_in). For each of W's top-k left singular vectors (the first k "
     "columns of U in W = U S Vᵀ), find its largest |cosine| with any left singular vector of W0; return how many of "
-    "the k have it below eps. It is run on hidden weights. Then try it on a pretrained weight and a random update: "
+    "the k have it below eps. It is run on hidden weights. Then try it on a pretrained weight and a simple rank-1 update: "
     "`W0 = base.get_submodule(\"blocks.0.attn.q_proj\").weight.detach().cpu().numpy()`, "
     "`W = W0 + 0.5 * np.linalg.norm(W0) * np.outer(np.ones(W0.shape[0]), np.ones(W0.shape[1])) / W0.size ** 0.5` "
     "(a rank-1 update half the size of W0), and `count_intruders(W0, W, 10, 0.5)`. How many of the top 10 does one "
