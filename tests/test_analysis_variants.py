@@ -452,6 +452,7 @@ def test_latency_is_compared_round_by_round():
         "slower in 10 of 11 rounds, more often than chance allows (a sign test)")
     six_of_seven = round_by_round([1.7] * 6 + [0.97], [1.0] * 7, "slower", "faster")  # 6 of 7: p = 0.125, not enough
     assert six_of_seven.endswith("no difference these rounds can resolve")
+    assert slow.slower_than(base) and not base.slower_than(slow) and not same.slower_than(base)
     assert sign_test(10, 11) == pytest.approx(24 / 2048) and sign_test(6, 7) == pytest.approx(0.125) and sign_test(0, 3) == 1.0
     with pytest.raises(ValueError, match="floor is a share"):
         round_by_round([1.0], [1.0], "slower", "faster", floor=1.5)

@@ -140,6 +140,7 @@ def test_throughputs_are_compared_round_by_round():
     edge = Throughput(93.0, 84.0, 96.0, (84.0, 96.0, 93.0))  # slower in every round, by under 5% in one
     assert edge.versus(Throughput(100.0, 100.0, 100.0, (100.0, 100.0, 100.0))).endswith(
         "slower in every round, but in some by 5% or less: not called")
+    assert fast.faster_than(slow) and not slow.faster_than(fast) and not edge.faster_than(Throughput(100.0, 100.0, 100.0, (100.0,) * 3))
     with pytest.raises(ValueError, match="same interleaved rounds"):
         Throughput(1.0, 1.0, 1.0).versus(fast)
 

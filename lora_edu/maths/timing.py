@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["interleave", "round_by_round", "sign_test"]
+__all__ = ["decided_side", "interleave", "round_by_round", "sign_test"]
 
 
 def interleave(timers: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
@@ -34,6 +34,18 @@ def sign_test(k: int, n: int) -> float:
     return min(1.0, 2 * sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n)
 
 
+def decided_side(mine: Sequence[float], theirs: Sequence[float], floor: float = 0.05) -> int:
+    """+1 when the rounds decide that ``mine / theirs`` lies above 1 + ``floor``, -1 when below 1 - ``floor``, else 0:
+    every round beyond the floor on one side, or so many that a two-sided sign test puts chance below 5%."""
+    ratios = [a / b for a, b in zip(mine, theirs, strict=True)]
+    n_above, n_below = sum(r > 1 + floor for r in ratios), sum(r < 1 - floor for r in ratios)
+    if n_above > n_below and (n_above == len(ratios) or sign_test(n_above, len(ratios)) < 0.05):
+        return 1
+    if n_below > n_above and (n_below == len(ratios) or sign_test(n_below, len(ratios)) < 0.05):
+        return -1
+    return 0
+
+
 def round_by_round(mine: Sequence[float], theirs: Sequence[float], above: str, below: str, floor: float = 0.05) -> str:
     """``mine / theirs`` in each round (a slow moment of the computer hits both in a round), its median and range, and
     a verdict: ``above`` when every round's ratio is above 1 + ``floor``, ``below`` when every one is below 1 - ``floor``.
@@ -50,17 +62,14 @@ def round_by_round(mine: Sequence[float], theirs: Sequence[float], above: str, b
         raise ValueError(f"floor is a share of the time, in [0, 1); got {floor!r}.")
     ratios = [a / b for a, b in zip(mine, theirs, strict=True)]
     low, high, mid = min(ratios), max(ratios), float(np.median(ratios))
-    n = len(ratios)
-    n_above, n_below = sum(r > 1 + floor for r in ratios), sum(r < 1 - floor for r in ratios)
-    if n_above == n:
-        verdict = f"{above} in every round"
-    elif n_below == n:
-        verdict = f"{below} in every round"
+    n, side = len(ratios), decided_side(mine, theirs, floor)
+    k = sum(r > 1 + floor for r in ratios) if side > 0 else sum(r < 1 - floor for r in ratios)
+    if side and k == n:
+        verdict = f"{above if side > 0 else below} in every round"
+    elif side:  # one stalled round need not veto the rest
+        verdict = f"{above if side > 0 else below} in {k} of {n} rounds, more often than chance allows (a sign test)"
     elif 1 - floor <= low and high <= 1 + floor:
         verdict = f"within {floor:.0%} of each other in every round: too close to call"
-    elif sign_test(n_above, n) < 0.05 or sign_test(n_below, n) < 0.05:  # one stalled round need not veto the rest
-        side, k = (above, n_above) if n_above > n_below else (below, n_below)
-        verdict = f"{side} in {k} of {n} rounds, more often than chance allows (a sign test)"
     elif low > 1 or high < 1:  # one side in every round, but within the floor in some
         verdict = f"{above if low > 1 else below} in every round, but in some by {floor:.0%} or less: not called"
     else:

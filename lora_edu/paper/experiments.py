@@ -24,7 +24,7 @@ from ..gpt.finetune import finetune, prepare
 from ..gpt.model import GPT
 from ..gpt.progress import progress as progress_line
 from ..lora.layer import adapted_weight, lora_layers
-from ..maths.timing import interleave, round_by_round
+from ..maths.timing import decided_side, interleave, round_by_round
 from .analysis import intruder_dimensions, subspace_similarity
 
 __all__ = [
@@ -638,6 +638,10 @@ class Latency:
         """This model's time over ``other``'s, round by round (a slow moment of the computer hits both in a round),
         and a verdict: slower or faster only when the rounds agree (``round_by_round``)."""
         return round_by_round(self.rounds, other.rounds, above="slower", below="faster")
+
+    def slower_than(self, other: Latency) -> bool:
+        """Whether the rounds decide that this model is slower than ``other`` (the verdict of ``versus``)."""
+        return decided_side(self.rounds, other.rounds) > 0
 
 
 def compare_latency(models: dict[str, nn.Module], tokens: torch.Tensor, rounds: int = 11, repeats: int = 30) -> dict[str, Latency]:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..lora.layer import linear_shape, lora_layers, merge_lora, set_submodule, unmerge_lora
-from ..maths.timing import interleave, round_by_round
+from ..maths.timing import decided_side, interleave, round_by_round
 
 __all__ = [
     "SERVING_STRATEGIES",
@@ -251,6 +251,10 @@ class Throughput:
         """This strategy's throughput over ``other``'s, round by round, and faster or slower only when the rounds agree
         (``round_by_round``)."""
         return round_by_round(self.rounds, other.rounds, above="faster", below="slower")
+
+    def faster_than(self, other: Throughput) -> bool:
+        """Whether the rounds decide that this strategy serves more requests per second than ``other``."""
+        return decided_side(self.rounds, other.rounds) > 0
 
 
 def compare_serving(
