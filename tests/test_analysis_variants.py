@@ -605,6 +605,20 @@ def test_a_loss_ratio_counts_the_seeds_and_the_animals():
         loss_ratio(a, -b)
 
 
+def test_redrawing_the_animals_never_narrows_the_seeds_interval():
+    from lora_edu.paper.experiments import seeds_and_animals, welch_half_width
+
+    rng = np.random.default_rng(3)
+    hardness = rng.lognormal(0, 1.5, 16)  # animals that differ a lot: a large variance from redrawing them
+    a = hardness * rng.lognormal(0, 0.1, (3, 1))  # three seeds a side: few degrees of freedom
+    b = 1.2 * hardness * rng.lognormal(0, 0.5, 16) * rng.lognormal(0, 0.1, (3, 1))  # B's edge differs by animal
+    per_run = lambda m: np.log(m.mean(axis=-1))  # noqa: E731
+    _, half = seeds_and_animals(a, b, per_run)
+    seeds_only = welch_half_width([(per_run(a).var(ddof=1) / 3, 2), (per_run(b).var(ddof=1) / 3, 2)])
+    assert half > seeds_only  # more variance and no more degrees of freedom: wider, never narrower
+    assert welch_half_width([(0.0, 2), (0.0, 2)], extra_variance=1.0) == pytest.approx(4.303, abs=1e-3)  # t(2) when seeds agree
+
+
 def test_a_loss_verdict_reads_per_animal_losses_of_runs():
     rng = np.random.default_rng(1)
     def run(targets, seed, scale):

@@ -217,10 +217,6 @@ def test_forgetting_is_compared_at_matched_learning():
     assert c.contenders("full", (0, 1, 2)) == [1e-4, 1e-3] and c.contenders("lora", (0, 1, 2)) == [1e-2]
     with pytest.raises(ValueError, match="No rate of 'lora'"):
         comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.9)
-    assert comparison.rank_correlation([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
-    assert comparison.rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
-    assert comparison.average_ranks([5.0, 7.0, 7.0, 1.0]).tolist() == [1.0, 2.5, 2.5, 0.0]  # a tie shares its ranks
-    assert comparison.rank_correlation([1, 2, 3, 4], [1, 2, 2, 3]) == pytest.approx(np.corrcoef([0, 1, 2, 3], [0, 1.5, 1.5, 3])[0, 1])
 
 
 def test_the_verdict_beside_biderman_follows_the_winner():
@@ -290,6 +286,18 @@ def test_measured_mean_averages_what_measure_kept_per_seed():
     assert c.measured_mean("lora", "top_r", 1e-2, seeds[:1]) == 10 * seeds[0] + 1
     with pytest.raises(ValueError, match="measure="):
         comparison.Comparison(c.arms, c.reports, c.chosen_lr, {}).measured_mean("lora", "top_r")
+
+
+def test_measured_mean_averages_per_matrix_dicts_within_a_run_first():
+    c = fake_comparison()
+    measured = {(label, lr, seed): {"sizes": {"blocks.0.q_proj": seed, "blocks.0.v_proj": 3.0 * seed, "blocks.1.q_proj": seed}}
+                for (label, lr, seed) in c.reports}
+    c = comparison.Comparison(c.arms, c.reports, c.chosen_lr, measured)
+    seeds = sorted({seed for (label, lr, seed) in c.reports if label == "lora" and lr == 1e-2})
+    assert c.measured_mean("lora", "sizes") == pytest.approx(np.mean([5 * s / 3 for s in seeds]))  # (s + 3s + s) / 3 per run
+    assert c.measured_mean("lora", "sizes", matrices="q_proj") == pytest.approx(np.mean(seeds))
+    with pytest.raises(ValueError, match="ends with 'k_proj'"):
+        c.measured_mean("lora", "sizes", matrices="k_proj")
 
 
 def test_matched_learning_pairs_the_closest_rates_and_reads_less_learning_as_one_curve():

@@ -220,6 +220,9 @@ def test_per_rank_memory_shards_with_fsdp():
     assert per_rank_bytes(llama, 16, ("q", "v"), 1, "fsdp") == pytest.approx(ddp)  # one rank: nothing to gather
     lora = lora_parameter_count(llama, 16, ("q", "v"))
     assert ddp == pytest.approx(2 * llama.total_parameters() + 16 * lora)  # bf16 base; fp32 weight, gradient, 2 moments
+    full = per_rank_bytes(llama, None, (), 1, "ddp")
+    assert full == pytest.approx(16 * llama.total_parameters())  # mixed precision, as notebook 03 counts: 16 bytes a weight
+    assert per_rank_bytes(llama, None, (), 8, "fsdp") > 80e9  # full fine-tuning of 70B does not fit 8 cards of 80 GB
     with pytest.raises(ValueError, match="Unknown strategy"):
         per_rank_bytes(llama, 16, ("q",), 8, "zero")
 

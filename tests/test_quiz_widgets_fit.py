@@ -53,7 +53,7 @@ def update_size_by_hand(W, A, B, alpha, r):
     return np.linalg.norm(delta) / np.linalg.norm(W), np.linalg.norm(delta) / np.sqrt(np.sum(sigma[:r] ** 2))
 
 
-def dora_by_hand(W, A, B, m, scale):
+def dora_by_hand(W, B, A, m, scale):
     V = W + scale * B @ A
     return m * V / np.linalg.norm(V, axis=1, keepdims=True)
 
@@ -129,6 +129,7 @@ CORRECT = {
     "recommender": "b",
     # nb03
     "predict-gqa-lora-ratio": 16 / 9,
+    "mistral7-total": 7_241_732_096,
     "llama70-kv-r16": 23_592_960,
     "lora-trainable": lora_trainable,
     "unmerged-cost-rectangular": 4096 * 14336 + 16 * (4096 + 14336),
@@ -145,6 +146,7 @@ CORRECT = {
     "tiny-gpt-lora-budget": 9216,
     "training-state-bytes": training_state_bytes,
     "disable-lora-exact": ARGUMENT,
+    "optimizer-all-parameters": "c",
     # nb05b
     "predict-sixteen-of-sixteen": 0.81,
     "wilson-interval": wilson,
@@ -181,7 +183,7 @@ WRONG_CODE = {  # a plausible mistake per code exercise: each must fail on a hid
     "update-size": lambda W, A, B, alpha, r: (np.linalg.norm(B @ A) / np.linalg.norm(W),) * 2,  # no scaling, no top-r part
     "intruder-count": lambda W0, W, k, eps: int((np.abs(np.linalg.svd(W)[0][:, :k].T @ np.linalg.svd(W0)[0][:, :k]).max(axis=1)
                                                   < eps).sum()),  # W0's top k only
-    "dora-weight": lambda W, A, B, m, scale: m * (W + scale * B @ A) / np.linalg.norm(W, axis=1, keepdims=True),  # W's norms
+    "dora-weight": lambda W, B, A, m, scale: m * (W + scale * B @ A) / np.linalg.norm(W, axis=1, keepdims=True),  # W's norms
     "subspace-phi": lambda a1, a2, i, j: float(np.sum((a1[:i] @ a2[:j].T) ** 2) / min(i, j)),  # rows, not singular vectors
 }
 

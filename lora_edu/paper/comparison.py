@@ -32,7 +32,6 @@ from .experiments import Interval, at_edge, better, interval, seeds_and_animals,
 
 __all__ = [
     "Arm",
-    "average_ranks",
     "Comparison",
     "ExactMatchInterval",
     "PairedDifference",
@@ -42,7 +41,6 @@ __all__ = [
     "intruder_mitigation",
     "learning_forgetting",
     "Mitigation",
-    "rank_correlation",
     "rate_ratio_line",
     "paired_difference",
     "paired_verdict",
@@ -82,11 +80,13 @@ class Comparison:
         """The mean of ``metric`` over the runs of one arm at ``lr``, or over ``seeds`` only (e.g. the sweep seeds)."""
         return statistics.fmean(getattr(r, metric) for r in self.runs(label, lr) if seeds is None or r.seed in seeds)
 
-    def measured_mean(self, label: str, key: str, lr: float | None = None, seeds: Sequence[int] | None = None) -> float:
+    def measured_mean(self, label: str, key: str, lr: float | None = None, seeds: Sequence[int] | None = None,
+                      matrices: str = "") -> float:
         """The mean of ``measure(model)[key]`` over the runs of one arm at ``lr`` (default: its chosen rate), or over
-        ``seeds`` only."""
+        ``seeds`` only. Where ``key`` holds one value per weight matrix (a dict, e.g. ``qv_sizes``), each run counts
+        the mean over its matrices whose names end with ``matrices`` ("" keeps all, "q_proj" keeps the Wq)."""
         lr = self.chosen_lr[label] if lr is None else lr
-        values = [m[key] for (lab, r_lr, seed), m in sorted(self.measured.items())
+        values = [per_run(m[key], matrices) for (lab, r_lr, seed), m in sorted(self.measured.items())
                   if lab == label and r_lr == lr and (seeds is None or seed in seeds)]
         if not values:
             raise ValueError(f"No run of {label!r} at lr {lr:g} was measured; pass measure= to compare_methods for that arm.")
@@ -214,6 +214,17 @@ class Comparison:
                 lines.append(f"{'':<{w}} (rates {', '.join(f'{lr:g}' for lr in close)} within one validation animal per seed "
                              "of the best: exact match cannot separate them, so the lower validation loss chose)")
         return "\n".join(lines)
+
+
+def per_run(value: float | dict[str, float], matrices: str = "") -> float:
+    """One run's figure: ``value`` itself, or the mean over the matrices of a per-matrix dict whose names end with
+    ``matrices``."""
+    if not isinstance(value, dict):
+        return float(value)
+    kept = [v for name, v in value.items() if name.endswith(matrices)]
+    if not kept:
+        raise ValueError(f"No matrix name ends with {matrices!r}; the names are like {next(iter(value), '(none)')!r}.")
+    return statistics.fmean(kept)
 
 
 def contending_rates(runs_by_rate: dict[float, list[Report]]) -> list[float]:
@@ -364,22 +375,6 @@ def exact_match_interval(rights: Sequence[Sequence[bool]], resamples: int = 4000
     low, high = np.quantile(means, [0.025, 0.975])
     w_low, w_high = wilson_interval(float(m.mean()), m.shape[1])
     return ExactMatchInterval(float(m.mean()), float(min(low, w_low)), float(max(high, w_high)))
-
-
-def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Spearman's rank correlation: +1 when ys always rise with xs, -1 when they always fall. Tied values share the
-    mean of the ranks they span (two values tied for 2nd and 3rd place both get 2.5)."""
-    return float(np.corrcoef(average_ranks(xs), average_ranks(ys))[0, 1])
-
-
-def average_ranks(values: Sequence[float]) -> np.ndarray:
-    """The rank of each value, 0 for the smallest; tied values share the mean of their ranks."""
-    v = np.asarray(values, dtype=np.float64)
-    ranks = np.empty(len(v))
-    ranks[np.argsort(v, kind="stable")] = np.arange(len(v))
-    for value in np.unique(v):
-        ranks[v == value] = ranks[v == value].mean()
-    return ranks
 
 
 def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: float = 10.0, our_scaling: float = 2.0,
@@ -627,8 +622,8 @@ def intruder_counts(comparison: Comparison, labels: tuple[str, str], matched_lr:
     if size_key is None:
         sizes = {label: comparison.grid(label, "update_ratio", sweep_seeds) for label in labels}
     else:
-        sizes = {label: {lr: statistics.fmean(statistics.fmean(comparison.measured[(label, lr, s)][size_key].values())
-                                              for s in sweep_seeds) for lr in comparison.arm(label).lrs} for label in labels}
+        sizes = {label: {lr: comparison.measured_mean(label, size_key, lr, sweep_seeds) for lr in comparison.arm(label).lrs}
+                 for label in labels}
     lr_a, lr_b = min(((x, y) for x in learned[lora] for y in learned[full]),
                      key=lambda p: abs(math.log(sizes[lora][p[0]] / sizes[full][p[1]])))  # closest as a ratio
     full_runs = [c for (label, _, _), c in sorted(counts.items()) if label == full]

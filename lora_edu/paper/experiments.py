@@ -498,9 +498,10 @@ def seeds_and_animals(a: np.ndarray, b: np.ndarray, per_run: Callable[[np.ndarra
     ``per_run`` turns (..., animals) into one number per run (e.g. the mean over the animals). Two kinds of luck are
     added as variances: the seeds' (each side's spread over its seeds, over its number of seeds) and the test
     animals' (the animals redrawn with replacement, one draw for both sides, since an animal that is hard is hard
-    for both). The t quantile takes the Welch-Satterthwaite degrees of freedom of the three parts (a side's seeds
-    minus 1, the animals minus 1), rounded down. Some luck is counted twice (the seeds' spread already holds part of
-    the animals'), so the interval errs on the wide side.
+    for both). The t quantile takes the Welch-Satterthwaite degrees of freedom of the seeds alone: the animals add
+    variance but no degrees of freedom, so the interval is never narrower than the seeds-only one (with 3 seeds a
+    side, about 4 degrees of freedom). Some luck is counted twice (the seeds' spread already holds part of the
+    animals'), so the interval errs on the wide side.
     """
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[1] < 2 or min(len(a), len(b)) < 2:
         raise ValueError(f"Need (seeds, animals) tables of per-animal results on the same animals, at least 2 seeds and 2 "
@@ -508,18 +509,20 @@ def seeds_and_animals(a: np.ndarray, b: np.ndarray, per_run: Callable[[np.ndarra
     runs_a, runs_b = per_run(a), per_run(b)
     draws = np.random.default_rng(seed).integers(0, a.shape[1], (resamples, a.shape[1]))
     redrawn = per_run(a[:, draws]).mean(axis=0) - per_run(b[:, draws]).mean(axis=0)  # (resamples,)
-    parts = [(runs_a.var(ddof=1) / len(a), len(a) - 1), (runs_b.var(ddof=1) / len(b), len(b) - 1),
-             (redrawn.var(ddof=1), a.shape[1] - 1)]  # (variance, its degrees of freedom)
-    return float(runs_a.mean() - runs_b.mean()), welch_half_width(parts)
+    seed_parts = [(runs_a.var(ddof=1) / len(a), len(a) - 1), (runs_b.var(ddof=1) / len(b), len(b) - 1)]  # (variance, df)
+    return float(runs_a.mean() - runs_b.mean()), welch_half_width(seed_parts, extra_variance=float(redrawn.var(ddof=1)))
 
 
-def welch_half_width(parts: list[tuple[float, int]]) -> float:
+def welch_half_width(parts: list[tuple[float, int]], extra_variance: float = 0.0) -> float:
     """The half-width of a 95% t-interval for a sum of independent parts, each (variance, its degrees of freedom): the
-    variances add, and the t quantile takes their Welch-Satterthwaite degrees of freedom. 0 when every part is 0."""
-    total = sum(v for v, _ in parts)
+    variances add, and the t quantile takes their Welch-Satterthwaite degrees of freedom. ``extra_variance`` is added
+    to the total without degrees of freedom of its own (where the parts' variances are all 0, the smallest part's
+    degrees of freedom are used). 0 when everything is 0."""
+    spread = sum(v for v, _ in parts)
+    total = spread + extra_variance
     if total == 0:
         return 0.0
-    df = total**2 / sum(v**2 / d for v, d in parts)
+    df = spread**2 / sum(v**2 / d for v, d in parts) if spread > 0 else min(d for _, d in parts)
     return t95(df) * math.sqrt(total)
 
 

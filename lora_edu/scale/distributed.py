@@ -36,7 +36,7 @@ from ..gpt.pretrain import load_pretrained
 from ..gpt.step import TrainStep
 from ..gpt.train import TrainConfig, lr_at, make_optimizer, set_lr
 from ..lora.layer import count_parameters
-from ..maths.arch import DTYPE_BYTES, Architecture, lora_parameter_count, memory_estimate, weight_shapes
+from ..maths.arch import DTYPE_BYTES, Architecture, lora_parameter_count, memory_estimate, training_memory, weight_shapes
 
 __all__ = [
     "AccumulationResult",
@@ -154,20 +154,22 @@ def per_rank_bytes(
     ``ddp`` keeps a full copy on every rank. ``fsdp`` shards all of it over ``world_size`` ranks, and while a block
     runs it holds that block's weights gathered in full: ``gathered_blocks`` of them at a time (2: the running block
     and the next, gathered ahead), of which the rank's own shard is already counted.
-    ``r=None`` is full fine-tuning.  LoRA's small factors and their state are in fp32 (16 bytes each: weight,
-    gradient, two Adam moments), full fine-tuning's state in bf16.
+    ``r=None`` is full fine-tuning, in mixed precision as notebook 03 counts it (``training_memory``: 16 bytes per
+    weight). LoRA's small factors and their state are in fp32 (16 bytes each: weight, gradient, two Adam moments)
+    beside the base weights in ``weight_dtype``.
     """
     if strategy not in PARALLEL_STRATEGIES:
         raise ValueError(f"Unknown strategy {strategy!r}; choose from {PARALLEL_STRATEGIES}.")
     total = arch.total_parameters()
-    trainable = total if r is None else lora_parameter_count(arch, r, tuple(targets))
-    state_dtype = "bf16" if r is None else "fp32"
-    parts = memory_estimate(total, trainable, weight_dtype, state_dtype, state_dtype)
-    adapters = 0 if r is None else trainable * DTYPE_BYTES["fp32"]  # LoRA's own weights, in fp32 beside the base
+    if r is None:
+        held = training_memory(total, total, weight_dtype)["total"]
+    else:
+        trainable = lora_parameter_count(arch, r, tuple(targets))
+        held = memory_estimate(total, trainable, weight_dtype, "fp32", "fp32")["total"] + trainable * DTYPE_BYTES["fp32"]
     if strategy == "ddp":
-        return parts["total"] + adapters
+        return held
     block = sum(o * i for o, i in weight_shapes(arch).values()) * DTYPE_BYTES[weight_dtype]  # one block's matrices
-    return (parts["total"] + adapters) / world_size + min(gathered_blocks, arch.n_layer) * block * (1 - 1 / world_size)
+    return held / world_size + min(gathered_blocks, arch.n_layer) * block * (1 - 1 / world_size)
 
 
 def local_bytes(t: torch.Tensor) -> int:

@@ -111,6 +111,37 @@ def lora_trainable(n_layer, d_model, n_head, n_kv_head, d_ff, r, targets):
     hints=("head_dim = d_model // n_head; Wk and Wv have d_out = n_kv_head * head_dim.",
            "gate and up map d_model -> d_ff; down maps d_ff -> d_model."),
 ))
+def mistral7_total(variant: str = "") -> int:
+    """Mistral 7B's parameters from its hyperparameters; ``variant`` gives a usual mistake's count instead."""
+    d, vocab, layers, kv, ff = 4096, 32_000, 32, 1024, 14_336
+    attention = 2 * d * d + 2 * (d * d if variant == "square-kv" else kv * d)  # Wq, Wo; Wk, Wv
+    mlp = (2 if variant == "two-mlp" else 3) * d * ff  # gate, up, down
+    norms = 0 if variant == "no-norms" else 2 * d  # two RMSNorm gains per block
+    head = 0 if variant == "tied" else vocab * d  # an untied output head
+    return vocab * d + layers * (attention + mlp + norms) + (0 if variant == "no-norms" else d) + head
+
+
+register(NumericExercise(
+    id="mistral7-total",
+    prompt="Count Mistral 7B's parameters from its hyperparameters (not in the table above, but built like Llama 3): "
+    "a vocabulary of 32,000 tokens, d_model = 4096, "
+    "32 blocks, 32 query heads and 8 key/value heads of dimension 128, an MLP of three matrices (gate, up, down) with "
+    "hidden width 14,336, two RMSNorm gains per block and one before the head, no biases, and an output head that is "
+    "not tied to the embedding.",
+    expected=mistral7_total,
+    traps=(
+        Trap(lambda: mistral7_total("tied"), "the output head is not tied to the embedding: it is a second "
+             "32,000 × 4096 matrix."),
+        Trap(lambda: mistral7_total("square-kv"), "with grouped-query attention Wk and Wv map 4096 inputs to 8 × 128 = "
+             "1024 outputs, not 4096."),
+        Trap(lambda: mistral7_total("two-mlp"), "this MLP has three matrices (gate, up and down), not GPT-2's two."),
+        Trap(lambda: mistral7_total("no-norms"), "close: add the RMSNorm gains, 4096 each, two per block and one at the end."),
+    ),
+    explanation="embedding and head 2 × 32,000 × 4096 = 262,144,000; per block Wq, Wo 2 × 4096² plus Wk, Wv "
+    "2 × 1024 × 4096, the MLP 3 × 4096 × 14,336 and two gains of 4096: 218,112,000; × 32 blocks, plus the final gain: "
+    "7,241,732,096, the 7B of the name. Llama 3 8B has the same blocks; its larger vocabulary (128,256) makes the rest.",
+    hints=("Count one block first (attention, MLP, norms), then the parts outside the blocks.",),
+))
 register(NumericExercise(
     id="unmerged-cost-rectangular",
     prompt="Llama 3 8B's MLP down projection W is 4096 × 14336 (d_out × d_in). It carries an unmerged rank-16 LoRA, so "
@@ -143,13 +174,13 @@ register(WrittenExercise(
 ))
 register(ChoiceExercise(
     id="which-matrices",
-    prompt="Three of these parameters of Llama 3 8B can take a LoRA update ΔW = B A in place of their own full update. "
-    "Which one cannot, because B A would not fit in it?",
+    prompt="Three of these parameters of Llama 3 8B can usefully take a LoRA update ΔW = B A in place of their own full "
+    "update. For which one is it ill-defined or pointless?",
     options={
         "a": "the token embedding table E (128256 × 4096), from which each token reads its row",
         "b": "the key projection Wk (1024 × 4096), which is not square because of grouped-query attention",
         "c": "the MLP's down projection (4096 × 14336), which is not part of attention",
-        "d": "the RMSNorm gain g: 4096 numbers that scale the features one by one, as the diagonal matrix diag(g) would",
+        "d": "the RMSNorm gain g, stored as a vector of 4096 numbers that scale the features one by one",
     },
     answer_digest="26e3f4774e9642ec",
     feedback={
@@ -161,8 +192,8 @@ register(ChoiceExercise(
         "c": "the misconception is 'LoRA is for attention only'. The paper's experiments adapted Wq and Wv, but any "
         "weight matrix of a linear layer can carry B A; section 3 counts r = 8 on all linear layers.",
     },
-    explanation="g is stored as 4096 numbers. A rank-r update B A is a full 4096 × 4096 matrix: it does not fit in "
-    "g, and adding it would turn the norm into a different layer. An update that stays diagonal and has rank r "
-    "changes only r of the 4096 gains. With only 4096 numbers there is nothing to save: if the gain must change, "
-    "train it directly.",
+    explanation="g is stored as 4096 numbers. Read as the diagonal matrix diag(g), a rank-r update B A is a full "
+    "4096 × 4096 matrix: it does not fit in g, and adding it would turn the norm into a different layer. Read as a "
+    "1 × 4096 row, B (1 × r) A (r × 4096) fits but has r · 4097 numbers, more than g itself. Either way there is "
+    "nothing to save: if the gain must change, train it directly.",
 ))

@@ -8,6 +8,7 @@ import numpy as np
 
 from ...maths.arch import DTYPE_BYTES, memory_estimate
 from .core import (
+    ChoiceExercise,
     CodeExercise,
     CodeTrap,
     NumericExercise,
@@ -150,3 +151,30 @@ register(WrittenExercise(
     "saved copy of the weights, which is what full fine-tuning always needs.",
     hints=("After merge_lora, which tensor holds the update: A and B, or W?",),
 ))
+register(ChoiceExercise(
+    id="optimizer-all-parameters",
+    prompt="Predict, then run. In section 3's loop, suppose the optimizer were built from every parameter, "
+    "`torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.1)`, instead of the trainable ones only. What "
+    "happens to the frozen weights during training? Test your answer: make the change in a copy of the cell, run it, "
+    "and compare a frozen weight with the base model's (torch.equal).",
+    options={
+        "a": "they shrink a little at every step: AdamW's weight decay pulls every parameter it holds toward zero",
+        "b": "they train as well: the optimizer now holds them, so it updates them",
+        "c": "nothing: they never get a gradient, and AdamW skips every parameter whose gradient is None",
+        "d": "the cell stops with an error: AdamW refuses parameters that do not require a gradient",
+    },
+    answer_digest="f3ea3418f520716d",
+    feedback={
+        "a": "the misconception is 'weight decay applies to everything in the optimizer'. AdamW decays a parameter only "
+        "in the step that updates it, and it updates only parameters that have a gradient; frozen weights have none.",
+        "b": "the misconception is 'the optimizer decides what trains'. What trains is what gets a gradient: "
+        "requires_grad=False means backward never fills .grad, and the optimizer has nothing to apply.",
+        "d": "PyTorch accepts them without complaint, which is why the mistake is easy to make: the run looks the same, "
+        "only the optimizer's list is longer.",
+    },
+    explanation="the frozen weights have requires_grad=False, so backward leaves their .grad at None, and AdamW skips "
+    "them, weight decay included. Passing only the trainable parameters is still the habit to keep: it says what "
+    "trains, and it keeps the optimizer's state small.",
+    hints=("After loss.backward(), what is a frozen weight's .grad?",),
+))
+

@@ -13,7 +13,7 @@ def linear_layers(n_layer: int, adapters: bool) -> int:
     return 6 * n_layer + 1 + (4 * n_layer if adapters else 0)
 
 
-def package_dora(W: np.ndarray, A: np.ndarray, B: np.ndarray, m: np.ndarray, scale: float) -> np.ndarray:
+def package_dora(W: np.ndarray, B: np.ndarray, A: np.ndarray, m: np.ndarray, scale: float) -> np.ndarray:
     """The package's ``dora_weight`` on NumPy arrays."""
     import torch  # imported on first use: the quiz itself runs without torch
 
@@ -23,17 +23,17 @@ def package_dora(W: np.ndarray, A: np.ndarray, B: np.ndarray, m: np.ndarray, sca
 
 
 def dora_cases(rng: np.random.Generator) -> list[tuple]:
-    """Hidden (W, A, B, m, scale): tall, wide and square weights, m given as a column (d_out, 1), scalings not 1."""
+    """Hidden (W, B, A, m, scale): tall, wide and square weights, m given as a column (d_out, 1), scalings not 1."""
     cases = []
     for d_out, d_in, r in ((6, 4, 2), (4, 7, 3), (5, 5, 1), (9, 3, 2)):
         W = rng.standard_normal((d_out, d_in))
         A, B = rng.standard_normal((r, d_in)), rng.standard_normal((d_out, r))
         m = rng.uniform(0.5, 2.0, (d_out, 1))
-        cases.append((W, A, B, m, float(rng.choice([0.5, 2.0, 4.0]))))
+        cases.append((W, B, A, m, float(rng.choice([0.5, 2.0, 4.0]))))
     return cases
 
 
-def lora_weight(W: np.ndarray, A: np.ndarray, B: np.ndarray, scale: float) -> np.ndarray:
+def lora_weight(W: np.ndarray, B: np.ndarray, A: np.ndarray, scale: float) -> np.ndarray:
     """V = W + scale · B A, what DoRA normalises."""
     return W + scale * B @ A
 
@@ -84,29 +84,29 @@ register(ChoiceExercise(
 ))
 register(CodeExercise(
     id="dora-weight",
-    prompt="Write DoRA's weight yourself. dora(W, A, B, m, scale) with NumPy: V = W + scale · B A, then every row of V "
+    prompt="Write DoRA's weight yourself. dora(W, B, A, m, scale) with NumPy: V = W + scale · B A, then every row of V "
     "(one row per output unit in nn.Linear's layout, d_out × d_in) divided by its own norm and multiplied by that "
     "unit's magnitude m (a column, d_out × 1). It is run on hidden weights, tall, wide and square. Then check the "
     "property of the section on your own function: the rows of the result have norms m, whatever B A is.",
-    signature="dora(W, A, B, m, scale) -> W_new",
+    signature="dora(W, B, A, m, scale) -> W_new",
     own_work=("dora_weight", "row_norm"),
     reference=package_dora,
     cases=dora_cases,
     traps=(
-        CodeTrap(lambda W, A, B, m, scale: m * lora_weight(W, A, B, 1.0) / np.linalg.norm(lora_weight(W, A, B, 1.0), axis=1, keepdims=True),
+        CodeTrap(lambda W, B, A, m, scale: m * lora_weight(W, B, A, 1.0) / np.linalg.norm(lora_weight(W, B, A, 1.0), axis=1, keepdims=True),
                  "You left out the scaling: V = W + scale · B A, as in LoRA's forward pass."),
-        CodeTrap(lambda W, A, B, m, scale: m * lora_weight(W, A, B, scale) / np.linalg.norm(W, axis=1, keepdims=True),
+        CodeTrap(lambda W, B, A, m, scale: m * lora_weight(W, B, A, scale) / np.linalg.norm(W, axis=1, keepdims=True),
                  "You divided by the norms of W's rows. DoRA normalises V = W + scale · B A, so that B A can only turn "
                  "the rows and m alone sets their lengths."),
-        CodeTrap(lambda W, A, B, m, scale: m * lora_weight(W, A, B, scale) / np.linalg.norm(lora_weight(W, A, B, scale), axis=0,
+        CodeTrap(lambda W, B, A, m, scale: m * lora_weight(W, B, A, scale) / np.linalg.norm(lora_weight(W, B, A, scale), axis=0,
                                                                                             keepdims=True),
                  "You normalised the columns (axis=0). In nn.Linear's layout, d_out × d_in, an output unit's weights "
                  "are a row: take the norm over axis=1."),
-        CodeTrap(lambda W, A, B, m, scale: lora_weight(W, A, B, scale),
+        CodeTrap(lambda W, B, A, m, scale: lora_weight(W, B, A, scale),
                  "You returned V itself: DoRA then divides each row by its norm and multiplies it by m."),
     ),
     model_solution="""
-def dora(W, A, B, m, scale):
+def dora(W, B, A, m, scale):
     V = W + scale * B @ A                               # LoRA's weight, (d_out, d_in)
     lengths = np.linalg.norm(V, axis=1, keepdims=True)  # one norm per output unit (row), (d_out, 1)
     return m * V / lengths                               # unit rows, then each set to its length m
