@@ -173,8 +173,10 @@ register(ChoiceExercise(
         "only the optimizer's list is longer.",
     },
     explanation="the frozen weights have requires_grad=False, so backward leaves their .grad at None, and AdamW skips "
-    "them, weight decay included. Passing only the trainable parameters is still the habit to keep: it says what "
-    "trains, and it keeps the optimizer's state small.",
+    "them, weight decay included. That holds only while .grad is None: a weight frozen after it once had a gradient "
+    "(zero_grad(set_to_none=False), then a switch from full fine-tuning to LoRA) keeps a zero gradient, and weight "
+    "decay would shrink it. Passing only the trainable parameters is the habit to keep: it says what trains, and it "
+    "keeps the optimizer's state small.",
     hints=("After loss.backward(), what is a frozen weight's .grad?",),
 ))
 
