@@ -385,6 +385,24 @@ def test_tuned_sweep_chooses_each_rate_on_validation_never_on_test(monkeypatch):
         experiments.tuned_sweep(None, None, [(("q",), 8)], (0,), 10, lrs=(0.01,), extend=-1)
 
 
+
+def test_tuned_sweep_scores_the_chosen_rates_on_seeds_that_chose_nothing(monkeypatch):
+    from lora_edu.paper import experiments
+
+    def fake_run(base, world, targets, r, steps, seed, lr=None):
+        given = {"targets": targets, "r": r, "seed": seed, "lr": lr, "val_answer_loss": {0.01: 1.0, 0.03: 0.5}[lr] + 0.01 * seed,
+                 "test_answer_loss": 0.2 if seed >= 5 else 9.0}  # the fresh seeds' test scores are the ones kept
+        return LoRARun(**{f.name: given.get(f.name) for f in dataclasses.fields(LoRARun)})
+
+    monkeypatch.setattr(experiments, "lora_run", fake_run)
+    tuned = experiments.tuned_sweep(None, None, [(("q",), 8)], (0, 1), 10, lrs=(0.01, 0.03), progress=False, score_seeds=(5, 6, 7))
+    assert tuned.chosen_lr == {(("q",), 8): 0.03} and len(tuned.all_runs) == 4  # two seeds chose, at two rates
+    assert [(run.seed, run.lr) for run in tuned.runs] == [(5, 0.03), (6, 0.03), (7, 0.03)] and tuned.runs is tuned.scored
+    assert tuned.val_loss((("q",), 8), 0.03) == pytest.approx(0.505)  # validation: the choosing seeds only
+    assert "0.200 [0.200, 0.200]" in tuned.table(64).splitlines()[1]  # the test column reads the fresh seeds
+    with pytest.raises(ValueError, match="share seeds"):
+        experiments.tuned_sweep(None, None, [(("q",), 8)], (0, 1), 10, lrs=(0.01,), progress=False, score_seeds=(1, 2))
+
 def test_tuned_sweep_extends_a_grid_beyond_the_edge_validation_chose(monkeypatch):
     from lora_edu.paper import experiments
 
@@ -560,7 +578,10 @@ def test_phi_is_judged_against_random_subspaces_of_the_same_sizes():
     lines = phi_verdicts([shared, shared + 0.01, shared + 0.02], chance)
     assert lines[0][0].startswith("Section 7.2: the top direction is shared")
     assert lines[0][1] == "agrees" and lines[0][2].endswith("shared above the paper's 0.5")
-    assert "per seed 0.90, 0.91, 0.92, mean 0.91 [" in lines[0][2]
+    assert "per seed 0.90, 0.91, 0.92, mean 0.910 [" in lines[0][2]
+    between = [np.eye(2, 4) * x for x in (0.35, 0.40, 0.45)]  # above chance, below 0.5, too spread to exclude it
+    word, why = phi_verdicts(between, chance)[0][1:]
+    assert word == "partly" and why.endswith("not told apart from the paper's 0.5; below 0.5 in every seed")
     assert "drops off" in lines[1][0] and lines[1][1] == "agrees"
     assert lines[1][2].startswith("the overlap above chance") and "above 0" in lines[1][2]
     def with_drop(d):  # φ whose overlap above chance is d higher at (1, 1) than at (2, 2)
@@ -651,6 +672,7 @@ def test_initial_factor_is_the_a_a_run_starts_from():
     assert a0.shape == (4, 16) and not np.allclose(a0, other_seed)
     run = lora_run(base, world, ("q", "v"), 4, steps=1, seed=3, lr=1e-9)  # one step of Adam moves A by about 1e-9
     assert np.allclose(run.factor(layer), a0, atol=1e-6) and not np.allclose(run.factor(layer), other_seed)
+    assert len(run.test_right) == len(world.test_animals) and run.test_exact_match == sum(run.test_right) / len(run.test_right)
 
 
 def test_the_random_direction_null_keeps_the_spectrum_and_draws_the_directions():

@@ -81,6 +81,24 @@ def test_fresh_seeds_rerun_the_chosen_rate_and_nothing_else(monkeypatch):
         comparison.on_fresh_seeds(chose, None, None, "json", ["a"], (1, 2), show_progress=False)
 
 
+
+def test_more_seeds_fills_in_a_rate_without_changing_any_choice(monkeypatch):
+    val, test = {1e-3: 0.9, 1e-2: 0.5}, {1e-3: 0.1, 1e-2: 1.0}
+    monkeypatch.setattr(comparison, "finetune", fake_finetune(val, test))
+    arms = [Arm("a", "lora-all", (1e-3, 1e-2), {"r": 4}), Arm("b", "full", (1e-3, 1e-2))]
+    c = compare_methods(None, None, "json", arms, (0, 1), (0, 1), show_progress=False, steps=5)
+    before = dict(c.reports)
+    added = comparison.more_seeds(c, None, None, "json", [("a", 1e-2)], (0, 1, 2, 3), measure=lambda model: {"m": 1},
+                                  show_progress=False, steps=5)
+    assert added == [("a", 1e-2, 2), ("a", 1e-2, 3)]  # seeds 0 and 1 ran there already: kept, not retrained
+    assert all(c.reports[k] is r for k, r in before.items()) and c.chosen_lr == {"a": 1e-3, "b": 1e-3}
+    assert [(r.seed, r.options) for r in c.runs("a", 1e-2)] == [(0, {"steps": 5, "r": 4}), (1, {"steps": 5, "r": 4}),
+                                                                (2, {"steps": 5, "r": 4}), (3, {"steps": 5, "r": 4})]
+    assert set(c.measured) == {("a", 1e-2, 2), ("a", 1e-2, 3)} and len(c.runs("b", 1e-2)) == 2
+    assert comparison.more_seeds(c, None, None, "json", [("a", 1e-2)], (0, 1, 2, 3), show_progress=False) == []
+    with pytest.raises(ValueError, match="not in the grid of 'b'"):
+        comparison.more_seeds(c, None, None, "json", [("b", 3e-3)], (2,), show_progress=False)
+
 def test_ties_on_validation_go_to_the_lower_loss_then_the_smaller_rate(monkeypatch):
     val, test = {1e-3: 0.5, 3e-3: 0.5, 1e-2: 0.5}, {1e-3: 0.0, 3e-3: 0.0, 1e-2: 0.0}
     monkeypatch.setattr(comparison, "finetune", fake_finetune(val, test))
@@ -217,6 +235,30 @@ def test_forgetting_is_compared_at_matched_learning():
     assert c.contenders("full", (0, 1, 2)) == [1e-4, 1e-3] and c.contenders("lora", (0, 1, 2)) == [1e-2]
     with pytest.raises(ValueError, match="No rate of 'lora'"):
         comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.9)
+
+
+def test_forgetting_can_be_read_at_the_same_step_in_every_run():
+    c = fake_comparison()
+    for key, rep in c.reports.items():  # each run evaluated after 1 and 2 steps
+        bump = 10.0 if key[0] == "full" else 0.0  # at step 2 full forgot far more than lora; its kept checkpoints say otherwise
+        val = rep.val_exact_match  # learning as at the kept checkpoint: the match stays the same
+        rep.method, rep.result = key[0], SimpleNamespace(evals=[
+            (1, {"val": val, "val_loss": 0.5, "held_out": 1.0}),
+            (2, {"val": val, "val_loss": 0.25, "held_out": 2.0 + bump + 0.01 * key[2]})])
+    assert c.forgetting("full", 1e-4, step=2).mean == pytest.approx(12.01) and c.forgetting("lora", step=1).mean == 1.0
+    assert c.along("lora", "held_out") == {1: 1.0, 2: pytest.approx(2.01)} and c.along("full", "val_loss", 1e-4) == {1: 0.5, 2: 0.25}
+    kept = comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75)
+    common = comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75, step=2)
+    assert kept.winner() == "full" and common.winner() == "lora" and common.matched_lr == kept.matched_lr  # the match is unchanged
+    assert "after 2 steps in every run" in common.verdict and "held-out loss after 2 steps" in str(common)
+    fewer = comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75, step=2, compare_on=(0, 1))
+    assert fewer.matched_lr == common.matched_lr and fewer.forgetting["lora"].mean == pytest.approx(2.005)  # seeds 0 and 1 only
+    with pytest.raises(ValueError, match="not after 3"):
+        c.forgetting("lora", step=3)
+    untracked = SimpleNamespace(**{**vars(c.reports[("lora", 1e-2, 0)]), "method": "lora-all",
+                                   "result": SimpleNamespace(evals=[(1, {"val_loss": 0.5})])})
+    with pytest.raises(ValueError, match="track_forgetting=True"):
+        comparison.evaluation_at(untracked, "held_out", 1)
 
 
 def test_the_verdict_beside_biderman_follows_the_winner():

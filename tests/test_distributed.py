@@ -18,6 +18,7 @@ from lora_edu.scale.distributed import (
     check_backend,
     launch,
     main,
+    outer_weights,
     per_rank_bytes,
     ring_allreduce_seconds,
     run,
@@ -214,8 +215,10 @@ def test_per_rank_memory_shards_with_fsdp():
     ddp = per_rank_bytes(llama, 16, ("q", "v"), 8, "ddp")
     fsdp = per_rank_bytes(llama, 16, ("q", "v"), 8, "fsdp")
     block = 2 * sum(o * i for o, i in weight_shapes(llama).values())  # one block's matrices in bf16
-    assert fsdp == pytest.approx(ddp / 8 + 2 * block * 7 / 8)  # a shard, plus two blocks gathered in full
-    assert per_rank_bytes(llama, 16, ("q", "v"), 8, "fsdp", gathered_blocks=0) == pytest.approx(ddp / 8)
+    outer = 2 * 2 * llama.vocab_size * llama.d_model  # the root's embedding and untied head in bf16, gathered all step
+    assert not llama.tied_embeddings and outer_weights(llama) == 2 * llama.vocab_size * llama.d_model
+    assert fsdp == pytest.approx(ddp / 8 + (2 * block + outer) * 7 / 8)  # a shard, plus two blocks and the root in full
+    assert per_rank_bytes(llama, 16, ("q", "v"), 8, "fsdp", gathered_blocks=0) == pytest.approx(ddp / 8 + outer * 7 / 8)
     assert ddp > 80e9 > fsdp  # 70B in bf16 does not fit one 80 GB card; sharded over 8 it does
     assert per_rank_bytes(llama, 16, ("q", "v"), 1, "fsdp") == pytest.approx(ddp)  # one rank: nothing to gather
     lora = lora_parameter_count(llama, 16, ("q", "v"))

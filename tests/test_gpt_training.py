@@ -479,3 +479,18 @@ def test_the_held_out_pretraining_text_splits_into_facts_and_filler():
     assert tokens["all"] == tokens["facts"] + tokens["filler"]  # the two parts are the whole, no line lost or shared
     with pytest.raises(ValueError, match="part must be"):
         pretraining_eval_rows(world, 32, "animals")
+
+
+def test_track_forgetting_records_the_held_out_loss_at_every_evaluation(pretrained):
+    from lora_edu.gpt.evaluate import lm_loss
+    from lora_edu.gpt.pretrain import pretraining_eval_rows
+
+    base, world = pretrained
+    model, rep = finetune(base, world, "json", "full", steps=4, batch_size=4, lr=3e-3, progress=False, track_forgetting=True)
+    steps = [step for step, _ in rep.result.evals]
+    assert steps == [1, 2, 3, 4] and all("held_out" in scores for _, scores in rep.result.evals)
+    kept = dict(rep.result.evals)[rep.best_step]["held_out"]  # the kept checkpoint's evaluation is the model returned
+    assert kept == pytest.approx(lm_loss(model, pretraining_eval_rows(world, base.config.n_ctx), world.tokenizer.pad_id), rel=1e-5)
+    assert kept == pytest.approx(rep.pretrain_loss, rel=1e-5)
+    _, plain = finetune(base, world, "json", "full", steps=2, batch_size=4, progress=False, score_all=False)
+    assert all("held_out" not in scores for _, scores in plain.result.evals)  # off by default: it costs a pass per evaluation

@@ -76,9 +76,13 @@ def test_lora_vs_full_trains_once_and_loads_after(tiny, two_runs, tmp_path, monk
         return Comparison(list(two_runs.arms), dict(two_runs.reports), dict(two_runs.chosen_lr), dict(two_runs.measured))
 
     monkeypatch.setattr(store, "compare_methods", fake_compare)
+    more = []
+    monkeypatch.setattr(store, "more_seeds", lambda comparison, base, world, task, rates, seeds, **options: more.append(rates))
+    monkeypatch.setattr(store, "learned_rates", lambda comparison, steps: [])  # tested below
     run = {"steps": 3, "batch_size": 4}
     first = store.lora_vs_full(base, world, run, show_progress=False)
     assert len(calls) == 2 and calls[1] == ["control"]  # the methods, then the control
+    assert more == [[]]  # then more seeds where a compared method learned (none here)
     second = store.lora_vs_full(base, world, run, show_progress=False)
     assert len(calls) == 2 and second == first and "Loaded the 2 fine-tunes that an earlier run" in capsys.readouterr().out
     store.lora_vs_full(base, world, {"steps": 4, "batch_size": 4}, show_progress=False)  # other settings: trained anew
@@ -90,3 +94,14 @@ def test_lora_vs_full_trains_once_and_loads_after(tiny, two_runs, tmp_path, monk
     finally:
         torch.set_num_threads(threads)
     assert store.fingerprint(base, run) == before
+
+
+def test_the_rates_that_learned_get_more_seeds(two_runs):
+    from types import SimpleNamespace
+
+    assert store.COMPARED == ("lora-all", "full", "full-linear")
+    assert store.learned_rates(two_runs, 3) == []  # three steps teach nothing
+    learned = {key: SimpleNamespace(**{**vars(r), "result": SimpleNamespace(evals=[(3, {"val": 0.875 if key[0] == "full" else 0.5})])})
+               for key, r in two_runs.reports.items()}
+    c = Comparison(two_runs.arms, learned, two_runs.chosen_lr, two_runs.measured)
+    assert store.learned_rates(c, 3) == [("full", 1e-3)]  # at least 0.75 after the last step, on the sweep seeds

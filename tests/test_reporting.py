@@ -169,16 +169,19 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
         assert len(res.evals) == gpu_budget.evaluations_per_run(steps)
     # the plans were written from the notebooks' code: run counts per notebook
     plans = gpu_budget.plans()
-    from lora_edu.paper.lora_vs_full import CONTROL, LORA_VS_FULL, SEEDS, SWEEP_SEEDS
+    from lora_edu.paper.lora_vs_full import COMPARED, CONTROL, LORA_VS_FULL, SEEDS, SWEEP_SEEDS
 
     nb05 = "\n".join(gpu_check_cells("05b"))
     assert "lora_vs_full(base, world, RUN" in nb05 and (SWEEP_SEEDS, SEEDS) == ((0, 1, 2), (0, 1, 2, 3, 4))
     grids = {a.label: (len(a.lrs), a.headline) for a in (*LORA_VS_FULL, CONTROL)}
     assert grids == {"lora-all": (4, True), "full": (3, True), "full-linear": (4, False), "lora-qv": (3, False),
                      "last-block": (3, False), "control": (3, False)}
-    # every grid x 3 seeds, + 2 seeds for each headline arm; replay: 2 methods x 3 seeds
+    # every grid x 3 seeds, + 2 seeds for each headline arm; replay: 2 methods x 3 seeds; then 2 more seeds at every rate
+    # (not the chosen one) where lora-all, full or full-linear learned, counted as if all of them had
     assert "replays = [Arm(" in nb05 and 'for label in ("full", "lora-all")]' in nb05
-    assert sum(r.count for r in plans["05b"]["runs"]) == sum(n * 3 + 2 * head for n, head in grids.values()) + 2 * 3
+    assert COMPARED == ("lora-all", "full", "full-linear")
+    most = 2 * sum(grids[label][0] - grids[label][1] for label in COMPARED)  # a headline arm's chosen rate has its seeds already
+    assert sum(r.count for r in plans["05b"]["runs"]) == sum(n * 3 + 2 * head for n, head in grids.values()) + 2 * 3 + most
     nb05c = "\n".join(gpu_check_cells("05c"))  # 05b's runs from the cache, then lora-all retrained for PEFT's intruder mitigation
     assert "lora_vs_full(base, world, RUN)" in nb05c
     assert 'intruder_mitigation(base, world, "json", chosen, SEEDS, kept=(1.0, 0.75, 0.5, 0.0)' in nb05c
@@ -191,20 +194,21 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     nb06 = "\n".join(gpu_check_cells("06"))
     assert 'STEPS = {"tiny": 100, "gpu": 200}' in nb06 and "ranks = (1, 2, 4, 8, HIGH)" in nb06
     placements = len(PAPER["table5_wikisql"])
-    assert "tuned_sweep(base, world, placements, SEEDS, STEPS, lrs=(1e-2, 3e-2), extend=1)" in nb06
-    # placements at 2 rates, then 1 beyond the edge, x 3 seeds; 2 of the rank sweep ran as placements
-    # r = 1 retuned for Wq and Wq+Wv (2 rates, then 1 beyond, x 3 seeds); r = 1, 2 and 4 trained 4 times longer;
+    assert "tuned_sweep(base, world, placements, TUNE_SEEDS, STEPS, lrs=(1e-2, 3e-2), extend=1," in nb06
+    assert "TUNE_SEEDS = (3, 4)" in nb06 and nb06.count("score_seeds=SEEDS)") == 2 and "SEEDS = (0, 1, 2)" in nb06
+    # placements at 2 rates, then 1 beyond the edge, x 2 seeds, then 3 scored seeds; 2 of the rank sweep ran as placements
+    # r = 1 retuned for Wq and Wq+Wv (2 rates, then 1 beyond, x 2 seeds, then 3 scored); r = 1, 2 and 4 trained 4 times longer;
     # Table 7's card-task baseline
-    assert "lrs=(next_rate(rank_rate[t], up=False), rank_rate[t])" in nb06 and nb06.count("extend=1)") == 2
+    assert "lrs=(next_rate(rank_rate[t], up=False), rank_rate[t])" in nb06 and nb06.count("extend=1,") == 2
     assert "low_ranks = (1,)" in nb06
     assert "LONG = 4 * STEPS" in nb06 and 'task="card")' in nb06
     assert "{1: retuned" in nb06 and "2: rank_rate" in nb06
     assert sum(r.count for r in plans["06"]["runs"]) == (3 * 3 * placements + 3 * (2 * 5 - 2) + 2 * 3 * 3 + 3 * 3 + 3)
-    nb06b = "\n".join(gpu_check_cells("06b"))  # LoRA (3 rates) and LoRA+ at 4 ratios (4 rates), 3 seeds; then 3 arms x 5 fresh seeds
+    nb06b = "\n".join(gpu_check_cells("06b"))  # LoRA (3 rates) and LoRA+ at 4 ratios (4 rates), 3 seeds; then 3 arms x 10 fresh seeds
     assert 'STEPS = {"tiny": 100, "gpu": 200}' in nb06b and "PLUS_RATIOS = (2, 4, 8, 16)" in nb06b and "plus_arms = [" in nb06b
     assert "(1e-2, 3e-2, 1e-1)" in nb06b and "(1e-3, 3e-3, 1e-2, 3e-2)" in nb06b and "(3e-3, 1e-2, 3e-2, 1e-1)" in nb06b
-    assert "FRESH_SEEDS = (3, 4, 5, 6, 7)" in nb06b and '["LoRA", *compared], FRESH_SEEDS' in nb06b
-    assert sum(r.count for r in plans["06b"]["runs"]) == 3 * 3 + 4 * 4 * 3 + 3 * 5 and {r.steps for r in plans["06b"]["runs"]} == {200}
+    assert "FRESH_SEEDS = tuple(range(3, 13))" in nb06b and '["LoRA", *compared], FRESH_SEEDS' in nb06b
+    assert sum(r.count for r in plans["06b"]["runs"]) == 3 * 3 + 4 * 4 * 3 + 3 * 10 and {r.steps for r in plans["06b"]["runs"]} == {200}
     assert {r.steps for r in plans["06"]["runs"]} == {200, 800}
 
 

@@ -168,6 +168,7 @@ def finetune(
     rslora: bool = False,
     precision: str | None = None,
     score_all: bool = True,
+    track_forgetting: bool = False,
 ) -> tuple[GPT, Report]:
     """Fine-tune a copy of ``base`` (never ``base`` itself) and report on it.
 
@@ -176,6 +177,8 @@ def finetune(
     ``loraplus_ratio`` (LoRA+) trains every lora_B at ``ratio`` times the learning rate of lora_A.
     ``rslora`` scales the LoRA branch by alpha / sqrt(r) instead of alpha / r (rsLoRA).
     ``score_all=False`` skips the training-animal score and the pretraining loss (NaN in the report): sweeps need neither.
+    ``track_forgetting`` adds the held-out loss to every evaluation (``report.result.evals``, key ``"held_out"``), so
+    that runs kept at different steps can be compared at the same step (``Comparison.forgetting(..., step=)``).
     """
     if replay < 0:
         raise ValueError(f"replay must be >= 0, got {replay}.")
@@ -193,9 +196,14 @@ def finetune(
         reps = max(1, round(len(pre_x) / (replay * len(x))))
         x, y = torch.cat([x.repeat(reps, 1), pre_x]), torch.cat([y.repeat(reps, 1), pre_y])
 
+    held_out = pretraining_eval_rows(world, n_ctx) if track_forgetting else None
+
     def evaluate(m: GPT) -> dict[str, float]:  # validation animals only: the test animals are scored once, at the end
         em, loss = answer_scores(m, world, task, world.val_animals)  # one forward pass for both
-        return {"val": em, "val_loss": loss}
+        scores = {"val": em, "val_loss": loss}
+        if held_out is not None:  # forgetting along the run; it chooses nothing
+            scores["held_out"] = lm_loss(m, held_out, world.tokenizer.pad_id)
+        return scores
 
     lr = lr or DEFAULT_LR[method]
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=max(1, steps // 6), seed=seed, precision=precision)

@@ -40,6 +40,7 @@ __all__ = [
     "exact_match_interval",
     "intruder_mitigation",
     "learning_forgetting",
+    "more_seeds",
     "Mitigation",
     "rate_ratio_line",
     "paired_difference",
@@ -118,9 +119,20 @@ class Comparison:
         """Test exact match at the chosen rate, with its bootstrap interval over seeds and animals."""
         return exact_match_interval(self.rights(label))
 
-    def forgetting(self, label: str, lr: float | None = None, seeds: Sequence[int] | None = None) -> Interval:
-        """Loss on the held-out pretraining text, mean and 95% t-interval over seeds (higher: more forgotten)."""
-        return interval(r.pretrain_loss for r in self.runs(label, lr) if seeds is None or r.seed in seeds)
+    def forgetting(self, label: str, lr: float | None = None, seeds: Sequence[int] | None = None,
+                   step: int | None = None) -> Interval:
+        """Loss on the held-out pretraining text, mean and 95% t-interval over seeds (higher: more forgotten): of each
+        run's kept checkpoint, or with ``step`` of its weights after that many steps (runs trained with
+        ``track_forgetting``), the same step for every method."""
+        runs = [r for r in self.runs(label, lr) if seeds is None or r.seed in seeds]
+        return interval(r.pretrain_loss if step is None else evaluation_at(r, "held_out", step) for r in runs)
+
+    def along(self, label: str, key: str, lr: float | None = None, seeds: Sequence[int] | None = None) -> dict[int, float]:
+        """Step -> the mean over seeds of one evaluation score (``"val_loss"``, or ``"held_out"`` for runs trained with
+        ``track_forgetting``) along the runs of one arm at ``lr``: how it moved as training went on."""
+        runs = [r for r in self.runs(label, lr) if seeds is None or r.seed in seeds]
+        steps = [step for step, _ in runs[0].result.evals]
+        return {step: statistics.fmean(evaluation_at(r, key, step) for r in runs) for step in steps}
 
     def difference(self, label_a: str, label_b: str, split: str = "test") -> PairedDifference:
         """Exact match of A minus B at their chosen rates, paired by animal (``paired_difference``)."""
@@ -216,6 +228,19 @@ class Comparison:
         return "\n".join(lines)
 
 
+def evaluation_at(report: Report, key: str, step: int) -> float:
+    """One score of the evaluation after ``step`` steps of a run; a clear error where the run has none."""
+    for at, scores in report.result.evals:
+        if at == step:
+            if key not in scores:
+                fix = ("train it with finetune(..., track_forgetting=True)" if key == "held_out"
+                       else f"its scores are {sorted(scores)}")
+                raise ValueError(f"The run of {report.method} (seed {report.seed}) has no {key!r} in its evaluations; {fix}.")
+            return scores[key]
+    steps = [at for at, _ in report.result.evals]
+    raise ValueError(f"The run of {report.method} (seed {report.seed}) was evaluated after steps {steps}, not after {step}.")
+
+
 def per_run(value: float | dict[str, float], matrices: str = "") -> float:
     """One run's figure: ``value`` itself, or the mean over the matrices of a per-matrix dict whose names end with
     ``matrices``."""
@@ -287,6 +312,30 @@ def compare_methods(base: GPT, world: World, task: str, arms: Sequence[Arm], swe
     bar.update(len(reports))
     bar.close()
     return Comparison(list(arms), reports, chosen, measured)
+
+
+def more_seeds(comparison: Comparison, base: GPT, world: World, task: str, rates: Sequence[tuple[str, float]], seeds: Sequence[int],
+               measure: Callable[[GPT], object] | None = None, show_progress: bool = True,
+               **finetune_options: object) -> list[tuple[str, float, int]]:
+    """Train each (label, rate of its grid) of ``rates`` on those of ``seeds`` it has not run there, into
+    ``comparison`` itself (its choices unchanged); ``measure`` and ``finetune_options`` as in the original
+    ``compare_methods`` call. Returns the (label, lr, seed) trained."""
+    for label, lr in rates:
+        if lr not in comparison.arm(label).lrs:
+            raise ValueError(f"{lr:g} is not in the grid of {label!r} ({list(comparison.arm(label).lrs)}); pass one of its rates.")
+    missing = [(label, lr, s) for label, lr in rates for s in seeds if (label, lr, s) not in comparison.reports]
+    bar = Progress(len(missing), "more seeds", disable=not show_progress or not missing)
+    for done, (label, lr, seed) in enumerate(missing):
+        bar.update(done, now=f"{label} at lr {lr:g}, seed {seed}")
+        arm = comparison.arm(label)
+        model, comparison.reports[(label, lr, seed)] = finetune(base, world, task, arm.method, lr=lr, seed=seed, progress=False,
+                                                                **{**finetune_options, **arm.options})
+        if measure is not None:
+            comparison.measured[(label, lr, seed)] = measure(model)
+    bar.info.pop("now", None)
+    bar.update(len(missing))
+    bar.close()
+    return missing
 
 
 def on_fresh_seeds(comparison: Comparison, base: GPT, world: World, task: str, labels: Sequence[str], seeds: Sequence[int],
@@ -434,6 +483,7 @@ class LearningForgetting:
     # the other pairs of rates at most one validation animal per seed apart (one validation answer could have matched
     # them instead): (rate of the first, rate of the second) -> (who forgets less or None, their two intervals)
     near: dict[tuple[float, float], tuple[str | None, Interval, Interval]] = field(default_factory=dict)
+    step: int | None = None  # forgetting read after this many steps in every run; None: at each run's kept checkpoint
 
     @property
     def pairing_decides(self) -> bool:
@@ -475,7 +525,7 @@ class LearningForgetting:
         lines = [f"{label}: rate {lr:g}"
                  + (f", validation exact match {self.learned[label]:.2f}" if label in self.learned else "")
                  + (f" (answer loss {self.answer_loss[label]:.3f})" if label in self.answer_loss else "")
-                 + f", held-out loss {self.forgetting[label]}"
+                 + f", held-out loss{'' if self.step is None else f' after {self.step} steps'} {self.forgetting[label]}"
                  + (" (an edge of its grid: a rate beyond it was not tried)" if self.at_grid_edge.get(label) else "")
                  for label, lr in self.matched_lr.items()]
         a, b = self.matched_lr
@@ -492,18 +542,30 @@ def learned_apart(gap: float, one_animal: float) -> bool:
 
 
 def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Sequence[int],
-                        min_val_em: float = 0.75, one_animal: float = 0.0) -> LearningForgetting:
+                        min_val_em: float = 0.75, one_animal: float = 0.0, step: int | None = None,
+                        compare_on: Sequence[int] | None = None) -> LearningForgetting:
     """Forgetting at matched learning. Of each method's rates whose mean validation exact match over ``seeds`` reached
     ``min_val_em``, the pair (one per method) whose two means are closest; ties go to the smaller rates. Validation
     alone chooses; the forgetting it then reports played no part. Then the two compared by their intervals over
     ``seeds``. ``one_animal``: below it a gap in learning reads as "as much" (``learned_apart``), both here (such pairs
     count as equally close, and the smaller rates win) and in ``against_one_curve``. Every other pair at most
     ``one_animal`` apart is one validation answer from being matched instead: when one of them names another
-    winner, the verdict is not resolved (``near``)."""
+    winner, the verdict is not resolved (``near``). ``step``: forgetting read after that many steps in every run
+    (``Comparison.forgetting(..., step=)``) instead of at each run's kept checkpoint, whose step differs by run; the
+    learning that matches the pair is then read at that step too. ``compare_on``: the seeds whose forgetting is
+    compared (default ``seeds``): more seeds than chose the pair (``more_seeds``) give the comparison more power, and
+    the seeds that matched it chose nothing about forgetting."""
+    compare_on = seeds if compare_on is None else compare_on
     a, b = labels
+
+    def validation(label: str, lr: float, key: str) -> float:  # "val" (exact match) or "val_loss", mean over the seeds
+        if step is None:
+            return comparison.mean(label, {"val": "val_exact_match", "val_loss": "val_answer_loss"}[key], lr, seeds)
+        return comparison.along(label, key, lr, seeds)[step]
+
     learned = {}
     for label in labels:
-        learned[label] = {lr: em for lr, em in comparison.grid(label, "val_exact_match", seeds).items() if em >= min_val_em}
+        learned[label] = {lr: em for lr in comparison.arm(label).lrs if (em := validation(label, lr, "val")) >= min_val_em}
         if not learned[label]:
             raise ValueError(f"No rate of {label!r} reached mean validation exact match {min_val_em}; lower min_val_em.")
     def gap(pair: tuple[float, float]) -> float:  # gaps under one validation animal per seed count as none
@@ -512,23 +574,24 @@ def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Se
 
     lr_a, lr_b = min(((x, y) for x in learned[a] for y in learned[b]), key=lambda pair: (gap(pair), pair))
     matched = {a: lr_a, b: lr_b}
-    forgot = {label: comparison.forgetting(label, matched[label], seeds) for label in labels}
+    forgot = {label: comparison.forgetting(label, matched[label], compare_on, step) for label in labels}
     near = {}
     for x, y in ((x, y) for x in learned[a] for y in learned[b] if (x, y) != (lr_a, lr_b)):
         if abs(learned[a][x] - learned[b][y]) <= one_animal + 1e-12:  # one validation answer from being matched instead
-            fa, fb = comparison.forgetting(a, x, seeds), comparison.forgetting(b, y, seeds)
+            fa, fb = comparison.forgetting(a, x, compare_on, step), comparison.forgetting(b, y, compare_on, step)
             near[(x, y)] = (better(a, fa, b, fb, False), fa, fb)
     winner = better(a, forgot[a], b, forgot[b], False)
     edge = {label: comparison.at_grid_edge(label, matched[label]) for label in labels}
-    answer_loss = {label: comparison.mean(label, "val_answer_loss", matched[label], seeds) for label in labels}
-    result = LearningForgetting(matched, forgot, verdict(a, forgot[a], b, forgot[b], False, "held-out loss at matched learning"),
+    answer_loss = {label: validation(label, matched[label], "val_loss") for label in labels}
+    measure = "held-out loss at matched learning" + (f", after {step} steps in every run" if step is not None else "")
+    result = LearningForgetting(matched, forgot, verdict(a, forgot[a], b, forgot[b], False, measure),
                                 winner, edge, {label: learned[label][matched[label]] for label in labels}, one_animal,
-                                answer_loss, near)
+                                answer_loss, near, step)
     if not result.pairing_decides:
         return result
     here = f"{winner} forgets less" if winner else "neither forgets resolvably less"
     return replace(result, less_forgetful=None,
-                   verdict=(f"{a} vs {b} on held-out loss at matched learning: not resolved: at the matched pair {here}, but "
+                   verdict=(f"{a} vs {b} on {measure}: not resolved: at the matched pair {here}, but "
                             "pairs of rates at most one validation animal per seed apart give different answers"))
 
 
@@ -542,7 +605,7 @@ class IntruderCounts:
     labels: tuple[str, str]
     by_rate: dict[str, dict[float, float]]  # label -> rate -> mean count over the sweep seeds
     chosen: dict[str, list[int]]  # label -> count per seed at its chosen rate (every seed)
-    matched: dict[str, list[int]]  # label -> count per seed at its matched rate (the sweep seeds)
+    matched: dict[str, list[int]]  # label -> count per seed at its matched rate (every seed run there)
     matched_lr: dict[str, float]  # label -> its matched rate
     sizes: dict[str, dict[float, float]]  # label -> rate -> mean ‖ΔW‖/‖W‖ over the sweep seeds
     closest: dict[str, float]  # label -> its rate in the pair, among the rates that learned, closest in update size
@@ -613,7 +676,8 @@ def intruder_counts(comparison: Comparison, labels: tuple[str, str], matched_lr:
 
     by_rate = {label: {lr: mean_count(label, lr) for lr in comparison.arm(label).lrs} for label in (lora, *also, full)}
     chosen = {label: [counts[(label, comparison.chosen_lr[label], s)] for s in seeds] for label in labels}
-    matched = {label: [counts[(label, matched_lr[label], s)] for s in sweep_seeds] for label in labels}
+    matched = {label: [counts[(label, matched_lr[label], s)] for s in seeds if (label, matched_lr[label], s) in counts]
+               for label in labels}  # every seed run there: the sweep seeds, and more where ``more_seeds`` added them
     learned = {label: [lr for lr, em in comparison.grid(label, "val_exact_match", sweep_seeds).items() if em >= min_val_em]
                for label in labels}
     if not all(learned.values()):

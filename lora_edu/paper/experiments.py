@@ -11,7 +11,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -112,6 +112,7 @@ class LoRARun:
     lr: float | None = None  # None: finetune's default for LoRA
     test_answer_losses: tuple[float, ...] = ()  # each test animal's answer loss, in the order of world.test_animals
     val_curve: tuple[tuple[int, float], ...] = ()  # (step, validation answer loss) at each evaluation during training
+    test_right: tuple[bool, ...] = ()  # whether each test animal's answer was exactly right, in world.test_animals' order
 
     def factor(self, layer: str, which: str = "A") -> np.ndarray:
         """lora_A (r, d_in) or lora_B (d_out, r) of a layer, e.g. ``"blocks.3.attn.q_proj"``."""
@@ -149,7 +150,7 @@ def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int
                           steps=steps, lr=lr, seed=seed, progress=False, score_all=False)
     run = LoRARun(targets, r, seed, rep.val_exact_match, rep.val_answer_loss, rep.test_exact_match, rep.test_answer_loss,
                   time.perf_counter() - t0, learned_factors(model), lr, rep.test_answer_losses,
-                  tuple((step, scores["val_loss"]) for step, scores in rep.result.evals))
+                  tuple((step, scores["val_loss"]) for step, scores in rep.result.evals), rep.test_right)
     del model  # keep the factors, free the model (on a GPU, 80 models would not fit a small card)
     return run
 
@@ -188,16 +189,20 @@ class TunedSweep:
     """Every configuration run at every rate of its grid with every seed, and the rate chosen for each on validation.
 
     ``chosen_lr[config]`` has the lowest mean validation answer loss over the seeds (ties: the smaller rate); the test
-    scores play no part in it. ``grids[config]`` are the rates that configuration tried, ``runs`` the chosen runs,
-    ``all_runs`` every run.
+    scores play no part in it. ``grids[config]`` are the rates that configuration tried, ``all_runs`` every run that
+    chose, ``scored`` the runs at the chosen rates on seeds that chose nothing (``tuned_sweep(..., score_seeds=)``), and
+    ``runs`` the runs to score: ``scored`` when there are any, else the choosing runs at the chosen rates.
     """
 
     grids: dict[Config, tuple[float, ...]]
     all_runs: list[LoRARun]
     chosen_lr: dict[Config, float]
+    scored: list[LoRARun] = field(default_factory=list)
 
     @property
     def runs(self) -> list[LoRARun]:
+        if self.scored:
+            return self.scored
         return [run for run in self.all_runs if run.lr == self.chosen_lr[(run.targets, run.r)]]
 
     def val_loss(self, config: Config, lr: float) -> float:
@@ -331,22 +336,27 @@ def tally_word(verdicts: dict[object, str], name: str) -> str:
 
 
 def tuned_sweep(base: GPT, world: World, configs: list[Config], seeds: Iterable[int], steps: int, lrs: Iterable[float],
-                extend: int = 0, progress: bool = True) -> TunedSweep:
+                extend: int = 0, progress: bool = True, score_seeds: Iterable[int] = ()) -> TunedSweep:
     """``sweep`` at every rate of ``lrs``, each configuration then keeping the rate that validation chooses.
 
     ``extend`` > 0: a configuration whose chosen rate is the largest (or smallest) of its grid then tries the next rate
     beyond it on the 1-3-10 ladder (``next_rate``) and chooses again, up to ``extend`` times. Validation, not the first
     guess of a grid, decides where each configuration's grid ends.
+
+    ``score_seeds``: each configuration then runs at its chosen rate on these seeds, which took no part in the choice
+    (``TunedSweep.scored``): a seed's luck on validation cannot flatter its test score.
     """
     lrs = tuple(sorted(lrs))
     if not lrs or not all(is_finite_number(lr) and lr > 0 for lr in lrs):
         raise ValueError(f"lrs must be positive finite learning rates, got {lrs!r}.")
     if not isinstance(extend, int) or extend < 0:
         raise ValueError(f"extend must be a whole number of extra rates, 0 or more, got {extend!r}.")
-    seeds = tuple(seeds)
+    seeds, score_seeds = tuple(seeds), tuple(score_seeds)
+    if set(seeds) & set(score_seeds):
+        raise ValueError(f"score_seeds {score_seeds} share seeds with the seeds that choose, {seeds}; pass seeds that do not.")
 
-    def run_all(jobs: list[tuple[Config, float]], label: str) -> list[LoRARun]:
-        jobs = [(t, r, lr, s) for (t, r), lr in jobs for s in seeds]
+    def run_all(jobs: list[tuple[Config, float]], label: str, on: tuple[int, ...] = seeds) -> list[LoRARun]:
+        jobs = [(t, r, lr, s) for (t, r), lr in jobs for s in on]
         return [lora_run(base, world, t, r, steps, s, lr=lr) for t, r, lr, s in progress_line(jobs, label, disable=not progress)]
 
     tuned = TunedSweep({c: lrs for c in configs}, run_all([(c, lr) for c in configs for lr in lrs], "LoRA runs"), {})
@@ -361,6 +371,8 @@ def tuned_sweep(base: GPT, world: World, configs: list[Config], seeds: Iterable[
         for c, lr in beyond.items():
             tuned.grids[c] = tuple(sorted((*tuned.grids[c], lr)))
             tuned.choose(c)
+    if score_seeds:
+        tuned.scored = run_all([(c, tuned.chosen_lr[c]) for c in configs], "LoRA runs at the chosen rates, fresh seeds", score_seeds)
     return tuned
 
 
@@ -753,8 +765,9 @@ def phi_verdicts(phis: list[np.ndarray], chance: PhiChance, paper_top: float = 0
     said = interval_word(drop, "above")
     where = "above" if drop.low > 0 else "below" if drop.high < 0 else "includes"
     return [(f"Section 7.2: the top direction is shared, φ(1, 1) above {paper_top}", shared_word,
-             f"φ(1, 1) per seed {', '.join(f'{x:.2f}' for x in top)}, mean {mean:.2f} [{against_paper.low + paper_top:.2f}, "
-             f"{against_paper.high + paper_top:.2f}] (95% interval over seeds; chance {chance.top:.2f}): {shared}"),
+             f"φ(1, 1) per seed {', '.join(f'{x:.2f}' for x in top)}, mean {mean:.3f} [{against_paper.low + paper_top:.3f}, "
+             f"{against_paper.high + paper_top:.3f}] (95% interval over seeds; chance {chance.top:.2f}): {shared}"
+             + (f"; below {paper_top} in every seed" if max(top) < paper_top and shared_word == "partly" else "")),
             ("Section 7.2: the overlap drops off beyond the top directions", said,
              f"the overlap above chance at (1, 1) minus that at ({k + 1}, {k + 1}), paired by seed, "
              f"{drop.mean:+.2f} [{drop.low:+.2f}, {drop.high:+.2f}] (95% interval {where} 0)")]

@@ -27,10 +27,11 @@ from ..gpt.pretrain import cache_root, pretraining_eval_rows
 from ..gpt.train import TrainResult
 from ..lora.layer import adapted_weight
 from .analysis import intruder_similarity
-from .comparison import Arm, Comparison, compare_methods
+from .comparison import Arm, Comparison, LearningForgetting, compare_methods, learning_forgetting, more_seeds
 from .experiments import update_spectra
 
-__all__ = ["CONTROL", "LORA_VS_FULL", "load_comparison", "lora_vs_full", "measure_run", "qv_names", "save_comparison"]
+__all__ = ["COMPARED", "CONTROL", "LORA_VS_FULL", "at_matched_learning", "learned_rates", "load_comparison", "lora_vs_full",
+           "measure_run", "qv_names", "save_comparison"]
 
 LORA_VS_FULL = (
     Arm("lora-all", "lora-all", (1e-3, 3e-3, 1e-2, 3e-2), headline=True),
@@ -42,6 +43,8 @@ LORA_VS_FULL = (
 CONTROL = Arm("control", "control", (3e-4, 1e-3, 3e-3))  # full fine-tuning's grid; validation answer loss chooses
 SWEEP_SEEDS, SEEDS = (0, 1, 2), (0, 1, 2, 3, 4)
 R, ALPHA = 8, 16
+COMPARED = ("lora-all", "full", "full-linear")  # compared at matched learning (05b, section 2): five seeds at every rate that learned
+MIN_VAL_EM = 0.75  # "learned": mean validation exact match at least this, after the last step
 PACKAGE = Path(__file__).resolve().parents[1]
 
 
@@ -76,9 +79,28 @@ def measure_run(base: GPT, world: World, model: GPT) -> dict:
             "intruders": sum(s < 0.5 for values in similarity.values() for s in values)}
 
 
+def at_matched_learning(comparison: Comparison, world: World, labels: tuple[str, str], steps: int) -> LearningForgetting:
+    """Notebook 05b's forgetting at matched learning: ``learning_forgetting`` with the rates matched on the sweep seeds'
+    validation exact match (at least ``MIN_VAL_EM``; gaps under one validation animal per seed count as none) and
+    forgetting compared on every seed, everything read after all ``steps`` steps of each run."""
+    return learning_forgetting(comparison, labels, SWEEP_SEEDS, MIN_VAL_EM, 1 / len(world.val_animals), step=steps,
+                               compare_on=SEEDS)
+
+
+def learned_rates(comparison: Comparison, steps: int) -> list[tuple[str, float]]:
+    """(label, rate) of every rate of the ``COMPARED`` arms whose mean validation exact match over the sweep seeds, after
+    ``steps`` steps, reached ``MIN_VAL_EM``: where section 2 of notebook 05b may match a pair."""
+    return [(arm.label, lr) for arm in comparison.arms if arm.label in COMPARED for lr in arm.lrs
+            if comparison.along(arm.label, "val", lr, SWEEP_SEEDS)[steps] >= MIN_VAL_EM]
+
+
 def lora_vs_full(base: GPT, world: World, run: dict, done: dict | None = None, show_progress: bool = True) -> Comparison:
     """Every method of ``LORA_VS_FULL`` (and the untrained ``CONTROL``) on the JSON task, each at the rate validation
-    chooses from its grid; ``run``: the steps and batch size of each fine-tune (``FINETUNE_SIZES[size]``).
+    chooses from its grid; ``run``: the steps and batch size of each fine-tune (``FINETUNE_SIZES[size]``). Every run
+    records its held-out loss at each evaluation (``track_forgetting``), so methods can be compared at the same step.
+    Then every rate of the ``COMPARED`` methods that learned the task (mean validation exact match over the sweep seeds
+    at least ``MIN_VAL_EM`` after the last step) gets every seed of ``SEEDS``: the pairs section 2 of notebook 05b
+    matches, and 05c's pair of about the same size, are among them, so their comparisons run on five seeds.
 
     Loads the stored result of an earlier call with the same fingerprint, else trains (``done`` as in
     ``compare_methods``) and stores it."""
@@ -89,9 +111,12 @@ def lora_vs_full(base: GPT, world: World, run: dict, done: dict | None = None, s
         return comparison
     comparison = compare_methods(base, world, "json", LORA_VS_FULL, SWEEP_SEEDS, SEEDS, r=R, alpha=ALPHA,
                                  measure=lambda model: measure_run(base, world, model), done=done,
-                                 show_progress=show_progress, **run)
+                                 show_progress=show_progress, track_forgetting=True, **run)
     comparison.include(compare_methods(base, world, "json", [CONTROL], SWEEP_SEEDS, SWEEP_SEEDS,
-                                       show_progress=show_progress, **run))
+                                       show_progress=show_progress, track_forgetting=True, **run))
+    more_seeds(comparison, base, world, "json", learned_rates(comparison, run["steps"]), SEEDS,
+               measure=lambda model: measure_run(base, world, model),
+               show_progress=show_progress, r=R, alpha=ALPHA, track_forgetting=True, **run)
     try:
         save_comparison(comparison, path)
     except OSError as err:  # a read-only home: the runs are still here, only not kept for notebook 05c

@@ -50,6 +50,7 @@ __all__ = [
     "free_port",
     "launch",
     "workers_output",
+    "outer_weights",
     "per_rank_bytes",
     "ring_allreduce_seconds",
     "run",
@@ -153,7 +154,9 @@ def per_rank_bytes(
 
     ``ddp`` keeps a full copy on every rank. ``fsdp`` shards all of it over ``world_size`` ranks, and while a block
     runs it holds that block's weights gathered in full: ``gathered_blocks`` of them at a time (2: the running block
-    and the next, gathered ahead), of which the rank's own shard is already counted.
+    and the next, gathered ahead), of which the rank's own shard is already counted. The outermost module's own
+    weights (the embeddings and an untied output head) stay gathered from the forward pass to the backward, so they
+    count in full too.
     ``r=None`` is full fine-tuning, in mixed precision as notebook 03 counts it (``training_memory``: 16 bytes per
     weight). LoRA's small factors and their state are in fp32 (16 bytes each: weight, gradient, two Adam moments)
     beside the base weights in ``weight_dtype``.
@@ -169,7 +172,15 @@ def per_rank_bytes(
     if strategy == "ddp":
         return held
     block = sum(o * i for o, i in weight_shapes(arch).values()) * DTYPE_BYTES[weight_dtype]  # one block's matrices
-    return held / world_size + min(gathered_blocks, arch.n_layer) * block * (1 - 1 / world_size)
+    outer = outer_weights(arch) * DTYPE_BYTES[weight_dtype]  # the root module's: gathered for the whole step
+    return held / world_size + (min(gathered_blocks, arch.n_layer) * block + outer) * (1 - 1 / world_size)
+
+
+def outer_weights(arch: Architecture) -> int:
+    """The weights outside the blocks that FSDP's root unit holds: the token (and learned position) embeddings, and the
+    output head when it is not tied to the token embedding."""
+    d = arch.d_model
+    return arch.vocab_size * d * (1 if arch.tied_embeddings else 2) + (arch.n_ctx * d if arch.learned_positions else 0)
 
 
 def local_bytes(t: torch.Tensor) -> int:
