@@ -185,8 +185,19 @@ def test_findings_table_keeps_one_row_per_finding():
     assert "1. x" in lines and "2. y (3 seeds)" in lines  # the evidence, folded under the table, one numbered line a row
     assert lines[-1] == "</details>" and lines[8].startswith("<details><summary><b>ours</b>")
     qualified = findings_table([("A", "not resolved against B, disagrees against C, at d = 64", "x")]).data
-    assert "| 1 | A | **not resolved / disagrees** |" in qualified  # the column holds the words; the whole verdict is folded
-    assert "1. *not resolved against B, disagrees against C, at d = 64.* x" in qualified and "*disagrees*:" in qualified
+    assert "| 1 | A | **not resolved** against B, **disagrees** against C, at d = 64 |" in qualified  # short: shown whole
+    assert "1. x" in qualified and "*disagrees*:" in qualified
+    aside = findings_table([("A", "disagrees at r = 1 (after 400 steps), not resolved at r = 2", "x")]).data
+    assert "| 1 | A | **disagrees** at r = 1, **not resolved** at r = 2 |" in aside  # the aside is folded with the evidence
+    assert "1. *disagrees at r = 1 (after 400 steps), not resolved at r = 2.* x" in aside
+    long = findings_table([("A", "not resolved " + "and more words " * 10, "x")]).data
+    assert "| 1 | A | **not resolved** |" in long  # too long for the table: its verdict words alone
+    split = findings_table([("A", "not resolved against B, disagrees against C", "x"), ("D", "agrees", "y")],
+                           columns={"against B": ["not resolved", "agrees"], "second look": ["loss: agrees | b", ""]}).data.splitlines()
+    assert split[:4] == ["| | the paper | against B | second look |", "|---|---|---|---|",
+                         "| 1 | A | **not resolved** | loss: **agrees** \\| b |", "| 2 | D | **agrees** |  |"]
+    with pytest.raises(ValueError, match="one entry per row"):
+        findings_table([("A", "agrees", "x")], columns={"against B": []})
     with pytest.raises(ValueError, match="No findings"):
         findings_table([])
     with pytest.raises(ValueError, match="needs 3 cells"):
@@ -257,3 +268,29 @@ def test_a_finding_in_a_notebook_is_a_box_with_the_same_plain_text(monkeypatch):
     assert "ratio 0.26" not in second["text/html"] and "ratio 0.26" not in second["text/plain"]  # echo=False
     assert "<b>disagrees</b> there" in second["text/html"]  # explained once, in the first box
     assert notebook.finding_html("our question", "descriptive", set(), "").count("<b>") == 1  # no source: nothing else bold
+
+
+def test_long_evidence_is_listed_and_folded_under_the_numbers(monkeypatch, capsys):
+    """Evidence given as a list prints one piece a line and, in a notebook, folds under "the numbers" as a list; one
+    long text folds whole (a "; " inside it never splits it); one short text stays in view."""
+    import IPython.display
+
+    from lora_edu.course import notebook, quiz
+    from lora_edu.course.notebook import Findings
+
+    findings = Findings()
+    findings.add("Table 5: Wq+Wv best", "partly", ["Wq+Wv beats Wq (ratio 0.29)", "Wq+Wv vs Wv: not resolved (ratio 0.76)"])
+    assert capsys.readouterr().out.splitlines()[2:] == ["    - Wq+Wv beats Wq (ratio 0.29)",
+                                                        "    - Wq+Wv vs Wv: not resolved (ratio 0.76)"]
+    assert findings.rows[0][2] == "Wq+Wv beats Wq (ratio 0.29); Wq+Wv vs Wv: not resolved (ratio 0.76)"  # one text for the summary
+    shown = []
+    monkeypatch.setattr(quiz, "in_notebook", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append(obj))
+    Findings().add("Table 5: Wq+Wv best", "partly", ["one", "two"])
+    box = shown[0]["text/html"]
+    assert "<summary>the numbers</summary>" in box and "<li>one</li><li>two</li>" in box
+    prose = "a long reading; " + "with many words " * 15
+    assert "<li>" not in notebook.finding_html("Table 5: x", "agrees", set(), prose)  # folded whole, not cut at "; "
+    assert "<summary>the numbers</summary>" in notebook.finding_html("Table 5: x", "agrees", set(), prose)
+    short = notebook.finding_html("Table 5: x", "agrees", set(), "ratio 0.26 [0.21, 0.32]")
+    assert "<details" not in short and "ratio 0.26 [0.21, 0.32]" in short  # one short piece stays in view

@@ -18,6 +18,48 @@ def batched_lora(x, W, A, B, scaling, ids):
     return out
 
 
+def accumulate_under_ddp(ddp, x, y, k):  # written another way: one loop, the context chosen per micro-batch
+    import contextlib
+
+    for p in ddp.parameters():
+        p.grad = None
+    total = (y != -100).sum()
+    for i, (xs, ys) in enumerate(zip(x.chunk(k), y.chunk(k), strict=True)):
+        with ddp.no_sync() if i < k - 1 else contextlib.nullcontext():
+            _, loss = ddp(xs, ys)
+            (loss * (ys != -100).sum() / total).backward()
+
+
+def accumulate_sending_every_time(ddp, x, y, k):  # no no_sync: k all-reduces a step
+    for p in ddp.parameters():
+        p.grad = None
+    total = (y != -100).sum()
+    for xs, ys in zip(x.chunk(k), y.chunk(k), strict=True):
+        _, loss = ddp(xs, ys)
+        (loss * (ys != -100).sum() / total).backward()
+
+
+def accumulate_forward_outside(ddp, x, y, k):  # the forward pass outside no_sync: DDP still syncs that backward pass
+    for p in ddp.parameters():
+        p.grad = None
+    total = (y != -100).sum()
+    for i, (xs, ys) in enumerate(zip(x.chunk(k), y.chunk(k), strict=True)):
+        _, loss = ddp(xs, ys)
+        if i < k - 1:
+            with ddp.no_sync():
+                (loss * (ys != -100).sum() / total).backward()
+        else:
+            (loss * (ys != -100).sum() / total).backward()
+
+
+def accumulate_mean_of_means(ddp, x, y, k):  # no_sync right, each mean loss divided by k
+    chunks = list(zip(x.chunk(k), y.chunk(k), strict=True))
+    for xs, ys in chunks[:-1]:
+        with ddp.no_sync():
+            (ddp(xs, ys)[1] / k).backward()
+    (ddp(*chunks[-1])[1] / k).backward()
+
+
 ARGUMENT = ("L is the mean over all N tokens, so L = sum over m of (N_m / N) L_m, and the gradient is linear; with "
             "equal token counts every weight is 1/k.")
 CORRECT = {
@@ -29,6 +71,7 @@ CORRECT = {
     "branch-cost-per-token": 16 * (4096 + 4096) / (4096 * 4096),
     "serve-mixed-adapters": "b",
     "batched-lora-rows": batched_lora,
+    "ddp-accumulate": accumulate_under_ddp,
 }
 WRONG = {
     "predict-nf4-shrink": [8.0, 32 / 4.5, 4.0, 16.0],
@@ -44,6 +87,7 @@ WRONG = {
         lambda x, W, A, B, s, ids: x @ W.T + s[ids][:, None, None] * ((x @ A[ids].transpose(0, 2, 1)) @ B[ids].transpose(0, 2, 1)),
         lambda x, W, A, B, s, ids: x @ W.T,  # the adapters forgotten
     ],
+    "ddp-accumulate": [accumulate_sending_every_time, accumulate_forward_outside, accumulate_mean_of_means],
 }
 MISCONCEPTIONS = {  # what the feedback must name, for answers that follow from a usual wrong idea
     ("predict-nf4-small-merge", 1.0): "16 levels",
@@ -55,6 +99,9 @@ MISCONCEPTIONS = {  # what the feedback must name, for answers that follow from 
     ("serve-mixed-adapters", "a"): "a merged model is always the fastest",
     ("serve-mixed-adapters", "c"): "cannot share a matrix product",
     ("serve-mixed-adapters", "d"): "adapters add up like features",
+    ("ddp-accumulate", accumulate_sending_every_time): "once per micro-batch",
+    ("ddp-accumulate", accumulate_forward_outside): "its forward pass included",
+    ("ddp-accumulate", accumulate_mean_of_means): "the same say",
 }
 
 

@@ -56,9 +56,14 @@ GUIDE_TITLES = {ChoiceExercise: "Each wrong option, and the misconception behind
                 WrittenExercise: "A complete argument says"}
 
 
+def kind_of(ex: Exercise) -> type:
+    """The exercise kind ``KIND_NAMES`` knows that ``ex`` is (a specialised code exercise is a code exercise)."""
+    return next(k for k in type(ex).__mro__ if k in KIND_NAMES)
+
+
 def exercise_entry(ex: Exercise) -> str:
     """One exercise as Markdown: question, model solution, marking guide."""
-    lines = [f"### `{ex.id}` ({KIND_NAMES[type(ex)]})", "", f"**Question.** {ex.prompt}", ""]
+    lines = [f"### `{ex.id}` ({KIND_NAMES[kind_of(ex)]})", "", f"**Question.** {ex.prompt}", ""]
     if isinstance(ex, ChoiceExercise):
         lines += [f"- {letter}) {text}" for letter, text in ex.options.items()] + [""]
     if isinstance(ex, CodeExercise):
@@ -71,7 +76,7 @@ def exercise_entry(ex: Exercise) -> str:
         lines += [f"**Answer:** {ex.solution()}", "", f"**Why:** {ex.explanation}", ""]
     marks = guide(ex)
     if marks:
-        lines += [f"**{GUIDE_TITLES[type(ex)]}:**", "", *marks, ""]
+        lines += [f"**{GUIDE_TITLES[kind_of(ex)]}:**", "", *marks, ""]
     return "\n".join(lines)
 
 

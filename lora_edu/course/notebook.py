@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -105,23 +106,28 @@ class Findings:
         self.rows: list[tuple[str, str, str]] = []
         self.explained: set[str] = set()  # the verdict words already explained
 
-    def add(self, claim: str, word: str, evidence: str, echo: bool = True) -> None:
+    def add(self, claim: str, word: str, evidence: str | Sequence[str], echo: bool = True) -> None:
         """Print ``claim`` (the paper's, after ``lead``, unless it starts with "our "), ``word`` (each verdict word
-        explained where the lesson first uses it) and ``evidence``, and keep them. ``echo=False`` where the cell has
-        just printed the evidence itself: it is kept for the summary's table, not printed twice."""
+        explained where the lesson first uses it) and ``evidence``, and keep them. ``evidence`` is one text, or a list
+        of separate pieces (shown one a line). ``echo=False`` where the cell has just printed the evidence itself: it
+        is kept for the summary's table, not printed twice."""
+        items = [evidence] if isinstance(evidence, str) else [str(item) for item in evidence]
+        evidence = "; ".join(items)
         used = verdict_words_in(word)
         if not used:
             raise ValueError(f"The verdict {word!r} uses none of the verdict words {list(VERDICT_WORDS)}: say it with one of them.")
         new = {w for w in used if w not in self.explained}
         self.explained.update(new)
         said = ("" if claim.startswith("our ") else self.lead) + claim
-        text = f"{said}.\n    ours: {explain_words(word, new)}." + (f" {evidence}" if echo else "")
+        items = [item for item in items if item] if echo else []
+        text = f"{said}.\n    ours: {explain_words(word, new)}." + (
+            f" {items[0]}" if len(items) == 1 else "".join(f"\n    - {item}" for item in items))
         from .quiz import in_notebook
 
         if in_notebook():
             from IPython.display import display
 
-            display({"text/html": finding_html(said, word, new, evidence if echo else ""), "text/plain": text}, raw=True)
+            display({"text/html": finding_html(said, word, new, items), "text/plain": text}, raw=True)
         else:
             print(text)
         self.rows.append((claim, word, evidence))
@@ -131,10 +137,14 @@ VERDICT_COLOURS = {"agrees": "#2e8b57", "disagrees": "#c0392b", "partly": "#c9a2
                    "descriptive": "#4a7bd0"}  # the bar beside a finding, by the first verdict word it uses
 
 
-def finding_html(claim: str, word: str, new: set[str], evidence: str) -> str:
+FOLD_WORDS = 40  # evidence longer than this, or in more than one piece, is folded under "the numbers"
+
+
+def finding_html(claim: str, word: str, new: set[str], evidence: str | Sequence[str]) -> str:
     """One finding as a lesson shows it: a bar coloured by the verdict, the claim (its source in bold, up to the
     first ": "), our verdict with each verdict word in bold and, where ``new`` holds it, its meaning in grey, and the
-    evidence beneath in smaller grey text."""
+    evidence beneath in smaller grey text: one short text as a line; a long one, or several pieces (a list, one item
+    each), folded under "the numbers", for a student to open when they want it."""
     import html
 
     source, sep, rest = claim.partition(": ")
@@ -148,7 +158,16 @@ def finding_html(claim: str, word: str, new: set[str], evidence: str) -> str:
         start = end
     verdict = "".join(parts) + html.escape(word[start:])
     colour = VERDICT_COLOURS[spans[0][0]] if spans else VERDICT_COLOURS["not resolved"]
-    below = f"<div style='color:#555;font-size:90%'>{html.escape(evidence)}</div>" if evidence else ""
+    items = [evidence] if isinstance(evidence, str) else list(evidence)
+    items = [item for item in items if item]
+    if len(items) == 1 and len(items[0].split()) <= FOLD_WORDS:
+        below = f"<div style='color:#555;font-size:90%'>{html.escape(items[0])}</div>"
+    elif items:
+        inside = (f"<div>{html.escape(items[0])}</div>" if len(items) == 1 else
+                  "<ul style='margin:2px 0 4px 0'>" + "".join(f"<li>{html.escape(item)}</li>" for item in items) + "</ul>")
+        below = f"<details style='color:#555;font-size:90%'><summary>the numbers</summary>{inside}</details>"
+    else:
+        below = ""
     return (f"<div style='border-left:4px solid {colour};padding:2px 10px;margin:6px 0;line-height:1.45'>"
             f"<div>{said}.</div><div>Ours: {verdict}.</div>{below}</div>")
 
@@ -160,26 +179,60 @@ def in_a_word(word: str) -> str:
     return " / ".join(words) if words else word
 
 
-def findings_table(rows: list[tuple[str, str, str]], headers: tuple[str, str, str] = ("the paper", "verdict", "ours")) -> Any:
-    """A lesson's comparisons as Markdown: a short numbered table of (what was asked or found, the verdict in a word:
-    ``in_a_word``), the meaning of each verdict word it uses, and, folded below (``<details>``), each row's whole
+SHORT_VERDICT_WORDS = 20  # a verdict without its asides is shown whole up to this many words
+
+
+def short_verdict(word: str) -> str:
+    """A verdict for a summary table: the verdict without its parenthesised asides, when that fits
+    ``SHORT_VERDICT_WORDS`` words; else its verdict words alone (``in_a_word``). "disagrees at r = 1, not resolved at
+    r = 2 (answer loss ...)" keeps "at r = 1" and "at r = 2", which "disagrees / not resolved" would lose."""
+    import re
+
+    short = word
+    while re.search(r"\([^()]*\)", short):
+        short = re.sub(r"\s*\([^()]*\)", "", short)
+    short = short.strip().rstrip(",;")
+    if short and len(short.split()) <= SHORT_VERDICT_WORDS and "(" not in short and ")" not in short:
+        return short
+    return in_a_word(word)
+
+
+def findings_table(rows: list[tuple[str, str, str]], headers: tuple[str, str, str] = ("the paper", "verdict", "ours"),
+                   columns: dict[str, list[str]] | None = None) -> Any:
+    """A lesson's comparisons as Markdown: a short numbered table of (what was asked or found, the verdict in short:
+    ``short_verdict``), the meaning of each verdict word it uses, and, folded below (``<details>``), each row's whole
     verdict where it says more than its words, then what we measured. A "|" inside a cell is escaped, so it cannot
-    split the row."""
+    split the row.
+
+    ``columns`` replaces the one verdict column by several, one short entry per row each (e.g. the verdict against
+    each method compared, and a second look): ``{"against full": ["agrees", ...], ...}``; "" leaves a cell empty."""
     from IPython.display import Markdown
 
     if not rows:
         raise ValueError("No findings to show: collect (question, verdict, evidence) rows before building the table.")
     if any(len(row) != len(headers) for row in rows):
         raise ValueError(f"Every row needs {len(headers)} cells, one per header {headers}; got rows of {sorted({len(r) for r in rows})}.")
+    columns = columns if columns is not None else {headers[1]: [short_verdict(word) for _, word, _ in rows]}
+    if not columns or any(len(entries) != len(rows) for entries in columns.values()):
+        raise ValueError(f"Each of columns {list(columns)} needs one entry per row ({len(rows)} rows).")
 
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    table = (f"| | {cell(headers[0])} | {cell(headers[1])} |\n|---|---|---|\n"
-             + "\n".join(f"| {i} | {cell(question)} | **{cell(in_a_word(word))}** |" for i, (question, word, _) in enumerate(rows, 1)))
-    used = [w for w in VERDICT_WORDS if any(w in verdict_words_in(word) for _, word, _ in rows)]
+    def bold(text: str) -> str:  # each verdict word in bold, the rest as it is
+        out, start = [], 0
+        for w, end in word_spans(text):
+            out.append(cell(text[start:end - len(w)]) + f"**{w}**")
+            start = end
+        return "".join(out) + cell(text[start:])
+
+    table = (f"| | {cell(headers[0])} | " + " | ".join(map(cell, columns)) + " |\n|---|---|" + "---|" * len(columns) + "\n"
+             + "\n".join(f"| {i} | {cell(question)} | " + " | ".join(bold(entries[i - 1]) for entries in columns.values()) + " |"
+                         for i, (question, _, _) in enumerate(rows, 1)))
+    used = [w for w in VERDICT_WORDS if any(w in verdict_words_in(entry) for entries in columns.values() for entry in entries)
+            or any(w in verdict_words_in(word) for _, word, _ in rows)]
     legend = "\n".join(f"- *{w}*: {VERDICT_WORDS[w]}" for w in used)
-    evidence = "\n".join(f"{i}. " + (f"*{cell(word)}.* " if in_a_word(word) != word else "") + cell(ours)
+    evidence = "\n".join(f"{i}. " + (f"*{cell(word)}.* " if short_verdict(word) != word else "") + cell(ours)
                          for i, (_, word, ours) in enumerate(rows, 1))
     return Markdown(table + ("\n\n" + legend if legend else "")
                     + f"\n\n<details><summary><b>{cell(headers[2])}</b>, row by row (open)</summary>\n\n{evidence}\n\n</details>")

@@ -403,10 +403,10 @@ def paired_verdict(name_a: str, name_b: str, diff: PairedDifference, what: str =
     """"A beats B" when the paired difference's 95% interval lies above 0 ("B beats A" below 0), else not resolved."""
     winner = diff.winner(name_a, name_b)
     if winner == name_a:
-        return f"{name_a} beats {name_b} on {what} (paired difference {diff}, 95% interval above 0)"
+        return f"{name_a} beats {name_b} on {what} (difference {name_a} − {name_b} {diff})"
     if winner == name_b:
-        return f"{name_b} beats {name_a} on {what} (paired difference {diff}, 95% interval below 0)"
-    return f"{name_a} vs {name_b} on {what}: not resolved at this scale (paired difference {diff}, 95% interval includes 0)"
+        return f"{name_b} beats {name_a} on {what} (difference {name_a} − {name_b} {diff})"
+    return f"{name_a} vs {name_b} on {what}: not resolved (difference {name_a} − {name_b} {diff})"
 
 
 def exact_match_interval(rights: Sequence[Sequence[bool]], resamples: int = 4000, seed: int = 0) -> ExactMatchInterval:

@@ -555,16 +555,16 @@ def loss_winner(name_a: str, runs_a: Iterable[LoRARun], name_b: str, runs_b: Ite
 
 def loss_verdict(name_a: str, runs_a: Iterable[LoRARun], name_b: str, runs_b: Iterable[LoRARun], what: str = "test answer loss") -> str:
     """"A beats B" on test answer loss when the 95% interval of A's loss over B's (``loss_ratio``, seeds and test animals
-    both redrawn) lies below 1, "B beats A" when above, else "not resolved at this scale". The winner is named first
-    in the ratio too, so a resolved ratio always reads below 1."""
+    both redrawn) lies below 1, "B beats A" when above, else "not resolved". The winner is named first in the ratio
+    too, so a resolved ratio always reads below 1; the lesson states the 95% rule once, so the line does not."""
     ratio = runs_loss_ratio(runs_a, runs_b)
     winner = ratio_winner(name_a, name_b, ratio)
     if winner == name_a:
-        return f"{name_a} beats {name_b} on {what} ({name_a}'s loss / {name_b}'s {ratio}, 95% interval below 1)"
+        return f"{name_a} beats {name_b} on {what} (loss ratio {name_a} / {name_b} {ratio})"
     if winner == name_b:
         flipped = LossRatio(1 / ratio.ratio, 1 / ratio.high, 1 / ratio.low)
-        return f"{name_b} beats {name_a} on {what} ({name_b}'s loss / {name_a}'s {flipped}, 95% interval below 1)"
-    return f"{name_a} vs {name_b} on {what}: not resolved at this scale ({name_a}'s loss / {name_b}'s {ratio}, 95% interval includes 1)"
+        return f"{name_b} beats {name_a} on {what} (loss ratio {name_b} / {name_a} {flipped})"
+    return f"{name_a} vs {name_b} on {what}: not resolved (loss ratio {name_a} / {name_b} {ratio})"
 
 
 def difference_interval(a: Interval | LogInterval, b: Interval | LogInterval) -> Interval:
@@ -594,15 +594,14 @@ def better(name_a: str, a: Interval | LogInterval, name_b: str, b: Interval | Lo
 
 def verdict(name_a: str, a: Interval | LogInterval, name_b: str, b: Interval | LogInterval, higher_is_better: bool,
             what: str = "") -> str:
-    """"A beats B" when the 95% Welch interval of their difference excludes 0 (``better``), else "not resolved at this
-    scale"."""
+    """"A beats B" when the 95% Welch interval of their difference excludes 0 (``better``), else "not resolved"."""
     what = f" on {what}" if what else ""
     winner = better(name_a, a, name_b, b, higher_is_better)
     if winner == name_a:
-        return f"{name_a} beats {name_b}{what} ({a} vs {b}; the 95% interval of the difference excludes 0)"
+        return f"{name_a} beats {name_b}{what} ({a} vs {b})"
     if winner == name_b:
-        return f"{name_b} beats {name_a}{what} ({b} vs {a}; the 95% interval of the difference excludes 0)"
-    return f"{name_a} vs {name_b}{what}: not resolved at this scale ({a} vs {b}; the 95% interval of the difference includes 0)"
+        return f"{name_b} beats {name_a}{what} ({b} vs {a})"
+    return f"{name_a} vs {name_b}{what}: not resolved ({a} vs {b})"
 
 
 def intruder_count(base: nn.Module, model: nn.Module, names: Iterable[str], k: int = 10, threshold: float = 0.5) -> int:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -375,4 +380,183 @@ register(ChoiceExercise(
     explanation="the base product, the expensive part, runs once for all 32 rows. Each row then adds its own rank-r "
     "branch, under 1% of the base's cost for a large layer (the exercise branch-cost-per-token counts it). This is the design of "
     "S-LoRA and Punica, and section 5's batched forward.",
+))
+
+
+ACCUMULATE_UNDER_DDP = '''
+def accumulate_under_ddp(ddp, x, y, k):
+    """x, y: (batch, seq). The whole batch's gradient in .grad, from k micro-batches, all-reduced once."""
+    for p in ddp.parameters():
+        p.grad = None  # start from nothing: backward() adds to .grad
+    total_tokens = (y != -100).sum()  # the batch's target tokens
+    pieces = list(zip(x.chunk(k), y.chunk(k)))
+    for xs, ys in pieces[:-1]:
+        with ddp.no_sync():  # forward and backward in here: .grad adds up, nothing is sent
+            _, loss = ddp(xs, ys)
+            (loss * (ys != -100).sum() / total_tokens).backward()
+    xs, ys = pieces[-1]  # the last micro-batch, outside no_sync: its backward all-reduces the summed .grad, once
+    _, loss = ddp(xs, ys)
+    (loss * (ys != -100).sum() / total_tokens).backward()
+'''
+
+
+def solution_function(source: str, name: str) -> Callable[..., Any]:
+    """The function a model solution's source defines (it needs nothing imported)."""
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)
+    return namespace[name]
+
+
+@contextlib.contextmanager
+def one_process_group() -> Iterator[None]:
+    """A gloo process group of one process (world size 1), removed on leaving, so DDP can wrap a model in this kernel.
+    Refused if a group exists already: the exercise must not replace one a notebook is using."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        raise RuntimeError("A process group is already running in this process; the DDP exercise needs its own. Restart "
+                           "the kernel, or check the exercise in a fresh one.")
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+@functools.cache
+def accumulation_base():
+    """The shipped tiny GPT and its world (loaded once)."""
+    from ...gpt.pretrain import load_pretrained
+
+    return load_pretrained("tiny", "cpu")
+
+
+def accumulation_batch(uneven: bool, k: int):
+    """LoRA r = 8 on Wq and Wv of the tiny GPT (seed 0) and a batch of 8 JSON rows; ``uneven``: the first of the k
+    micro-batches keeps only 4 targets a row, as section 1's check does. Returns (model, x, y)."""
+    from ...gpt.data import task_data
+    from ...gpt.finetune import prepare
+
+    base, world = accumulation_base()
+    model = prepare(base, "lora-qv", r=8, alpha=16, seed=0, targets=None)
+    x, y = task_data(world, "json", world.animals, base.config.n_ctx)
+    x, y = x[:8], y[:8].clone()
+    if uneven:
+        first = y[: len(y) // k]  # a view: editing it edits y
+        first[(first != -100).cumsum(dim=1) > 4] = -100
+    return model, x, y
+
+
+def ddp_accumulation(fn: Callable[..., Any], k: int, uneven: bool) -> tuple[dict[str, Any], int, int]:
+    """Run ``fn(ddp, x, y, k)`` on the tiny GPT wrapped in DDP (one process, section 2's counting hook). Returns
+    (each trainable parameter's .grad, None where it has none; all-reduce calls; bytes handed to them)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from ...scale.distributed import ByteCounter, counting_allreduce_hook
+
+    model, x, y = accumulation_batch(uneven, k)
+    counter = ByteCounter()
+    with one_process_group():
+        ddp = DistributedDataParallel(model)
+        ddp.register_comm_hook(counter, counting_allreduce_hook)
+        try:
+            fn(ddp, x, y, k)
+        finally:  # DDP's reducer must go before its process group does, or freeing it later can hang
+            del ddp
+            gc.collect()
+    grads = {name: None if p.grad is None else p.grad.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    return grads, counter.buckets, counter.bytes
+
+
+def whole_batch_grads(k: int, uneven: bool) -> dict[str, Any]:
+    """The gradient of the whole batch's mean token loss, in one pass without DDP: what accumulation must give."""
+    model, x, y = accumulation_batch(uneven, k)
+    _, loss = model(x, y)
+    loss.backward()
+    return {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+SENT_EVERY_TIME = ("Your step all-reduced the gradients once per micro-batch: every backward pass outside `no_sync()` "
+                   "sends them. Run every micro-batch but the last inside `with ddp.no_sync():`, its forward pass included.")
+NOTHING_SENT = ("Nothing was all-reduced: every backward pass ran inside `no_sync()`, so the gradients never left this "
+                "process. Run the last micro-batch outside it: its backward pass sends the summed gradients, once.")
+NO_GRADIENT = "Some trainable parameters have no gradient: did every micro-batch run a backward pass on its loss?"
+UNWEIGHTED = ("Your gradients are k times the whole batch's: each micro-batch's mean loss went in at full weight. "
+              "Weight it by its share of the batch's target tokens.")
+MEAN_OF_MEANS = ("Your gradients are not the whole batch's when the micro-batches hold different numbers of target "
+                 "tokens: dividing each mean loss by k gives every micro-batch the same say. Weight each by its share "
+                 "of the batch's target tokens, as section 1 does.")
+ACCUMULATION_CASES = ((2, False), (4, True), (4, False))  # (k, uneven): the second tells token weighting from 1/k
+
+
+@dataclass(frozen=True)
+class DDPAccumulationExercise(CodeExercise):
+    """Gradient accumulation under DDP, checked by running the student's function on a one-process DDP model: the
+    all-reduce calls are counted by section 2's hook and .grad is compared with the whole batch's gradient."""
+
+    def verdict(self, answer: object) -> tuple[bool, str]:
+        import torch
+
+        if not callable(answer):
+            raise TypeError(f"This exercise wants a function, e.g. `answer = {self.signature.split('(')[0]}` "
+                            f"(no parentheses), got {answer!r}.")
+        right = solution_function(self.model_solution, self.signature.split("(")[0])
+        for n, (k, uneven) in enumerate(ACCUMULATION_CASES, start=1):
+            where = f"hidden case {n} of {len(ACCUMULATION_CASES)} (k = {k}, {'un' if uneven else ''}even target tokens)"
+            try:
+                grads, calls, sent = ddp_accumulation(answer, k, uneven)
+            except Exception as err:  # the student's code: report it, do not crash the check
+                return False, f"{where} raised {type(err).__name__}: {err}"
+            _, once, once_bytes = ddp_accumulation(right, k, uneven)
+            if calls == 0:
+                return False, f"{NOTHING_SENT} Details: {where}: 0 all-reduces."
+            if calls > once:
+                return False, (f"{SENT_EVERY_TIME} Details: {where}: {calls} all-reduces ({sent:,} bytes) instead of {once} "
+                               f"({once_bytes:,}).")
+            if any(g is None for g in grads.values()):
+                return False, f"{NO_GRADIENT} Details: {where}."
+            whole = whole_batch_grads(k, uneven)
+            if all(torch.allclose(grads[name], g, rtol=1e-4, atol=1e-6) for name, g in whole.items()):
+                continue
+            scaled = all(torch.allclose(grads[name], k * g, rtol=1e-4, atol=1e-6) for name, g in whole.items())
+            error = float(sum(((grads[name] - g) ** 2).sum() for name, g in whole.items()) ** 0.5
+                          / sum((g**2).sum() for g in whole.values()) ** 0.5)
+            return False, f"{UNWEIGHTED if scaled else MEAN_OF_MEANS} Details: {where}: relative error {error:.1%}."
+        worked = f"\n{self.worked_solution.strip()}" if self.worked_solution else ""
+        return True, (f"passed all {len(ACCUMULATION_CASES)} hidden cases, one all-reduce of {once_bytes:,} bytes per step "
+                      f"whatever k. {self.explanation[:1].upper()}{self.explanation[1:]}{worked}")
+
+
+register(DDPAccumulationExercise(
+    id="ddp-accumulate",
+    prompt="Section 1's accumulate_by_hand runs k micro-batches in turn. Wrapped in DDP, a model all-reduces its "
+    "gradients in every backward pass, so that loop would send them k times per step. Write "
+    "accumulate_under_ddp(ddp, x, y, k): the same token-weighted accumulation for a model wrapped in DDP (`ddp(xs, ys)` "
+    "returns the logits and the micro-batch's mean loss), with the gradients all-reduced once per step. "
+    "`with ddp.no_sync():` turns the all-reduce off for the forward and backward passes run inside it, while .grad "
+    "keeps adding up. The check wraps the tiny GPT (LoRA on Wq and Wv) in DDP in this one process, counts the "
+    "all-reduces with section 2's hook and compares .grad with the whole batch's gradient. Before you run it: for "
+    "k = 4, how many bytes would one step hand to all-reduce without no_sync, and how many with it?",
+    signature="accumulate_under_ddp(ddp, x, y, k) -> None",
+    model_solution=ACCUMULATE_UNDER_DDP,
+    worked_solution="Inside `no_sync()`, DDP skips the all-reduce and each backward pass adds to .grad. The first "
+    "backward pass outside it all-reduces what .grad holds, the sum over the micro-batches. Token weighting makes that "
+    "sum the whole batch's gradient, as in section 1.",
+    explanation="with no_sync a step sends its gradients once, like a step without accumulation: 32,768 bytes for "
+    "this LoRA whatever k, against k times that without it (131,072 at k = 4). On many GPUs the same k-fold saving "
+    "holds for the ring's traffic.",
+    hints=("Keep section 1's loop; only the all-reduce moves. Which micro-batch's backward pass should send the "
+           "gradients?",
+           "pieces = list(zip(x.chunk(k), y.chunk(k))): run pieces[:-1] inside `with ddp.no_sync():`, the last one "
+           "outside."),
+    traps=(
+        CodeTrap(solution_function(ACCUMULATE_UNDER_DDP.replace("with ddp.no_sync():", "if True:"), "accumulate_under_ddp"),
+                 SENT_EVERY_TIME),
+        CodeTrap(solution_function(ACCUMULATE_UNDER_DDP.replace("pieces[:-1]", "pieces").split("    xs, ys = pieces[-1]")[0],
+                                   "accumulate_under_ddp"), NOTHING_SENT),
+        CodeTrap(solution_function(ACCUMULATE_UNDER_DDP.replace("(loss * (ys != -100).sum() / total_tokens).backward()",
+                                                                "loss.backward()"), "accumulate_under_ddp"), UNWEIGHTED),
+        CodeTrap(solution_function(ACCUMULATE_UNDER_DDP.replace("(loss * (ys != -100).sum() / total_tokens).backward()",
+                                                                "(loss / k).backward()"), "accumulate_under_ddp"), MEAN_OF_MEANS),
+    ),
 ))
