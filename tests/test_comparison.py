@@ -382,7 +382,7 @@ def test_intruder_counts_are_read_per_rate_per_seed_and_at_matched_size():
     text = str(counts)
     assert "full, every run of every rate: 0 intruders in 6 runs; at its largest rate, 0.001, ‖ΔW‖/‖W‖ 0.20" in text
     assert "lora at its matched rate 0.01 0.60" in text
-    assert "2 in 20 with 3 seeds each; we call it resolved only below 1 in 20, so 3 seeds cannot" in text
+    assert "2 in 20 with 3 seeds each; we call it resolved only below 1 in 20, so 3 seeds cannot resolve it" in text
     assert text.startswith("at every rate, mean over the 3 sweep seeds:")
     assert "closest in size (‖ΔW‖/‖W‖ 0.60 for lora at 0.01, 0.20 for full at 0.001): lora 4.0, full 0.0" in text
     sized = {k: {**m, "qv": {"q": 0.3 if k[0] == "lora" else 0.1, "v": 0.5 if k[0] == "lora" else 0.1}} for k, m in measured.items()}

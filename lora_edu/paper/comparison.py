@@ -649,7 +649,7 @@ class IntruderCounts:
         lines.append("either method with every count below every count of the other, by chance alone if the two were alike: "
                      + ", ".join(f"2 in {1 / self.chance(n):.0f} with {n} seeds each" for n in seeds)
                      + "; we call it resolved only below 1 in 20, so " + " and ".join(
-                         f"{n} seeds {'can' if self.resolvable(n) else 'cannot'}" for n in seeds))
+                         f"{n} seeds {'can resolve it' if self.resolvable(n) else 'cannot resolve it'}" for n in seeds))
         largest, lr_m = max(self.sizes[b]), self.matched_lr[a]
         lines.append(f"{b}, every run of every rate: {sum(self.full_runs)} intruders in {len(self.full_runs)} runs; at its largest rate, "
                      f"{largest:g}, {self.sized_on} {self.sizes[b][largest]:.2f}, {a} at its matched rate {lr_m:g} "
