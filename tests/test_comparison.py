@@ -178,6 +178,28 @@ def test_paired_difference_resolves_what_unpaired_intervals_cannot():
         paired_difference(a, b[:, :8])
 
 
+def test_paired_difference_stays_inside_what_each_arm_allows():
+    from lora_edu.maths.intervals import newcombe_paired
+    from lora_edu.paper.comparison import exact_match_interval, paired_difference
+
+    near_perfect = np.ones((3, 16), dtype=bool)
+    near_perfect[0, 0] = False  # right on 47 of 48 answers
+    scattered = np.ones((3, 16), dtype=bool)
+    scattered[0, :9] = False  # one seed failed on 9 animals, two got them all: 3 seeds' t-interval is wide
+    diff = paired_difference(scattered, near_perfect)
+    own_a, own_b = exact_match_interval(scattered, 4000), exact_match_interval(near_perfect, 4000)
+    assert diff.high <= own_a.high - own_b.low + 1e-9 and diff.low >= own_a.low - own_b.high - 1e-9
+    low, high = newcombe_paired([1.0] * 16, [1.0] * 16)  # alike on every animal: Newcombe's width, never zero
+    assert low < -0.1 and high > 0.1 and low == pytest.approx(-high)
+    same = paired_difference(near_perfect, near_perfect)
+    assert same.low <= low + 0.05 and same.high >= 0.1
+    alike = newcombe_paired([1, 1, 0, 0, 1, 0, 1, 1], [1, 1, 0, 0, 1, 0, 1, 0])
+    apart = newcombe_paired([1, 1, 0, 0, 1, 0, 1, 1], [0, 1, 1, 0, 0, 1, 0, 1])
+    assert alike[1] - alike[0] < apart[1] - apart[0]  # pairing narrows the interval when the arms answer alike
+    with pytest.raises(ValueError, match="same items"):
+        newcombe_paired([1.0, 0.0], [1.0])
+
+
 def fake_comparison():
     """Two arms with hand-set reports: 'lora' learns at 1e-2 only and forgets more there; 'full' learns at both rates."""
     def report(label, lr, seed, val, loss, ratio, right):
@@ -232,7 +254,7 @@ def test_forgetting_is_compared_at_matched_learning():
     assert matched.resolved and matched.winner() == "full" and "held-out loss at matched learning" in str(matched)
     assert matched.at_grid_edge == {"lora": True, "full": True}  # grids of two rates: every choice is at an edge
     assert str(matched).count("(an edge of its grid: a rate beyond it was not tried)") == 2
-    assert c.contenders("full", (0, 1, 2)) == [1e-4, 1e-3] and c.contenders("lora", (0, 1, 2)) == [1e-2]
+    assert c.too_close_to_call("full", (0, 1, 2)) == [1e-4, 1e-3] and c.too_close_to_call("lora", (0, 1, 2)) == [1e-2]
     with pytest.raises(ValueError, match="No rate of 'lora'"):
         comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.9)
 
@@ -240,8 +262,8 @@ def test_forgetting_is_compared_at_matched_learning():
 def test_forgetting_can_be_read_at_the_same_step_in_every_run():
     c = fake_comparison()
     for key, rep in c.reports.items():  # each run evaluated after 1 and 2 steps
-        bump = 10.0 if key[0] == "full" else 0.0  # at step 2 full forgot far more than lora; its kept checkpoints say otherwise
-        val = rep.val_exact_match  # learning as at the kept checkpoint: the match stays the same
+        bump = 10.0 if key[0] == "full" else 0.0  # at step 2 full forgot far more than lora; its best checkpoints say otherwise
+        val = rep.val_exact_match  # learning as at the best checkpoint: the match stays the same
         rep.method, rep.result = key[0], SimpleNamespace(evals=[
             (1, {"val": val, "val_loss": 0.5, "held_out": 1.0}),
             (2, {"val": val, "val_loss": 0.25, "held_out": 2.0 + bump + 0.01 * key[2]})])
@@ -278,7 +300,7 @@ def test_rates_exact_match_cannot_separate_are_chosen_by_loss_and_named():
     for seed in (0, 1, 2):  # lora at 1e-3: 6 of 8 right in two seeds, 7 in one (20 in all), against 1e-2's 7 each (21)
         c.reports[("lora", 1e-3, seed)].val_right = tuple(i < (7 if seed == 0 else 6) for i in range(8))
         c.reports[("lora", 1e-3, seed)].val_answer_loss = 0.05  # and a lower validation loss
-    assert c.contenders("lora", (0, 1, 2)) == [1e-3, 1e-2]  # one right answer fewer in all: under one per seed
+    assert c.too_close_to_call("lora", (0, 1, 2)) == [1e-3, 1e-2]  # one right answer fewer in all: under one per seed
     runs = {lr: c.runs("lora", lr) for lr in (1e-3, 1e-2)}
     assert comparison.choose_rate(runs) == 1e-3  # the loss decides among them
     assert "rates 0.001, 0.01 within one validation animal per seed" in c.selection(["lora"], (0, 1, 2))
@@ -287,8 +309,19 @@ def test_rates_exact_match_cannot_separate_are_chosen_by_loss_and_named():
                for part in line)
     for seed in (1, 2):  # now 1e-3 trails by 4 answers over 3 seeds: more than one per seed, so exact match decides
         c.reports[("lora", 1e-3, seed)].val_right = tuple(i < 5 for i in range(8))
-    assert c.contenders("lora", (0, 1, 2)) == [1e-2] and comparison.choose_rate(runs) == 1e-2
+    assert c.too_close_to_call("lora", (0, 1, 2)) == [1e-2] and comparison.choose_rate(runs) == 1e-2
     assert "within one validation animal" not in c.selection(["lora"], (0, 1, 2))
+
+
+def test_choose_arm_applies_the_rates_rule_to_arms_and_breaks_ties_by_order():
+    def runs(right, loss):
+        return [SimpleNamespace(val_right=tuple(i < right for i in range(8)), val_answer_loss=loss) for _ in range(3)]
+
+    arms = {"LoRA+ 2": runs(7, 0.30), "LoRA+ 16": runs(7, 0.40), "LoRA+ 4": runs(2, 0.10)}
+    assert comparison.choose_arm(arms) == "LoRA+ 2"  # 2 and 16 alike on exact match: the lower loss; 4 trails far
+    assert comparison.choose_arm({"b": runs(7, 0.2), "a": runs(7, 0.2)}) == "b"  # a tie: the first listed, not "a" < "b"
+    arms["LoRA+ 16"] = runs(8, 0.40)  # now 16 leads 2 by 2 answers a seed: exact match decides, whatever the loss
+    assert comparison.choose_arm(arms) == "LoRA+ 16"
 
 
 def test_paired_verdicts_can_stay_on_validation_and_never_print_minus_zero():
@@ -313,7 +346,8 @@ def test_the_paired_table_gives_one_row_and_verdict_per_comparison():
     assert lines[0].startswith("lora against") and "difference in test exact match" in lines[0]
     assert lines[1].startswith("full") and lines[1].endswith("not resolved*")  # 8/8 against 8/8: no difference
     assert lines[2].startswith("none") and "+1.00" in lines[2] and lines[2].endswith("lora better*")
-    assert lines[2].split("  [")[1].startswith("+1.00")  # every animal right against every animal wrong: no doubt left
+    low, high = lines[2].split("  [")[1].split("]")[0].split(", ")
+    assert high == "+1.00" and 0.4 < float(low) < 0.8  # all of 8 against none of 8: the width 8 animals leave, not zero
     assert "paired by animal" in lines[3] and lines[4].startswith("* a rate at the edge")
     assert c.paired_winner("lora", "none") == "lora" and c.paired_winner("none", "lora") == "lora"
     assert c.paired_winner("lora", "full") is None
@@ -401,7 +435,7 @@ def test_a_verdict_that_hangs_on_which_pair_was_matched_is_not_resolved():
     robust = comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75, one_animal=0.125)
     assert robust.matched_lr == {"lora": 1e-2, "full": 1e-4} and robust.winner() == "full"  # the smaller rates win the tie
     assert list(robust.near) == [(1e-2, 1e-3)] and robust.near[(1e-2, 1e-3)][0] == "full"  # the other pair agrees
-    assert not robust.pairing_decides and "near pair: lora at 0.01 against full at 0.001: " \
+    assert not robust.pairing_decides and "another close match: lora at 0.01 against full at 0.001: " \
         "full forgets less" in str(robust)
     reports = dict(c.reports)
     for seed in (0, 1, 2):  # full at its larger rate now forgets more than lora: the other pair names another winner

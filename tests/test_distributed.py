@@ -20,6 +20,7 @@ from lora_edu.scale.distributed import (
     main,
     outer_weights,
     per_rank_bytes,
+    relative_gradient_error,
     ring_allreduce_seconds,
     run,
     saved_activation_bytes,
@@ -41,6 +42,9 @@ def test_accumulated_gradients_equal_one_big_batch(tiny):
         torch.testing.assert_close(four.grads[name], g, rtol=1e-4, atol=1e-6)
     assert abs(one.loss - four.loss) < 1e-5
     assert 3.5 < one.activation_bytes / four.activation_bytes < 4.5  # a quarter of the activations alive at once
+    assert relative_gradient_error(four.grads, one.grads) < 1e-5
+    doubled = {name: 2 * g for name, g in one.grads.items()}
+    assert relative_gradient_error(doubled, one.grads) == pytest.approx(1.0)  # twice the gradient: off by all of it
 
 
 def test_saved_activation_bytes_counts_what_backward_keeps():

@@ -489,7 +489,7 @@ def test_track_forgetting_records_the_held_out_loss_at_every_evaluation(pretrain
     model, rep = finetune(base, world, "json", "full", steps=4, batch_size=4, lr=3e-3, progress=False, track_forgetting=True)
     steps = [step for step, _ in rep.result.evals]
     assert steps == [1, 2, 3, 4] and all("held_out" in scores for _, scores in rep.result.evals)
-    kept = dict(rep.result.evals)[rep.best_step]["held_out"]  # the kept checkpoint's evaluation is the model returned
+    kept = dict(rep.result.evals)[rep.best_step]["held_out"]  # the best checkpoint's evaluation is the model returned
     assert kept == pytest.approx(lm_loss(model, pretraining_eval_rows(world, base.config.n_ctx), world.tokenizer.pad_id), rel=1e-5)
     assert kept == pytest.approx(rep.pretrain_loss, rel=1e-5)
     _, plain = finetune(base, world, "json", "full", steps=2, batch_size=4, progress=False, score_all=False)

@@ -2,7 +2,7 @@
 
 - ``linalg``: rank by elimination, null spaces, the SVD and the best rank-k approximation (notebooks 01-02).
 - ``arch``: parameter and memory arithmetic for real architectures, with and without LoRA (notebook 03).
-- ``intervals``: the Wilson interval of a rate observed on few items (notebooks 05b-06).
+- ``intervals``: the Wilson interval of a rate observed on few items, Newcombe's for a paired difference (05b-07).
 - ``timing``: two timings from the same interleaved rounds, compared round by round (notebooks 06-07).
 
 Imports nothing else from ``lora_edu``.

@@ -1,10 +1,13 @@
-"""Intervals for a rate observed on few items (NumPy-free arithmetic; notebooks 05b and 06 use it)."""
+"""Intervals for rates observed on few items, and for the difference of two (NumPy-free arithmetic; notebooks 05b-07
+use them)."""
 
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Sequence
 
-__all__ = ["wilson_interval"]
+__all__ = ["newcombe_paired", "wilson_interval"]
 
 
 def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -16,3 +19,24 @@ def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def newcombe_paired(per_item_a: Sequence[float], per_item_b: Sequence[float]) -> tuple[float, float]:
+    """Newcombe's 95% interval for a difference of two rates measured on the same items (Newcombe 1998, Statistics in
+    Medicine 17, method 10): each rate's Wilson interval on the items, combined through the items' correlation
+    between the two arms (the more alike the arms answer, the narrower). ``per_item_a``, ``per_item_b``: (items,),
+    each item's share of right answers over an arm's runs; the correlation is taken as 0 where an arm answered
+    every item alike.
+    """
+    if len(per_item_a) != len(per_item_b) or len(per_item_a) < 2:
+        raise ValueError(f"Need the same items, at least 2, for both arms; got {len(per_item_a)} and {len(per_item_b)}.")
+    n = len(per_item_a)
+    p_a, p_b = statistics.fmean(per_item_a), statistics.fmean(per_item_b)
+    (low_a, high_a), (low_b, high_b) = wilson_interval(p_a, n), wilson_interval(p_b, n)
+    alike_at_all = len(set(per_item_a)) > 1 and len(set(per_item_b)) > 1
+    alike = statistics.correlation(per_item_a, per_item_b) if alike_at_all else 0.0
+
+    def combined(x: float, y: float) -> float:
+        return math.sqrt(max(0.0, x * x - 2 * alike * x * y + y * y))
+
+    return p_a - p_b - combined(p_a - low_a, high_b - p_b), p_a - p_b + combined(high_a - p_a, p_b - low_b)

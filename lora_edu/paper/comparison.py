@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -26,9 +27,11 @@ from ..gpt.model import GPT
 from ..gpt.pretrain import pretraining_eval_rows
 from ..gpt.progress import Progress
 from ..lora.peft_bridge import import_peft
-from ..maths.intervals import wilson_interval
+from ..maths.intervals import newcombe_paired, wilson_interval
 from .analysis import scale_updates, update_norm_ratios
 from .experiments import Interval, at_edge, better, interval, seeds_and_animals, verdict
+
+Option = TypeVar("Option", float, str)  # a rate of one arm, or an arm's label
 
 __all__ = [
     "Arm",
@@ -36,6 +39,8 @@ __all__ = [
     "ExactMatchInterval",
     "PairedDifference",
     "LearningForgetting",
+    "choose_arm",
+    "choose_rate",
     "compare_methods",
     "exact_match_interval",
     "intruder_mitigation",
@@ -122,7 +127,7 @@ class Comparison:
     def forgetting(self, label: str, lr: float | None = None, seeds: Sequence[int] | None = None,
                    step: int | None = None) -> Interval:
         """Loss on the held-out pretraining text, mean and 95% t-interval over seeds (higher: more forgotten): of each
-        run's kept checkpoint, or with ``step`` of its weights after that many steps (runs trained with
+        run's best checkpoint, or with ``step`` of its weights after that many steps (runs trained with
         ``track_forgetting``), the same step for every method."""
         runs = [r for r in self.runs(label, lr) if seeds is None or r.seed in seeds]
         return interval(r.pretrain_loss if step is None else evaluation_at(r, "held_out", step) for r in runs)
@@ -205,23 +210,23 @@ class Comparison:
                              + "  ".join(f"{self.mean(label, m, lr):>{width}.2f}" for m in metrics))
         return "\n".join(lines)
 
-    def contenders(self, label: str, seeds: Sequence[int]) -> list[float]:
+    def too_close_to_call(self, label: str, seeds: Sequence[int]) -> list[float]:
         """The rates of one arm's grid that validation exact match cannot separate from the best: their right answers,
         summed over ``seeds``, trail the best rate's by less than one per seed. The validation answer loss chose among
         them (``choose_rate``). Counted in answers, not in means, so the rule has no rounding edge."""
         runs = {lr: [r for r in self.runs(label, lr) if r.seed in seeds] for lr in self.arm(label).lrs}
-        return contending_rates(runs)
+        return contending(runs)
 
     def selection(self, labels: Sequence[str], seeds: Sequence[int]) -> str:
         """What chose each arm's rate: mean validation exact match and validation answer loss at every rate tried, and
-        the rates exact match could not separate (``contenders``)."""
+        the rates exact match could not separate (``too_close_to_call``)."""
         lines, w = [], max(11, *map(len, labels))
         for label in labels:
             em, loss = self.grid(label, "val_exact_match", seeds), self.grid(label, "val_answer_loss", seeds)
             cells = "  ".join(f"{lr:g}: {em[lr]:.2f} / {loss[lr]:.3f}" + ("  <- chosen" if lr == self.chosen_lr[label] else "")
                               for lr in em)
             lines.append(f"{label:<{w}} {cells}")
-            close = self.contenders(label, seeds)
+            close = self.too_close_to_call(label, seeds)
             if len(close) > 1:
                 lines.append(f"{'':<{w}} (rates {', '.join(f'{lr:g}' for lr in close)} within one validation animal per seed "
                              "of the best: exact match cannot separate them, so the lower validation loss chose)")
@@ -252,19 +257,36 @@ def per_run(value: float | dict[str, float], matrices: str = "") -> float:
     return statistics.fmean(kept)
 
 
-def contending_rates(runs_by_rate: dict[float, list[Report]]) -> list[float]:
-    """The rates whose right validation answers, summed over their runs (one per seed), trail the best rate's by less
-    than one per seed."""
-    right = {lr: sum(sum(r.val_right) for r in runs) for lr, runs in runs_by_rate.items()}
-    seeds = min(len(runs) for runs in runs_by_rate.values())
-    return [lr for lr in runs_by_rate if max(right.values()) - right[lr] < seeds]
+def contending(runs_by_option: dict[Option, list[Report]]) -> list[Option]:
+    """The options (rates of one arm, or arms) whose right validation answers, summed over their runs (one per seed),
+    trail the best option's by less than one per seed."""
+    right = {option: sum(sum(r.val_right) for r in runs) for option, runs in runs_by_option.items()}
+    seeds = min(len(runs) for runs in runs_by_option.values())
+    return [option for option in runs_by_option if max(right.values()) - right[option] < seeds]
+
+
+def mean_val_answer_loss(runs: Sequence[Report]) -> float:
+    return statistics.fmean(r.val_answer_loss for r in runs)
 
 
 def choose_rate(runs_by_rate: dict[float, list[Report]]) -> float:
     """Validation's choice among one arm's rates: of the rates exact match cannot separate from the best
-    (``contending_rates``), the one with the lowest mean validation answer loss, then the smaller rate."""
-    return min(contending_rates(runs_by_rate),
-               key=lambda lr: (statistics.fmean(r.val_answer_loss for r in runs_by_rate[lr]), lr))
+    (``contending``), the one with the lowest mean validation answer loss, then the smaller rate."""
+    return min(contending(runs_by_rate), key=lambda lr: (mean_val_answer_loss(runs_by_rate[lr]), lr))
+
+
+def choose_arm(runs_by_label: dict[str, list[Report]]) -> str:
+    """Validation's choice among arms, each given by its runs at its own chosen rate, by the rates' rule: of the arms
+    exact match cannot separate from the best (``contending``), the one with the lowest mean validation answer loss,
+    then the first listed."""
+    order = list(runs_by_label)
+    return min(contending(runs_by_label), key=lambda label: (mean_val_answer_loss(runs_by_label[label]), order.index(label)))
+
+
+def train_arm(base: GPT, world: World, task: str, arm: Arm, lr: float, seed: int,
+              finetune_options: dict[str, object]) -> tuple[GPT, Report]:
+    """One run of ``arm`` at ``lr`` and ``seed``: ``finetune`` with the comparison's options and the arm's own."""
+    return finetune(base, world, task, arm.method, lr=lr, seed=seed, progress=False, **{**finetune_options, **arm.options})
 
 
 def compare_methods(base: GPT, world: World, task: str, arms: Sequence[Arm], sweep_seeds: Sequence[int],
@@ -291,11 +313,7 @@ def compare_methods(base: GPT, world: World, task: str, arms: Sequence[Arm], swe
     def run(arm: Arm, lr: float, seed: int) -> None:
         bar.update(len(reports), now=f"{arm.label} at lr {lr:g}, seed {seed}")
         key = (arm.label, lr, seed)
-        if key in (done or {}):
-            model, reports[key] = done[key]
-        else:
-            model, reports[key] = finetune(base, world, task, arm.method, lr=lr, seed=seed, progress=False,
-                                           **{**finetune_options, **arm.options})
+        model, reports[key] = done[key] if key in (done or {}) else train_arm(base, world, task, arm, lr, seed, finetune_options)
         if measure is not None:
             measured[key] = measure(model)
 
@@ -327,9 +345,7 @@ def more_seeds(comparison: Comparison, base: GPT, world: World, task: str, rates
     bar = Progress(len(missing), "more seeds", disable=not show_progress or not missing)
     for done, (label, lr, seed) in enumerate(missing):
         bar.update(done, now=f"{label} at lr {lr:g}, seed {seed}")
-        arm = comparison.arm(label)
-        model, comparison.reports[(label, lr, seed)] = finetune(base, world, task, arm.method, lr=lr, seed=seed, progress=False,
-                                                                **{**finetune_options, **arm.options})
+        model, comparison.reports[(label, lr, seed)] = train_arm(base, world, task, comparison.arm(label), lr, seed, finetune_options)
         if measure is not None:
             comparison.measured[(label, lr, seed)] = measure(model)
     bar.info.pop("now", None)
@@ -390,13 +406,23 @@ def paired_difference(rights_a: Sequence[Sequence[bool]], rights_b: Sequence[Seq
     """A minus B, paired by animal: both arms answered the same test animals, so the animals are redrawn once for
     both (an animal that is hard is hard for both arms), and each arm's seeds count with their own spread
     (``seeds_and_animals``: Welch over the seeds plus the redrawn animals, with a t quantile, which suits 3 to 5
-    seeds better than redrawing so few). The interval is cut to [-1, 1], where a difference of rates lies.
+    seeds better than redrawing so few). Two bounds keep the interval to what rates allow:
+
+    - it never reaches past what each arm's own interval allows (``exact_match_interval``): A's lowest minus B's
+      highest, A's highest minus B's lowest. A t-interval on few seeds is symmetric and can run past them (an arm
+      right on 99% of its answers cannot have been 30 points better than observed);
+    - it is never narrower than Newcombe's interval for paired rates (``newcombe_paired``) on the animals alone,
+      so two arms that answered alike on every seed still get the width their number of animals leaves (not zero).
 
     ``rights_a``: (seeds of A, animals); ``rights_b``: (seeds of B, animals), the animals in the same order.
     """
     a, b = np.asarray(rights_a, dtype=np.float64), np.asarray(rights_b, dtype=np.float64)  # seeds_and_animals checks the shapes
     centre, half = seeds_and_animals(a, b, lambda m: m.mean(axis=-1), resamples, seed)
-    return PairedDifference(centre, max(-1.0, centre - half), min(1.0, centre + half))
+    own_a, own_b = exact_match_interval(a, 2 * resamples, seed), exact_match_interval(b, 2 * resamples, seed)
+    floor_low, floor_high = newcombe_paired(a.mean(axis=0).tolist(), b.mean(axis=0).tolist())
+    low = min(max(centre - half, own_a.low - own_b.high), floor_low)
+    high = max(min(centre + half, own_a.high - own_b.low), floor_high)
+    return PairedDifference(centre, low, high)
 
 
 def paired_verdict(name_a: str, name_b: str, diff: PairedDifference, what: str = "test exact match") -> str:
@@ -432,7 +458,7 @@ def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: floa
     sqrt(10) (one step of a grid in half-decades, rounded up) of it. With Adam, the same update under a branch scaled
     by ``their_scaling`` instead of ``our_scaling`` needs a rate ``our_scaling / their_scaling`` times ours, so the
     ratio is compared in the report's convention. Given the sweep ``seeds``, every other rate that validation exact
-    match could not separate from a chosen one (``Comparison.contenders``) is named, with the ratio it would give.
+    match could not separate from a chosen one (``Comparison.too_close_to_call``) is named, with the ratio it would give.
     When some of those rates fall inside the window and some outside, the verdict is "not resolved by this grid", with
     the range.
     A window of one grid step is a weak test, and the line says so.
@@ -447,7 +473,7 @@ def rate_ratio_line(comparison: Comparison, lora: str, full: str, reported: floa
     theirs = in_their_convention(chosen[lora], chosen[full])
     alternatives = []  # (why, ratio): rates that validation could not tell apart from a chosen one
     for label in (lora, full) if seeds is not None else ():
-        for lr in comparison.contenders(label, seeds):
+        for lr in comparison.too_close_to_call(label, seeds):
             if lr != chosen[label]:
                 why = f"{label}'s rate {lr:g}, within one validation animal per seed of the best"
                 alternatives.append((why, in_their_convention(*(lr if lab == label else chosen[lab] for lab in (lora, full)))))
@@ -483,11 +509,11 @@ class LearningForgetting:
     # the other pairs of rates at most one validation animal per seed apart (one validation answer could have matched
     # them instead): (rate of the first, rate of the second) -> (who forgets less or None, their two intervals)
     near: dict[tuple[float, float], tuple[str | None, Interval, Interval]] = field(default_factory=dict)
-    step: int | None = None  # forgetting read after this many steps in every run; None: at each run's kept checkpoint
+    step: int | None = None  # forgetting read after this many steps in every run; None: at each run's best checkpoint
 
     @property
     def pairing_decides(self) -> bool:
-        """Whether the verdict hangs on which pair was matched: a near pair names another winner (or none)."""
+        """Whether the verdict hangs on which pair was matched: another close match names another winner (or none)."""
         a, b = self.matched_lr
         main = better(a, self.forgetting[a], b, self.forgetting[b], False)
         return any(winner != main for winner, _, _ in self.near.values())
@@ -529,7 +555,7 @@ class LearningForgetting:
                  + (" (an edge of its grid: a rate beyond it was not tried)" if self.at_grid_edge.get(label) else "")
                  for label, lr in self.matched_lr.items()]
         a, b = self.matched_lr
-        near = [f"  near pair: {a} at {x:g} against {b} at {y:g}: "
+        near = [f"  another close match: {a} at {x:g} against {b} at {y:g}: "
                 + (f"{winner} forgets less" if winner else "not resolved") + f" ({fa} vs {fb})"
                 for (x, y), (winner, fa, fb) in self.near.items()]
         return "\n".join([*lines, *near, self.verdict])
@@ -551,7 +577,7 @@ def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Se
     count as equally close, and the smaller rates win) and in ``against_one_curve``. Every other pair at most
     ``one_animal`` apart is one validation answer from being matched instead: when one of them names another
     winner, the verdict is not resolved (``near``). ``step``: forgetting read after that many steps in every run
-    (``Comparison.forgetting(..., step=)``) instead of at each run's kept checkpoint, whose step differs by run; the
+    (``Comparison.forgetting(..., step=)``) instead of at each run's best checkpoint, whose step differs by run; the
     learning that matches the pair is then read at that step too. ``compare_on``: the seeds whose forgetting is
     compared (default ``seeds``): more seeds than chose the pair (``more_seeds``) give the comparison more power, and
     the seeds that matched it chose nothing about forgetting."""

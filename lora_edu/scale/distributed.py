@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import socket
 import subprocess
@@ -44,6 +45,7 @@ __all__ = [
     "counting_fsdp_collectives",
     "DistributedConfig",
     "accumulated_step",
+    "relative_gradient_error",
     "allreduce_bytes",
     "main",
     "parameter_bytes",
@@ -126,6 +128,12 @@ def accumulated_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, micro_b
         peak = max(peak, nbytes)
     grads = {n: p.grad.detach().clone() for n, p in params.items()}
     return AccumulationResult(grads, loss_sum, peak, micro_batches)
+
+
+def relative_gradient_error(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
+    """‖grads − reference‖ / ‖reference‖ over all of ``reference``'s parameters together (name -> gradient)."""
+    diff = sum(float(((grads[name] - g) ** 2).sum()) for name, g in reference.items())
+    return math.sqrt(diff / sum(float((g**2).sum()) for g in reference.values()))
 
 
 # ---------------------------------------------------------------- communication arithmetic

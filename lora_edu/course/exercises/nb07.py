@@ -407,6 +407,22 @@ def solution_function(source: str, name: str) -> Callable[..., Any]:
     return namespace[name]
 
 
+def accumulate_with_mistake(ddp: Any, x: Any, y: Any, k: int, mistake: str) -> None:
+    """The model solution with one usual mistake: "no no_sync" (every backward pass sends), "last inside" (every
+    micro-batch inside no_sync, so nothing is sent), "unweighted" (each mean loss at full weight), "mean of means"
+    (each mean loss divided by k, whatever its number of target tokens)."""
+    for p in ddp.parameters():
+        p.grad = None
+    total_tokens = (y != -100).sum()
+    pieces = list(zip(x.chunk(k), y.chunk(k), strict=True))
+    for i, (xs, ys) in enumerate(pieces):
+        quiet = mistake == "last inside" or (i < len(pieces) - 1 and mistake != "no no_sync")
+        with ddp.no_sync() if quiet else contextlib.nullcontext():
+            _, loss = ddp(xs, ys)
+            weight = 1 if mistake == "unweighted" else 1 / k if mistake == "mean of means" else (ys != -100).sum() / total_tokens
+            (loss * weight).backward()
+
+
 @contextlib.contextmanager
 def one_process_group() -> Iterator[None]:
     """A gloo process group of one process (world size 1), removed on leaving, so DDP can wrap a model in this kernel.
@@ -497,17 +513,19 @@ class DDPAccumulationExercise(CodeExercise):
     def verdict(self, answer: object) -> tuple[bool, str]:
         import torch
 
+        from ...scale.distributed import relative_gradient_error
+
         if not callable(answer):
             raise TypeError(f"This exercise wants a function, e.g. `answer = {self.signature.split('(')[0]}` "
                             f"(no parentheses), got {answer!r}.")
         right = solution_function(self.model_solution, self.signature.split("(")[0])
+        _, once, once_bytes = ddp_accumulation(right, *ACCUMULATION_CASES[0])  # one all-reduce a step, whatever k
         for n, (k, uneven) in enumerate(ACCUMULATION_CASES, start=1):
             where = f"hidden case {n} of {len(ACCUMULATION_CASES)} (k = {k}, {'un' if uneven else ''}even target tokens)"
             try:
                 grads, calls, sent = ddp_accumulation(answer, k, uneven)
             except Exception as err:  # the student's code: report it, do not crash the check
                 return False, f"{where} raised {type(err).__name__}: {err}"
-            _, once, once_bytes = ddp_accumulation(right, k, uneven)
             if calls == 0:
                 return False, f"{NOTHING_SENT} Details: {where}: 0 all-reduces."
             if calls > once:
@@ -519,8 +537,7 @@ class DDPAccumulationExercise(CodeExercise):
             if all(torch.allclose(grads[name], g, rtol=1e-4, atol=1e-6) for name, g in whole.items()):
                 continue
             scaled = all(torch.allclose(grads[name], k * g, rtol=1e-4, atol=1e-6) for name, g in whole.items())
-            error = float(sum(((grads[name] - g) ** 2).sum() for name, g in whole.items()) ** 0.5
-                          / sum((g**2).sum() for g in whole.values()) ** 0.5)
+            error = relative_gradient_error(grads, whole)
             return False, f"{UNWEIGHTED if scaled else MEAN_OF_MEANS} Details: {where}: relative error {error:.1%}."
         worked = f"\n{self.worked_solution.strip()}" if self.worked_solution else ""
         return True, (f"passed all {len(ACCUMULATION_CASES)} hidden cases, one all-reduce of {once_bytes:,} bytes per step "
@@ -549,14 +566,7 @@ register(DDPAccumulationExercise(
            "gradients?",
            "pieces = list(zip(x.chunk(k), y.chunk(k))): run pieces[:-1] inside `with ddp.no_sync():`, the last one "
            "outside."),
-    traps=(
-        CodeTrap(solution_function(ACCUMULATE_UNDER_DDP.replace("with ddp.no_sync():", "if True:"), "accumulate_under_ddp"),
-                 SENT_EVERY_TIME),
-        CodeTrap(solution_function(ACCUMULATE_UNDER_DDP.replace("pieces[:-1]", "pieces").split("    xs, ys = pieces[-1]")[0],
-                                   "accumulate_under_ddp"), NOTHING_SENT),
-        CodeTrap(solution_function(ACCUMULATE_UNDER_DDP.replace("(loss * (ys != -100).sum() / total_tokens).backward()",
-                                                                "loss.backward()"), "accumulate_under_ddp"), UNWEIGHTED),
-        CodeTrap(solution_function(ACCUMULATE_UNDER_DDP.replace("(loss * (ys != -100).sum() / total_tokens).backward()",
-                                                                "(loss / k).backward()"), "accumulate_under_ddp"), MEAN_OF_MEANS),
-    ),
+    traps=tuple(CodeTrap(functools.partial(accumulate_with_mistake, mistake=mistake), message) for mistake, message in (
+        ("no no_sync", SENT_EVERY_TIME), ("last inside", NOTHING_SENT), ("unweighted", UNWEIGHTED),
+        ("mean of means", MEAN_OF_MEANS))),
 ))
