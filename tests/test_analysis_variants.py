@@ -403,6 +403,36 @@ def test_tuned_sweep_scores_the_chosen_rates_on_seeds_that_chose_nothing(monkeyp
     with pytest.raises(ValueError, match="share seeds"):
         experiments.tuned_sweep(None, None, [(("q",), 8)], (0, 1), 10, lrs=(0.01,), progress=False, score_seeds=(1, 2))
 
+
+def test_the_sweep_table_prints_how_far_each_configuration_moved_its_weights(monkeypatch):
+    from torch import nn
+
+    from lora_edu.paper import experiments
+
+    base = nn.Module()
+    base.q_proj, base.v_proj = nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False)
+    with torch.no_grad():
+        base.q_proj.weight.copy_(2 * torch.eye(4))  # ‖W‖_F = 4
+        base.v_proj.weight.copy_(torch.eye(4))  # ‖W‖_F = 2
+
+    def fake_run(base_, world, targets, r, steps, seed, lr=None):
+        a = np.zeros((1, 4))
+        a[0, 0] = 1.0
+        b = np.zeros((4, 1))
+        b[0, 0] = 0.4 * (1 + 2 * seed)  # ΔW = scaling B A has one entry: 0.4, then 1.2, at scaling 1
+        given = {"targets": targets, "r": r, "seed": seed, "lr": lr, "val_answer_loss": 1.0, "test_answer_loss": 1.0,
+                 "factors": {f"{t}_proj": (a, b, 1.0) for t in targets}}
+        return LoRARun(**{f.name: given.get(f.name) for f in dataclasses.fields(LoRARun)})
+
+    monkeypatch.setattr(experiments, "lora_run", fake_run)
+    tuned = experiments.tuned_sweep(None, None, [(("q", "v"), 1)], (0, 1), 10, lrs=(0.01,), progress=False)
+    first = tuned.runs[0]  # q: 0.4 / 4 = 0.1, v: 0.4 / 2 = 0.2; the median of two is their mean
+    assert experiments.update_to_weight(first, base) == pytest.approx(0.15)
+    table = tuned.table(8, base=base).splitlines()
+    assert table[0].endswith("| ‖ΔW‖/‖W‖") and table[1].endswith("|     0.30")  # seeds 0 and 1: 0.15 and 0.45
+    assert "the median over a run's adapted weights" in table[2]
+    assert "‖ΔW‖" not in tuned.table(8)  # without a base, no column
+
 def test_tuned_sweep_extends_a_grid_beyond_the_edge_validation_chose(monkeypatch):
     from lora_edu.paper import experiments
 

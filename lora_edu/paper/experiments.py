@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ __all__ = [
     "random_direction_intruders",
     "update_spectra",
     "learned_factors",
+    "update_to_weight",
     "lora_run",
     "loss_ratio",
     "loss_verdict",
@@ -123,6 +125,15 @@ class LoRARun:
         """ΔW = scaling * B A: (d_out, d_in)."""
         a, b, scaling = self.factors[layer]
         return scaling * b @ a
+
+
+def update_to_weight(run: LoRARun, base: nn.Module) -> float:
+    """How far a run moved its weights: the median over its adapted layers of ‖ΔW‖_F / ‖W‖_F, W taken from ``base``
+    (the model it fine-tuned). The LoRA paper's Table 7 puts GPT-3's at about 0.11 (Wq of layer 48, r = 4)."""
+    def weight(layer: str) -> np.ndarray:
+        return base.get_submodule(layer).weight.detach().double().cpu().numpy()
+
+    return statistics.median(float(np.linalg.norm(run.delta_weight(layer)) / np.linalg.norm(weight(layer))) for layer in run.factors)
 
 
 def learned_factors(model: nn.Module) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
@@ -217,24 +228,28 @@ class TunedSweep:
         return at_edge(self.chosen_lr[config], self.grids[config])
 
     def table(self, d_model: int, paper: dict[tuple[str, ...], float] | None = None, metric: str = "test_answer_loss",
-              paper_label: str = "paper, accuracy %") -> str:
+              paper_label: str = "paper, accuracy %", base: nn.Module | None = None) -> str:
         """One row per configuration: its rank, trainable parameters per block (square d_model x d_model matrices),
         the validation loss at each rate it tried (the chosen one marked <), ``metric`` at the chosen rate (geometric
-        mean and 95% interval over seeds, on the log scale) and, when given, the paper's figure under ``paper_label``."""
+        mean and 95% interval over seeds, on the log scale), given ``base`` the size of the update (``update_to_weight``,
+        the mean over the scored runs) and, when given, the paper's figure under ``paper_label``."""
         intervals = summarize(self.runs, metric, log=True)
+        sizes = ({c: statistics.fmean(update_to_weight(run, base) for run in self.runs if (run.targets, run.r) == c)
+                  for c in intervals} if base is not None else {})
         cells = {c: "  ".join(f"{lr:g}: {self.val_loss(c, lr):.3f}" + ("<" if lr == self.chosen_lr[c] else " ")
                               for lr in self.grids[c]) for c in intervals}
         width = max(len("validation loss at each rate"), *map(len, cells.values()))
         head = (f"{'adapted':<12} {'r':>2} {'params per block':>16} | {'validation loss at each rate':<{width}} | "
-                f"{metric.replace('_', ' '):>22}")
+                f"{metric.replace('_', ' '):>22}" + (" | ‖ΔW‖/‖W‖" if sizes else ""))
         width_paper = max(17, len(paper_label))
         lines = [head + (f" | {paper_label:>{width_paper}}" if paper else "")]
         for (targets, r), iv in intervals.items():
             edge = "*" if self.at_grid_edge((targets, r)) else " "
             row = (f"{config_name(targets):<12} {r:>2} {len(targets) * r * 2 * d_model:>16,} | "
-                   f"{cells[(targets, r)] + edge:<{width}} | {iv!s:>22}")
+                   f"{cells[(targets, r)] + edge:<{width}} | {iv!s:>22}" + (f" | {sizes[(targets, r)]:>8.2f}" if sizes else ""))
             lines.append(row + (f" | {paper[targets]:>{width_paper}}" if paper else ""))
-        lines.append("< the rate validation chose")
+        lines.append("< the rate validation chose" + ("; ‖ΔW‖/‖W‖: the median over a run's adapted weights, the mean over "
+                                                      "the scored runs" if sizes else ""))
         if any(self.at_grid_edge(c) for c in intervals):
             lines.append("* the rate chosen is the largest or smallest tried: a better one may lie outside the grid")
         return "\n".join(lines)
