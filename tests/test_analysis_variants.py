@@ -611,7 +611,8 @@ def test_phi_is_judged_against_random_subspaces_of_the_same_sizes():
     assert "per seed 0.90, 0.91, 0.92, mean 0.910 [" in lines[0][2]
     between = [np.eye(2, 4) * x for x in (0.35, 0.40, 0.45)]  # above chance, below 0.5, too spread to exclude it
     word, why = phi_verdicts(between, chance)[0][1:]
-    assert word == "partly" and why.endswith("not told apart from the paper's 0.5; below 0.5 in every seed")
+    assert word == "agrees that it is shared (above chance), not resolved above 0.5"
+    assert why.endswith("not told apart from the paper's 0.5; below 0.5 in every seed")
     assert "drops off" in lines[1][0] and lines[1][1] == "agrees"
     assert lines[1][2].startswith("the overlap above chance") and "above 0" in lines[1][2]
     def with_drop(d):  # φ whose overlap above chance is d higher at (1, 1) than at (2, 2)
@@ -627,7 +628,7 @@ def test_phi_is_judged_against_random_subspaces_of_the_same_sizes():
     for p, top in zip(near, (0.48, 0.55, 0.45), strict=True):
         p[0, 0] = top  # above chance in every seed, above the paper's 0.5 (a bound, not a level) in one
     word, line = phi_verdicts(near, chance)[0][1:]
-    assert word == "partly"  # above chance, by an interval over seeds; against 0.5 the interval includes it
+    assert word.startswith("agrees that it is shared")  # above chance, by an interval over seeds; against 0.5 the interval includes it
     assert line.endswith("shared more than by chance, but not told apart from the paper's 0.5")
     spread = [shared.copy() for _ in range(3)]
     for p, top in zip(spread, (0.05, 0.55, 0.95), strict=True):
@@ -683,6 +684,8 @@ def test_a_loss_verdict_reads_per_animal_losses_of_runs():
     flipped = loss_verdict("Wv", groups[(("v",), 8)], "Wq", groups[(("q",), 8)])  # the winner named first either way
     assert flipped.startswith("Wv beats Wq on test answer loss (loss ratio Wv / Wq 0.3")
     assert flipped[flipped.index("0.3"):] == line[line.index("0.3"):]
+    in_order = loss_verdict("Wq", groups[(("q",), 8)], "Wv", groups[(("v",), 8)], winner_first=False)
+    assert in_order.startswith("Wv beats Wq on test answer loss (loss ratio Wq / Wv 3.")  # A / B as called, above 1
     same = loss_verdict("Wq", groups[(("q",), 8)], "Wq'", groups[(("q",), 8)])
     assert same.startswith("Wq vs Wq' on test answer loss: not resolved (loss ratio Wq / Wq' ")
     assert tally({"x": line, "y": same}, "Wv") == "Wv resolved better: x | resolved worse: none | not resolved: y"

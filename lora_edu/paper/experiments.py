@@ -568,14 +568,19 @@ def loss_winner(name_a: str, runs_a: Iterable[LoRARun], name_b: str, runs_b: Ite
     return ratio_winner(name_a, name_b, runs_loss_ratio(runs_a, runs_b))
 
 
-def loss_verdict(name_a: str, runs_a: Iterable[LoRARun], name_b: str, runs_b: Iterable[LoRARun], what: str = "test answer loss") -> str:
+def loss_verdict(name_a: str, runs_a: Iterable[LoRARun], name_b: str, runs_b: Iterable[LoRARun], what: str = "test answer loss",
+                 winner_first: bool = True) -> str:
     """"A beats B" on test answer loss when the 95% interval of A's loss over B's (``loss_ratio``, seeds and test animals
-    both redrawn) lies below 1, "B beats A" when above, else "not resolved". The winner is named first in the ratio
-    too, so a resolved ratio always reads below 1; the lesson states the 95% rule once, so the line does not."""
+    both redrawn) lies below 1, "B beats A" when above, else "not resolved". By default the winner is named first in
+    the ratio too, so a resolved ratio always reads below 1; ``winner_first=False`` keeps every ratio A / B (for a
+    lesson that sets several variants against one reference). The lesson states the 95% rule once, so the line does
+    not."""
     ratio = runs_loss_ratio(runs_a, runs_b)
     winner = ratio_winner(name_a, name_b, ratio)
     if winner == name_a:
         return f"{name_a} beats {name_b} on {what} (loss ratio {name_a} / {name_b} {ratio})"
+    if winner == name_b and not winner_first:
+        return f"{name_b} beats {name_a} on {what} (loss ratio {name_a} / {name_b} {ratio})"
     if winner == name_b:
         flipped = LossRatio(1 / ratio.ratio, 1 / ratio.high, 1 / ratio.low)
         return f"{name_b} beats {name_a} on {what} (loss ratio {name_b} / {name_a} {flipped})"
@@ -770,7 +775,8 @@ def phi_verdicts(phis: list[np.ndarray], chance: PhiChance, paper_top: float = 0
     paper_word, chance_word = interval_word(against_paper, "above"), interval_word(interval(x - chance.top for x in top), "above")
     shared_word, shared = (("agrees", f"shared above the paper's {paper_top}") if paper_word == "agrees" else
                            ("disagrees", f"below the paper's {paper_top}") if paper_word == "disagrees" else
-                           ("partly", f"shared more than by chance, but not told apart from the paper's {paper_top}")
+                           (f"agrees that it is shared (above chance), not resolved above {paper_top}",
+                            f"shared more than by chance, but not told apart from the paper's {paper_top}")
                            if chance_word == "agrees" else ("not resolved", f"told apart from neither chance nor the paper's {paper_top}"))
     mean = against_paper.mean + paper_top
     k = min(p.shape[0] for p in phis) - 1
@@ -781,7 +787,7 @@ def phi_verdicts(phis: list[np.ndarray], chance: PhiChance, paper_top: float = 0
     return [(f"Section 7.2: the top direction is shared, φ(1, 1) above {paper_top}", shared_word,
              f"φ(1, 1) per seed {', '.join(f'{x:.2f}' for x in top)}, mean {mean:.3f} [{against_paper.low + paper_top:.3f}, "
              f"{against_paper.high + paper_top:.3f}] (95% interval over seeds; chance {chance.top:.2f}): {shared}"
-             + (f"; below {paper_top} in every seed" if max(top) < paper_top and shared_word == "partly" else "")),
+             + (f"; below {paper_top} in every seed" if max(top) < paper_top and paper_word == "not resolved" else "")),
             ("Section 7.2: the overlap drops off beyond the top directions", said,
              f"the overlap above chance at (1, 1) minus that at ({k + 1}, {k + 1}), paired by seed, "
              f"{drop.mean:+.2f} [{drop.low:+.2f}, {drop.high:+.2f}] (95% interval {where} 0)")]
