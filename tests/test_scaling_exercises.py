@@ -178,4 +178,4 @@ def test_the_reveal_shows_the_reasoning_not_only_the_number(capsys, monkeypatch)
     assert solution.startswith(" 0.0078125. Why: x Aᵀ costs r d_in")
     quiz.check("serve-mixed-adapters", None)
     solution = capsys.readouterr().out.split("Instructor, model solution:")[1]
-    assert solution.startswith(" b) one base product") and "Why: the base product" in solution
+    assert solution.startswith(" b) batched: run the base product") and "Why: the base product" in solution

@@ -275,25 +275,25 @@ def batched_lora(x, W, A, B, scaling, ids):
 ))
 register(WrittenExercise(
     id="accumulation-weights",
-    prompt="Prove it. A batch holds N target tokens, and its loss L is the mean of their N token losses. Split it into "
-    "k micro-batches: micro-batch m holds N_m of the tokens and has mean loss L_m. (1) Show that calling backward on "
-    "(N_m / N) L_m for each m in turn, with the gradients adding up in .grad, gives exactly the gradient of L. (2) When "
-    "is every weight N_m / N equal to 1/k? Check section 1's batch: run `[int((y_m != -100).sum()) for y_m in "
+    prompt="Prove it. A batch holds T target tokens, and its loss L is the mean of their T token losses. Split it into "
+    "k micro-batches: micro-batch m holds T_m of the tokens and has mean loss L_m. (1) Show that calling backward on "
+    "(T_m / T) L_m for each m in turn, with the gradients adding up in .grad, gives exactly the gradient of L. (2) When "
+    "is every weight T_m / T equal to 1/k? Check section 1's batch: run `[int((y_m != -100).sum()) for y_m in "
     "y.chunk(4)]` in a new cell (−100 marks a position with no target, the prompt or padding: the loss skips it, as "
     "cross_entropy's ignore_index). (3) What goes wrong if each L_m is divided by k when the micro-batches hold different "
     "numbers of target tokens?",
     points=(
-        "N_m L_m is the sum of micro-batch m's token losses, so L = (1/N) Σ_m N_m L_m = Σ_m (N_m / N) L_m.",
-        "The gradient is linear: ∇L = Σ_m (N_m / N) ∇L_m. Each backward adds one term to .grad, so after the k calls "
+        "T_m L_m is the sum of micro-batch m's token losses, so L = (1/T) Σ_m T_m L_m = Σ_m (T_m / T) L_m.",
+        "The gradient is linear: ∇L = Σ_m (T_m / T) ∇L_m. Each backward adds one term to .grad, so after the k calls "
         ".grad holds ∇L. In floating point the sum is taken in another order, so it agrees up to rounding.",
-        "N_m / N = 1/k exactly when every micro-batch holds N/k target tokens: the same number of tokens, not only of "
+        "T_m / T = 1/k exactly when every micro-batch holds T/k target tokens: the same number of tokens, not only of "
         "rows. Section 1's rows all have the same number of target tokens: the cell prints [208, 208, 208, 208].",
-        "Dividing by k with unequal N_m gives the mean of the micro-batch means: a token in a small micro-batch "
+        "Dividing by k with unequal T_m gives the mean of the micro-batch means: a token in a small micro-batch "
         "weighs more than one in a large micro-batch. That is the gradient of a differently weighted loss, not of "
         "the batch's mean loss.",
     ),
-    explanation="Write L = (1/N) Σ_t ℓ_t. Micro-batch m contributes N_m L_m to the sum, so L = Σ_m (N_m / N) L_m, and "
-    "by linearity ∇L = Σ_m (N_m / N) ∇L_m: k backward calls on the weighted losses, added in .grad, give ∇L (up to "
+    explanation="Write L = (1/T) Σ_t ℓ_t. Micro-batch m contributes T_m L_m to the sum, so L = Σ_m (T_m / T) L_m, and "
+    "by linearity ∇L = Σ_m (T_m / T) ∇L_m: k backward calls on the weighted losses, added in .grad, give ∇L (up to "
     "rounding). The weights are 1/k when every micro-batch holds the same number of target tokens, as in section 1 "
     "(208 each). With unequal sizes, dividing by k averages the micro-batch means, which over-weights the tokens of "
     "small micro-batches.",
@@ -313,7 +313,8 @@ register(PredictExercise(
     traps=(
         Trap(lambda: 1.0, "that is what a merge keeps in fp32 or bf16, and what rounding keeps on average for numbers "
              "that sit anywhere between levels. Here every weight was read back from NF4, so it sits exactly on a level, "
-             "half a gap from either edge: a change much smaller than that rounds back to the same level."),
+             "half of each neighbouring gap from the edges where rounding would switch level: a change much smaller "
+             "than that rounds back to the same level."),
         Trap(lambda: 0.9, "NF4's error of about a tenth (section 4) is relative to W, not to the update. Here the "
              "update is far smaller than that error."),
         Trap(lambda: 0.8, "the trained adapter above kept most of its update because its update was large next to W. "
@@ -321,8 +322,9 @@ register(PredictExercise(
     ),
     explanation="NF4 stores each weight as one of 16 levels times its block's scale, the block's largest |weight|. Two "
     "neighbouring levels are 8% to 30% of that scale apart. An update of 1% of ‖W‖ changes each weight by about 1% of "
-    "its typical size. Each weight was read back from NF4, so it sits exactly on a level, half a gap from either edge, "
-    "and a change far less than half a gap leaves almost every weight on its level: the merge keeps about a "
+    "its typical size. Each weight was read back from NF4, so it sits exactly on a level, half of each neighbouring "
+    "gap from the edges where rounding would switch level, "
+    "and a change far less than that leaves almost every weight on its level: the merge keeps about a "
     "hundredth of the update. What the stored weight does change comes from the block scales: each block's largest "
     "weight moved a little, so every weight of its block is rescaled with it, along W's own direction, not the update's.",
     hints=("Compare the change in one weight (about 1% of its size) with the distance between two of NF4's 16 levels.",),
@@ -360,16 +362,16 @@ register(ChoiceExercise(
     "and a batch usually holds one request from each. Which way of serving a batch costs least while every customer "
     "still gets the answers of their own adapter?",
     options={
-        "a": "merge-swap: for each request, merge its adapter into W, run that request, unmerge",
-        "b": "one base product for all 32 rows, plus each row's own (α/r) (x Aᵀ) Bᵀ, with its A and B gathered by adapter "
-        "id (batched matrix products)",
-        "c": "one request at a time, each through its own unmerged LoRA model",
-        "d": "merge all 32 adapters into W once, then run the whole batch on that one model",
+        "a": "merge-swap: group the requests by adapter; for each group, merge its adapter into W, run the group, unmerge",
+        "b": "batched: run the base product x Wᵀ once for all 32 rows, then add each row's own adapter branch",
+        "c": "one at a time: run each request alone, at batch 1, through its own unmerged LoRA model",
+        "d": "merged once: merge all 32 adapters into W together, then run the whole batch through that model",
     },
     answer_digest="a1e64dbc5dab1c9c",
     feedback={
         "a": "the misconception is \"a merged model is always the fastest\". A merge pays off when it serves many "
-        "requests. Here each merge serves one: 32 merges and 32 unmerges of a d_out × d_in matrix, and 32 base "
+        "requests. Here each group holds one request, so each merge serves one: 32 merges and 32 unmerges of a "
+        "d_out × d_in matrix, and 32 base "
         "products of one row each. The base is never shared across the batch.",
         "c": "the misconception is \"rows with different adapters cannot share a matrix product\". They all use the "
         "same W, the expensive part; only the thin branch differs from row to row. One row at a time runs the base "
