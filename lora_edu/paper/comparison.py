@@ -266,6 +266,7 @@ def contending(runs_by_option: dict[Option, list[Report]]) -> list[Option]:
 
 
 def mean_val_answer_loss(runs: Sequence[Report]) -> float:
+    """The mean validation answer loss of some runs: what breaks the tie among options exact match cannot separate."""
     return statistics.fmean(r.val_answer_loss for r in runs)
 
 
@@ -446,7 +447,7 @@ def exact_match_interval(rights: Sequence[Sequence[bool]], resamples: int = 4000
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, m.shape[0], (resamples, m.shape[0]))
     cols = rng.integers(0, m.shape[1], (resamples, m.shape[1]))
-    means = np.array([m[np.ix_(r, c)].mean() for r, c in zip(rows, cols, strict=True)])
+    means = m[rows[:, :, None], cols[:, None, :]].mean(axis=(1, 2))  # (resamples,): each redrawn table's mean, at once
     low, high = np.quantile(means, [0.025, 0.975])
     w_low, w_high = wilson_interval(float(m.mean()), m.shape[1])
     return ExactMatchInterval(float(m.mean()), float(min(low, w_low)), float(max(high, w_high)))
