@@ -1,6 +1,7 @@
 import copy
 import dataclasses
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from lora_edu.paper.experiments import (
     loss_winner,
     ratio_winner,
     runs_by_config,
+    runs_loss_ratio,
     summarize,
     t95,
     tally,
@@ -786,3 +788,24 @@ def test_rank_penalty_pairs_each_seed_with_its_own_run():
         rank_penalty(groups, ("q",), 2, 8)
     with pytest.raises(ValueError, match="pair the same seeds"):
         rank_penalty(runs_by_config([run(1, 0, 2.0), run(1, 1, 3.0), run(8, 0, 1.0), run(8, 2, 1.0)]), ("q",), 1, 8)
+
+
+def test_pairing_by_seed_removes_the_luck_both_arms_share():
+    rng = np.random.default_rng(5)
+    hardness = rng.lognormal(0, 0.3, 16)
+    seed_luck = rng.lognormal(0, 0.5, (10, 1))  # a seed that suits one arm suits the other: strongly correlated runs
+    a = 0.8 * hardness * seed_luck * rng.lognormal(0, 0.02, (10, 16))
+    b = hardness * seed_luck * rng.lognormal(0, 0.02, (10, 16))
+    unpaired, paired = loss_ratio(a, b), loss_ratio(a, b, paired=True)
+    assert unpaired.ratio == pytest.approx(paired.ratio)  # the same estimate ...
+    assert unpaired.low < 1 < unpaired.high and paired.high < 1  # ... but only pairing sees past the seeds' shared luck
+    assert paired.high - paired.low < (unpaired.high - unpaired.low) / 5
+    with pytest.raises(ValueError, match="same seeds"):
+        loss_ratio(a, b[:9], paired=True)
+    runs = lambda table, seeds: [SimpleNamespace(seed=s, test_answer_losses=tuple(row)) for s, row in zip(seeds, table, strict=True)]  # noqa: E731
+    shuffled = runs(b, range(10))[::-1]  # runs_loss_ratio pairs by seed number, whatever the order they come in
+    assert runs_loss_ratio(runs(a, range(10)), shuffled, paired=True) == paired
+    with pytest.raises(ValueError, match="same seeds"):
+        runs_loss_ratio(runs(a, range(10)), runs(b, range(1, 11)), paired=True)
+    assert loss_verdict("A", runs(a, range(10)), "B", shuffled, paired=True).startswith("A beats B")
+    assert loss_winner("A", runs(a, range(10)), "B", shuffled) is None  # unpaired: not resolved

@@ -252,6 +252,8 @@ def test_the_comparison_prints_its_table_verdicts_and_selection():
     assert "0.01: 0.88 / 0.125  <- chosen" in selection and "rates 0.0001, 0.001 within one validation animal" in selection
     grid = c.grid_table(["lora"])
     assert "‖ΔW‖/‖W‖" in grid and len(grid.splitlines()) == 3 and grid.splitlines()[1].split()[:3] == ["lora", "0.001", "3"]
+    two = c.grid_table(["lora"], ("pretrain_loss",), seeds=(0, 1)).splitlines()  # the same seeds in every row
+    assert two[1].split() == ["lora", "0.001", "2", "1.00"] and two[2].split() == ["lora", "0.01", "2", "4.00"]
     word, line = comparison.rate_ratio_line(c, "lora", "full")
     assert word == "agrees" and "rate is 10 times full's" in line and "that is 5 times" in line
     assert line.endswith(": within a factor of about 3, one step of our grid (a weak test: a coarser match is not possible)")
@@ -490,3 +492,72 @@ def test_the_share_of_forgetting_won_back_is_an_interval_over_seeds():
     control = {(s, 0.0): (loss + 1.0, 1.0) for s, loss in removed.items()}  # the even shrink wins back 1 less per seed
     even = Mitigation(1e-2, (0, 1, 2), (1.0, 0.0), scaled, control, {}).won_back(0.0, base_loss=1.0, control=True)
     assert even.values == pytest.approx((0.5 / 3, 0.0, 1.0 / 4))
+
+
+def fake_loraplus_study(fresh_ratio_16: float = 1.6):
+    """Plain LoRA and LoRA+ at ratios 2 and 16: on validation 2 ties LoRA and 16 trails on loss; on ten fresh seeds
+    LoRA+ 16's test loss is ``fresh_ratio_16`` times LoRA's (seed by seed, with shared seed luck)."""
+    from lora_edu.paper.loraplus import LoRAPlusStudy
+
+    rng = np.random.default_rng(0)
+
+    def report(seed, val_loss, right, test_scale, curve):
+        losses = tuple(test_scale * (1 + 0.1 * a) for a in range(16))
+        return SimpleNamespace(seed=seed, val_right=tuple(i < right for i in range(8)), val_exact_match=right / 8,
+                               val_answer_loss=val_loss, test_right=tuple(i < 10 for i in range(16)),
+                               test_answer_losses=losses, test_answer_loss=float(np.mean(losses)),
+                               result=SimpleNamespace(evals=[(step, {"val_loss": v}) for step, v in zip((16, 32, 48), curve, strict=True)]))
+
+    sweep = {}
+    for seed in (0, 1, 2):
+        for label, loss in (("LoRA", 0.30), ("LoRA+ 2", 0.29), ("LoRA+ 16", 0.60)):
+            for lr in (1e-2, 3e-2):
+                sweep[(label, lr, seed)] = report(seed, loss + 0.01 * seed + (0.05 if lr == 1e-2 else 0), 6, 1.0, (1.0, 0.5, 0.3))
+    arms = [Arm(label, "lora", (1e-2, 3e-2)) for label in ("LoRA", "LoRA+ 2", "LoRA+ 16")]
+    chosen = {label: 3e-2 for label in ("LoRA", "LoRA+ 2", "LoRA+ 16")}
+    study = LoRAPlusStudy(comparison.Comparison(arms, sweep, chosen, {}), (2, 16), (0, 1, 2), "test answer loss within 48 steps")
+    fresh = {}
+    for seed in range(3, 13):
+        luck = float(rng.lognormal(0, 0.3))
+        fresh[("LoRA", 3e-2, seed)] = report(seed, 0.3, 6, luck, (1.0, 0.4, 0.25))
+        fresh[("LoRA+ 2", 3e-2, seed)] = report(seed, 0.3, 6, luck * 1.01 * float(rng.lognormal(0, 0.1)), (1.0, 0.5, 0.25))
+        fresh[("LoRA+ 16", 3e-2, seed)] = report(seed, 0.3, 6, luck * fresh_ratio_16, (1.0, 0.6, 0.4 if seed < 9 else 0.2))
+    return study, comparison.Comparison(arms, fresh, chosen, {})
+
+
+def test_the_loraplus_study_chooses_on_validation_and_compares_on_fresh_seeds_paired():
+    study, fresh = fake_loraplus_study()
+    assert study.labels == ["LoRA", "LoRA+ 2", "LoRA+ 16"]
+    assert study.chosen == "LoRA+ 2" and study.chosen_with_references == "LoRA+ 2"  # exact match ties: the lower loss
+    assert study.compared == ["LoRA+ 2", "LoRA+ 16"]  # validation's choice, then the paper's default
+    assert study.too_close_to_tell() == ["LoRA", "LoRA+ 2"]  # 16's validation loss is far above
+    table = study.validation_table()
+    assert "validation's choice of LoRA+ (a ratio above 1): LoRA+ 2" in table and table.count("0.03*") == 3  # top of each grid
+    with pytest.raises(ValueError, match="on_fresh_seeds"):
+        study.verdicts()
+    study.fresh = fresh
+    lines = study.verdicts()
+    assert lines[0].startswith("LoRA+ 2 vs LoRA on test answer loss within 48 steps: not resolved (loss ratio LoRA+ 2 / LoRA 1.01")
+    assert lines[2].startswith("a further look, at the paper's default: LoRA beats LoRA+ 16")  # paired: seed luck cancels
+    assert study.seed_correlation("LoRA+ 16") == pytest.approx(1.0)
+    assert "the interval holds that" in study.winners_curse()
+    assert study.curves("LoRA+ 16")[48] == [0.4] * 6 + [0.2] * 4
+    assert study.target() == pytest.approx(0.32)  # LoRA+ 16's final mean, the highest of the three
+    steps = study.steps_to_target().splitlines()
+    assert steps[1].split() == ["LoRA", "median", "48", "steps,", "10", "of", "10", "seeds", "got", "there"]
+    assert "LoRA+ 16  median more than 48 steps, 4 of 10 seeds got there" in steps[3]  # most never got there: the slowest
+    claim, word, evidence = study.finding(64)
+    assert claim.startswith("Hayou et al. 2024") and word.startswith("not resolved on answer loss within 48 steps")
+    assert "could not tell the ratios apart" not in word and word.endswith("d = 64")
+    assert evidence[-2] == "16 test animals, 10 fresh seeds paired by seed"
+
+
+def test_a_loraplus_study_needs_every_arm_named_by_its_ratio():
+    from lora_edu.paper.loraplus import LoRAPlusStudy, arm_label, steps_to_reach
+
+    study, _ = fake_loraplus_study()
+    with pytest.raises(ValueError, match="arm_label"):
+        LoRAPlusStudy(study.sweep, (2, 4), (0, 1, 2), "x")
+    assert arm_label(1) == "LoRA" and arm_label(0.5) == "LoRA+ 0.5" and arm_label(16.0) == "LoRA+ 16"
+    run = study.sweep.runs("LoRA")[0]
+    assert steps_to_reach(run, 0.5) == 32 and steps_to_reach(run, 0.1) is None

@@ -105,3 +105,40 @@ def test_the_rates_that_learned_get_more_seeds(two_runs):
                for key, r in two_runs.reports.items()}
     c = Comparison(two_runs.arms, learned, two_runs.chosen_lr, two_runs.measured)
     assert store.learned_rates(c, 3) == [("full", 1e-3)]  # at least 0.75 after the last step, on the sweep seeds
+
+
+def test_the_fact_probe_pairs_full_and_lora_all_by_animal(tiny, two_runs):
+    from types import SimpleNamespace
+
+    from lora_edu.paper.lora_vs_full import fact_probe, fact_table, facts_kept
+
+    base, world = tiny
+    animals = len(world.test_animals)
+
+    def facts(kept):  # every probe: the first `kept` test animals keep both facts
+        return {"facts": {(a, among): [i < kept for i in range(animals)] for a in ("home", "food") for among in (False, True)}}
+
+    def runs(right):
+        return SimpleNamespace(seed=0, val_right=tuple(i < right for i in range(8)), val_answer_loss=0.1)
+
+    reports, measured = {}, {}
+    for seed in (0, 1, 2):
+        for key, kept, right in ((("full", 1e-3), animals, 8), (("lora-all", 1e-2), 0, 8), (("lora-all", 3e-3), animals - 1, 8)):
+            reports[(*key, seed)] = runs(right)
+            measured[(*key, seed)] = facts(kept)
+    arms = [Arm("full", "full", (1e-3,)), Arm("lora-all", "lora-all", (3e-3, 1e-2))]
+    c = Comparison(arms, reports, {"full": 1e-3, "lora-all": 1e-2}, measured)
+    assert facts_kept(c, "lora-all", 3e-3) == [[1.0] * (animals - 1) + [0.0]] * 3
+    probe = fact_probe(c, {"full": 1e-3, "lora-all": 3e-3})  # matched: full keeps one animal more, 3 seeds alike
+    assert probe.matched_word == "not resolved" and probe.matched.mean == pytest.approx(1 / animals)
+    assert probe.chosen.winner("full", "lora-all") == "full" and probe.chosen.mean == pytest.approx(1.0)
+    assert sorted(probe.tied) == [3e-3, 1e-2]  # validation could not tell lora-all's two rates apart ...
+    assert probe.chosen_word == "not resolved (it hangs on a tie-break)"  # ... and they give different answers
+    text = str(probe).splitlines()
+    assert text[0].startswith("facts kept (among the answers, homes and foods), at the matched rates: full vs lora-all")
+    assert text[-1].startswith("  with lora-all at 0.003 instead (validation could not tell it from 0.01): ")
+    table = fact_table(base, world, c, {"full": 1e-3, "lora-all": 1e-2}).splitlines()
+    assert table[0].split() == ["any", "word:", "homes", "foods", "among", "the", "answers:", "homes", "foods"]
+    assert table[2].split() == ["full", "at", "0.001", "1.00", "1.00", "1.00", "1.00"]
+    assert table[3].split() == ["lora-all", "at", "0.01", "0.00", "0.00", "0.00", "0.00"]
+    assert table[1].startswith("base model")

@@ -237,6 +237,15 @@ def test_findings_explain_each_verdict_word_once_and_keep_every_row(capsys):
     named.add("Table 7: ΔW catches more of W", "agrees", "2.2 times random, printed above", echo=False)
     assert capsys.readouterr().out.splitlines()[1] == "    ours: agrees."  # the cell printed the evidence itself
     assert named.rows[-1][2] == "2.2 times random, printed above"  # ... and the summary keeps it
+    named.amend("ΔW catches more", "not resolved on the second probe", "second probe +0.1 [-0.2, +0.4]")
+    assert named.rows[-1] == ("Table 7: ΔW catches more of W", "agrees; not resolved on the second probe",
+                              "2.2 times random, printed above. second probe +0.1 [-0.2, +0.4]")
+    assert capsys.readouterr().out == ""  # an amendment is for the summary: nothing printed
+    with pytest.raises(ValueError, match="2 findings"):
+        named.amend("Table", "agrees", "x")
+    with pytest.raises(ValueError, match="none of the verdict words"):
+        named.amend("Table 7", "faster", "x")
+    assert named.rows[-1][1] == "agrees; not resolved on the second probe"  # a refused amendment changes nothing
     from lora_edu.course.notebook import explain_words
     assert explain_words("disagrees here, agrees there", {"agrees", "disagrees"}) == (
         f"disagrees ({VERDICT_WORDS['disagrees']}) here, agrees ({VERDICT_WORDS['agrees']}) there")

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from lora_edu.course.plots import draw_outputs_in_span, draw_reads_writes, show_matrices, view_along  # noqa: E402
+from lora_edu.course.plots import draw_outputs_in_span, draw_reads_writes, plot_learning_curves, show_matrices, view_along  # noqa: E402
 
 
 def test_show_matrices_can_share_one_colour_scale():
@@ -37,3 +37,15 @@ def test_span_picture_draws_the_points_and_the_plane_they_lie_in():
     assert ax3.get_title() == "title" and len(ax3.collections) >= 2  # the points and the plane
     assert (ax3.elev, ax3.azim) == pytest.approx(view_along(B[:, 0]))
     plt.close(fig)
+
+
+def test_learning_curves_draw_every_seed_thin_and_the_mean_thick():
+    curves = {"LoRA": {16: [1.0, 2.0], 32: [0.5, 0.7]}, "LoRA+ 2": {16: [1.5, 1.5], 32: [0.9, 1.1]}}
+    ax = plot_learning_curves(curves, target=0.8)
+    lines = ax.get_lines()
+    assert len(lines) == 2 * 3 + 1  # two seeds and a mean per arm, and the target
+    means = [line for line in lines if line.get_linewidth() > 2]
+    assert [list(m.get_ydata()) for m in means] == [[1.5, 0.6], [1.5, 1.0]]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["LoRA (mean of 2 seeds)", "LoRA+ 2 (mean of 2 seeds)", "target 0.800"]
+    assert ax.get_yscale() == "log"
+    plt.close("all")

@@ -132,6 +132,17 @@ class Findings:
             print(text)
         self.rows.append((claim, word, evidence))
 
+    def amend(self, claim_part: str, word: str, evidence: str) -> None:
+        """Add a second reading to the one finding whose claim contains ``claim_part``, for the summary (nothing is
+        printed): ``word`` after its verdict (after "; "), ``evidence`` after its evidence (after ". ")."""
+        matches = [k for k, (claim, _, _) in enumerate(self.rows) if claim_part in claim]
+        if len(matches) != 1:
+            raise ValueError(f"{len(matches)} findings have {claim_part!r} in their claim; name a part of exactly one.")
+        if not verdict_words_in(word):
+            raise ValueError(f"The verdict {word!r} uses none of the verdict words {list(VERDICT_WORDS)}: say it with one of them.")
+        claim, old_word, old_evidence = self.rows[matches[0]]
+        self.rows[matches[0]] = (claim, f"{old_word}; {word}", f"{old_evidence}. {evidence}")
+
 
 VERDICT_COLOURS = {"agrees": "#2e8b57", "disagrees": "#c0392b", "partly": "#c9a227", "not resolved": "#8a8a8a",
                    "descriptive": "#4a7bd0"}  # the bar beside a finding, by the first verdict word it uses

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 __all__ = ["COLLECTIVES", "collective_states", "draw_collectives", "draw_outputs_in_span", "draw_reads_writes",
-           "plot_nf4_levels", "plot_spectrum", "show_matrices", "slide_mode", "view_along"]
+           "plot_learning_curves", "plot_nf4_levels", "plot_spectrum", "show_matrices", "slide_mode", "view_along"]
 
 SLIDE_KEYS = ("figure.dpi", "lines.linewidth", "lines.markersize", "axes.linewidth")
 _before_slides: dict[str, object] = {}
@@ -169,3 +169,26 @@ def plot_nf4_levels(w: np.ndarray, levels: np.ndarray, block_size: int = 64):
     ax.set_title(f"NF4's {len(levels)} levels (red) among the weights they round", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_learning_curves(curves: dict[str, dict[int, list[float]]], target: float | None = None, ax=None,
+                         ylabel: str = "validation answer loss"):
+    """Loss against training step, one colour per arm: each seed a thin line, the mean over seeds a thick one.
+    ``curves``: arm -> {step: one value per seed}; ``target``: a level to mark with a dashed line."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.6))
+    for (label, by_step), colour in zip(curves.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False):
+        steps = sorted(by_step)
+        values = np.array([by_step[s] for s in steps])  # (steps, seeds)
+        ax.plot(steps, values, color=colour, alpha=0.2, linewidth=0.8)
+        ax.plot(steps, values.mean(axis=1), color=colour, linewidth=2.2, marker="o", markersize=3,
+                label=f"{label} (mean of {values.shape[1]} seeds)")
+    if target is not None:
+        ax.axhline(target, color="gray", linestyle="--", linewidth=1, label=f"target {target:.3f}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(mpl.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+    ax.legend(fontsize=8)
+    return ax

@@ -198,16 +198,19 @@ class Comparison:
         """The mean of ``metric`` at every rate of one arm's grid (over ``seeds``, default every seed run there)."""
         return {lr: self.mean(label, metric, lr, seeds) for lr in self.arm(label).lrs}
 
-    def grid_table(self, labels: Sequence[str], metrics: Sequence[str] = ("update_ratio", "pretrain_loss")) -> str:
-        """Every rate of each arm's grid: how many seeds ran there, and the mean over them of each metric."""
+    def grid_table(self, labels: Sequence[str], metrics: Sequence[str] = ("update_ratio", "pretrain_loss"),
+                   seeds: Sequence[int] | None = None) -> str:
+        """Every rate of each arm's grid: how many seeds ran there, and the mean over them of each metric. ``seeds``:
+        over those seeds only (e.g. the sweep seeds, which ran at every rate), so every row averages the same seeds."""
         heads = [HEADERS.get(m, m) for m in metrics]
         width = max(len(h) for h in heads)
         w = max(11, *map(len, labels))
         lines = [f"{'method':<{w}} {'rate':>7} {'seeds':>5}  " + "  ".join(f"{h:>{width}}" for h in heads)]
         for label in labels:
             for lr in self.arm(label).lrs:
-                lines.append(f"{label:<{w}} {lr:>7g} {len(self.runs(label, lr)):>5}  "
-                             + "  ".join(f"{self.mean(label, m, lr):>{width}.2f}" for m in metrics))
+                n = sum(seeds is None or r.seed in seeds for r in self.runs(label, lr))
+                means = "  ".join(f"{self.mean(label, m, lr, seeds):>{width}.2f}" for m in metrics)
+                lines.append(f"{label:<{w}} {lr:>7g} {n:>5}  {means}")
         return "\n".join(lines)
 
     def too_close_to_call(self, label: str, seeds: Sequence[int]) -> list[float]:

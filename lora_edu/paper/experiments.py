@@ -502,23 +502,24 @@ class LossRatio:
 
 
 def loss_ratio(losses_a: Iterable[Iterable[float]], losses_b: Iterable[Iterable[float]], resamples: int = 2000,
-               seed: int = 0) -> LossRatio:
+               seed: int = 0, paired: bool = False) -> LossRatio:
     """A's test answer loss over B's, with a 95% interval that counts two kinds of luck.
 
     ``losses_a``: (seeds of A, animals), each run's answer loss animal by animal; ``losses_b``: (seeds of B, animals),
     the same animals in the same order. A run's loss is its mean over the animals, and the ratio is that of the two
     geometric means over seeds. Its interval is ``seeds_and_animals``'s, made on the log scale: the luck of the seeds
-    and the luck of which animals are in the test set, added.
+    and the luck of which animals are in the test set, added. ``paired=True``: row k of A and row k of B ran with the
+    same seed, so the seeds' luck is that of the per-seed log ratios.
     """
     a, b = np.asarray(losses_a, dtype=np.float64), np.asarray(losses_b, dtype=np.float64)
     if a.ndim == 2 and b.ndim == 2 and not ((a > 0).all() and (b > 0).all() and np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("Per-animal losses must be positive and finite.")
-    centre, half = seeds_and_animals(a, b, lambda m: np.log(m.mean(axis=-1)), resamples, seed)
+    centre, half = seeds_and_animals(a, b, lambda m: np.log(m.mean(axis=-1)), resamples, seed, paired)
     return LossRatio(math.exp(centre), math.exp(centre - half), math.exp(centre + half))
 
 
 def seeds_and_animals(a: np.ndarray, b: np.ndarray, per_run: Callable[[np.ndarray], np.ndarray], resamples: int = 2000,
-                      seed: int = 0) -> tuple[float, float]:
+                      seed: int = 0, paired: bool = False) -> tuple[float, float]:
     """The difference of the mean of ``per_run`` over A's seeds and over B's, and the half-width of its 95% interval.
 
     ``a``: (seeds of A, animals) and ``b``: (seeds of B, animals), scores of the same animals in the same order;
@@ -529,14 +530,23 @@ def seeds_and_animals(a: np.ndarray, b: np.ndarray, per_run: Callable[[np.ndarra
     variance but no degrees of freedom, so the interval is never narrower than the seeds-only one (with 3 seeds a
     side, about 4 degrees of freedom). Some luck is counted twice (the seeds' spread already holds part of the
     animals'), so the interval errs on the wide side.
+
+    ``paired=True``: row k of A and row k of B ran with the same seed (the same start and the same batches), so the
+    seeds' luck is the spread of the per-seed differences (a paired t, n - 1 degrees of freedom), which is smaller
+    when a seed that helps A also helps B.
     """
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[1] < 2 or min(len(a), len(b)) < 2:
         raise ValueError(f"Need (seeds, animals) tables of per-animal results on the same animals, at least 2 seeds and 2 "
                          f"animals each; got shapes {a.shape} and {b.shape}.")
+    if paired and len(a) != len(b):
+        raise ValueError(f"Pairing by seed needs the same seeds on both sides; got {len(a)} and {len(b)} runs.")
     runs_a, runs_b = per_run(a), per_run(b)
     draws = np.random.default_rng(seed).integers(0, a.shape[1], (resamples, a.shape[1]))
     redrawn = per_run(a[:, draws]).mean(axis=0) - per_run(b[:, draws]).mean(axis=0)  # (resamples,)
-    seed_parts = [(runs_a.var(ddof=1) / len(a), len(a) - 1), (runs_b.var(ddof=1) / len(b), len(b) - 1)]  # (variance, df)
+    if paired:
+        seed_parts = [((runs_a - runs_b).var(ddof=1) / len(a), len(a) - 1)]  # (variance, df) of the per-seed differences
+    else:
+        seed_parts = [(runs_a.var(ddof=1) / len(a), len(a) - 1), (runs_b.var(ddof=1) / len(b), len(b) - 1)]
     return float(runs_a.mean() - runs_b.mean()), welch_half_width(seed_parts, extra_variance=float(redrawn.var(ddof=1)))
 
 
@@ -558,24 +568,31 @@ def ratio_winner(name_a: str, name_b: str, ratio: LossRatio) -> str | None:
     return name_a if ratio.high < 1 else name_b if ratio.low > 1 else None
 
 
-def runs_loss_ratio(runs_a: Iterable[LoRARun], runs_b: Iterable[LoRARun]) -> LossRatio:
-    """``loss_ratio`` of two groups of runs, from each run's per-animal test answer losses."""
-    return loss_ratio([run.test_answer_losses for run in runs_a], [run.test_answer_losses for run in runs_b])
+def runs_loss_ratio(runs_a: Iterable[LoRARun], runs_b: Iterable[LoRARun], paired: bool = False) -> LossRatio:
+    """``loss_ratio`` of two groups of runs, from each run's per-animal test answer losses. ``paired=True`` pairs the
+    runs by seed; both groups must then hold the same seeds."""
+    runs_a, runs_b = list(runs_a), list(runs_b)
+    if paired and sorted(r.seed for r in runs_a) != sorted(r.seed for r in runs_b):
+        raise ValueError(f"Pairing by seed needs the same seeds on both sides; got {sorted(r.seed for r in runs_a)} and "
+                         f"{sorted(r.seed for r in runs_b)}.")
+    if paired:
+        runs_a, runs_b = sorted(runs_a, key=lambda r: r.seed), sorted(runs_b, key=lambda r: r.seed)
+    return loss_ratio([run.test_answer_losses for run in runs_a], [run.test_answer_losses for run in runs_b], paired=paired)
 
 
-def loss_winner(name_a: str, runs_a: Iterable[LoRARun], name_b: str, runs_b: Iterable[LoRARun]) -> str | None:
+def loss_winner(name_a: str, runs_a: Iterable[LoRARun], name_b: str, runs_b: Iterable[LoRARun], paired: bool = False) -> str | None:
     """The name with the lower test answer loss when ``loss_verdict`` would call it the winner, else None."""
-    return ratio_winner(name_a, name_b, runs_loss_ratio(runs_a, runs_b))
+    return ratio_winner(name_a, name_b, runs_loss_ratio(runs_a, runs_b, paired))
 
 
 def loss_verdict(name_a: str, runs_a: Iterable[LoRARun], name_b: str, runs_b: Iterable[LoRARun], what: str = "test answer loss",
-                 winner_first: bool = True) -> str:
+                 winner_first: bool = True, paired: bool = False) -> str:
     """"A beats B" on test answer loss when the 95% interval of A's loss over B's (``loss_ratio``, seeds and test animals
     both redrawn) lies below 1, "B beats A" when above, else "not resolved". By default the winner is named first in
     the ratio too, so a resolved ratio always reads below 1; ``winner_first=False`` keeps every ratio A / B (for a
     lesson that sets several variants against one reference). The lesson states the 95% rule once, so the line does
-    not."""
-    ratio = runs_loss_ratio(runs_a, runs_b)
+    not. ``paired=True`` pairs the runs by seed (``runs_loss_ratio``)."""
+    ratio = runs_loss_ratio(runs_a, runs_b, paired)
     winner = ratio_winner(name_a, name_b, ratio)
     if winner == name_a:
         return f"{name_a} beats {name_b} on {what} (loss ratio {name_a} / {name_b} {ratio})"

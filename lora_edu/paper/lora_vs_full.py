@@ -13,25 +13,35 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..gpt.data import World
-from ..gpt.evaluate import facts_known, lm_loss
+from ..gpt.evaluate import fact_recall, facts_known, lm_loss
 from ..gpt.finetune import Report, update_ratios
 from ..gpt.model import GPT
 from ..gpt.pretrain import cache_root, pretraining_eval_rows
 from ..gpt.train import TrainResult
 from ..lora.layer import adapted_weight
 from .analysis import intruder_similarity
-from .comparison import Arm, Comparison, LearningForgetting, compare_methods, learning_forgetting, more_seeds
-from .experiments import update_spectra
+from .comparison import (
+    Arm,
+    Comparison,
+    LearningForgetting,
+    PairedDifference,
+    compare_methods,
+    learning_forgetting,
+    more_seeds,
+    paired_difference,
+    paired_verdict,
+)
+from .experiments import update_spectra, verdict_word
 
-__all__ = ["COMPARED", "CONTROL", "LORA_VS_FULL", "at_matched_learning", "learned_rates", "load_comparison", "lora_vs_full",
-           "measure_run", "qv_names", "save_comparison"]
+__all__ = ["COMPARED", "CONTROL", "LORA_VS_FULL", "FactProbe", "at_matched_learning", "fact_probe", "fact_table", "facts_kept",
+           "learned_rates", "load_comparison", "lora_vs_full", "measure_run", "qv_names", "save_comparison"]
 
 LORA_VS_FULL = (
     Arm("lora-all", "lora-all", (1e-3, 3e-3, 1e-2, 3e-2), headline=True),
@@ -215,3 +225,75 @@ def decode(x: object) -> object:
         return TrainResult(**values)
     raise ValueError(f"Unknown kind {kind!r} in a comparison file.")
 
+
+
+FACT_COLUMNS = {("home", False): "any word: homes", ("food", False): "foods", ("home", True): "among the answers: homes",
+                ("food", True): "foods"}  # (attribute, among the answers) -> the column's heading
+
+
+def facts_kept(comparison: Comparison, label: str, lr: float) -> list[list[float]]:
+    """(seeds, test animals): the share of each test animal's two facts (home and food) that one arm's runs at ``lr``
+    still reach from the old phrasing, choosing among the answers: 0, 0.5 or 1 per animal."""
+    return [[(home + food) / 2 for home, food in zip(m["facts"][("home", True)], m["facts"][("food", True)], strict=True)]
+            for (lab, r_lr, _), m in sorted(comparison.measured.items()) if lab == label and r_lr == lr]
+
+
+def fact_table(base: GPT, world: World, comparison: Comparison, rates: dict[str, float]) -> str:
+    """Both fact probes on the test animals: the base model's row, then each arm at its rate in ``rates`` (the mean over
+    its seeds and the animals), one column per attribute and probe (``FACT_COLUMNS``)."""
+    rows = {"base model": [fact_recall(base, world, a, world.test_animals, among) for a, among in FACT_COLUMNS]}
+    for label, lr in rates.items():
+        runs = [m["facts"] for (lab, r_lr, _), m in sorted(comparison.measured.items()) if lab == label and r_lr == lr]
+        rows[f"{label} at {lr:g}"] = [float(np.mean([run[key] for run in runs])) for key in FACT_COLUMNS]
+    widths = [max(6, len(head)) for head in FACT_COLUMNS.values()]
+    lines = [f"{'':<24} " + " ".join(f"{head:>{w}}" for head, w in zip(FACT_COLUMNS.values(), widths, strict=True))]
+    lines += [f"{name:<24} " + " ".join(f"{v:>{w}.2f}" for v, w in zip(row, widths, strict=True)) for name, row in rows.items()]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class FactProbe:
+    """Full fine-tuning against lora-all on facts kept (``facts_kept``), paired by animal: at the rates matched on
+    learning, at the rates validation chose, and with lora-all at each rate validation could not tell apart."""
+
+    matched: PairedDifference
+    chosen: PairedDifference
+    tied: dict[float, PairedDifference]  # lora-all's rate -> full at its chosen rate minus lora-all there
+    chosen_lr: float  # lora-all's chosen rate
+
+    @property
+    def matched_word(self) -> str:
+        """The paper's side (LoRA keeps more) at the matched rates, in one word."""
+        return verdict_word(self.matched.winner("full", "lora-all"), "lora-all")
+
+    @property
+    def chosen_word(self) -> str:
+        """The same at the chosen rates; "not resolved" when lora-all's tied rates do not all give one answer."""
+        winners = {diff.winner("full", "lora-all") for diff in self.tied.values()}
+        return verdict_word(winners.pop(), "lora-all") if len(winners) == 1 else "not resolved (it hangs on a tie-break)"
+
+    def line(self, diff: PairedDifference) -> str:
+        return paired_verdict("full", "lora-all", diff, "facts kept")
+
+    def __str__(self) -> str:
+        lines = ["facts kept (among the answers, homes and foods), at the matched rates: " + self.line(self.matched)]
+        if self.matched.low > 0:
+            lines.append("so the gap in held-out loss is not only format leaking: after full fine-tuning, the old phrasing "
+                         "also reaches more of the facts")
+        lines.append("facts kept at the chosen rates: " + self.line(self.chosen))
+        lines += [f"  with lora-all at {lr:g} instead (validation could not tell it from {self.chosen_lr:g}): " + self.line(diff)
+                  for lr, diff in self.tied.items() if lr != self.chosen_lr]
+        return "\n".join(lines)
+
+
+def fact_probe(comparison: Comparison, matched_lr: dict[str, float]) -> FactProbe:
+    """Notebook 05b's fact probe: full against lora-all on facts kept at ``matched_lr`` (the rates matched on learning),
+    at the chosen rates, and at each of lora-all's rates that validation could not tell from its choice."""
+    chosen = {label: comparison.chosen_lr[label] for label in ("full", "lora-all")}
+    full = facts_kept(comparison, "full", chosen["full"])
+    return FactProbe(
+        matched=paired_difference(*(facts_kept(comparison, label, matched_lr[label]) for label in ("full", "lora-all"))),
+        chosen=paired_difference(full, facts_kept(comparison, "lora-all", chosen["lora-all"])),
+        tied={lr: paired_difference(full, facts_kept(comparison, "lora-all", lr))
+              for lr in comparison.too_close_to_call("lora-all", SWEEP_SEEDS)},
+        chosen_lr=chosen["lora-all"])

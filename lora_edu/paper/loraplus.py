@@ -1,0 +1,197 @@
+"""LoRA+ against plain LoRA, each at its own rate (notebook 06b, section 2b).
+
+Plain LoRA is LoRA+ at ratio 1 (B and A at one rate). ``compare_methods`` sweeps every ratio's rates on the seeds
+that choose; ``LoRAPlusStudy`` then picks the ratio on validation by the rates' own rule, names the arms to run again
+on fresh seeds, and turns those runs into what the lesson prints: the validation table, the verdicts (the answer loss
+paired by seed), what the fresh seeds rule out, the learning curves and the lesson's finding.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..gpt.finetune import Report
+from .comparison import Comparison, choose_arm
+from .experiments import LossRatio, loss_verdict, loss_winner, runs_loss_ratio, verdict_word, welch_half_width
+
+__all__ = ["LoRAPlusStudy", "arm_label", "steps_to_reach"]
+
+PAPER_RATIO = 16  # the default ratio of Hayou et al. (2024)
+
+
+def arm_label(ratio: float) -> str:
+    """The arm's name: "LoRA" at ratio 1, else "LoRA+ <ratio>"."""
+    return "LoRA" if ratio == 1 else f"LoRA+ {ratio:g}"
+
+
+def steps_to_reach(report: Report, target: float, key: str = "val_loss") -> int | None:
+    """The first evaluation step at which the run's ``key`` (validation answer loss) was at or below ``target``, or
+    None if it never got there."""
+    return next((step for step, scores in report.result.evals if scores[key] <= target), None)
+
+
+@dataclass
+class LoRAPlusStudy:
+    """Validation's choice of B's ratio, and plain LoRA against LoRA+ on fresh seeds.
+
+    ``sweep``: every arm ("LoRA" and "LoRA+ <ratio>" for each of ``ratios``) at every rate of its grid on
+    ``sweep_seeds``; ``fresh``: the arms of ``compared`` again at their chosen rates on seeds that chose nothing
+    (``on_fresh_seeds``), set once they have run; ``what``: the measure in words, as the verdicts print it.
+    """
+
+    sweep: Comparison
+    ratios: tuple[float, ...]
+    sweep_seeds: tuple[int, ...]
+    what: str
+    fresh: Comparison | None = None
+
+    def __post_init__(self) -> None:
+        missing = [label for label in self.labels if label not in self.sweep.chosen_lr]
+        if missing:
+            raise ValueError(f"The sweep has no arm {missing}: name the arms with arm_label(ratio), plain LoRA as ratio 1.")
+
+    @property
+    def labels(self) -> list[str]:
+        """Plain LoRA first, then every ratio in the order given."""
+        return [arm_label(1), *(arm_label(ratio) for ratio in self.ratios)]
+
+    @property
+    def chosen(self) -> str:
+        """LoRA+ proper (B faster than A): validation's choice among the ratios above 1, by the rates' rule."""
+        return choose_arm({label: self.sweep.runs(label) for label, ratio in zip(self.labels[1:], self.ratios, strict=True)
+                           if ratio > 1})
+
+    @property
+    def chosen_with_references(self) -> str:
+        """The same rule with plain LoRA (1) and the ratios below 1 included."""
+        return choose_arm({label: self.sweep.runs(label) for label in self.labels})
+
+    @property
+    def compared(self) -> list[str]:
+        """The LoRA+ arms run on fresh seeds: validation's choice, then the paper's default 16 (a further look)."""
+        return list(dict.fromkeys((self.chosen, arm_label(PAPER_RATIO))))
+
+    def val_loss(self, label: str) -> tuple[float, float]:
+        """The mean validation answer loss of an arm at its chosen rate over the sweep seeds, and its standard error."""
+        losses = [run.val_answer_loss for run in self.sweep.runs(label)]
+        return statistics.fmean(losses), statistics.stdev(losses) / len(losses) ** 0.5
+
+    def too_close_to_tell(self) -> list[str]:
+        """The arms whose validation answer loss lies within the 95% Welch interval (over the sweep seeds) of the lowest."""
+        loss = {label: self.val_loss(label) for label in self.labels}
+        best = min(loss, key=lambda label: loss[label][0])
+        df = len(self.sweep_seeds) - 1
+        return [label for label, (mean, se) in loss.items()
+                if mean - loss[best][0] <= welch_half_width([(se**2, df), (loss[best][1] ** 2, df)])]
+
+    def validation_table(self) -> str:
+        """One row per arm: its grid, the rate validation chose and the validation scores there; then the choice."""
+        rows = [f"{'arm':<9} {'rates of A tried':<27} {'chosen':>6}  {'exact match':>11}  {'answer loss (± s.e.)':>20}"]
+        for label in self.labels:
+            mean, se = self.val_loss(label)
+            edge = "*" if self.sweep.at_grid_edge(label) else " "
+            rows.append(f"{label:<9} {' '.join(f'{lr:g}' for lr in self.sweep.arm(label).lrs):<27} "
+                        f"{self.sweep.chosen_lr[label]:>6g}{edge} {self.sweep.mean(label, 'val_exact_match'):>11.2f}  "
+                        f"{mean:>12.3f} ± {se:.3f}")
+        if any(self.sweep.at_grid_edge(label) for label in self.labels):
+            rows.append("* the largest or smallest rate tried: a better one may lie outside the grid")
+        lowest = min(self.labels, key=lambda label: self.val_loss(label)[0])
+        close = self.too_close_to_tell()
+        rows += ["", f"validation's choice of LoRA+ (a ratio above 1): {self.chosen}; with plain LoRA and the smaller "
+                 f"ratios included: {self.chosen_with_references}",
+                 f"lowest validation answer loss: {lowest}; within the 95% interval of it (Welch, {len(self.sweep_seeds)} "
+                 f"seeds): " + ("every arm" if len(close) == len(self.labels) else ", ".join(close))]
+        return "\n".join(rows)
+
+    def _fresh(self) -> Comparison:
+        if self.fresh is None:
+            raise ValueError("Run the compared arms on fresh seeds first (on_fresh_seeds) and set study.fresh.")
+        return self.fresh
+
+    def loss_ratio(self, label: str) -> LossRatio:
+        """The arm's test answer loss over plain LoRA's on the fresh seeds, paired by seed."""
+        fresh = self._fresh()
+        return runs_loss_ratio(fresh.runs(label), fresh.runs("LoRA"), paired=True)
+
+    def seed_correlation(self, label: str) -> float:
+        """How much a fresh seed that suits plain LoRA also suits ``label``: the correlation of their log test losses."""
+        fresh = self._fresh()
+        a, b = ([np.log(run.test_answer_loss) for run in sorted(fresh.runs(lab), key=lambda r: r.seed)]
+                for lab in (label, "LoRA"))
+        return float(np.corrcoef(a, b)[0, 1])
+
+    def verdicts(self) -> list[str]:
+        """On the fresh seeds, each compared arm against plain LoRA: the answer loss (the verdict, for validation's
+        choice; a further look, for ratio 16) and exact match (a second measure)."""
+        fresh = self._fresh()
+        lines = []
+        for label in self.compared:
+            lead = "" if label == self.chosen else "a further look, at the paper's default: "
+            lines.append(lead + loss_verdict(label, fresh.runs(label), "LoRA", fresh.runs("LoRA"), self.what,
+                                             winner_first=False, paired=True))
+            lines.append("  " + fresh.paired_verdict(label, "LoRA"))
+        return lines
+
+    def winners_curse(self) -> str:
+        """Validation's loss ratio for the chosen arm beside the fresh seeds' interval, and what that interval rules out."""
+        ratio = self.loss_ratio(self.chosen)
+        on_val = self.val_loss(self.chosen)[0] / self.val_loss("LoRA")[0]
+        came_back = ("the interval holds that, so the fresh seeds cannot tell whether validation's edge was luck"
+                     if ratio.low <= on_val <= ratio.high else "that lies outside the interval: validation's edge did not come back")
+        rules_out = (f"at best {1 - ratio.low:.0%} below plain LoRA's" if ratio.low < 1 else "above plain LoRA's")
+        return (f"on the fresh seeds {self.chosen}'s test answer loss is {ratio} times plain LoRA's; on validation it was "
+                f"{on_val:.2f} times: {came_back}. "
+                f"What the fresh seeds allow: {self.chosen}'s test answer loss is {rules_out}")
+
+    def curves(self, label: str) -> dict[int, list[float]]:
+        """Step -> validation answer loss of every fresh seed of one arm, along its training."""
+        runs = self._fresh().runs(label)
+        return {step: [dict(run.result.evals)[step]["val_loss"] for run in runs] for step, _ in runs[0].result.evals}
+
+    def target(self) -> float:
+        """A level every compared arm reaches by its last step on average: the highest of their final mean validation
+        answer losses."""
+        return max(statistics.fmean(list(self.curves(label).values())[-1]) for label in ["LoRA", *self.compared])
+
+    def steps_to_target(self) -> str:
+        """Per arm, the steps its fresh seeds took to first reach ``target()`` on validation (the median, a seed that
+        never got there counting as the slowest, and how many got there), and LoRA+'s median over plain LoRA's: the
+        abstract's speed, measured in steps."""
+        target, fresh = self.target(), self._fresh()
+        last = fresh.runs("LoRA")[0].result.evals[-1][0]
+        medians = {}
+        lines = [f"steps to reach validation answer loss {target:.3f} (evaluated every "
+                 f"{fresh.runs('LoRA')[0].result.evals[0][0]} steps):"]
+        for label in ["LoRA", *self.compared]:
+            steps = [steps_to_reach(run, target) for run in fresh.runs(label)]
+            reached = [s for s in steps if s is not None]
+            middle = statistics.median_low([math.inf if s is None else s for s in steps])  # a seed that never got there counts as slowest
+            medians[label] = None if middle == math.inf else middle
+            lines.append(f"  {label:<9} median {f'{middle:g}' if medians[label] else f'more than {last}'} steps, "
+                         f"{len(reached)} of {len(steps)} seeds got there")
+        for label in self.compared:
+            if medians[label] and medians["LoRA"]:
+                lines.append(f"  {label} took {medians[label] / medians['LoRA']:.2f} times plain LoRA's steps "
+                             "(below 1: faster)")
+        return "\n".join(lines)
+
+    def finding(self, width: int) -> tuple[str, str, list[str]]:
+        """The lesson's finding for ``Findings.add``: the claim, our word (from the answer loss at validation's ratio,
+        exact match named where it resolves) and the evidence."""
+        fresh = self._fresh()
+        chosen = self.chosen
+        on_loss = verdict_word(loss_winner(chosen, fresh.runs(chosen), "LoRA", fresh.runs("LoRA"), paired=True), chosen)
+        on_match = fresh.paired_winner(chosen, "LoRA")
+        word = on_loss + (f" on the answer loss (exact match, a second measure: {on_match} ahead)" if on_match else "")
+        tied = len(self.too_close_to_tell()) == len(self.labels)
+        word += (f" on {self.what.removeprefix('test ')}, at the ratio validation chose "
+                 f"({chosen.split()[1]}" + (", though it could not tell the ratios apart" if tied else "") + f") and d = {width}")
+        evidence = [line.strip() for line in self.verdicts()] + [self.winners_curse(),
+                                                                 f"{len(next(iter(fresh.reports.values())).test_right)} test "
+                                                                 f"animals, {len(fresh.runs('LoRA'))} fresh seeds paired by seed",
+                                                                 "a measurement at this width, not a test of the paper at its scale"]
+        return "Hayou et al. 2024 (abstract): LoRA+ learns faster at the same cost", word, evidence
