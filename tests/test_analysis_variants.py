@@ -809,3 +809,41 @@ def test_pairing_by_seed_removes_the_luck_both_arms_share():
         runs_loss_ratio(runs(a, range(10)), runs(b, range(1, 11)), paired=True)
     assert loss_verdict("A", runs(a, range(10)), "B", shuffled, paired=True).startswith("A beats B")
     assert loss_winner("A", runs(a, range(10)), "B", shuffled) is None  # unpaired: not resolved
+
+
+def test_table7_study_sets_each_update_against_random_directions_and_another_task(tiny):
+    from lora_edu.paper.experiments import initial_factor
+    from lora_edu.paper.table7 import table7_study
+
+    base, _ = tiny
+    layer = "blocks.3.attn.q_proj"
+    w = base.get_submodule(layer).weight.detach().double().numpy()
+    u, s, vt = np.linalg.svd(w)
+
+    def run(seed, r, size, along_w, loss=0.5):  # ΔW of a given size, in W's own top directions or in random ones
+        a0 = initial_factor(base, ("q", "v"), r, seed, layer)
+        rng = np.random.default_rng(seed)
+        left, a = (u[:, :r], vt[:r]) if along_w else (rng.standard_normal((w.shape[0], r)), rng.standard_normal((r, w.shape[1])))
+        b = left * size * np.linalg.norm(w) / np.linalg.norm(left @ a)  # ΔW = B A, of the size asked for
+        return LoRARun(("q", "v"), r, seed, 1.0, 0.1, 1.0, loss, 0.0, {layer: (a, b, 1.0)}), np.linalg.norm(a - a0) / np.linalg.norm(a0)
+
+    seeds = (0, 1, 2)
+    large = [run(s, 4, 4.0, True) for s in seeds]
+    study = table7_study(base, layer, [r for r, _ in large], [run(s, 8, 4.0, True)[0] for s in seeds],
+                         [run(s, 4, 0.1, True, 0.7)[0] for s in seeds], [run(s, 4, 4.0, False)[0] for s in seeds], small_rate=1e-3)
+    assert study.large.size == pytest.approx(4.0) and study.small.size == pytest.approx(0.1)
+    assert study.large.a_moved == pytest.approx(tuple(moved for _, moved in large))  # ‖A − A₀‖ / ‖A₀‖ from each seed's own start
+    assert study.small.test_loss == (0.7, 0.7, 0.7)
+    assert study.large.above_random == 3 and math.exp(study.large.over_random.low) > 3  # W's own directions: far above random
+    assert study.card.over_random.mean < study.large.over_random.mean and study.json_minus_card().low > 0  # random directions
+    claim, word, evidence = study.finding()
+    assert claim.startswith("Table 7 (Section 7.3)")
+    assert word == ("agrees against random directions with a small update, the paper's regime (the same at section 1's rate); "
+                    "agrees against another task's update (the stricter baseline)")
+    assert "JSON, rate 0.001 (update 0.10 of W)" in evidence
+    text = str(study)
+    assert text.splitlines()[0].split()[:3] == ["update", "r", "‖ΔW‖/‖W‖"] and "the paper, GPT-3 Wq" in text
+    assert "paired by seed" in text and "above 0: the JSON update's directions catch more of W" in text
+    with pytest.raises(ValueError, match="Pair the card runs"):
+        table7_study(base, layer, study_runs := [run(s, 4, 4.0, True)[0] for s in seeds], study_runs, study_runs,
+                     [run(s, 4, 4.0, False)[0] for s in (3, 4, 5)], 1e-3).json_minus_card()

@@ -2,6 +2,7 @@
 anything it depends on changes."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -142,3 +143,43 @@ def test_the_fact_probe_pairs_full_and_lora_all_by_animal(tiny, two_runs):
     assert table[2].split() == ["full", "at", "0.001", "1.00", "1.00", "1.00", "1.00"]
     assert table[3].split() == ["lora-all", "at", "0.01", "0.00", "0.00", "0.00", "0.00"]
     assert table[1].startswith("base model")
+
+
+def test_the_held_out_loss_splits_into_the_format_and_the_rest(tiny):
+    from lora_edu.gpt.evaluate import format_token_ids, lm_loss, lm_loss_parts
+    from lora_edu.gpt.pretrain import pretraining_eval_rows
+
+    base, world = tiny
+    ids = format_token_ids(world)
+    assert {world.tokenizer.decode([i]) for i in ids} >= {"{", "}", '"', "animal", "home", "food"}  # braces, quotes, keys
+    rows = pretraining_eval_rows(world, base.config.n_ctx, "facts")
+    total, spent = lm_loss_parts(base, rows, ids, world.tokenizer.pad_id)
+    assert total == pytest.approx(lm_loss(base, rows, world.tokenizer.pad_id), rel=1e-5)  # the same loss as lm_loss
+    assert 0 <= spent < 0.05 * total  # the base model hardly expects JSON in a plain sentence
+    class Leaky(torch.nn.Module):  # the base model with every JSON token's logit raised: the format leaks in
+        def __init__(self):
+            super().__init__()
+            self.inner = base
+
+        def forward(self, x):
+            logits, loss = self.inner(x)
+            return logits + 3.0 * torch.isin(torch.arange(logits.shape[-1]), torch.tensor(ids)), loss
+
+    leaky_total, leaky_spent = lm_loss_parts(Leaky(), rows, ids, world.tokenizer.pad_id)
+    assert leaky_spent > 5 * spent  # more probability on the format ...
+    assert leaky_total - leaky_spent == pytest.approx(total - spent, rel=1e-5)  # ... and the guess among the other words unchanged
+    with pytest.raises(ValueError, match="among token_ids"):
+        lm_loss_parts(base, rows, sorted({int(t) for t in rows[0, 1:5]}), world.tokenizer.pad_id)
+
+
+def test_the_format_table_gives_the_format_share_of_each_rise():
+    from lora_edu.paper.lora_vs_full import fact_line_losses, format_share, format_table
+
+    measured = {("lora-all", 1e-2, s): {"held_out_parts": {"facts": 3.0 + s}, "held_out_format": 1.5 + s} for s in (0, 1)}
+    c = Comparison([Arm("lora-all", "lora-all", (1e-2,))], {}, {"lora-all": 1e-2}, measured)
+    assert fact_line_losses(c, "lora-all", 1e-2) == [(3.0, 1.5), (4.0, 2.5)]
+    assert format_share(c, (1.0, 0.0), "lora-all", 1e-2) == pytest.approx(2.0 / 2.5)  # mean 3.5 and 2.0 against 1.0 and 0.0
+    table = format_table(c, (1.0, 0.0), [("lora-all", 1e-2)]).splitlines()
+    assert table[1].split() == ["base", "model", "1.000", "0.000", "1.000"]
+    assert table[2].split() == ["lora-all", "at", "0.01", "3.500", "2.000", "1.500", "80%"]
+    assert math.isnan(format_share(c, (5.0, 0.0), "lora-all", 1e-2))  # no rise, no share

@@ -9,7 +9,7 @@ from torch import nn
 from .data import World, lm_targets, task_data
 
 __all__ = ["FACT_PROMPTS", "answer_loss", "answer_rows", "answer_scores", "answers_right", "exact_match", "fact_recall",
-           "facts_known", "generate_answers", "lm_loss"]
+           "facts_known", "format_token_ids", "generate_answers", "lm_loss", "lm_loss_parts"]
 
 FACT_PROMPTS = {"home": "the {} lives in the", "food": "the {} eats"}  # pretraining phrasings that ask for one fact
 
@@ -92,6 +92,41 @@ def lm_loss(model: nn.Module, rows: torch.Tensor, pad_id: int = 0, batch_size: i
         count += int((y != pad).sum())
     model.train(was_training)
     return total / count
+
+
+def format_token_ids(world: World, task: str = "json") -> list[int]:
+    """The tokens of the task's answers that the held-out fact lines (plain sentences) never contain; for JSON the
+    braces, the quotes, the commas and the keys. Where a model puts probability on them in those lines, the task's
+    format is leaking in."""
+    tok = world.tokenizer
+    held_out = {i for line in world.heldout_text.facts for i in tok.encode(line)}
+    answers = {i for a in world.animals for i in tok.encode(world.target(task, a))}
+    return sorted(answers - held_out)
+
+
+@torch.no_grad()
+def lm_loss_parts(model: nn.Module, rows: torch.Tensor, token_ids: list[int], pad_id: int = 0,
+                  batch_size: int = 256) -> tuple[float, float]:
+    """``lm_loss`` over rows (n, seq + 1), and the part of it the model spends on ``token_ids``, tokens the text never
+    has as a target: the mean over positions of -log(1 - p(any of them)). The loss is exactly that part plus the loss
+    of the model's prediction renormalised over the other tokens, since -log p(y) = -log(1 - p_them) - log(p(y) / (1 -
+    p_them))."""
+    device = next(model.parameters()).device
+    ids = torch.tensor(token_ids, device=device)
+    total, spent, count = 0.0, 0.0, 0
+    was_training = model.training
+    model.eval()
+    for i in range(0, len(rows), batch_size):
+        x, y = lm_targets(rows[i : i + batch_size].to(device), pad_id)
+        keep = y != -100
+        if torch.isin(y[keep], ids).any():
+            raise ValueError("Some targets of these rows are among token_ids; pass tokens the text never has as a target.")
+        logp = torch.log_softmax(model(x)[0].float(), dim=-1)[keep]  # (positions, vocab)
+        total -= logp.gather(1, y[keep].unsqueeze(1)).sum().item()
+        spent -= torch.log1p(-logp[:, ids].exp().sum(-1).clamp(max=1 - 1e-7)).sum().item()
+        count += int(keep.sum())
+    model.train(was_training)
+    return total / count, spent / count
 
 
 def answer_loss(model: nn.Module, world: World, task: str, animals: list[str]) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from ..gpt.data import World
-from ..gpt.evaluate import fact_recall, facts_known, lm_loss
+from ..gpt.evaluate import fact_recall, facts_known, format_token_ids, lm_loss, lm_loss_parts
 from ..gpt.finetune import Report, update_ratios
 from ..gpt.model import GPT
 from ..gpt.pretrain import cache_root, pretraining_eval_rows
@@ -40,7 +41,8 @@ from .comparison import (
 )
 from .experiments import update_spectra, verdict_word
 
-__all__ = ["COMPARED", "CONTROL", "LORA_VS_FULL", "FactProbe", "at_matched_learning", "fact_probe", "fact_table", "facts_kept",
+__all__ = ["COMPARED", "CONTROL", "LORA_VS_FULL", "FactProbe", "at_matched_learning", "fact_line_losses", "fact_probe", "fact_table",
+           "facts_kept", "format_share", "format_table",
            "learned_rates", "load_comparison", "lora_vs_full", "measure_run", "qv_names", "save_comparison"]
 
 LORA_VS_FULL = (
@@ -68,6 +70,8 @@ def measure_run(base: GPT, world: World, model: GPT) -> dict:
 
     - ``facts``: (attribute, among the answers) -> per test animal, whether the old phrasing still reaches the fact;
     - ``held_out_parts``: the held-out loss on the facts and on the filler lines, apart;
+    - ``held_out_format``: the part of the held-out loss on the fact lines spent on the JSON answers' own tokens
+      (``lm_loss_parts``, ``format_token_ids``): the format leaking into plain sentences;
     - ``top_r``: the median ||ΔW||_F / ||W's top-8 part||_F over the weights it moved;
     - ``qv_sizes``: ||ΔW||_F / ||W||_F of each Wq and Wv (0 where it left one alone);
     - ``qv_spectra``: the singular values of each Wq's and Wv's ΔW, for the random-direction null;
@@ -82,6 +86,7 @@ def measure_run(base: GPT, world: World, model: GPT) -> dict:
     return {"facts": {(a, among): facts_known(model, world, a, world.test_animals, among)
                       for a in ("home", "food") for among in (False, True)},
             "held_out_parts": {part: lm_loss(model, rows, world.tokenizer.pad_id) for part, rows in parts.items()},
+            "held_out_format": lm_loss_parts(model, parts["facts"], format_token_ids(world), world.tokenizer.pad_id)[1],
             "top_r": float(np.median(list(update_ratios(base, model, top_r=R).values()))),
             "qv_sizes": {n: sizes.get(n, 0.0) for n in names},
             "qv_spectra": update_spectra(base, model, names),
@@ -297,3 +302,33 @@ def fact_probe(comparison: Comparison, matched_lr: dict[str, float]) -> FactProb
         tied={lr: paired_difference(full, facts_kept(comparison, "lora-all", lr))
               for lr in comparison.too_close_to_call("lora-all", SWEEP_SEEDS)},
         chosen_lr=chosen["lora-all"])
+
+
+def fact_line_losses(comparison: Comparison, label: str, lr: float) -> list[tuple[float, float]]:
+    """Per seed, one arm's held-out loss on the fact lines and the part of it spent on the JSON format's own tokens
+    (``measure_run``'s ``held_out_parts["facts"]`` and ``held_out_format``)."""
+    return [(m["held_out_parts"]["facts"], m["held_out_format"])
+            for (lab, r_lr, _), m in sorted(comparison.measured.items()) if lab == label and r_lr == lr]
+
+
+def format_table(comparison: Comparison, base_losses: tuple[float, float], rates: Sequence[tuple[str, float]]) -> str:
+    """The held-out fact lines' loss split in two, for the base model (``base_losses``: its loss and format part, from
+    ``lm_loss_parts``) and each (arm, rate) of ``rates`` (means over its seeds): the part spent on the JSON format's
+    tokens, the rest, and the format's share of the rise over the base model."""
+    lines = [f"{'':<22} {'loss on fact lines':>18} {'= on JSON tokens':>16} {'+ the rest':>10} {'format share of the rise':>25}"]
+    total, spent = base_losses
+    lines.append(f"{'base model':<22} {total:>18.3f} {spent:>16.3f} {total - spent:>10.3f}")
+    for label, lr in rates:
+        runs = fact_line_losses(comparison, label, lr)
+        t, s = float(np.mean([x for x, _ in runs])), float(np.mean([y for _, y in runs]))
+        lines.append(f"{f'{label} at {lr:g}':<22} {t:>18.3f} {s:>16.3f} {t - s:>10.3f} "
+                     f"{format_share(comparison, base_losses, label, lr):>25.0%}")
+    return "\n".join(lines)
+
+
+def format_share(comparison: Comparison, base_losses: tuple[float, float], label: str, lr: float) -> float:
+    """How much of one arm's rise in the fact lines' loss over the base model's is the format: the rise of the part
+    spent on the JSON tokens over the rise of the whole (means over seeds; NaN when the loss did not rise)."""
+    runs = fact_line_losses(comparison, label, lr)
+    total, spent = float(np.mean([t for t, _ in runs])), float(np.mean([s for _, s in runs]))
+    return (spent - base_losses[1]) / (total - base_losses[0]) if total > base_losses[0] else float("nan")

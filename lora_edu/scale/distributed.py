@@ -349,19 +349,19 @@ def run(cfg: DistributedConfig, backend: str | None = None) -> dict:
     those of the global batch.  Returns JSON-ready numbers (identical on every rank).
     """
     distributed = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    if cfg.batch_size % world:
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if cfg.batch_size % world_size:
         raise ValueError(
-            f"The global batch of {cfg.batch_size} rows does not split evenly over {world} processes; "
-            f"choose --batch-size as a multiple of {world} (e.g. {world * max(1, cfg.batch_size // world)})."
+            f"The global batch of {cfg.batch_size} rows does not split evenly over {world_size} processes; "
+            f"choose --batch-size as a multiple of {world_size} (e.g. {world_size * max(1, cfg.batch_size // world_size)})."
         )
     if distributed:
         backend = dist.get_backend()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if backend == "nccl" else torch.device("cpu")
-    base, world_ = load_pretrained(cfg.size, device)
+    base, world = load_pretrained(cfg.size, device)
     model = prepare(base, cfg.method, r=cfg.r, alpha=cfg.alpha, seed=cfg.seed, targets=None)
     count = count_parameters(model)
-    x_all, y_all = task_data(world_, cfg.task, world_.train_animals, base.config.n_ctx)
+    x_all, y_all = task_data(world, cfg.task, world.train_animals, base.config.n_ctx)
     check_token_ids(x_all, base.config)  # once: the steps run without the per-forward check
     counter = ByteCounter()
     replicated_bytes = parameter_bytes(model)
@@ -373,7 +373,7 @@ def run(cfg: DistributedConfig, backend: str | None = None) -> dict:
     opt = make_optimizer(params, train_cfg, device, fused=False if sharded else None)
     step = TrainStep(net, opt, device, train_cfg.precision, train_cfg.grad_clip)
     gen = torch.Generator().manual_seed(train_cfg.seed)
-    local = cfg.batch_size // world
+    local = cfg.batch_size // world_size
     losses = []
     net.train()
     with counting_fsdp_collectives(counter) if sharded else nullcontext():
@@ -383,14 +383,14 @@ def run(cfg: DistributedConfig, backend: str | None = None) -> dict:
             x, y = x_all[idx].to(device), y_all[idx].to(device)  # this rank's slice: (local, seq) each
             tokens = torch.tensor(float((y != -100).sum()), device=device)  # this rank's target tokens
             total = all_reduced(tokens.clone(), distributed)  # the global batch's: known before the forward pass
-            loss = step(x, y, loss_scale=float(tokens) * world / float(total))  # DDP averages: the global batch's gradient
+            loss = step(x, y, loss_scale=float(tokens) * world_size / float(total))  # DDP averages: the global batch's gradient
             losses.append(float(all_reduced(loss * tokens, distributed) / total))  # the global batch's mean token loss
             counter.end_step()
     opt.zero_grad(set_to_none=True)  # each step sets the gradients to None first; the last step's go too
     return {
         "method": cfg.method,
         "strategy": cfg.strategy if distributed else "single",
-        "world_size": world,
+        "world_size": world_size,
         "backend": backend if distributed else "none",
         "steps": cfg.steps,
         "global_batch": cfg.batch_size,
