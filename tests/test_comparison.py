@@ -561,3 +561,20 @@ def test_a_loraplus_study_needs_every_arm_named_by_its_ratio():
     assert arm_label(1) == "LoRA" and arm_label(0.5) == "LoRA+ 0.5" and arm_label(16.0) == "LoRA+ 16"
     run = study.sweep.runs("LoRA")[0]
     assert steps_to_reach(run, 0.5) == 32 and steps_to_reach(run, 0.1) is None
+
+
+def test_validation_can_choose_by_the_answer_loss_alone():
+    def runs(right, loss):
+        return [SimpleNamespace(val_right=tuple(i < right for i in range(8)), val_answer_loss=loss) for _ in range(3)]
+
+    rates = {1e-3: runs(3, 0.20), 1e-2: runs(6, 0.30)}  # exact match prefers 1e-2 by far; the loss prefers 1e-3
+    assert comparison.choose_rate(rates) == 1e-2 and comparison.choose_rate(rates, by="answer loss") == 1e-3
+    arms = {"LoRA": runs(6, 0.30), "LoRA+ 2": runs(1, 0.25)}
+    assert comparison.choose_arm(arms) == "LoRA" and comparison.choose_arm(arms, by="answer loss") == "LoRA+ 2"
+    with pytest.raises(ValueError, match="exact match first, or the answer loss alone"):
+        comparison.choose_rate(rates, by="accuracy")
+    study, _ = fake_loraplus_study()
+    study.choose_by = "answer loss"
+    assert study.chosen == "LoRA+ 2"  # the lowest validation loss among the ratios above 1
+    with pytest.raises(ValueError, match="choose_by must be one of"):
+        compare_methods(None, None, "json", [], (0,), (0,), choose_by="loss")

@@ -324,3 +324,22 @@ def test_a_code_exercise_sends_back_a_function_that_calls_the_package_answer():
     assert ex.verdict(by_hand)[0]
     from lora_edu.scale.distributed import ring_allreduce_seconds
     assert not EXERCISES["ring-allreduce-seconds"].verdict(ring_allreduce_seconds)[0]  # the package's own function, passed as is
+
+
+def test_the_margin_verdict_exercise_computes_what_it_explains():
+    import math
+    import statistics
+
+    from lora_edu.course import quiz  # noqa: F401 (loads every lesson's exercises)
+    from lora_edu.course.exercises.core import registry
+    from lora_edu.paper.experiments import t95
+
+    ex = registry()["margin-verdict"]
+    ratios = [1.05, 1.32, 1.18, 1.41, 1.09]  # the prompt's five seeds
+    assert all(f"{r:.2f}" in ex.prompt for r in ratios)
+    logs = [math.log(r) for r in ratios]
+    half = t95(4) * statistics.stdev(logs) / math.sqrt(5)
+    low, mid, high = (math.exp(statistics.fmean(logs) + k * half) for k in (-1, 0, 1))
+    assert f"[{low:.2f}, {high:.2f}]" in ex.explanation and f"= {mid:.2f}" in ex.explanation and "t = 2.776" in ex.prompt
+    assert low > 1 and low < 1.25 < high  # above 1, straddling the margin: "not resolved" is the right option
+    assert ex.correct_letter() == "c" and ex.options["c"].startswith("not resolved")

@@ -273,18 +273,30 @@ def mean_val_answer_loss(runs: Sequence[Report]) -> float:
     return statistics.fmean(r.val_answer_loss for r in runs)
 
 
-def choose_rate(runs_by_rate: dict[float, list[Report]]) -> float:
+CHOOSE_BY = ("exact match", "answer loss")  # the two rules validation can choose by
+
+
+def candidates(runs_by_option: dict[Option, list[Report]], by: str) -> list[Option]:
+    """The options a rule lets the validation answer loss choose among: with ``by="exact match"`` those exact match
+    cannot separate from the best (``contending``), with ``by="answer loss"`` all of them."""
+    if by not in CHOOSE_BY:
+        raise ValueError(f"by must be one of {CHOOSE_BY}, got {by!r}: exact match first, or the answer loss alone.")
+    return contending(runs_by_option) if by == "exact match" else list(runs_by_option)
+
+
+def choose_rate(runs_by_rate: dict[float, list[Report]], by: str = "exact match") -> float:
     """Validation's choice among one arm's rates: of the rates exact match cannot separate from the best
-    (``contending``), the one with the lowest mean validation answer loss, then the smaller rate."""
-    return min(contending(runs_by_rate), key=lambda lr: (mean_val_answer_loss(runs_by_rate[lr]), lr))
+    (``contending``), the one with the lowest mean validation answer loss, then the smaller rate. ``by="answer
+    loss"``: the lowest mean validation answer loss among all of them (for a verdict on the answer loss, where exact
+    match sits near its floor)."""
+    return min(candidates(runs_by_rate, by), key=lambda lr: (mean_val_answer_loss(runs_by_rate[lr]), lr))
 
 
-def choose_arm(runs_by_label: dict[str, list[Report]]) -> str:
-    """Validation's choice among arms, each given by its runs at its own chosen rate, by the rates' rule: of the arms
-    exact match cannot separate from the best (``contending``), the one with the lowest mean validation answer loss,
-    then the first listed."""
+def choose_arm(runs_by_label: dict[str, list[Report]], by: str = "exact match") -> str:
+    """Validation's choice among arms, each given by its runs at its own chosen rate, by the rates' rule (``by`` as
+    in ``choose_rate``), ties to the first listed."""
     order = list(runs_by_label)
-    return min(contending(runs_by_label), key=lambda label: (mean_val_answer_loss(runs_by_label[label]), order.index(label)))
+    return min(candidates(runs_by_label, by), key=lambda label: (mean_val_answer_loss(runs_by_label[label]), order.index(label)))
 
 
 def train_arm(base: GPT, world: World, task: str, arm: Arm, lr: float, seed: int,
@@ -295,9 +307,10 @@ def train_arm(base: GPT, world: World, task: str, arm: Arm, lr: float, seed: int
 
 def compare_methods(base: GPT, world: World, task: str, arms: Sequence[Arm], sweep_seeds: Sequence[int],
                     seeds: Sequence[int], measure: Callable[[GPT], object] | None = None, show_progress: bool = True,
-                    done: dict[tuple[str, float, int], tuple[GPT, Report]] | None = None, **finetune_options: object) -> Comparison:
-    """Sweep each arm's rates on ``sweep_seeds``, choose by validation, then run the other ``seeds`` at the chosen
-    rate (headline arms only).
+                    done: dict[tuple[str, float, int], tuple[GPT, Report]] | None = None, choose_by: str = "exact match",
+                    **finetune_options: object) -> Comparison:
+    """Sweep each arm's rates on ``sweep_seeds``, choose by validation (``choose_rate(..., by=choose_by)``), then run
+    the other ``seeds`` at the chosen rate (headline arms only).
 
     ``finetune_options`` (steps, batch_size, r, alpha, ...) apply to every run; ``measure(model)``, when given, is
     kept for every run (the models themselves are not). ``done`` maps (label, lr, seed) to a (model, report) already
@@ -306,6 +319,8 @@ def compare_methods(base: GPT, world: World, task: str, arms: Sequence[Arm], swe
     """
     if not set(sweep_seeds) <= set(seeds):
         raise ValueError(f"sweep_seeds {list(sweep_seeds)} must be a subset of seeds {list(seeds)}.")
+    if choose_by not in CHOOSE_BY:
+        raise ValueError(f"choose_by must be one of {CHOOSE_BY}, got {choose_by!r}.")
     if len({a.label for a in arms}) != len(arms):
         raise ValueError(f"Two arms share a label: {[a.label for a in arms]}; give each its own.")
     extra = [s for s in seeds if s not in sweep_seeds]
@@ -327,7 +342,7 @@ def compare_methods(base: GPT, world: World, task: str, arms: Sequence[Arm], swe
                 run(arm, lr, seed)
     chosen = {}
     for arm in arms:
-        chosen[arm.label] = choose_rate({lr: [reports[(arm.label, lr, s)] for s in sweep_seeds] for lr in arm.lrs})
+        chosen[arm.label] = choose_rate({lr: [reports[(arm.label, lr, s)] for s in sweep_seeds] for lr in arm.lrs}, choose_by)
         for seed in extra if arm.headline else ():
             run(arm, chosen[arm.label], seed)
     bar.info.pop("now", None)

@@ -39,8 +39,9 @@ class LoRAPlusStudy:
     """Validation's choice of B's ratio, and plain LoRA against LoRA+ on fresh seeds.
 
     ``sweep``: every arm ("LoRA" and "LoRA+ <ratio>" for each of ``ratios``) at every rate of its grid on
-    ``sweep_seeds``; ``fresh``: the arms of ``compared`` again at their chosen rates on seeds that chose nothing
-    (``on_fresh_seeds``), set once they have run; ``what``: the measure in words, as the verdicts print it.
+    ``sweep_seeds``, its rates chosen by ``choose_by``, which chooses the ratio too; ``fresh``: the arms of
+    ``compared`` again at their chosen rates on seeds that chose nothing (``on_fresh_seeds``), set once they have
+    run; ``what``: the measure in words, as the verdicts print it.
     """
 
     sweep: Comparison
@@ -48,6 +49,7 @@ class LoRAPlusStudy:
     sweep_seeds: tuple[int, ...]
     what: str
     fresh: Comparison | None = None
+    choose_by: str = "exact match"  # the rule that chose the sweep's rates, and now the ratio (``choose_arm``)
 
     def __post_init__(self) -> None:
         missing = [label for label in self.labels if label not in self.sweep.chosen_lr]
@@ -63,12 +65,12 @@ class LoRAPlusStudy:
     def chosen(self) -> str:
         """LoRA+ proper (B faster than A): validation's choice among the ratios above 1, by the rates' rule."""
         return choose_arm({label: self.sweep.runs(label) for label, ratio in zip(self.labels[1:], self.ratios, strict=True)
-                           if ratio > 1})
+                           if ratio > 1}, self.choose_by)
 
     @property
     def chosen_with_references(self) -> str:
         """The same rule with plain LoRA (1) and the ratios below 1 included."""
-        return choose_arm({label: self.sweep.runs(label) for label in self.labels})
+        return choose_arm({label: self.sweep.runs(label) for label in self.labels}, self.choose_by)
 
     @property
     def compared(self) -> list[str]:
@@ -165,7 +167,8 @@ class LoRAPlusStudy:
         last = fresh.runs("LoRA")[0].result.evals[-1][0]
         medians = {}
         lines = [f"steps to reach validation answer loss {target:.3f} (evaluated every "
-                 f"{fresh.runs('LoRA')[0].result.evals[0][0]} steps):"]
+                 f"{fresh.runs('LoRA')[0].result.evals[0][0]} steps; a description, without an interval; a seed that "
+                 "never got there counts as the slowest):"]
         for label in ["LoRA", *self.compared]:
             steps = [steps_to_reach(run, target) for run in fresh.runs(label)]
             reached = [s for s in steps if s is not None]

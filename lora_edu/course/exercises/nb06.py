@@ -201,3 +201,32 @@ register(WrittenExercise(
     hints=("Write ‖B A‖_F² as a sum over the rows of B A, and each row as a combination of the rows of A.",
            "Vectors with random signs in nearly orthogonal directions add like Pythagoras: their squared lengths add."),
 ))
+register(ChoiceExercise(
+    id="margin-verdict",
+    prompt="Reach a verdict yourself. Another run of section 2d's test gave five seeds, each at its own rate, and these "
+    "ratios of test answer loss, r = 1 over r = 4, one per seed: 1.05, 1.32, 1.18, 1.41, 1.09. The claim is that r = 1 "
+    "is enough, with the margin fixed before looking: a loss at most 1.25 times r = 4's. Compute the geometric mean and "
+    "the 95% t-interval of the ratio (take logs, a t-interval over the five seeds, 4 degrees of freedom, t = 2.776, then "
+    "exp; leave the animals' luck aside). Which verdict follows?",
+    options={
+        "a": "agrees: the geometric mean is below the margin of 1.25",
+        "b": "disagrees: the whole interval lies above 1, so r = 1 does worse than r = 4",
+        "c": "not resolved: the interval reaches both sides of 1.25",
+        "d": "disagrees: two of the five seeds lie above 1.25",
+    },
+    answer_digest="f3151fd9ef194ca0",
+    feedback={
+        "a": "a point estimate alone decides nothing. With five seeds the interval is wide, and ratios above 1.25 fit the "
+        "data as well as ratios below it.",
+        "b": "that tests another claim, that r = 1 is exactly as good as r = 4. The claim here is that r = 1 is enough: "
+        "a little worse is allowed, up to the margin. Only an interval wholly above 1.25 would show it is not enough.",
+        "d": "counting seeds on each side ignores how far each lies from the margin and how many seeds there are; the "
+        "interval over the seeds weighs both.",
+    },
+    explanation="the logs are 0.049, 0.278, 0.166, 0.344 and 0.086: mean 0.184, standard deviation 0.125, standard "
+    "error 0.125 / √5 = 0.056, half-width 2.776 × 0.056 = 0.155. So the ratio is exp(0.184) = 1.20 with the interval "
+    "[exp(0.029), exp(0.339)] = [1.03, 1.40]. It lies above 1, so r = 1 is a little worse than r = 4, but it reaches "
+    "both sides of the margin 1.25: these seeds cannot say whether r = 1 is enough. More seeds would narrow it.",
+    hints=("Work on the log scale: the interval of the mean log ratio, then exp of its ends.",
+           "The claim is about the margin 1.25, not about 1: compare the interval's ends with 1.25."),
+))

@@ -63,11 +63,10 @@ register(ChoiceExercise(
     id="merged-latency",
     prompt="Before the timing: why can LoRA add no latency at all when serving, while adapter layers always do?",
     options={
-        "a": "LoRA's matrices are smaller than the adapters', so they cost less time",
-        "b": "LoRA's branch runs in parallel with W, so it finishes at the same time",
-        "c": "LoRA trains fewer parameters than adapters, and fewer parameters means a faster forward pass",
-        "d": "after training, W + (α/r) B A is computed once and stored as one matrix of W's shape: the served model "
-        "runs exactly the base model's layers",
+        "a": "LoRA's matrices are much smaller than the adapters' layers, so the time they add is too small to measure",
+        "b": "LoRA's branch runs in parallel with W on the hardware, so it finishes at the same moment W does",
+        "c": "LoRA trains fewer parameters than adapters do, and fewer trained parameters make a faster forward pass",
+        "d": "the update B A is linear, so it is added into W once: the served model runs the base model's own layers",
     },
     answer_digest="5d121c0fdee3804b",
     feedback={
