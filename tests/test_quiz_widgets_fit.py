@@ -164,6 +164,7 @@ CORRECT = {
     "subspace-phi": phi,
     "placement-budget": 1_310_720,
     "amplification-factor": "c",
+    "margin-verdict": "c",
     "first-update-scaling": ARGUMENT,
     # nb06b
     "predict-adapter-layers": 41 / 25,
