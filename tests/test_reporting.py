@@ -198,15 +198,19 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     assert "TUNE_SEEDS = (3, 4)" in nb06 and nb06.count("score_seeds=SEEDS)") == 2 and "SEEDS = (0, 1, 2)" in nb06
     # placements at 2 rates, then 1 beyond the edge, x 2 seeds, then 3 scored seeds; 2 of the rank sweep ran as placements
     # r = 1 and 2 retuned for Wq and Wq+Wv (2 rates, then 1 beyond, x 2 seeds, then 3 scored); r = 1, 2 and 4 trained 4 times
-    # longer on 5 seeds; the card-task adapters of sections 3 and 4; Table 7's small-update runs
+    # longer (their rates chosen at that length: 2 rates x 2 seeds, 1 beyond, then 5 scored seeds); the card-task adapters of
+    # sections 3 and 4; Table 7's small-update runs
     assert "lrs=(next_rate(rank_rate[t], up=False), rank_rate[t])" in nb06 and nb06.count("extend=1,") == 3
     assert "low_ranks = (1, 2)" in nb06 and "LONG_SEEDS = SEEDS + (5, 6)" in nb06
     assert "LONG = 4 * STEPS" in nb06 and nb06.count('task="card")') == 2 and "lr=SMALL_RATE)" in nb06
-    assert 'long_tuned = tuned_sweep(base, world, [(("q", "v"), r) for r in (*low_ranks, tuned_r)], TUNE_SEEDS, LONG, lrs=(1e-2, 3e-2),' in nb06
+    assert ('long_tuned = tuned_sweep(base, world, [(("q", "v"), r) for r in (*low_ranks, tuned_r)], TUNE_SEEDS, LONG, '
+            'lrs=(1e-2, 3e-2),') in nb06
     assert "extend=1, score_seeds=LONG_SEEDS)" in nb06
-    assert sum(r.count for r in plans["06"]["runs"]) == (3 * 3 * placements + 3 * (2 * 5 - 2) + 2 * 2 * 3 * 3 + 3 * (2 * 2 + 2 + 5) + 3 + 3 + 3)
+    assert sum(r.count for r in plans["06"]["runs"]) == (3 * 3 * placements + 3 * (2 * 5 - 2) + 2 * 2 * 3 * 3
+                                                        + 3 * (2 * 2 + 2 + 5) + 3 + 3 + 3)
     nb06b = "\n".join(gpu_check_cells("06b"))  # LoRA and LoRA+ at 5 ratios (4 rates each), 3 seeds; then 3 arms x 10 fresh seeds
-    assert 'STEPS = {"tiny": 100, "gpu": 200}' in nb06b and "PLUS_RATIOS = (0.5, 2, 4, 8, 16)" in nb06b and "for ratio in (1, *PLUS_RATIOS):" in nb06b
+    assert 'STEPS = {"tiny": 100, "gpu": 200}' in nb06b and "PLUS_RATIOS = (0.5, 2, 4, 8, 16)" in nb06b
+    assert "for ratio in (1, *PLUS_RATIOS):" in nb06b
     assert "(1e-3, 3e-3, 1e-2, 3e-2) if ratio >= 8 else (3e-3, 1e-2, 3e-2, 1e-1)" in nb06b
     assert "FRESH_SEEDS = tuple(range(3, 13))" in nb06b and '["LoRA", *study.compared], FRESH_SEEDS' in nb06b
     assert sum(r.count for r in plans["06b"]["runs"]) == 4 * 3 + 5 * 4 * 3 + 3 * 10 and {r.steps for r in plans["06b"]["runs"]} == {200}
