@@ -3,7 +3,10 @@
 - ``experiments``: sweeps over methods, ranks and seeds, intervals and computed verdicts.
 - ``analysis``: subspace similarity φ, intruder dimensions, ΔW alignment (the paper's section 7).
 - ``comparison``: methods compared fairly (a rate chosen on validation for each), intervals that fit few animals.
-- ``lora_vs_full``: notebook 05b's six methods, kept in the cache so that notebook 05c reads the same runs.
+- ``lora_vs_full``: notebook 05b's six methods, kept in the cache so that notebook 05c reads the same runs; the
+  fact probe and the held-out loss split into the format's part and the rest.
+- ``loraplus``: notebook 06b's LoRA+ against plain LoRA (the ratio chosen on validation, fresh seeds paired by seed).
+- ``table7``: notebook 06's Table 7 (ΔW's directions against W's, random ones and another task's).
 - ``houlsby``: Houlsby adapters, the baseline of the paper's latency table.
 
 Imports ``lora_edu.gpt``, ``lora_edu.lora`` and ``lora_edu.maths``.
