@@ -84,6 +84,7 @@ class Runs:
     batch: int
     seq: int
     score_all: bool = True
+    eval_every: int | None = None  # finetune's eval_every; None: six times a run
 
 
 # Ops that only make a new view of a tensor's metadata (or mark a profiler range): no GPU kernel.
@@ -191,10 +192,13 @@ def step_flops_and_bytes(method: str, batch: int, seq: int) -> tuple[float, floa
     return flops, moved
 
 
-def evaluations_per_run(steps: int) -> int:
-    """What finetune() schedules: every steps // 6 steps, and at the last step."""
-    every = max(1, steps // 6)
+def evaluations_per_run(steps: int, every: int | None = None) -> int:
+    """What finetune() schedules: every ``every`` steps (default steps // 6), and at the last step."""
+    every = every or max(1, steps // 6)
     return len({s for s in range(1, steps + 1) if s % every == 0 or s == steps})
+
+
+EVERY_06B = 4  # notebook 06b evaluates every 4 steps of its 100-step runs (EVAL_EVERY, scaled with its steps)
 
 
 def plans() -> dict[str, dict]:
@@ -233,6 +237,8 @@ def plans() -> dict[str, dict]:
                      json_seq),
                 Runs("two more seeds at every other rate where full or full-linear learned (at most 2 + 4 rates; counted as full)", 12,
                      "full", s05, b05, json_seq),
+                Runs("LoRA on every linear layer at 1e-3, three times the steps (section 2d), 5 seeds", 5, "lora-all", 3 * s05, b05,
+                     json_seq),
             ],
         },
         "05c": {  # reads 05b's runs from the cache; without them it would train 05b's section 1 again first
@@ -243,31 +249,31 @@ def plans() -> dict[str, dict]:
         },
         "06": {
             "runs": [
-                Runs("placement: Wq, Wk, Wv, Wo (r = 8), 3 learning rates x 2 seeds, then 3 scored seeds", 36, "lora-q", steps06, b06,
+                Runs("placement: Wq, Wk, Wv, Wo (r = 8), 3 learning rates x 2 seeds, then 5 scored seeds", 44, "lora-q", steps06, b06,
                      json_seq, False),
-                Runs("placement: Wq+Wk, Wq+Wv (r = 4), 3 learning rates x 2 seeds, then 3 scored seeds", 18, "lora-qv", steps06, b06,
+                Runs("placement: Wq+Wk, Wq+Wv (r = 4), 3 learning rates x 2 seeds, then 5 scored seeds", 22, "lora-qv", steps06, b06,
                      json_seq, False),
-                Runs("placement: Wq, Wk, Wv, Wo together (r = 2), 3 learning rates x 2 seeds, then 3 scored seeds", 9, "lora-qkvo",
+                Runs("placement: Wq, Wk, Wv, Wo together (r = 2), 3 learning rates x 2 seeds, then 5 scored seeds", 11, "lora-qkvo",
                      steps06, b06, json_seq, False),
-                Runs("rank sweep on Wq: r = 1, 2, 4, 64, 3 seeds", 12, "lora-q", steps06, b06, json_seq, False),
-                Runs("rank sweep on Wq+Wv: r = 1, 2, 8, 64, 3 seeds", 12, "lora-qv", steps06, b06, json_seq, False),
-                Runs("r = 1 and 2 at rates of their own: Wq, 2 rates x 2 seeds, 1 beyond the edge, then 3 scored seeds", 18, "lora-q",
+                Runs("rank sweep on Wq: r = 1, 2, 4, 64, 5 seeds", 20, "lora-q", steps06, b06, json_seq, False),
+                Runs("rank sweep on Wq+Wv: r = 1, 2, 8, 64, 5 seeds", 20, "lora-qv", steps06, b06, json_seq, False),
+                Runs("r = 1 and 2 at rates of their own: Wq, 2 rates x 2 seeds, 1 beyond the edge, then 5 scored seeds", 22, "lora-q",
                      steps06, b06, json_seq, False),
-                Runs("r = 1 and 2 at rates of their own: Wq+Wv, 2 rates x 2 seeds, 1 beyond the edge, then 3 scored seeds", 18,
+                Runs("r = 1 and 2 at rates of their own: Wq+Wv, 2 rates x 2 seeds, 1 beyond the edge, then 5 scored seeds", 22,
                      "lora-qv", steps06, b06, json_seq, False),
                 Runs("Wq+Wv at r = 1, 2 and 4 trained 4 times longer: 2 rates x 2 seeds, 1 beyond the edge, then 5 scored seeds", 33,
                      "lora-qv", 4 * steps06, b06, json_seq, False),
-                Runs("the card-task adapters on Wq+Wv (high rank, r = 4), 3 seeds each (at JSON's length: an overestimate)", 6,
+                Runs("the card-task adapters on Wq+Wv (high rank, r = 4), 5 seeds each (at JSON's length: an overestimate)", 10,
                      "lora-qv", steps06, b06, json_seq, False),
-                Runs("Table 7's small-update runs on Wq+Wv (r = 4), 3 seeds", 3, "lora-qv", steps06, b06, json_seq, False),
+                Runs("Table 7's small-update runs on Wq+Wv (r = 4), 5 seeds", 5, "lora-qv", steps06, b06, json_seq, False),
             ],
         },
         "06b": {
             "runs": [
                 Runs("LoRA (4 learning rates) and LoRA+ at ratios 0.5, 2, 4, 8 and 16 (4 each) on Wq+Wv (r = 4), x 3 seeds", 72,
-                     "lora-qv", steps06, b06, json_seq, False),
+                     "lora-qv", steps06, b06, json_seq, False, EVERY_06B * steps06 // 100),
                 Runs("LoRA, the chosen LoRA+ and LoRA+ 16 at their chosen rates, 10 fresh seeds each", 30, "lora-qv", steps06, b06,
-                     json_seq, False),
+                     json_seq, False, EVERY_06B * steps06 // 100),
             ],
         },
     }
@@ -319,7 +325,7 @@ def estimate(gpu: Gpu, per_op: float, efficiency: float, ops: dict, eval_ops: di
         parts["pretraining"] = run_seconds(gpu, per_op, efficiency, ops, "full", spec.steps, spec.batch_size, spec.model.n_ctx, graphs)
     for runs in plan["runs"]:
         train_s = run_seconds(gpu, per_op, efficiency, ops, runs.method, runs.steps, runs.batch, runs.seq, graphs)
-        scoring = evaluations_per_run(runs.steps) * eval_ops["val"] + eval_ops["test"]
+        scoring = evaluations_per_run(runs.steps, runs.eval_every) * eval_ops["val"] + eval_ops["test"]
         scoring += eval_ops["train"] + eval_ops["pretrain_loss"] if runs.score_all else 0  # the test loss comes with the test score
         parts[runs.label] = runs.count * (train_s + scoring * per_op)
     return parts

@@ -835,7 +835,7 @@ def test_table7_study_sets_each_update_against_random_directions_and_another_tas
     assert study.large.a_moved == pytest.approx(tuple(moved for _, moved in large))  # ‖A − A₀‖ / ‖A₀‖ from each seed's own start
     assert study.small.test_loss == (0.7, 0.7, 0.7)
     assert study.large.above_random == 3 and math.exp(study.large.over_random.low) > 3  # W's own directions: far above random
-    assert study.card.over_random.mean < study.large.over_random.mean and study.json_minus_card().low > 0  # random directions
+    assert study.card.over_random.mean < study.large.over_random.mean and study.json_minus_card.low > 0  # random directions
     claim, word, evidence = study.finding()
     assert claim.startswith("Table 7 (Section 7.3)")
     assert word == ("agrees against random directions with a small update, the paper's regime (the same at section 1's rate); "
@@ -845,5 +845,78 @@ def test_table7_study_sets_each_update_against_random_directions_and_another_tas
     assert text.splitlines()[0].split()[:3] == ["update", "r", "‖ΔW‖/‖W‖"] and "the paper, GPT-3 Wq" in text
     assert "paired by seed" in text and "above 0: the JSON update's directions catch more of W" in text
     with pytest.raises(ValueError, match="Pair the card runs"):
-        table7_study(base, layer, study_runs := [run(s, 4, 4.0, True)[0] for s in seeds], study_runs, study_runs,
-                     [run(s, 4, 4.0, False)[0] for s in (3, 4, 5)], 1e-3).json_minus_card()
+        _ = table7_study(base, layer, study_runs := [run(s, 4, 4.0, True)[0] for s in seeds], study_runs, study_runs,
+                         [run(s, 4, 4.0, False)[0] for s in (3, 4, 5)], 1e-3).json_minus_card
+
+
+def test_rank_tie_reads_the_tie_against_its_margin_and_the_plain_question_apart():
+    from lora_edu.paper.experiments import LoRARun
+    from lora_edu.paper.rank_tie import RankTie
+
+    def run(r, seed, loss, right):  # one scored run: 16 test animals, the first ``right`` answered exactly
+        losses = tuple(loss * (1 + 0.05 * ((seed + a) % 3)) for a in range(16))
+        return LoRARun(("q", "v"), r, seed, 0.5, loss, right / 16, float(np.mean(losses)), 1.0, {}, 0.03, losses,
+                       ((300, loss * 1.01), (400, loss)), tuple(a < right for a in range(16)))
+
+    seeds = range(5)
+    runs = {1: [run(1, s, 0.30 * (1 + 0.1 * s), 4 + s % 2) for s in seeds], 2: [run(2, s, 0.16, 14) for s in seeds],
+            4: [run(4, s, 0.15, 14 + s % 2) for s in seeds]}
+    tie = RankTie(runs, {1: 0.03, 2: 0.03, 4: 0.03}, reference=4, margin=1.25, steps=400)
+    assert tie.smaller == [1, 2]
+    assert tie.ratios[1].low > 1.25 and tie.tie_word(1) == "disagrees"  # twice r = 4's loss: no tie
+    assert tie.ratios[2].high < 1.25 and tie.tie_word(2) == "agrees"  # within the margin throughout
+    assert tie.exact_match_gap.low > 0
+    assert tie.better() == "r = 4 is better than r = 1 on both measures: a lower loss and a higher exact match"
+    text = str(tie).splitlines()
+    assert text[3].startswith("r = 1's loss / r = 4's ") and text[3].endswith(
+        "above 1.25 throughout: no tie; above 1 throughout: r = 4's loss is lower")
+    assert "below 1.25 throughout: a tie; above 1" in text[4] and "test exact match, r = 4 minus r = 1" in text[5]
+    assert text[-1] == "so: " + tie.better()
+    claim, word, evidence = tie.finding(64)
+    assert claim == "Table 6 (Section 7.2): r = 1 is already enough for Wq+Wv (73.4% against 73.7% at r = 4)"
+    assert word.startswith("disagrees at r = 1, agrees at r = 2 on the tie (answer loss after 400 steps within 1.25 times "
+                           "r = 4's); r = 4 is better")
+    assert evidence[-1] == "on a 64-wide model, where the paper's is 12,288 wide"
+    even = RankTie({1: runs[4], 4: runs[4]}, {1: 0.03, 4: 0.03}, reference=4, margin=1.25, steps=400)
+    assert even.tie_word(1) == "agrees" and even.better() == "r = 4 is not shown better than r = 1 on either measure"
+    with pytest.raises(ValueError, match="reference rank 8"):
+        RankTie(runs, {}, reference=8, margin=1.25, steps=400)
+    with pytest.raises(ValueError, match="a ratio above 1"):
+        RankTie(runs, {}, reference=4, margin=0.8, steps=400)
+
+
+def test_phi_study_sets_the_overlap_beside_chance_two_seeds_the_start_and_another_task(tiny):
+    from lora_edu.paper.experiments import initial_factor
+    from lora_edu.paper.phi import phi_study
+
+    base, _ = tiny
+    layer, d = "blocks.3.attn.q_proj", base.config.d_model
+    shared = np.eye(d)[0]  # the one direction every JSON adapter learns
+
+    def run(r, seed, learned_direction):  # A: its start plus a large step along the learned direction (or none)
+        a = initial_factor(base, ("q", "v"), r, seed, layer).copy()
+        if learned_direction is not None:
+            a[0] += 20 * np.linalg.norm(a[0]) * learned_direction
+        return LoRARun(("q", "v"), r, seed, 1.0, 0.1, 1.0, 0.5, 0.0, {layer: (a, np.zeros((d, r)), 1.0)})
+
+    seeds = (0, 1, 2)
+    small, high = ([run(r, s, shared) for s in seeds] for r in (8, 32))
+    card = [run(32, s, np.eye(d)[1 + s]) for s in seeds]  # the other task learns a direction of its own, per seed
+    study = phi_study(base, small, high, card, layer, start_seeds=20)
+    assert len(study.many_starts) == 20 and study.at_start == pytest.approx([study.many_starts[s] for s in seeds])
+    assert all(p.shape == (8, 32) and p[0, 0] > 0.99 for p in study.per_seed)  # the shared direction tops both
+    assert study.between_seeds.shape == (32, 32) and study.between_seeds[0, 0] > 0.99
+    assert all(p[0, 0] < 0.01 for p in study.card) and study.json_minus_card.low > 0.9
+    assert study.moved(study.learned_card) == pytest.approx(study.moved(study.learned_high), rel=0.2)  # as far as each other
+    text = str(study).splitlines()
+    assert text[0].startswith("φ(A8, A32, 1, 1) per seed: ") and "; random subspaces: 0.02 on average" in text[0]
+    assert "two seeds at r = 32: " in text[1] and "(3 pairs)" in text[1] and "a rough interval" in text[2]
+    assert study.starts().startswith("before any step, from the same seeds: φ(A8, A32, 1, 1) ")
+    assert "Over 20 seeds the mean is" in study.starts()
+    rows = study.findings()
+    assert [word for _, word, _ in rows][:2] == ["descriptive", "agrees"] and len(rows) == 3  # shared above the paper's 0.5
+    assert rows[1][2].endswith("before any step, the same seeds give φ(1, 1) of " + ", ".join(f"{p:.2f}" for p in study.at_start))
+    card_lines = study.card_report().splitlines()
+    assert card_lines[1].endswith("(95% interval above 0)") and card_lines[-1].startswith("so in this layer and these seeds")
+    with pytest.raises(ValueError, match="same seed order"):
+        phi_study(base, small, high[::-1], card, layer, start_seeds=2)

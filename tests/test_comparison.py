@@ -541,11 +541,23 @@ def test_the_loraplus_study_chooses_on_validation_and_compares_on_fresh_seeds_pa
     assert lines[2].startswith("a further look, at the paper's default: LoRA beats LoRA+ 16")  # paired: seed luck cancels
     assert study.seed_correlation("LoRA+ 16") == pytest.approx(1.0)
     assert "the interval holds that" in study.winners_curse()
+    report = study.fresh_report().splitlines()
+    assert report[0] == "on 10 fresh seeds, 3 to 12, each arm at its chosen rate:" and report[1:5] == lines
+    assert "LoRA+ 2 and LoRA +0.9" in report[5] and "LoRA+ 16 and LoRA +1.00" in report[5] and report[6] == study.winners_curse()
+    assert "near its floor" not in table  # exact match chose here
+    study.choose_by = "answer loss"
+    assert "exact match is shown beside it, near its floor: 18 to 18 right answers of 24 at the chosen rates" in study.validation_table()
     assert study.curves("LoRA+ 16")[48] == [0.4] * 6 + [0.2] * 4
     assert study.target() == pytest.approx(0.32)  # LoRA+ 16's final mean, the highest of the three
     steps = study.steps_to_target().splitlines()
     assert steps[1].split() == ["LoRA", "median", "48", "steps,", "10", "of", "10", "seeds", "got", "there"]
     assert "LoRA+ 16  median more than 48 steps, 4 of 10 seeds got there" in steps[3]  # most never got there: the slowest
+    assert steps[4].startswith("  LoRA+ 2 took 1.00 [1.00, 1.00] times plain LoRA's steps") and steps[4].endswith(
+        "not told apart from plain LoRA")  # every seed of both reached it at step 48
+    assert study.steps_ratio("LoRA+ 16", 0.32, past=64)[0] == pytest.approx(64 / 48)  # 6 of 10 seeds count as step 64
+    ratio, low, high = study.steps_ratio("LoRA", 0.32, past=64)
+    assert ratio == low == high == 1.0
+    assert "one evaluation past the end" in steps[-1]
     claim, word, evidence = study.finding(64)
     assert claim.startswith("Hayou et al. 2024") and word.startswith("not resolved on answer loss within 48 steps")
     assert "could not tell the ratios apart" not in word and word.endswith("d = 64")

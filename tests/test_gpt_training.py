@@ -494,3 +494,26 @@ def test_track_forgetting_records_the_held_out_loss_at_every_evaluation(pretrain
     assert kept == pytest.approx(rep.pretrain_loss, rel=1e-5)
     _, plain = finetune(base, world, "json", "full", steps=2, batch_size=4, progress=False, score_all=False)
     assert all("held_out" not in scores for _, scores in plain.result.evals)  # off by default: it costs a pass per evaluation
+
+
+def test_finetune_evaluates_on_the_grid_asked_for(pretrained):
+    base, world = pretrained
+    _, every_6 = finetune(base, world, "json", "lora-qv", steps=12, batch_size=4, progress=False, score_all=False)
+    _, every_3 = finetune(base, world, "json", "lora-qv", steps=12, batch_size=4, progress=False, score_all=False, eval_every=3)
+    assert [step for step, _ in every_6.result.evals] == [2, 4, 6, 8, 10, 12]  # six times a run, by default
+    assert [step for step, _ in every_3.result.evals] == [3, 6, 9, 12]
+    for bad in (0, 13, 2.5, True):
+        with pytest.raises(ValueError, match="eval_every must be a whole number of steps from 1 to steps"):
+            finetune(base, world, "json", "lora-qv", steps=12, batch_size=4, progress=False, eval_every=bad)
+
+
+def test_finetune_can_keep_the_checkpoint_with_the_lowest_validation_answer_loss(pretrained):
+    base, world = pretrained
+    _, rep = finetune(base, world, "json", "lora-qv", steps=12, batch_size=4, lr=3e-2, progress=False, score_all=False,
+                      eval_every=2, checkpoint_by="answer loss")
+    losses = {step: scores["val_loss"] for step, scores in rep.result.evals}
+    assert rep.best_step == min(losses, key=lambda step: (losses[step], step))  # the lowest loss, the earlier on a tie
+    assert rep.val_exact_match == dict(rep.result.evals)[rep.best_step]["val"]  # what the kept weights scored
+    assert rep.val_answer_loss == pytest.approx(losses[rep.best_step], rel=1e-5)
+    with pytest.raises(ValueError, match="checkpoint_by must be one of"):
+        finetune(base, world, "json", "lora-qv", steps=2, batch_size=4, progress=False, checkpoint_by="accuracy")

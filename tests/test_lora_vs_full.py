@@ -183,3 +183,40 @@ def test_the_format_table_gives_the_format_share_of_each_rise():
     assert table[1].split() == ["base", "model", "1.000", "0.000", "1.000"]
     assert table[2].split() == ["lora-all", "at", "0.01", "3.500", "2.000", "1.500", "80%"]
     assert math.isnan(format_share(c, (5.0, 0.0), "lora-all", 1e-2))  # no rise, no share
+
+
+def test_the_longer_budget_reads_learning_and_forgetting_after_the_last_step():
+    from types import SimpleNamespace
+
+    from lora_edu.paper.lora_vs_full import LongerBudget
+
+    def report(seed, steps, val, val_loss, held_out, moved):  # one run, its last evaluation after ``steps`` steps
+        evals = [(steps // 2, {"val": 0.0, "val_loss": 1.0, "held_out": 0.5}),
+                 (steps, {"val": val, "val_loss": val_loss + 0.01 * seed, "held_out": held_out + 0.02 * seed})]
+        return SimpleNamespace(seed=seed, update_ratio=moved, result=SimpleNamespace(evals=evals))
+
+    def budget(long_val, long_loss, long_held):
+        full = {("full", 1e-3, s): report(s, 200, 0.9, 0.02, 1.9, 0.15) for s in range(5)}
+        longer = {("lora-all, 3x steps", 1e-3, s): report(s, 600, long_val, long_loss, long_held, 0.28) for s in range(5)}
+        return LongerBudget(Comparison([Arm("full", "full", (1e-3,))], full, {"full": 1e-3}, {}),
+                            Comparison([Arm("lora-all, 3x steps", "lora-all", (1e-3,))], longer, {"lora-all, 3x steps": 1e-3}, {}),
+                            "lora-all, 3x steps", 1e-3, 200)
+
+    same_forgetting = budget(0.8, 0.15, 1.9)  # learned less, forgot as much
+    assert same_forgetting.long_steps == 600 and same_forgetting.seeds == [0, 1, 2, 3, 4] and same_forgetting.learned
+    assert same_forgetting.at_end("full", "held_out").mean == pytest.approx(1.94)  # after step 200, not step 100
+    assert same_forgetting.moved("lora-all") == pytest.approx(0.28)
+    assert same_forgetting.word().startswith("disagrees still: the held-out losses are not told apart, but full learns more")
+    text = str(same_forgetting).splitlines()
+    assert text[1].startswith("  lora-all at 0.001, 600 steps: validation exact match 0.80") and "moved 0.28" in text[1]
+    assert text[2].startswith("  full     at 0.001, 200 steps") and text[-1] == "so: " + same_forgetting.word()
+    assert text[3:5] == same_forgetting.verdicts() and text[3].startswith("lora-all vs full on held-out loss: not resolved")
+    assert same_forgetting.verdicts()[1].startswith("full beats lora-all on validation answer loss")
+    assert budget(0.8, 0.15, 2.5).word().startswith("disagrees still: full forgets less and learns more")
+    assert budget(0.8, 0.15, 1.2).word().startswith("agrees with a longer budget: lora-all forgets less than full and learns less")
+    assert budget(0.9, 0.02, 1.9).word().startswith("not resolved: neither")
+    assert budget(0.5, 0.3, 1.2).word().startswith("not resolved: at 0.001 lora-all does not learn the task even in 600 steps")
+    from lora_edu.paper.lora_vs_full import longer_budget
+
+    with pytest.raises(ValueError, match="a whole number from 2"):
+        longer_budget(None, None, {"steps": 200, "batch_size": 16}, None, 1e-3, factor=1)

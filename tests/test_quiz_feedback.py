@@ -142,7 +142,8 @@ def test_every_code_trap_of_05_to_07_is_named_on_the_hidden_cases():
 def test_every_prediction_trap_of_05_to_07_names_its_misconception():
     predictions = {i: ex for i, ex in lesson_exercises(LATER).items() if isinstance(ex, PredictExercise)}
     assert set(predictions) == {"predict-lora-all-count", "predict-sixteen-of-sixteen", "predict-random-cosine",
-                                "predict-random-phi", "predict-adapter-layers", "predict-nf4-shrink", "predict-nf4-small-merge"}
+                                "predict-random-phi", "predict-adapter-layers", "predict-nf4-shrink", "predict-nf4-small-merge",
+                                "predict-fsdp-gathers"}
     for ex_id, ex in predictions.items():
         assert ex.verdict(ex.expected())[0], ex_id
         for trap in ex.traps:

@@ -167,6 +167,9 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
         res = train(model, x, x, TrainConfig(steps=steps, batch_size=2, eval_every=max(1, steps // 6)), evaluate=lambda m: {"score": 0.0},
                     progress=False, device=torch.device("cpu"))
         assert len(res.evals) == gpu_budget.evaluations_per_run(steps)
+        res = train(model, x, x, TrainConfig(steps=steps, batch_size=2, eval_every=4), evaluate=lambda m: {"score": 0.0},
+                    progress=False, device=torch.device("cpu"))
+        assert len(res.evals) == gpu_budget.evaluations_per_run(steps, 4)
     # the plans were written from the notebooks' code: run counts per notebook
     plans = gpu_budget.plans()
     from lora_edu.paper.lora_vs_full import COMPARED, CONTROL, LORA_VS_FULL, SEEDS, SWEEP_SEEDS
@@ -181,12 +184,13 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     assert "replays = [Arm(" in nb05 and 'for label in ("full", "lora-all")]' in nb05
     assert COMPARED == ("lora-all", "full", "full-linear")
     most = 2 * sum(grids[label][0] - grids[label][1] for label in COMPARED)  # a headline arm's chosen rate has its seeds already
-    assert sum(r.count for r in plans["05b"]["runs"]) == sum(n * 3 + 2 * head for n, head in grids.values()) + 2 * 3 + most
+    assert "longer_budget(base, world, RUN, comparison," in nb05  # section 2d: lora-all for 3 times the steps, 5 seeds
+    assert sum(r.count for r in plans["05b"]["runs"]) == sum(n * 3 + 2 * head for n, head in grids.values()) + 2 * 3 + most + 5
     nb05c = "\n".join(gpu_check_cells("05c"))  # 05b's runs from the cache, then lora-all retrained for PEFT's intruder mitigation
     assert "lora_vs_full(base, world, RUN)" in nb05c
     assert 'intruder_mitigation(base, world, "json", chosen, SEEDS, kept=(1.0, 0.75, 0.5, 0.0)' in nb05c
     assert sum(r.count for r in plans["05c"]["runs"]) == len(SEEDS) and {r.steps for r in plans["05c"]["runs"]} == {400}
-    assert {r.steps for r in plans["05b"]["runs"]} == {400}
+    assert {r.steps for r in plans["05b"]["runs"]} == {400, 1200}
     lab = "\n".join(gpu_check_cells("05"))  # notebook 05: three fine-tunes and the 30-step loop written out, twice
     assert lab.count("finetune(base, world,") == 3 and "TrainConfig(steps=30," in lab and "Arm(" not in lab
     assert "compare_step_time(" in lab  # 7 rounds x (10 + 3) steps of each model, as compare_step_time's defaults
@@ -195,24 +199,26 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     assert 'STEPS = {"tiny": 100, "gpu": 200}' in nb06 and "ranks = (1, 2, 4, 8, HIGH)" in nb06
     placements = len(PAPER["table5_wikisql"])
     assert "tuned_sweep(base, world, placements, TUNE_SEEDS, STEPS, lrs=(1e-2, 3e-2), extend=1," in nb06
-    assert "TUNE_SEEDS = (3, 4)" in nb06 and nb06.count("score_seeds=SEEDS)") == 2 and "SEEDS = (0, 1, 2)" in nb06
-    # placements at 2 rates, then 1 beyond the edge, x 2 seeds, then 3 scored seeds; 2 of the rank sweep ran as placements
-    # r = 1 and 2 retuned for Wq and Wq+Wv (2 rates, then 1 beyond, x 2 seeds, then 3 scored); r = 1, 2 and 4 trained 4 times
+    assert "TUNE_SEEDS = (3, 4)" in nb06 and nb06.count("score_seeds=SEEDS)") == 3 and "SEEDS = (0, 1, 2, 5, 6)" in nb06
+    # placements at 2 rates, then 1 beyond the edge, x 2 seeds, then 5 scored seeds; 2 of the rank sweep ran as placements
+    # r = 1 and 2 retuned for Wq and Wq+Wv (2 rates, then 1 beyond, x 2 seeds, then 5 scored); r = 1, 2 and 4 trained 4 times
     # longer (their rates chosen at that length: 2 rates x 2 seeds, 1 beyond, then 5 scored seeds); the card-task adapters of
     # sections 3 and 4; Table 7's small-update runs
     assert "lrs=(next_rate(rank_rate[t], up=False), rank_rate[t])" in nb06 and nb06.count("extend=1,") == 3
-    assert "low_ranks = (1, 2)" in nb06 and "LONG_SEEDS = SEEDS + (5, 6)" in nb06
+    assert "low_ranks = (1, 2)" in nb06
     assert "LONG = 4 * STEPS" in nb06 and nb06.count('task="card")') == 2 and "lr=SMALL_RATE)" in nb06
     assert ('long_tuned = tuned_sweep(base, world, [(("q", "v"), r) for r in (*low_ranks, tuned_r)], TUNE_SEEDS, LONG, '
             'lrs=(1e-2, 3e-2),') in nb06
-    assert "extend=1, score_seeds=LONG_SEEDS)" in nb06
-    assert sum(r.count for r in plans["06"]["runs"]) == (3 * 3 * placements + 3 * (2 * 5 - 2) + 2 * 2 * 3 * 3
-                                                        + 3 * (2 * 2 + 2 + 5) + 3 + 3 + 3)
+    assert sum(r.count for r in plans["06"]["runs"]) == ((3 * 2 + 5) * placements + 5 * (2 * 5 - 2) + 2 * 2 * (3 * 2 + 5)
+                                                        + 3 * (2 * 2 + 2 + 5) + 5 + 5 + 5)
     nb06b = "\n".join(gpu_check_cells("06b"))  # LoRA and LoRA+ at 5 ratios (4 rates each), 3 seeds; then 3 arms x 10 fresh seeds
     assert 'STEPS = {"tiny": 100, "gpu": 200}' in nb06b and "PLUS_RATIOS = (0.5, 2, 4, 8, 16)" in nb06b
     assert "for ratio in (1, *PLUS_RATIOS):" in nb06b
     assert "(1e-3, 3e-3, 1e-2, 3e-2) if ratio >= 8 else (3e-3, 1e-2, 3e-2, 1e-1)" in nb06b
     assert "FRESH_SEEDS = tuple(range(3, 13))" in nb06b and '["LoRA", *study.compared], FRESH_SEEDS' in nb06b
+    assert "EVAL_EVERY = STEPS // 25" in nb06b and '"eval_every": EVAL_EVERY, "checkpoint_by": "answer loss"}' in nb06b
+    assert nb06b.count("**RUN)") == 2  # 8 of the gpu size's 200 steps
+    assert {r.eval_every for r in plans["06b"]["runs"]} == {200 // 25}
     assert sum(r.count for r in plans["06b"]["runs"]) == 4 * 3 + 5 * 4 * 3 + 3 * 10 and {r.steps for r in plans["06b"]["runs"]} == {200}
     assert {r.steps for r in plans["06"]["runs"]} == {200, 800}
 

@@ -70,6 +70,7 @@ CORRECT = {
     "predict-nf4-small-merge": 0.0,  # rounding to 16 levels erases an update far below the gap between two levels
     "branch-cost-per-token": 16 * (4096 + 4096) / (4096 * 4096),
     "serve-mixed-adapters": "b",
+    "predict-fsdp-gathers": 1.94,
     "batched-lora-rows": batched_lora,
     "ddp-accumulate": accumulate_under_ddp,
 }
@@ -82,6 +83,7 @@ WRONG = {
         lambda n, b, w, g: 2 * (w - 1) / w * n * b / g,  # GB/s taken as bytes/s
     ],
     "predict-nf4-small-merge": [1.0, 0.9, 0.8, 0.5],
+    "predict-fsdp-gathers": [1.0, 0.5, 3.0, 1.5],
     "branch-cost-per-token": [16 * 4096 / 4096**2, 16.0, 128.0, 0.78125, 1 + 1 / 128],
     "batched-lora-rows": [
         lambda x, W, A, B, s, ids: x @ W.T + s[ids][:, None, None] * ((x @ A[ids].transpose(0, 2, 1)) @ B[ids].transpose(0, 2, 1)),
@@ -99,6 +101,9 @@ MISCONCEPTIONS = {  # what the feedback must name, for answers that follow from 
     ("serve-mixed-adapters", "a"): "a merged model is always the fastest",
     ("serve-mixed-adapters", "c"): "cannot share a matrix product",
     ("serve-mixed-adapters", "d"): "adapters add up like features",
+    ("predict-fsdp-gathers", 1.0): "counts the forward pass only",
+    ("predict-fsdp-gathers", 0.5): "needs the layer's whole W",
+    ("predict-fsdp-gathers", 3.0): "the optimizer step needs no gather",
     ("ddp-accumulate", accumulate_sending_every_time): "once per micro-batch",
     ("ddp-accumulate", accumulate_forward_outside): "its forward pass included",
     ("ddp-accumulate", accumulate_mean_of_means): "the same say",

@@ -34,13 +34,14 @@ from .model import GPT
 from .pretrain import pretraining_eval_rows, pretraining_rows
 from .train import TrainConfig, TrainResult, train
 
-__all__ = ["FINETUNE_SIZES", "METHODS", "Report", "collect_reports", "finetune", "update_ratio", "update_ratios"]
+__all__ = ["CHECKPOINT_BY", "FINETUNE_SIZES", "METHODS", "Report", "collect_reports", "finetune", "update_ratio", "update_ratios"]
 
 # The notebook's configuration per model size: "tiny" on a CPU, "gpu" on a class GPU. The tiny world has 24
 # training rows, so a batch of 16 draws two thirds of them per step.
 FINETUNE_SIZES = {"tiny": {"steps": 200, "batch_size": 16}, "gpu": {"steps": 400, "batch_size": 64}}
 METHODS = ("lora", "lora-qv", "lora-all", "full", "full-linear", "last-block", "control")
 # Each method at a learning rate that suits it (LoRA's small, zero-started update takes a larger one).
+CHECKPOINT_BY = ("exact match", "answer loss")  # what picks the kept checkpoint on the validation animals
 DEFAULT_LR = {"lora": 1e-2, "lora-qv": 1e-2, "lora-all": 1e-2, "full": 3e-4, "full-linear": 3e-4, "last-block": 1e-3, "control": 1e-3}
 
 
@@ -169,6 +170,8 @@ def finetune(
     precision: str | None = None,
     score_all: bool = True,
     track_forgetting: bool = False,
+    eval_every: int | None = None,
+    checkpoint_by: str = "exact match",
 ) -> tuple[GPT, Report]:
     """Fine-tune a copy of ``base`` (never ``base`` itself) and report on it.
 
@@ -179,9 +182,17 @@ def finetune(
     ``score_all=False`` skips the training-animal score and the pretraining loss (NaN in the report): sweeps need neither.
     ``track_forgetting`` adds the held-out loss to every evaluation (``report.result.evals``, key ``"held_out"``), so
     that runs kept at different steps can be compared at the same step (``Comparison.forgetting(..., step=)``).
+    ``eval_every``: evaluate on the validation animals every that many steps (default: six times a run, ``steps // 6``);
+    a finer grid resolves when a run reached a level, and gives the best checkpoint more steps to come from.
+    ``checkpoint_by``: the run keeps the weights of its best evaluation on the validation animals, by ``"exact match"``
+    (ties: the lower answer loss) or by ``"answer loss"`` alone (for a lesson whose verdicts are on the answer loss).
     """
     if replay < 0:
         raise ValueError(f"replay must be >= 0, got {replay}.")
+    if checkpoint_by not in CHECKPOINT_BY:
+        raise ValueError(f"checkpoint_by must be one of {CHECKPOINT_BY}, got {checkpoint_by!r}.")
+    if eval_every is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, int) or not 1 <= eval_every <= steps):
+        raise ValueError(f"eval_every must be a whole number of steps from 1 to steps ({steps}), got {eval_every!r}.")
     if not world.val_animals:
         raise ValueError("The world has no validation animals to pick a checkpoint with; build it with make_world(..., n_val=8).")
     if loraplus_ratio is not None and not method.startswith("lora"):
@@ -201,20 +212,24 @@ def finetune(
     def evaluate(m: GPT) -> dict[str, float]:  # validation animals only: the test animals are scored once, at the end
         em, loss = answer_scores(m, world, task, world.val_animals)  # one forward pass for both
         scores = {"val": em, "val_loss": loss}
+        if checkpoint_by == "answer loss":
+            scores["-val_loss"] = -loss  # higher is better, as train() ranks
         if held_out is not None:  # forgetting along the run; it chooses nothing
             scores["held_out"] = lm_loss(m, held_out, world.tokenizer.pad_id)
         return scores
 
     lr = lr or DEFAULT_LR[method]
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=max(1, steps // 6), seed=seed, precision=precision)
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every or max(1, steps // 6), seed=seed,
+                      precision=precision)
     groups = None
     if loraplus_ratio is not None:
         from ..lora.variants import loraplus_param_groups
 
         groups = loraplus_param_groups(model, lr=lr, ratio=loraplus_ratio)
     device = next(base.parameters()).device
-    result = train(model, x, y, cfg, evaluate=evaluate, score_key="val", tiebreak_key="val_loss", save_dir=save_dir, device=device,
-                   desc=f"{method} ({task})", progress=progress, param_groups=groups)
+    keys = {"score_key": "val", "tiebreak_key": "val_loss"} if checkpoint_by == "exact match" else {"score_key": "-val_loss"}
+    result = train(model, x, y, cfg, evaluate=evaluate, save_dir=save_dir, device=device, desc=f"{method} ({task})",
+                   progress=progress, param_groups=groups, **keys)
     count = count_parameters(model)
     val_right, val_loss = answers_right(model, world, task, world.val_animals)
     test_right, test_losses, test_loss = answer_rows(model, world, task, world.test_animals)
@@ -228,7 +243,7 @@ def finetune(
         ms_per_step=result.ms_per_step,
         tokens_per_second=result.tokens_per_second,
         peak_memory_bytes=result.peak_cuda_bytes,
-        val_exact_match=result.best_score,  # train() restored the weights that scored it
+        val_exact_match=dict(result.evals)[result.best_step]["val"],  # train() restored the weights that scored it
         val_answer_loss=val_loss,
         val_right=tuple(val_right),
         test_exact_match=sum(test_right) / len(test_right),

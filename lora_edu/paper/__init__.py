@@ -6,6 +6,8 @@
 - ``lora_vs_full``: notebook 05b's six methods, kept in the cache so that notebook 05c reads the same runs; the
   fact probe and the held-out loss split into the format's part and the rest.
 - ``loraplus``: notebook 06b's LoRA+ against plain LoRA (the ratio chosen on validation, fresh seeds paired by seed).
+- ``rank_tie``: notebook 06's Table 6 claim as a tie (a smaller rank within a margin of a larger one's loss).
+- ``phi``: notebook 06's subspace overlap φ between two ranks, beside chance, two seeds, the start and another task.
 - ``table7``: notebook 06's Table 7 (ΔW's directions against W's, random ones and another task's).
 - ``houlsby``: Houlsby adapters, the baseline of the paper's latency table.
 

@@ -91,12 +91,18 @@ class Comparison:
         """The mean of ``measure(model)[key]`` over the runs of one arm at ``lr`` (default: its chosen rate), or over
         ``seeds`` only. Where ``key`` holds one value per weight matrix (a dict, e.g. ``qv_sizes``), each run counts
         the mean over its matrices whose names end with ``matrices`` ("" keeps all, "q_proj" keeps the Wq)."""
-        lr = self.chosen_lr[label] if lr is None else lr
-        values = [per_run(m[key], matrices) for (lab, r_lr, seed), m in sorted(self.measured.items())
-                  if lab == label and r_lr == lr and (seeds is None or seed in seeds)]
+        values = [per_run(m[key], matrices) for m in self.measures(label, lr, seeds)]
         if not values:
-            raise ValueError(f"No run of {label!r} at lr {lr:g} was measured; pass measure= to compare_methods for that arm.")
+            rate = self.chosen_lr[label] if lr is None else lr
+            raise ValueError(f"No run of {label!r} at lr {rate:g} was measured; pass measure= to compare_methods for that arm.")
         return statistics.fmean(values)
+
+    def measures(self, label: str, lr: float | None = None, seeds: Sequence[int] | None = None) -> list:
+        """What ``measure(model)`` returned for each run of one arm at ``lr`` (default: its chosen rate), in seed order,
+        or for ``seeds`` only."""
+        lr = self.chosen_lr[label] if lr is None else lr
+        return [m for (lab, r_lr, seed), m in sorted(self.measured.items())
+                if lab == label and r_lr == lr and (seeds is None or seed in seeds)]
 
     def include(self, other: Comparison) -> None:
         """Add the arms and runs of another comparison (e.g. one whose rate depends on this one's choice)."""

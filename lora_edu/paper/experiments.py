@@ -46,6 +46,7 @@ __all__ = [
     "log_interval",
     "phi_chance",
     "phi_verdicts",
+    "ratio_verdict",
     "ratio_winner",
     "runs_by_config",
     "seeds_and_animals",
@@ -149,7 +150,8 @@ def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int
     alpha = 16, so the scaling is 2 at r = 8 (notebook 05's alpha / r = 16 / 8). With a fixed alpha, the first Adam
     step lowers the loss by the same amount at every rank (``lora_edu.lora.variants.loss_drop_after_one_step``),
     while the size of the update shrinks like 1 / sqrt(r). ``rslora=True`` scales by RANK_SWEEP_ALPHA / sqrt(r)
-    instead, which keeps the size and lets the fall in the loss grow like sqrt(r).
+    instead, which keeps the size and lets the fall in the loss grow like sqrt(r). Each run keeps its checkpoint with
+    the lowest validation answer loss: the measure the lessons' verdicts read.
     """
     targets = tuple(targets)
     unknown = [t for t in targets if t not in SHORT]
@@ -158,7 +160,7 @@ def lora_run(base: GPT, world: World, targets: Iterable[str], r: int, steps: int
     t0 = time.perf_counter()
     alpha = RANK_SWEEP_ALPHA if rslora else PAPER_ALPHA
     model, rep = finetune(base, world, task, "lora", targets=[SHORT[t] for t in targets], r=r, alpha=alpha, rslora=rslora,
-                          steps=steps, lr=lr, seed=seed, progress=False, score_all=False)
+                          steps=steps, lr=lr, seed=seed, progress=False, score_all=False, checkpoint_by="answer loss")
     run = LoRARun(targets, r, seed, rep.val_exact_match, rep.val_answer_loss, rep.test_exact_match, rep.test_answer_loss,
                   time.perf_counter() - t0, learned_factors(model), lr, rep.test_answer_losses,
                   tuple((step, scores["val_loss"]) for step, scores in rep.result.evals), rep.test_right)
@@ -592,7 +594,11 @@ def loss_verdict(name_a: str, runs_a: Iterable[LoRARun], name_b: str, runs_b: It
     the ratio too, so a resolved ratio always reads below 1; ``winner_first=False`` keeps every ratio A / B (for a
     lesson that sets several variants against one reference). The lesson states the 95% rule once, so the line does
     not. ``paired=True`` pairs the runs by seed (``runs_loss_ratio``)."""
-    ratio = runs_loss_ratio(runs_a, runs_b, paired)
+    return ratio_verdict(name_a, name_b, runs_loss_ratio(runs_a, runs_b, paired), what, winner_first)
+
+
+def ratio_verdict(name_a: str, name_b: str, ratio: LossRatio, what: str = "test answer loss", winner_first: bool = True) -> str:
+    """``loss_verdict``'s line from a loss ratio A / B already computed."""
     winner = ratio_winner(name_a, name_b, ratio)
     if winner == name_a:
         return f"{name_a} beats {name_b} on {what} (loss ratio {name_a} / {name_b} {ratio})"

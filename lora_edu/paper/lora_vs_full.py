@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -34,16 +35,17 @@ from .comparison import (
     LearningForgetting,
     PairedDifference,
     compare_methods,
+    evaluation_at,
     learning_forgetting,
     more_seeds,
     paired_difference,
     paired_verdict,
 )
-from .experiments import update_spectra, verdict_word
+from .experiments import Interval, better, interval, update_spectra, verdict, verdict_word
 
-__all__ = ["COMPARED", "CONTROL", "LORA_VS_FULL", "FactProbe", "at_matched_learning", "fact_line_losses", "fact_probe", "fact_table",
-           "facts_kept", "format_share", "format_table",
-           "learned_rates", "load_comparison", "lora_vs_full", "measure_run", "qv_names", "save_comparison"]
+__all__ = ["COMPARED", "CONTROL", "LONGER", "LORA_VS_FULL", "FactProbe", "LongerBudget", "at_matched_learning",
+           "fact_line_losses", "fact_probe", "fact_table", "facts_kept", "format_share", "format_table", "learned_rates",
+           "load_comparison", "longer_budget", "lora_vs_full", "measure_run", "qv_names", "save_comparison"]
 
 LORA_VS_FULL = (
     Arm("lora-all", "lora-all", (1e-3, 3e-3, 1e-2, 3e-2), headline=True),
@@ -240,7 +242,7 @@ def facts_kept(comparison: Comparison, label: str, lr: float) -> list[list[float
     """(seeds, test animals): the share of each test animal's two facts (home and food) that one arm's runs at ``lr``
     still reach from the old phrasing, choosing among the answers: 0, 0.5 or 1 per animal."""
     return [[(home + food) / 2 for home, food in zip(m["facts"][("home", True)], m["facts"][("food", True)], strict=True)]
-            for (lab, r_lr, _), m in sorted(comparison.measured.items()) if lab == label and r_lr == lr]
+            for m in comparison.measures(label, lr)]
 
 
 def fact_table(base: GPT, world: World, comparison: Comparison, rates: dict[str, float]) -> str:
@@ -248,7 +250,7 @@ def fact_table(base: GPT, world: World, comparison: Comparison, rates: dict[str,
     its seeds and the animals), one column per attribute and probe (``FACT_COLUMNS``)."""
     rows = {"base model": [fact_recall(base, world, a, world.test_animals, among) for a, among in FACT_COLUMNS]}
     for label, lr in rates.items():
-        runs = [m["facts"] for (lab, r_lr, _), m in sorted(comparison.measured.items()) if lab == label and r_lr == lr]
+        runs = [m["facts"] for m in comparison.measures(label, lr)]
         rows[f"{label} at {lr:g}"] = [float(np.mean([run[key] for run in runs])) for key in FACT_COLUMNS]
     widths = [max(6, len(head)) for head in FACT_COLUMNS.values()]
     lines = [f"{'':<24} " + " ".join(f"{head:>{w}}" for head, w in zip(FACT_COLUMNS.values(), widths, strict=True))]
@@ -307,8 +309,20 @@ def fact_probe(comparison: Comparison, matched_lr: dict[str, float]) -> FactProb
 def fact_line_losses(comparison: Comparison, label: str, lr: float) -> list[tuple[float, float]]:
     """Per seed, one arm's held-out loss on the fact lines and the part of it spent on the JSON format's own tokens
     (``measure_run``'s ``held_out_parts["facts"]`` and ``held_out_format``)."""
-    return [(m["held_out_parts"]["facts"], m["held_out_format"])
-            for (lab, r_lr, _), m in sorted(comparison.measured.items()) if lab == label and r_lr == lr]
+    return [(m["held_out_parts"]["facts"], m["held_out_format"]) for m in comparison.measures(label, lr)]
+
+
+def fact_line_means(comparison: Comparison, label: str, lr: float) -> tuple[float, float]:
+    """``fact_line_losses`` averaged over the seeds: the loss on the fact lines and its part on the JSON tokens."""
+    runs = fact_line_losses(comparison, label, lr)
+    return float(np.mean([t for t, _ in runs])), float(np.mean([s for _, s in runs]))
+
+
+def rise_share(losses: tuple[float, float], base_losses: tuple[float, float]) -> float:
+    """The format's share of the rise in the fact lines' loss over the base model's: the rise of the part on the JSON
+    tokens over the rise of the whole (``losses`` and ``base_losses``: the whole and that part; NaN with no rise)."""
+    (total, spent), (base_total, base_spent) = losses, base_losses
+    return (spent - base_spent) / (total - base_total) if total > base_total else float("nan")
 
 
 def format_table(comparison: Comparison, base_losses: tuple[float, float], rates: Sequence[tuple[str, float]]) -> str:
@@ -319,16 +333,106 @@ def format_table(comparison: Comparison, base_losses: tuple[float, float], rates
     total, spent = base_losses
     lines.append(f"{'base model':<22} {total:>18.3f} {spent:>16.3f} {total - spent:>10.3f}")
     for label, lr in rates:
-        runs = fact_line_losses(comparison, label, lr)
-        t, s = float(np.mean([x for x, _ in runs])), float(np.mean([y for _, y in runs]))
-        lines.append(f"{f'{label} at {lr:g}':<22} {t:>18.3f} {s:>16.3f} {t - s:>10.3f} "
-                     f"{format_share(comparison, base_losses, label, lr):>25.0%}")
+        t, s = fact_line_means(comparison, label, lr)
+        lines.append(f"{f'{label} at {lr:g}':<22} {t:>18.3f} {s:>16.3f} {t - s:>10.3f} {rise_share((t, s), base_losses):>25.0%}")
     return "\n".join(lines)
 
 
 def format_share(comparison: Comparison, base_losses: tuple[float, float], label: str, lr: float) -> float:
     """How much of one arm's rise in the fact lines' loss over the base model's is the format: the rise of the part
     spent on the JSON tokens over the rise of the whole (means over seeds; NaN when the loss did not rise)."""
-    runs = fact_line_losses(comparison, label, lr)
-    total, spent = float(np.mean([t for t, _ in runs])), float(np.mean([s for _, s in runs]))
-    return (spent - base_losses[1]) / (total - base_losses[0]) if total > base_losses[0] else float("nan")
+    return rise_share(fact_line_means(comparison, label, lr), base_losses)
+
+
+LONGER = 3  # how many times notebook 05b's budget the longer lora-all run trains (section 2d)
+
+
+@dataclass(frozen=True)
+class LongerBudget:
+    """lora-all at a small rate trained ``LONGER`` times as long (``longer``), against full fine-tuning at its matched
+    rate in the ordinary budget (from ``comparison``), every run read after its last step, on the same seeds."""
+
+    comparison: Comparison
+    longer: Comparison
+    label: str  # the longer arm's label
+    full_lr: float
+    steps: int  # the ordinary budget
+
+    @property
+    def lr(self) -> float:
+        return self.longer.chosen_lr[self.label]
+
+    @property
+    def long_steps(self) -> int:
+        return self.longer.runs(self.label)[0].result.evals[-1][0]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [run.seed for run in self.longer.runs(self.label)]
+
+    def scores(self, which: str) -> tuple[Comparison, str, float, int]:
+        """(comparison, label, rate, last step) of ``which``: "lora-all" (the longer run) or "full"."""
+        return ((self.longer, self.label, self.lr, self.long_steps) if which == "lora-all"
+                else (self.comparison, "full", self.full_lr, self.steps))
+
+    def at_end(self, which: str, key: str) -> Interval:
+        """``key`` ("val" exact match, "val_loss", "held_out") of each seed's run after its last step: mean and interval."""
+        comparison, label, lr, step = self.scores(which)
+        return interval(evaluation_at(run, key, step) for run in comparison.runs(label, lr) if run.seed in self.seeds)
+
+    def moved(self, which: str) -> float:
+        """The median ‖ΔW‖/‖W‖ of the weights the method moved, at each run's best checkpoint, mean over the seeds."""
+        comparison, label, lr, _ = self.scores(which)
+        return statistics.fmean(run.update_ratio for run in comparison.runs(label, lr) if run.seed in self.seeds)
+
+    @property
+    def learned(self) -> bool:
+        """Did the longer run learn the task: mean validation exact match after its last step at least ``MIN_VAL_EM``?"""
+        return self.at_end("lora-all", "val").mean >= MIN_VAL_EM
+
+    def word(self) -> str:
+        """What the longer run says about the short budget as the cause of full's edge."""
+        if not self.learned:
+            return (f"not resolved: at {self.lr:g} lora-all does not learn the task even in {self.long_steps} steps, so this "
+                    "run cannot test the budget")
+        forgets_less = better("lora-all", self.at_end("lora-all", "held_out"), "full", self.at_end("full", "held_out"), False)
+        learns_more = better("lora-all", self.at_end("lora-all", "val_loss"), "full", self.at_end("full", "val_loss"), False)
+        if forgets_less == "full":
+            return ("disagrees still: full forgets less" + (" and learns more" if learns_more == "full" else "")
+                    + ", so the short budget does not explain full's edge")
+        if forgets_less is None and learns_more == "full":
+            return ("disagrees still: the held-out losses are not told apart, but full learns more (a lower validation answer "
+                    "loss); on one shared curve, equal forgetting would come with equal learning")
+        if forgets_less == "lora-all":
+            return ("agrees with a longer budget: lora-all forgets less than full"
+                    + (" and learns less, the paper's side of the curve" if learns_more == "full" else "")
+                    + ", so the short budget explains at least part of full's edge")
+        return "not resolved: neither the held-out losses nor the learning are told apart"
+
+    def __str__(self) -> str:
+        lines = [f"every run after its last step, {len(self.seeds)} seeds, mean [95% interval]:"]
+        for which in ("lora-all", "full"):
+            _, label, lr, step = self.scores(which)
+            lines.append(f"  {which:<8} at {lr:g}, {step} steps: validation exact match {self.at_end(which, 'val').mean:.2f}, "
+                         f"answer loss {self.at_end(which, 'val_loss')}; weights moved {self.moved(which):.2f} of their size "
+                         f"(median ‖ΔW‖/‖W‖); held-out loss {self.at_end(which, 'held_out')}")
+        return "\n".join([*lines, *self.verdicts(), "so: " + self.word()])
+
+    def verdicts(self) -> list[str]:
+        """lora-all against full on forgetting (the held-out loss), then on learning (the validation answer loss)."""
+        return [verdict("lora-all", self.at_end("lora-all", "held_out"), "full", self.at_end("full", "held_out"), False,
+                        "held-out loss"),
+                verdict("lora-all", self.at_end("lora-all", "val_loss"), "full", self.at_end("full", "val_loss"), False,
+                        "validation answer loss (how much was learned)")]
+
+
+def longer_budget(base: GPT, world: World, run: dict, comparison: Comparison, full_lr: float, lr: float = 1e-3,
+                  factor: int = LONGER, show_progress: bool = True) -> LongerBudget:
+    """Notebook 05b, section 2d: lora-all at ``lr`` for ``factor`` times ``run``'s steps on every seed of ``SEEDS``,
+    set against full fine-tuning at ``full_lr`` in ``comparison`` (the ordinary budget)."""
+    if not isinstance(factor, int) or factor < 2:
+        raise ValueError(f"factor is how many times the ordinary budget the longer run trains: a whole number from 2, got {factor!r}.")
+    label = f"lora-all, {factor}x steps"
+    longer = compare_methods(base, world, "json", [Arm(label, "lora-all", (lr,), headline=True)], SEEDS, SEEDS, r=R, alpha=ALPHA,
+                             show_progress=show_progress, track_forgetting=True, **{**run, "steps": factor * run["steps"]})
+    return LongerBudget(comparison, longer, label, full_lr, run["steps"])

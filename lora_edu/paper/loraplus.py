@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..gpt.finetune import Report
-from .comparison import Comparison, choose_arm
-from .experiments import LossRatio, loss_verdict, loss_winner, runs_loss_ratio, verdict_word, welch_half_width
+from .comparison import Comparison, choose_arm, mean_val_answer_loss
+from .experiments import LossRatio, ratio_verdict, ratio_winner, runs_loss_ratio, verdict_word, welch_half_width
 
 __all__ = ["LoRAPlusStudy", "arm_label", "steps_to_reach"]
 
@@ -50,6 +50,7 @@ class LoRAPlusStudy:
     what: str
     fresh: Comparison | None = None
     choose_by: str = "exact match"  # the rule that chose the sweep's rates, and now the ratio (``choose_arm``)
+    _ratios: dict = field(default_factory=dict, init=False, repr=False)  # (id of fresh, label) -> loss_ratio(label)
 
     def __post_init__(self) -> None:
         missing = [label for label in self.labels if label not in self.sweep.chosen_lr]
@@ -79,8 +80,8 @@ class LoRAPlusStudy:
 
     def val_loss(self, label: str) -> tuple[float, float]:
         """The mean validation answer loss of an arm at its chosen rate over the sweep seeds, and its standard error."""
-        losses = [run.val_answer_loss for run in self.sweep.runs(label)]
-        return statistics.fmean(losses), statistics.stdev(losses) / len(losses) ** 0.5
+        runs = self.sweep.runs(label)
+        return mean_val_answer_loss(runs), statistics.stdev(run.val_answer_loss for run in runs) / len(runs) ** 0.5
 
     def too_close_to_tell(self) -> list[str]:
         """The arms whose validation answer loss lies within the 95% Welch interval (over the sweep seeds) of the lowest."""
@@ -103,6 +104,11 @@ class LoRAPlusStudy:
             rows.append("* the largest or smallest rate tried: a better one may lie outside the grid")
         lowest = min(self.labels, key=lambda label: self.val_loss(label)[0])
         close = self.too_close_to_tell()
+        if self.choose_by == "answer loss":
+            right = [sum(sum(run.val_right) for run in self.sweep.runs(label)) for label in self.labels]
+            asked = len(self.sweep.runs("LoRA")[0].val_right) * len(self.sweep_seeds)
+            rows.append(f"the validation answer loss chose every rate and the ratio; exact match is shown beside it, near its "
+                        f"floor: {min(right)} to {max(right)} right answers of {asked} at the chosen rates")
         rows += ["", f"validation's choice of LoRA+ (a ratio above 1): {self.chosen}; with plain LoRA and the smaller "
                  f"ratios included: {self.chosen_with_references}",
                  f"lowest validation answer loss: {lowest}; within the 95% interval of it (Welch, {len(self.sweep_seeds)} "
@@ -115,9 +121,12 @@ class LoRAPlusStudy:
         return self.fresh
 
     def loss_ratio(self, label: str) -> LossRatio:
-        """The arm's test answer loss over plain LoRA's on the fresh seeds, paired by seed."""
+        """The arm's test answer loss over plain LoRA's on the fresh seeds, paired by seed (computed once per fresh set)."""
         fresh = self._fresh()
-        return runs_loss_ratio(fresh.runs(label), fresh.runs("LoRA"), paired=True)
+        key = (id(fresh), label)
+        if key not in self._ratios:
+            self._ratios[key] = runs_loss_ratio(fresh.runs(label), fresh.runs("LoRA"), paired=True)
+        return self._ratios[key]
 
     def seed_correlation(self, label: str) -> float:
         """How much a fresh seed that suits plain LoRA also suits ``label``: the correlation of their log test losses."""
@@ -133,10 +142,19 @@ class LoRAPlusStudy:
         lines = []
         for label in self.compared:
             lead = "" if label == self.chosen else "a further look, at the paper's default: "
-            lines.append(lead + loss_verdict(label, fresh.runs(label), "LoRA", fresh.runs("LoRA"), self.what,
-                                             winner_first=False, paired=True))
+            lines.append(lead + ratio_verdict(label, "LoRA", self.loss_ratio(label), self.what, winner_first=False))
             lines.append("  " + fresh.paired_verdict(label, "LoRA"))
         return lines
+
+    def fresh_report(self) -> str:
+        """What the fresh seeds say: the verdicts, the seeds' luck the pairing removes, and the winner's curse line."""
+        seeds = sorted({run.seed for run in self._fresh().runs("LoRA")})
+        luck = ", ".join(f"{label} and LoRA {self.seed_correlation(label):+.2f}" for label in self.compared)
+        return "\n".join([f"on {len(seeds)} fresh seeds, {seeds[0]} to {seeds[-1]}, each arm at its chosen rate:",
+                          *self.verdicts(),
+                          f"a seed's luck shared by the two arms (correlation of log test loss over the fresh seeds): {luck}; "
+                          "pairing by seed narrows an interval only as far as this is above 0",
+                          self.winners_curse()])
 
     def winners_curse(self) -> str:
         """Validation's loss ratio for the chosen arm beside the fresh seeds' interval, and what that interval rules out."""
@@ -167,8 +185,7 @@ class LoRAPlusStudy:
         last = fresh.runs("LoRA")[0].result.evals[-1][0]
         medians = {}
         lines = [f"steps to reach validation answer loss {target:.3f} (evaluated every "
-                 f"{fresh.runs('LoRA')[0].result.evals[0][0]} steps; a description, without an interval; a seed that "
-                 "never got there counts as the slowest):"]
+                 f"{fresh.runs('LoRA')[0].result.evals[0][0]} steps; a seed that never got there counts as the slowest):"]
         for label in ["LoRA", *self.compared]:
             steps = [steps_to_reach(run, target) for run in fresh.runs(label)]
             reached = [s for s in steps if s is not None]
@@ -176,18 +193,40 @@ class LoRAPlusStudy:
             medians[label] = None if middle == math.inf else middle
             lines.append(f"  {label:<9} median {f'{middle:g}' if medians[label] else f'more than {last}'} steps, "
                          f"{len(reached)} of {len(steps)} seeds got there")
+        every = fresh.runs("LoRA")[0].result.evals[0][0]
         for label in self.compared:
-            if medians[label] and medians["LoRA"]:
-                lines.append(f"  {label} took {medians[label] / medians['LoRA']:.2f} times plain LoRA's steps "
-                             "(below 1: faster)")
+            ratio, low, high = self.steps_ratio(label, target, past=last + every)
+            word = "faster" if high < 1 else "slower" if low > 1 else "not told apart from plain LoRA"
+            lines.append(f"  {label} took {ratio:.2f} [{low:.2f}, {high:.2f}] times plain LoRA's steps (the median's ratio, "
+                         f"95% interval by redrawing the seeds in pairs; below 1: faster): {word}")
+        lines.append(f"  (for the ratio, a seed that never got there counts as reaching it at step {last + every}, one "
+                     "evaluation past the end: a ratio that leans on such seeds is a bound, not a measurement)")
         return "\n".join(lines)
+
+    def steps_ratio(self, label: str, target: float, past: int, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+        """The median steps of ``label``'s fresh seeds to reach ``target`` over plain LoRA's, and a 95% percentile
+        interval from redrawing the seeds with replacement, each seed's two runs together (a seed that never got there
+        counts as ``past``)."""
+        fresh = self._fresh()
+        pairs = [(steps_to_reach(a, target), steps_to_reach(b, target))
+                 for a, b in zip(*(sorted(fresh.runs(lab), key=lambda r: r.seed) for lab in (label, "LoRA")), strict=True)]
+        steps = np.array([[past if s is None else s for s in pair] for pair in pairs], dtype=np.float64)  # (seeds, 2)
+        draws = np.random.default_rng(seed).integers(0, len(steps), (resamples, len(steps)))
+        low_middle = (len(steps) - 1) // 2  # the lower median, as the table's medians
+
+        def median(x: np.ndarray) -> np.ndarray:  # (..., seeds) -> (...)
+            return np.sort(x, axis=-1)[..., low_middle]
+
+        ratios = median(steps[draws, 0]) / median(steps[draws, 1])
+        centre = float(median(steps[:, 0]) / median(steps[:, 1]))
+        return centre, float(np.quantile(ratios, 0.025)), float(np.quantile(ratios, 0.975))
 
     def finding(self, width: int) -> tuple[str, str, list[str]]:
         """The lesson's finding for ``Findings.add``: the claim, our word (from the answer loss at validation's ratio,
         exact match named where it resolves) and the evidence."""
         fresh = self._fresh()
         chosen = self.chosen
-        on_loss = verdict_word(loss_winner(chosen, fresh.runs(chosen), "LoRA", fresh.runs("LoRA"), paired=True), chosen)
+        on_loss = verdict_word(ratio_winner(chosen, "LoRA", self.loss_ratio(chosen)), chosen)
         on_match = fresh.paired_winner(chosen, "LoRA")
         word = on_loss + (f" on the answer loss (exact match, a second measure: {on_match} ahead)" if on_match else "")
         tied = len(self.too_close_to_tell()) == len(self.labels)

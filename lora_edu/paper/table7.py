@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -82,6 +83,7 @@ class Table7Study:
     def groups(self) -> list[Table7Group]:
         return [self.large, self.second, self.small, self.card]
 
+    @cached_property
     def json_minus_card(self) -> Interval:
         """Per seed, the JSON update's ratio to random minus the card update's (same seed, same start A): mean and 95%
         t-interval, on the plain scale."""
@@ -120,7 +122,7 @@ class Table7Study:
                 f"{ours:.2f}, the paper's {paper:.2f} ({ours / paper:.1f} times)")
 
     def __str__(self) -> str:
-        diff = self.json_minus_card()
+        diff = self.json_minus_card
         card = ("above 0: the JSON update's directions catch more of W than another task's do" if diff.low > 0 else
                 "includes 0: not told apart from another task's update, so the relation to W may come from the layer "
                 "and its inputs rather than from the task")
@@ -131,7 +133,7 @@ class Table7Study:
     def finding(self) -> tuple[str, str, str]:
         """The lesson's finding: the claim, our words (led by the small update, the paper's regime) and the evidence."""
         big_word, small_word = interval_word(self.large.over_random, "above"), interval_word(self.small.over_random, "above")
-        diff = self.json_minus_card()
+        diff = self.json_minus_card
         word = (f"{small_word} against random directions with a small update, the paper's regime"
                 + (" (the same at section 1's rate)" if small_word == big_word
                    else f" ({big_word} at section 1's rate, where ΔW is {self.large.size:.1f} times W)")

@@ -356,6 +356,46 @@ register(NumericExercise(
     "branch is cheap. On section 5's tiny model it is not: r = 8 on a 64 × 64 weight is 8 × 128 / 4096, a quarter.",
     hints=("x Aᵀ turns d_in numbers into r numbers; then Bᵀ turns r numbers into d_out numbers.",),
 ))
+def fsdp_gathered_copies() -> float:
+    """What section 3's FSDP2 run gathers per step, in copies of the model, counted from the model's parameters: each
+    block twice (before its forward pass and again before its backward pass), the outermost module's once."""
+    from ...gpt.finetune import prepare
+    from ...gpt.pretrain import load_pretrained
+    from ...scale.distributed import DistributedConfig
+
+    cfg = DistributedConfig(strategy="fsdp")
+    base, _ = load_pretrained(cfg.size, "cpu")
+    model = prepare(base, cfg.method, r=cfg.r, alpha=cfg.alpha, seed=cfg.seed)
+    size = {name: p.numel() * p.element_size() for name, p in model.named_parameters()}
+    blocks = sum(b for name, b in size.items() if name.startswith("blocks."))
+    return (2 * blocks + (sum(size.values()) - blocks)) / sum(size.values())
+
+
+register(PredictExercise(
+    id="predict-fsdp-gathers",
+    prompt="FSDP2 shards every block's weights over the processes (section 3's run: each block wrapped, then the whole "
+    "model, the defaults kept). Predict: in one training step of LoRA, how many copies of the model does each process "
+    "all-gather? Count the bytes gathered over the bytes of one whole model: 1 means every weight was gathered once. "
+    "Think about what the forward pass needs, and what the backward pass needs to pass the gradient down through a "
+    "frozen W.",
+    expected=fsdp_gathered_copies,
+    rel_tol=0.05,
+    traps=(
+        Trap(lambda: 1.0, "that counts the forward pass only. A frozen W gets no gradient, but the gradient still has to "
+             "pass down through its layer to reach the adapters below, and ∂L/∂x = (∂L/∂y) W needs W. FSDP2 freed each "
+             "block after its forward pass, so it gathers it again."),
+        Trap(lambda: 0.5, "a process holds half the model (its shard) between uses, but a matrix product needs the "
+             "layer's whole W: before a block runs, each process fetches the other shards."),
+        Trap(lambda: 3.0, "the optimizer step needs no gather: each process updates its own shard of the trainable "
+             "parameters with its own shard of the gradients (after one reduce-scatter)."),
+    ),
+    explanation="each block is gathered before its forward pass, freed to save memory, and gathered again before its "
+    "backward pass, since passing the gradient down needs W even when W is frozen. The outermost module's weights (the "
+    "embedding tables and the final layer norm, outside the blocks) are gathered once and kept, so the count is a "
+    "little under two. `fully_shard(..., reshard_after_forward=False)` keeps each block gathered from forward to "
+    "backward: one gather fewer, for more memory held.",
+    hints=("What does the backward pass of y = x Wᵀ compute to pass the gradient on to x?",),
+))
 register(ChoiceExercise(
     id="serve-mixed-adapters",
     prompt="A server answers batches of 32 requests on one base model. 32 customers each have their own LoRA adapter, "
