@@ -272,8 +272,8 @@ def plans() -> dict[str, dict]:
             "runs": [
                 Runs("LoRA (4 learning rates) and LoRA+ at ratios 0.5, 2, 4, 8 and 16 (4 each) on Wq+Wv (r = 4), x 3 seeds", 72,
                      "lora-qv", steps06, b06, json_seq, False, EVERY_06B * steps06 // 100),
-                Runs("LoRA, the chosen LoRA+ and LoRA+ 16 at their chosen rates, 10 fresh seeds each", 30, "lora-qv", steps06, b06,
-                     json_seq, False, EVERY_06B * steps06 // 100),
+                Runs("LoRA, the chosen LoRA+, LoRA+ 16 and validation's choice among every ratio, 10 fresh seeds each", 40,
+                     "lora-qv", steps06, b06, json_seq, False, EVERY_06B * steps06 // 100),
             ],
         },
     }

@@ -838,7 +838,7 @@ def test_table7_study_sets_each_update_against_random_directions_and_another_tas
     assert study.card.over_random.mean < study.large.over_random.mean and study.json_minus_card.low > 0  # random directions
     claim, word, evidence = study.finding()
     assert claim.startswith("Table 7 (Section 7.3)")
-    assert word == ("agrees against random directions with a small update, the paper's regime (the same at section 1's rate); "
+    assert word == ("agrees against random directions with a smaller update (0.10 of W; GPT-3's 0.11) (the same at section 1's rate); "
                     "agrees against another task's update (the stricter baseline)")
     assert "JSON, rate 0.001 (update 0.10 of W)" in evidence
     text = str(study)
@@ -859,30 +859,36 @@ def test_rank_tie_reads_the_tie_against_its_margin_and_the_plain_question_apart(
                        ((300, loss * 1.01), (400, loss)), tuple(a < right for a in range(16)))
 
     seeds = range(5)
-    runs = {1: [run(1, s, 0.30 * (1 + 0.1 * s), 4 + s % 2) for s in seeds], 2: [run(2, s, 0.16, 14) for s in seeds],
-            4: [run(4, s, 0.15, 14 + s % 2) for s in seeds]}
-    tie = RankTie(runs, {1: 0.03, 2: 0.03, 4: 0.03}, reference=4, margin=1.25, steps=400)
+    runs = {1: [run(1, s, 0.30 * (1 + 0.1 * s), 4 + s % 2) for s in seeds], 2: [run(2, s, 0.16, 15) for s in seeds],
+            4: [run(4, s, 0.15, 15 + s % 2) for s in seeds]}
+    tie = RankTie(runs, {1: 0.03, 2: 0.03, 4: 0.03}, reference=4, margin=1.25, em_margin=1 / 16, steps=400)
     assert tie.smaller == [1, 2]
     assert tie.ratios[1].low > 1.25 and tie.tie_word(1) == "disagrees"  # twice r = 4's loss: no tie
     assert tie.ratios[2].high < 1.25 and tie.tie_word(2) == "agrees"  # within the margin throughout
-    assert tie.exact_match_gap.low > 0
+    assert tie.exact_match_gaps[1].low > 1 / 16 and tie.em_tie_word(1) == "disagrees"  # ten animals behind
+    assert tie.em_tie_word(2) == "not resolved"  # level with r = 4, but 16 animals cannot pin the lead under one animal
     assert tie.better() == "r = 4 is better than r = 1 on both measures: a lower loss and a higher exact match"
     text = str(tie).splitlines()
     assert text[3].startswith("r = 1's loss / r = 4's ") and text[3].endswith(
         "above 1.25 throughout: no tie; above 1 throughout: r = 4's loss is lower")
-    assert "below 1.25 throughout: a tie; above 1" in text[4] and "test exact match, r = 4 minus r = 1" in text[5]
+    assert "below 1.25 throughout: a tie; above 1" in text[4]
+    assert text[5].startswith("test exact match, r = 4 minus r = 1") and text[5].endswith("above 0.062 throughout: no tie")
+    assert text[6].endswith("the interval straddles 0.062: the tie is not resolved")
     assert text[-1] == "so: " + tie.better()
     claim, word, evidence = tie.finding(64)
     assert claim == "Table 6 (Section 7.2): r = 1 is already enough for Wq+Wv (73.4% against 73.7% at r = 4)"
-    assert word.startswith("disagrees at r = 1, agrees at r = 2 on the tie (answer loss after 400 steps within 1.25 times "
-                           "r = 4's); r = 4 is better")
-    assert evidence[-1] == "on a 64-wide model, where the paper's is 12,288 wide"
-    even = RankTie({1: runs[4], 4: runs[4]}, {1: 0.03, 4: 0.03}, reference=4, margin=1.25, steps=400)
+    assert word == ("disagrees at r = 1, not resolved at r = 2 on exact match, the measure nearest the paper's accuracy "
+                    "(r = 4's lead at most 0.062, one test animal); disagrees at r = 1, agrees at r = 2 on the answer loss "
+                    "(within 1.25 times r = 4's), after 400 steps")
+    assert evidence[-1] == "on a 64-wide model, where the paper's is 12,288 wide" and "so: " + tie.better() in evidence
+    even = RankTie({1: runs[4], 4: runs[4]}, {1: 0.03, 4: 0.03}, reference=4, margin=1.25, em_margin=1 / 16, steps=400)
     assert even.tie_word(1) == "agrees" and even.better() == "r = 4 is not shown better than r = 1 on either measure"
     with pytest.raises(ValueError, match="reference rank 8"):
-        RankTie(runs, {}, reference=8, margin=1.25, steps=400)
+        RankTie(runs, {}, reference=8, margin=1.25, em_margin=1 / 16, steps=400)
     with pytest.raises(ValueError, match="a ratio above 1"):
-        RankTie(runs, {}, reference=4, margin=0.8, steps=400)
+        RankTie(runs, {}, reference=4, margin=0.8, em_margin=1 / 16, steps=400)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        RankTie(runs, {}, reference=4, margin=1.25, em_margin=2, steps=400)
 
 
 def test_phi_study_sets_the_overlap_beside_chance_two_seeds_the_start_and_another_task(tiny):
@@ -913,10 +919,25 @@ def test_phi_study_sets_the_overlap_beside_chance_two_seeds_the_start_and_anothe
     assert "two seeds at r = 32: " in text[1] and "(3 pairs)" in text[1] and "a rough interval" in text[2]
     assert study.starts().startswith("before any step, from the same seeds: φ(A8, A32, 1, 1) ")
     assert "Over 20 seeds the mean is" in study.starts()
+    assert study.raised.low > 0.8 and "training added to it in every seed" in study.starts()  # φ ≈ 1 learned, from ≈ 0
+    assert 0 <= study.start_luck() <= 1 and study.start_luck() == study.start_luck()  # a fixed draw
+    assert ("rare luck" in study.starts()) == (study.start_luck() < 0.05)
     rows = study.findings()
-    assert [word for _, word, _ in rows][:2] == ["descriptive", "agrees"] and len(rows) == 3  # shared above the paper's 0.5
-    assert rows[1][2].endswith("before any step, the same seeds give φ(1, 1) of " + ", ".join(f"{p:.2f}" for p in study.at_start))
+    assert rows[0][1] == "descriptive" and len(rows) == 3
+    assert rows[1][0] == "Section 7.2: the top direction is shared (φ(1, 1) above 0.5 on GPT-3)"
+    assert rows[1][1] == ("agrees that it is shared: above chance and above the seeds' own starts; its size is above GPT-3's 0.5 "
+                          "(a size that depends on the width and the update: a description)")
+    assert "minus the same seed's start (" + ", ".join(f"{p:.2f}" for p in study.at_start) + ")" in rows[1][2]
+    assert rows[2][0] == "Section 7.2: the overlap drops off beyond the top directions"
     card_lines = study.card_report().splitlines()
     assert card_lines[1].endswith("(95% interval above 0)") and card_lines[-1].startswith("so in this layer and these seeds")
     with pytest.raises(ValueError, match="same seed order"):
         phi_study(base, small, high[::-1], card, layer, start_seeds=2)
+
+
+def test_a_loss_ratio_never_prints_a_bound_of_one_that_is_not_one():
+    from lora_edu.paper.experiments import LossRatio
+
+    assert str(LossRatio(0.66, 0.43, 0.9979)) == "0.660 [0.430, 0.998]"  # resolved below 1: shown, not hidden by rounding
+    assert str(LossRatio(0.66, 0.43, 1.0)) == "0.66 [0.43, 1.00]"  # a bound of exactly 1
+    assert str(LossRatio(1.83, 1.12, 2.98)) == "1.83 [1.12, 2.98]"

@@ -208,9 +208,11 @@ def test_the_longer_budget_reads_learning_and_forgetting_after_the_last_step():
     assert same_forgetting.moved("lora-all") == pytest.approx(0.28)
     assert same_forgetting.word().startswith("disagrees still: the held-out losses are not told apart, but full learns more")
     text = str(same_forgetting).splitlines()
-    assert text[1].startswith("  lora-all at 0.001, 600 steps: validation exact match 0.80") and "moved 0.28" in text[1]
-    assert text[2].startswith("  full     at 0.001, 200 steps") and text[-1] == "so: " + same_forgetting.word()
-    assert text[3:5] == same_forgetting.verdicts() and text[3].startswith("lora-all vs full on held-out loss: not resolved")
+    assert text[0] == ("full's rate matched on learning: 0.001, validation exact match 0.90 after 200 steps against "
+                       "lora-all's 0.80 after 600 (the sweep seeds, as section 2a matches)")
+    assert text[2].startswith("  lora-all at 0.001, 600 steps: validation exact match 0.80") and "moved 0.28" in text[2]
+    assert text[3].startswith("  full     at 0.001, 200 steps") and text[-1] == "so: " + same_forgetting.word()
+    assert text[4:6] == same_forgetting.verdicts() and text[4].startswith("lora-all vs full on held-out loss: not resolved")
     assert same_forgetting.verdicts()[1].startswith("full beats lora-all on validation answer loss")
     assert budget(0.8, 0.15, 2.5).word().startswith("disagrees still: full forgets less and learns more")
     assert budget(0.8, 0.15, 1.2).word().startswith("agrees with a longer budget: lora-all forgets less than full and learns less")
@@ -220,3 +222,22 @@ def test_the_longer_budget_reads_learning_and_forgetting_after_the_last_step():
 
     with pytest.raises(ValueError, match="a whole number from 2"):
         longer_budget(None, None, {"steps": 200, "batch_size": 16}, None, 1e-3, factor=1)
+
+
+def test_closest_in_learning_matches_a_rate_on_validation_exact_match():
+    from types import SimpleNamespace
+
+    from lora_edu.paper.lora_vs_full import closest_in_learning
+
+    def report(seed, em):
+        return SimpleNamespace(seed=seed, result=SimpleNamespace(evals=[(200, {"val": em})]))
+
+    ems = {3e-4: 0.79, 1e-3: 0.92, 3e-3: 0.54}  # 3e-3 did not learn (below 0.75)
+    reports = {("full", lr, s): report(s, em) for lr, em in ems.items() for s in (0, 1, 2)}
+    comparison = Comparison([Arm("full", "full", tuple(ems))], reports, {"full": 1e-3}, {})
+    assert closest_in_learning(comparison, "full", 0.78, 200) == 3e-4
+    assert closest_in_learning(comparison, "full", 0.90, 200) == 1e-3
+    assert closest_in_learning(comparison, "full", 0.55, 200) == 3e-4  # 3e-3 is nearer, but it did not learn
+    with pytest.raises(ValueError, match="nothing to match on learning"):
+        closest_in_learning(Comparison([Arm("full", "full", (3e-3,))], {("full", 3e-3, 0): report(0, 0.5)}, {"full": 3e-3}, {}),
+                            "full", 0.8, 200)

@@ -219,7 +219,8 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     assert "EVAL_EVERY = STEPS // 25" in nb06b and '"eval_every": EVAL_EVERY, "checkpoint_by": "answer loss"}' in nb06b
     assert nb06b.count("**RUN)") == 2  # 8 of the gpu size's 200 steps
     assert {r.eval_every for r in plans["06b"]["runs"]} == {200 // 25}
-    assert sum(r.count for r in plans["06b"]["runs"]) == 4 * 3 + 5 * 4 * 3 + 3 * 10 and {r.steps for r in plans["06b"]["runs"]} == {200}
+    assert sum(r.count for r in plans["06b"]["runs"]) == 4 * 3 + 5 * 4 * 3 + 4 * 10  # at most 4 arms run on fresh seeds
+    assert {r.steps for r in plans["06b"]["runs"]} == {200}
     assert {r.steps for r in plans["06"]["runs"]} == {200, 800}
 
 

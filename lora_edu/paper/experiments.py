@@ -500,7 +500,10 @@ class LossRatio:
     high: float
 
     def __str__(self) -> str:
-        return f"{self.ratio:.2f} [{self.low:.2f}, {self.high:.2f}]"
+        """Two decimals; three where a bound would round to 1.00 without being 1, so a resolved ratio never prints a
+        bound of 1.00."""
+        places = 3 if any(f"{bound:.2f}" == "1.00" and bound != 1 for bound in (self.low, self.high)) else 2
+        return f"{self.ratio:.{places}f} [{self.low:.{places}f}, {self.high:.{places}f}]"
 
 
 def loss_ratio(losses_a: Iterable[Iterable[float]], losses_b: Iterable[Iterable[float]], resamples: int = 2000,

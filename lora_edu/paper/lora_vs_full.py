@@ -44,8 +44,9 @@ from .comparison import (
 from .experiments import Interval, better, interval, update_spectra, verdict, verdict_word
 
 __all__ = ["COMPARED", "CONTROL", "LONGER", "LORA_VS_FULL", "FactProbe", "LongerBudget", "at_matched_learning",
-           "fact_line_losses", "fact_probe", "fact_table", "facts_kept", "format_share", "format_table", "learned_rates",
-           "load_comparison", "longer_budget", "lora_vs_full", "measure_run", "qv_names", "save_comparison"]
+           "closest_in_learning", "fact_line_losses", "fact_probe", "fact_table", "facts_kept", "format_share",
+           "format_table", "learned_rates", "load_comparison", "longer_budget", "lora_vs_full", "measure_run", "qv_names",
+           "save_comparison"]
 
 LORA_VS_FULL = (
     Arm("lora-all", "lora-all", (1e-3, 3e-3, 1e-2, 3e-2), headline=True),
@@ -349,8 +350,9 @@ LONGER = 3  # how many times notebook 05b's budget the longer lora-all run train
 
 @dataclass(frozen=True)
 class LongerBudget:
-    """lora-all at a small rate trained ``LONGER`` times as long (``longer``), against full fine-tuning at its matched
-    rate in the ordinary budget (from ``comparison``), every run read after its last step, on the same seeds."""
+    """lora-all at a small rate trained ``LONGER`` times as long (``longer``), against full fine-tuning in the ordinary
+    budget (from ``comparison``) at ``full_lr``, the rate that learned about as much, every run read after its last step,
+    on the same seeds."""
 
     comparison: Comparison
     longer: Comparison
@@ -410,7 +412,11 @@ class LongerBudget:
         return "not resolved: neither the held-out losses nor the learning are told apart"
 
     def __str__(self) -> str:
-        lines = [f"every run after its last step, {len(self.seeds)} seeds, mean [95% interval]:"]
+        lora_em = self.longer.along(self.label, "val", self.lr, SWEEP_SEEDS)[self.long_steps]
+        full_em = self.comparison.along("full", "val", self.full_lr, SWEEP_SEEDS)[self.steps]
+        lines = [f"full's rate matched on learning: {self.full_lr:g}, validation exact match {full_em:.2f} after {self.steps} "
+                 f"steps against lora-all's {lora_em:.2f} after {self.long_steps} (the sweep seeds, as section 2a matches)",
+                 f"every run after its last step, {len(self.seeds)} seeds, mean [95% interval]:"]
         for which in ("lora-all", "full"):
             _, label, lr, step = self.scores(which)
             lines.append(f"  {which:<8} at {lr:g}, {step} steps: validation exact match {self.at_end(which, 'val').mean:.2f}, "
@@ -426,13 +432,25 @@ class LongerBudget:
                         "validation answer loss (how much was learned)")]
 
 
-def longer_budget(base: GPT, world: World, run: dict, comparison: Comparison, full_lr: float, lr: float = 1e-3,
-                  factor: int = LONGER, show_progress: bool = True) -> LongerBudget:
-    """Notebook 05b, section 2d: lora-all at ``lr`` for ``factor`` times ``run``'s steps on every seed of ``SEEDS``,
-    set against full fine-tuning at ``full_lr`` in ``comparison`` (the ordinary budget)."""
+def closest_in_learning(comparison: Comparison, label: str, exact_match: float, steps: int) -> float:
+    """Of ``label``'s rates that learned the task (``learned_rates``), the one whose mean validation exact match after
+    ``steps`` steps over the sweep seeds is closest to ``exact_match`` (ties: the smaller rate): matched on learning,
+    as section 2a matches."""
+    rates = [lr for lab, lr in learned_rates(comparison, steps) if lab == label]
+    if not rates:
+        raise ValueError(f"No rate of {label!r} learned the task in {steps} steps: there is nothing to match on learning.")
+    return min(rates, key=lambda lr: (abs(comparison.along(label, "val", lr, SWEEP_SEEDS)[steps] - exact_match), lr))
+
+
+def longer_budget(base: GPT, world: World, run: dict, comparison: Comparison, lr: float = 1e-3, factor: int = LONGER,
+                  show_progress: bool = True) -> LongerBudget:
+    """Notebook 05b, section 2d: lora-all at ``lr`` for ``factor`` times ``run``'s steps on every seed of ``SEEDS``, set
+    against full fine-tuning in ``comparison`` (the ordinary budget) at the rate that learned about as much
+    (``closest_in_learning``, read on the sweep seeds)."""
     if not isinstance(factor, int) or factor < 2:
         raise ValueError(f"factor is how many times the ordinary budget the longer run trains: a whole number from 2, got {factor!r}.")
     label = f"lora-all, {factor}x steps"
     longer = compare_methods(base, world, "json", [Arm(label, "lora-all", (lr,), headline=True)], SEEDS, SEEDS, r=R, alpha=ALPHA,
                              show_progress=show_progress, track_forgetting=True, **{**run, "steps": factor * run["steps"]})
-    return LongerBudget(comparison, longer, label, full_lr, run["steps"])
+    learned = longer.along(label, "val", lr, SWEEP_SEEDS)[factor * run["steps"]]
+    return LongerBudget(comparison, longer, label, closest_in_learning(comparison, "full", learned, run["steps"]), run["steps"])

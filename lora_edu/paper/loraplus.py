@@ -75,8 +75,18 @@ class LoRAPlusStudy:
 
     @property
     def compared(self) -> list[str]:
-        """The LoRA+ arms run on fresh seeds: validation's choice, then the paper's default 16 (a further look)."""
-        return list(dict.fromkeys((self.chosen, arm_label(PAPER_RATIO))))
+        """The LoRA+ arms run on fresh seeds: validation's choice, then the paper's default 16 and validation's choice
+        among every ratio when that is not plain LoRA (further looks)."""
+        overall = [] if self.chosen_with_references == arm_label(1) else [self.chosen_with_references]
+        return list(dict.fromkeys((self.chosen, arm_label(PAPER_RATIO), *overall)))
+
+    def lead(self, label: str) -> str:
+        """How a verdict line on ``label`` starts: nothing for validation's choice of LoRA+, else which further look."""
+        if label == self.chosen:
+            return ""
+        if label == arm_label(PAPER_RATIO):
+            return "a further look, at the paper's default: "
+        return "a further look, at validation's choice among every ratio: "
 
     def val_loss(self, label: str) -> tuple[float, float]:
         """The mean validation answer loss of an arm at its chosen rate over the sweep seeds, and its standard error."""
@@ -141,8 +151,7 @@ class LoRAPlusStudy:
         fresh = self._fresh()
         lines = []
         for label in self.compared:
-            lead = "" if label == self.chosen else "a further look, at the paper's default: "
-            lines.append(lead + ratio_verdict(label, "LoRA", self.loss_ratio(label), self.what, winner_first=False))
+            lines.append(self.lead(label) + ratio_verdict(label, "LoRA", self.loss_ratio(label), self.what, winner_first=False))
             lines.append("  " + fresh.paired_verdict(label, "LoRA"))
         return lines
 
@@ -173,9 +182,9 @@ class LoRAPlusStudy:
         return {step: [dict(run.result.evals)[step]["val_loss"] for run in runs] for step, _ in runs[0].result.evals}
 
     def target(self) -> float:
-        """A level every compared arm reaches by its last step on average: the highest of their final mean validation
-        answer losses."""
-        return max(statistics.fmean(list(self.curves(label).values())[-1]) for label in ["LoRA", *self.compared])
+        """The level to reach, fixed before the fresh seeds ran: plain LoRA's mean validation answer loss at the last
+        step of its sweep runs at its chosen rate (the seeds that chose)."""
+        return statistics.fmean(run.result.evals[-1][1]["val_loss"] for run in self.sweep.runs("LoRA"))
 
     def steps_to_target(self) -> str:
         """Per arm, the steps its fresh seeds took to first reach ``target()`` on validation (the median, a seed that
@@ -184,8 +193,8 @@ class LoRAPlusStudy:
         target, fresh = self.target(), self._fresh()
         last = fresh.runs("LoRA")[0].result.evals[-1][0]
         medians = {}
-        lines = [f"steps to reach validation answer loss {target:.3f} (evaluated every "
-                 f"{fresh.runs('LoRA')[0].result.evals[0][0]} steps; a seed that never got there counts as the slowest):"]
+        lines = [f"steps to reach validation answer loss {target:.3f}, plain LoRA's level at the end of its sweep runs (evaluated "
+                 f"every {fresh.runs('LoRA')[0].result.evals[0][0]} steps; a seed that never got there counts as the slowest):"]
         for label in ["LoRA", *self.compared]:
             steps = [steps_to_reach(run, target) for run in fresh.runs(label)]
             reached = [s for s in steps if s is not None]
@@ -232,7 +241,12 @@ class LoRAPlusStudy:
         tied = len(self.too_close_to_tell()) == len(self.labels)
         word += (f" on {self.what.removeprefix('test ')}, at the ratio validation chose "
                  f"({chosen.split()[1]}" + (", though it could not tell the ratios apart" if tied else "") + f") and d = {width}")
-        evidence = [line.strip() for line in self.verdicts()] + [self.winners_curse(),
+        target, last = self.target(), fresh.runs("LoRA")[0].result.evals[-1][0]
+        ratio, low, high = self.steps_ratio(chosen, target, past=last + fresh.runs("LoRA")[0].result.evals[0][0])
+        steps = (f"a further look at speed, the steps to reach validation answer loss {target:.3f}: {chosen} took {ratio:.2f} "
+                 f"[{low:.2f}, {high:.2f}] times plain LoRA's (" + ("faster" if high < 1 else "slower" if low > 1 else
+                                                                     "not told apart") + ", a hint, not the verdict)")
+        evidence = [line.strip() for line in self.verdicts()] + [steps, self.winners_curse(),
                                                                  f"{len(next(iter(fresh.reports.values())).test_right)} test "
                                                                  f"animals, {len(fresh.runs('LoRA'))} fresh seeds paired by seed",
                                                                  "a measurement at this width, not a test of the paper at its scale"]

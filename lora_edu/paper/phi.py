@@ -103,29 +103,60 @@ class PhiStudy:
             f"its overlap with the other seeds' A{h}: {diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}] (a rough interval: "
             f"the seed pairs share runs); they share {shared}"])
 
+    def start_luck(self, draws: int = 10_000, seed: int = 0) -> float:
+        """How often the mean start φ(1, 1) of as many seeds, drawn from ``many_starts``, is at least our seeds' mean."""
+        many, ours = np.array(self.many_starts), float(np.mean(self.at_start))
+        picks = np.random.default_rng(seed).integers(0, len(many), (draws, len(self.at_start)))
+        return float(np.mean(many[picks].mean(axis=1) >= ours))
+
+    @cached_property
+    def raised(self) -> Interval:
+        """Per seed, the learned φ(1, 1) minus its start's: how much training added to the overlap."""
+        return interval(p[0, 0] - start for p, start in zip(self.per_seed, self.at_start, strict=True))
+
     def starts(self) -> str:
-        """What the shared random start alone gives: φ(1, 1) of our seeds' starts against many seeds' and chance's."""
-        many, ours = np.array(self.many_starts), self.at_start
-        percentile = [float(np.mean(many < p)) for p in ours]  # where each of our seeds sits among the many
-        as_high = float(np.mean(many >= min(ours)))  # how often a seed starts at least as high as our lowest
-        raised = min(p[0, 0] / start for start, p in zip(ours, self.per_seed, strict=True))  # learned over the seed's start
-        return (f"before any step, from the same seeds: φ(A{self.small}, A{self.high}, 1, 1) {', '.join(f'{p:.2f}' for p in ours)}. "
-                f"Over {len(many)} seeds the mean is {many.mean():.3f}, chance's {self.chance.top:.3f}, so a shared seed does not "
-                f"make the starts alike; but the spread is wide: {as_high:.0%} of the {len(many)} start at {min(ours):.2f} or "
-                f"more. Our {len(ours)} seeds sit high (the {', '.join(f'{q:.0%}' for q in percentile)} points): {len(ours)} "
-                f"seeds all that high come about once in {1 / as_high ** len(ours):,.0f} draws of {len(ours)}, rare luck. Even "
-                f"so, training raised it: each seed's learned φ(1, 1) is {raised:.1f} times its start's or more")
+        """What the shared random start alone gives: our seeds' φ(1, 1) before any step, against many seeds' and chance's,
+        and how much training added to it."""
+        many, ours, n = np.array(self.many_starts), self.at_start, len(self.at_start)
+        luck = self.start_luck()
+        sits = (f"rare luck: a mean as high comes in {luck:.1%} of draws of {n} seeds" if luck < 0.05 else
+                f"not unusual: a mean as high comes in {luck:.0%} of draws of {n} seeds")
+        raised = self.raised
+        added = ("training added to it in every seed, by an amount the interval resolves" if raised.low > 0 and
+                 all(p[0, 0] > start for p, start in zip(self.per_seed, ours, strict=True)) else
+                 "training added to it, by an amount the interval resolves" if raised.low > 0 else
+                 "the interval does not resolve what training added")
+        return (f"before any step, from the same seeds: φ(A{self.small}, A{self.high}, 1, 1) {', '.join(f'{p:.2f}' for p in ours)}, "
+                f"mean {np.mean(ours):.3f}. Over {len(many)} seeds the mean is {many.mean():.3f}, chance's {self.chance.top:.3f}: "
+                f"a shared seed does not make the two starts alike. Our seeds' mean start is {sits}. Learned minus start, per "
+                f"seed: {raised.mean:+.2f} [{raised.low:+.2f}, {raised.high:+.2f}]; {added}")
 
     def findings(self) -> list[Finding]:
-        """The descriptive overlap, then the paper's two findings (``phi_verdicts``) with the starts beside them."""
+        """The descriptive overlap; the paper's first finding (the top direction is shared) judged against chance and
+        each seed's own start, with the paper's 0.5 as a size beside it; its second (``phi_verdicts``: the drop-off)."""
         s, h = self.small, self.high
         rows = [("Section 7.2 (Figure 3): the subspaces of r = 8 and r = 64 overlap in their top directions", "descriptive",
                  f"mean φ over i, j <= {s}: r = {s} against r = {h} {self.across_ranks:.2f}, two seeds of one rank "
                  f"{self.across_seeds:.2f}, random subspaces {self.chance.mean[:, :s].mean():.2f}. The verdict rows below test "
                  "the paper's two findings")]
-        starts = ", ".join(f"{p:.2f}" for p in self.at_start)
-        return rows + [(paper, word, ours + f"; before any step, the same seeds give φ(1, 1) of {starts}")
-                       for paper, word, ours in phi_verdicts(self.per_seed, self.chance)]
+        top = [float(p[0, 0]) for p in self.per_seed]
+        above_chance, raised = interval(x - self.chance.top for x in top), self.raised
+        if above_chance.low > 0 and raised.low > 0:
+            word = "agrees that it is shared: above chance and above the seeds' own starts"
+        elif above_chance.low > 0:
+            word = "partly: above chance, but not shown above the seeds' own starts"
+        elif above_chance.high < 0:
+            word = "disagrees: below chance"
+        else:
+            word = "not resolved: not told apart from chance"
+        size = ("below" if max(top) < 0.5 else "above" if min(top) > 0.5 else "around")
+        rows.append(("Section 7.2: the top direction is shared (φ(1, 1) above 0.5 on GPT-3)",
+                     word + f"; its size is {size} GPT-3's 0.5 (a size that depends on the width and the update: a description)",
+                     f"φ(1, 1) per seed {', '.join(f'{x:.2f}' for x in top)}; minus chance's {self.chance.top:.2f}, "
+                     f"{above_chance.mean:+.2f} [{above_chance.low:+.2f}, {above_chance.high:+.2f}]; minus the same seed's start "
+                     f"({', '.join(f'{x:.2f}' for x in self.at_start)}), {raised.mean:+.2f} [{raised.low:+.2f}, {raised.high:+.2f}] "
+                     f"(95% intervals over the {len(top)} seeds)"))
+        return rows + phi_verdicts(self.per_seed, self.chance)[1:]
 
     @cached_property
     def json_minus_card(self) -> Interval:

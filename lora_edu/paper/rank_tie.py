@@ -1,8 +1,9 @@
 """Is a smaller rank enough? Table 6's claim tested as a tie (notebook 06, section 2d).
 
-The paper's claim is a tie: r = 1 does about as well as a larger rank. A tie is tested against a margin fixed before
-looking (the smaller rank's answer loss at most ``margin`` times the reference rank's), not against 1: an interval
-that lies below the margin is a tie, one above it is not, one across it is a question the runs cannot decide. The
+The paper's claim is a tie: r = 1 does about as well as a larger rank. A tie is tested against a margin, not against
+1: on exact match, the reference rank's lead at most ``em_margin`` (one test animal: the finest step exact match takes);
+on the answer loss, the smaller rank's loss at most ``margin`` times the reference's. An interval that lies below the
+margin is a tie, one above it is not, one across it is a question the runs cannot decide. The
 same runs answer a second, plainer question: is the reference rank better (its loss lower, its exact match higher)?
 """
 
@@ -23,13 +24,15 @@ class RankTie:
     """Wq+Wv at a few ranks, each at the rate validation chose for it, scored on the same seeds.
 
     ``runs``: rank -> its scored runs; ``rates``: rank -> its chosen rate; ``reference``: the rank the smaller ones are
-    held against; ``margin``: the tie's margin on the loss ratio; ``steps``: the runs' length.
+    held against; ``margin``: the tie's margin on the loss ratio; ``em_margin``: the tie's margin on exact match (how
+    far the reference's lead may go); ``steps``: the runs' length.
     """
 
     runs: dict[int, Sequence[LoRARun]]
     rates: dict[int, float]
     reference: int
     margin: float
+    em_margin: float
     steps: int
 
     def __post_init__(self) -> None:
@@ -37,6 +40,8 @@ class RankTie:
             raise ValueError(f"Give the reference rank {self.reference} and at least one smaller rank in runs; got {sorted(self.runs)}.")
         if self.margin <= 1:
             raise ValueError(f"The margin is how much higher a tied rank's loss may be: a ratio above 1, got {self.margin}.")
+        if not 0 < self.em_margin < 1:
+            raise ValueError(f"em_margin is how far the reference's exact match may lead, between 0 and 1; got {self.em_margin}.")
 
     @property
     def smaller(self) -> list[int]:
@@ -48,21 +53,27 @@ class RankTie:
         return {r: runs_loss_ratio(self.runs[r], self.runs[self.reference]) for r in self.smaller}
 
     @cached_property
-    def exact_match_gap(self) -> PairedDifference:
-        """The reference rank's test exact match minus the smallest rank's, the test animals paired."""
-        return paired_difference([run.test_right for run in self.runs[self.reference]],
-                                 [run.test_right for run in self.runs[self.smaller[0]]])
+    def exact_match_gaps(self) -> dict[int, PairedDifference]:
+        """The reference rank's test exact match minus each smaller rank's, the test animals paired."""
+        return {r: paired_difference([run.test_right for run in self.runs[self.reference]],
+                                     [run.test_right for run in self.runs[r]]) for r in self.smaller}
 
     def tie_word(self, r: int) -> str:
-        """The tie's verdict at rank ``r``: the whole interval below the margin, above it, or across it."""
+        """The tie's verdict at rank ``r`` on the answer loss: the whole interval below the margin, above it, or across it."""
         ratio = self.ratios[r]
         return "agrees" if ratio.high < self.margin else "disagrees" if ratio.low > self.margin else "not resolved"
+
+    def em_tie_word(self, r: int) -> str:
+        """The tie's verdict at rank ``r`` on exact match: the reference's lead below ``em_margin`` throughout, above it,
+        or across it."""
+        gap = self.exact_match_gaps[r]
+        return "agrees" if gap.high < self.em_margin else "disagrees" if gap.low > self.em_margin else "not resolved"
 
     def better(self) -> str:
         """The plainer question at the smallest rank: is the reference rank better on the loss, on exact match?"""
         low, ref = self.smaller[0], self.reference
         on_loss = self.ratios[low].low > 1
-        on_match = self.exact_match_gap.low > 0
+        on_match = self.exact_match_gaps[low].low > 0
         if on_loss and on_match:
             return f"r = {ref} is better than r = {low} on both measures: a lower loss and a higher exact match"
         if on_loss or on_match:
@@ -78,9 +89,10 @@ class RankTie:
                    "not resolved": f"the interval straddles {self.margin}: the tie is not resolved"}[self.tie_word(r)]
             lower = f"; above 1 throughout: r = {self.reference}'s loss is lower" if ratio.low > 1 else ""
             lines.append(f"r = {r}'s loss / r = {self.reference}'s {ratio}: {tie}{lower}")
-        gap = self.exact_match_gap
-        word = (f"r = {self.reference} ahead" if gap.low > 0 else f"r = {self.smaller[0]} ahead" if gap.high < 0 else "not resolved")
-        lines.append(f"test exact match, r = {self.reference} minus r = {self.smaller[0]} (seeds and test animals redrawn): {gap}: {word}")
+        for r, gap in self.exact_match_gaps.items():
+            tie = {"agrees": f"below {self.em_margin:.3f} throughout: a tie", "disagrees": f"above {self.em_margin:.3f} throughout: no tie",
+                   "not resolved": f"the interval straddles {self.em_margin:.3f}: the tie is not resolved"}[self.em_tie_word(r)]
+            lines.append(f"test exact match, r = {self.reference} minus r = {r} (seeds and test animals redrawn): {gap}: {tie}")
         falls = {r: still_learning(self.runs[r]) for r in (self.smaller[0], self.reference)}
         lines.append("validation answer loss over the last quarter, mean of the seeds: " + ", ".join(
             f"r = {r} {then:.3f} -> {end:.3f}" + (" (still falling)" if falling else "") for r, (falling, then, end) in falls.items()))
@@ -93,12 +105,15 @@ class RankTie:
         paper_low, paper_ref = (scores[PAPER["table6_ranks"].index(r)] for r in (self.smaller[0], self.reference))
         claim = (f"Table 6 (Section 7.2): r = {self.smaller[0]} is already enough for Wq+Wv ({paper_low}% against {paper_ref}% "
                  f"at r = {self.reference})")
-        ties = ", ".join(f"{self.tie_word(r)} at r = {r}" for r in self.smaller)
-        word = (f"{ties} on the tie (answer loss after {self.steps} steps within {self.margin} times r = {self.reference}'s); "
-                f"{self.better()}")
+        on_match = ", ".join(f"{self.em_tie_word(r)} at r = {r}" for r in self.smaller)
+        on_loss = ", ".join(f"{self.tie_word(r)} at r = {r}" for r in self.smaller)
+        word = (f"{on_match} on exact match, the measure nearest the paper's accuracy (r = {self.reference}'s lead at most "
+                f"{self.em_margin:.3f}, one test animal); {on_loss} on the answer loss (within {self.margin} times r = "
+                f"{self.reference}'s), after {self.steps} steps")
         seeds = len(self.runs[self.reference])
-        evidence = ([f"r = {r}'s loss / r = {self.reference}'s {ratio}" for r, ratio in self.ratios.items()]
-                    + [f"test exact match, r = {self.reference} minus r = {self.smaller[0]}, {self.exact_match_gap} (a second look)",
+        evidence = ([f"test exact match, r = {self.reference} minus r = {r}, {gap}" for r, gap in self.exact_match_gaps.items()]
+                    + [f"r = {r}'s loss / r = {self.reference}'s {ratio}" for r, ratio in self.ratios.items()]
+                    + [f"so: {self.better()}",
                        f"{seeds} seeds, each rank at the rate validation chose for it on {self.steps}-step runs of the tuning seeds",
                        "final accuracy, the paper's measure, untested: the rate decays to zero at the end of a run, so a flat "
                        "curve cannot show convergence",

@@ -104,7 +104,8 @@ class Table7Study:
         paper_size = PAPER["table7_norms"]["delta_w"][4] / PAPER["table7_norms"]["w"]
         lines.append(f"{'the paper, GPT-3 Wq':<{w}}  {4:>2}  {paper_size:>8.2f}  {'':>11}  {'':>9}  "
                      f"{paper['delta_w'] / paper['random']:>38.1f}")
-        lines.append(f"(means over {len(self.large.seeds)} seeds; the ratio is a geometric mean with its 95% interval; "
+        lines.append(f"(one layer's ‖ΔW‖/‖W‖, where section 1's table gives the median over every adapted weight; arithmetic "
+                     f"means over {len(self.large.seeds)} seeds, except the ratio: a geometric mean with its 95% interval; "
                      f"the paper's d is 12,288, where a random direction catches far less of W)")
         return "\n".join(lines)
 
@@ -131,10 +132,11 @@ class Table7Study:
                 f"the 95% interval {card}")
 
     def finding(self) -> tuple[str, str, str]:
-        """The lesson's finding: the claim, our words (led by the small update, the paper's regime) and the evidence."""
+        """The lesson's finding: the claim, our words (led by the smaller update, nearer the paper's regime) and the evidence."""
         big_word, small_word = interval_word(self.large.over_random, "above"), interval_word(self.small.over_random, "above")
         diff = self.json_minus_card
-        word = (f"{small_word} against random directions with a small update, the paper's regime"
+        paper_size = PAPER["table7_norms"]["delta_w"][4] / PAPER["table7_norms"]["w"]
+        word = (f"{small_word} against random directions with a smaller update ({self.small.size:.2f} of W; GPT-3's {paper_size:.2f})"
                 + (" (the same at section 1's rate)" if small_word == big_word
                    else f" ({big_word} at section 1's rate, where ΔW is {self.large.size:.1f} times W)")
                 + f"; {interval_word(diff, 'above')} against another task's update (the stricter baseline)")

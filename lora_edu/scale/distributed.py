@@ -288,7 +288,7 @@ def counting_fsdp_collectives(counter: ByteCounter) -> Iterator[None]:
 
 
 def counting_allreduce_hook(state: ByteCounter, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
-    """Count the bucket's bytes, then do DDP's normal all-reduce (sum, then divide by the world size)."""
+    """Count the bucket's bytes, then do DDP's normal all-reduce (divide by the world size, then sum)."""
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
     buffer = bucket.buffer()
