@@ -925,8 +925,8 @@ def test_phi_study_sets_the_overlap_beside_chance_two_seeds_the_start_and_anothe
     rows = study.findings()
     assert rows[0][1] == "descriptive" and len(rows) == 3
     assert rows[1][0] == "Section 7.2: the top direction is shared (φ(1, 1) above 0.5 on GPT-3)"
-    assert rows[1][1] == ("agrees that it is shared: above chance and above the seeds' own starts; its size is above GPT-3's 0.5 "
-                          "(a size that depends on the width and the update: a description)")
+    assert rows[1][1] == ("agrees: shared, above chance, above the seeds' own starts and above 0.5 (0.5 is a size, which depends "
+                          "on the width and the update: compare it as a description)")
     assert "minus the same seed's start (" + ", ".join(f"{p:.2f}" for p in study.at_start) + ")" in rows[1][2]
     assert rows[2][0] == "Section 7.2: the overlap drops off beyond the top directions"
     card_lines = study.card_report().splitlines()
