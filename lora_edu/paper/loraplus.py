@@ -28,6 +28,11 @@ def arm_label(ratio: float) -> str:
     return "LoRA" if ratio == 1 else f"LoRA+ {ratio:g}"
 
 
+def speed_word(low: float, high: float) -> str | None:
+    """A steps ratio's 95% interval (LoRA+ over plain LoRA) in a word: "faster" wholly below 1, "slower" above, else None."""
+    return "faster" if high < 1 else "slower" if low > 1 else None
+
+
 def steps_to_reach(report: Report, target: float, key: str = "val_loss") -> int | None:
     """The first evaluation step at which the run's ``key`` (validation answer loss) was at or below ``target``, or
     None if it never got there."""
@@ -202,15 +207,20 @@ class LoRAPlusStudy:
             medians[label] = None if middle == math.inf else middle
             lines.append(f"  {label:<9} median {f'{middle:g}' if medians[label] else f'more than {last}'} steps, "
                          f"{len(reached)} of {len(steps)} seeds got there")
-        every = fresh.runs("LoRA")[0].result.evals[0][0]
+        past = self.past_the_end()
         for label in self.compared:
-            ratio, low, high = self.steps_ratio(label, target, past=last + every)
-            word = "faster" if high < 1 else "slower" if low > 1 else "not told apart from plain LoRA"
+            ratio, low, high = self.steps_ratio(label, target, past)
+            word = speed_word(low, high) or "not told apart from plain LoRA"
             lines.append(f"  {label} took {ratio:.2f} [{low:.2f}, {high:.2f}] times plain LoRA's steps (the median's ratio, "
                          f"95% interval by redrawing the seeds in pairs; below 1: faster): {word}")
-        lines.append(f"  (for the ratio, a seed that never got there counts as reaching it at step {last + every}, one "
+        lines.append(f"  (for the ratio, a seed that never got there counts as reaching it at step {past}, one "
                      "evaluation past the end: a ratio that leans on such seeds is a bound, not a measurement)")
         return "\n".join(lines)
+
+    def past_the_end(self) -> int:
+        """One evaluation after the fresh runs' last: where ``steps_ratio`` puts a seed that never reached the target."""
+        evals = self._fresh().runs("LoRA")[0].result.evals
+        return evals[-1][0] + evals[0][0]
 
     def steps_ratio(self, label: str, target: float, past: int, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
         """The median steps of ``label``'s fresh seeds to reach ``target`` over plain LoRA's, and a 95% percentile
@@ -241,11 +251,10 @@ class LoRAPlusStudy:
         tied = len(self.too_close_to_tell()) == len(self.labels)
         word += (f" on {self.what.removeprefix('test ')}, at the ratio validation chose "
                  f"({chosen.split()[1]}" + (", though it could not tell the ratios apart" if tied else "") + f") and d = {width}")
-        target, last = self.target(), fresh.runs("LoRA")[0].result.evals[-1][0]
-        ratio, low, high = self.steps_ratio(chosen, target, past=last + fresh.runs("LoRA")[0].result.evals[0][0])
+        target = self.target()
+        ratio, low, high = self.steps_ratio(chosen, target, self.past_the_end())
         steps = (f"a further look at speed, the steps to reach validation answer loss {target:.3f}: {chosen} took {ratio:.2f} "
-                 f"[{low:.2f}, {high:.2f}] times plain LoRA's (" + ("faster" if high < 1 else "slower" if low > 1 else
-                                                                     "not told apart") + ", a hint, not the verdict)")
+                 f"[{low:.2f}, {high:.2f}] times plain LoRA's ({speed_word(low, high) or 'not told apart'}, a hint, not the verdict)")
         evidence = [line.strip() for line in self.verdicts()] + [steps, self.winners_curse(),
                                                                  f"{len(next(iter(fresh.reports.values())).test_right)} test "
                                                                  f"animals, {len(fresh.runs('LoRA'))} fresh seeds paired by seed",
