@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lora_edu import ARCHITECTURES, GPT, GPTConfig, LoRALinear, inject_lora, mark_only_lora_trainable
+from lora_edu import ARCHITECTURES, GPT, GPTConfig, LoRALinear, inject_lora, mark_only_lora_trainable, remove_lora
 from lora_edu.lora.variants import (
     dora_weight,
     loraplus_optimizer,
@@ -317,8 +317,15 @@ def test_houlsby_adapters_start_as_identity_and_add_layers():
     model = GPT(GPTConfig(vocab_size=11, n_ctx=8, n_layer=2, n_head=2, d_model=16)).eval()
     x = torch.randint(0, 11, (1, 5))
     before = model(x)[0]
+    n_linear = sum(isinstance(m, nn.Linear) for m in model.modules())
+    merged = copy.deepcopy(model)
+    inject_lora(merged, ["q_proj", "v_proj"], r=4, alpha=8)
+    remove_lora(merged, merge=True)  # merged LoRA runs the base model's own layers, with the same shapes
+    assert sum(isinstance(m, nn.Linear) for m in merged.modules()) == n_linear
+    assert [p.shape for p in merged.parameters()] == [p.shape for p in model.parameters()]
     added = add_houlsby_adapters(model, bottleneck=4)
     assert added == 2 * 2 * (16 * 4 + 4 + 4 * 16 + 16)
+    assert sum(isinstance(m, nn.Linear) for m in model.modules()) == n_linear + 4 * 2  # down and up, two sites per block
     assert torch.equal(model(x)[0], before)
     with pytest.raises(ValueError, match="already has adapter"):
         add_houlsby_adapters(model, 4)
@@ -508,6 +515,10 @@ def test_latency_is_compared_round_by_round():
         round_by_round([1.0], [1.0], "slower", "faster", floor=1.5)
     with pytest.raises(ValueError, match="same interleaved rounds"):
         Latency(1.0, 1.0, 1.0).versus(base)
+    assert slow.extra(base) == "+55%" and base.extra(slow) == "-35%"  # the middle of the rounds, where they decide
+    assert same.extra(Latency(1.0, 1.0, 1.0, (1.0, 1.0, 1.0))) == "at most +10% (not resolved)"  # else a bound: the slowest round
+    with pytest.raises(ValueError, match="same interleaved rounds"):
+        Latency(1.0, 1.0, 1.0).extra(base)
 
 
 def test_interleaved_timers_take_turns_at_running_first():
@@ -844,6 +855,10 @@ def test_table7_study_sets_each_update_against_random_directions_and_another_tas
     text = str(study)
     assert text.splitlines()[0].split()[:3] == ["update", "r", "‖ΔW‖/‖W‖"] and "the paper, GPT-3 Wq" in text
     assert "paired by seed" in text and "above 0: the JSON update's directions catch more of W" in text
+    ours = np.mean([al["norm_delta_w"] / al["w"] for al in study.large.alignments])  # each seed's own ratio, then the mean
+    assert f"at section 1's rate {ours:.2f} (the mean of each seed's own ratio" in study.top_part()
+    paper = PAPER["table7_norms"]["delta_w"][4] / PAPER["table7_projections"][4]["w"]
+    assert study.top_part().endswith(f"ours is {ours / paper:.1f} times the paper's")
     with pytest.raises(ValueError, match="Pair the card runs"):
         _ = table7_study(base, layer, study_runs := [run(s, 4, 4.0, True)[0] for s in seeds], study_runs, study_runs,
                          [run(s, 4, 4.0, False)[0] for s in (3, 4, 5)], 1e-3).json_minus_card
@@ -941,3 +956,46 @@ def test_a_loss_ratio_never_prints_a_bound_of_one_that_is_not_one():
     assert str(LossRatio(0.66, 0.43, 0.9979)) == "0.660 [0.430, 0.998]"  # resolved below 1: shown, not hidden by rounding
     assert str(LossRatio(0.66, 0.43, 1.0)) == "0.66 [0.43, 1.00]"  # a bound of exactly 1
     assert str(LossRatio(1.83, 1.12, 2.98)) == "1.83 [1.12, 2.98]"
+
+
+def test_a_random_direction_matches_a_basis_less_well_in_more_dimensions():
+    from lora_edu.paper.analysis import random_best_cosine
+
+    assert 0.3 < random_best_cosine(64, n=1000) < 0.34  # notebook 05c's prediction: about 0.32 at its width
+    assert random_best_cosine(4096) < 0.1 < random_best_cosine(16)
+    assert random_best_cosine(1) == 1.0  # one dimension: every direction is the basis vector or its opposite
+
+
+def test_a_ratio_carries_the_p_value_of_its_own_interval():
+    from lora_edu.paper.experiments import T95, loss_ratio, t_two_sided_p
+
+    assert t_two_sided_p(T95[4], 4) == pytest.approx(0.05, abs=2e-4) and t_two_sided_p(T95[2], 2.7) == pytest.approx(0.05, abs=2e-4)
+    assert t_two_sided_p(0.0, 4) == 1.0 and t_two_sided_p(-3.0, 8) == t_two_sided_p(3.0, 8) < 0.05
+    rng = np.random.default_rng(0)
+    for shift in (0.0, 0.3, 0.6, 1.2):  # from no gap to a clear one: p below 0.05 exactly when the interval leaves out 1
+        a = np.exp(rng.normal(shift, 0.3, (5, 16)))
+        ratio = loss_ratio(a, np.exp(rng.normal(0.0, 0.3, (5, 16))))
+        assert (ratio.p < 0.05) == (ratio.low > 1 or ratio.high < 1)
+
+
+def test_holm_corrects_a_family_of_comparisons():
+    from lora_edu.paper.experiments import holm
+
+    assert holm({"a": 0.01, "b": 0.04, "c": 0.3}) == {"a"}  # 0.01 < 0.05 / 3; then 0.04 > 0.05 / 2 stops it
+    assert holm({"a": 0.01, "b": 0.02, "c": 0.04}) == {"a", "b", "c"}
+    assert holm({"a": 0.03, "b": 0.04}) == set()  # each below 0.05 on its own, but the smallest is above 0.025
+    assert holm({}) == set()
+
+
+def test_family_verdicts_keep_only_what_holm_keeps():
+    from lora_edu.paper.experiments import LossRatio, holm_verdicts, tally_word
+
+    ratios = {"Wv": LossRatio(0.78, 0.52, 1.17, 0.2), "Wo": LossRatio(0.657, 0.433, 0.997, 0.048), "all": LossRatio(0.93, 0.54, 1.58, 0.7)}
+    lines = holm_verdicts("Wq+Wv", ratios)
+    assert lines["Wo"] == ("Wq+Wv vs Wo on test answer loss: not resolved after Holm's correction for 3 tests "
+                           "(loss ratio Wq+Wv / Wo 0.657 [0.433, 0.997], p = 0.048, resolved on its own)")
+    assert lines["Wv"].startswith("Wq+Wv vs Wv on test answer loss: not resolved (loss ratio")
+    assert tally_word(lines, "Wq+Wv") == "not resolved"
+    clear = holm_verdicts("Wq+Wv", {**ratios, "Wo": LossRatio(0.3, 0.2, 0.45, 0.001), "all": LossRatio(2.0, 1.5, 2.6, 0.004)})
+    assert clear["Wo"].startswith("Wq+Wv beats Wo") and clear["all"].startswith("all beats Wq+Wv")
+    assert tally_word(clear, "Wq+Wv") == "disagrees"

@@ -254,6 +254,15 @@ def test_the_comparison_prints_its_table_verdicts_and_selection():
     assert "‖ΔW‖/‖W‖" in grid and len(grid.splitlines()) == 3 and grid.splitlines()[1].split()[:3] == ["lora", "0.001", "3"]
     two = c.grid_table(["lora"], ("pretrain_loss",), seeds=(0, 1)).splitlines()  # the same seeds in every row
     assert two[1].split() == ["lora", "0.001", "2", "1.00"] and two[2].split() == ["lora", "0.01", "2", "4.00"]
+    trends = c.rate_trends(["lora", "full"])
+    assert trends == "within each method, a larger rate moved the weights farther and forgot more: yes, in every method"
+    runaway = dict(c.reports)
+    for seed in (0, 1, 2):  # lora at 1e-2 runs away: a huge update, nothing learned, a lower held-out loss than at 1e-3
+        runaway[("lora", 1e-2, seed)] = SimpleNamespace(**{**vars(c.reports[("lora", 1e-2, seed)]), "update_ratio": 50.0,
+                                                           "val_exact_match": 0.0, "pretrain_loss": 0.5})
+    trends = comparison.Comparison(c.arms, runaway, c.chosen_lr, {}).rate_trends(["lora", "full"]).splitlines()
+    assert trends == ["diverged (an update more than 10 times the weight, nothing learned): lora at 0.01",
+                      "within each method, a larger rate moved the weights farther and forgot more: not in lora"]
     word, line = comparison.rate_ratio_line(c, "lora", "full")
     assert word == "agrees" and "rate is 10 times full's" in line and "that is 5 times" in line
     assert line.endswith(": within a factor of about 3, one step of our grid (a weak test: a coarser match is not possible)")
@@ -608,3 +617,25 @@ def test_validation_can_choose_by_the_answer_loss_alone():
     assert study.chosen == "LoRA+ 2"  # the lowest validation loss among the ratios above 1
     with pytest.raises(ValueError, match="choose_by must be one of"):
         compare_methods(None, None, "json", [], (0,), (0,), choose_by="loss")
+
+
+def test_the_nf4_base_report_reads_a_tie_claim_and_refuses_unpaired_runs():
+    from types import SimpleNamespace
+
+    from lora_edu.paper.qlora import nf4_base_report
+
+    def run(right, loss):
+        return SimpleNamespace(test_right=tuple(right), test_exact_match=sum(right) / len(right),
+                               test_answer_losses=tuple(loss for _ in right))
+
+    both = [True] * 15 + [False]
+    text = nf4_base_report([run(both, 0.11), run(both, 0.10), run(both, 0.12)],
+                           [run(both, 0.10), run(both, 0.11), run(both, 0.11)], 16)
+    lines = text.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("NF4 base vs fp32 base on test exact match: not resolved")
+    assert "3 seeds: not resolved; the NF4 base scored +0.00" in lines[2] and "not evidence for it" in lines[2]
+    assert "(45 of 48 answers on the fp32 base)" in lines[3]
+    worse = nf4_base_report([run([False] * 16, 2.0)] * 3, [run([True] * 16, 0.1)] * 3, 16).splitlines()
+    assert "3 seeds: disagrees: the fp32 base resolved better" in worse[2] and worse[3].endswith("the fp32 base resolved better")
+    with pytest.raises(ValueError, match="same seeds"):
+        nf4_base_report([run(both, 0.1)], [], 16)

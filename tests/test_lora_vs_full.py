@@ -138,6 +138,10 @@ def test_the_fact_probe_pairs_full_and_lora_all_by_animal(tiny, two_runs):
     text = str(probe).splitlines()
     assert text[0].startswith("facts kept (among the answers, homes and foods), at the matched rates: full vs lora-all")
     assert text[-1].startswith("  with lora-all at 0.003 instead (validation could not tell it from 0.01): ")
+    rows = probe.findings()
+    assert rows["learning-forgetting curve"][0].endswith("as the paper's benchmarks do, not resolved")
+    assert rows["forgets less than full"][0] == "on the fact probe against full, not resolved (it hangs on a tie-break)"
+    assert rows["forgets less than full"][1].endswith(f"could not tell apart: 0.003 {probe.tied[3e-3]}, 0.01 {probe.tied[1e-2]}")
     table = fact_table(base, world, c, {"full": 1e-3, "lora-all": 1e-2}).splitlines()
     assert table[0].split() == ["any", "word:", "homes", "foods", "among", "the", "answers:", "homes", "foods"]
     assert table[2].split() == ["full", "at", "0.001", "1.00", "1.00", "1.00", "1.00"]
@@ -182,7 +186,23 @@ def test_the_format_table_gives_the_format_share_of_each_rise():
     table = format_table(c, (1.0, 0.0), [("lora-all", 1e-2)]).splitlines()
     assert table[1].split() == ["base", "model", "1.000", "0.000", "1.000"]
     assert table[2].split() == ["lora-all", "at", "0.01", "3.500", "2.000", "1.500", "80%"]
+    assert table[3] == "the format is most of every rise over the base model: lora-all at 0.01 80%"
     assert math.isnan(format_share(c, (5.0, 0.0), "lora-all", 1e-2))  # no rise, no share
+
+
+def test_without_the_format_full_and_lora_all_are_compared_seed_by_seed():
+    from lora_edu.paper.lora_vs_full import format_free
+
+    measured = {("lora-all", 1e-2, s): {"held_out_parts": {"facts": 5.0 + 0.1 * s}, "held_out_format": 1.0} for s in range(3)}
+    measured |= {("full", 1e-3, s): {"held_out_parts": {"facts": 2.0 + 0.1 * s}, "held_out_format": 0.5} for s in range(3)}
+    c = Comparison([Arm("lora-all", "lora-all", (1e-2,)), Arm("full", "full", (1e-3,))], {}, {"lora-all": 1e-2, "full": 1e-3}, measured)
+    line, word = format_free(c, {"full": 1e-3, "lora-all": 1e-2}, "chosen")
+    assert line.startswith("full beats lora-all on the fact lines' loss without the format, at the chosen rates, each run's kept "
+                           "checkpoint (1.600 ± ")
+    assert word == "disagrees"  # the paper's side is lora-all forgetting less
+    same = {key: {"held_out_parts": {"facts": 2.0 + 0.1 * key[2]}, "held_out_format": 0.5} for key in measured}
+    line, word = format_free(Comparison(c.arms, {}, c.chosen_lr, same), {"full": 1e-3, "lora-all": 1e-2}, "matched")
+    assert word == "not resolved" and "at the matched rates" in line
 
 
 def test_the_longer_budget_reads_learning_and_forgetting_after_the_last_step():
@@ -241,3 +261,12 @@ def test_closest_in_learning_matches_a_rate_on_validation_exact_match():
     with pytest.raises(ValueError, match="nothing to match on learning"):
         closest_in_learning(Comparison([Arm("full", "full", (3e-3,))], {("full", 3e-3, 0): report(0, 0.5)}, {"full": 3e-3}, {}),
                             "full", 0.8, 200)
+
+
+def test_intruders_are_counted_at_other_thresholds():
+    from lora_edu.paper.lora_vs_full import intruders_below
+
+    measured = {("lora-all", 1e-2, s): {"qv_similarity": {"q": [0.2, 0.4, 0.9], "v": [0.45 + 0.1 * s, 0.99]}} for s in (0, 1)}
+    c = Comparison([Arm("lora-all", "lora-all", (1e-2,))], {}, {"lora-all": 1e-2}, measured)
+    assert intruders_below(c, "lora-all", (0.3, 0.5, 0.95), (0, 1)) == {0.3: 1.0, 0.5: 2.5, 0.95: 4.0}
+    assert intruders_below(c, "lora-all", (0.5,), (1,)) == {0.5: 2.0}

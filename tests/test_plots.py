@@ -49,3 +49,17 @@ def test_learning_curves_draw_every_seed_thin_and_the_mean_thick():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["LoRA (mean of 2 seeds)", "LoRA+ 2 (mean of 2 seeds)", "target 0.800"]
     assert ax.get_yscale() == "log"
     plt.close("all")
+
+
+def test_the_serving_plot_draws_each_strategy_with_its_range():
+    from lora_edu.course.plots import plot_serving
+    from lora_edu.scale.serving import Throughput
+
+    table = {n: {"batched": Throughput(100.0, 90.0, 110.0), "merge-swap": Throughput(200.0 / n, 150.0 / n, 210.0 / n)}
+             for n in (1, 2, 4)}
+    ax = plot_serving(table)
+    medians = [list(line.get_ydata()) for line in ax.get_lines() if line.get_marker() == "o"]
+    assert medians == [[100.0, 100.0, 100.0], [200.0, 100.0, 50.0]]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["batched", "merge-swap"]
+    assert ax.get_xscale() == "log"
+    plt.close("all")

@@ -145,6 +145,21 @@ def test_throughputs_are_compared_round_by_round():
         Throughput(1.0, 1.0, 1.0).versus(fast)
 
 
+def test_the_serving_table_reads_the_rounds():
+    from lora_edu.scale.serving import Throughput, serving_table
+
+    def mix(batched, swap):
+        return {"batched": Throughput(sorted(batched)[1], min(batched), max(batched), batched),
+                "merge-swap": Throughput(sorted(swap)[1], min(swap), max(swap), swap),
+                "one-at-a-time": Throughput(10.0, 9.0, 11.0, (10.0, 9.0, 11.0))}
+
+    text = serving_table({1: mix((90.0, 95.0, 92.0), (100.0, 104.0, 101.0)), 8: mix((90.0, 95.0, 92.0), (30.0, 31.0, 29.0))})
+    assert text.startswith("requests per second: the median of 3 interleaved rounds")
+    assert "1 adapter  in the batch: 0.91 times (rounds 0.90 to 0.91): slower in every round" in text
+    assert "8 adapters in the batch: 3.06 times (rounds 3.00 to 3.17): faster in every round" in text
+    assert text.endswith("faster than merge-swap, by the rounds, with 8 of the mixes tried (1, 8 adapters in the batch)")
+
+
 def test_multi_adapter_bad_inputs(tiny):
     base, world = tiny
     adapters = random_adapters(base, 2)

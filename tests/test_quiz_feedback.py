@@ -186,6 +186,44 @@ def test_the_predictions_of_05_to_07_are_the_numbers_their_cells_measure():
     assert quiz.predict("predict-nf4-shrink", 32 / 4.125, probe_fp32 / weight_bytes(nf4_probe)) is True
 
 
+def test_lines_that_give_a_prediction_away_wait_for_it(capsys, monkeypatch):
+    monkeypatch.setattr(quiz, "_attempts", {})
+    monkeypatch.setattr(quiz, "revealing", lambda: False)
+    computed = []
+    with quiz.after_prediction("predict-nf4-shrink"):
+        computed.append(7.63)
+        print("NF4 / fp32 = 0.1311")
+    out = capsys.readouterr().out
+    assert computed == [7.63] and "0.1311" not in out and "Shown after your prediction" in out
+    quiz.predict("predict-nf4-shrink", 8, 32 / 4.195)
+    capsys.readouterr()
+    with quiz.after_prediction("predict-nf4-shrink"):
+        print("NF4 / fp32 = 0.1311")
+    assert capsys.readouterr().out == "NF4 / fp32 = 0.1311\n"
+    with pytest.raises(ZeroDivisionError), quiz.after_prediction("predict-nf4-small-merge"):
+        print("the line before the error")
+        raise ZeroDivisionError
+    assert "the line before the error" in capsys.readouterr().out
+    monkeypatch.setattr(quiz, "revealing", lambda: True)
+    with quiz.after_prediction("predict-nf4-small-merge"):
+        print("kept 0.01")
+    assert "kept 0.01" in capsys.readouterr().out
+    with pytest.raises(TypeError, match="not a predict"):
+        with quiz.after_prediction("tail-error"):
+            pass
+
+
+def test_held_lines_wait_behind_a_click_in_a_notebook(notebook, monkeypatch):
+    monkeypatch.setattr(quiz, "_attempts", {})
+    monkeypatch.setattr(quiz, "revealing", lambda: False)
+    with quiz.after_prediction("predict-nf4-shrink"):
+        print("NF4 / fp32 = 0.1311")
+    (bundle,) = notebook
+    assert "<details><summary>the lines, for after you have predicted" in bundle["text/html"]
+    assert "NF4 / fp32 = 0.1311</pre></details>" in bundle["text/html"]
+    assert "0.1311" not in bundle["text/plain"]  # a plain-text reader is not shown them at all
+
+
 def test_predict_hides_the_measurement_until_a_prediction_is_written(capsys):
     assert quiz.predict("predict-rotated-rank-one", None, 2.0) is None
     out = capsys.readouterr().out

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 __all__ = ["COLLECTIVES", "collective_states", "draw_collectives", "draw_outputs_in_span", "draw_reads_writes",
-           "plot_learning_curves", "plot_nf4_levels", "plot_spectrum", "show_matrices", "slide_mode", "view_along"]
+           "plot_learning_curves", "plot_nf4_levels", "plot_serving", "plot_spectrum", "show_matrices", "slide_mode", "view_along"]
 
 SLIDE_KEYS = ("figure.dpi", "lines.linewidth", "lines.markersize", "axes.linewidth")
 _before_slides: dict[str, object] = {}
@@ -191,4 +191,22 @@ def plot_learning_curves(curves: dict[str, dict[int, list[float]]], target: floa
     ax.yaxis.set_major_formatter(mpl.ticker.ScalarFormatter())
     ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
     ax.legend(fontsize=8)
+    return ax
+
+
+def plot_serving(table: dict, ax=None):
+    """Requests per second against the number of distinct adapters in the batch, one line per strategy: the median
+    round, with bars to the lowest and highest.  ``table``: distinct adapters -> strategy -> ``Throughput``."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.2))
+    mixes = list(table)
+    for strategy in next(iter(table.values())):
+        med = np.array([table[n][strategy].median for n in mixes])
+        low, high = (np.array([getattr(table[n][strategy], end) for n in mixes]) for end in ("low", "high"))
+        ax.errorbar(mixes, med, yerr=[med - low, high - med], fmt="o-", capsize=3, label=strategy)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("distinct adapters in a batch of 32")
+    ax.set_ylabel("requests / s (median, range)")
+    ax.legend()
+    ax.figure.tight_layout()
     return ax

@@ -6,6 +6,8 @@
     >>> quiz.check("rank-of-sum-rows", answer) # feedback for that answer (nothing while it is None)
     >>> quiz.hint("rank-of-sum-rows")          # the next hint, if the exercise has any
     >>> quiz.predict("predict-id", prediction, measured)  # predict, then run: the prediction against the measurement
+    >>> with quiz.after_prediction("predict-id"):       # a later cell whose lines would give that answer away
+    ...     print(...)
     >>> quiz.export("my-answers.json")         # this session's answers and verdicts, to hand in
 
 In a notebook the question and the feedback are shown as formatted text and ``check`` returns nothing (no
@@ -19,11 +21,14 @@ The exercises themselves live beside their lessons, one module per notebook (``l
 
 from __future__ import annotations
 
+import contextlib
 import html
 import inspect
+import io
 import json
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from .exercises import load_all
@@ -41,6 +46,7 @@ from .files import write_new_file
 
 __all__ = [
     "Exercise",
+    "after_prediction",
     "all_exercises",
     "check",
     "digest",
@@ -118,8 +124,9 @@ def plain(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"\1", text)
 
 
-def emit(style: str, title: str, body: str, code: str = "") -> None:
-    """Show one message: a coloured box of formatted text in a notebook, plain text elsewhere."""
+def emit(style: str, title: str, body: str, code: str = "", folded: tuple[str, str] = ("", "")) -> None:
+    """Show one message: a coloured box of formatted text in a notebook, plain text elsewhere.  ``folded``: (a label,
+    lines) shown in the box only behind a click, and only in a notebook (plain text leaves them out)."""
     text = plain(f"{title} {body}".strip()) + (f"\n{code}" if code else "")
     if not in_notebook():
         print(text)
@@ -127,6 +134,10 @@ def emit(style: str, title: str, body: str, code: str = "") -> None:
     from IPython.display import display
 
     block = f"<pre style='margin:4px 0'>{html.escape(code)}</pre>" if code else ""
+    label, lines = folded
+    if lines:
+        block += (f"<details><summary>{html.escape(label)}</summary><pre style='margin:4px 0'>{html.escape(lines)}</pre>"
+                  "</details>")
     box = (f"<div style='border-left:4px solid {STYLES[style]};padding:2px 10px;margin:4px 0;line-height:1.45'>"
            f"<b>{html.escape(title)}</b> {to_html(body)}{block}</div>")
     display({"text/html": box, "text/plain": text}, raw=True)
@@ -236,6 +247,29 @@ def predict(exercise_id: str, prediction: object, measured: float) -> bool | Non
     emit("right" if right else "wrong", "Prediction right:" if right else "Prediction off.",
          f"You predicted {prediction}; the cell measured {shown}. {message}")
     return None if in_notebook() else right
+
+
+@contextlib.contextmanager
+def after_prediction(exercise_id: str) -> Iterator[None]:
+    """Hold back what the cell prints inside this block until ``exercise_id`` has a prediction on record (or answers
+    are revealed): for a cell after a predict-then-run exercise whose lines would give its answer away.  The work
+    inside the block is done either way, so later cells have what it computes; only the printing waits."""
+    ex = get(exercise_id)
+    if not isinstance(ex, PredictExercise):
+        raise TypeError(f"Exercise {exercise_id!r} is not a predict-then-run exercise; after_prediction needs one.")
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(held):
+            yield
+    except BaseException:
+        sys.stdout.write(held.getvalue())  # an error shows everything that led to it
+        raise
+    if exercise_id in _attempts or revealing():
+        sys.stdout.write(held.getvalue())
+    else:
+        emit("waiting", "Shown after your prediction:", "these lines give away the answer to the prediction above. "
+             "Write your number in `prediction` there and run that cell, then run this one again.",
+             folded=("the lines, for after you have predicted (or for an instructor)", held.getvalue().rstrip("\n")))
 
 
 def answer_text(answer: object) -> str:

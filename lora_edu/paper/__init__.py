@@ -9,6 +9,7 @@
 - ``rank_tie``: notebook 06's Table 6 claim as a tie (a smaller rank within a margin of a larger one's loss).
 - ``phi``: notebook 06's subspace overlap φ between two ranks, beside chance, two seeds, the start and another task.
 - ``table7``: notebook 06's Table 7 (ΔW's directions against W's, random ones and another task's).
+- ``qlora``: notebook 07's QLoRA question, LoRA on a 4-bit (NF4) base against LoRA on the fp32 base.
 - ``houlsby``: Houlsby adapters, the baseline of the paper's latency table.
 
 Imports ``lora_edu.gpt``, ``lora_edu.lora`` and ``lora_edu.maths``.

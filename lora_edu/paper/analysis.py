@@ -14,7 +14,8 @@ import torch
 from ..checks import is_int, is_number
 from ..lora.layer import lora_layers
 
-__all__ = ["IntruderDimensions", "delta_w_alignment", "intruder_dimensions", "intruder_similarity", "scale_updates", "update_norm_ratios",
+__all__ = ["IntruderDimensions", "delta_w_alignment", "intruder_dimensions", "intruder_similarity", "random_best_cosine",
+           "scale_updates", "update_norm_ratios",
            "subspace_similarity"]
 
 
@@ -121,6 +122,13 @@ class IntruderDimensions(NamedTuple):
     count: int
     is_intruder: torch.Tensor  # (k,) bool
     max_similarity: torch.Tensor  # (k,)
+
+
+def random_best_cosine(width: int, n: int = 200, seed: int = 0) -> float:
+    """Chance for ``intruder_similarity``: the median, over ``n`` random directions in ``width`` dimensions, of a
+    direction's largest |cosine| with an orthonormal basis (any basis gives the same, by symmetry)."""
+    directions = np.random.default_rng(seed).standard_normal((n, width))
+    return float(np.median(np.abs(directions).max(axis=1) / np.linalg.norm(directions, axis=1)))
 
 
 def intruder_dimensions(w0: torch.Tensor, w: torch.Tensor, k: int = 10, threshold: float = 0.5, side: str = "left") -> IntruderDimensions:

@@ -219,6 +219,21 @@ class Comparison:
                 lines.append(f"{label:<{w}} {lr:>7g} {n:>5}  {means}")
         return "\n".join(lines)
 
+    def rate_trends(self, labels: Sequence[str], seeds: Sequence[int] | None = None, runaway: float = 10.0) -> str:
+        """What ``grid_table`` shows, read in words: the rates where a run ran away (an update more than ``runaway``
+        times the weight, nothing learned on validation), and whether, within each arm, a larger rate always moved
+        the weights farther and raised the held-out loss (means over ``seeds``)."""
+        diverged = [f"{label} at {lr:g}" for label in labels for lr, ratio in self.grid(label, "update_ratio", seeds).items()
+                    if ratio > runaway and self.mean(label, "val_exact_match", lr, seeds) == 0]
+        unordered = [label for label in labels for metric in ("update_ratio", "pretrain_loss")
+                     if (values := [v for _, v in sorted(self.grid(label, metric, seeds).items())]) != sorted(values)]
+        lines = []
+        if diverged:
+            lines.append(f"diverged (an update more than {runaway:g} times the weight, nothing learned): " + ", ".join(diverged))
+        lines.append("within each method, a larger rate moved the weights farther and forgot more: "
+                     + ("yes, in every method" if not unordered else "not in " + ", ".join(dict.fromkeys(unordered))))
+        return "\n".join(lines)
+
     def too_close_to_call(self, label: str, seeds: Sequence[int]) -> list[float]:
         """The rates of one arm's grid that validation exact match cannot separate from the best: their right answers,
         summed over ``seeds``, trail the best rate's by less than one per seed. The validation answer loss chose among

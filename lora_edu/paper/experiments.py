@@ -90,7 +90,7 @@ PAPER = {
     "table7_norms": {"w": 61.95, "delta_w": {4: 6.91, 64: 3.57}},  # ||Wq||_F and ||ΔWq||_F in the same table
     # ||U^T Wq V^T||_F with U, V the top-r singular directions of ΔWq, of Wq itself, and random ones (same table)
     "table7_projections": {4: {"delta_w": 0.32, "w": 21.67, "random": 0.02}, 64: {"delta_w": 1.90, "w": 37.71, "random": 0.33}},
-    "table1_adapter_latency_increase": (0.20, 0.30),  # GPT-2 medium, batch 1, short sequences
+    "table1_adapter_latency_increase": (0.207, 0.303),  # GPT-2 medium, batch 1, 128 tokens: AdapterL, AdapterH (19.8 ms -> 23.9, 25.8)
 }
 
 
@@ -493,11 +493,13 @@ def rank_penalty(groups: dict[Config, list[LoRARun]], targets: tuple[str, ...], 
 
 @dataclass(frozen=True)
 class LossRatio:
-    """A's answer loss divided by B's (geometric means over seeds) and a 95% interval for that ratio."""
+    """A's answer loss divided by B's (geometric means over seeds), a 95% interval for that ratio, and the two-sided
+    p-value of the same t test against a ratio of 1 (below 0.05 exactly when the interval leaves out 1)."""
 
     ratio: float
     low: float
     high: float
+    p: float = float("nan")
 
     def __str__(self) -> str:
         """Two decimals; three where a bound would round to 1.00 without being 1, so a resolved ratio never prints a
@@ -519,8 +521,9 @@ def loss_ratio(losses_a: Iterable[Iterable[float]], losses_b: Iterable[Iterable[
     a, b = np.asarray(losses_a, dtype=np.float64), np.asarray(losses_b, dtype=np.float64)
     if a.ndim == 2 and b.ndim == 2 and not ((a > 0).all() and (b > 0).all() and np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("Per-animal losses must be positive and finite.")
-    centre, half = seeds_and_animals(a, b, lambda m: np.log(m.mean(axis=-1)), resamples, seed, paired)
-    return LossRatio(math.exp(centre), math.exp(centre - half), math.exp(centre + half))
+    centre, se, df = seeds_and_animals_test(a, b, lambda m: np.log(m.mean(axis=-1)), resamples, seed, paired)
+    half = t95(df) * se
+    return LossRatio(math.exp(centre), math.exp(centre - half), math.exp(centre + half), t_two_sided_p(centre / se, df) if se else 1.0)
 
 
 def seeds_and_animals(a: np.ndarray, b: np.ndarray, per_run: Callable[[np.ndarray], np.ndarray], resamples: int = 2000,
@@ -543,6 +546,16 @@ def seeds_and_animals(a: np.ndarray, b: np.ndarray, per_run: Callable[[np.ndarra
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[1] < 2 or min(len(a), len(b)) < 2:
         raise ValueError(f"Need (seeds, animals) tables of per-animal results on the same animals, at least 2 seeds and 2 "
                          f"animals each; got shapes {a.shape} and {b.shape}.")
+    centre, se, df = seeds_and_animals_test(a, b, per_run, resamples, seed, paired)
+    return centre, t95(df) * se
+
+
+def seeds_and_animals_test(a: np.ndarray, b: np.ndarray, per_run: Callable[[np.ndarray], np.ndarray], resamples: int = 2000,
+                           seed: int = 0, paired: bool = False) -> tuple[float, float, float]:
+    """``seeds_and_animals``'s difference with its standard error and degrees of freedom (the parts of its t test)."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[1] < 2 or min(len(a), len(b)) < 2:
+        raise ValueError(f"Need (seeds, animals) tables of per-animal results on the same animals, at least 2 seeds and 2 "
+                         f"animals each; got shapes {a.shape} and {b.shape}.")
     if paired and len(a) != len(b):
         raise ValueError(f"Pairing by seed needs the same seeds on both sides; got {len(a)} and {len(b)} runs.")
     runs_a, runs_b = per_run(a), per_run(b)
@@ -552,7 +565,8 @@ def seeds_and_animals(a: np.ndarray, b: np.ndarray, per_run: Callable[[np.ndarra
         seed_parts = [((runs_a - runs_b).var(ddof=1) / len(a), len(a) - 1)]  # (variance, df) of the per-seed differences
     else:
         seed_parts = [(runs_a.var(ddof=1) / len(a), len(a) - 1), (runs_b.var(ddof=1) / len(b), len(b) - 1)]
-    return float(runs_a.mean() - runs_b.mean()), welch_half_width(seed_parts, extra_variance=float(redrawn.var(ddof=1)))
+    se, df = welch_se_df(seed_parts, extra_variance=float(redrawn.var(ddof=1)))
+    return float(runs_a.mean() - runs_b.mean()), se, df
 
 
 def welch_half_width(parts: list[tuple[float, int]], extra_variance: float = 0.0) -> float:
@@ -560,12 +574,50 @@ def welch_half_width(parts: list[tuple[float, int]], extra_variance: float = 0.0
     variances add, and the t quantile takes their Welch-Satterthwaite degrees of freedom. ``extra_variance`` is added
     to the total without degrees of freedom of its own (where the parts' variances are all 0, the smallest part's
     degrees of freedom are used). 0 when everything is 0."""
+    se, df = welch_se_df(parts, extra_variance)
+    return t95(df) * se
+
+
+def welch_se_df(parts: list[tuple[float, int]], extra_variance: float = 0.0) -> tuple[float, float]:
+    """``welch_half_width``'s standard error and Welch-Satterthwaite degrees of freedom."""
     spread = sum(v for v, _ in parts)
-    total = spread + extra_variance
-    if total == 0:
-        return 0.0
     df = spread**2 / sum(v**2 / d for v, d in parts) if spread > 0 else min(d for _, d in parts)
-    return t95(df) * math.sqrt(total)
+    return math.sqrt(spread + extra_variance), df
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t, at the tabled degrees of freedom ``t95`` uses (rounded down), so that p < 0.05
+    exactly when ``t95``'s interval leaves out 0. The density is integrated numerically."""
+    whole = max(1, math.floor(df))
+    nu = whole if whole in T95 else max(k for k in T95 if k <= whole)
+    x = np.linspace(0.0, abs(t), 20_001)
+    density = np.exp(math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2)) / math.sqrt(nu * math.pi) * (1 + x**2 / nu) ** (-(nu + 1) / 2)
+    return float(max(0.0, 1.0 - 2.0 * np.trapezoid(density, x)))
+
+
+def holm(pvalues: dict, level: float = 0.05) -> set:
+    """The keys of a family of tests that Holm's step-down procedure rejects at family-wise ``level``: the smallest p
+    against level / m, the next against level / (m - 1), and so on, stopping at the first that fails."""
+    rejected = set()
+    for i, (key, p) in enumerate(sorted(pvalues.items(), key=lambda kv: kv[1])):
+        if p > level / (len(pvalues) - i):
+            break
+        rejected.add(key)
+    return rejected
+
+
+def holm_verdicts(name: str, ratios: dict[str, LossRatio], what: str = "test answer loss") -> dict[str, str]:
+    """``name``'s loss over each other's (``ratios``: other -> ``runs_loss_ratio``), read as one family of tests:
+    ``ratio_verdict``'s line for each, but a comparison that resolves on its own is kept only where Holm's correction
+    for the family keeps it too (``holm``); otherwise its line says so and reads "not resolved"."""
+    kept = holm({other: ratio.p for other, ratio in ratios.items()})
+    lines = {}
+    for other, ratio in ratios.items():
+        lines[other] = ratio_verdict(name, other, ratio, what)
+        if ratio_winner(name, other, ratio) is not None and other not in kept:
+            lines[other] = (f"{name} vs {other} on {what}: not resolved after Holm's correction for {len(ratios)} tests "
+                            f"(loss ratio {name} / {other} {ratio}, p = {ratio.p:.3f}, resolved on its own)")
+    return lines
 
 
 def ratio_winner(name_a: str, name_b: str, ratio: LossRatio) -> str | None:
@@ -608,7 +660,7 @@ def ratio_verdict(name_a: str, name_b: str, ratio: LossRatio, what: str = "test 
     if winner == name_b and not winner_first:
         return f"{name_b} beats {name_a} on {what} (loss ratio {name_a} / {name_b} {ratio})"
     if winner == name_b:
-        flipped = LossRatio(1 / ratio.ratio, 1 / ratio.high, 1 / ratio.low)
+        flipped = LossRatio(1 / ratio.ratio, 1 / ratio.high, 1 / ratio.low, ratio.p)
         return f"{name_b} beats {name_a} on {what} (loss ratio {name_b} / {name_a} {flipped})"
     return f"{name_a} vs {name_b} on {what}: not resolved (loss ratio {name_a} / {name_b} {ratio})"
 
@@ -702,6 +754,16 @@ class Latency:
     def slower_than(self, other: Latency) -> bool:
         """Whether the rounds decide that this model is slower than ``other`` (the verdict of ``versus``)."""
         return decided_side(self.rounds, other.rounds) > 0
+
+    def extra(self, other: Latency) -> str:
+        """The time this model adds to ``other``'s, as a share: the middle of the per-round ratios where the rounds
+        decide (``versus``), and where they do not, only a bound: at most what the slowest round gives."""
+        if len(self.rounds) != len(other.rounds) or not self.rounds:
+            raise ValueError("Compare two timings from the same interleaved rounds (the same compare_latency call).")
+        ratios = [a / b for a, b in zip(self.rounds, other.rounds, strict=True)]
+        if decided_side(self.rounds, other.rounds):
+            return f"{float(np.median(ratios)) - 1:+.0%}"
+        return f"at most {max(ratios) - 1:+.0%} (not resolved)"
 
 
 def compare_latency(models: dict[str, nn.Module], tokens: torch.Tensor, rounds: int = 11, repeats: int = 30) -> dict[str, Latency]:

@@ -44,9 +44,9 @@ from .comparison import (
 from .experiments import Interval, better, interval, update_spectra, verdict, verdict_word
 
 __all__ = ["COMPARED", "CONTROL", "LONGER", "LORA_VS_FULL", "FactProbe", "LongerBudget", "at_matched_learning",
-           "closest_in_learning", "fact_line_losses", "fact_probe", "fact_table", "facts_kept", "format_share",
-           "format_table", "learned_rates", "load_comparison", "longer_budget", "lora_vs_full", "measure_run", "qv_names",
-           "save_comparison"]
+           "closest_in_learning", "fact_line_losses", "fact_probe", "fact_table", "facts_kept", "format_free", "format_share",
+           "format_table", "intruders_below", "learned_rates", "load_comparison", "longer_budget", "lora_vs_full", "measure_run",
+           "qv_names", "save_comparison"]
 
 LORA_VS_FULL = (
     Arm("lora-all", "lora-all", (1e-3, 3e-3, 1e-2, 3e-2), headline=True),
@@ -283,6 +283,15 @@ class FactProbe:
     def line(self, diff: PairedDifference) -> str:
         return paired_verdict("full", "lora-all", diff, "facts kept")
 
+    def findings(self) -> dict[str, tuple[str, str]]:
+        """What the probe adds to the summary's forgetting rows: row key -> (its word, its evidence)."""
+        tied = ", ".join(f"{lr:g} {diff}" for lr, diff in self.tied.items())
+        return {"learning-forgetting curve": (f"on the fact probe, which chooses among answers as the paper's benchmarks do, "
+                                              f"{self.matched_word}", "Fact probe at the matched rates: " + self.line(self.matched)),
+                "forgets less than full": (f"on the fact probe against full, {self.chosen_word}",
+                                           "Fact probe at the chosen rates: " + self.line(self.chosen) + "; at each of "
+                                           "lora-all's rates validation could not tell apart: " + tied)}
+
     def __str__(self) -> str:
         lines = ["facts kept (among the answers, homes and foods), at the matched rates: " + self.line(self.matched)]
         if self.matched.low > 0:
@@ -305,6 +314,15 @@ def fact_probe(comparison: Comparison, matched_lr: dict[str, float]) -> FactProb
         tied={lr: paired_difference(full, facts_kept(comparison, "lora-all", lr))
               for lr in comparison.too_close_to_call("lora-all", SWEEP_SEEDS)},
         chosen_lr=chosen["lora-all"])
+
+
+def intruders_below(comparison: Comparison, label: str, thresholds: Sequence[float], seeds: Sequence[int]) -> dict[float, float]:
+    """The intruder count at other thresholds: at ``label``'s chosen rate, the top 10 singular vectors of every Wq and
+    Wv whose best |cosine| with the pretrained weight's falls below each ε of ``thresholds``, summed over the matrices
+    and averaged over ``seeds``."""
+    lr = comparison.chosen_lr[label]
+    per_seed = [comparison.measured[(label, lr, seed)]["qv_similarity"].values() for seed in seeds]
+    return {eps: float(np.mean([sum(s < eps for sims in matrices for s in sims) for matrices in per_seed])) for eps in thresholds}
 
 
 def fact_line_losses(comparison: Comparison, label: str, lr: float) -> list[tuple[float, float]]:
@@ -336,7 +354,21 @@ def format_table(comparison: Comparison, base_losses: tuple[float, float], rates
     for label, lr in rates:
         t, s = fact_line_means(comparison, label, lr)
         lines.append(f"{f'{label} at {lr:g}':<22} {t:>18.3f} {s:>16.3f} {t - s:>10.3f} {rise_share((t, s), base_losses):>25.0%}")
+    shares = {f"{label} at {lr:g}": format_share(comparison, base_losses, label, lr) for label, lr in rates}
+    lines.append(("the format is most of every rise" if min(shares.values()) > 0.5 else "the format is not most of every rise")
+                 + " over the base model: " + ", ".join(f"{name} {share:.0%}" for name, share in shares.items()))
     return "\n".join(lines)
+
+
+def format_free(comparison: Comparison, rates: dict[str, float], where: str) -> tuple[str, str]:
+    """Full against lora-all on the held-out fact lines' loss without the part spent on the JSON format (per seed),
+    each at its rate in ``rates`` (``where`` names them: "chosen", "matched"): the verdict line, and its word for the
+    paper's side, lora-all forgetting less ("agrees", "disagrees" or "not resolved")."""
+    rest = {label: interval(total - spent for total, spent in fact_line_losses(comparison, label, rates[label]))
+            for label in ("full", "lora-all")}
+    line = verdict("full", rest["full"], "lora-all", rest["lora-all"], False,
+                   f"the fact lines' loss without the format, at the {where} rates, each run's kept checkpoint")
+    return line, verdict_word(better("full", rest["full"], "lora-all", rest["lora-all"], False), "lora-all")
 
 
 def format_share(comparison: Comparison, base_losses: tuple[float, float], label: str, lr: float) -> float:
@@ -401,7 +433,7 @@ class LongerBudget:
         learns_more = better("lora-all", self.at_end("lora-all", "val_loss"), "full", self.at_end("full", "val_loss"), False)
         if forgets_less == "full":
             return ("disagrees still: full forgets less" + (" and learns more" if learns_more == "full" else "")
-                    + ", so the short budget does not explain full's edge")
+                    + f": one budget {LONGER} times as long did not remove full's edge")
         if forgets_less is None and learns_more == "full":
             return ("disagrees still: the held-out losses are not told apart, but full learns more (a lower validation answer "
                     "loss); on one shared curve, equal forgetting would come with equal learning")

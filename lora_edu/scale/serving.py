@@ -39,6 +39,7 @@ __all__ = [
     "serve_batched",
     "serve_merge_swap",
     "serve_one_at_a_time",
+    "serving_table",
     "strategies_agree",
     "serving_throughput",
     "use_adapters",
@@ -269,6 +270,22 @@ def compare_serving(
         call()  # warm-up
     rates = interleave({s: functools.partial(requests_per_second, call, len(x)) for s, call in calls.items()}, rounds)
     return {s: Throughput(float(statistics.median(r)), min(r), max(r), tuple(r)) for s, r in rates.items()}
+
+
+def serving_table(table: dict[int, dict[str, Throughput]]) -> str:
+    """``compare_serving``'s results for several mixes (distinct adapters in the batch -> strategy -> throughput) as a
+    lesson prints them: requests per second per strategy, batched over merge-swap round by round, and the mixes where
+    the rounds decide that batched serving is faster."""
+    n_rounds = len(next(iter(next(iter(table.values())).values())).rounds)
+    lines = [f"requests per second: the median of {n_rounds} interleaved rounds (lowest-highest round)",
+             f"{'adapters':>8} " + " ".join(f"{s:>20}" for s in SERVING_STRATEGIES)]
+    lines += [f"{n:>8} " + " ".join(f"{t[s]!s:>20}" for s in SERVING_STRATEGIES) for n, t in table.items()]
+    lines += ["", "batched over merge-swap, round by round:"]
+    lines += [f"{n} adapter{'s' if n > 1 else ' '} in the batch: {t['batched'].versus(t['merge-swap'])}" for n, t in table.items()]
+    ahead = [str(n) for n, t in table.items() if t["batched"].faster_than(t["merge-swap"])]
+    lines.append("batched serving was faster than merge-swap, by the rounds, with " + (", ".join(ahead) or "none")
+                 + f" of the mixes tried ({', '.join(map(str, table))} adapters in the batch)")
+    return "\n".join(lines)
 
 
 def random_adapters(
