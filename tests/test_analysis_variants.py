@@ -976,6 +976,8 @@ def test_a_ratio_carries_the_p_value_of_its_own_interval():
         a = np.exp(rng.normal(shift, 0.3, (5, 16)))
         ratio = loss_ratio(a, np.exp(rng.normal(0.0, 0.3, (5, 16))))
         assert (ratio.p < 0.05) == (ratio.low > 1 or ratio.high < 1)
+    flat = np.ones((3, 4))  # every seed and animal alike: no spread, so a gap is certain and no gap is none
+    assert loss_ratio(2 * flat, flat).p == 0.0 and loss_ratio(flat, flat).p == 1.0
 
 
 def test_holm_corrects_a_family_of_comparisons():

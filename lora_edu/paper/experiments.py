@@ -523,7 +523,8 @@ def loss_ratio(losses_a: Iterable[Iterable[float]], losses_b: Iterable[Iterable[
         raise ValueError("Per-animal losses must be positive and finite.")
     centre, se, df = seeds_and_animals_test(a, b, lambda m: np.log(m.mean(axis=-1)), resamples, seed, paired)
     half = t95(df) * se
-    return LossRatio(math.exp(centre), math.exp(centre - half), math.exp(centre + half), t_two_sided_p(centre / se, df) if se else 1.0)
+    p = t_two_sided_p(centre / se, df) if se else float(centre == 0)  # no spread at all: any gap is certain
+    return LossRatio(math.exp(centre), math.exp(centre - half), math.exp(centre + half), p)
 
 
 def seeds_and_animals(a: np.ndarray, b: np.ndarray, per_run: Callable[[np.ndarray], np.ndarray], resamples: int = 2000,
