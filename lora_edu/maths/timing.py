@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["decided_side", "interleave", "round_by_round", "sign_test"]
+__all__ = ["decided_side", "interleave", "round_by_round", "round_ratios", "sign_test"]
 
 
 def interleave(timers: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
@@ -34,10 +34,17 @@ def sign_test(k: int, n: int) -> float:
     return min(1.0, 2 * sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n)
 
 
+def round_ratios(mine: Sequence[float], theirs: Sequence[float]) -> list[float]:
+    """``mine / theirs`` round by round, for two timings from the same interleaved rounds."""
+    if len(mine) != len(theirs) or not mine:
+        raise ValueError("Compare two timings from the same interleaved rounds (the same compare_* call).")
+    return [a / b for a, b in zip(mine, theirs, strict=True)]
+
+
 def decided_side(mine: Sequence[float], theirs: Sequence[float], floor: float = 0.05) -> int:
     """+1 when the rounds decide that ``mine / theirs`` lies above 1 + ``floor``, -1 when below 1 - ``floor``, else 0:
     every round beyond the floor on one side, or so many that a two-sided sign test puts chance below 5%."""
-    ratios = [a / b for a, b in zip(mine, theirs, strict=True)]
+    ratios = round_ratios(mine, theirs)
     n_above, n_below = sum(r > 1 + floor for r in ratios), sum(r < 1 - floor for r in ratios)
     if n_above > n_below and (n_above == len(ratios) or sign_test(n_above, len(ratios)) < 0.05):
         return 1
@@ -56,11 +63,9 @@ def round_by_round(mine: Sequence[float], theirs: Sequence[float], above: str, b
     small can come from where each one's tensors sit in memory, and it would not matter in practice. Otherwise, no
     difference.
     """
-    if len(mine) != len(theirs) or not mine:
-        raise ValueError("Compare two timings from the same interleaved rounds (the same compare_* call).")
     if not 0 <= floor < 1:
         raise ValueError(f"floor is a share of the time, in [0, 1); got {floor!r}.")
-    ratios = [a / b for a, b in zip(mine, theirs, strict=True)]
+    ratios = round_ratios(mine, theirs)
     low, high, mid = min(ratios), max(ratios), float(np.median(ratios))
     n, side = len(ratios), decided_side(mine, theirs, floor)
     k = sum(r > 1 + floor for r in ratios) if side > 0 else sum(r < 1 - floor for r in ratios)

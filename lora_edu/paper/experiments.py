@@ -25,7 +25,7 @@ from ..gpt.finetune import finetune, prepare
 from ..gpt.model import GPT
 from ..gpt.progress import progress as progress_line
 from ..lora.layer import adapted_weight, lora_layers
-from ..maths.timing import decided_side, interleave, round_by_round
+from ..maths.timing import decided_side, interleave, round_by_round, round_ratios
 from .analysis import intruder_dimensions, subspace_similarity
 
 __all__ = [
@@ -413,11 +413,15 @@ class Interval:
         return f"{self.mean:.3f} ± {self.half_width:.3f}"
 
 
-def t95(df: float) -> float:
-    """The two-sided 95% quantile of Student's t for ``df`` degrees of freedom, rounded down to a tabled one
-    (fewer degrees of freedom: a wider interval, never a narrower one)."""
+def tabled_df(df: float) -> int:
+    """``df`` rounded down to degrees of freedom ``T95`` tables (fewer: a wider interval, never a narrower one)."""
     whole = max(1, math.floor(df))
-    return T95.get(whole, T95[max(k for k in T95 if k <= whole)])
+    return max(k for k in T95 if k <= whole)
+
+
+def t95(df: float) -> float:
+    """The two-sided 95% quantile of Student's t for ``df`` degrees of freedom, rounded down to a tabled one."""
+    return T95[tabled_df(df)]
 
 
 def interval(values: Iterable[float]) -> Interval:
@@ -544,9 +548,6 @@ def seeds_and_animals(a: np.ndarray, b: np.ndarray, per_run: Callable[[np.ndarra
     seeds' luck is the spread of the per-seed differences (a paired t, n - 1 degrees of freedom), which is smaller
     when a seed that helps A also helps B.
     """
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[1] < 2 or min(len(a), len(b)) < 2:
-        raise ValueError(f"Need (seeds, animals) tables of per-animal results on the same animals, at least 2 seeds and 2 "
-                         f"animals each; got shapes {a.shape} and {b.shape}.")
     centre, se, df = seeds_and_animals_test(a, b, per_run, resamples, seed, paired)
     return centre, t95(df) * se
 
@@ -589,8 +590,7 @@ def welch_se_df(parts: list[tuple[float, int]], extra_variance: float = 0.0) -> 
 def t_two_sided_p(t: float, df: float) -> float:
     """P(|T| >= |t|) for Student's t, at the tabled degrees of freedom ``t95`` uses (rounded down), so that p < 0.05
     exactly when ``t95``'s interval leaves out 0. The density is integrated numerically."""
-    whole = max(1, math.floor(df))
-    nu = whole if whole in T95 else max(k for k in T95 if k <= whole)
+    nu = tabled_df(df)
     x = np.linspace(0.0, abs(t), 20_001)
     density = np.exp(math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2)) / math.sqrt(nu * math.pi) * (1 + x**2 / nu) ** (-(nu + 1) / 2)
     return float(max(0.0, 1.0 - 2.0 * np.trapezoid(density, x)))
@@ -759,9 +759,7 @@ class Latency:
     def extra(self, other: Latency) -> str:
         """The time this model adds to ``other``'s, as a share: the middle of the per-round ratios where the rounds
         decide (``versus``), and where they do not, only a bound: at most what the slowest round gives."""
-        if len(self.rounds) != len(other.rounds) or not self.rounds:
-            raise ValueError("Compare two timings from the same interleaved rounds (the same compare_latency call).")
-        ratios = [a / b for a, b in zip(self.rounds, other.rounds, strict=True)]
+        ratios = round_ratios(self.rounds, other.rounds)
         if decided_side(self.rounds, other.rounds):
             return f"{float(np.median(ratios)) - 1:+.0%}"
         return f"at most {max(ratios) - 1:+.0%} (not resolved)"

@@ -351,10 +351,11 @@ def format_table(comparison: Comparison, base_losses: tuple[float, float], rates
     lines = [f"{'':<22} {'loss on fact lines':>18} {'= on JSON tokens':>16} {'+ the rest':>10} {'format share of the rise':>25}"]
     total, spent = base_losses
     lines.append(f"{'base model':<22} {total:>18.3f} {spent:>16.3f} {total - spent:>10.3f}")
+    shares = {}
     for label, lr in rates:
         t, s = fact_line_means(comparison, label, lr)
-        lines.append(f"{f'{label} at {lr:g}':<22} {t:>18.3f} {s:>16.3f} {t - s:>10.3f} {rise_share((t, s), base_losses):>25.0%}")
-    shares = {f"{label} at {lr:g}": format_share(comparison, base_losses, label, lr) for label, lr in rates}
+        shares[f"{label} at {lr:g}"] = rise_share((t, s), base_losses)
+        lines.append(f"{f'{label} at {lr:g}':<22} {t:>18.3f} {s:>16.3f} {t - s:>10.3f} {shares[f'{label} at {lr:g}']:>25.0%}")
     lines.append(("the format is most of every rise" if min(shares.values()) > 0.5 else "the format is not most of every rise")
                  + " over the base model: " + ", ".join(f"{name} {share:.0%}" for name, share in shares.items()))
     return "\n".join(lines)
