@@ -521,6 +521,34 @@ def test_latency_is_compared_round_by_round():
         Latency(1.0, 1.0, 1.0).extra(base)
 
 
+def test_the_share_a_model_adds_falls_with_the_pass_only_when_the_rounds_say_so_beyond_chance():
+    from lora_edu.paper.experiments import PAPER, Latency, falls_with_size
+
+    def timed(base_rounds, adapter_rounds):
+        return {"base": Latency(1.0, 1.0, 1.0, tuple(base_rounds)), "adapters": Latency(1.0, 1.0, 1.0, tuple(adapter_rounds))}
+
+    short = timed([1.0, 2.0, 1.0, 1.0], [1.6, 3.4, 1.8, 1.7])  # adds 60 to 80%, round by round, whatever the round's own speed
+    long = timed([10.0, 10.0, 30.0, 10.0], [11.0, 11.5, 33.0, 11.2])  # adds 10 to 15%: 4 rounds a side in full order, p = 1/70
+    assert falls_with_size(short, long) and not falls_with_size(long, short)
+    overlapping = timed([10.0, 10.0, 10.0, 10.0], [11.0, 11.0, 17.0, 17.5])  # two rounds add 70% or more
+    assert not falls_with_size(short, overlapping)  # 11 of 16 pairs in order: p = 17/70, far from 0.05
+    three = timed([1.0] * 3, [1.1] * 3)
+    assert not falls_with_size(timed([1.0] * 3, [1.6] * 3), three)  # 3 rounds a side: even a clean split has p = 1/20
+    eleven = timed([1.0] * 11, [1.6 + 0.01 * i for i in range(11)])
+    one_stall = timed([1.0] * 11, [1.1] * 10 + [1.7])  # one stalled round above eleven's lowest: a rank-sum test still decides
+    assert falls_with_size(eleven, one_stall) and not falls_with_size(eleven, timed([1.0] * 11, [1.6 + 0.01 * i for i in range(11)]))
+    from lora_edu.maths.timing import rank_sum_p
+    assert rank_sum_p([1, 2, 3], [4, 5, 6]) == pytest.approx(1 / 20) and rank_sum_p([4, 5, 6], [1, 2, 3]) == 1.0
+    assert rank_sum_p([1.0] * 11, [2.0] * 11) == pytest.approx(1 / 705432)  # C(22, 11) splits, one in full order
+    assert rank_sum_p([1, 2], [2, 3]) == pytest.approx(2 / 6)  # a tie counts half: 3.5 pairs, rounded down; 2 of 6 splits have 3+
+    with pytest.raises(ValueError, match="at least one value"):
+        rank_sum_p([], [1.0])
+    ms = PAPER["table1_latency_ms"]  # the paper's AdapterH share shrinks with the pass, as its Table 1 prints it
+    assert [round(ms[size][2] / ms[size][0] - 1, 3) for size in ((1, 128), (16, 256), (32, 512))] == [0.303, 0.084, 0.030]
+    assert [round(ms[size][1] / ms[size][0] - 1, 3) for size in ((1, 128), (16, 256), (32, 512))] == [0.207, 0.050, 0.022]
+    assert PAPER["table1_adapter_latency_increase"] == (0.207, 0.303)  # batch 1: AdapterL, AdapterH
+
+
 def test_interleaved_timers_take_turns_at_running_first():
     """A timer that always ran first (or last) in a round would carry that position's bias into "every round"."""
     from lora_edu.maths.timing import interleave

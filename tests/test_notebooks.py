@@ -303,3 +303,18 @@ def test_long_evidence_is_listed_and_folded_under_the_numbers(monkeypatch, capsy
     assert "<summary>the numbers</summary>" in notebook.finding_html("Table 5: x", "agrees", set(), prose)
     short = notebook.finding_html("Table 5: x", "agrees", set(), "ratio 0.26 [0.21, 0.32]")
     assert "<details" not in short and "ratio 0.26 [0.21, 0.32]" in short  # one short piece stays in view
+
+
+def test_lines_to_skip_on_a_first_reading_fold_in_a_notebook_and_print_whole_elsewhere(monkeypatch, capsys):
+    import IPython.display
+
+    from lora_edu.course import notebook, quiz
+
+    notebook.show_folded("the verdicts in full", "a < b\nc")
+    assert capsys.readouterr().out == "the verdicts in full:\na < b\nc\n"
+    shown = []
+    monkeypatch.setattr(quiz, "in_notebook", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append(obj))
+    notebook.show_folded("the verdicts in full", "a < b\nc")
+    assert shown == [{"text/html": "<details><summary>the verdicts in full</summary><pre>a &lt; b\nc</pre></details>",
+                      "text/plain": "the verdicts in full:\na < b\nc"}]

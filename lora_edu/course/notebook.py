@@ -52,6 +52,22 @@ def enable_colab_widgets() -> bool:
     return True
 
 
+def show_folded(label: str, text: str) -> None:
+    """Show ``text`` behind a click labelled ``label`` in a notebook (lines a student may skip on a first reading);
+    elsewhere print it whole after the label."""
+    from .quiz import in_notebook
+
+    if not in_notebook():
+        print(f"{label}:\n{text}")
+        return
+    import html
+
+    from IPython.display import display
+
+    display({"text/html": f"<details><summary>{html.escape(label)}</summary><pre>{html.escape(text)}</pre></details>",
+             "text/plain": f"{label}:\n{text}"}, raw=True)
+
+
 # What each verdict word of a findings table means; a table explains the ones it uses, under it. Each row's evidence
 # names the test that decided it (a 95% interval, a count against chance, a window of a coarse grid).
 VERDICT_WORDS = {

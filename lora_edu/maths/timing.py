@@ -34,6 +34,27 @@ def sign_test(k: int, n: int) -> float:
     return min(1.0, 2 * sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n)
 
 
+def rank_sum_p(lower: Sequence[float], higher: Sequence[float]) -> float:
+    """One-sided p-value of Mann-Whitney's rank-sum test that ``lower`` tends to lie below ``higher``: among all the
+    equally likely ways to split the pooled values into groups of these sizes, the share that put at least as many
+    (lower, higher) pairs in order as observed (a tie counts half, and a half-pair rounds down, which errs toward
+    "not resolved"). Exact, by counting the splits."""
+    if not lower or not higher:
+        raise ValueError("Give both groups at least one value.")
+    n, m = len(lower), len(higher)
+    in_order = sum(1.0 if a < b else 0.5 if a == b else 0.0 for a in lower for b in higher)
+    ways = [[[0] * (n * m + 1) for _ in range(m + 1)] for _ in range(n + 1)]  # ways[i][j][u]: splits of i + j values with u in order
+    for i in range(n + 1):
+        for j in range(m + 1):
+            if i == 0 or j == 0:
+                ways[i][j][0] = 1
+                continue
+            for u in range(i * j + 1):  # the largest value belongs to higher (then it is above all i) or to lower (none above it)
+                ways[i][j][u] = (ways[i][j - 1][u - i] if u >= i else 0) + ways[i - 1][j][u]
+    total = sum(ways[n][m])
+    return sum(ways[n][m][u] for u in range(math.floor(in_order), n * m + 1)) / total
+
+
 def round_ratios(mine: Sequence[float], theirs: Sequence[float]) -> list[float]:
     """``mine / theirs`` round by round, for two timings from the same interleaved rounds."""
     if len(mine) != len(theirs) or not mine:

@@ -25,7 +25,7 @@ from ..gpt.finetune import finetune, prepare
 from ..gpt.model import GPT
 from ..gpt.progress import progress as progress_line
 from ..lora.layer import adapted_weight, lora_layers
-from ..maths.timing import decided_side, interleave, round_by_round, round_ratios
+from ..maths.timing import decided_side, interleave, rank_sum_p, round_by_round, round_ratios
 from .analysis import intruder_dimensions, subspace_similarity
 
 __all__ = [
@@ -91,6 +91,9 @@ PAPER = {
     # ||U^T Wq V^T||_F with U, V the top-r singular directions of ΔWq, of Wq itself, and random ones (same table)
     "table7_projections": {4: {"delta_w": 0.32, "w": 21.67, "random": 0.02}, 64: {"delta_w": 1.90, "w": 37.71, "random": 0.33}},
     "table1_adapter_latency_increase": (0.207, 0.303),  # GPT-2 medium, batch 1, 128 tokens: AdapterL, AdapterH (19.8 ms -> 23.9, 25.8)
+    # Table 1 (Section 3): GPT-2 medium on one Quadro RTX8000, ms per forward pass by (batch, tokens): fine-tune/LoRA,
+    # AdapterL, AdapterH. The added share falls as a pass holds more tokens.
+    "table1_latency_ms": {(32, 512): (1449.4, 1482.0, 1492.2), (16, 256): (338.0, 354.8, 366.3), (1, 128): (19.8, 23.9, 25.8)},
 }
 
 
@@ -763,6 +766,13 @@ class Latency:
         if decided_side(self.rounds, other.rounds):
             return f"{float(np.median(ratios)) - 1:+.0%}"
         return f"at most {max(ratios) - 1:+.0%} (not resolved)"
+
+
+def falls_with_size(small: dict[str, Latency], large: dict[str, Latency], model: str = "adapters", base: str = "base") -> bool:
+    """Whether ``model`` adds a smaller share over ``base`` in the ``large`` pass than in the ``small`` one: the large
+    pass's per-round ratios lie below the small pass's more often than chance allows (``rank_sum_p`` below 0.05), so one
+    stalled round does not decide it."""
+    return rank_sum_p(round_ratios(large[model].rounds, large[base].rounds), round_ratios(small[model].rounds, small[base].rounds)) < 0.05
 
 
 def compare_latency(models: dict[str, nn.Module], tokens: torch.Tensor, rounds: int = 11, repeats: int = 30) -> dict[str, Latency]:

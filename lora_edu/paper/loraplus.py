@@ -143,13 +143,6 @@ class LoRAPlusStudy:
             self._ratios[key] = runs_loss_ratio(fresh.runs(label), fresh.runs("LoRA"), paired=True)
         return self._ratios[key]
 
-    def seed_correlation(self, label: str) -> float:
-        """How much a fresh seed that suits plain LoRA also suits ``label``: the correlation of their log test losses."""
-        fresh = self._fresh()
-        a, b = ([np.log(run.test_answer_loss) for run in sorted(fresh.runs(lab), key=lambda r: r.seed)]
-                for lab in (label, "LoRA"))
-        return float(np.corrcoef(a, b)[0, 1])
-
     def verdicts(self) -> list[str]:
         """On the fresh seeds, each compared arm against plain LoRA: the answer loss (the verdict, for validation's
         choice; a further look, for ratio 16) and exact match (a second measure)."""
@@ -161,14 +154,25 @@ class LoRAPlusStudy:
         return lines
 
     def fresh_report(self) -> str:
-        """What the fresh seeds say: the verdicts, the seeds' luck the pairing removes, and the winner's curse line."""
+        """What the fresh seeds say: the verdicts, then the winner's curse line."""
         seeds = sorted({run.seed for run in self._fresh().runs("LoRA")})
-        luck = ", ".join(f"{label} and LoRA {self.seed_correlation(label):+.2f}" for label in self.compared)
         return "\n".join([f"on {len(seeds)} fresh seeds, {seeds[0]} to {seeds[-1]}, each arm at its chosen rate:",
-                          *self.verdicts(),
-                          f"a seed's luck shared by the two arms (correlation of log test loss over the fresh seeds): {luck}; "
-                          "pairing by seed narrows an interval only as far as this is above 0",
-                          self.winners_curse()])
+                          *self.verdicts(), self.winners_curse()])
+
+    def fresh_table(self) -> str:
+        """On the fresh seeds, one row per arm at its chosen rate of A: the test answer loss and the steps to reach
+        ``target()``, each as LoRA+ over plain LoRA with its 95% interval (below 1: LoRA+ better)."""
+        fresh, target, past = self._fresh(), self.target(), self.past_the_end()
+        seeds = sorted({run.seed for run in fresh.runs("LoRA")})
+        rows = [f"on {len(seeds)} fresh seeds ({seeds[0]} to {seeds[-1]}), each arm at its chosen rate of A; LoRA+ over plain "
+                "LoRA, below 1 = LoRA+ better:",
+                f"{'arm':<9} {'rate':>6}  {'test answer loss':>18}  {'steps to the dashed line':>24}",
+                f"{'LoRA':<9} {self.sweep.chosen_lr['LoRA']:>6g}  {'1 (the reference)':>18}  {'1 (the reference)':>24}"]
+        for label in self.compared:
+            steps, low, high = self.steps_ratio(label, target, past)
+            rows.append(f"{label:<9} {self.sweep.chosen_lr[label]:>6g}  {str(self.loss_ratio(label)):>18}  "
+                        f"{f'{steps:.2f} [{low:.2f}, {high:.2f}]':>24}")
+        return "\n".join(rows)
 
     def winners_curse(self) -> str:
         """Validation's loss ratio for the chosen arm beside the fresh seeds' interval, and what that interval rules out."""
@@ -208,14 +212,29 @@ class LoRAPlusStudy:
             lines.append(f"  {label:<9} median {f'{middle:g}' if medians[label] else f'more than {last}'} steps, "
                          f"{len(reached)} of {len(steps)} seeds got there")
         past = self.past_the_end()
+        lines.append("each LoRA+ median over plain LoRA's (95% interval by redrawing the seeds in pairs; below 1: faster; a seed "
+                     f"that never got there counts as step {past}, one evaluation past the end, so such a ratio is a bound):")
         for label in self.compared:
             ratio, low, high = self.steps_ratio(label, target, past)
             word = speed_word(low, high) or "not told apart from plain LoRA"
-            lines.append(f"  {label} took {ratio:.2f} [{low:.2f}, {high:.2f}] times plain LoRA's steps (the median's ratio, "
-                         f"95% interval by redrawing the seeds in pairs; below 1: faster): {word}")
-        lines.append(f"  (for the ratio, a seed that never got there counts as reaching it at step {past}, one "
-                     "evaluation past the end: a ratio that leans on such seeds is a bound, not a measurement)")
+            lines.append(f"  {label:<9} {ratio:.2f} [{low:.2f}, {high:.2f}]: {word}")
         return "\n".join(lines)
+
+    def in_short(self, width: int) -> str:
+        """The section's result in one sentence: validation's choice, the verdict on the fresh seeds, and the paper's
+        ratio 16 in steps (a further look) when validation chose another."""
+        chosen, ratio = self.chosen, self.loss_ratio(self.chosen)
+        picked = ("validation could not tell the ratios apart" if len(self.too_close_to_tell()) == len(self.labels)
+                  else f"validation preferred {chosen}")
+        outcome = {None: "was not shown to learn faster than", chosen: "learned faster than",
+                   "LoRA": "learned more slowly than"}[ratio_winner(chosen, "LoRA", ratio)]
+        parts = [f"In short, at d = {width}: {picked}, and on the fresh seeds {chosen} {outcome} plain LoRA "
+                 f"(its test answer loss {ratio} times plain LoRA's)"]
+        if "LoRA+ 16" in self.compared and chosen != "LoRA+ 16":
+            steps, low, high = self.steps_ratio("LoRA+ 16", self.target(), self.past_the_end())
+            parts.append(f"the paper's ratio 16 took {steps:.2f} [{low:.2f}, {high:.2f}] times plain LoRA's steps "
+                         f"({speed_word(low, high) or 'not told apart'}; a further look)")
+        return "; ".join(parts) + "."
 
     def past_the_end(self) -> int:
         """One evaluation after the fresh runs' last: where ``steps_ratio`` puts a seed that never reached the target."""
@@ -251,6 +270,10 @@ class LoRAPlusStudy:
         tied = len(self.too_close_to_tell()) == len(self.labels)
         word += (f" on {self.what.removeprefix('test ')}, at the ratio validation chose "
                  f"({chosen.split()[1]}" + (", though it could not tell the ratios apart" if tied else "") + f") and d = {width}")
+        if arm_label(PAPER_RATIO) in self.compared and chosen != arm_label(PAPER_RATIO):
+            steps16, low16, high16 = self.steps_ratio(arm_label(PAPER_RATIO), self.target(), self.past_the_end())
+            word += (f"; a further look: the paper's ratio {PAPER_RATIO} took {steps16:.2f} [{low16:.2f}, {high16:.2f}] times plain "
+                     f"LoRA's steps ({speed_word(low16, high16) or 'not told apart'})")
         target = self.target()
         ratio, low, high = self.steps_ratio(chosen, target, self.past_the_end())
         steps = (f"a further look at speed, the steps to reach validation answer loss {target:.3f}: {chosen} took {ratio:.2f} "
