@@ -230,11 +230,20 @@ class LoRAPlusStudy:
                    "LoRA": "learned more slowly than"}[ratio_winner(chosen, "LoRA", ratio)]
         parts = [f"In short, at d = {width}: {picked}, and on the fresh seeds {chosen} {outcome} plain LoRA "
                  f"(its test answer loss {ratio} times plain LoRA's)"]
-        if "LoRA+ 16" in self.compared and chosen != "LoRA+ 16":
-            steps, low, high = self.steps_ratio("LoRA+ 16", self.target(), self.past_the_end())
-            parts.append(f"the paper's ratio 16 took {steps:.2f} [{low:.2f}, {high:.2f}] times plain LoRA's steps "
-                         f"({speed_word(low, high) or 'not told apart'}; a further look)")
+        paper = self.paper_ratio_steps()
+        if paper:
+            parts.append(f"{paper[0]} ({paper[1]}; a further look)")
         return "; ".join(parts) + "."
+
+    def paper_ratio_steps(self) -> tuple[str, str] | None:
+        """The paper's ratio in steps, a further look beside validation's choice: ("the paper's ratio 16 took ... times
+        plain LoRA's steps", its word), or None when validation chose that ratio or it did not run on fresh seeds."""
+        label = arm_label(PAPER_RATIO)
+        if label not in self.compared or label == self.chosen:
+            return None
+        steps, low, high = self.steps_ratio(label, self.target(), self.past_the_end())
+        return (f"the paper's ratio {PAPER_RATIO} took {steps:.2f} [{low:.2f}, {high:.2f}] times plain LoRA's steps",
+                speed_word(low, high) or "not told apart")
 
     def past_the_end(self) -> int:
         """One evaluation after the fresh runs' last: where ``steps_ratio`` puts a seed that never reached the target."""
@@ -270,10 +279,9 @@ class LoRAPlusStudy:
         tied = len(self.too_close_to_tell()) == len(self.labels)
         word += (f" on {self.what.removeprefix('test ')}, at the ratio validation chose "
                  f"({chosen.split()[1]}" + (", though it could not tell the ratios apart" if tied else "") + f") and d = {width}")
-        if arm_label(PAPER_RATIO) in self.compared and chosen != arm_label(PAPER_RATIO):
-            steps16, low16, high16 = self.steps_ratio(arm_label(PAPER_RATIO), self.target(), self.past_the_end())
-            word += (f"; a further look: the paper's ratio {PAPER_RATIO} took {steps16:.2f} [{low16:.2f}, {high16:.2f}] times plain "
-                     f"LoRA's steps ({speed_word(low16, high16) or 'not told apart'})")
+        paper = self.paper_ratio_steps()
+        if paper:
+            word += f"; a further look: {paper[0]} ({paper[1]})"
         target = self.target()
         ratio, low, high = self.steps_ratio(chosen, target, self.past_the_end())
         steps = (f"a further look at speed, the steps to reach validation answer loss {target:.3f}: {chosen} took {ratio:.2f} "
