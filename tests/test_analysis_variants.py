@@ -549,6 +549,28 @@ def test_the_share_a_model_adds_falls_with_the_pass_only_when_the_rounds_say_so_
     assert PAPER["table1_adapter_latency_increase"] == (0.207, 0.303)  # batch 1: AdapterL, AdapterH
 
 
+def test_table_1_is_read_as_a_trend_with_both_halves():
+    from lora_edu.paper.experiments import AdapterLatencyTrend, Latency
+
+    def timed(added):  # 11 rounds of a base at 1 ms and adapters adding ``added`` (a share), a little noise per round
+        return {"base": Latency(1.0, 1.0, 1.0, (1.0,) * 11),
+                "adapters": Latency(1.0, 1.0, 1.0, tuple(1.0 + added + 0.001 * (i - 5) for i in range(11)))}
+
+    trend = AdapterLatencyTrend({"batch 1 x 4": timed(0.6), "batch 1 x 64": timed(0.35), "batch 16 x 64": timed(0.1)},
+                                "batch 1 x 64", "ours, a 64-wide GPT on the cpu")
+    assert trend.slower and trend.falls and trend.word == "agrees"
+    assert trend.ours() == "batch 1 x 4 +60%, batch 1 x 64 +35%, batch 16 x 64 +10%"
+    assert trend.paper() == "batch 1 x 128 +30.3%, batch 16 x 256 +8.4%, batch 32 x 512 +3.0%"  # largest share first
+    assert trend.reading().startswith("agrees: adapters add +35% at batch 1 x 64 tokens, and their share falls")
+    lines = str(trend).splitlines()
+    assert lines[1] == "  ours, a 64-wide GPT on the cpu:".ljust(38) + "batch 1 x 4 +60% | batch 1 x 64 +35% | batch 16 x 64 +10%"
+    assert lines[3].endswith("ours falls too, from the smallest pass to the largest (a rank-sum test over the rounds)")
+    flat = AdapterLatencyTrend({"batch 1 x 4": timed(0.3), "batch 1 x 64": timed(0.3), "batch 16 x 64": timed(0.3)}, "batch 1 x 64")
+    assert flat.slower and not flat.falls and flat.word == "partly" and "was not shown to fall" in flat.reading()
+    same = {"base": Latency(1.0, 1.0, 1.0, (1.0,) * 11), "adapters": Latency(1.0, 1.0, 1.0, (1.0, 1.02, 0.98) * 3 + (1.0, 1.0))}
+    assert AdapterLatencyTrend({"a": same, "b": same}, "a").word == "not resolved"
+
+
 def test_interleaved_timers_take_turns_at_running_first():
     """A timer that always ran first (or last) in a round would carry that position's bias into "every round"."""
     from lora_edu.maths.timing import interleave

@@ -503,6 +503,47 @@ def test_the_share_of_forgetting_won_back_is_an_interval_over_seeds():
     assert even.values == pytest.approx((0.5 / 3, 0.0, 1.0 / 4))
 
 
+def fake_mitigation(task_at_75=(0.9, 0.95, 0.85, 0.9, 0.9), control_task_at_75=0.95):
+    """Five seeds trained to held-out loss 4 (base 0.6) and exact match 1. Scaling the intruders to 0.75 wins back
+    0.5 to 0.6, the even control at the same distance 0.3 to 0.4; at 0.5 the task drops to 0.4 (control 0.9); at 0
+    it is gone."""
+    from lora_edu.paper.comparison import Mitigation
+
+    seeds = (0, 1, 2, 3, 4)
+    scaled = {(s, 1.0): (4.0, 1.0) for s in seeds}
+    scaled |= {(s, 0.75): (3.5 - 0.02 * s, task_at_75[s]) for s in seeds}
+    scaled |= {(s, 0.5): (3.0 - 0.02 * s, 0.4) for s in seeds} | {(s, 0.0): (2.7 - 0.02 * s, 0.0) for s in seeds}
+    control = {(s, 0.75): (3.7 - 0.01 * s, control_task_at_75) for s in seeds}
+    control |= {(s, 0.5): (3.5 - 0.01 * s, 0.9) for s in seeds} | {(s, 0.0): (3.5, 0.9) for s in seeds}
+    return Mitigation(1e-2, seeds, (1.0, 0.75, 0.5, 0.0), scaled, control, {})
+
+
+def test_the_intruder_claims_are_read_from_the_mitigation_with_rules_fixed_before_looking():
+    from lora_edu.paper.comparison import MITIGATION_CLAIMS
+
+    noisy = fake_mitigation()  # the task's cost at 0.75 is -0.10 [-0.19, -0.01]: not pinned within 1/16
+    claim, word, evidence = noisy.fit_finding(0.6, test_animals=16)
+    assert claim == MITIGATION_CLAIMS[0]
+    assert word.startswith("partly: at PEFT's default λ = 0.75 the held-out loss fell; the task's cost is one the seeds cannot pin "
+                           "to within one test animal (-0.10 [")
+    assert "it won back 16% of what fine-tuning added, the even control at the same distance 9%" in word
+    assert evidence.startswith("at λ = 0.75, changes paired by seed (5 seeds): held-out loss -0.54 [")
+    assert noisy.where_located(16)[:2] == ("agrees", "not resolved")  # won back more than the control, the task not pinned
+    claim, word, evidence = noisy.located_finding(0.6, 16, width=64)
+    assert claim == MITIGATION_CLAIMS[1] and word.startswith("not resolved at λ = 0.75 and d = 64: 5 seeds and 16 test animals")
+    assert evidence.startswith("They won back more of the old text than the even control did") and "(under half)" in evidence
+    assert noisy.in_short(16).startswith("scaling the intruders down at λ = 0.75, against the even control at the same distance "
+                                         "from the base: it won back more of the old text than the control, but the seeds cannot "
+                                         "show it kept as much of the task")
+    kept = fake_mitigation(task_at_75=(1.0,) * 5, control_task_at_75=1.0)  # no cost to the task at all
+    assert kept.fit_finding(0.6, 16)[1].startswith("agrees: at PEFT's default λ = 0.75 the held-out loss fell; the task stayed "
+                                                   "within one test animal")
+    assert kept.where_located(16)[:2] == ("agrees", "partly")
+    assert "(where the forgetting lies: partly)" in kept.in_short(16)
+    with pytest.raises(ValueError, match="these were not built"):
+        fake_mitigation().__class__(1e-2, (0,), (1.0, 0.75), {}, {}, {}).where_located(16)
+
+
 def fake_loraplus_study(fresh_ratio_16: float = 1.6):
     """Plain LoRA and LoRA+ at ratios 2 and 16: on validation 2 ties LoRA and 16 trails on loss; on ten fresh seeds
     LoRA+ 16's test loss is ``fresh_ratio_16`` times LoRA's (seed by seed, with shared seed luck)."""

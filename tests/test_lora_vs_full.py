@@ -111,7 +111,7 @@ def test_the_rates_that_learned_get_more_seeds(two_runs):
 def test_the_fact_probe_pairs_full_and_lora_all_by_animal(tiny, two_runs):
     from types import SimpleNamespace
 
-    from lora_edu.paper.lora_vs_full import fact_probe, fact_table, facts_kept
+    from lora_edu.paper.forgetting import fact_probe, fact_table, facts_kept
 
     base, world = tiny
     animals = len(world.test_animals)
@@ -177,7 +177,7 @@ def test_the_held_out_loss_splits_into_the_format_and_the_rest(tiny):
 
 
 def test_the_format_table_gives_the_format_share_of_each_rise():
-    from lora_edu.paper.lora_vs_full import fact_line_losses, format_share, format_table
+    from lora_edu.paper.forgetting import fact_line_losses, format_share, format_table
 
     measured = {("lora-all", 1e-2, s): {"held_out_parts": {"facts": 3.0 + s}, "held_out_format": 1.5 + s} for s in (0, 1)}
     c = Comparison([Arm("lora-all", "lora-all", (1e-2,))], {}, {"lora-all": 1e-2}, measured)
@@ -191,7 +191,7 @@ def test_the_format_table_gives_the_format_share_of_each_rise():
 
 
 def test_without_the_format_full_and_lora_all_are_compared_seed_by_seed():
-    from lora_edu.paper.lora_vs_full import format_free
+    from lora_edu.paper.forgetting import format_free
 
     measured = {("lora-all", 1e-2, s): {"held_out_parts": {"facts": 5.0 + 0.1 * s}, "held_out_format": 1.0} for s in range(3)}
     measured |= {("full", 1e-3, s): {"held_out_parts": {"facts": 2.0 + 0.1 * s}, "held_out_format": 0.5} for s in range(3)}
@@ -264,9 +264,218 @@ def test_closest_in_learning_matches_a_rate_on_validation_exact_match():
 
 
 def test_intruders_are_counted_at_other_thresholds():
-    from lora_edu.paper.lora_vs_full import intruders_below
+    from lora_edu.paper.intruders import intruders_below
 
     measured = {("lora-all", 1e-2, s): {"qv_similarity": {"q": [0.2, 0.4, 0.9], "v": [0.45 + 0.1 * s, 0.99]}} for s in (0, 1)}
     c = Comparison([Arm("lora-all", "lora-all", (1e-2,))], {}, {"lora-all": 1e-2}, measured)
     assert intruders_below(c, "lora-all", (0.3, 0.5, 0.95), (0, 1)) == {0.3: 1.0, 0.5: 2.5, 0.95: 4.0}
     assert intruders_below(c, "lora-all", (0.5,), (1,)) == {0.5: 2.0}
+
+
+def matched_comparison():
+    """lora-all at 3e-3 and 1e-2 against full and full-linear at 1e-3, 5 seeds, 8 validation and 16 test animals, evaluated after steps
+    100 and 200: lora-all at 3e-3 and full learned about as much; validation could not tell lora-all's two rates apart."""
+    from types import SimpleNamespace
+
+    def run(seed, val_right, val_loss, held_out, best_step):  # val_loss, held_out: (after 100 steps, after 200)
+        em = sum(val_right) / len(val_right)
+        evals = [(100, {"val": em, "val_loss": val_loss[0], "held_out": held_out[0]}),
+                 (200, {"val": em, "val_loss": val_loss[1], "held_out": held_out[1] + 0.01 * seed})]
+        return SimpleNamespace(seed=seed, method="", result=SimpleNamespace(evals=evals), val_right=val_right, val_exact_match=em,
+                               update_ratio=0.3,
+                               val_answer_loss=val_loss[1], pretrain_loss=held_out[1] + 0.01 * seed, best_step=best_step,
+                               test_right=(True,) * 12 + (seed % 2 == 0,) * 4)
+
+    one_wrong, all_right = (True,) * 7 + (False,), (True,) * 8
+    reports = {("lora-all", 3e-3, s): run(s, all_right if s == 2 else one_wrong, (0.3, 0.14), (1.5, 2.3), 190) for s in range(5)}
+    reports |= {("lora-all", 1e-2, s): run(s, all_right, (0.2, 0.12), (3.0, 4.1), 200) for s in range(5)}
+    reports |= {("full", 1e-3, s): run(s, one_wrong, (0.1, 0.014), (1.7, 1.9), 180) for s in range(5)}
+    reports |= {("full-linear", 1e-3, s): run(s, one_wrong, (0.3, 0.145), (1.6, 2.3), 200) for s in range(5)}
+    arms = [Arm("lora-all", "lora-all", (3e-3, 1e-2)), Arm("full", "full", (1e-3,)), Arm("full-linear", "full-linear", (1e-3,))]
+    return (Comparison(arms, reports, {"lora-all": 1e-2, "full": 1e-3, "full-linear": 1e-3}, {}),
+            SimpleNamespace(val_animals=list(range(8))))
+
+
+def test_section_2a_reads_the_matched_pair_in_a_few_lines():
+    from lora_edu.paper.forgetting import best_checkpoint_look, caught_up, matched_report, matching_grid, tied_forgetting, toward_uniform
+    from lora_edu.paper.lora_vs_full import at_matched_learning
+
+    c, world = matched_comparison()
+    assert matching_grid(c, ("lora-all", "full"), 200).splitlines()[1:] == ["  lora-all    0.003: 0.92   0.01: 1.00",
+                                                                            "  full        0.001: 0.88"]
+    matched = at_matched_learning(c, world, ("lora-all", "full"), 200)
+    assert matched.matched_lr == {"lora-all": 3e-3, "full": 1e-3} and matched.less_forgetful == "full"  # 0.92 and 0.88: as much
+    report = matched_report(c, matched).splitlines()
+    assert report[0] == "at matched learning, every run read after all 200 steps (rates matched on 3 seeds, forgetting compared on 5):"
+    assert report[-2].startswith("the test animals (used in no choice; each run's best checkpoint), at the matched rates: lora-all vs full")
+    assert report[-1] == ("exact match was matched, near its ceiling; the validation answer loss was not (lora-all 0.140, full "
+                          "0.014): full's is 10 times lower, so full learned the answers more surely, and it also forgot less: "
+                          "at this point full does better on both counts")
+    assert best_checkpoint_look(c, world, ("lora-all", "full")).startswith(
+        "a second look, at each run's best checkpoint (on average after 190 steps for lora-all at 0.003, 180 steps for full at "
+        "0.001): full beats lora-all on held-out loss at matched learning")
+    assert caught_up(c, matched, 200) == ("lora-all ended at validation answer loss 0.140, with held-out loss 2.32; full first "
+                                          "reached that level at step 100, with held-out loss 1.70 (means of all 5 seeds at each "
+                                          "matched rate)")
+    with pytest.raises(ValueError, match="No rate of 'full' reached mean validation exact match 0.95"):
+        at_matched_learning(c, world, ("lora-all", "full"), 200, min_val_em=0.95)  # the exercise's stricter bar
+    tied = tied_forgetting(c, "lora-all", "full")  # 22 of 24 right at 3e-3 against 24: within one animal per seed
+    assert tied.startswith("lora-all at 0.003 (too close to call with the chosen rate on validation): held-out loss 2.320 ± ")
+    assert tied.endswith("5 seeds; against full at its chosen rate (1.920 ± 0.020): full forgets less") and "\n" not in tied
+    assert tied_forgetting(c, "full", "lora-all") == ""  # full's grid has one rate: nothing tied with it
+    assert toward_uniform(c, "lora-all", 0.6, 137).splitlines() == [
+        "lora-all at its chosen rate: held-out loss 4.12, 81% of the way from the base model's 0.60 to a uniform guess's 4.92 "
+        "(ln 137)", "  at 0.003, which validation could not tell apart from it: 2.32, 40% of the way"]
+
+
+def test_the_intruder_null_sets_each_count_beside_random_directions_with_its_singular_values():
+    from types import SimpleNamespace
+
+    from lora_edu.gpt.model import GPT, GPTConfig
+    from lora_edu.paper.comparison import IntruderCounts
+    from lora_edu.paper.intruders import INTRUDER_CLAIM, intruder_null
+
+    torch.manual_seed(0)
+    base = GPT(GPTConfig(vocab_size=11, n_ctx=8, n_layer=1, n_head=1, d_model=64))
+    names = qv_names(base)  # one Wq and one Wv
+
+    def spectra(sigma):  # each matrix's update: these singular values
+        return {name: list(sigma) for name in names}
+
+    own = {("lora-all", 1e-2): [1] * 5, ("lora-all", 3e-3): [3, 2, 2, 3, 3], ("full", 1e-3): [0] * 5,
+           ("full-linear", 3e-3): [0, 0, 0, 0, 1]}  # each run's own count, per seed
+    sigma = {("lora-all", 1e-2): (50.0, 50.0), ("lora-all", 3e-3): (50.0,), ("full", 1e-3): (1e-4,) * 64,
+             ("full-linear", 3e-3): (1e-4,) * 64}  # LoRA: a few huge directions; full: many tiny ones
+    measured = {(label, lr, s): {"intruders": counts[s], "qv_spectra": spectra(sigma[(label, lr)]),
+                                 "qv_sizes": {name: 0.3 for name in names}} for (label, lr), counts in own.items() for s in range(5)}
+    reports = {key: SimpleNamespace(seed=key[2], pretrain_loss=2.0 + 0.01 * key[2]) for key in measured}
+    arms = [Arm("lora-all", "lora-all", (3e-3, 1e-2)), Arm("full", "full", (1e-3,)), Arm("full-linear", "full-linear", (3e-3,))]
+    c = Comparison(arms, reports, {"lora-all": 1e-2, "full": 1e-3, "full-linear": 3e-3}, measured)
+    null = intruder_null(base, c, {"lora-all": 3e-3, "full": 1e-3}, draws=2)
+    assert null.run("lora-all").random == [4.0] * 5  # two huge random directions in each of two matrices: all four intrude
+    assert null.run("lora-all").side == "fewer than" and null.run("lora-all", 3e-3).random == [2.0] * 5
+    assert null.run("full").random == [0.0] * 5 and str(null.run("full")).endswith("the null says nothing here")
+    assert null.apart and null.same_size == {"full-linear": 3e-3, "lora-all": 3e-3}
+    text = str(null).splitlines()
+    assert text[0].endswith("(mean of 2 draws per run):") and len(text) == 1 + 4 + 1 + 3 + 1
+    assert "which chance alone gives 2 times in 252 or less with these seeds: a controlled hint that rank matters" in text[6]
+    assert text[-1].startswith("back to the picture: the count grows with how far the weights moved")
+    counts = IntruderCounts(("lora-all", "full"), {}, {"lora-all": [6, 9, 9, 6, 5], "full": [0] * 5},
+                            {"lora-all": [3, 2, 2, 3, 3], "full": [0] * 5}, {}, {}, {}, [], 3)
+    claim, word, evidence = null.finding(counts, width=64)
+    assert claim == INTRUDER_CLAIM
+    assert word.startswith("agrees on the raw counts; but random directions with LoRA's own singular values give about 4 (LoRA's "
+                           "own: 1), with full's 0: the count follows the update's shape")
+    assert evidence.startswith("at the chosen rates every count of full fine-tuning lies below every count of lora-all; chance alone "
+                               "would give that 2 times in 252 with 5 seeds;")
+
+
+def test_section_2b_and_the_forgetting_rows_are_read_from_the_matched_pairs():
+    from lora_edu.paper.forgetting import FORGETS_LESS, ONE_CURVE, embedding_look, forgetting_finding
+    from lora_edu.paper.lora_vs_full import at_matched_learning
+
+    c, world = matched_comparison()
+    full = at_matched_learning(c, world, ("lora-all", "full"), 200)
+    emb = embedding_look(c, world, full, 200)
+    assert emb.linear.matched_lr == {"lora-all": 3e-3, "full-linear": 1e-3} and emb.linear.less_forgetful is None  # 2.32 vs 2.32
+    assert emb.route() == "is no longer resolved" and emb.words == {"full": "disagrees", "full-linear": "not resolved"}
+    text = str(emb).splitlines()
+    assert text[0] == "lora-all against full-linear (the same matrices, full rank), at matched learning, after all 200 steps:"
+    assert text[-1] == ("full's edge over lora-all at matched learning (held-out loss 1.92 vs 2.32), with the embeddings, norms and "
+                        "biases frozen: it is no longer resolved")
+    claim, word, evidence = emb.curve_finding(64, len(world.val_animals))
+    assert claim == ONE_CURVE and word == ("not resolved against full-linear (the same matrices), disagrees against full (which also "
+                                           "trains the embedding), at matched learning, at d = 64")
+    assert evidence.startswith("at one matched point of a coarse grid (matched on 3 seeds and 8 validation animals, compared on 5 "
+                               "seeds, every run after all 200 steps), held-out loss: lora-all at 0.003 2.320 ± ")
+    claim, word, evidence = forgetting_finding(c, 64)
+    assert claim == FORGETS_LESS and word.startswith("on the held-out loss, disagrees against full-linear (the same matrices), "
+                                                     "disagrees against full, each at its chosen rate")
+    assert evidence.endswith("Rates validation exact match could not tell apart, where its answer loss chose: lora-all 0.003, 0.01 "
+                             "(another of them could give another verdict: appendix A lists them)")
+
+
+def test_the_answer_loss_look_is_a_second_measure_of_learning():
+    from types import SimpleNamespace
+
+    from lora_edu.paper.forgetting import LEARNS_LESS, answer_loss_look
+
+    def run(seed, loss):  # 16 test animals, each answered with this loss, give or take a little by animal and seed
+        return SimpleNamespace(seed=seed, test_answer_losses=[loss * (1 + 0.05 * ((a + seed) % 3)) for a in range(16)])
+
+    losses = {"lora-all": 0.5, "full": 0.05, "full-linear": 0.5}
+    reports = {(label, 1e-3, s): run(s, loss) for label, loss in losses.items() for s in range(5)}
+    c = Comparison([Arm(label, label, (1e-3,)) for label in losses], reports, dict.fromkeys(losses, 1e-3), {})
+    look = answer_loss_look(c, {"lora-all": 1e-3, "full": 1e-3})
+    assert look.winners == {"full": "full", "full-linear": None, "embedding": "full"} and look.embedding_explains
+    assert look.lines["chosen"].startswith("full beats lora-all on test answer loss (loss ratio full / lora-all 0.10")
+    text = str(look).splitlines()
+    assert len(text) == 5 and text[3].startswith("  against full-linear (the same matrices; no embedding trained), at the chosen "
+                                                 "rates: lora-all vs full-linear on test answer loss: not resolved")
+    exact_match = SimpleNamespace(paired_winner=lambda a, b: None, paired_verdict=lambda a, b: f"{a} vs {b}: not resolved")
+    claim, word, evidence = look.finding(exact_match, 64)
+    assert claim == LEARNS_LESS
+    assert word == ("on test exact match (near its ceiling), not resolved against full and not resolved against full-linear (the "
+                    "same matrices); on the answer loss, a second look, agrees against full and not resolved against full-linear; "
+                    "consistent with the weights full trains beyond lora-all's matrices, the embedding among them: full also beats "
+                    "full-linear on it; at d = 64")
+    assert evidence.startswith("lora-all vs full: not resolved; lora-all vs full-linear: not resolved. A second look")
+
+
+def test_replay_is_read_part_by_part_against_the_base_model():
+    from lora_edu.paper.experiments import interval
+    from lora_edu.paper.forgetting import ReplayLook
+
+    def near(x):  # three seeds around x
+        return interval((x - 0.01, x, x + 0.01))
+
+    forgetting = {"full": near(1.9), "full + replay": near(0.57), "lora-all": near(4.1), "lora-all + replay": near(0.7)}
+    parts = {"full": {"facts": near(2.7), "filler": near(1.5)}, "full + replay": {"facts": near(0.78), "filler": near(0.47)},
+             "lora-all": {"facts": near(5.7), "filler": near(3.4)}, "lora-all + replay": {"facts": near(0.77), "filler": near(0.6)}}
+    replay = ReplayLook(forgetting, parts, 0.606, {"facts": 0.866, "filler": 0.51})
+    assert replay.helped == ["full", "lora-all"] and replay.below == ["full"]  # lora-all with replay: 0.7, above the base's
+    assert replay.below_base("full") == ["facts", "filler"] and replay.below_base("lora-all") == ["facts"]
+    assert replay.only_just("full") == []  # the filler's upper end, 0.495, is 3% below the base's 0.51
+    assert replay.loss_line() == ("with replay, held-out loss 0.570 for full, 0.700 for lora-all; the base model's 0.606. Below it: "
+                                  "full. Why? The next cell")
+    assert replay.in_short() == ("replay lowered the held-out loss for full and lora-all; full ended below the base model's on the fact "
+                                 "lines, and on the filler lines too")
+    text = str(replay).splitlines()
+    assert text[0].split() == ["held-out", "loss", "on", "facts", "filler"] and text[1].split() == ["base", "model", "0.866", "0.510"]
+    assert text[-1].startswith("on the filler too, about no animal, so rehearsing the facts is not all of it")
+
+
+def test_the_summary_reads_every_look_once():
+    from types import SimpleNamespace
+
+    from lora_edu.paper.experiments import interval
+    from lora_edu.paper.forgetting import AnswerLossLook, in_short, summary_columns
+
+    diff = SimpleNamespace(mean=-0.03, low=-0.25, high=0.17)
+    comparison = SimpleNamespace(paired_winner=lambda a, b: None, test_em=lambda label: SimpleNamespace(mean=0.08),
+                                 mean=lambda label, metric: 1.0, difference=lambda a, b: diff,
+                                 forgetting=None)
+    look = AnswerLossLook({}, {"full": "full", "full-linear": None, "embedding": "full"})
+    emb = SimpleNamespace(full=SimpleNamespace(less_forgetful="full"), linear=SimpleNamespace(less_forgetful=None),
+                          words={"full": "disagrees", "full-linear": "not resolved"})
+    probe = SimpleNamespace(matched=SimpleNamespace(winner=lambda a, b: None), chosen_word="not resolved", matched_word="not resolved")
+    replay = SimpleNamespace(in_short=lambda: "replay lowered the held-out loss for full and lora-all")
+    text = in_short(comparison, look, emb, probe, [0.72, 0.60, 0.36], replay).splitlines()
+    assert text[0] == "In short, on this tiny model:"
+    assert text[2] == ("- learning (test answer loss): full fine-tuning learned the answers more surely than lora-all; against "
+                       "full-linear, which trains lora-all's matrices at full rank and no embedding, the two could not be told apart")
+    assert text[3].startswith("- forgetting, where both learned as much on exact match: full fine-tuning forgot less; against "
+                              "full-linear, the two could not be told apart; the old facts, among the answers: not resolved")
+    assert text[4].startswith("- so in learning, full's edge goes with the weights it trains beyond lora-all's matrices")
+    assert "is partly the JSON format leaking in (36% to 72%, section 2c)" in text[5]
+    assert text[6].endswith("its cost on the task, test exact match with replay minus without: full -0.03 [-0.25, +0.17], "
+                            "lora-all -0.03 [-0.25, +0.17]")
+    held_out = {"lora-all": (4.0, 4.1, 4.2), "full": (1.8, 1.9, 2.0), "full-linear": (4.0, 4.3, 4.6)}  # per seed
+    comparison.forgetting = lambda label, lr=None: interval(held_out[label])  # the columns' words: better() on these intervals
+    columns = summary_columns(comparison, look, emb, probe, {"chosen": "disagrees", "matched": "disagrees"}, "not resolved")
+    assert list(columns) == ["measure fixed before looking", "against full-linear (the same matrices)",
+                             "against full (also trains the shared embedding)", "second look"]
+    assert columns["against full (also trains the shared embedding)"] == ["not resolved", "disagrees on held-out loss",
+                                                                          "disagrees on held-out loss", "not resolved"]
+    assert columns["against full-linear (the same matrices)"][1] == "not resolved on held-out loss"
+    assert columns["second look"][0] == "answer loss: agrees against full, not resolved against full-linear"

@@ -4,7 +4,10 @@
 - ``analysis``: subspace similarity φ, intruder dimensions, ΔW alignment (the paper's section 7).
 - ``comparison``: methods compared fairly (a rate chosen on validation for each), intervals that fit few animals.
 - ``lora_vs_full``: notebook 05b's six methods, kept in the cache so that notebook 05c reads the same runs; the
-  fact probe and the held-out loss split into the format's part and the rest.
+  matching at equal learning and the longer budget.
+- ``forgetting``: how notebook 05b reads those runs: the matched pair, the embeddings, the answer loss, the fact
+  probe, the held-out loss split into the format's part and the rest, replay, and the summary.
+- ``intruders``: how notebook 05c reads their intruder dimensions: each count beside a null of random directions.
 - ``loraplus``: notebook 06b's LoRA+ against plain LoRA (the ratio chosen on validation, fresh seeds paired by seed).
 - ``rank_tie``: notebook 06's Table 6 claim as a tie (a smaller rank within a margin of a larger one's loss).
 - ``phi``: notebook 06's subspace overlap φ between two ranks, beside chance, two seeds, the start and another task.

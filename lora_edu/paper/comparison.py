@@ -29,7 +29,7 @@ from ..gpt.progress import Progress
 from ..lora.peft_bridge import import_peft
 from ..maths.intervals import newcombe_paired, wilson_interval
 from .analysis import scale_updates, update_norm_ratios
-from .experiments import Interval, at_edge, better, interval, seeds_and_animals, verdict
+from .experiments import Interval, at_edge, better, interval, interval_word, seeds_and_animals, verdict
 
 Option = TypeVar("Option", float, str)  # a rate of one arm, or an arm's label
 
@@ -46,6 +46,7 @@ __all__ = [
     "intruder_mitigation",
     "learning_forgetting",
     "more_seeds",
+    "MITIGATION_CLAIMS",
     "Mitigation",
     "rate_ratio_line",
     "paired_difference",
@@ -587,6 +588,16 @@ class LearningForgetting:
         return "disagrees", (f"{less} forgets less while learning as much on exact match{more}. On one shared curve, "
                              "equal learning would come with equal forgetting")
 
+    def surety(self) -> str:
+        """The validation answer loss at the matched rates, which matching on exact match (near its ceiling) did not
+        equalise: the lower one learned the answers more surely. A description over the seeds that matched, not a test."""
+        surer = min(self.answer_loss, key=self.answer_loss.get)
+        ratio = max(self.answer_loss.values()) / self.answer_loss[surer]
+        losses = ", ".join(f"{label} {loss:.3f}" for label, loss in self.answer_loss.items())
+        both = f", and it also forgot less: at this point {surer} does better on both counts" if self.less_forgetful == surer else ""
+        return (f"exact match was matched, near its ceiling; the validation answer loss was not ({losses}): {surer}'s is "
+                f"{ratio:.0f} times lower, so {surer} learned the answers more surely{both}")
+
     def __str__(self) -> str:
         lines = [f"{label}: rate {lr:g}"
                  + (f", validation exact match {self.learned[label]:.2f}" if label in self.learned else "")
@@ -761,6 +772,23 @@ def intruder_counts(comparison: Comparison, labels: tuple[str, str], matched_lr:
                           len(sweep_seeds), size_name or ("‖ΔW‖/‖W‖" if size_key is None else f"mean ‖ΔW‖/‖W‖ of {size_key}"))
 
 
+MITIGATION_CLAIMS = (  # Shuttleworth et al. (v2, abstract), the two claims notebook 05c tests
+    "Shuttleworth et al. (v2, abstract): scaling intruder dimensions down after fine-tuning improves the fit to the "
+    "pretraining distribution, with a minimal drop in task performance",
+    "Shuttleworth et al. (v2, abstract): the forgetting LoRA does is largely located in the intruder dimensions",
+)
+
+
+def span(iv: Interval) -> str:
+    """A change with its 95% interval, signed: "-0.52 [-0.67, -0.37]"."""
+    return f"{iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]"
+
+
+def share_span(iv: Interval, decimals: int = 0) -> str:
+    """A share with its 95% interval, in percent: "15% [10%, 20%]"."""
+    return f"{iv.mean:.{decimals}%} [{iv.low:.{decimals}%}, {iv.high:.{decimals}%}]"
+
+
 SCORES = ("held-out loss", "test exact match")  # the two numbers a mitigated model gets, in this order
 
 
@@ -822,6 +850,87 @@ class Mitigation:
             lines.append(line + ("  (the adapter as trained)" if kept == 1 else "" if kept in self.controlled
                                  else "  (no control built)"))
         return "\n".join(lines)
+
+    def fit_finding(self, base_loss: float, test_animals: int, lam: float = 0.75) -> tuple[str, str, str]:
+        """Shuttleworth et al.'s first claim (``MITIGATION_CLAIMS[0]``) at ``lam`` (PEFT's default, fixed before looking):
+        (claim, word, evidence). It needs both halves: the held-out loss falls, and the test exact match drops by less
+        than one of the ``test_animals`` (fixed before looking), each by its interval paired over the seeds."""
+        margin = 1 / test_animals
+        change, task_change = (self.change(lam, score) for score in SCORES)
+        scaled_down = interval_word(change, "below")
+        task_word = ("agrees" if task_change.low > -margin else "disagrees" if task_change.high < -margin else "not resolved")
+        task_cost = {"agrees": "the task stayed within one test animal of the adapter as trained",
+                     "disagrees": "the task dropped by more than one test animal",
+                     "not resolved": "the task's cost is one the seeds cannot pin to within one test animal"}[task_word]
+        won, control = self.won_back(lam, base_loss), self.won_back(lam, base_loss, control=True)
+        halves = {scaled_down, task_word}
+        both = ("disagrees" if "disagrees" in halves else "agrees" if halves == {"agrees"} else "partly" if "agrees" in halves
+                else "not resolved")
+        fell = {"agrees": "the held-out loss fell", "disagrees": "the held-out loss rose",
+                "not resolved": "the held-out loss did not move resolvably"}[scaled_down]
+        word = (f"{both}: at PEFT's default λ = {lam:g} {fell}; {task_cost} ({span(task_change)}); it won back {won.mean:.0%} of "
+                f"what fine-tuning added, the even control at the same distance {control.mean:.0%}")
+        evidence = (f"at λ = {lam:g}, changes paired by seed ({len(self.seeds)} seeds): held-out loss {span(change)}, test exact "
+                    f"match {span(task_change)}; it wins back {share_span(won)} of the held-out loss fine-tuning added (the even "
+                    f"control at the same distance: {share_span(control)})")
+        return MITIGATION_CLAIMS[0], word, evidence
+
+    def where_located(self, test_animals: int, lam: float = 0.75) -> tuple[str, str, str, str]:
+        """Shuttleworth et al.'s second claim (``MITIGATION_CLAIMS[1]``) in words: (localized, located, why, caveat).
+        ``localized``: whether scaling the intruders to ``lam`` won back more held-out loss than the even control at the
+        same distance, in a word. ``located``: the claim's word, which also needs the task kept within one of the
+        ``test_animals`` of the control's (losing the task lowers the held-out loss by itself); λ = 0.5 gives a rough
+        exchange rate between the two. ``caveat``: why the seeds cannot decide it, or ""."""
+        missing = [k for k in (lam, 0.5, 0.0) if k not in self.kept or (k > 0 and k not in self.controlled)]
+        if missing:
+            raise ValueError(f"where_located reads λ = {lam:g}, 0.5 (with controls) and 0; these were not built: {missing}.")
+        margin = 1 / test_animals
+        beyond, task_beyond = (self.change(lam, score, against="control") for score in SCORES)
+        localized = interval_word(beyond, "below")
+        if localized == "agrees" and not task_beyond.low > -margin:
+            half = [self.change(0.5, score, against="control").mean for score in SCORES]
+            per_task = half[0] / half[1]  # at λ = 0.5: held-out loss won back per unit of exact match lost, both effects mixed
+            return localized, "not resolved", (
+                f"They won back more of the old text than the even control did, but the task they kept is not shown to be "
+                f"within one test animal ({margin:.3f}) of the control's, the rule fixed before looking; losing the task lowers "
+                f"the held-out loss by itself (05b, section 2c). A rough size: at λ = 0.5 each unit of exact match lost came with "
+                f"{per_task:.2f} of held-out loss won back, so a shortfall of {-task_beyond.mean:.2f} would explain about "
+                f"{per_task * max(-task_beyond.mean, 0):.2f} of the {-beyond.mean:.2f}; at the interval's far end, a shortfall of "
+                f"{-task_beyond.low:.2f}, about {per_task * max(-task_beyond.low, 0):.2f}: the data cannot say that the intruders "
+                "matter"), (f": {len(self.seeds)} seeds and {test_animals} test animals cannot pin the task's cost to within one "
+                            f"animal (its interval runs to {task_beyond.low:+.2f})")
+        if localized == "agrees":
+            return localized, "partly", ("They hold more of it than the rest of the update, by a small margin, keeping the task "
+                                         "within one test animal of the control's; whether it is largely located there is not "
+                                         "tested here"), ""
+        return localized, localized, "Scaling them won back no more than the even control did", ""
+
+    def located_finding(self, base_loss: float, test_animals: int, width: int, lam: float = 0.75) -> tuple[str, str, str]:
+        """Shuttleworth et al.'s second claim (``where_located``) with its evidence: (claim, word, evidence). λ = 0 adds
+        how much removing every intruder wins back of what fine-tuning added over ``base_loss``. ``width``: the model's d."""
+        _, located, why, caveat = self.where_located(test_animals, lam)
+        beyond, task_beyond = (self.change(lam, score, against="control") for score in SCORES)
+        removed = self.won_back(0.0, base_loss)
+        half_task = self.means(0.5)[1], self.means(0.5, control=True)[1]
+        evidence = (f"{why}. Intruders scaled minus the even control at the same distance from the base, paired by seed "
+                    f"({len(self.seeds)} seeds): held-out loss {span(beyond)}, test exact match {span(task_beyond)}. At λ = 0.5 the "
+                    f"scaled adapter kept much less of the task than the control ({half_task[0]:.2f} against {half_task[1]:.2f}), so "
+                    f"there its gain mixes both. Removing every intruder (λ = 0) wins back {share_span(removed, 1)} of the added "
+                    "held-out loss (" + ("under half" if removed.high < 0.5 else "not shown to be under half") + "), but there the "
+                    f"task is gone ({self.means(0.0)[1]:.2f}) and PEFT also removes W's own part of those directions: a "
+                    "measurement, not a verdict")
+        return MITIGATION_CLAIMS[1], f"{located} at λ = {lam:g} and d = {width}{caveat}", evidence
+
+    def in_short(self, test_animals: int, lam: float = 0.75) -> str:
+        """The mitigation against its control in one line, for a notebook's summary."""
+        localized, located, _, _ = self.where_located(test_animals, lam)
+        said = {"agrees": "it won back more of the old text than the control", "disagrees": "the even control won back more",
+                "not resolved": "not told apart"}[localized]
+        where = (", but the seeds cannot show it kept as much of the task: where the forgetting lies is not resolved"
+                 if localized == "agrees" and located == "not resolved" else f" (where the forgetting lies: {located})")
+        return (f"scaling the intruders down at λ = {lam:g}, against the even control at the same distance from the base: {said}"
+                f"{where}; test exact match {self.means(lam)[1]:.2f} against the control's {self.means(lam, control=True)[1]:.2f} "
+                f"(at λ = 0.5, {self.means(0.5)[1]:.2f} against {self.means(0.5, control=True)[1]:.2f})")
 
 
 def intruder_mitigation(base: GPT, world: World, task: str, rate: float, seeds: Sequence[int],

@@ -30,6 +30,7 @@ from .analysis import intruder_dimensions, subspace_similarity
 
 __all__ = [
     "PAPER",
+    "AdapterLatencyTrend",
     "PhiChance",
     "Interval",
     "LoRARun",
@@ -773,6 +774,59 @@ def falls_with_size(small: dict[str, Latency], large: dict[str, Latency], model:
     pass's per-round ratios lie below the small pass's more often than chance allows (``rank_sum_p`` below 0.05), so one
     stalled round does not decide it."""
     return rank_sum_p(round_ratios(large[model].rounds, large[base].rounds), round_ratios(small[model].rounds, small[base].rounds)) < 0.05
+
+
+@dataclass(frozen=True)
+class AdapterLatencyTrend:
+    """The LoRA paper's Table 1 (Section 3) read as a trend: adapter layers add latency, most when a pass holds few
+    tokens. ``by_size``: "batch b x t" -> ``compare_latency``'s timings with "base" and "adapters", the smallest pass
+    first and the largest last; ``nearest``: the size nearest the paper's batch 1 of 128 tokens."""
+
+    by_size: dict[str, dict[str, Latency]]
+    nearest: str
+    ours_label: str = "ours"  # e.g. "ours, a 64-wide GPT on the cpu"
+
+    @property
+    def slower(self) -> bool:
+        """Adapters decided slower than the base at the nearest size."""
+        return self.by_size[self.nearest]["adapters"].slower_than(self.by_size[self.nearest]["base"])
+
+    @property
+    def falls(self) -> bool:
+        """The share adapters add falls from the smallest pass to the largest (``falls_with_size``)."""
+        sizes = list(self.by_size)
+        return falls_with_size(self.by_size[sizes[0]], self.by_size[sizes[-1]])
+
+    @property
+    def word(self) -> str:
+        """Both halves of the paper's statement: agrees; one of them: partly; neither: not resolved."""
+        return "agrees" if self.slower and self.falls else "partly" if self.slower or self.falls else "not resolved"
+
+    def ours(self) -> str:
+        """The share adapters add at each of our sizes (``Latency.extra``)."""
+        return ", ".join(f"{size} {t['adapters'].extra(t['base'])}" for size, t in self.by_size.items())
+
+    @staticmethod
+    def paper() -> str:
+        """The share the paper's AdapterH (two adapters per block, like ours) adds at each size of its Table 1, largest first."""
+        shares = {f"batch {b} x {t}": ms[2] / ms[0] - 1 for (b, t), ms in PAPER["table1_latency_ms"].items()}
+        return ", ".join(f"{size} {share:+.1%}" for size, share in sorted(shares.items(), key=lambda kv: -kv[1]))
+
+    def reading(self) -> str:
+        """The verdict with its two halves, for the summary."""
+        t = self.by_size[self.nearest]
+        return (f"{self.word}: adapters add {t['adapters'].extra(t['base'])} at {self.nearest} tokens, and their share "
+                + ("falls" if self.falls else "was not shown to fall") + " as a pass holds more tokens, as in the paper; merged "
+                "LoRA adds nothing by construction, since it runs exactly the base model's layers")
+
+    def __str__(self) -> str:
+        return "\n".join([
+            "the time adapters add, two per block (AdapterH, as ours), by the size of a pass:",
+            f"  {self.ours_label}:".ljust(38) + self.ours().replace(", ", " | "),
+            "  the paper, GPT-2 medium on a GPU:".ljust(38) + self.paper().replace(", ", " | "),
+            "the sizes are not comparable (other hardware, model and lengths); the direction is, and so is the fall as a pass "
+            "holds more tokens: " + ("ours falls too, from the smallest pass to the largest (a rank-sum test over the rounds)"
+                                     if self.falls else "ours was not shown to fall from the smallest pass to the largest")])
 
 
 def compare_latency(models: dict[str, nn.Module], tokens: torch.Tensor, rounds: int = 11, repeats: int = 30) -> dict[str, Latency]:

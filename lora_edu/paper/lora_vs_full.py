@@ -6,6 +6,9 @@ cache directory (``$LORA_EDU_CACHE``, default ``~/.cache/lora_edu``) under a nam
 numbers depend on: the base model's weights, the settings, the package's code, torch's version, the device, the CPU
 kernels and the thread count. A second call with the same fingerprint loads the file instead of training again; any
 change trains anew, into a new file. A stored file is never overwritten.
+
+How notebook 05b reads the runs lives in ``forgetting``; how notebook 05c reads their intruder dimensions, in
+``intruders``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import hashlib
 import json
 import os
 import statistics
-from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 
 from ..gpt.data import World
-from ..gpt.evaluate import fact_recall, facts_known, format_token_ids, lm_loss, lm_loss_parts
+from ..gpt.evaluate import facts_known, format_token_ids, lm_loss, lm_loss_parts
 from ..gpt.finetune import Report, update_ratios
 from ..gpt.model import GPT
 from ..gpt.pretrain import cache_root, pretraining_eval_rows
@@ -33,20 +35,15 @@ from .comparison import (
     Arm,
     Comparison,
     LearningForgetting,
-    PairedDifference,
     compare_methods,
     evaluation_at,
     learning_forgetting,
     more_seeds,
-    paired_difference,
-    paired_verdict,
 )
-from .experiments import Interval, better, interval, update_spectra, verdict, verdict_word
+from .experiments import Interval, better, interval, update_spectra, verdict
 
-__all__ = ["COMPARED", "CONTROL", "LONGER", "LORA_VS_FULL", "FactProbe", "LongerBudget", "at_matched_learning",
-           "closest_in_learning", "fact_line_losses", "fact_probe", "fact_table", "facts_kept", "format_free", "format_share",
-           "format_table", "intruders_below", "learned_rates", "load_comparison", "longer_budget", "lora_vs_full", "measure_run",
-           "qv_names", "save_comparison"]
+__all__ = ["COMPARED", "CONTROL", "LONGER", "LORA_VS_FULL", "LongerBudget", "at_matched_learning", "closest_in_learning",
+           "learned_rates", "load_comparison", "longer_budget", "lora_vs_full", "measure_run", "qv_names", "save_comparison"]
 
 LORA_VS_FULL = (
     Arm("lora-all", "lora-all", (1e-3, 3e-3, 1e-2, 3e-2), headline=True),
@@ -97,11 +94,13 @@ def measure_run(base: GPT, world: World, model: GPT) -> dict:
             "intruders": sum(s < 0.5 for values in similarity.values() for s in values)}
 
 
-def at_matched_learning(comparison: Comparison, world: World, labels: tuple[str, str], steps: int) -> LearningForgetting:
+def at_matched_learning(comparison: Comparison, world: World, labels: tuple[str, str], steps: int | None,
+                        min_val_em: float = MIN_VAL_EM) -> LearningForgetting:
     """Notebook 05b's forgetting at matched learning: ``learning_forgetting`` with the rates matched on the sweep seeds'
-    validation exact match (at least ``MIN_VAL_EM``; gaps under one validation animal per seed count as none) and
-    forgetting compared on every seed, everything read after all ``steps`` steps of each run."""
-    return learning_forgetting(comparison, labels, SWEEP_SEEDS, MIN_VAL_EM, 1 / len(world.val_animals), step=steps,
+    validation exact match (at least ``min_val_em``; gaps under one validation animal per seed count as none) and
+    forgetting compared on every seed, everything read after all ``steps`` steps of each run (``None``: at each run's
+    best checkpoint instead, a second look)."""
+    return learning_forgetting(comparison, labels, SWEEP_SEEDS, min_val_em, 1 / len(world.val_animals), step=steps,
                                compare_on=SEEDS)
 
 
@@ -232,150 +231,6 @@ def decode(x: object) -> object:
     if kind == "TrainResult":
         return TrainResult(**values)
     raise ValueError(f"Unknown kind {kind!r} in a comparison file.")
-
-
-
-FACT_COLUMNS = {("home", False): "any word: homes", ("food", False): "foods", ("home", True): "among the answers: homes",
-                ("food", True): "foods"}  # (attribute, among the answers) -> the column's heading
-
-
-def facts_kept(comparison: Comparison, label: str, lr: float) -> list[list[float]]:
-    """(seeds, test animals): the share of each test animal's two facts (home and food) that one arm's runs at ``lr``
-    still reach from the old phrasing, choosing among the answers: 0, 0.5 or 1 per animal."""
-    return [[(home + food) / 2 for home, food in zip(m["facts"][("home", True)], m["facts"][("food", True)], strict=True)]
-            for m in comparison.measures(label, lr)]
-
-
-def fact_table(base: GPT, world: World, comparison: Comparison, rates: dict[str, float]) -> str:
-    """Both fact probes on the test animals: the base model's row, then each arm at its rate in ``rates`` (the mean over
-    its seeds and the animals), one column per attribute and probe (``FACT_COLUMNS``)."""
-    rows = {"base model": [fact_recall(base, world, a, world.test_animals, among) for a, among in FACT_COLUMNS]}
-    for label, lr in rates.items():
-        runs = [m["facts"] for m in comparison.measures(label, lr)]
-        rows[f"{label} at {lr:g}"] = [float(np.mean([run[key] for run in runs])) for key in FACT_COLUMNS]
-    widths = [max(6, len(head)) for head in FACT_COLUMNS.values()]
-    lines = [f"{'':<24} " + " ".join(f"{head:>{w}}" for head, w in zip(FACT_COLUMNS.values(), widths, strict=True))]
-    lines += [f"{name:<24} " + " ".join(f"{v:>{w}.2f}" for v, w in zip(row, widths, strict=True)) for name, row in rows.items()]
-    return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class FactProbe:
-    """Full fine-tuning against lora-all on facts kept (``facts_kept``), paired by animal: at the rates matched on
-    learning, at the rates validation chose, and with lora-all at each rate validation could not tell apart."""
-
-    matched: PairedDifference
-    chosen: PairedDifference
-    tied: dict[float, PairedDifference]  # lora-all's rate -> full at its chosen rate minus lora-all there
-    chosen_lr: float  # lora-all's chosen rate
-
-    @property
-    def matched_word(self) -> str:
-        """The paper's side (LoRA keeps more) at the matched rates, in one word."""
-        return verdict_word(self.matched.winner("full", "lora-all"), "lora-all")
-
-    @property
-    def chosen_word(self) -> str:
-        """The same at the chosen rates; "not resolved" when lora-all's tied rates do not all give one answer."""
-        winners = {diff.winner("full", "lora-all") for diff in self.tied.values()}
-        return verdict_word(winners.pop(), "lora-all") if len(winners) == 1 else "not resolved (it hangs on a tie-break)"
-
-    def line(self, diff: PairedDifference) -> str:
-        return paired_verdict("full", "lora-all", diff, "facts kept")
-
-    def findings(self) -> dict[str, tuple[str, str]]:
-        """What the probe adds to the summary's forgetting rows: row key -> (its word, its evidence)."""
-        tied = ", ".join(f"{lr:g} {diff}" for lr, diff in self.tied.items())
-        return {"learning-forgetting curve": (f"on the fact probe, which chooses among answers as the paper's benchmarks do, "
-                                              f"{self.matched_word}", "Fact probe at the matched rates: " + self.line(self.matched)),
-                "forgets less than full": (f"on the fact probe against full, {self.chosen_word}",
-                                           "Fact probe at the chosen rates: " + self.line(self.chosen) + "; at each of "
-                                           "lora-all's rates validation could not tell apart: " + tied)}
-
-    def __str__(self) -> str:
-        lines = ["facts kept (among the answers, homes and foods), at the matched rates: " + self.line(self.matched)]
-        if self.matched.low > 0:
-            lines.append("so the gap in held-out loss is not only format leaking: after full fine-tuning, the old phrasing "
-                         "also reaches more of the facts")
-        lines.append("facts kept at the chosen rates: " + self.line(self.chosen))
-        lines += [f"  with lora-all at {lr:g} instead (validation could not tell it from {self.chosen_lr:g}): " + self.line(diff)
-                  for lr, diff in self.tied.items() if lr != self.chosen_lr]
-        return "\n".join(lines)
-
-
-def fact_probe(comparison: Comparison, matched_lr: dict[str, float]) -> FactProbe:
-    """Notebook 05b's fact probe: full against lora-all on facts kept at ``matched_lr`` (the rates matched on learning),
-    at the chosen rates, and at each of lora-all's rates that validation could not tell from its choice."""
-    chosen = {label: comparison.chosen_lr[label] for label in ("full", "lora-all")}
-    full = facts_kept(comparison, "full", chosen["full"])
-    return FactProbe(
-        matched=paired_difference(*(facts_kept(comparison, label, matched_lr[label]) for label in ("full", "lora-all"))),
-        chosen=paired_difference(full, facts_kept(comparison, "lora-all", chosen["lora-all"])),
-        tied={lr: paired_difference(full, facts_kept(comparison, "lora-all", lr))
-              for lr in comparison.too_close_to_call("lora-all", SWEEP_SEEDS)},
-        chosen_lr=chosen["lora-all"])
-
-
-def intruders_below(comparison: Comparison, label: str, thresholds: Sequence[float], seeds: Sequence[int]) -> dict[float, float]:
-    """The intruder count at other thresholds: at ``label``'s chosen rate, the top 10 singular vectors of every Wq and
-    Wv whose best |cosine| with the pretrained weight's falls below each ε of ``thresholds``, summed over the matrices
-    and averaged over ``seeds``."""
-    lr = comparison.chosen_lr[label]
-    per_seed = [comparison.measured[(label, lr, seed)]["qv_similarity"].values() for seed in seeds]
-    return {eps: float(np.mean([sum(s < eps for sims in matrices for s in sims) for matrices in per_seed])) for eps in thresholds}
-
-
-def fact_line_losses(comparison: Comparison, label: str, lr: float) -> list[tuple[float, float]]:
-    """Per seed, one arm's held-out loss on the fact lines and the part of it spent on the JSON format's own tokens
-    (``measure_run``'s ``held_out_parts["facts"]`` and ``held_out_format``)."""
-    return [(m["held_out_parts"]["facts"], m["held_out_format"]) for m in comparison.measures(label, lr)]
-
-
-def fact_line_means(comparison: Comparison, label: str, lr: float) -> tuple[float, float]:
-    """``fact_line_losses`` averaged over the seeds: the loss on the fact lines and its part on the JSON tokens."""
-    runs = fact_line_losses(comparison, label, lr)
-    return float(np.mean([t for t, _ in runs])), float(np.mean([s for _, s in runs]))
-
-
-def rise_share(losses: tuple[float, float], base_losses: tuple[float, float]) -> float:
-    """The format's share of the rise in the fact lines' loss over the base model's: the rise of the part on the JSON
-    tokens over the rise of the whole (``losses`` and ``base_losses``: the whole and that part; NaN with no rise)."""
-    (total, spent), (base_total, base_spent) = losses, base_losses
-    return (spent - base_spent) / (total - base_total) if total > base_total else float("nan")
-
-
-def format_table(comparison: Comparison, base_losses: tuple[float, float], rates: Sequence[tuple[str, float]]) -> str:
-    """The held-out fact lines' loss split in two, for the base model (``base_losses``: its loss and format part, from
-    ``lm_loss_parts``) and each (arm, rate) of ``rates`` (means over its seeds): the part spent on the JSON format's
-    tokens, the rest, and the format's share of the rise over the base model."""
-    lines = [f"{'':<22} {'loss on fact lines':>18} {'= on JSON tokens':>16} {'+ the rest':>10} {'format share of the rise':>25}"]
-    total, spent = base_losses
-    lines.append(f"{'base model':<22} {total:>18.3f} {spent:>16.3f} {total - spent:>10.3f}")
-    shares = {}
-    for label, lr in rates:
-        t, s = fact_line_means(comparison, label, lr)
-        shares[f"{label} at {lr:g}"] = rise_share((t, s), base_losses)
-        lines.append(f"{f'{label} at {lr:g}':<22} {t:>18.3f} {s:>16.3f} {t - s:>10.3f} {shares[f'{label} at {lr:g}']:>25.0%}")
-    lines.append(("the format is most of every rise" if min(shares.values()) > 0.5 else "the format is not most of every rise")
-                 + " over the base model: " + ", ".join(f"{name} {share:.0%}" for name, share in shares.items()))
-    return "\n".join(lines)
-
-
-def format_free(comparison: Comparison, rates: dict[str, float], where: str) -> tuple[str, str]:
-    """Full against lora-all on the held-out fact lines' loss without the part spent on the JSON format (per seed),
-    each at its rate in ``rates`` (``where`` names them: "chosen", "matched"): the verdict line, and its word for the
-    paper's side, lora-all forgetting less ("agrees", "disagrees" or "not resolved")."""
-    rest = {label: interval(total - spent for total, spent in fact_line_losses(comparison, label, rates[label]))
-            for label in ("full", "lora-all")}
-    line = verdict("full", rest["full"], "lora-all", rest["lora-all"], False,
-                   f"the fact lines' loss without the format, at the {where} rates, each run's kept checkpoint")
-    return line, verdict_word(better("full", rest["full"], "lora-all", rest["lora-all"], False), "lora-all")
-
-
-def format_share(comparison: Comparison, base_losses: tuple[float, float], label: str, lr: float) -> float:
-    """How much of one arm's rise in the fact lines' loss over the base model's is the format: the rise of the part
-    spent on the JSON tokens over the rise of the whole (means over seeds; NaN when the loss did not rise)."""
-    return rise_share(fact_line_means(comparison, label, lr), base_losses)
 
 
 LONGER = 3  # how many times notebook 05b's budget the longer lora-all run trains (section 2d)

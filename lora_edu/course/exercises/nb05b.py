@@ -154,10 +154,10 @@ register(WrittenExercise(
     id="matched-threshold",
     prompt="Change and explain (no training: a second). Section 2 matches two methods where both reached a mean "
     "validation exact match of 0.75. In a new cell, run the matching again with a looser bar and a stricter one: "
-    "`for bar in (0.5, 0.9): print(learning_forgetting(comparison, (\"lora-all\", \"full\"), SWEEP_SEEDS, "
-    "min_val_em=bar, one_animal=1 / len(world.val_animals)))`. Then try the stricter bar with \"full-linear\" in place of "
-    "\"full\". Which rates are matched at each bar? Does the verdict on forgetting keep its direction? What does the "
-    "message for full-linear at 0.9 tell you, and what does all this say about a bar chosen in advance?",
+    "`for bar in (0.5, 0.85): print(at_matched_learning(comparison, world, (\"lora-all\", \"full\"), RUN[\"steps\"], "
+    "min_val_em=bar))`. Then try the stricter bar with \"full-linear\" in place of \"full\". Which rates are matched at "
+    "each bar? Does the verdict on forgetting keep its direction? What does the message for full-linear at 0.85 tell "
+    "you, and what does all this say about a bar chosen in advance?",
     points=(
         "A lower bar can only add candidates that learned less; a higher one removes rates. The matched pair moves only "
         "if a new pair is closer, or the old one drops out; read the rate lines at each bar.",
