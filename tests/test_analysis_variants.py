@@ -565,6 +565,8 @@ def test_table_1_is_read_as_a_trend_with_both_halves():
     lines = str(trend).splitlines()
     assert lines[1] == "  ours, a 64-wide GPT on the cpu:".ljust(38) + "batch 1 x 4 +60% | batch 1 x 64 +35% | batch 16 x 64 +10%"
     assert lines[3].endswith("ours falls too, from the smallest pass to the largest (a rank-sum test over the rounds)")
+    assert trend.shares()[64] == pytest.approx((0.35, 0.345, 0.355)) and sorted(trend.shares()) == [4, 64, 1024]
+    assert trend.paper_shares()[128] == pytest.approx(0.303, abs=1e-3)  # batch 1 x 128: 19.8 ms -> 25.8
     flat = AdapterLatencyTrend({"batch 1 x 4": timed(0.3), "batch 1 x 64": timed(0.3), "batch 16 x 64": timed(0.3)}, "batch 1 x 64")
     assert flat.slower and not flat.falls and flat.word == "partly" and "was not shown to fall" in flat.reading()
     same = {"base": Latency(1.0, 1.0, 1.0, (1.0,) * 11), "adapters": Latency(1.0, 1.0, 1.0, (1.0, 1.02, 0.98) * 3 + (1.0, 1.0))}

@@ -535,6 +535,8 @@ def test_the_intruder_claims_are_read_from_the_mitigation_with_rules_fixed_befor
     assert noisy.in_short(16).startswith("scaling the intruders down at λ = 0.75, against the even control at the same distance "
                                          "from the base: it won back more of the old text than the control, but the seeds cannot "
                                          "show it kept as much of the task")
+    assert noisy.second_looks(0.6) == ["won back 16% of the rise in held-out loss, the even control 9%",
+                                       "removing every intruder (λ = 0) won back 39%, with test exact match 0.00"]
     kept = fake_mitigation(task_at_75=(1.0,) * 5, control_task_at_75=1.0)  # no cost to the task at all
     assert kept.fit_finding(0.6, 16)[1].startswith("agrees: at PEFT's default λ = 0.75 the held-out loss fell; the task stayed "
                                                    "within one test animal")
@@ -610,7 +612,9 @@ def test_the_loraplus_study_chooses_on_validation_and_compares_on_fresh_seeds_pa
     assert study.in_short(64) == ("In short, at d = 64: validation preferred LoRA+ 2, and on the fresh seeds LoRA+ 2 was not "
                                   f"shown to learn faster than plain LoRA (its test answer loss {study.loss_ratio('LoRA+ 2')} "
                                   "times plain LoRA's); the paper's ratio 16 took 1.33 [1.00, 1.33] times plain LoRA's steps "
-                                  "(not told apart; a further look).")
+                                  "(not told apart; a further look). The abstract's best case, about 2 times as fast (a step "
+                                  "ratio of 0.5), lies below every arm's interval: no ratio came near it here (steps over plain "
+                                  "LoRA's: LoRA+ 2 [1.00, 1.00], LoRA+ 16 [1.00, 1.33]).")
     table = study.fresh_table().splitlines()
     assert table[0] == "on 10 fresh seeds (3 to 12), each arm at its chosen rate of A; LoRA+ over plain LoRA, below 1 = LoRA+ better:"
     assert "1 (the reference)" in table[2] and table[2].startswith("LoRA ")

@@ -360,6 +360,8 @@ def test_the_intruder_null_sets_each_count_beside_random_directions_with_its_sin
     assert text[0].endswith("(mean of 2 draws per run):") and len(text) == 1 + 4 + 1 + 3 + 1
     assert "which chance alone gives 2 times in 252 or less with these seeds: a controlled hint that rank matters" in text[6]
     assert text[-1].startswith("back to the picture: the count grows with how far the weights moved")
+    assert null.second_look() == ("beside random directions with the same singular values: LoRA's own 1.0 per seed, random 4.0 "
+                                  "(fewer than them): the count follows the update's shape")
     counts = IntruderCounts(("lora-all", "full"), {}, {"lora-all": [6, 9, 9, 6, 5], "full": [0] * 5},
                             {"lora-all": [3, 2, 2, 3, 3], "full": [0] * 5}, {}, {}, {}, [], 3)
     claim, word, evidence = null.finding(counts, width=64)
@@ -410,8 +412,9 @@ def test_the_answer_loss_look_is_a_second_measure_of_learning():
     assert look.winners == {"full": "full", "full-linear": None, "embedding": "full"} and look.embedding_explains
     assert look.lines["chosen"].startswith("full beats lora-all on test answer loss (loss ratio full / lora-all 0.10")
     text = str(look).splitlines()
-    assert len(text) == 5 and text[3].startswith("  against full-linear (the same matrices; no embedding trained), at the chosen "
-                                                 "rates: lora-all vs full-linear on test answer loss: not resolved")
+    assert len(text) == 6 and text[2].split()[:4] == ["full", "/", "lora-all", "chosen"]  # the lower loss on top: below 1
+    assert text[2].endswith("full learned the answers more surely") and text[2].split()[4].startswith("0.1")
+    assert text[4].startswith("lora-all / full-linear") and text[4].endswith("not resolved (the same matrices: rank 8 against full rank)")
     exact_match = SimpleNamespace(paired_winner=lambda a, b: None, paired_verdict=lambda a, b: f"{a} vs {b}: not resolved")
     claim, word, evidence = look.finding(exact_match, 64)
     assert claim == LEARNS_LESS
@@ -448,14 +451,16 @@ def test_replay_is_read_part_by_part_against_the_base_model():
 def test_the_summary_reads_every_look_once():
     from types import SimpleNamespace
 
-    from lora_edu.paper.experiments import interval
+    from lora_edu.paper.experiments import LossRatio, interval
     from lora_edu.paper.forgetting import AnswerLossLook, in_short, summary_columns
 
     diff = SimpleNamespace(mean=-0.03, low=-0.25, high=0.17)
     comparison = SimpleNamespace(paired_winner=lambda a, b: None, test_em=lambda label: SimpleNamespace(mean=0.08),
                                  mean=lambda label, metric: 1.0, difference=lambda a, b: diff,
                                  forgetting=None)
-    look = AnswerLossLook({}, {"full": "full", "full-linear": None, "embedding": "full"})
+    resolved_full, unresolved, below = LossRatio(8.0, 2.0, 30.0), LossRatio(0.94, 0.88, 1.02), LossRatio(0.12, 0.03, 0.45)
+    look = AnswerLossLook({"chosen": resolved_full, "matched": resolved_full, "full-linear": unresolved, "embedding": below})
+    assert look.winners == {"full": "full", "full-linear": None, "embedding": "full"}
     emb = SimpleNamespace(full=SimpleNamespace(less_forgetful="full"), linear=SimpleNamespace(less_forgetful=None),
                           words={"full": "disagrees", "full-linear": "not resolved"})
     probe = SimpleNamespace(matched=SimpleNamespace(winner=lambda a, b: None), chosen_word="not resolved", matched_word="not resolved")

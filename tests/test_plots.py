@@ -63,3 +63,26 @@ def test_the_serving_plot_draws_each_strategy_with_its_range():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["batched", "merge-swap"]
     assert ax.get_xscale() == "log"
     plt.close("all")
+
+
+def test_the_latency_trend_draws_ours_with_the_rounds_range_beside_the_paper():
+    from lora_edu.course.plots import plot_latency_trend
+
+    ax = plot_latency_trend({4: (0.6, 0.5, 0.7), 64: (0.35, 0.3, 0.4)}, {128: 0.303, 4096: 0.084}, ours_label="ours")
+    ours, paper = ax.containers[0], ax.lines[-2]  # the error bars' container; the paper's dashed line (the last is y = 0)
+    assert list(ours.lines[0].get_ydata()) == pytest.approx([60.0, 35.0])
+    assert list(paper.get_xdata()) == [128, 4096] and list(paper.get_ydata()) == pytest.approx([30.3, 8.4])
+    legend = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert ax.get_xscale() == "log" and legend == {"the paper, AdapterH (Table 1)", "ours (bars: the range of the rounds)"}
+    plt.close(ax.figure)
+
+
+def test_the_fair_comparison_design_is_drawn_as_four_stages_in_order():
+    from lora_edu.course.plots import draw_fair_comparison
+
+    fig = draw_fair_comparison(sweep_seeds=3, more_seeds=2, val_animals=8, test_animals=16, steps=200)
+    texts = [t.get_text() for t in fig.axes[0].texts if t.get_text()]  # the arrows are empty annotations
+    assert len(texts) == 4 and texts[0].endswith("x 3 sweep seeds\n(200 steps each)")
+    assert "validation\n(8 animals)" in texts[1] and texts[2] == "the chosen rate\n+ 2 more seeds" and "(16 animals)" in texts[3]
+    assert len(fig.axes[0].patches) == 4
+    plt.close(fig)

@@ -6,8 +6,9 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["COLLECTIVES", "collective_states", "draw_collectives", "draw_outputs_in_span", "draw_reads_writes",
-           "plot_learning_curves", "plot_nf4_levels", "plot_serving", "plot_spectrum", "show_matrices", "slide_mode", "view_along"]
+__all__ = ["COLLECTIVES", "collective_states", "draw_collectives", "draw_fair_comparison", "draw_outputs_in_span",
+           "draw_reads_writes", "plot_latency_trend", "plot_learning_curves", "plot_nf4_levels", "plot_serving", "plot_spectrum",
+           "show_matrices", "slide_mode", "view_along"]
 
 SLIDE_KEYS = ("figure.dpi", "lines.linewidth", "lines.markersize", "axes.linewidth")
 _before_slides: dict[str, object] = {}
@@ -210,3 +211,45 @@ def plot_serving(table: dict, ax=None):
     ax.legend()
     ax.figure.tight_layout()
     return ax
+
+
+def plot_latency_trend(ours: dict[int, tuple[float, float, float]], paper: dict[int, float], ax=None, ours_label: str = "ours"):
+    """The share adapter layers add to a forward pass against the tokens the pass holds, on a log axis: ``ours``
+    (tokens -> the middle round's share, and the lowest and highest round's, drawn as a bar) beside ``paper``
+    (tokens -> the paper's share, Table 1's AdapterH). Shares are fractions (0.3: 30% slower)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 3.4))
+    tokens = sorted(ours)
+    middle = np.array([ours[n][0] for n in tokens])
+    low, high = middle - np.array([ours[n][1] for n in tokens]), np.array([ours[n][2] for n in tokens]) - middle
+    ax.errorbar(tokens, 100 * middle, yerr=100 * np.vstack([low, high]), fmt="o-", color="tab:blue", capsize=4,
+                label=f"{ours_label} (bars: the range of the rounds)")
+    ax.plot(sorted(paper), [100 * paper[n] for n in sorted(paper)], "s--", color="tab:gray", label="the paper, AdapterH (Table 1)")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens in one forward pass (batch x length, log scale)")
+    ax.set_ylabel("time adapters add (%)")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def draw_fair_comparison(sweep_seeds: int, more_seeds: int, val_animals: int, test_animals: int, steps: int):
+    """Notebook 05b's design as a flow: every rate of each method's grid trains on the sweep seeds, validation chooses
+    the rate, more seeds run there, and the test animals score each kept checkpoint once. Returns the figure."""
+    stages = [f"each method's grid\nof 3 or 4 rates\nx {sweep_seeds} sweep seeds\n({steps} steps each)",
+              f"validation\n({val_animals} animals):\nbest mean exact match\n(a tie: lower answer loss)",
+              f"the chosen rate\n+ {more_seeds} more seeds",
+              f"test\n({test_animals} animals):\nscored once,\nchooses nothing"]
+    colours = ["#deebf7", "#fee6ce", "#deebf7", "#e5f5e0"]
+    fig, ax = plt.subplots(figsize=(11, 2.3))
+    width, gap = 2.2, 0.8
+    for i, (text, colour) in enumerate(zip(stages, colours, strict=True)):
+        x = i * (width + gap)
+        ax.add_patch(mpl.patches.FancyBboxPatch((x, 0), width, 1.6, boxstyle="round,pad=0.05", fc=colour, ec="gray"))
+        ax.text(x + width / 2, 0.8, text, ha="center", va="center", fontsize=9)
+        if i:
+            ax.annotate("", xy=(x - 0.05, 0.8), xytext=(x - gap + 0.05, 0.8), arrowprops={"arrowstyle": "->", "lw": 1.5})
+    ax.set_xlim(-0.2, len(stages) * (width + gap) - gap + 0.2)
+    ax.set_ylim(-0.2, 1.8)
+    ax.axis("off")
+    return fig

@@ -921,6 +921,15 @@ class Mitigation:
                     "measurement, not a verdict")
         return MITIGATION_CLAIMS[1], f"{located} at λ = {lam:g} and d = {width}{caveat}", evidence
 
+    def second_looks(self, base_loss: float, lam: float = 0.75) -> list[str]:
+        """For the summary table, one entry per claim (``MITIGATION_CLAIMS``): how much of the held-out loss fine-tuning
+        added (over ``base_loss``) the edit at ``lam`` won back beside the even control; and how much removing every
+        intruder (λ = 0) won back, with what was left of the task."""
+        removed = self.won_back(0.0, base_loss)
+        return [f"won back {self.won_back(lam, base_loss).mean:.0%} of the rise in held-out loss, the even control "
+                f"{self.won_back(lam, base_loss, control=True).mean:.0%}",
+                f"removing every intruder (λ = 0) won back {removed.mean:.0%}, with test exact match {self.means(0.0)[1]:.2f}"]
+
     def in_short(self, test_animals: int, lam: float = 0.75) -> str:
         """The mitigation against its control in one line, for a notebook's summary."""
         localized, located, _, _ = self.where_located(test_animals, lam)

@@ -802,6 +802,21 @@ class AdapterLatencyTrend:
         """Both halves of the paper's statement: agrees; one of them: partly; neither: not resolved."""
         return "agrees" if self.slower and self.falls else "partly" if self.slower or self.falls else "not resolved"
 
+    def shares(self) -> dict[int, tuple[float, float, float]]:
+        """Tokens per pass -> the share adapters add there: the middle of the per-round ratios minus 1, and the lowest
+        and highest round's (for a plot; ``ours`` says which sizes the rounds resolve)."""
+        out = {}
+        for size, t in self.by_size.items():
+            batch, tokens = (int(n) for n in size.removeprefix("batch ").split(" x "))
+            ratios = round_ratios(t["adapters"].rounds, t["base"].rounds)
+            out[batch * tokens] = (float(np.median(ratios)) - 1, min(ratios) - 1, max(ratios) - 1)
+        return out
+
+    @staticmethod
+    def paper_shares() -> dict[int, float]:
+        """Tokens per pass -> the share the paper's AdapterH adds (its Table 1)."""
+        return {b * t: ms[2] / ms[0] - 1 for (b, t), ms in PAPER["table1_latency_ms"].items()}
+
     def ours(self) -> str:
         """The share adapters add at each of our sizes (``Latency.extra``)."""
         return ", ".join(f"{size} {t['adapters'].extra(t['base'])}" for size, t in self.by_size.items())

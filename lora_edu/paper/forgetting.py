@@ -18,14 +18,14 @@ from ..gpt.finetune import Report
 from ..gpt.model import GPT
 from ..gpt.pretrain import pretraining_eval_rows
 from .comparison import Comparison, LearningForgetting, PairedDifference, paired_difference, paired_verdict, signed
-from .experiments import Interval, better, interval, loss_verdict, loss_winner, verdict, verdict_word
+from .experiments import Interval, LossRatio, better, interval, ratio_verdict, ratio_winner, runs_loss_ratio, verdict, verdict_word
 from .lora_vs_full import SEEDS, SWEEP_SEEDS, at_matched_learning
 
-__all__ = ["AnswerLossLook", "EmbeddingLook", "FACT_COLUMNS", "FORGETS_LESS", "FactProbe", "HELD_OUT_PARTS", "LEARNS_LESS",
-           "ONE_CURVE", "REPLAYED", "ReplayLook", "answer_loss_look", "best_checkpoint_look", "caught_up", "embedding_look",
-           "fact_line_losses", "fact_line_means", "fact_probe", "fact_table", "facts_kept", "forgets_less_words",
-           "forgetting_finding", "format_free", "format_share", "format_table", "in_short", "matched_report", "matching_grid",
-           "replay_look", "rise_share", "summary_columns", "tied_forgetting", "toward_uniform"]
+__all__ = ["ANSWER_LOSS_PAIRS", "AnswerLossLook", "EmbeddingLook", "FACT_COLUMNS", "FORGETS_LESS", "FactProbe", "HELD_OUT_PARTS",
+           "LEARNS_LESS", "ONE_CURVE", "REPLAYED", "ReplayLook", "answer_loss_look", "best_checkpoint_look", "caught_up",
+           "embedding_look", "fact_line_losses", "fact_line_means", "fact_probe", "fact_table", "facts_kept",
+           "forgets_less_words", "forgetting_finding", "format_free", "format_share", "format_table", "in_short",
+           "matched_report", "matching_grid", "replay_look", "rise_share", "summary_columns", "tied_forgetting", "toward_uniform"]
 
 
 def matching_grid(comparison: Comparison, labels: Sequence[str], steps: int) -> str:
@@ -242,14 +242,35 @@ FORGETS_LESS = "Biderman et al. (title; Section 4.2): LoRA forgets less than ful
 ONE_CURVE = "Biderman et al. (Section 4.3): runs of both seem to lie on one learning-forgetting curve, LoRA lower on it"
 
 
+ANSWER_LOSS_PAIRS = {  # key -> (A, B, the rates, what the pair asks): the pairs whose test answer losses 05b sets side by side
+    "chosen": ("lora-all", "full", "chosen", ""),
+    "matched": ("lora-all", "full", "matched", "where both learned as much on exact match"),
+    "full-linear": ("lora-all", "full-linear", "chosen", "the same matrices: rank 8 against full rank"),
+    "embedding": ("full", "full-linear", "chosen", "what training the embedding adds"),
+}
+
+
 @dataclass(frozen=True)
 class AnswerLossLook:
-    """Notebook 05b's second measure of learning: the test answer loss (``loss_verdict``: the ratio of two methods'
-    losses, seeds and test animals redrawn). lora-all against full at the chosen and at the matched rates and against
-    full-linear at the chosen rates; and full against full-linear, what training the embedding adds."""
+    """Notebook 05b's second measure of learning: the test answer loss of the pairs in ``ANSWER_LOSS_PAIRS``, A's over
+    B's (``runs_loss_ratio``: geometric means over seeds; a 95% interval with seeds and test animals redrawn)."""
 
-    lines: dict[str, str]  # "chosen", "matched", "full-linear", "embedding" -> the verdict line
-    winners: dict[str, str | None]  # "full", "full-linear": lora-all against it, at the chosen rates; "embedding": full vs full-linear
+    ratios: dict[str, LossRatio]  # key of ANSWER_LOSS_PAIRS -> A's test answer loss over B's
+
+    def winner(self, key: str) -> str | None:
+        """The method of the pair with the lower test answer loss, when the interval decides; else None."""
+        a, b, _, _ = ANSWER_LOSS_PAIRS[key]
+        return ratio_winner(a, b, self.ratios[key])
+
+    @property
+    def winners(self) -> dict[str, str | None]:
+        """"full" and "full-linear": lora-all against it, at the chosen rates; "embedding": full against full-linear."""
+        return {"full": self.winner("chosen"), "full-linear": self.winner("full-linear"), "embedding": self.winner("embedding")}
+
+    @property
+    def lines(self) -> dict[str, str]:
+        """Each pair's verdict as a line (``ratio_verdict``), for the evidence."""
+        return {key: ratio_verdict(a, b, self.ratios[key]) for key, (a, b, _, _) in ANSWER_LOSS_PAIRS.items()}
 
     @property
     def embedding_explains(self) -> bool:
@@ -272,25 +293,25 @@ class AnswerLossLook:
         return LEARNS_LESS, word, evidence
 
     def __str__(self) -> str:
-        return "\n".join([
-            "Learns less? The test answer loss (the ratio of the two methods' losses, seeds and test animals redrawn):",
-            f"  at the chosen rates: {self.lines['chosen']}", f"  at the matched rates: {self.lines['matched']}",
-            f"  against full-linear (the same matrices; no embedding trained), at the chosen rates: {self.lines['full-linear']}",
-            f"  full against full-linear (what training the embedding adds), at the chosen rates: {self.lines['embedding']}"])
+        lines = ["the test answer loss, one method's over the other's (the lower one on top where the interval decides; 95% "
+                 "interval, seeds and test animals redrawn):",
+                 f"{'':<24} {'rates':<8} {'loss ratio':<19} verdict"]
+        for key, (a, b, rates, what) in ANSWER_LOSS_PAIRS.items():
+            ratio, winner = self.ratios[key], self.winner(key)
+            if winner == b:  # the lower loss on top, so a resolved ratio reads below 1
+                a, b, ratio = b, a, LossRatio(1 / ratio.ratio, 1 / ratio.high, 1 / ratio.low, ratio.p)
+            said = f"{winner} learned the answers more surely" if winner else "not resolved"
+            lines.append(f"{a + ' / ' + b:<24} {rates:<8} {str(ratio):<19} {said}" + (f" ({what})" if what else ""))
+        return "\n".join(lines)
 
 
 def answer_loss_look(comparison: Comparison, matched_lr: dict[str, float]) -> AnswerLossLook:
-    """``AnswerLossLook`` of notebook 05b's runs: at the chosen rates and at ``matched_lr`` (lora-all's and full's)."""
-    def runs(label: str, lr: float | None = None) -> list[Report]:
-        return comparison.runs(label, lr)
+    """``AnswerLossLook`` of notebook 05b's runs: at the chosen rates, and at ``matched_lr`` (lora-all's and full's)."""
+    def runs(label: str, where: str) -> list[Report]:
+        return comparison.runs(label, matched_lr[label] if where == "matched" else None)
 
-    lines = {"chosen": loss_verdict("lora-all", runs("lora-all"), "full", runs("full")),
-             "matched": loss_verdict("lora-all", runs("lora-all", matched_lr["lora-all"]), "full", runs("full", matched_lr["full"])),
-             "full-linear": loss_verdict("lora-all", runs("lora-all"), "full-linear", runs("full-linear")),
-             "embedding": loss_verdict("full", runs("full"), "full-linear", runs("full-linear"))}
-    winners = {other: loss_winner("lora-all", runs("lora-all"), other, runs(other)) for other in ("full", "full-linear")}
-    winners["embedding"] = loss_winner("full", runs("full"), "full-linear", runs("full-linear"))
-    return AnswerLossLook(lines, winners)
+    return AnswerLossLook({key: runs_loss_ratio(runs(a, where), runs(b, where))
+                           for key, (a, b, where, _) in ANSWER_LOSS_PAIRS.items()})
 
 
 @dataclass(frozen=True)

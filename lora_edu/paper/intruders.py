@@ -105,6 +105,12 @@ class IntruderNull:
             "more than": "LoRA's own directions give more intruders than random ones with the same singular values: they avoid "
                          "W's own directions"}[self.run("lora-all").side]
 
+    def second_look(self) -> str:
+        """LoRA's own count beside the null's at its chosen rate, for the summary table."""
+        lora = self.run("lora-all")
+        return (f"beside random directions with the same singular values: LoRA's own {np.mean(lora.own):.1f} per seed, random "
+                f"{np.mean(lora.random):.1f} ({lora.side} them): the count follows the update's shape")
+
     def finding(self, counts: IntruderCounts, width: int) -> tuple[str, str, str]:
         """Shuttleworth et al.'s first claim (``INTRUDER_CLAIM``) on the raw counts (``counts``, lora-all against full),
         set beside the null: (claim, word, evidence). ``width``: the model's d."""

@@ -21,6 +21,7 @@ from .experiments import LossRatio, ratio_verdict, ratio_winner, runs_loss_ratio
 __all__ = ["LoRAPlusStudy", "arm_label", "steps_to_reach"]
 
 PAPER_RATIO = 16  # the default ratio of Hayou et al. (2024)
+PAPER_BEST_SPEEDUP = 2.0  # the abstract's best case: up to about twice the fine-tuning speed
 
 
 def arm_label(ratio: float) -> str:
@@ -233,7 +234,19 @@ class LoRAPlusStudy:
         paper = self.paper_ratio_steps()
         if paper:
             parts.append(f"{paper[0]} ({paper[1]}; a further look)")
-        return "; ".join(parts) + "."
+        return "; ".join(parts) + ". " + self.best_case()
+
+    def best_case(self) -> str:
+        """The abstract's best case, about ``PAPER_BEST_SPEEDUP`` times as fast (a step ratio of its inverse), set against
+        each LoRA+ arm's step ratio on the fresh seeds (``steps_ratio``)."""
+        edge = 1 / PAPER_BEST_SPEEDUP
+        spans = {label: self.steps_ratio(label, self.target(), self.past_the_end())[1:] for label in self.compared}
+        listed = ", ".join(f"{label} [{low:.2f}, {high:.2f}]" for label, (low, high) in spans.items())
+        inside = [label for label, (low, _) in spans.items() if low <= edge]
+        where = (f"within the interval of {' and '.join(inside)}" if inside
+                 else "below every arm's interval: no ratio came near it here")
+        return (f"The abstract's best case, about {PAPER_BEST_SPEEDUP:g} times as fast (a step ratio of {edge:g}), lies {where} "
+                f"(steps over plain LoRA's: {listed}).")
 
     def paper_ratio_steps(self) -> tuple[str, str] | None:
         """The paper's ratio in steps, a further look beside validation's choice: ("the paper's ratio 16 took ... times
