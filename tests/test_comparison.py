@@ -535,8 +535,9 @@ def test_the_intruder_claims_are_read_from_the_mitigation_with_rules_fixed_befor
     assert noisy.in_short(16).startswith("scaling the intruders down at λ = 0.75, against the even control at the same distance "
                                          "from the base: it won back more of the old text than the control, but the seeds cannot "
                                          "show it kept as much of the task")
-    assert noisy.second_looks(0.6) == ["won back 16% of the rise in held-out loss, the even control 9%",
-                                       "removing every intruder (λ = 0) won back 39%, with test exact match 0.00"]
+    assert noisy.second_looks(0.6)[0].startswith("won back 16% of the rise in held-out loss, the even control 9% (held-out loss, "
+                                                 "scaled minus control, paired by seed: -0.22 [")
+    assert noisy.second_looks(0.6)[1] == "removing every intruder (λ = 0) won back 39%, with test exact match 0.00"
     kept = fake_mitigation(task_at_75=(1.0,) * 5, control_task_at_75=1.0)  # no cost to the task at all
     assert kept.fit_finding(0.6, 16)[1].startswith("agrees: at PEFT's default λ = 0.75 the held-out loss fell; the task stayed "
                                                    "within one test animal")

@@ -364,6 +364,7 @@ def test_the_intruder_null_sets_each_count_beside_random_directions_with_its_sin
                                   "(fewer than them): the count follows the update's shape")
     counts = IntruderCounts(("lora-all", "full"), {}, {"lora-all": [6, 9, 9, 6, 5], "full": [0] * 5},
                             {"lora-all": [3, 2, 2, 3, 3], "full": [0] * 5}, {}, {}, {}, [], 3)
+    assert null.raw_word(counts) == "agrees on the raw counts"  # every full count below every lora-all count, at both rates
     claim, word, evidence = null.finding(counts, width=64)
     assert claim == INTRUDER_CLAIM
     assert word.startswith("agrees on the raw counts; but random directions with LoRA's own singular values give about 4 (LoRA's "

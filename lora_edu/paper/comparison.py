@@ -927,7 +927,8 @@ class Mitigation:
         intruder (λ = 0) won back, with what was left of the task."""
         removed = self.won_back(0.0, base_loss)
         return [f"won back {self.won_back(lam, base_loss).mean:.0%} of the rise in held-out loss, the even control "
-                f"{self.won_back(lam, base_loss, control=True).mean:.0%}",
+                f"{self.won_back(lam, base_loss, control=True).mean:.0%} (held-out loss, scaled minus control, paired by seed: "
+                f"{span(self.change(lam, 'held-out loss', against='control'))})",
                 f"removing every intruder (λ = 0) won back {removed.mean:.0%}, with test exact match {self.means(0.0)[1]:.2f}"]
 
     def in_short(self, test_animals: int, lam: float = 0.75) -> str:

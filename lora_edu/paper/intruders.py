@@ -111,19 +111,26 @@ class IntruderNull:
         return (f"beside random directions with the same singular values: LoRA's own {np.mean(lora.own):.1f} per seed, random "
                 f"{np.mean(lora.random):.1f} ({lora.side} them): the count follows the update's shape")
 
+    @staticmethod
+    def raw_word(counts: IntruderCounts) -> str:
+        """The claim on the raw counts alone (lora-all against full, ``IntruderCounts.fewer``), at the chosen and the
+        matched rates, in words: the short entry of the summary table."""
+        raw = {where: verdict_word(counts.fewer(where), "full") for where in ("chosen", "matched")}
+        if raw["chosen"] == raw["matched"]:
+            return f"{raw['chosen']} on the raw counts"
+        return f"{raw['chosen']} at the chosen rates, {raw['matched']} at the matched rates, on the raw counts"
+
     def finding(self, counts: IntruderCounts, width: int) -> tuple[str, str, str]:
         """Shuttleworth et al.'s first claim (``INTRUDER_CLAIM``) on the raw counts (``counts``, lora-all against full),
         set beside the null: (claim, word, evidence). ``width``: the model's d."""
-        raw = {where: verdict_word(counts.fewer(where), "full") for where in ("chosen", "matched")}
         seeds, matched_seeds = len(counts.chosen["lora-all"]), len(counts.matched["lora-all"])
         lora, full = self.run("lora-all"), self.run("full")
-        word = ((f"{raw['chosen']} on the raw counts" if raw["chosen"] == raw["matched"]
-                 else f"{raw['chosen']} at the chosen rates, {raw['matched']} at the matched rates, on the raw counts")
-                + f"; but random directions with LoRA's own singular values give about {np.mean(lora.random):.0f} (LoRA's own: "
-                f"{np.mean(lora.own):.0f}), with full's {np.mean(full.random):.0f}: the count follows the update's shape, a few "
-                "large directions, " + {"fewer than": "while LoRA's own directions lean toward W's", "not told apart from": "not "
-                                        "where LoRA points", "more than": "and LoRA's directions add to it"}[lora.side]
-                + f" (ε = 0.5, d = {width}, {seeds} seeds at the chosen rates, {matched_seeds} at the matched rates)")
+        lean = {"fewer than": "while LoRA's own directions lean toward W's", "not told apart from": "not where LoRA points",
+                "more than": "and LoRA's directions add to it"}[lora.side]
+        word = (self.raw_word(counts) + "; but random directions with LoRA's own singular values give about "
+                f"{np.mean(lora.random):.0f} (LoRA's own: {np.mean(lora.own):.0f}), with full's {np.mean(full.random):.0f}: the "
+                f"count follows the update's shape, a few large directions, {lean} (ε = 0.5, d = {width}, {seeds} seeds at the "
+                f"chosen rates, {matched_seeds} at the matched rates)")
         pair = self.run("full-linear", self.same_size["full-linear"]), self.run("lora-all", self.same_size["lora-all"])
         evidence = (("at the chosen rates every count of full fine-tuning lies below every count of lora-all"
                      if counts.fewer("chosen") == "full" else "at the chosen rates neither method's counts all lie below the other's")

@@ -63,10 +63,10 @@ register(ChoiceExercise(
     id="merged-latency",
     prompt="Before the timing: why can LoRA add no latency at all when serving, while adapter layers always do?",
     options={
-        "a": "LoRA's matrices are much smaller than the adapters' layers, so the time they add is too small to measure",
-        "b": "LoRA's branch runs in parallel with W on the hardware, so it finishes at the same moment W does",
-        "c": "LoRA trains fewer parameters than adapters do, and fewer trained parameters make a faster forward pass",
-        "d": "the update B A is linear, so it is added into W once: the served model runs the base model's own layers",
+        "a": "LoRA's matrices are small, so the time they add is too small to measure",
+        "b": "LoRA's branch runs in parallel with W, so it finishes when W does",
+        "c": "LoRA trains fewer weights, and fewer trained weights make a faster pass",
+        "d": "LoRA's update is linear, so it can be added into W once before serving",
     },
     answer_digest="5d121c0fdee3804b",
     feedback={
