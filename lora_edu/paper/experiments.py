@@ -509,6 +509,10 @@ class LossRatio:
     high: float
     p: float = float("nan")
 
+    def inverse(self) -> LossRatio:
+        """B's loss over A's: the same interval and p-value, turned over."""
+        return LossRatio(1 / self.ratio, 1 / self.high, 1 / self.low, self.p)
+
     def __str__(self) -> str:
         """Two decimals; three where a bound would round to 1.00 without being 1, so a resolved ratio never prints a
         bound of 1.00."""
@@ -665,7 +669,7 @@ def ratio_verdict(name_a: str, name_b: str, ratio: LossRatio, what: str = "test 
     if winner == name_b and not winner_first:
         return f"{name_b} beats {name_a} on {what} (loss ratio {name_a} / {name_b} {ratio})"
     if winner == name_b:
-        flipped = LossRatio(1 / ratio.ratio, 1 / ratio.high, 1 / ratio.low, ratio.p)
+        flipped = ratio.inverse()
         return f"{name_b} beats {name_a} on {what} (loss ratio {name_b} / {name_a} {flipped})"
     return f"{name_a} vs {name_b} on {what}: not resolved (loss ratio {name_a} / {name_b} {ratio})"
 
@@ -813,19 +817,24 @@ class AdapterLatencyTrend:
         return out
 
     @staticmethod
-    def paper_shares() -> dict[int, float]:
-        """Tokens per pass -> the share the paper's AdapterH adds (its Table 1)."""
-        return {b * t: ms[2] / ms[0] - 1 for (b, t), ms in PAPER["table1_latency_ms"].items()}
+    def paper_by_size() -> dict[tuple[int, int], float]:
+        """(batch, tokens) -> the share the paper's AdapterH (two adapters per block, like ours) adds, its Table 1."""
+        return {size: ms[2] / ms[0] - 1 for size, ms in PAPER["table1_latency_ms"].items()}
+
+    @classmethod
+    def paper_shares(cls) -> dict[int, float]:
+        """Tokens per pass -> the share the paper's AdapterH adds (``paper_by_size``), for a plot."""
+        return {b * t: share for (b, t), share in cls.paper_by_size().items()}
 
     def ours(self) -> str:
         """The share adapters add at each of our sizes (``Latency.extra``)."""
         return ", ".join(f"{size} {t['adapters'].extra(t['base'])}" for size, t in self.by_size.items())
 
-    @staticmethod
-    def paper() -> str:
-        """The share the paper's AdapterH (two adapters per block, like ours) adds at each size of its Table 1, largest first."""
-        shares = {f"batch {b} x {t}": ms[2] / ms[0] - 1 for (b, t), ms in PAPER["table1_latency_ms"].items()}
-        return ", ".join(f"{size} {share:+.1%}" for size, share in sorted(shares.items(), key=lambda kv: -kv[1]))
+    @classmethod
+    def paper(cls) -> str:
+        """The share the paper's AdapterH adds at each size of its Table 1 (``paper_by_size``), largest first."""
+        shares = sorted(cls.paper_by_size().items(), key=lambda kv: -kv[1])
+        return ", ".join(f"batch {b} x {t} {share:+.1%}" for (b, t), share in shares)
 
     def reading(self) -> str:
         """The verdict with its two halves, for the summary."""

@@ -299,7 +299,7 @@ class AnswerLossLook:
         for key, (a, b, rates, what) in ANSWER_LOSS_PAIRS.items():
             ratio, winner = self.ratios[key], self.winner(key)
             if winner == b:  # the lower loss on top, so a resolved ratio reads below 1
-                a, b, ratio = b, a, LossRatio(1 / ratio.ratio, 1 / ratio.high, 1 / ratio.low, ratio.p)
+                a, b, ratio = b, a, ratio.inverse()
             said = f"{winner} learned the answers more surely" if winner else "not resolved"
             lines.append(f"{a + ' / ' + b:<24} {rates:<8} {str(ratio):<19} {said}" + (f" ({what})" if what else ""))
         return "\n".join(lines)
