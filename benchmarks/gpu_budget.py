@@ -237,7 +237,7 @@ def plans() -> dict[str, dict]:
                      json_seq),
                 Runs("two more seeds at every other rate where full or full-linear learned (at most 2 + 4 rates; counted as full)", 12,
                      "full", s05, b05, json_seq),
-                Runs("LoRA on every linear layer at 1e-3, three times the steps (section 2d), 5 seeds", 5, "lora-all", 3 * s05, b05,
+                Runs("LoRA on every linear layer at 1e-3, three times the steps (appendix D), 5 seeds", 5, "lora-all", 3 * s05, b05,
                      json_seq),
             ],
         },
@@ -245,6 +245,7 @@ def plans() -> dict[str, dict]:
             "runs": [
                 Runs("LoRA on every linear layer retrained at its chosen rate for PEFT's intruder mitigation, 5 seeds", 5, "lora-all",
                      s05, b05, json_seq),
+                Runs("the same at its matched rate, 5 seeds", 5, "lora-all", s05, b05, json_seq),
             ],
         },
         "06": {

@@ -426,6 +426,11 @@ def test_matched_learning_pairs_the_closest_rates_and_reads_less_learning_as_one
     assert ("its validation answer loss is lower too" in why) == (losses["full"] < losses["lora"])
     assert comparison.learned_apart(0.125, 0.125) and not comparison.learned_apart(0.1, 0.125)  # one animal per seed apart
     assert comparison.learned_apart(0.01, 0.0) and not comparison.learned_apart(0.0, 0.0)  # without a tolerance, any gap
+    grids = ({1e-3: 0.0, 3e-3: 0.875, 1e-2: 23 / 24}, {3e-4: 0.75, 1e-3: 0.875, 3e-3: 13 / 24})  # 05b's section 2a grid
+    assert comparison.matched_rates(*grids, 0.75, 1 / 8) == (3e-3, 1e-3)  # two pairs under one animal apart: the smaller rates
+    assert comparison.matched_rates(*grids, 0.75, 0.0) == (3e-3, 1e-3) and comparison.matched_rates(*grids, 0.5, 0.3) == (3e-3, 3e-4)
+    with pytest.raises(ValueError, match="no rate with mean validation exact match 0.97 or more"):
+        comparison.matched_rates(*grids, 0.97)
     wide = comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75, one_animal=0.2)
     assert wide.matched_lr == {"lora": 1e-2, "full": 1e-4}  # both gaps under the tolerance: the smaller rates win
     only_small = comparison.learning_forgetting(  # with full's small rate alone, full learned a whole animal less

@@ -324,8 +324,8 @@ def test_section_2a_reads_the_matched_pair_in_a_few_lines():
     assert tied.endswith("5 seeds; against full at its chosen rate (1.920 ± 0.020): full forgets less") and "\n" not in tied
     assert tied_forgetting(c, "full", "lora-all") == ""  # full's grid has one rate: nothing tied with it
     assert toward_uniform(c, "lora-all", 0.6, 137).splitlines() == [
-        "lora-all at its chosen rate: held-out loss 4.12, 81% of the way from the base model's 0.60 to a uniform guess's 4.92 "
-        "(ln 137)", "  at 0.003, which validation could not tell apart from it: 2.32, 40% of the way"]
+        "lora-all at its chosen rate: held-out loss 4.12 (5 seeds), 81% of the way from the base model's 0.60 to a uniform "
+        "guess's 4.92 (ln 137)", "  at 0.003, which validation could not tell apart from it: 2.32 (5 seeds), 40% of the way"]
 
 
 def test_the_intruder_null_sets_each_count_beside_random_directions_with_its_singular_values():
@@ -360,11 +360,14 @@ def test_the_intruder_null_sets_each_count_beside_random_directions_with_its_sin
     assert text[0].endswith("(mean of 2 draws per run):") and len(text) == 1 + 4 + 1 + 3 + 1
     assert "which chance alone gives 2 times in 252 or less with these seeds: a controlled hint that rank matters" in text[6]
     assert text[-1].startswith("back to the picture: the count grows with how far the weights moved")
-    assert null.second_look() == ("beside random directions with the same singular values: LoRA's own 1.0 per seed, random 4.0 "
-                                  "(fewer than them): the count follows the update's shape")
+    assert null.second_look() == ("LoRA's own 1.0 per seed, random directions with the same singular values 4.0: the count follows "
+                                  "the update's shape")
+    assert null.by_run() == {"lora-all at 0.01 (chosen)": ([1] * 5, [4.0] * 5), "lora-all at 0.003 (matched)": ([3, 2, 2, 3, 3], [2.0] * 5),
+                             "full at 0.001 (chosen)": ([0] * 5, [0.0] * 5), "full-linear at 0.003 (chosen)": ([0, 0, 0, 0, 1], [0.0] * 5)}
     counts = IntruderCounts(("lora-all", "full"), {}, {"lora-all": [6, 9, 9, 6, 5], "full": [0] * 5},
                             {"lora-all": [3, 2, 2, 3, 3], "full": [0] * 5}, {}, {}, {}, [], 3)
     assert null.raw_word(counts) == "agrees on the raw counts"  # every full count below every lora-all count, at both rates
+    assert null.summary_word(counts) == "agrees on the raw counts; fewer than random directions with its singular values give"
     claim, word, evidence = null.finding(counts, width=64)
     assert claim == INTRUDER_CLAIM
     assert word.startswith("agrees on the raw counts; but random directions with LoRA's own singular values give about 4 (LoRA's "
@@ -473,13 +476,13 @@ def test_the_summary_reads_every_look_once():
     assert text[3].startswith("- forgetting, where both learned as much on exact match: full fine-tuning forgot less; against "
                               "full-linear, the two could not be told apart; the old facts, among the answers: not resolved")
     assert text[4].startswith("- so in learning, full's edge goes with the weights it trains beyond lora-all's matrices")
-    assert "is partly the JSON format leaking in (36% to 72%, section 2c)" in text[5]
+    assert "is partly the JSON format leaking in (36% to 72%, appendix C)" in text[5]
     assert text[6].endswith("its cost on the task, test exact match with replay minus without: full -0.03 [-0.25, +0.17], "
                             "lora-all -0.03 [-0.25, +0.17]")
     held_out = {"lora-all": (4.0, 4.1, 4.2), "full": (1.8, 1.9, 2.0), "full-linear": (4.0, 4.3, 4.6)}  # per seed
     comparison.forgetting = lambda label, lr=None: interval(held_out[label])  # the columns' words: better() on these intervals
     columns = summary_columns(comparison, look, emb, probe, {"chosen": "disagrees", "matched": "disagrees"}, "not resolved")
-    assert list(columns) == ["measure fixed before looking", "against full-linear (the same matrices)",
+    assert list(columns) == ["its measure", "against full-linear (the same matrices)",
                              "against full (also trains the shared embedding)", "second look"]
     assert columns["against full (also trains the shared embedding)"] == ["not resolved", "disagrees on held-out loss",
                                                                           "disagrees on held-out loss", "not resolved"]

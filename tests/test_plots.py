@@ -86,3 +86,17 @@ def test_the_fair_comparison_design_is_drawn_as_four_stages_in_order():
     assert "validation\n(8 animals)" in texts[1] and texts[2] == "the chosen rate\n+ 2 more seeds" and "(16 animals)" in texts[3]
     assert len(fig.axes[0].patches) == 4
     plt.close(fig)
+
+
+def test_the_intruder_null_draws_each_seeds_own_count_beside_its_null_one_row_per_run():
+    from lora_edu.course.plots import plot_intruder_null
+
+    runs = {"lora-all at 0.01": ([6, 9, 9], [12.2, 11.0, 9.2]), "full at 0.001": ([0, 0, 0], [0.0, 0.0, 0.0])}
+    ax = plot_intruder_null(runs)
+    own, null = ax.collections[0], ax.collections[1]  # the first row's dots: filled (own), open (the null)
+    assert list(own.get_offsets()[:, 0]) == [6, 9, 9] and list(null.get_offsets()[:, 0]) == pytest.approx([12.2, 11.0, 9.2])
+    assert len(ax.collections) == 4 and len(ax.lines) == 6  # two scatters and one joining line per seed, per row
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(runs)
+    legend = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert legend == {"its own update", "random directions, same singular values"}
+    plt.close(ax.figure)

@@ -109,6 +109,12 @@ def wilson(p, n):
     return centre - half, centre + half
 
 
+def match_by_hand(grid_a, grid_b, bar, one_animal):
+    kept_a, kept_b = ({lr: em for lr, em in grid.items() if em >= bar} for grid in (grid_a, grid_b))
+    gaps = {(x, y): abs(kept_a[x] - kept_b[y]) for x in kept_a for y in kept_b}
+    return min(gaps, key=lambda pair: (gaps[pair] if gaps[pair] >= one_animal - 1e-12 else 0.0, pair))
+
+
 def phi(a1, a2, i, j):
     u = np.linalg.svd(a1, full_matrices=False)[2][:i]
     v = np.linalg.svd(a2, full_matrices=False)[2][:j]
@@ -150,6 +156,7 @@ CORRECT = {
     # nb05b
     "predict-sixteen-of-sixteen": 0.81,
     "wilson-interval": wilson,
+    "match-rates": match_by_hand,
     "pareto-learning-rate": "b",
     "shared-rate": "a",
     "matched-threshold": ARGUMENT,
@@ -179,6 +186,7 @@ WRONG_CODE = {  # a plausible mistake per code exercise: each must fail on a hid
     "lora-trainable": lambda n_layer, d_model, n_head, n_kv_head, d_ff, r, targets: n_layer * len(targets) * r * 2 * d_model,
     "merge-conv1d": lambda W, A, B, alpha, r: W + alpha / r * B @ A,  # the transposed merge
     "training-state-bytes": lambda n_params, n_trainable, b: 4 * n_params * b,
+    "match-rates": lambda grid_a, grid_b, bar, one_animal: (min(grid_a), min(grid_b)),  # the smallest rates, learned or not
     "wilson-interval": lambda p, n: (p - 1.96 * (p * (1 - p) / n) ** 0.5, p + 1.96 * (p * (1 - p) / n) ** 0.5),  # the textbook interval
     "lora-input-grad": lambda grad_y, W, A, B, alpha, r: grad_y @ W,  # the LoRA branch forgotten
     "update-size": lambda W, A, B, alpha, r: (np.linalg.norm(B @ A) / np.linalg.norm(W),) * 2,  # no scaling, no top-r part

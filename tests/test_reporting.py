@@ -189,7 +189,8 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     nb05c = "\n".join(gpu_check_cells("05c"))  # 05b's runs from the cache, then lora-all retrained for PEFT's intruder mitigation
     assert "lora_vs_full(base, world, RUN)" in nb05c
     assert 'intruder_mitigation(base, world, "json", chosen, SEEDS, kept=(1.0, 0.75, 0.5, 0.0)' in nb05c
-    assert sum(r.count for r in plans["05c"]["runs"]) == len(SEEDS) and {r.steps for r in plans["05c"]["runs"]} == {400}
+    assert 'intruder_mitigation(base, world, "json", lower_lr, SEEDS, kept=(1.0, 0.75, 0.5, 0.0)' in nb05c  # and at the matched rate
+    assert sum(r.count for r in plans["05c"]["runs"]) == 2 * len(SEEDS) and {r.steps for r in plans["05c"]["runs"]} == {400}
     assert {r.steps for r in plans["05b"]["runs"]} == {400, 1200}
     lab = "\n".join(gpu_check_cells("05"))  # notebook 05: three fine-tunes and the 30-step loop written out, twice
     assert lab.count("finetune(base, world,") == 3 and "TrainConfig(steps=30," in lab and "Arm(" not in lab

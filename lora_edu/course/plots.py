@@ -253,3 +253,25 @@ def draw_fair_comparison(sweep_seeds: int, more_seeds: int, val_animals: int, te
     ax.set_ylim(-0.2, 1.8)
     ax.axis("off")
     return fig
+
+
+def plot_intruder_null(runs: dict[str, tuple[list[int], list[float]]], ax=None):
+    """Each run's own intruder count beside the null's, seed by seed: one row per run (label -> (own counts, the null's
+    mean counts), one of each per seed), the own count a filled dot, the null's an open one, joined by a line. A dot
+    left of its circle: fewer intruders than random directions with the same singular values give."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 0.6 + 0.7 * len(runs)))
+    for row, (own, null) in enumerate(runs.values()):
+        offsets = np.linspace(-0.2, 0.2, len(own)) if len(own) > 1 else np.zeros(1)
+        for dy, mine, chance in zip(offsets, own, null, strict=True):
+            ax.plot([mine, chance], [row + dy, row + dy], color="lightgray", lw=1, zorder=1)
+        ax.scatter(own, row + offsets, color="tab:blue", s=22, zorder=2, label="its own update" if row == 0 else None)
+        ax.scatter(null, row + offsets, facecolors="none", edgecolors="black", s=22, zorder=2,
+                   label="random directions, same singular values" if row == 0 else None)
+    ax.set_yticks(range(len(runs)))
+    ax.set_yticklabels(list(runs))
+    ax.invert_yaxis()  # the first run on top
+    ax.set_xlabel("intruders among the top 10 of every Wq and Wv, summed (one dot per seed)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.figure.tight_layout()
+    return ax

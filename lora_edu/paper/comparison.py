@@ -28,6 +28,7 @@ from ..gpt.pretrain import pretraining_eval_rows
 from ..gpt.progress import Progress
 from ..lora.peft_bridge import import_peft
 from ..maths.intervals import newcombe_paired, wilson_interval
+from ..maths.matching import learned_apart, matched_rates
 from .analysis import scale_updates, update_norm_ratios
 from .experiments import Interval, at_edge, better, interval, interval_word, seeds_and_animals, verdict
 
@@ -45,6 +46,7 @@ __all__ = [
     "exact_match_interval",
     "intruder_mitigation",
     "learning_forgetting",
+    "matched_rates",
     "more_seeds",
     "MITIGATION_CLAIMS",
     "Mitigation",
@@ -612,12 +614,6 @@ class LearningForgetting:
         return "\n".join([*lines, *near, self.verdict])
 
 
-def learned_apart(gap: float, one_animal: float) -> bool:
-    """Whether a gap in mean validation exact match is a difference in learning: above 0 and at least one validation
-    animal per seed (``one_animal``). The one rule for "learned as much", in the pairing and in the verdict."""
-    return gap > 0 and gap >= one_animal - 1e-12
-
-
 def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Sequence[int],
                         min_val_em: float = 0.75, one_animal: float = 0.0, step: int | None = None,
                         compare_on: Sequence[int] | None = None) -> LearningForgetting:
@@ -640,16 +636,12 @@ def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Se
             return comparison.mean(label, {"val": "val_exact_match", "val_loss": "val_answer_loss"}[key], lr, seeds)
         return comparison.along(label, key, lr, seeds)[step]
 
-    learned = {}
+    grid = {label: {lr: validation(label, lr, "val") for lr in comparison.arm(label).lrs} for label in labels}
+    learned = {label: {lr: em for lr, em in grid[label].items() if em >= min_val_em} for label in labels}
     for label in labels:
-        learned[label] = {lr: em for lr in comparison.arm(label).lrs if (em := validation(label, lr, "val")) >= min_val_em}
         if not learned[label]:
             raise ValueError(f"No rate of {label!r} reached mean validation exact match {min_val_em}; lower min_val_em.")
-    def gap(pair: tuple[float, float]) -> float:  # gaps under one validation animal per seed count as none
-        apart = abs(learned[a][pair[0]] - learned[b][pair[1]])
-        return apart if learned_apart(apart, one_animal) else 0.0
-
-    lr_a, lr_b = min(((x, y) for x in learned[a] for y in learned[b]), key=lambda pair: (gap(pair), pair))
+    lr_a, lr_b = matched_rates(grid[a], grid[b], min_val_em, one_animal)
     matched = {a: lr_a, b: lr_b}
     forgot = {label: comparison.forgetting(label, matched[label], compare_on, step) for label in labels}
     near = {}
@@ -893,7 +885,7 @@ class Mitigation:
             return localized, "not resolved", (
                 f"They won back more of the old text than the even control did, but the task they kept is not shown to be "
                 f"within one test animal ({margin:.3f}) of the control's, the rule fixed before looking; losing the task lowers "
-                f"the held-out loss by itself (05b, section 2c). A rough size: at λ = 0.5 each unit of exact match lost came with "
+                f"the held-out loss by itself (05b, appendix C). A rough size: at λ = 0.5 each unit of exact match lost came with "
                 f"{per_task:.2f} of held-out loss won back, so a shortfall of {-task_beyond.mean:.2f} would explain about "
                 f"{per_task * max(-task_beyond.mean, 0):.2f} of the {-beyond.mean:.2f}; at the interval's far end, a shortfall of "
                 f"{-task_beyond.low:.2f}, about {per_task * max(-task_beyond.low, 0):.2f}: the data cannot say that the intruders "

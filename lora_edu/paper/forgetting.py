@@ -1,6 +1,6 @@
 """How notebook 05b reads the comparison that ``lora_vs_full`` trained: what each method learned and forgot, one
 verdict a line. Section 2a's matched pair (``matched_report``, ``caught_up``), section 2b's look at the embeddings
-(``embedding_look``), the test answer loss as a second measure of learning (``answer_loss_look``), section 2c's
+(``embedding_look``), the test answer loss as a second measure of learning (``answer_loss_look``), appendix C's
 format split and fact probe, section 3's replay (``replay_look``), and the summary (``in_short``, ``summary_columns``).
 Nothing here trains: every function reads runs already made."""
 
@@ -93,13 +93,17 @@ def toward_uniform(comparison: Comparison, label: str, base_loss: float, vocab_s
     def share(loss: float) -> str:
         return f"{(loss - base_loss) / (uniform - base_loss):.0%} of the way"
 
+    def seeds(lr: float) -> str:  # every seed run at the rate, where the grid table reads the sweep seeds alone
+        return f"{len(comparison.runs(label, lr))} seeds"
+
+    chosen = comparison.chosen_lr[label]
     loss = comparison.mean(label, "pretrain_loss")
-    lines = [f"{label} at its chosen rate: held-out loss {loss:.2f}, {share(loss)} from the base model's {base_loss:.2f} to a "
-             f"uniform guess's {uniform:.2f} (ln {vocab_size})"]
+    lines = [f"{label} at its chosen rate: held-out loss {loss:.2f} ({seeds(chosen)}), {share(loss)} from the base model's "
+             f"{base_loss:.2f} to a uniform guess's {uniform:.2f} (ln {vocab_size})"]
     for lr in comparison.too_close_to_call(label, SWEEP_SEEDS):
-        if lr != comparison.chosen_lr[label]:
+        if lr != chosen:
             tied = comparison.mean(label, "pretrain_loss", lr)
-            lines.append(f"  at {lr:g}, which validation could not tell apart from it: {tied:.2f}, {share(tied)}")
+            lines.append(f"  at {lr:g}, which validation could not tell apart from it: {tied:.2f} ({seeds(lr)}), {share(tied)}")
     return "\n".join(lines)
 
 
@@ -487,7 +491,7 @@ def in_short(comparison: Comparison, look: AnswerLossLook, emb: EmbeddingLook, p
              replay: ReplayLook) -> str:
     """Notebook 05b's results in a few lines, learning and forgetting apart: the task (test exact match), learning (the
     test answer loss, ``look``), forgetting at matched learning (``emb``) and on the fact probe (``probe``), the format's
-    ``shares`` of the rise on the fact lines (section 2c), and replay."""
+    ``shares`` of the rise on the fact lines (appendix C), and replay."""
     def winner(who: str | None, what: str) -> str:
         return "not resolved" if who is None else f"{who} {what}"
 
@@ -511,7 +515,7 @@ def in_short(comparison: Comparison, look: AnswerLossLook, emb: EmbeddingLook, p
                      "among them: full also learned more surely than full-linear. In forgetting, the comparisons against "
                      "full-linear are not resolved, so whether the rank or those weights decide it stays open")
     lines.append(f"- on the fact lines the rise in loss is {'mostly' if min(shares) > 0.5 else 'partly'} the JSON format leaking in "
-                 f"({min(shares):.0%} to {max(shares):.0%}, section 2c); the measure closest to the paper's benchmarks, the old "
+                 f"({min(shares):.0%} to {max(shares):.0%}, appendix C); the measure closest to the paper's benchmarks, the old "
                  "facts chosen among the answers, is the last item of the forgetting line")
     cost = {label: comparison.difference(f"{label} + replay", label) for label in REPLAYED}  # paired by animal
     lines.append(f"- {replay.in_short()}; its cost on the task, test exact match with replay minus without: "
@@ -522,12 +526,12 @@ def in_short(comparison: Comparison, look: AnswerLossLook, emb: EmbeddingLook, p
 def summary_columns(comparison: Comparison, look: AnswerLossLook, emb: EmbeddingLook, probe: FactProbe,
                     format_free_words: dict[str, str], rate_word: str) -> dict[str, list[str]]:
     """The columns of notebook 05b's summary table, one entry per row (learns less, forgets less, one curve, the rate
-    ratio): the measure fixed before looking, the verdict against full-linear and against full, and a second look."""
+    ratio): the measure its verdict reads, the verdict against full-linear and against full, and a second look."""
     chosen = forgets_less_words(comparison)
     em = {other: verdict_word(comparison.paired_winner("lora-all", other), other) for other in ("full", "full-linear")}
     loss = {other: verdict_word(look.winners[other], other) for other in ("full", "full-linear")}
     return {
-        "measure fixed before looking": ["test exact match (near its ceiling)", "held-out loss, each at its chosen rate",
+        "its measure": ["test exact match (near its ceiling)", "held-out loss, each at its chosen rate",
                                          "held-out loss where both learned as much", "the ratio of the chosen rates"],
         "against full-linear (the same matrices)": [em["full-linear"], f"{chosen['full-linear']} on held-out loss",
                                                     f"{emb.words['full-linear']} on held-out loss", ""],

@@ -108,8 +108,22 @@ class IntruderNull:
     def second_look(self) -> str:
         """LoRA's own count beside the null's at its chosen rate, for the summary table."""
         lora = self.run("lora-all")
-        return (f"beside random directions with the same singular values: LoRA's own {np.mean(lora.own):.1f} per seed, random "
-                f"{np.mean(lora.random):.1f} ({lora.side} them): the count follows the update's shape")
+        return (f"LoRA's own {np.mean(lora.own):.1f} per seed, random directions with the same singular values "
+                f"{np.mean(lora.random):.1f}: the count follows the update's shape")
+
+    def summary_word(self, counts: IntruderCounts) -> str:
+        """The summary table's short entry: the claim on the raw counts (``raw_word``), then where LoRA's own count lies
+        against the null at its chosen rate."""
+        side = {"fewer than": "fewer than", "not told apart from": "no more than", "more than": "more than"}[self.run("lora-all").side]
+        return f"{self.raw_word(counts)}; {side} random directions with its singular values give"
+
+    def by_run(self) -> dict[str, tuple[list[int], list[float]]]:
+        """Each run's own counts and the null's, per seed, labelled for ``plot_intruder_null``: its rate, and which rate
+        it is (chosen on validation, or matched on learning)."""
+        def name(label: str, lr: float) -> str:
+            which = "chosen" if lr == self.chosen_lr[label] else "matched"
+            return f"{label} at {lr:g} ({which})"
+        return {name(run.label, run.lr): (run.own, run.random) for run in self.runs.values()}
 
     @staticmethod
     def raw_word(counts: IntruderCounts) -> str:

@@ -233,7 +233,7 @@ def decode(x: object) -> object:
     raise ValueError(f"Unknown kind {kind!r} in a comparison file.")
 
 
-LONGER = 3  # how many times notebook 05b's budget the longer lora-all run trains (section 2d)
+LONGER = 3  # how many times notebook 05b's budget the longer lora-all run trains (appendix D)
 
 
 @dataclass(frozen=True)
@@ -332,7 +332,7 @@ def closest_in_learning(comparison: Comparison, label: str, exact_match: float, 
 
 def longer_budget(base: GPT, world: World, run: dict, comparison: Comparison, lr: float = 1e-3, factor: int = LONGER,
                   show_progress: bool = True) -> LongerBudget:
-    """Notebook 05b, section 2d: lora-all at ``lr`` for ``factor`` times ``run``'s steps on every seed of ``SEEDS``, set
+    """Notebook 05b, appendix D: lora-all at ``lr`` for ``factor`` times ``run``'s steps on every seed of ``SEEDS``, set
     against full fine-tuning in ``comparison`` (the ordinary budget) at the rate that learned about as much
     (``closest_in_learning``, read on the sweep seeds)."""
     if not isinstance(factor, int) or factor < 2:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from ...maths.intervals import wilson_interval
+from ...maths.matching import matched_rates
 from .core import ChoiceExercise, CodeExercise, CodeTrap, PredictExercise, Trap, WrittenExercise, register
 
 
@@ -30,6 +31,54 @@ def normal_interval(p: float, n: int) -> tuple[float, float]:
     """The textbook interval p +- 1.96 sqrt(p (1 - p) / n): zero-width at p = 0 or 1, and it can leave [0, 1]."""
     half = 1.96 * math.sqrt(p * (1 - p) / n)
     return p - half, p + half
+
+
+SECTION_2A_GRIDS = ({0.001: 0.0, 0.003: 0.875, 0.01: 23 / 24, 0.03: 0.0}, {0.0003: 0.75, 0.001: 0.875, 0.003: 13 / 24})
+
+
+def match_cases(rng: np.random.Generator) -> list[tuple[dict[float, float], dict[float, float], float, float]]:
+    """Section 2a's grids, then random grids of mean exact match in steps of 1/16, each method with at least one rate at
+    the bar: some with a pair one animal apart, some with ties among the smaller and larger rates."""
+    cases = [(*SECTION_2A_GRIDS, 0.75, 1 / 8),
+             ({1e-3: 0.8125, 3e-3: 0.9375}, {1e-4: 0.75, 3e-4: 0.875, 1e-3: 1.0}, 0.75, 1 / 8),  # two ties: the smaller rates
+             ({1e-3: 0.25, 3e-3: 0.75, 1e-2: 1.0}, {1e-4: 0.5, 3e-4: 0.9375}, 0.75, 1 / 16),  # the closest is not the first
+             ({1e-3: 0.8125, 3e-3: 1.0}, {1e-4: 0.9375, 3e-4: 1.0}, 0.75, 1 / 8)]  # an exact tie, and one under one animal
+    rates = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+    while len(cases) < 12:
+        grids = [{lr: int(rng.integers(0, 17)) / 16 for lr in sorted(rng.choice(rates, size=int(rng.integers(2, 5)), replace=False))}
+                 for _ in range(2)]
+        bar, one_animal = (0.75, 0.5)[int(rng.integers(0, 2))], (1 / 16, 1 / 8)[int(rng.integers(0, 2))]
+        if all(max(grid.values()) >= bar for grid in grids):
+            cases.append((*grids, bar, one_animal))
+    return cases
+
+
+def pair_by(grid_a: dict[float, float], grid_b: dict[float, float], bar: float, one_animal: float,
+            smaller: bool) -> tuple[float, float]:
+    """The matching rule written out for the traps (each a student's mistake), ties to the ``smaller`` or larger rates."""
+    kept = [{lr: em for lr, em in grid.items() if em >= bar} for grid in (grid_a, grid_b)]
+    sign = 1 if smaller else -1
+
+    def key(pair: tuple[float, float]) -> tuple[float, float, float]:
+        apart = abs(kept[0][pair[0]] - kept[1][pair[1]])
+        return (apart if apart >= one_animal - 1e-12 and apart > 0 else 0.0, sign * pair[0], sign * pair[1])
+
+    return min(((x, y) for x in kept[0] for y in kept[1]), key=key)
+
+
+def closest_exactly(grid_a: dict[float, float], grid_b: dict[float, float], bar: float, one_animal: float) -> tuple[float, float]:
+    """The trap of a student who reads every gap as real: the closest pair, ties to the smaller rates."""
+    return pair_by(grid_a, grid_b, bar, 0.0, smaller=True)
+
+
+def ties_to_larger(grid_a: dict[float, float], grid_b: dict[float, float], bar: float, one_animal: float) -> tuple[float, float]:
+    """The trap of a student who breaks ties towards the larger rates."""
+    return pair_by(grid_a, grid_b, bar, one_animal, smaller=False)
+
+
+def no_bar(grid_a: dict[float, float], grid_b: dict[float, float], bar: float, one_animal: float) -> tuple[float, float]:
+    """The trap of a student who matches every rate, learned or not."""
+    return pair_by(grid_a, grid_b, -1.0, one_animal, smaller=True)
 
 
 register(PredictExercise(
@@ -94,6 +143,55 @@ def wilson(p, n):
            "gives the two ends.",
            "Compute the discriminant b² − 4ac first, then (−b ∓ √(b² − 4ac)) / (2a); wilson(1.0, 16) should give about "
            "(0.81, 1.00)."),
+))
+register(CodeExercise(
+    id="match-rates",
+    prompt="Match two methods on learning yourself, with section 2a's rule. Write match(grid_a, grid_b, bar, one_animal) "
+    "-> (rate_a, rate_b). Each grid maps one method's learning rates to its mean validation exact match. Keep only the "
+    "rates whose mean reaches bar. Of all pairs, one kept rate per method, take the pair whose two means are closest; "
+    "a gap smaller than one_animal (one validation animal per seed) counts as 0; among pairs equally close, take the "
+    "smaller rate of the first method, then the smaller of the second. It is run on hidden grids. Then run it on "
+    "section 2a's grid: grids = {label: {lr: comparison.along(label, \"val\", lr, SWEEP_SEEDS)[RUN[\"steps\"]] for lr in "
+    "comparison.arm(label).lrs} for label in (\"lora-all\", \"full\")}, then match(grids[\"lora-all\"], "
+    "grids[\"full\"], 0.75, 1 / len(world.val_animals)). Is it section 2a's matched pair? Which pair would it give with "
+    "one_animal = 0, and why does the rule not trust a gap that small?",
+    explanation="the rule looks at validation exact match alone, so forgetting plays no part in choosing the pair. On "
+    "8 validation animals and 3 seeds a gap under one animal per seed is one or two answers, so such pairs count as "
+    "learning as much, and the smaller rates, which move the weights less for both methods alike, win the tie.",
+    signature="match(grid_a, grid_b, bar, one_animal) -> (rate_a, rate_b)",
+    own_work=("matched_rates", "at_matched_learning", "learning_forgetting"),
+    reference=matched_rates,
+    cases=match_cases,
+    traps=(
+        CodeTrap(closest_exactly, "you took the pair whose means are closest to the last digit. A gap under one "
+                 "validation animal per seed is one or two answers out of 24: such pairs count as equally close (gap 0), "
+                 "and the smaller rates win among them."),
+        CodeTrap(ties_to_larger, "among pairs equally close you took the larger rates. The rule takes the smaller ones: "
+                 "for the same validation score they move the weights less, a cautious pick that favours neither method."),
+        CodeTrap(no_bar, "you matched rates that never learned the task. Keep only the rates whose mean reaches bar "
+                 "first: 'as much learned' must be something both methods learned."),
+    ),
+    model_solution="""
+def match(grid_a, grid_b, bar, one_animal):
+    learned_a = {lr: em for lr, em in grid_a.items() if em >= bar}  # the rates that learned the task
+    learned_b = {lr: em for lr, em in grid_b.items() if em >= bar}
+
+    def gap(pair):
+        apart = abs(learned_a[pair[0]] - learned_b[pair[1]])
+        return apart if apart >= one_animal - 1e-12 else 0.0  # under one animal per seed: as much (1e-12: rounding)
+
+    pairs = [(x, y) for x in learned_a for y in learned_b]
+    return min(pairs, key=lambda pair: (gap(pair), pair))  # the closest; among ties, the smaller rates
+""",
+    worked_solution="On section 2a's grid lora-all learned at 0.003 (0.88) and 0.01 (0.96), full at 0.0003 (0.75) and 0.001 "
+    "(0.88). The pairs (0.003, 0.001) and (0.01, 0.001) are both under one animal apart, so both count as gap 0, and the "
+    "smaller rates give (0.003, 0.001), section 2a's pair. With one_animal = 0 the first is still exactly 0 apart, so the "
+    "pair stays; on another grid a gap of one answer could decide it, which is why the rule does not trust it.",
+    hints=("First filter each grid: {lr: em for lr, em in grid.items() if em >= bar}.",
+           "Loop over every pair (x, y) of kept rates and compute abs(mean of x - mean of y); replace it by 0 when it is "
+           "under one_animal.",
+           "Python's min with key=lambda pair: (gap(pair), pair) takes the smallest gap, and among equal gaps the pair "
+           "with the smaller first rate, then the smaller second."),
 ))
 register(ChoiceExercise(
     id="pareto-learning-rate",
