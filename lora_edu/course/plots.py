@@ -275,3 +275,35 @@ def plot_intruder_null(runs: dict[str, tuple[list[int], list[float]]], ax=None):
     ax.legend(fontsize=7, loc="lower right")
     ax.figure.tight_layout()
     return ax
+
+
+VERDICT_COLOURS = {"agrees": "#a1d99b", "disagrees": "#fc9272", "partly": "#fdd0a2", "not resolved": "#d9d9d9",
+                   "descriptive": "#f7f7f7"}  # green: the paper's side; red: the other; grey: undecided
+
+
+def plot_verdicts(claims: list[str], columns: dict[str, list[str]], ax=None):
+    """A lesson's verdicts at a glance: one row per claim (``claims``, short labels), one column per comparison
+    (``columns``: heading -> one entry per claim, as ``findings_table`` takes them). Each cell shows the verdict words of
+    its entry in the order they appear, coloured by the first (``VERDICT_COLOURS``); an entry without one stays blank."""
+    from .notebook import word_spans
+
+    if any(len(entries) != len(claims) for entries in columns.values()):
+        raise ValueError(f"Each of columns {list(columns)} needs one entry per claim ({len(claims)} claims).")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(2.2 + 2.3 * len(columns), 0.5 + 0.55 * len(claims)))
+    for col, entries in enumerate(columns.values()):
+        for row, entry in enumerate(entries):
+            words = [w for w, _ in word_spans(entry)]
+            colour = VERDICT_COLOURS[words[0]] if words else "white"
+            ax.add_patch(mpl.patches.Rectangle((col, row), 0.96, 0.9, facecolor=colour, edgecolor="gray"))
+            ax.text(col + 0.48, row + 0.45, " / ".join(words), ha="center", va="center", fontsize=8)
+    ax.set_xlim(0, len(columns))
+    ax.set_ylim(len(claims), 0)  # the first claim on top
+    ax.set_xticks([c + 0.48 for c in range(len(columns))], list(columns), fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_yticks([r + 0.45 for r in range(len(claims))], claims, fontsize=8)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.figure.tight_layout()
+    return ax
