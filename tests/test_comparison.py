@@ -12,6 +12,7 @@ from lora_edu.gpt.finetune import update_ratios
 from lora_edu.gpt.model import GPT, GPTConfig
 from lora_edu.gpt.progress import Progress, duration
 from lora_edu.lora.layer import inject_lora, lora_layers
+from lora_edu.maths import matching
 from lora_edu.maths.intervals import wilson_interval
 from lora_edu.paper import comparison
 from lora_edu.paper.comparison import Arm, compare_methods, exact_match_interval
@@ -429,8 +430,11 @@ def test_matched_learning_pairs_the_closest_rates_and_reads_less_learning_as_one
     grids = ({1e-3: 0.0, 3e-3: 0.875, 1e-2: 23 / 24}, {3e-4: 0.75, 1e-3: 0.875, 3e-3: 13 / 24})  # 05b's section 2a grid
     assert comparison.matched_rates(*grids, 0.75, 1 / 8) == (3e-3, 1e-3)  # two pairs under one animal apart: the smaller rates
     assert comparison.matched_rates(*grids, 0.75, 0.0) == (3e-3, 1e-3) and comparison.matched_rates(*grids, 0.5, 0.3) == (3e-3, 3e-4)
-    with pytest.raises(ValueError, match="no rate with mean validation exact match 0.97 or more"):
-        comparison.matched_rates(*grids, 0.97)
+    with pytest.raises(ValueError, match="No rate of 'grid_b' reached mean validation exact match 0.9"):
+        comparison.matched_rates(*grids, 0.9)  # grid_a's 23/24 is above the bar, grid_b's best 0.875 is not
+    with pytest.raises(ValueError, match="No rate of 'lora' reached"):
+        comparison.matched_rates(*grids, 0.9, labels=("full", "lora"))
+    assert matching.reached(grids[0], 0.9) == {1e-2: 23 / 24}
     wide = comparison.learning_forgetting(c, ("lora", "full"), (0, 1, 2), min_val_em=0.75, one_animal=0.2)
     assert wide.matched_lr == {"lora": 1e-2, "full": 1e-4}  # both gaps under the tolerance: the smaller rates win
     only_small = comparison.learning_forgetting(  # with full's small rate alone, full learned a whole animal less
@@ -529,10 +533,10 @@ def test_the_intruder_claims_are_read_from_the_mitigation_with_rules_fixed_befor
     noisy = fake_mitigation()  # the task's cost at 0.75 is -0.10 [-0.19, -0.01]: not pinned within 1/16
     claim, word, evidence = noisy.fit_finding(0.6, test_animals=16)
     assert claim == MITIGATION_CLAIMS[0]
-    assert word.startswith("partly: at PEFT's default λ = 0.75 the held-out loss fell; the task's cost is one the seeds cannot pin "
+    assert word.startswith("partly: at PEFT's default λ = 0.75 the held-out loss fell; the seeds cannot pin the task's cost "
                            "to within one test animal (-0.10 [")
-    assert "it won back 16% of what fine-tuning added, the even control at the same distance 9%" in word
     assert evidence.startswith("at λ = 0.75, changes paired by seed (5 seeds): held-out loss -0.54 [")
+    assert "it wins back 16% [" in evidence and "(the even control at the same distance: 9% [" in evidence
     assert noisy.where_located(16)[:2] == ("agrees", "not resolved")  # won back more than the control, the task not pinned
     claim, word, evidence = noisy.located_finding(0.6, 16, width=64)
     assert claim == MITIGATION_CLAIMS[1] and word.startswith("not resolved at λ = 0.75 and d = 64: 5 seeds and 16 test animals")
@@ -548,6 +552,12 @@ def test_the_intruder_claims_are_read_from_the_mitigation_with_rules_fixed_befor
                                                    "within one test animal")
     assert kept.where_located(16)[:2] == ("agrees", "partly")
     assert "(where the forgetting lies: partly)" in kept.in_short(16)
+    assert noisy.won_back_line(0.6) == ("at 0.01, fine-tuning raised the held-out loss from 0.60 to 4.00; at λ = 0.75 the scaled "
+                                        "adapter won back 16% of that rise, the even control 9%")
+    assert noisy.edge_line().startswith("at 0.01: -0.22 [") and noisy.edge_line().endswith("], the scaled adapter forgot less")
+    level = fake_mitigation()
+    level.control.update({(s, 0.75): level.scaled[(s, 0.75)] for s in level.seeds})  # the control exactly as far: no edge
+    assert level.edge_line() == "at 0.01: +0.00 [+0.00, +0.00], not told apart"
     with pytest.raises(ValueError, match="these were not built"):
         fake_mitigation().__class__(1e-2, (0,), (1.0, 0.75), {}, {}, {}).where_located(16)
 

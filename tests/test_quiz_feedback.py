@@ -133,8 +133,8 @@ def test_every_code_trap_of_05_to_07_is_named_on_the_hidden_cases():
                          "dora-weight", "ring-allreduce-seconds", "batched-lora-rows", "ddp-accumulate"}
     for ex_id, ex in code.items():
         assert len(ex.traps) >= 3, ex_id
-        for trap in ex.traps:
-            right, message = ex.verdict(trap.wrong)
+        for trap in ex.traps:  # the hidden cases alone: a trap may be built on the package's own rule
+            right, message = ex.run_cases(trap.wrong)
             assert not right and trap.message in message, (ex_id, trap.message, message)
             assert message.index(trap.message) < message.index("hidden case"), ex_id
 
@@ -142,8 +142,8 @@ def test_every_code_trap_of_05_to_07_is_named_on_the_hidden_cases():
 def test_every_prediction_trap_of_05_to_07_names_its_misconception():
     predictions = {i: ex for i, ex in lesson_exercises(LATER).items() if isinstance(ex, PredictExercise)}
     assert set(predictions) == {"predict-lora-all-count", "predict-sixteen-of-sixteen", "predict-random-cosine",
-                                "predict-random-phi", "predict-adapter-layers", "predict-nf4-shrink", "predict-nf4-small-merge",
-                                "predict-fsdp-gathers"}
+                                "predict-random-phi", "predict-adapter-layers", "predict-rslora-slope", "predict-nf4-shrink",
+                                "predict-nf4-small-merge", "predict-fsdp-gathers"}
     for ex_id, ex in predictions.items():
         assert ex.verdict(ex.expected())[0], ex_id
         for trap in ex.traps:
@@ -173,6 +173,18 @@ def test_the_predictions_of_05_to_07_are_the_numbers_their_cells_measure():
     phi_random_88 = [subspace_similarity(draws.standard_normal((8, 64)), draws.standard_normal((8, 64)))[7, 7] for _ in range(500)]
     assert abs(np.mean(phi_random_88) - 8 / 64) < 0.005  # the expected value for random subspaces, max(i, j) / d
     assert quiz.predict("predict-random-phi", 1 / 8, float(np.mean(phi_random_88))) is True
+
+    from lora_edu.lora.layer import LoRALinear  # 06b, section 2a: γ² ‖A x‖² over r = 4 to 64, its slope on log-log axes
+
+    torch.manual_seed(0)
+    x, ranks, grown = torch.randn(256, 64), (4, 8, 16, 32, 64), {False: [], True: []}
+    for r in ranks:
+        for rs in grown:
+            layer = LoRALinear(torch.nn.Linear(64, 64), r=r, alpha=16, use_rslora=rs)
+            with torch.no_grad():
+                grown[rs].append(layer.scaling**2 * float((x @ layer.lora_A.T).pow(2).sum(dim=1).mean()))
+    slope = {rs: float(np.polyfit(np.log2(ranks), np.log2(values), 1)[0]) for rs, values in grown.items()}
+    assert quiz.predict("predict-rslora-slope", -1, slope[False]) is True and abs(slope[True]) < 0.15
 
     directions = np.random.default_rng(0).standard_normal((1000, 64))  # 05c: random directions against 64 orthonormal ones
     chance = np.median(np.abs(directions @ np.eye(64)).max(axis=1) / np.linalg.norm(directions, axis=1))

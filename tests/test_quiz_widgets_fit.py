@@ -175,6 +175,8 @@ CORRECT = {
     "first-update-scaling": ARGUMENT,
     # nb06b
     "predict-adapter-layers": 41 / 25,
+    "predict-rslora-slope": -1.0,
+    "adapter-bottleneck": ARGUMENT,
     "merged-latency": "d",
     "dora-weight": dora_by_hand,
     "pissa-tail": ARGUMENT,

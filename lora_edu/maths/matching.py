@@ -3,7 +3,7 @@ and which pair of learning rates, one per method, learned about as much. Plain a
 
 from __future__ import annotations
 
-__all__ = ["learned_apart", "matched_rates"]
+__all__ = ["learned_apart", "matched_rates", "reached"]
 
 
 def learned_apart(gap: float, one_animal: float) -> bool:
@@ -12,16 +12,23 @@ def learned_apart(gap: float, one_animal: float) -> bool:
     return gap > 0 and gap >= one_animal - 1e-12
 
 
-def matched_rates(grid_a: dict[float, float], grid_b: dict[float, float], min_val_em: float,
-                  one_animal: float = 0.0) -> tuple[float, float]:
+def reached(grid: dict[float, float], min_val_em: float) -> dict[float, float]:
+    """The rates of one method's ``grid`` (rate -> mean validation exact match) that learned: mean at ``min_val_em``
+    or above."""
+    return {lr: em for lr, em in grid.items() if em >= min_val_em}
+
+
+def matched_rates(grid_a: dict[float, float], grid_b: dict[float, float], min_val_em: float, one_animal: float = 0.0,
+                  labels: tuple[str, str] = ("grid_a", "grid_b")) -> tuple[float, float]:
     """The rule that matches two methods on learning. ``grid_a``, ``grid_b``: each method's rate -> mean validation exact
-    match. Of the rates that reached ``min_val_em``, the pair (one rate per method) whose two means are closest; a gap
-    under ``one_animal`` (one validation animal per seed) counts as none (``learned_apart``), and among pairs equally
-    close the smaller rate of the first method wins, then of the second. Raises ``ValueError`` when a method has no
-    rate at the bar."""
-    learned = [{lr: em for lr, em in grid.items() if em >= min_val_em} for grid in (grid_a, grid_b)]
-    if not all(learned):
-        raise ValueError(f"A method has no rate with mean validation exact match {min_val_em} or more; lower min_val_em.")
+    match. Of the rates that reached ``min_val_em`` (``reached``), the pair (one rate per method) whose two means are
+    closest; a gap under ``one_animal`` (one validation animal per seed) counts as none (``learned_apart``), and among
+    pairs equally close the smaller rate of the first method wins, then of the second. Raises ``ValueError`` naming the
+    method (by ``labels``) that has no rate at the bar."""
+    learned = [reached(grid, min_val_em) for grid in (grid_a, grid_b)]
+    for label, rates in zip(labels, learned, strict=True):
+        if not rates:
+            raise ValueError(f"No rate of {label!r} reached mean validation exact match {min_val_em}; lower min_val_em.")
 
     def gap(pair: tuple[float, float]) -> float:
         apart = abs(learned[0][pair[0]] - learned[1][pair[1]])

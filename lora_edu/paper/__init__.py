@@ -7,6 +7,7 @@
   matching at equal learning and the longer budget.
 - ``forgetting``: how notebook 05b reads those runs: the matched pair, the embeddings, the answer loss, the fact
   probe, the held-out loss split into the format's part and the rest, replay, and the summary.
+- ``coverage``: notebook 05b's check of the difference interval on simulated methods whose true gap is known.
 - ``intruders``: how notebook 05c reads their intruder dimensions: each count beside a null of random directions.
 - ``loraplus``: notebook 06b's LoRA+ against plain LoRA (the ratio chosen on validation, fresh seeds paired by seed).
 - ``rank_tie``: notebook 06's Table 6 claim as a tie (a smaller rank within a margin of a larger one's loss).

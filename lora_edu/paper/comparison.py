@@ -28,7 +28,7 @@ from ..gpt.pretrain import pretraining_eval_rows
 from ..gpt.progress import Progress
 from ..lora.peft_bridge import import_peft
 from ..maths.intervals import newcombe_paired, wilson_interval
-from ..maths.matching import learned_apart, matched_rates
+from ..maths.matching import learned_apart, matched_rates, reached
 from .analysis import scale_updates, update_norm_ratios
 from .experiments import Interval, at_edge, better, interval, interval_word, seeds_and_animals, verdict
 
@@ -637,11 +637,8 @@ def learning_forgetting(comparison: Comparison, labels: Sequence[str], seeds: Se
         return comparison.along(label, key, lr, seeds)[step]
 
     grid = {label: {lr: validation(label, lr, "val") for lr in comparison.arm(label).lrs} for label in labels}
-    learned = {label: {lr: em for lr, em in grid[label].items() if em >= min_val_em} for label in labels}
-    for label in labels:
-        if not learned[label]:
-            raise ValueError(f"No rate of {label!r} reached mean validation exact match {min_val_em}; lower min_val_em.")
-    lr_a, lr_b = matched_rates(grid[a], grid[b], min_val_em, one_animal)
+    lr_a, lr_b = matched_rates(grid[a], grid[b], min_val_em, one_animal, labels=(a, b))
+    learned = {label: reached(grid[label], min_val_em) for label in labels}
     matched = {a: lr_a, b: lr_b}
     forgot = {label: comparison.forgetting(label, matched[label], compare_on, step) for label in labels}
     near = {}
@@ -827,6 +824,21 @@ class Mitigation:
         return interval((self.scaled[(s, 1.0)][0] - edited[(s, kept)][0]) / (self.scaled[(s, 1.0)][0] - base_loss)
                         for s in self.seeds)
 
+    def won_back_line(self, base_loss: float, lam: float = 0.75) -> str:
+        """How far fine-tuning raised the held-out loss over ``base_loss`` (the base model's), and the share of that rise
+        that scaling the intruders to ``lam`` won back, beside the even control's share; means over the seeds."""
+        return (f"at {self.rate:g}, fine-tuning raised the held-out loss from {base_loss:.2f} to {self.means(1.0)[0]:.2f}; at "
+                f"λ = {lam:g} the scaled adapter won back {self.won_back(lam, base_loss).mean:.0%} of that rise, the even "
+                f"control {self.won_back(lam, base_loss, control=True).mean:.0%}")
+
+    def edge_line(self, lam: float = 0.75) -> str:
+        """The intruders' edge over the even control at ``lam``: held-out loss, scaled minus control, paired by seed, and
+        which forgot less where the interval says so."""
+        edge = self.change(lam, "held-out loss", against="control")
+        word = {"agrees": "the scaled adapter forgot less", "disagrees": "the control forgot less",
+                "not resolved": "not told apart"}[interval_word(edge, "below")]
+        return f"at {self.rate:g}: {span(edge)}, {word}"
+
     def table(self) -> str:
         """One row per λ: the mitigated model's means, and the control's beside them where there is one."""
         lines = [f"lora-all at {self.rate:g}, means of {len(self.seeds)} seeds. Left: every adapted weight's intruder directions "
@@ -853,15 +865,14 @@ class Mitigation:
         task_word = ("agrees" if task_change.low > -margin else "disagrees" if task_change.high < -margin else "not resolved")
         task_cost = {"agrees": "the task stayed within one test animal of the adapter as trained",
                      "disagrees": "the task dropped by more than one test animal",
-                     "not resolved": "the task's cost is one the seeds cannot pin to within one test animal"}[task_word]
+                     "not resolved": "the seeds cannot pin the task's cost to within one test animal"}[task_word]
         won, control = self.won_back(lam, base_loss), self.won_back(lam, base_loss, control=True)
         halves = {scaled_down, task_word}
         both = ("disagrees" if "disagrees" in halves else "agrees" if halves == {"agrees"} else "partly" if "agrees" in halves
                 else "not resolved")
         fell = {"agrees": "the held-out loss fell", "disagrees": "the held-out loss rose",
                 "not resolved": "the held-out loss did not move resolvably"}[scaled_down]
-        word = (f"{both}: at PEFT's default λ = {lam:g} {fell}; {task_cost} ({span(task_change)}); it won back {won.mean:.0%} of "
-                f"what fine-tuning added, the even control at the same distance {control.mean:.0%}")
+        word = f"{both}: at PEFT's default λ = {lam:g} {fell}; {task_cost} ({span(task_change)})"
         evidence = (f"at λ = {lam:g}, changes paired by seed ({len(self.seeds)} seeds): held-out loss {span(change)}, test exact "
                     f"match {span(task_change)}; it wins back {share_span(won)} of the held-out loss fine-tuning added (the even "
                     f"control at the same distance: {share_span(control)})")

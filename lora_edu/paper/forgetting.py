@@ -17,7 +17,7 @@ from ..gpt.evaluate import fact_recall, lm_loss
 from ..gpt.finetune import Report
 from ..gpt.model import GPT
 from ..gpt.pretrain import pretraining_eval_rows
-from .comparison import Comparison, LearningForgetting, PairedDifference, paired_difference, paired_verdict, signed
+from .comparison import Comparison, LearningForgetting, PairedDifference, evaluation_at, paired_difference, paired_verdict, signed
 from .experiments import Interval, LossRatio, better, interval, ratio_verdict, ratio_winner, runs_loss_ratio, verdict, verdict_word
 from .lora_vs_full import SEEDS, SWEEP_SEEDS, at_matched_learning
 
@@ -58,17 +58,32 @@ def best_checkpoint_look(comparison: Comparison, world: World, labels: tuple[str
 
 def caught_up(comparison: Comparison, matched: LearningForgetting, steps: int) -> str:
     """Section 2a's learning-forgetting figure read at one height. The method that had learned less by the last step
-    sets the level (its validation answer loss after ``steps`` steps); the line gives the other's first evaluation at
-    that level or better, and both held-out losses. Means of all seeds at each matched rate: a description."""
+    sets the level (its mean validation answer loss after ``steps`` steps); the first line gives the other's first
+    evaluation at that level or better, and both held-out losses (means of all seeds at each matched rate). The second
+    reads it seed by seed: each run of the other method at its own first evaluation at that level, against the first
+    method's runs after ``steps`` steps, by the 95% Welch interval of the difference (``verdict``)."""
     final = {label: comparison.along(label, "val_loss", lr)[steps] for label, lr in matched.matched_lr.items()}
     behind = max(final, key=final.get)
     ahead = next(label for label in final if label != behind)
-    learned = comparison.along(ahead, "val_loss", matched.matched_lr[ahead])
+    lr_ahead, lr_behind = matched.matched_lr[ahead], matched.matched_lr[behind]
+    learned = comparison.along(ahead, "val_loss", lr_ahead)
     step = min(s for s, loss in learned.items() if loss <= final[behind])
     held = {label: comparison.along(label, "held_out", lr) for label, lr in matched.matched_lr.items()}
-    return (f"{behind} ended at validation answer loss {final[behind]:.3f}, with held-out loss {held[behind][steps]:.2f}; "
-            f"{ahead} first reached that level at step {step}, with held-out loss {held[ahead][step]:.2f} (means of all "
-            f"{len(comparison.runs(behind, matched.matched_lr[behind]))} seeds at each matched rate)")
+    means = (f"{behind} ended at validation answer loss {final[behind]:.3f}, with held-out loss {held[behind][steps]:.2f}; "
+             f"{ahead} first reached that level at step {step}, with held-out loss {held[ahead][step]:.2f} (means of all "
+             f"{len(comparison.runs(behind, lr_behind))} seeds at each matched rate)")
+    runs = comparison.runs(ahead, lr_ahead)
+    reached = {}  # seed -> its held-out loss at its own first evaluation at the level
+    for run in runs:
+        at = [s for s, loss in comparison.along(ahead, "val_loss", lr_ahead, [run.seed]).items() if loss <= final[behind]]
+        if at:
+            reached[run.seed] = evaluation_at(run, "held_out", min(at))
+    if len(reached) < 2:
+        return f"{means}\nseed by seed: {len(reached)} of {len(runs)} runs of {ahead} reached that level, too few for an interval"
+    return (f"{means}\nseed by seed, each {ahead} run at its own first evaluation at that level ({len(reached)} of {len(runs)} "
+            f"got there), against {behind} after {steps} steps: "
+            + verdict(ahead, interval(reached.values()), behind, comparison.forgetting(behind, lr_behind, step=steps), False,
+                      "held-out loss at equal learning"))
 
 
 def tied_forgetting(comparison: Comparison, label: str, other: str) -> str:
@@ -532,7 +547,7 @@ def summary_columns(comparison: Comparison, look: AnswerLossLook, emb: Embedding
     loss = {other: verdict_word(look.winners[other], other) for other in ("full", "full-linear")}
     return {
         "its measure": ["test exact match (near its ceiling)", "held-out loss, each at its chosen rate",
-                                         "held-out loss where both learned as much", "the ratio of the chosen rates"],
+                        "held-out loss where both learned as much", "the ratio of the chosen rates"],
         "against full-linear (the same matrices)": [em["full-linear"], f"{chosen['full-linear']} on held-out loss",
                                                     f"{emb.words['full-linear']} on held-out loss", ""],
         "against full (also trains the shared embedding)": [em["full"], f"{chosen['full']} on held-out loss",

@@ -114,8 +114,8 @@ class IntruderNull:
     def summary_word(self, counts: IntruderCounts) -> str:
         """The summary table's short entry: the claim on the raw counts (``raw_word``), then where LoRA's own count lies
         against the null at its chosen rate."""
-        side = {"fewer than": "fewer than", "not told apart from": "no more than", "more than": "more than"}[self.run("lora-all").side]
-        return f"{self.raw_word(counts)}; {side} random directions with its singular values give"
+        side = self.run("lora-all").side
+        return f"{self.raw_word(counts)}; {'and' if side == 'more than' else 'but'} its own count is {side} its spectrum gives at random"
 
     def by_run(self) -> dict[str, tuple[list[int], list[float]]]:
         """Each run's own counts and the null's, per seed, labelled for ``plot_intruder_null``: its rate, and which rate

@@ -283,21 +283,21 @@ class LongerBudget:
     def word(self) -> str:
         """What the longer run says about the short budget as the cause of full's edge."""
         if not self.learned:
-            return (f"not resolved: at {self.lr:g} lora-all does not learn the task even in {self.long_steps} steps, so this "
+            return (f"not resolved; at {self.lr:g} lora-all does not learn the task even in {self.long_steps} steps, so this "
                     "run cannot test the budget")
         forgets_less = better("lora-all", self.at_end("lora-all", "held_out"), "full", self.at_end("full", "held_out"), False)
         learns_more = better("lora-all", self.at_end("lora-all", "val_loss"), "full", self.at_end("full", "val_loss"), False)
         if forgets_less == "full":
-            return ("disagrees still: full forgets less" + (" and learns more" if learns_more == "full" else "")
-                    + f": one budget {LONGER} times as long did not remove full's edge")
+            return ("disagrees still; full forgets less" + (" and learns more" if learns_more == "full" else "")
+                    + f", so one budget {LONGER} times as long did not remove full's edge")
         if forgets_less is None and learns_more == "full":
-            return ("disagrees still: the held-out losses are not told apart, but full learns more (a lower validation answer "
+            return ("disagrees still; the held-out losses are not told apart, but full learns more (a lower validation answer "
                     "loss); on one shared curve, equal forgetting would come with equal learning")
         if forgets_less == "lora-all":
-            return ("agrees with a longer budget: lora-all forgets less than full"
+            return ("agrees with a longer budget; lora-all forgets less than full"
                     + (" and learns less, the paper's side of the curve" if learns_more == "full" else "")
                     + ", so the short budget explains at least part of full's edge")
-        return "not resolved: neither the held-out losses nor the learning are told apart"
+        return "not resolved; neither the held-out losses nor the learning are told apart"
 
     def __str__(self) -> str:
         lora_em = self.longer.along(self.label, "val", self.lr, SWEEP_SEEDS)[self.long_steps]
@@ -310,7 +310,7 @@ class LongerBudget:
             lines.append(f"  {which:<8} at {lr:g}, {step} steps: validation exact match {self.at_end(which, 'val').mean:.2f}, "
                          f"answer loss {self.at_end(which, 'val_loss')}; weights moved {self.moved(which):.2f} of their size "
                          f"(median ‖ΔW‖/‖W‖); held-out loss {self.at_end(which, 'held_out')}")
-        return "\n".join([*lines, *self.verdicts(), "so: " + self.word()])
+        return "\n".join([*lines, *self.verdicts(), "against the paper's one curve, with the longer budget: " + self.word()])
 
     def verdicts(self) -> list[str]:
         """lora-all against full on forgetting (the held-out loss), then on learning (the validation answer loss)."""

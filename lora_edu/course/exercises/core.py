@@ -348,6 +348,11 @@ class CodeExercise(Exercise):
         if borrowed:
             return False, (f"your function calls {', '.join(f'`{n}`' for n in borrowed)}, which computes the answer for you. "
                            "Write the steps yourself from the definition in the prompt.")
+        return self.run_cases(answer)
+
+    def run_cases(self, answer: Callable[..., Any]) -> tuple[bool, str]:
+        """``answer`` on every hidden case against ``reference``: (right, message), the first wrong case diagnosed. Unlike
+        ``verdict``, it does not look at which names ``answer`` calls (a trap may be built on the package's own rule)."""
         cases = [tuple(args) for args in self.cases(np.random.default_rng(self.seed))]
         for n, args in enumerate(cases, start=1):
             shown = ", ".join(describe(a) for a in args)

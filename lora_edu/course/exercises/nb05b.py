@@ -53,32 +53,21 @@ def match_cases(rng: np.random.Generator) -> list[tuple[dict[float, float], dict
     return cases
 
 
-def pair_by(grid_a: dict[float, float], grid_b: dict[float, float], bar: float, one_animal: float,
-            smaller: bool) -> tuple[float, float]:
-    """The matching rule written out for the traps (each a student's mistake), ties to the ``smaller`` or larger rates."""
-    kept = [{lr: em for lr, em in grid.items() if em >= bar} for grid in (grid_a, grid_b)]
-    sign = 1 if smaller else -1
-
-    def key(pair: tuple[float, float]) -> tuple[float, float, float]:
-        apart = abs(kept[0][pair[0]] - kept[1][pair[1]])
-        return (apart if apart >= one_animal - 1e-12 and apart > 0 else 0.0, sign * pair[0], sign * pair[1])
-
-    return min(((x, y) for x in kept[0] for y in kept[1]), key=key)
-
-
 def closest_exactly(grid_a: dict[float, float], grid_b: dict[float, float], bar: float, one_animal: float) -> tuple[float, float]:
-    """The trap of a student who reads every gap as real: the closest pair, ties to the smaller rates."""
-    return pair_by(grid_a, grid_b, bar, 0.0, smaller=True)
+    """The trap of a student who reads every gap as real: the rule with no allowance for one animal."""
+    return matched_rates(grid_a, grid_b, bar, 0.0)
 
 
 def ties_to_larger(grid_a: dict[float, float], grid_b: dict[float, float], bar: float, one_animal: float) -> tuple[float, float]:
-    """The trap of a student who breaks ties towards the larger rates."""
-    return pair_by(grid_a, grid_b, bar, one_animal, smaller=False)
+    """The trap of a student who breaks ties towards the larger rates: the rule on negated rates, whose smallest are
+    the largest."""
+    rate_a, rate_b = matched_rates({-lr: em for lr, em in grid_a.items()}, {-lr: em for lr, em in grid_b.items()}, bar, one_animal)
+    return -rate_a, -rate_b
 
 
 def no_bar(grid_a: dict[float, float], grid_b: dict[float, float], bar: float, one_animal: float) -> tuple[float, float]:
     """The trap of a student who matches every rate, learned or not."""
-    return pair_by(grid_a, grid_b, -1.0, one_animal, smaller=True)
+    return matched_rates(grid_a, grid_b, -math.inf, one_animal)
 
 
 register(PredictExercise(

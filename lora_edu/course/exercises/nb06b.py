@@ -59,6 +59,51 @@ register(PredictExercise(
     "arithmetic: compare the time ratio the next cells measure with this one.",
     hints=("Count the sites first (two per block), then the layers per site.",),
 ))
+register(PredictExercise(
+    id="predict-rslora-slope",
+    prompt="The next cell draws γ² ‖A x‖² against the rank r on log-log axes, for r = 4 to 64, at the start of training "
+    "(A random, as LoRA starts it). Take γ = α/r, LoRA's usual scaling. Predict the slope of its line: when r doubles, "
+    "by how many doublings does γ² ‖A x‖² change? (A number; negative means it falls: −1 means it halves.)",
+    expected=lambda: -1.0,
+    abs_tol=0.15,
+    traps=(
+        Trap(lambda: -2.0, "γ = α/r enters squared, and that alone halves twice per doubling of r; but ‖A x‖² is a sum "
+             "over A's r rows, so it doubles with r and takes one of those halvings back."),
+        Trap(lambda: 0.0, "a flat line is α/√r's: there γ² = α²/r halves once and ‖A x‖² doubles once, which cancel. "
+             "Under α/r, γ² halves twice."),
+        Trap(lambda: 1.0, "‖A x‖² alone grows like r, but the scaling shrinks faster: γ² = α²/r² falls by 4 per "
+             "doubling of r."),
+    ),
+    explanation="γ² = α²/r² falls by a factor of 4 each time r doubles, and ‖A x‖², a sum over A's r rows, grows by 2: "
+    "the product halves, a slope of −1 on log-log axes. Under α/√r, γ² = α²/r falls by 2 and cancels the growth: slope 0. "
+    "That flat line is rsLoRA's point.",
+    hints=("Split the product: how does γ² = (α/r)² change when r doubles? And ‖A x‖², a sum of r terms of about the "
+           "same size?",),
+))
+register(WrittenExercise(
+    id="adapter-bottleneck",
+    prompt="Change and explain (about a minute). In a new cell, build adapters with a bottleneck of 64 instead of 8 and "
+    "time them beside section 1's: wide = copy.deepcopy(base); add_houlsby_adapters(wide, bottleneck=64); "
+    "t = compare_latency({\"base\": base, \"adapters 8\": adapted, \"adapters 64\": wide}, tokens); then print "
+    "t[\"adapters 8\"].versus(t[\"base\"]) and t[\"adapters 64\"].versus(t[\"base\"]). Before you run it, predict: the "
+    "bottleneck is 8 times wider, and the adapters' multiply-adds per token go from about 1.04 to about 1.29 times the "
+    "base's. Will the time ratio at batch 1 grow by as much? Run it, then explain what you see with the layers a pass runs.",
+    points=(
+        "The number of layers a pass runs does not change (41 against 25): the bottleneck sets each layer's size, not "
+        "how many run one after another.",
+        "The arithmetic does grow: each site's two projections go from 2 × 64 × 8 to 2 × 64 × 64 weights, so the "
+        "adapters' multiply-adds rise from about 1.04 to about 1.29 times the base's.",
+        "At batch 1 on a 64-wide model a layer's time is mostly the fixed cost of running it, not its arithmetic, so the "
+        "time ratio moves far less than the arithmetic: compare your two printed ratios.",
+        "With longer passes (section 1's batch 16 × 64) the arithmetic weighs more, so there a wider bottleneck costs "
+        "relatively more.",
+    ),
+    explanation="The wider bottleneck runs the same 16 extra layers, each with more arithmetic. At batch 1 the cost of "
+    "a small layer is mostly the cost of running it at all, so the time ratio barely follows the multiply-adds: the "
+    "number of layers in series is what adapters cost when serving one user, as the paper's Table 1 shows at small "
+    "batches.",
+    hints=("What does the bottleneck change: the number of layers, or the size of each?",),
+))
 register(ChoiceExercise(
     id="merged-latency",
     prompt="Before the timing: why can LoRA add no latency at all when serving, while adapter layers always do?",

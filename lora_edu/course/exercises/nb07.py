@@ -552,7 +552,7 @@ class DDPAccumulationExercise(CodeExercise):
     """Gradient accumulation under DDP, checked by running the student's function on a one-process DDP model: the
     all-reduce calls are counted by section 2's hook and .grad is compared with the whole batch's gradient."""
 
-    def verdict(self, answer: object) -> tuple[bool, str]:
+    def run_cases(self, answer: object) -> tuple[bool, str]:
         import torch
 
         from ...scale.distributed import relative_gradient_error
