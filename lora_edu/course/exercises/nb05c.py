@@ -203,6 +203,31 @@ register(PredictExercise(
     hints=("The squared cosines of one unit vector with an orthonormal basis add up to exactly 1.",),
 ))
 register(ChoiceExercise(
+    id="rank-is-not-size",
+    prompt="Predict before the table. lora-all changes each weight through 8 directions (rank 8); full fine-tuning can "
+    "change every entry of it. At their chosen rates, which moved its weights farther from the pretrained ones, by "
+    "‖ΔW‖/‖W‖?",
+    options={
+        "a": "full fine-tuning, by far: a rank-8 update can only hold a small part of a 64-wide weight",
+        "b": "lora-all: its few directions can carry a large size, and validation chose it a larger rate",
+        "c": "neither more than the other: both learned the same task, so both moved their weights equally far",
+        "d": "full fine-tuning: LoRA's base weights are frozen, so lora-all does not move them at all",
+    },
+    answer_digest="2db8fb8f641f300e",
+    feedback={
+        "a": "the rank limits how many directions the update has, not how large it is along them: ‖B A‖ can be as large "
+        "as the training makes it.",
+        "c": "the same task can be learned with very different moves: the size depends on the rate and on how the update "
+        "is built, and the table compares them at each method's own chosen rate.",
+        "d": "W stays frozen, but the model runs W + (α/r) B A: ΔW = (α/r) B A is the move, and its size is what the "
+        "table measures.",
+    },
+    explanation="the rank counts directions, not size. Validation chose lora-all a larger rate than full, and its few "
+    "directions carry the whole move, so its ‖ΔW‖/‖W‖ comes out several times full's here: a low-rank update is not a "
+    "small one.",
+    hints=("Does the rank of B A bound how large B A can be?",),
+))
+register(ChoiceExercise(
     id="intruder-null",
     prompt="Suppose a fine-tune's own update put 6 intruder dimensions into the top 10 of its Wq and Wv matrices "
     "(summed), and an update with the same singular values in each matrix (so the same rank and size) but random "
