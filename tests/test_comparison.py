@@ -558,6 +558,12 @@ def test_the_intruder_claims_are_read_from_the_mitigation_with_rules_fixed_befor
     level = fake_mitigation()
     level.control.update({(s, 0.75): level.scaled[(s, 0.75)] for s in level.seeds})  # the control exactly as far: no edge
     assert level.edge_line() == "at 0.01: +0.00 [+0.00, +0.00], not told apart"
+    assert noisy.tradeoff_line() == ("on the means (not a test): no control point kept as much of the task and forgot less than "
+                                     "the scaled adapter at λ = 0.75")  # every control forgot more than the scaled adapter
+    further = fake_mitigation()
+    further.control.update({(s, k): (3.0, 0.95) for s in further.seeds for k in (0.5, 0.0)})  # less forgotten, as much kept
+    assert further.tradeoff_line() == ("on the means (not a test): the even control at the distance of λ = 0.5 and of λ = 0 kept "
+                                       "at least as much of the task and forgot less than the scaled adapter at λ = 0.75")
     with pytest.raises(ValueError, match="these were not built"):
         fake_mitigation().__class__(1e-2, (0,), (1.0, 0.75), {}, {}, {}).where_located(16)
 

@@ -103,7 +103,7 @@ def test_the_intruder_null_draws_each_seeds_own_count_beside_its_null_one_row_pe
 
 
 def test_the_verdicts_at_a_glance_colour_each_cell_by_its_first_verdict_word():
-    from lora_edu.course.plots import VERDICT_COLOURS, plot_verdicts
+    from lora_edu.course.plots import VERDICT_FILLS, plot_verdicts
 
     columns = {"against full-linear": ["**not resolved**", "not resolved on held-out loss", ""],
                "against full": ["disagrees on held-out loss", "agrees, then not resolved at 0.003", "not resolved"]}
@@ -111,7 +111,7 @@ def test_the_verdicts_at_a_glance_colour_each_cell_by_its_first_verdict_word():
     texts = [t.get_text() for t in ax.texts]
     assert texts == ["not resolved", "not resolved", "", "disagrees", "agrees / not resolved", "not resolved"]
     colours = [matplotlib.colors.to_hex(p.get_facecolor()) for p in ax.patches]
-    assert colours[2] == "#ffffff" and colours[3] == VERDICT_COLOURS["disagrees"] and colours[4] == VERDICT_COLOURS["agrees"]
+    assert colours[2] == "#ffffff" and colours[3] == VERDICT_FILLS["disagrees"] and colours[4] == VERDICT_FILLS["agrees"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["learns less", "forgets less", "best rate 10x"]
     with pytest.raises(ValueError, match="needs one entry per claim"):
         plot_verdicts(["one claim"], columns)

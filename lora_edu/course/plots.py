@@ -277,14 +277,15 @@ def plot_intruder_null(runs: dict[str, tuple[list[int], list[float]]], ax=None):
     return ax
 
 
-VERDICT_COLOURS = {"agrees": "#a1d99b", "disagrees": "#fc9272", "partly": "#fdd0a2", "not resolved": "#d9d9d9",
-                   "descriptive": "#f7f7f7"}  # green: the paper's side; red: the other; grey: undecided
+VERDICT_FILLS = {"agrees": "#a1d99b", "disagrees": "#fc9272", "partly": "#fdd0a2", "not resolved": "#d9d9d9",
+                 "descriptive": "#f7f7f7"}  # green: the paper's side; red: the other; grey: undecided
 
 
 def plot_verdicts(claims: list[str], columns: dict[str, list[str]], ax=None):
     """A lesson's verdicts at a glance: one row per claim (``claims``, short labels), one column per comparison
     (``columns``: heading -> one entry per claim, as ``findings_table`` takes them). Each cell shows the verdict words of
-    its entry in the order they appear, coloured by the first (``VERDICT_COLOURS``); an entry without one stays blank."""
+    its entry in the order they appear, filled by the first (``VERDICT_FILLS``, paler than the finding bars'
+    ``notebook.VERDICT_COLOURS``); an entry without one stays blank."""
     from .notebook import word_spans
 
     if any(len(entries) != len(claims) for entries in columns.values()):
@@ -294,7 +295,7 @@ def plot_verdicts(claims: list[str], columns: dict[str, list[str]], ax=None):
     for col, entries in enumerate(columns.values()):
         for row, entry in enumerate(entries):
             words = [w for w, _ in word_spans(entry)]
-            colour = VERDICT_COLOURS[words[0]] if words else "white"
+            colour = VERDICT_FILLS[words[0]] if words else "white"
             ax.add_patch(mpl.patches.Rectangle((col, row), 0.96, 0.9, facecolor=colour, edgecolor="gray"))
             ax.text(col + 0.48, row + 0.45, " / ".join(words), ha="center", va="center", fontsize=8)
     ax.set_xlim(0, len(columns))

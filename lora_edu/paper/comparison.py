@@ -839,6 +839,18 @@ class Mitigation:
                 "not resolved": "not told apart"}[interval_word(edge, "below")]
         return f"at {self.rate:g}: {span(edge)}, {word}"
 
+    def tradeoff_line(self, lam: float = 0.75) -> str:
+        """The trade-off picture read on the means (not a test): which even-shrink controls kept at least as much of the
+        task as the intruders scaled to ``lam`` and forgot less, i.e. beat it on both axes."""
+        loss, em = self.means(lam)
+        beaten = [k for k in sorted(self.controlled, reverse=True)
+                  if self.means(k, control=True)[0] < loss and self.means(k, control=True)[1] >= em]
+        if not beaten:
+            return ("on the means (not a test): no control point kept as much of the task and forgot less than the scaled "
+                    f"adapter at λ = {lam:g}")
+        return ("on the means (not a test): the even control at the distance of λ = " + " and of λ = ".join(f"{k:g}" for k in beaten)
+                + f" kept at least as much of the task and forgot less than the scaled adapter at λ = {lam:g}")
+
     def table(self) -> str:
         """One row per λ: the mitigated model's means, and the control's beside them where there is one."""
         lines = [f"lora-all at {self.rate:g}, means of {len(self.seeds)} seeds. Left: every adapted weight's intruder directions "
