@@ -573,6 +573,25 @@ def test_table_1_is_read_as_a_trend_with_both_halves():
     assert AdapterLatencyTrend({"a": same, "b": same}, "a").word == "not resolved"
 
 
+def test_merged_lora_adds_no_latency_is_counted_on_the_models_not_timed():
+    """Section 4.1's claim is read from the layers a merged model runs; a timing is only shown beside the count."""
+    from torch import nn
+
+    from lora_edu.lora.layer import inject_lora, remove_lora
+    from lora_edu.paper.experiments import Latency, merged_latency_finding
+
+    base = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    merged = copy.deepcopy(base)
+    inject_lora(merged, "all-linear", r=2, alpha=4)
+    remove_lora(merged, merge=True)
+    timing = Latency(1.0, 0.9, 1.1, (1.0,) * 11)
+    claim, word, evidence = merged_latency_finding(base, merged, timing, timing)
+    assert claim == "Section 4.1: merged, LoRA adds no inference latency"
+    assert word.startswith("agrees: ") and evidence.startswith("counted: merged LoRA runs 2 linear layers, the base model 2, with the same")
+    widened = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    assert merged_latency_finding(base, widened, timing, timing)[1].startswith("disagrees: ")
+
+
 def test_interleaved_timers_take_turns_at_running_first():
     """A timer that always ran first (or last) in a round would carry that position's bias into "every round"."""
     from lora_edu.maths.timing import interleave

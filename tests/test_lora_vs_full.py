@@ -491,3 +491,22 @@ def test_the_summary_reads_every_look_once():
                                                                           "disagrees on held-out loss", "not resolved"]
     assert columns["against full-linear (the same matrices)"][1] == "not resolved on held-out loss"
     assert columns["second look"][0] == "answer loss: agrees against full, not resolved against full-linear"
+
+
+def test_the_summary_answers_the_question_at_the_top_from_the_matched_verdicts():
+    """Notebook 05b's question: does lora-all forget less than full where both learned as much, and is it the rank?"""
+    from types import SimpleNamespace
+
+    from lora_edu.paper.experiments import interval
+    from lora_edu.paper.forgetting import EmbeddingLook
+
+    forgetting = {"lora-all": interval((2.4, 2.3, 2.2)), "full": interval((1.9, 1.8, 2.0))}
+    full = SimpleNamespace(less_forgetful="full", forgetting=forgetting, step=200)
+    text = EmbeddingLook(full, SimpleNamespace(less_forgetful=None), None, {}).answer()
+    assert text.startswith(f"No: where both learned as much, full fine-tuning forgot less than lora-all (held-out loss "
+                           f"{forgetting['full']} against {forgetting['lora-all']}, after all 200 steps). Is it the rank? ")
+    assert text.endswith("the two could not be told apart, so our runs do not say.")
+    for linear, says in (("full-linear", "also forgot less than lora-all"), ("lora-all", "lora-all forgot less than full-linear")):
+        assert says in EmbeddingLook(full, SimpleNamespace(less_forgetful=linear), None, {}).answer()
+    unresolved = SimpleNamespace(less_forgetful=None, forgetting=forgetting, step=200)
+    assert EmbeddingLook(unresolved, SimpleNamespace(less_forgetful=None), None, {}).answer().startswith("Not resolved: ")

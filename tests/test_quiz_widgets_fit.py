@@ -166,6 +166,7 @@ CORRECT = {
     "intruder-count": count_intruders_by_hand,
     "predict-random-cosine": 0.32,
     "intruder-null": "c",
+    "task-at-zero": "b",
     "rank-is-not-size": "b",
     # nb06
     "predict-random-phi": 8 / 64,

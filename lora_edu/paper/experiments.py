@@ -58,6 +58,7 @@ __all__ = [
     "update_to_weight",
     "lora_run",
     "loss_ratio",
+    "merged_latency_finding",
     "loss_verdict",
     "next_rate",
     "paper_tiers",
@@ -840,8 +841,7 @@ class AdapterLatencyTrend:
         """The verdict with its two halves, for the summary."""
         t = self.by_size[self.nearest]
         return (f"{self.word}: adapters add {t['adapters'].extra(t['base'])} at {self.nearest} tokens, and their share "
-                + ("falls" if self.falls else "was not shown to fall") + " as a pass holds more tokens, as in the paper; merged "
-                "LoRA adds nothing by construction, since it runs exactly the base model's layers")
+                + ("falls" if self.falls else "was not shown to fall") + " as a pass holds more tokens, as in the paper")
 
     def __str__(self) -> str:
         return "\n".join([
@@ -851,6 +851,19 @@ class AdapterLatencyTrend:
             "the sizes are not comparable (other hardware, model and lengths); the direction is, and so is the fall as a pass "
             "holds more tokens: " + ("ours falls too, from the smallest pass to the largest (a rank-sum test over the rounds)"
                                      if self.falls else "ours was not shown to fall from the smallest pass to the largest")])
+
+
+def merged_latency_finding(base: nn.Module, merged: nn.Module, timing: Latency, base_timing: Latency) -> tuple[str, str, str]:
+    """The LoRA paper's Section 4.1 (merged, LoRA adds no inference latency) read from the models themselves: a merged
+    model that runs exactly the base's linear layers, shape for shape, does the base's work. Its timing against the
+    base's (``Latency.versus``) is shown beside the count, as what noise alone gives. (claim, word, evidence)."""
+    shapes = [[tuple(m.weight.shape) for m in model.modules() if isinstance(m, nn.Linear)] for model in (base, merged)]
+    word = ("agrees: merged LoRA runs exactly the base model's linear layers, so it adds no work" if shapes[0] == shapes[1]
+            else "disagrees: merged LoRA runs other linear layers than the base model's")
+    return ("Section 4.1: merged, LoRA adds no inference latency", word,
+            f"counted: merged LoRA runs {len(shapes[1])} linear layers, the base model {len(shapes[0])}, "
+            + ("with the same shapes, so its timing can only show the computer's noise" if shapes[0] == shapes[1] else "")
+            + f" (merged LoRA / base: {timing.versus(base_timing)})")
 
 
 def compare_latency(models: dict[str, nn.Module], tokens: torch.Tensor, rounds: int = 11, repeats: int = 30) -> dict[str, Latency]:

@@ -354,6 +354,23 @@ class EmbeddingLook:
         return {"full-linear": "remains: full-linear forgets less too", None: "is no longer resolved",
                 "lora-all": "reverses: lora-all forgets less"}[self.linear.less_forgetful]
 
+    def answer(self) -> str:
+        """The notebook's question in two sentences, read from the verdicts at matched learning: does lora-all forget
+        less than full where both learned as much, and does the rank decide it (lora-all against full-linear)?"""
+        loss = self.full.forgetting
+        first = {"full": "No: where both learned as much, full fine-tuning forgot less than lora-all",
+                 "lora-all": "Yes: where both learned as much, lora-all forgot less than full fine-tuning",
+                 None: "Not resolved: where both learned as much, our runs could not tell lora-all's forgetting from full "
+                       "fine-tuning's"}[self.full.less_forgetful]
+        second = {None: "Is it the rank? Against full-linear, which trains lora-all's own matrices at full rank, the two could "
+                        "not be told apart, so our runs do not say",
+                  "full-linear": "Is it the rank? full-linear, lora-all's own matrices at full rank, also forgot less than "
+                                 "lora-all: here the low-rank update itself goes with more forgetting",
+                  "lora-all": "Is it the rank? lora-all forgot less than full-linear, its own matrices at full rank: the "
+                              "low-rank update itself goes with less forgetting here"}[self.linear.less_forgetful]
+        return (f"{first} (held-out loss {loss['full']} against {loss['lora-all']}, after all {self.full.step} steps). "
+                f"{second}.")
+
     def curve_finding(self, width: int, val_animals: int) -> tuple[str, str, str]:
         """Row "learning-forgetting curve" of the summary: (claim, word, evidence). ``width``: the model's d."""
         why = {name: pair.against_one_curve("lora-all")[1] for name, pair in (("full", self.full), ("full-linear", self.linear))}

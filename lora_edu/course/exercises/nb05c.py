@@ -228,6 +228,31 @@ register(ChoiceExercise(
     hints=("Does the rank of B A bound how large B A can be?",),
 ))
 register(ChoiceExercise(
+    id="task-at-zero",
+    prompt="Predict before the table. PEFT's edit at λ = 0 removes every intruder dimension (among each adapted weight's "
+    "top 10 directions) and refits a rank-8 adapter. How much of the task (nearly every test animal right as trained) will be "
+    "left?",
+    options={
+        "a": "most of it: intruders are a side effect of training, apart from the directions that carry the task",
+        "b": "little or none: the intruders are the largest new directions the update wrote, and the task lives in them",
+        "c": "all of it: the refitted rank-8 adapter puts back what the edit removed",
+        "d": "all of it: the intruders are directions of the pretrained W, and the task is in B A",
+    },
+    answer_digest="f705ee0c295d892e",
+    feedback={
+        "a": "an intruder is not noise beside the update: it is one of the top directions of W + ΔW that W did not have, "
+        "so it is where the update is largest. Removing it removes the largest part of what fine-tuning wrote.",
+        "c": "the refit fits the edited weight, not the original one: it can only keep what the edit left, and may drop "
+        "more (the rank-8 limit), never put back what was removed.",
+        "d": "an intruder is a direction of the adapted weight W + ΔW far from every direction of W: it is new, so it "
+        "comes from ΔW = (α/r) B A, not from the pretrained weight.",
+    },
+    explanation="the intruders are the strongest directions fine-tuning added that the pretrained weight did not have. "
+    "Here the task lives in them: with every intruder removed the model no longer writes the format, and the held-out "
+    "loss falls partly for that reason (the table).",
+    hints=("Where does an intruder dimension come from: from W, or from the update?",),
+))
+register(ChoiceExercise(
     id="intruder-null",
     prompt="Suppose a fine-tune's own update put 6 intruder dimensions into the top 10 of its Wq and Wv matrices "
     "(summed), and an update with the same singular values in each matrix (so the same rank and size) but random "
