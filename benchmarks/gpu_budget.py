@@ -275,6 +275,8 @@ def plans() -> dict[str, dict]:
                      "lora-qv", steps06, b06, json_seq, False, EVERY_06B * steps06 // 100),
                 Runs("LoRA, the chosen LoRA+, LoRA+ 16 and validation's choice among every ratio, 10 fresh seeds each", 40,
                      "lora-qv", steps06, b06, json_seq, False, EVERY_06B * steps06 // 100),
+                Runs("rsLoRA: ranks 1 and 16 under α/r and α/√r on Wq+Wv, 5 fresh seeds each (r = 4 reused)", 20,
+                     "lora-qv", steps06, b06, json_seq, False, EVERY_06B * steps06 // 100),
             ],
         },
     }

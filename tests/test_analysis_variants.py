@@ -586,7 +586,7 @@ def test_merged_lora_adds_no_latency_is_counted_on_the_models_not_timed():
     remove_lora(merged, merge=True)
     timing = Latency(1.0, 0.9, 1.1, (1.0,) * 11)
     claim, word, evidence = merged_latency_finding(base, merged, timing, timing)
-    assert claim == "Section 4.1: merged, LoRA adds no inference latency"
+    assert claim == "The LoRA paper (Section 4.1): merged, LoRA adds no inference latency"
     assert word.startswith("agrees: ") and evidence.startswith("counted: merged LoRA runs 2 linear layers, the base model 2, with the same")
     widened = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
     assert merged_latency_finding(base, widened, timing, timing)[1].startswith("disagrees: ")
@@ -1072,3 +1072,31 @@ def test_family_verdicts_keep_only_what_holm_keeps():
     clear = holm_verdicts("Wq+Wv", {**ratios, "Wo": LossRatio(0.3, 0.2, 0.45, 0.001), "all": LossRatio(2.0, 1.5, 2.6, 0.004)})
     assert clear["Wo"].startswith("Wq+Wv beats Wo") and clear["all"].startswith("all beats Wq+Wv")
     assert tally_word(clear, "Wq+Wv") == "disagrees"
+
+
+def test_qpissa_quantises_a_smaller_residual_and_its_error_is_read_weight_by_weight():
+    """PiSSA's abstract: QPiSSA starts with a smaller quantisation error than QLoRA. A weight with a strong top part
+    leaves a small residual; a flat random one leaves most of itself."""
+    from lora_edu.lora.quant import quantization_error, residual_nf4_error
+    from lora_edu.paper.experiments import qpissa_finding
+
+    g = torch.Generator().manual_seed(0)
+    flat = torch.randn(64, 64, generator=g) / 8
+    strong = flat + 4 * torch.randn(64, 2, generator=g) @ torch.randn(2, 64, generator=g) / 8  # rank-2 top part
+    qlora, qpissa = residual_nf4_error(strong, 2)
+    assert qlora == pytest.approx(quantization_error(strong) * float(strong.norm()), rel=1e-5)  # QLoRA's is the usual error
+    assert qpissa < 0.5 * qlora  # the residual is the small flat part
+    weights = {f"w{i}": strong + 0.01 * i * flat for i in range(6)}
+    errors = {name: residual_nf4_error(w, 2) for name, w in weights.items()}
+    shares = {name: float(torch.linalg.svdvals(w)[2:].norm() / w.norm()) for name, w in weights.items()}
+    claim, word, evidence = qpissa_finding(errors, shares, 2)
+    assert claim.startswith("Meng et al. 2024, PiSSA (abstract): ")
+    assert word == "agrees on the 6 block weights of our GPT, r = 2" and "smaller in 6 of 6" in evidence
+    swapped = {name: (b, a) for name, (a, b) in errors.items()}  # had the residual cost more in every weight
+    assert qpissa_finding(swapped, shares, 2)[1].startswith("disagrees")
+    mixed = dict(list(errors.items())[:3] + list(swapped.items())[3:])
+    assert qpissa_finding(mixed, shares, 2)[1].startswith("not resolved")
+    with pytest.raises(ValueError, match="r must lie between 1 and 63"):
+        residual_nf4_error(strong, 64)
+    with pytest.raises(ValueError, match="the same weights"):
+        qpissa_finding(errors, {}, 2)

@@ -245,6 +245,7 @@ def test_the_comparison_prints_its_table_verdicts_and_selection():
     c = fake_comparison()
     table = c.table(["lora", "full"], base_em=0.0, base_loss=0.6)
     assert table.splitlines()[1].startswith("lora") and "1.00 [" in table and "0.60" in table  # median ‖ΔW‖/‖W‖
+    assert table.splitlines()[0].split()[:3] == ["method", "rate", "seeds"] and table.splitlines()[1].split()[2] == "3"
     assert "base model" in table and table.endswith("outside the grid")  # both chosen rates are at an edge
     assert c.forgetting("lora").mean == pytest.approx(4.01) and c.forgetting("full", 1e-4, seeds=(0, 1)).mean == pytest.approx(0.905)
     assert c.paired_verdict("lora", "full").startswith("lora vs full on test exact match: not resolved")
@@ -558,12 +559,13 @@ def test_the_intruder_claims_are_read_from_the_mitigation_with_rules_fixed_befor
     level = fake_mitigation()
     level.control.update({(s, 0.75): level.scaled[(s, 0.75)] for s in level.seeds})  # the control exactly as far: no edge
     assert level.edge_line() == "at 0.01: +0.00 [+0.00, +0.00], not told apart"
-    assert noisy.tradeoff_line() == ("on the means (not a test): no control point kept as much of the task and forgot less than "
-                                     "the scaled adapter at λ = 0.75")  # every control forgot more than the scaled adapter
+    assert noisy.tradeoff_line(16) == ("on the means (not a test): no even shrink further toward the base kept the task within "
+                                       "one test animal of the scaled adapter at λ = 0.75 and forgot less")  # every control forgot more
     further = fake_mitigation()
-    further.control.update({(s, k): (3.0, 0.95) for s in further.seeds for k in (0.5, 0.0)})  # less forgotten, as much kept
-    assert further.tradeoff_line() == ("on the means (not a test): the even control at the distance of λ = 0.5 and of λ = 0 kept "
-                                       "at least as much of the task and forgot less than the scaled adapter at λ = 0.75")
+    further.control.update({(s, k): (3.0, further.means(0.75)[1] - 0.05) for s in further.seeds for k in (0.5, 0.0)})  # less forgotten,
+    assert further.tradeoff_line(16) == ("on the means (not a test): an even shrink further toward the base kept the task within "
+                                         "one test animal of the scaled adapter at λ = 0.75 and forgot less")  # within 1/16 of the task
+    assert further.tradeoff_line(32).startswith("on the means (not a test): no even shrink")  # 0.05 is more than 1/32
     with pytest.raises(ValueError, match="these were not built"):
         fake_mitigation().__class__(1e-2, (0,), (1.0, 0.75), {}, {}, {}).where_located(16)
 

@@ -218,9 +218,11 @@ def test_gpu_budget_is_calibrated_and_follows_the_notebooks_plan():
     assert "(1e-3, 3e-3, 1e-2, 3e-2) if ratio >= 8 else (3e-3, 1e-2, 3e-2, 1e-1)" in nb06b
     assert "FRESH_SEEDS = tuple(range(3, 13))" in nb06b and '["LoRA", *study.compared], FRESH_SEEDS' in nb06b
     assert "EVAL_EVERY = STEPS // 25" in nb06b and '"eval_every": EVAL_EVERY, "checkpoint_by": "answer loss"}' in nb06b
-    assert nb06b.count("**RUN)") == 2  # 8 of the gpu size's 200 steps
+    assert nb06b.count("**RUN)") == 3  # 8 of the gpu size's 200 steps
+    assert 'RANKS, REFERENCE = (1, 4, 16), RUN["r"]' in nb06b and "RANK_SEEDS = FRESH_SEEDS[:5]" in nb06b and "done=reused" in nb06b
     assert {r.eval_every for r in plans["06b"]["runs"]} == {200 // 25}
-    assert sum(r.count for r in plans["06b"]["runs"]) == 4 * 3 + 5 * 4 * 3 + 4 * 10  # at most 4 arms run on fresh seeds
+    # at most 4 arms run on fresh seeds; then ranks 1 and 16 under two scalings on 5 of them (r = 4 is reused)
+    assert sum(r.count for r in plans["06b"]["runs"]) == 4 * 3 + 5 * 4 * 3 + 4 * 10 + 2 * 2 * 5
     assert {r.steps for r in plans["06b"]["runs"]} == {200}
     assert {r.steps for r in plans["06"]["runs"]} == {200, 800}
 

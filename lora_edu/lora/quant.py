@@ -30,6 +30,7 @@ __all__ = [
     "nf4_storage_bytes",
     "nf4_levels",
     "quantization_error",
+    "residual_nf4_error",
     "quantize_base_nf4",
     "tensor_bytes",
     "weight_bytes",
@@ -180,6 +181,19 @@ def quantization_error(w: torch.Tensor) -> float:
     w = w.detach().float()
     q = to_nf4_weight(w).get_original_weight()
     return float((q - w).norm() / w.norm())
+
+
+def residual_nf4_error(w: torch.Tensor, r: int) -> tuple[float, float]:
+    """The error a 4-bit base puts into one weight W (d_out, d_in) at the start of fine-tuning, as (QLoRA's, QPiSSA's):
+    QLoRA stores W in NF4, so ‖deq(NF4(W)) − W‖_F; QPiSSA stores only PiSSA's residual W − W_r in NF4 (W_r: W's top-r
+    SVD part, which its adapter holds exactly), so ‖deq(NF4(W − W_r)) − (W − W_r)‖_F."""
+    if not 0 < r < min(w.shape):
+        raise ValueError(f"r must lie between 1 and {min(w.shape) - 1} for a weight of shape {tuple(w.shape)}; got {r!r}.")
+    w = w.detach().float()
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    residual = w - (u[:, :r] * s[:r]) @ vh[:r]
+    qlora, qpissa = (float((to_nf4_weight(x).get_original_weight() - x).norm()) for x in (w, residual))
+    return qlora, qpissa
 
 
 @torch.no_grad()

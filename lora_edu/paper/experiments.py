@@ -59,6 +59,7 @@ __all__ = [
     "lora_run",
     "loss_ratio",
     "merged_latency_finding",
+    "qpissa_finding",
     "loss_verdict",
     "next_rate",
     "paper_tiers",
@@ -860,10 +861,30 @@ def merged_latency_finding(base: nn.Module, merged: nn.Module, timing: Latency, 
     shapes = [[tuple(m.weight.shape) for m in model.modules() if isinstance(m, nn.Linear)] for model in (base, merged)]
     word = ("agrees: merged LoRA runs exactly the base model's linear layers, so it adds no work" if shapes[0] == shapes[1]
             else "disagrees: merged LoRA runs other linear layers than the base model's")
-    return ("Section 4.1: merged, LoRA adds no inference latency", word,
+    return ("The LoRA paper (Section 4.1): merged, LoRA adds no inference latency", word,
             f"counted: merged LoRA runs {len(shapes[1])} linear layers, the base model {len(shapes[0])}, "
             + ("with the same shapes, so its timing can only show the computer's noise" if shapes[0] == shapes[1] else "")
             + f" (merged LoRA / base: {timing.versus(base_timing)})")
+
+
+QPISSA_CLAIM = ("Meng et al. 2024, PiSSA (abstract): at the start of fine-tuning, QPiSSA (PiSSA with a 4-bit residual) has a "
+                "smaller quantisation error than QLoRA (a 4-bit W)")
+
+
+def qpissa_finding(errors: dict[str, tuple[float, float]], shares: dict[str, float], r: int) -> tuple[str, str, str]:
+    """PiSSA's claim about a 4-bit base, read weight by weight: ``errors`` maps each weight to (QLoRA's, QPiSSA's)
+    error (``residual_nf4_error``), ``shares`` to ‖W − W_r‖_F / ‖W‖_F. A two-sided sign test over the weights decides
+    (``decided_side``). (claim, word, evidence)."""
+    if not errors or set(errors) != set(shares):
+        raise ValueError("errors and shares need the same weights, at least one.")
+    qlora, qpissa = ([pair[k] for pair in errors.values()] for k in (0, 1))
+    ratios = [b / a for a, b in zip(qlora, qpissa, strict=True)]
+    side = decided_side(qpissa, qlora, floor=0.0)
+    word = {-1: "agrees", 1: "disagrees", 0: "not resolved"}[side] + f" on the {len(errors)} block weights of our GPT, r = {r}"
+    return (QPISSA_CLAIM, word,
+            f"QPiSSA's error over QLoRA's, weight by weight (Frobenius norm): median {np.median(ratios):.2f}, from "
+            f"{min(ratios):.2f} to {max(ratios):.2f}, smaller in {sum(x < 1 for x in ratios)} of {len(ratios)} (a sign test over "
+            f"the weights); the residual's size over W's, ‖W − W_r‖/‖W‖: median {np.median(list(shares.values())):.2f}")
 
 
 def compare_latency(models: dict[str, nn.Module], tokens: torch.Tensor, rounds: int = 11, repeats: int = 30) -> dict[str, Latency]:

@@ -96,14 +96,19 @@ class IntruderNull:
                 + f", has held-out loss {self.forgot['full-linear']}, lora-all at {lora.lr:g} {self.forgot['lora-all']}"]
 
     def picture(self) -> str:
-        """What the null says about the picture's question: the method, or how far the weights moved?"""
+        """What the null says about the picture's question (the method, or how far the weights moved?), read at
+        lora-all's chosen rate; a lora-all rate where the null reads otherwise is named after it."""
+        chosen = self.run("lora-all")
+        other = "".join(f"; but at {run.lr:g} its own count is {run.side} the random count, so this reading holds at the chosen "
+                        "rate only" for (label, lr), run in self.runs.items() if label == "lora-all" and lr != chosen.lr
+                        and run.side != chosen.side)
         return "back to the picture: " + {
             "not told apart from": "at their own singular values, random directions give counts like LoRA's own, so in these runs "
                                    "the count follows how far, and in how few directions, the weights moved, more than what was learned",
             "fewer than": "the count grows with how far the weights moved, in both LoRA methods; and LoRA's own directions give "
                           "fewer intruders than random ones with the same singular values: they lean toward W's own directions",
             "more than": "LoRA's own directions give more intruders than random ones with the same singular values: they avoid "
-                         "W's own directions"}[self.run("lora-all").side]
+                         "W's own directions"}[chosen.side] + other
 
     def second_look(self) -> str:
         """LoRA's own count beside the null's at its chosen rate, for the summary table."""
@@ -115,7 +120,8 @@ class IntruderNull:
         """The summary table's short entry: the claim on the raw counts (``raw_word``), then where LoRA's own count lies
         against the null at its chosen rate."""
         side = self.run("lora-all").side
-        return f"{self.raw_word(counts)}; {'and' if side == 'more than' else 'but'} its own count is {side} its spectrum gives at random"
+        joint = "and" if side == "more than" else "but"
+        return f"{self.raw_word(counts)}; {joint} its own count is {side} what its spectrum gives at random"
 
     def by_run(self) -> dict[str, tuple[list[int], list[float]]]:
         """Each run's own counts and the null's, per seed, labelled for ``plot_intruder_null``: its rate, and which rate
@@ -212,8 +218,9 @@ def size_against_forgetting(comparison: Comparison) -> str:
             for lr in comparison.arm("last-block").lrs}
     lr_b, (move_b, loss_b) = min(last.items(), key=lambda kv: kv[1][0])  # last-block's smallest move
     near = min(moved["lora-all"], key=lambda lr: abs(moved["lora-all"][lr] - move_b))
-    lines.append(f"last-block, left out above because it did not learn the validation animals: at {lr_b:g} it moved {move_b:.2f} and "
-                 f"forgot {loss_b:.2f}; lora-all at {near:g} moved {moved['lora-all'][near]:.2f} and forgot {forgot['lora-all'][near]:.2f}"
+    lines.append(f"last-block, left out above because it did not learn the validation animals: at {lr_b:g} it moved {move_b:.2f} with "
+                 f"held-out loss {loss_b:.2f}; lora-all at {near:g} moved {moved['lora-all'][near]:.2f} with held-out loss "
+                 f"{forgot['lora-all'][near]:.2f}"
                  + (": a move of about the same size, spread over fewer matrices, went with less forgetting here, but last-block "
                     f"learned far less (validation exact match {comparison.mean('last-block', 'val_exact_match', lr_b, SWEEP_SEEDS):.2f})"
                     if loss_b < forgot["lora-all"][near] else ""))
