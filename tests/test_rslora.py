@@ -34,17 +34,20 @@ def study(factor: dict[str, float]) -> RankStudy:
     return RankStudy(Comparison([], reports, {label: 0.03 for label, _, _ in reports}, {}), (1, 4, 16), 4, 2.0)
 
 
-def test_the_claim_is_read_for_each_scaling_with_the_higher_rank_against_the_lowest():
+def test_the_claim_is_read_where_the_scalings_part_with_each_scaling_gain_beside_it():
     rs_wins = study({"α/√r": 0.5, "α/r": 2.0})
     assert rs_wins.gain("α/√r").high < 1 < rs_wins.gain("α/r").low
-    assert rs_wins.words() == {"α/√r": "agrees", "α/r": "agrees"}
+    assert rs_wins.at_top().high < 1 and rs_wins.word() == "agrees"
     claim, word, evidence = rs_wins.finding(64)
-    assert claim == RSLORA_CLAIM and word == "agrees under α/√r, agrees under α/r (r = 16 against r = 1, one rate, d = 64)"
-    assert evidence.startswith("test answer loss of r = 16 over r = 1, 5 seeds paired: α/√r 0.5")
+    assert claim == RSLORA_CLAIM and word == "agrees at r = 16 (α/√r against α/r, one rate, d = 64)"
+    assert evidence.startswith("at r = 16, α/√r's test answer loss over α/r's, 5 seeds paired: 0.2")
+    assert "r = 16 over r = 4: α/√r 0.7" in evidence and "; over r = 1: α/√r 0.5" in evidence
     assert evidence.endswith("every run at the rate chosen for r = 4, where both scalings give γ = 2")
-    assert study({"α/√r": 2.0, "α/r": 0.5}).words() == {"α/√r": "disagrees", "α/r": "disagrees"}
-    assert study({"α/√r": 1.0, "α/r": 1.0}).words() == {"α/√r": "not resolved", "α/r": "not resolved"}
+    assert study({"α/√r": 2.0, "α/r": 0.5}).word() == "disagrees"
+    assert study({"α/√r": 1.0, "α/r": 1.0}).word() == "not resolved"
     lines = rs_wins.table().splitlines()
     assert lines[0].split() == ["r", "γ", "under", "α/r", "γ", "under", "α/√r", "test", "answer", "loss,", "α/r", "α/√r"]
     assert lines[3].split()[:3] == ["16", "0.50", "1.00"]
-    assert lines[-1].startswith("at r = 16, α/√r over α/r: 0.2")
+    assert lines[4].startswith("r = 16 over r = 1, paired by seed (below 1: the higher rank learned more): α/r 2.0")
+    assert lines[5].startswith("r = 16 over r = 4 (where the two scalings meet), paired by seed")
+    assert lines[-1].startswith("at r = 16, α/√r over α/r (below 1: α/√r learned more): 0.2")

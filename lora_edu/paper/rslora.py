@@ -47,17 +47,20 @@ def rank_arms(ranks: tuple[int, ...], reference: int, gamma: float, lr: float, o
 @dataclass
 class RankStudy:
     """The runs of ``rank_arms`` (``runs``: every arm at its one rate, on seeds that chose nothing) read as the rsLoRA
-    paper's claim: does the highest rank learn more than the lowest, under each scaling? Loss ratios are the test
-    answer loss of the highest rank over the lowest, paired by seed (below 1: the higher rank learned more)."""
+    paper's claim. The verdict is the one contrast that separates the scalings: at the highest rank, reached from the
+    reference rank where both give the same γ, α/√r's test answer loss over α/r's, paired by seed (below 1: α/√r
+    learned more). Each scaling's gain in rank (the highest rank's loss over a lower one's) is shown beside it."""
 
     runs: Comparison
     ranks: tuple[int, ...]
     reference: int
     gamma: float
 
-    def gain(self, scaling: str) -> LossRatio:
+    def gain(self, scaling: str, low: int | None = None) -> LossRatio:
+        """The highest rank's test answer loss over rank ``low``'s (default the lowest), paired by seed."""
+        low = min(self.ranks) if low is None else low
         return runs_loss_ratio(self.runs.runs(rank_arm_label(scaling, max(self.ranks))),
-                               self.runs.runs(rank_arm_label(scaling, min(self.ranks))), paired=True)
+                               self.runs.runs(rank_arm_label(scaling, low)), paired=True)
 
     def at_top(self) -> LossRatio:
         """α/√r over α/r at the highest rank, paired by seed."""
@@ -68,28 +71,27 @@ class RankStudy:
         """The geometric mean over seeds of each run's test answer loss (its mean over the test animals)."""
         return float(np.exp(np.mean([np.log(np.mean(run.test_answer_losses)) for run in self.runs.runs(rank_arm_label(scaling, r))])))
 
-    def words(self) -> dict[str, str]:
-        """Each scaling's half of the claim in a word: the higher rank learns more under α/√r, less under α/r."""
-        low, high = f"r = {min(self.ranks)}", f"r = {max(self.ranks)}"
-        return {s: verdict_word(ratio_winner(high, low, self.gain(s)), high if s == "α/√r" else low) for s in SCALINGS}
+    def word(self) -> str:
+        """The claim in a word, at the highest rank: "agrees" when α/√r learned resolvably more than α/r there."""
+        return verdict_word(ratio_winner("α/√r", "α/r", self.at_top()), "α/√r")
 
     def table(self) -> str:
         lines = [f"{'r':>3}  {'γ under α/r':>12}  {'γ under α/√r':>13}  {'test answer loss, α/r':>22}  {'α/√r':>6}"]
         lines += [f"{r:>3}  {scaling_at('α/r', r, self.reference, self.gamma):>12.2f}  "
                   f"{scaling_at('α/√r', r, self.reference, self.gamma):>13.2f}  {self.loss('α/r', r):>22.3f}  {self.loss('α/√r', r):>6.3f}"
                   for r in self.ranks]
-        low, high = min(self.ranks), max(self.ranks)
-        lines.append(f"r = {high} over r = {low}, paired by seed (below 1: the higher rank learned more): "
-                     + "; ".join(f"{s} {self.gain(s)}" for s in SCALINGS))
-        lines.append(f"at r = {high}, α/√r over α/r: {self.at_top()}")
+        high = max(self.ranks)
+        for low in sorted({min(self.ranks), self.reference} - {high}):
+            lines.append(f"r = {high} over r = {low}{' (where the two scalings meet)' if low == self.reference else ''}, paired by "
+                         f"seed (below 1: the higher rank learned more): " + "; ".join(f"{s} {self.gain(s, low)}" for s in SCALINGS))
+        lines.append(f"at r = {high}, α/√r over α/r (below 1: α/√r learned more): {self.at_top()}")
         return "\n".join(lines)
 
     def finding(self, width: int) -> tuple[str, str, str]:
-        """(claim, word, evidence) for the summary: each scaling's half of the claim, at one rate and this width."""
-        words, seeds = self.words(), len(self.runs.runs(rank_arm_label("α/r", self.reference)))
-        low, high = min(self.ranks), max(self.ranks)
-        return (RSLORA_CLAIM,
-                f"{words['α/√r']} under α/√r, {words['α/r']} under α/r (r = {high} against r = {low}, one rate, d = {width})",
-                f"test answer loss of r = {high} over r = {low}, {seeds} seeds paired: α/√r {self.gain('α/√r')}, α/r "
-                f"{self.gain('α/r')}; at r = {high}, α/√r over α/r {self.at_top()}; every run at the rate chosen for r = "
-                f"{self.reference}, where both scalings give γ = {self.gamma:g}")
+        """(claim, word, evidence) for the summary: the verdict at the highest rank, and each scaling's gains beside it."""
+        seeds, low, high = len(self.runs.runs(rank_arm_label("α/r", self.reference))), min(self.ranks), max(self.ranks)
+        return (RSLORA_CLAIM, f"{self.word()} at r = {high} (α/√r against α/r, one rate, d = {width})",
+                f"at r = {high}, α/√r's test answer loss over α/r's, {seeds} seeds paired: {self.at_top()}; r = {high} over r = "
+                f"{self.reference}: α/√r {self.gain('α/√r', self.reference)}, α/r {self.gain('α/r', self.reference)}; over r = {low}: "
+                f"α/√r {self.gain('α/√r')}, α/r {self.gain('α/r')}; every run at the rate chosen for r = {self.reference}, where "
+                f"both scalings give γ = {self.gamma:g}")
