@@ -394,7 +394,6 @@ def test_tuned_sweep_chooses_each_rate_on_validation_never_on_test(monkeypatch):
         experiments.tuned_sweep(None, None, [(("q",), 8)], (0,), 10, lrs=(0.01,), extend=-1)
 
 
-
 def test_tuned_sweep_scores_the_chosen_rates_on_seeds_that_chose_nothing(monkeypatch):
     from lora_edu.paper import experiments
 
@@ -742,7 +741,8 @@ def test_a_loss_ratio_counts_the_seeds_and_the_animals():
 
 
 def test_redrawing_the_animals_never_narrows_the_seeds_interval():
-    from lora_edu.paper.experiments import seeds_and_animals, welch_half_width
+    from lora_edu.maths.intervals import welch_half_width
+    from lora_edu.paper.experiments import seeds_and_animals
 
     rng = np.random.default_rng(3)
     hardness = rng.lognormal(0, 1.5, 16)  # animals that differ a lot: a large variance from redrawing them
@@ -1038,7 +1038,8 @@ def test_a_random_direction_matches_a_basis_less_well_in_more_dimensions():
 
 
 def test_a_ratio_carries_the_p_value_of_its_own_interval():
-    from lora_edu.paper.experiments import T95, loss_ratio, t_two_sided_p
+    from lora_edu.maths.intervals import T95
+    from lora_edu.paper.experiments import loss_ratio, t_two_sided_p
 
     assert t_two_sided_p(T95[4], 4) == pytest.approx(0.05, abs=2e-4) and t_two_sided_p(T95[2], 2.7) == pytest.approx(0.05, abs=2e-4)
     assert t_two_sided_p(0.0, 4) == 1.0 and t_two_sided_p(-3.0, 8) == t_two_sided_p(3.0, 8) < 0.05
@@ -1083,20 +1084,21 @@ def test_qpissa_quantises_a_smaller_residual_and_its_error_is_read_weight_by_wei
     g = torch.Generator().manual_seed(0)
     flat = torch.randn(64, 64, generator=g) / 8
     strong = flat + 4 * torch.randn(64, 2, generator=g) @ torch.randn(2, 64, generator=g) / 8  # rank-2 top part
-    qlora, qpissa = residual_nf4_error(strong, 2)
+    qlora, qpissa, share = residual_nf4_error(strong, 2)
     assert qlora == pytest.approx(quantization_error(strong) * float(strong.norm()), rel=1e-5)  # QLoRA's is the usual error
     assert qpissa < 0.5 * qlora  # the residual is the small flat part
+    assert share == pytest.approx(float(torch.linalg.svdvals(strong)[2:].norm() / strong.norm()), rel=1e-5)  # ‖W − W_r‖ / ‖W‖
     weights = {f"w{i}": strong + 0.01 * i * flat for i in range(6)}
     errors = {name: residual_nf4_error(w, 2) for name, w in weights.items()}
-    shares = {name: float(torch.linalg.svdvals(w)[2:].norm() / w.norm()) for name, w in weights.items()}
-    claim, word, evidence = qpissa_finding(errors, shares, 2)
+    claim, word, evidence = qpissa_finding(errors, 2)
     assert claim.startswith("Meng et al. 2024, PiSSA (abstract): ")
     assert word == "agrees on the 6 block weights of our GPT, r = 2" and "smaller in 6 of 6" in evidence
-    swapped = {name: (b, a) for name, (a, b) in errors.items()}  # had the residual cost more in every weight
-    assert qpissa_finding(swapped, shares, 2)[1].startswith("disagrees")
+    assert evidence.endswith(f"median {np.median([e.residual_share for e in errors.values()]):.2f}")
+    swapped = {name: e._replace(qlora=e.qpissa, qpissa=e.qlora) for name, e in errors.items()}  # had the residual cost more everywhere
+    assert qpissa_finding(swapped, 2)[1].startswith("disagrees")
     mixed = dict(list(errors.items())[:3] + list(swapped.items())[3:])
-    assert qpissa_finding(mixed, shares, 2)[1].startswith("not resolved")
+    assert qpissa_finding(mixed, 2)[1].startswith("not resolved")
     with pytest.raises(ValueError, match="r must lie between 1 and 63"):
         residual_nf4_error(strong, 64)
-    with pytest.raises(ValueError, match="the same weights"):
-        qpissa_finding(errors, {}, 2)
+    with pytest.raises(ValueError, match="at least one weight"):
+        qpissa_finding({}, 2)

@@ -385,6 +385,10 @@ def test_the_intruder_null_sets_each_count_beside_random_directions_with_its_sin
                            "own: 1), with full's 0: the count follows the update's shape")
     assert evidence.startswith("at the chosen rates every count of full fine-tuning lies below every count of lora-all; chance alone "
                                "would give that 2 times in 252 with 5 seeds;")
+    assert evidence.endswith(". Against the null: lora-all at 0.01 fewer than random directions with its singular values (-3.0 per "
+                             "seed); lora-all at 0.003 not told apart from random directions with its singular values (+0.6 per seed); "
+                             "full at 0.001: own and random both 0, so the null says nothing; full-linear at 0.003 not told apart from "
+                             "random directions with its singular values (+0.2 per seed)")
 
 
 def test_section_2b_and_the_forgetting_rows_are_read_from_the_matched_pairs():

@@ -129,8 +129,8 @@ def test_each_lesson_has_a_prediction_a_code_exercise_and_an_argument():
 def test_every_code_trap_of_05_to_07_is_named_on_the_hidden_cases():
     """A student who makes a trap's mistake is told that mistake, before any numbers."""
     code = {i: ex for i, ex in lesson_exercises(LATER).items() if isinstance(ex, CodeExercise)}
-    assert set(code) == {"training-state-bytes", "wilson-interval", "match-rates", "update-size", "intruder-count", "subspace-phi",
-                         "dora-weight", "ring-allreduce-seconds", "batched-lora-rows", "ddp-accumulate"}
+    assert set(code) == {"training-state-bytes", "wilson-interval", "welch-interval", "match-rates", "update-size", "intruder-count",
+                         "subspace-phi", "dora-weight", "ring-allreduce-seconds", "batched-lora-rows", "ddp-accumulate"}
     for ex_id, ex in code.items():
         assert len(ex.traps) >= 3, ex_id
         for trap in ex.traps:  # the hidden cases alone: a trap may be built on the package's own rule

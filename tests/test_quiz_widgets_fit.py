@@ -53,6 +53,14 @@ def update_size_by_hand(W, A, B, alpha, r):
     return np.linalg.norm(delta) / np.linalg.norm(W), np.linalg.norm(delta) / np.sqrt(np.sum(sigma[:r] ** 2))
 
 
+def welch_by_hand(a, b, t_quantile):
+    a, b = np.asarray(a), np.asarray(b)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = t_quantile(df) * np.sqrt(va + vb)
+    return a.mean() - b.mean(), a.mean() - b.mean() - half, a.mean() - b.mean() + half
+
+
 def dora_by_hand(W, B, A, m, scale):
     V = W + scale * B @ A
     return m * V / np.linalg.norm(V, axis=1, keepdims=True)
@@ -156,6 +164,7 @@ CORRECT = {
     # nb05b
     "predict-sixteen-of-sixteen": 0.81,
     "wilson-interval": wilson,
+    "welch-interval": welch_by_hand,
     "match-rates": match_by_hand,
     "pareto-learning-rate": "b",
     "shared-rate": "a",
@@ -191,6 +200,7 @@ WRONG_CODE = {  # a plausible mistake per code exercise: each must fail on a hid
     "merge-conv1d": lambda W, A, B, alpha, r: W + alpha / r * B @ A,  # the transposed merge
     "training-state-bytes": lambda n_params, n_trainable, b: 4 * n_params * b,
     "match-rates": lambda grid_a, grid_b, bar, one_animal: (min(grid_a), min(grid_b)),  # the smallest rates, learned or not
+    "welch-interval": lambda a, b, t_quantile: (np.mean(a) - np.mean(b), np.min(a) - np.max(b), np.max(a) - np.min(b)),  # the range
     "wilson-interval": lambda p, n: (p - 1.96 * (p * (1 - p) / n) ** 0.5, p + 1.96 * (p * (1 - p) / n) ** 0.5),  # the textbook interval
     "lora-input-grad": lambda grad_y, W, A, B, alpha, r: grad_y @ W,  # the LoRA branch forgotten
     "update-size": lambda W, A, B, alpha, r: (np.linalg.norm(B @ A) / np.linalg.norm(W),) * 2,  # no scaling, no top-r part

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from lora_edu.gpt.progress import Progress, in_notebook, progress
-from lora_edu.paper.experiments import T95, interval, log_interval, verdict
+from lora_edu.maths.intervals import T95
+from lora_edu.paper.experiments import interval, log_interval, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,6 +13,7 @@ import copy
 import functools
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -30,6 +31,7 @@ __all__ = [
     "nf4_storage_bytes",
     "nf4_levels",
     "quantization_error",
+    "ResidualNF4Error",
     "residual_nf4_error",
     "quantize_base_nf4",
     "tensor_bytes",
@@ -183,17 +185,25 @@ def quantization_error(w: torch.Tensor) -> float:
     return float((q - w).norm() / w.norm())
 
 
-def residual_nf4_error(w: torch.Tensor, r: int) -> tuple[float, float]:
-    """The error a 4-bit base puts into one weight W (d_out, d_in) at the start of fine-tuning, as (QLoRA's, QPiSSA's):
+class ResidualNF4Error(NamedTuple):
+    """``residual_nf4_error``'s answer for one weight: QLoRA's error, QPiSSA's, and the residual's share of W."""
+
+    qlora: float  # ‖deq(NF4(W)) − W‖_F
+    qpissa: float  # ‖deq(NF4(W − W_r)) − (W − W_r)‖_F
+    residual_share: float  # ‖W − W_r‖_F / ‖W‖_F: how much of W is left to quantise
+
+
+def residual_nf4_error(w: torch.Tensor, r: int) -> ResidualNF4Error:
+    """The error a 4-bit base puts into one weight W (d_out, d_in) at the start of fine-tuning, QLoRA's against QPiSSA's:
     QLoRA stores W in NF4, so ‖deq(NF4(W)) − W‖_F; QPiSSA stores only PiSSA's residual W − W_r in NF4 (W_r: W's top-r
-    SVD part, which its adapter holds exactly), so ‖deq(NF4(W − W_r)) − (W − W_r)‖_F."""
+    SVD part, which its adapter holds exactly), so ‖deq(NF4(W − W_r)) − (W − W_r)‖_F. With them, ‖W − W_r‖_F / ‖W‖_F."""
     if not 0 < r < min(w.shape):
         raise ValueError(f"r must lie between 1 and {min(w.shape) - 1} for a weight of shape {tuple(w.shape)}; got {r!r}.")
     w = w.detach().float()
     u, s, vh = torch.linalg.svd(w, full_matrices=False)
     residual = w - (u[:, :r] * s[:r]) @ vh[:r]
     qlora, qpissa = (float((to_nf4_weight(x).get_original_weight() - x).norm()) for x in (w, residual))
-    return qlora, qpissa
+    return ResidualNF4Error(qlora, qpissa, float(s[r:].norm() / s.norm()))
 
 
 @torch.no_grad()

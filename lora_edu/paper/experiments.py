@@ -13,7 +13,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -25,8 +25,12 @@ from ..gpt.finetune import finetune, prepare
 from ..gpt.model import GPT
 from ..gpt.progress import progress as progress_line
 from ..lora.layer import adapted_weight, lora_layers
+from ..maths.intervals import t95, tabled_df, welch_half_width, welch_se_df
 from ..maths.timing import decided_side, interleave, rank_sum_p, round_by_round, round_ratios
 from .analysis import intruder_dimensions, subspace_similarity
+
+if TYPE_CHECKING:
+    from ..lora.quant import ResidualNF4Error
 
 __all__ = [
     "PAPER",
@@ -98,11 +102,6 @@ PAPER = {
     # AdapterL, AdapterH. The added share falls as a pass holds more tokens.
     "table1_latency_ms": {(32, 512): (1449.4, 1482.0, 1492.2), (16, 256): (338.0, 354.8, 366.3), (1, 128): (19.8, 23.9, 25.8)},
 }
-
-
-# Two-sided 95% quantiles of Student's t for n - 1 degrees of freedom (n seeds).
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-       11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 19: 2.093, 29: 2.045}
 
 
 @dataclass
@@ -419,17 +418,6 @@ class Interval:
         return f"{self.mean:.3f} ± {self.half_width:.3f}"
 
 
-def tabled_df(df: float) -> int:
-    """``df`` rounded down to degrees of freedom ``T95`` tables (fewer: a wider interval, never a narrower one)."""
-    whole = max(1, math.floor(df))
-    return max(k for k in T95 if k <= whole)
-
-
-def t95(df: float) -> float:
-    """The two-sided 95% quantile of Student's t for ``df`` degrees of freedom, rounded down to a tabled one."""
-    return T95[tabled_df(df)]
-
-
 def interval(values: Iterable[float]) -> Interval:
     """The mean and 95% t-interval of per-seed values (at least 2)."""
     v = np.asarray(list(values), dtype=np.float64)
@@ -579,22 +567,6 @@ def seeds_and_animals_test(a: np.ndarray, b: np.ndarray, per_run: Callable[[np.n
         seed_parts = [(runs_a.var(ddof=1) / len(a), len(a) - 1), (runs_b.var(ddof=1) / len(b), len(b) - 1)]
     se, df = welch_se_df(seed_parts, extra_variance=float(redrawn.var(ddof=1)))
     return float(runs_a.mean() - runs_b.mean()), se, df
-
-
-def welch_half_width(parts: list[tuple[float, int]], extra_variance: float = 0.0) -> float:
-    """The half-width of a 95% t-interval for a sum of independent parts, each (variance, its degrees of freedom): the
-    variances add, and the t quantile takes their Welch-Satterthwaite degrees of freedom. ``extra_variance`` is added
-    to the total without degrees of freedom of its own (where the parts' variances are all 0, the smallest part's
-    degrees of freedom are used). 0 when everything is 0."""
-    se, df = welch_se_df(parts, extra_variance)
-    return t95(df) * se
-
-
-def welch_se_df(parts: list[tuple[float, int]], extra_variance: float = 0.0) -> tuple[float, float]:
-    """``welch_half_width``'s standard error and Welch-Satterthwaite degrees of freedom."""
-    spread = sum(v for v, _ in parts)
-    df = spread**2 / sum(v**2 / d for v, d in parts) if spread > 0 else min(d for _, d in parts)
-    return math.sqrt(spread + extra_variance), df
 
 
 def t_two_sided_p(t: float, df: float) -> float:
@@ -863,7 +835,7 @@ def merged_latency_finding(base: nn.Module, merged: nn.Module, timing: Latency, 
             else "disagrees: merged LoRA runs other linear layers than the base model's")
     return ("The LoRA paper (Section 4.1): merged, LoRA adds no inference latency", word,
             f"counted: merged LoRA runs {len(shapes[1])} linear layers, the base model {len(shapes[0])}, "
-            + ("with the same shapes, so its timing can only show the computer's noise" if shapes[0] == shapes[1] else "")
+            + ("with the same shapes, so its timing can only show the computer's noise" if shapes[0] == shapes[1] else "with other shapes")
             + f" (merged LoRA / base: {timing.versus(base_timing)})")
 
 
@@ -871,20 +843,21 @@ QPISSA_CLAIM = ("Meng et al. 2024, PiSSA (abstract): at the start of fine-tuning
                 "smaller quantisation error than QLoRA (a 4-bit W)")
 
 
-def qpissa_finding(errors: dict[str, tuple[float, float]], shares: dict[str, float], r: int) -> tuple[str, str, str]:
-    """PiSSA's claim about a 4-bit base, read weight by weight: ``errors`` maps each weight to (QLoRA's, QPiSSA's)
-    error (``residual_nf4_error``), ``shares`` to ‖W − W_r‖_F / ‖W‖_F. A two-sided sign test over the weights decides
-    (``decided_side``). (claim, word, evidence)."""
-    if not errors or set(errors) != set(shares):
-        raise ValueError("errors and shares need the same weights, at least one.")
-    qlora, qpissa = ([pair[k] for pair in errors.values()] for k in (0, 1))
+def qpissa_finding(errors: dict[str, ResidualNF4Error], r: int) -> tuple[str, str, str]:
+    """PiSSA's claim about a 4-bit base, read weight by weight: ``errors`` maps each weight to its
+    ``residual_nf4_error`` (QLoRA's error, QPiSSA's, and ‖W − W_r‖_F / ‖W‖_F). A two-sided sign test over the weights
+    decides (``decided_side``). (claim, word, evidence)."""
+    if not errors:
+        raise ValueError("qpissa_finding needs at least one weight's residual_nf4_error.")
+    qlora, qpissa = [e.qlora for e in errors.values()], [e.qpissa for e in errors.values()]
+    shares = [e.residual_share for e in errors.values()]
     ratios = [b / a for a, b in zip(qlora, qpissa, strict=True)]
     side = decided_side(qpissa, qlora, floor=0.0)
     word = {-1: "agrees", 1: "disagrees", 0: "not resolved"}[side] + f" on the {len(errors)} block weights of our GPT, r = {r}"
     return (QPISSA_CLAIM, word,
             f"QPiSSA's error over QLoRA's, weight by weight (Frobenius norm): median {np.median(ratios):.2f}, from "
             f"{min(ratios):.2f} to {max(ratios):.2f}, smaller in {sum(x < 1 for x in ratios)} of {len(ratios)} (a sign test over "
-            f"the weights); the residual's size over W's, ‖W − W_r‖/‖W‖: median {np.median(list(shares.values())):.2f}")
+            f"the weights); the residual's size over W's, ‖W − W_r‖/‖W‖: median {np.median(shares):.2f}")
 
 
 def compare_latency(models: dict[str, nn.Module], tokens: torch.Tensor, rounds: int = 11, repeats: int = 30) -> dict[str, Latency]:

@@ -44,9 +44,20 @@ class NullRun:
         diff = self.difference
         return "fewer than" if diff.high < 0 else "more than" if diff.low > 0 else "not told apart from"
 
+    @property
+    def silent(self) -> bool:
+        """Own and random counts both 0 in every seed: the null has nothing to compare."""
+        return max(self.own) == 0 and max(self.random) == 0
+
+    def against_null(self) -> str:
+        """The run against its null, in a few words, for the summary's evidence."""
+        if self.silent:
+            return f"{self.label} at {self.lr:g}: own and random both 0, so the null says nothing"
+        return f"{self.label} at {self.lr:g} {self.side} random directions with its singular values ({self.difference.mean:+.1f} per seed)"
+
     def __str__(self) -> str:
         diff = self.difference
-        reading = ("own and random both 0 in every seed: the null says nothing here" if max(self.own) == 0 and max(self.random) == 0
+        reading = ("own and random both 0 in every seed: the null says nothing here" if self.silent
                    else f"own minus random {diff.mean:+.1f} [{diff.low:+.1f}, {diff.high:+.1f}], {self.side} the random count")
         return (f"  {self.label} at {self.lr:g}: its own update {self.own}, random directions "
                 f"[{', '.join(f'{x:.1f}' for x in self.random)}] (per seed): {reading}")
@@ -160,8 +171,7 @@ class IntruderNull:
                     f"{self.sizes['full-linear']:.2f} and {self.sizes['lora-all']:.2f}), full-linear {pair[0].own} against lora-all "
                     f"{pair[1].own} per seed: " + ("every full-linear count below every lora-all count" if self.apart
                                                    else "the counts overlap")
-                    + ". Against the null: " + "; ".join(f"{r.label} at {r.lr:g} {r.side} random directions with its singular "
-                                                          f"values ({r.difference.mean:+.1f} per seed)" for r in self.runs.values()))
+                    + ". Against the null: " + "; ".join(run.against_null() for run in self.runs.values()))
         return INTRUDER_CLAIM, word, evidence
 
     def __str__(self) -> str:

@@ -76,6 +76,7 @@ class RankStudy:
         return verdict_word(ratio_winner("α/√r", "α/r", self.at_top()), "α/√r")
 
     def table(self) -> str:
+        """One row per rank: the scaling γ each rule gives there, and each rule's mean test answer loss."""
         lines = [f"{'r':>3}  {'γ under α/r':>12}  {'γ under α/√r':>13}  {'test answer loss, α/r':>22}  {'α/√r':>6}"]
         lines += [f"{r:>3}  {scaling_at('α/r', r, self.reference, self.gamma):>12.2f}  "
                   f"{scaling_at('α/√r', r, self.reference, self.gamma):>13.2f}  {self.loss('α/r', r):>22.3f}  {self.loss('α/√r', r):>6.3f}"

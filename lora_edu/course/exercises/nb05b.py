@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 
-from ...maths.intervals import wilson_interval
+from ...maths.intervals import t95, welch_se_df, wilson_interval
 from ...maths.matching import matched_rates
 from .core import ChoiceExercise, CodeExercise, CodeTrap, PredictExercise, Trap, WrittenExercise, register
 
@@ -68,6 +69,49 @@ def ties_to_larger(grid_a: dict[float, float], grid_b: dict[float, float], bar: 
 def no_bar(grid_a: dict[float, float], grid_b: dict[float, float], bar: float, one_animal: float) -> tuple[float, float]:
     """The trap of a student who matches every rate, learned or not."""
     return matched_rates(grid_a, grid_b, -math.inf, one_animal)
+
+
+def welch_by_parts(a: list[float], b: list[float], t_quantile) -> tuple[float, float, float]:
+    """(mean of a − mean of b, low, high): the 95% Welch interval of section 2a's forgetting verdicts."""
+    se, df = welch_se_df([(statistics.variance(v) / len(v), len(v) - 1) for v in (a, b)])
+    difference = statistics.fmean(a) - statistics.fmean(b)
+    half = t_quantile(df) * se
+    return difference, difference - half, difference + half
+
+
+def welch_cases(rng: np.random.Generator) -> list[tuple[list[float], list[float], object]]:
+    """Held-out losses per seed: five a side with very different spreads (as lora-all and full at the matched rates),
+    then random sizes from 3 to 6 seeds a side, means and spreads."""
+    cases = [([2.45, 2.34, 2.51, 2.11, 2.06], [1.93, 1.87, 1.84, 1.96, 1.90], t95)]
+    while len(cases) < 8:
+        n_a, n_b = (int(n) for n in rng.integers(3, 7, size=2))
+        a = (rng.uniform(1, 5) + rng.uniform(0.02, 0.6) * rng.standard_normal(n_a)).round(3).tolist()
+        b = (rng.uniform(1, 5) + rng.uniform(0.02, 0.6) * rng.standard_normal(n_b)).round(3).tolist()
+        cases.append((a, b, t95))
+    return cases
+
+
+def pooled_student(a: list[float], b: list[float], t_quantile) -> tuple[float, float, float]:
+    """The trap of a student who pools both spreads into one (Student's two-sample t, n_a + n_b − 2 degrees of freedom)."""
+    n_a, n_b = len(a), len(b)
+    pooled = ((n_a - 1) * statistics.variance(a) + (n_b - 1) * statistics.variance(b)) / (n_a + n_b - 2)
+    difference, half = statistics.fmean(a) - statistics.fmean(b), t_quantile(n_a + n_b - 2) * math.sqrt(pooled * (1 / n_a + 1 / n_b))
+    return difference, difference - half, difference + half
+
+
+def population_spread(a: list[float], b: list[float], t_quantile) -> tuple[float, float, float]:
+    """The trap of a student who divides by n, not n − 1 (NumPy's default ``var``)."""
+    parts = [(statistics.pvariance(v) / len(v), len(v) - 1) for v in (a, b)]
+    se, df = welch_se_df(parts)
+    difference = statistics.fmean(a) - statistics.fmean(b)
+    return difference, difference - t_quantile(df) * se, difference + t_quantile(df) * se
+
+
+def normal_quantile(a: list[float], b: list[float], t_quantile) -> tuple[float, float, float]:
+    """The trap of a student who uses the normal 1.96 for a handful of seeds."""
+    se = math.sqrt(sum(statistics.variance(v) / len(v) for v in (a, b)))
+    difference = statistics.fmean(a) - statistics.fmean(b)
+    return difference, difference - 1.96 * se, difference + 1.96 * se
 
 
 register(PredictExercise(
@@ -134,6 +178,56 @@ def wilson(p, n):
            "(0.81, 1.00)."),
 ))
 register(CodeExercise(
+    id="welch-interval",
+    prompt="Compute section 2a's verdict on forgetting yourself. The line \"full beats lora-all on held-out loss at "
+    "matched learning\" comes from a 95% interval for the difference of two means, one held-out loss per seed for each "
+    "method. Write welch(a, b, t_quantile) -> (difference, low, high): a and b are lists of per-seed values (their "
+    "lengths may differ), t_quantile(df) gives Student's two-sided 95% quantile for df degrees of freedom. Each method "
+    "keeps its own spread (Welch's interval): take each mean's variance, add them for the difference's standard error, "
+    "and compute the degrees of freedom Welch and Satterthwaite give that sum. It is run on hidden losses. Then run "
+    "welch(matched.forgetting[\"lora-all\"].values, matched.forgetting[\"full\"].values, t95), with t95 from "
+    "lora_edu.paper.experiments. Does your interval leave out 0, as the verdict says? How many degrees of freedom do "
+    "you get, against the 8 of ten pooled seeds, and why fewer?",
+    explanation="a verdict on forgetting is one interval for the difference: one method forgets less exactly when it "
+    "leaves out 0. Welch's interval lets each method keep its own spread. Where one method's seeds vary much more "
+    "than the other's (lora-all's held-out losses spread several times as widely as full's here), the degrees of freedom "
+    "fall towards that method's n − 1, and t grows: the interval is honest about resting mostly on five noisy seeds.",
+    signature="welch(a, b, t_quantile) -> (difference, low, high)",
+    own_work=("difference_interval", "welch_half_width", "welch_se_df", "better", "verdict"),
+    reference=welch_by_parts,
+    cases=welch_cases,
+    traps=(
+        CodeTrap(pooled_student, "you pooled the two spreads into one and used n_a + n_b − 2 degrees of freedom "
+                 "(Student's two-sample t). That assumes both methods vary alike across seeds; here one varies several "
+                 "times as much, so give each mean its own variance and use the Welch-Satterthwaite degrees of freedom."),
+        CodeTrap(population_spread, "your variances divide by n. A sample's variance divides by n − 1 (NumPy: "
+                 "var(ddof=1)); with five seeds, dividing by n makes every interval too narrow."),
+        CodeTrap(normal_quantile, "you used the normal 1.96. With a handful of seeds the spread itself is uncertain, so "
+                 "the quantile comes from Student's t at the Welch-Satterthwaite degrees of freedom: call t_quantile(df)."),
+    ),
+    model_solution="""
+def welch(a, b, t_quantile):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    var_a = a.var(ddof=1) / len(a)   # the variance of a's mean (sample variance over n)
+    var_b = b.var(ddof=1) / len(b)
+    se = (var_a + var_b) ** 0.5      # the difference's standard error: the variances add
+    df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))  # Welch-Satterthwaite
+    difference = a.mean() - b.mean()
+    half = t_quantile(df) * se
+    return difference, difference - half, difference + half
+""",
+    worked_solution="On the matched pair: lora-all's five losses have a mean of about 2.29, full's about 1.90; the "
+    "difference, about +0.40, has a standard error of about 0.09. Full's seeds barely vary, so the degrees of freedom "
+    "come out near 4.4, close to lora-all's own 4, not 8; t at 4 (the table rounds down) is 2.78. The interval, about "
+    "[+0.14, +0.65], leaves out 0: full forgot less, as the verdict line says.",
+    hints=("Each mean's variance is the sample variance (divide by n − 1) over n; the difference's standard error is "
+           "the square root of their sum.",
+           "Welch-Satterthwaite: df = (v_a + v_b)² / (v_a²/(n_a − 1) + v_b²/(n_b − 1)), where v_a and v_b are the two "
+           "variances of the means.",
+           "The half-width is t_quantile(df) times the standard error; return (difference, difference − half, "
+           "difference + half)."),
+))
+register(CodeExercise(
     id="match-rates",
     prompt="Match two methods on learning yourself, with section 2a's rule. Write match(grid_a, grid_b, bar, one_animal) "
     "-> (rate_a, rate_b). Each grid maps one method's learning rates to its mean validation exact match. Keep only the "
@@ -189,7 +283,7 @@ register(ChoiceExercise(
     "(validation exact match) and to how much pretraining text is forgotten (the held-out loss)?",
     options={
         "a": "it improves both: more exact match and a lower pretraining loss",
-        "b": "more of the task is learned and more pretraining text is forgotten, until training turns unstable",
+        "b": "more pretraining text is forgotten; the task is learned better up to some rate, and past it the task is lost too",
         "c": "nothing in the end: the learning rate only changes how fast the same final point is reached",
         "d": "with LoRA nothing is forgotten at any learning rate, because the base weights are frozen",
     },
