@@ -383,6 +383,7 @@ def test_the_intruder_null_sets_each_count_beside_random_directions_with_its_sin
     assert claim == INTRUDER_CLAIM
     assert word.startswith("agrees on the raw counts; but random directions with LoRA's own singular values give about 4 (LoRA's "
                            "own: 1), with full's 0: the count follows the update's shape")
+    assert "lean toward W's; at 0.003 LoRA's own count is not told apart from the random one (ε = 0.5," in word  # the other rate
     assert evidence.startswith("at the chosen rates every count of full fine-tuning lies below every count of lora-all; chance alone "
                                "would give that 2 times in 252 with 5 seeds;")
     assert evidence.endswith(". Against the null: lora-all at 0.01 fewer than random directions with its singular values (-3.0 per "
@@ -493,7 +494,8 @@ def test_the_summary_reads_every_look_once():
     assert text[4].startswith("- so in learning, full's edge goes with the weights it trains beyond lora-all's matrices")
     assert "is partly the JSON format leaking in (36% to 72%, appendix C)" in text[5]
     assert text[6].endswith("its cost on the task, test exact match with replay minus without: full -0.03 [-0.25, +0.17], "
-                            "lora-all -0.03 [-0.25, +0.17]")
+                            "lora-all -0.03 [-0.25, +0.17] (with half the task rows per step, at the rate chosen without "
+                            "replay: a demonstration, not a tuned cost)")
     held_out = {"lora-all": (4.0, 4.1, 4.2), "full": (1.8, 1.9, 2.0), "full-linear": (4.0, 4.3, 4.6)}  # per seed
     comparison.forgetting = lambda label, lr=None: interval(held_out[label])  # the columns' words: better() on these intervals
     columns = summary_columns(comparison, look, emb, probe, {"chosen": "disagrees", "matched": "disagrees"}, "not resolved")

@@ -174,7 +174,7 @@ def test_the_predictions_of_05_to_07_are_the_numbers_their_cells_measure():
     assert abs(np.mean(phi_random_88) - 8 / 64) < 0.005  # the expected value for random subspaces, max(i, j) / d
     assert quiz.predict("predict-random-phi", 1 / 8, float(np.mean(phi_random_88))) is True
 
-    from lora_edu.lora.layer import LoRALinear  # 06b, section 2a: γ² ‖A x‖² over r = 4 to 64, its slope on log-log axes
+    from lora_edu.lora.layer import LoRALinear  # 06b, section 2b: γ² ‖A x‖² over r = 4 to 64, its slope on log-log axes
 
     torch.manual_seed(0)
     x, ranks, grown = torch.randn(256, 64), (4, 8, 16, 32, 64), {False: [], True: []}

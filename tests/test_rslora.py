@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from lora_edu.paper.comparison import Comparison
+from lora_edu.paper.experiments import LossRatio
 from lora_edu.paper.rslora import RSLORA_CLAIM, RankStudy, rank_arm_label, rank_arms, scaling_at
 
 
@@ -44,7 +45,14 @@ def test_the_claim_is_read_where_the_scalings_part_with_each_scaling_gain_beside
     assert "r = 16 over r = 4: α/√r 0.7" in evidence and "; over r = 1: α/√r 0.5" in evidence
     assert evidence.endswith("every run at the rate chosen for r = 4, where both scalings give γ = 2")
     assert study({"α/√r": 2.0, "α/r": 0.5}).word() == "disagrees"
-    assert study({"α/√r": 1.0, "α/r": 1.0}).word() == "not resolved"
+    tie = study({"α/√r": 0.5, "α/r": 0.5})  # both gain alike from r = 1; at r = 16 an interval that holds 1, as on the CPU
+    tie.at_top = lambda: LossRatio(0.99, 0.90, 1.09)
+    assert tie.word() == "not resolved"
+    assert tie.halves().startswith("; what the interval allows at r = 16: α/√r's loss at most 10% below α/r's; ")
+    assert tie.halves().endswith("; under α/r, r = 16 learned resolvably more than r = 1: counted from r = 1, the higher rank did "
+                                 "not gain little here")
+    assert tie.finding(64)[2].endswith(tie.halves())
+    assert rs_wins.halves() == ""  # resolved at r = 16, and α/r lost with rank there
     lines = rs_wins.table().splitlines()
     assert lines[0].split() == ["r", "γ", "under", "α/r", "γ", "under", "α/√r", "test", "answer", "loss,", "α/r", "α/√r"]
     assert lines[3].split()[:3] == ["16", "0.50", "1.00"]

@@ -603,7 +603,8 @@ class LearningForgetting:
     def __str__(self) -> str:
         lines = [f"{label}: rate {lr:g}"
                  + (f", validation exact match {self.learned[label]:.2f}" if label in self.learned else "")
-                 + (f" (answer loss {self.answer_loss[label]:.3f})" if label in self.answer_loss else "")
+                 + (f", answer loss {self.answer_loss[label]:.3f}" if label in self.answer_loss else "")
+                 + (" (on the seeds that matched)" if label in self.learned else "")
                  + f", held-out loss{'' if self.step is None else f' after {self.step} steps'} {self.forgetting[label]}"
                  + (" (an edge of its grid: a rate beyond it was not tried)" if self.at_grid_edge.get(label) else "")
                  for label, lr in self.matched_lr.items()]
@@ -717,7 +718,8 @@ class IntruderCounts:
                      + "; we call it resolved only below 1 in 20, so " + " and ".join(
                          f"{n} seeds {'can resolve it' if self.resolvable(n) else 'cannot resolve it'}" for n in seeds))
         largest, lr_m = max(self.sizes[b]), self.matched_lr[a]
-        lines.append(f"{b}, every run of every rate: {sum(self.full_runs)} intruders in {len(self.full_runs)} runs; at its largest rate, "
+        lines.append(f"{b}, every run of its {len(self.sizes[b])} rates (the sweep seeds, and the added seeds where section 2 compares): "
+                     f"{sum(self.full_runs)} intruders in {len(self.full_runs)} runs; at its largest rate, "
                      f"{largest:g}, {self.sized_on} {self.sizes[b][largest]:.2f}, {a} at its matched rate {lr_m:g} "
                      f"{self.sizes[a][lr_m]:.2f}")
         return "\n".join(lines)
@@ -910,9 +912,13 @@ class Mitigation:
                 f"the held-out loss by itself (05b, appendix C). A rough size: at λ = 0.5 each unit of exact match lost came with "
                 f"{per_task:.2f} of held-out loss won back, so a shortfall of {-task_beyond.mean:.2f} would explain about "
                 f"{per_task * max(-task_beyond.mean, 0):.2f} of the {-beyond.mean:.2f}; at the interval's far end, a shortfall of "
-                f"{-task_beyond.low:.2f}, about {per_task * max(-task_beyond.low, 0):.2f}: the data cannot say that the intruders "
-                "matter"), (f": {len(self.seeds)} seeds and {test_animals} test animals cannot pin the task's cost to within one "
-                            f"animal (its interval runs to {task_beyond.low:+.2f})")
+                f"{-task_beyond.low:.2f}, about {per_task * max(-task_beyond.low, 0):.2f}: "
+                + ("even there part of the edge would remain, so this rough size leans toward the intruders mattering, but it "
+                   "borrows an exchange rate from another λ, and the rule fixed before looking is not met"
+                   if per_task * max(-task_beyond.low, 0) < -beyond.mean else
+                   "there the lost task could explain all of the edge")), (
+                f": {len(self.seeds)} seeds and {test_animals} test animals cannot pin the task's cost to within one animal (its "
+                f"interval runs to {task_beyond.low:+.2f})")
         if localized == "agrees":
             return localized, "partly", ("They hold more of it than the rest of the update, by a small margin, keeping the task "
                                          "within one test animal of the control's; whether it is largely located there is not "

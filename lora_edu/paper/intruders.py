@@ -114,8 +114,10 @@ class IntruderNull:
                         "rate only" for (label, lr), run in self.runs.items() if label == "lora-all" and lr != chosen.lr
                         and run.side != chosen.side)
         return "back to the picture: " + {
-            "not told apart from": "at their own singular values, random directions give counts like LoRA's own, so in these runs "
-                                   "the count follows how far, and in how few directions, the weights moved, more than what was learned",
+            "not told apart from": "LoRA's own count is not told apart from what random directions with its singular values give "
+                                   f"(own minus random {chosen.difference.mean:+.1f} [{chosen.difference.low:+.1f}, "
+                                   f"{chosen.difference.high:+.1f}]), so in these runs the count follows how far, and in how few "
+                                   "directions, the weights moved, more than where they point",
             "fewer than": "the count grows with how far the weights moved, in both LoRA methods; and LoRA's own directions give "
                           "fewer intruders than random ones with the same singular values: they lean toward W's own directions",
             "more than": "LoRA's own directions give more intruders than random ones with the same singular values: they avoid "
@@ -156,8 +158,10 @@ class IntruderNull:
         set beside the null: (claim, word, evidence). ``width``: the model's d."""
         seeds, matched_seeds = len(counts.chosen["lora-all"]), len(counts.matched["lora-all"])
         lora, full = self.run("lora-all"), self.run("full")
-        lean = {"fewer than": "while LoRA's own directions lean toward W's", "not told apart from": "not where LoRA points",
+        lean = {"fewer than": "while LoRA's own directions lean toward W's", "not told apart from": "more than where LoRA points",
                 "more than": "and LoRA's directions add to it"}[lora.side]
+        lean += "".join(f"; at {run.lr:g} LoRA's own count is {run.side} the random one" for (label, lr), run in self.runs.items()
+                        if label == "lora-all" and lr != lora.lr and run.side != lora.side)
         word = (self.raw_word(counts) + "; but random directions with LoRA's own singular values give about "
                 f"{np.mean(lora.random):.0f} (LoRA's own: {np.mean(lora.own):.0f}), with full's {np.mean(full.random):.0f}: the "
                 f"count follows the update's shape, a few large directions, {lean} (ε = 0.5, d = {width}, {seeds} seeds at the "

@@ -1,4 +1,4 @@
-"""LoRA+ against plain LoRA, each at its own rate (notebook 06b, section 2b).
+"""LoRA+ against plain LoRA, each at its own rate (notebook 06b, section 2a).
 
 Plain LoRA is LoRA+ at ratio 1 (B and A at one rate). ``compare_methods`` sweeps every ratio's rates on the seeds
 that choose; ``LoRAPlusStudy`` then picks the ratio on validation by the rates' own rule, names the arms to run again

@@ -95,4 +95,16 @@ class RankStudy:
                 f"at r = {high}, α/√r's test answer loss over α/r's, {seeds} seeds paired: {self.at_top()}; r = {high} over r = "
                 f"{self.reference}: α/√r {self.gain('α/√r', self.reference)}, α/r {self.gain('α/r', self.reference)}; over r = {low}: "
                 f"α/√r {self.gain('α/√r')}, α/r {self.gain('α/r')}; every run at the rate chosen for r = {self.reference}, where "
-                f"both scalings give γ = {self.gamma:g}")
+                f"both scalings give γ = {self.gamma:g}" + self.halves())
+
+    def halves(self) -> str:
+        """The claim's two halves read apart, for the evidence: what the top contrast's interval allows when it is not
+        resolved, and whether α/r's highest rank still learned resolvably more than its lowest ("gain little")."""
+        high, low, top = max(self.ranks), min(self.ranks), self.at_top()
+        parts = []
+        if ratio_winner("α/√r", "α/r", top) is None and top.low < 1:
+            parts.append(f"what the interval allows at r = {high}: α/√r's loss at most {1 - top.low:.0%} below α/r's")
+        if ratio_winner("high", "low", self.gain("α/r")) == "high":
+            parts.append(f"under α/r, r = {high} learned resolvably more than r = {low}: counted from r = {low}, the higher rank "
+                         "did not gain little here")
+        return "".join(f"; {part}" for part in parts)

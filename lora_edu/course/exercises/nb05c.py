@@ -209,7 +209,7 @@ register(ChoiceExercise(
     "‖ΔW‖/‖W‖?",
     options={
         "a": "full fine-tuning, by far: a rank-8 update can only hold a small part of a 64-wide weight",
-        "b": "lora-all: its few directions can carry a large size, and validation chose it a larger rate",
+        "b": "lora-all: its 8 directions can each carry a large change",
         "c": "neither more than the other: both learned the same task, so both moved their weights equally far",
         "d": "full fine-tuning: LoRA's base weights are frozen, so lora-all does not move them at all",
     },
