@@ -913,8 +913,8 @@ class Mitigation:
                 f"{per_task:.2f} of held-out loss won back, so a shortfall of {-task_beyond.mean:.2f} would explain about "
                 f"{per_task * max(-task_beyond.mean, 0):.2f} of the {-beyond.mean:.2f}; at the interval's far end, a shortfall of "
                 f"{-task_beyond.low:.2f}, about {per_task * max(-task_beyond.low, 0):.2f}: "
-                + ("even there part of the edge would remain, so this rough size leans toward the intruders mattering, but it "
-                   "borrows an exchange rate from another λ, and the rule fixed before looking is not met"
+                + ("even there part of the edge would remain, but that exchange rate is borrowed from another λ; the trade-off "
+                   "line above compares at equal task instead, and the rule fixed before looking is not met"
                    if per_task * max(-task_beyond.low, 0) < -beyond.mean else
                    "there the lost task could explain all of the edge")), (
                 f": {len(self.seeds)} seeds and {test_animals} test animals cannot pin the task's cost to within one animal (its "

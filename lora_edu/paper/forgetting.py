@@ -43,7 +43,7 @@ def matched_report(comparison: Comparison, matched: LearningForgetting) -> str:
     when = "at each run's best checkpoint" if matched.step is None else f"after all {matched.step} steps"
     test = paired_difference(*(comparison.rights(label, lr) for label, lr in matched.matched_lr.items()))
     return "\n".join([f"at matched learning, every run read {when} (rates matched on {len(SWEEP_SEEDS)} seeds, forgetting "
-                      f"compared on {len(SEEDS)}):", str(matched),
+                      f"compared on {len(SEEDS)}; a held-out loss reads mean ± the half-width of its 95% interval):", str(matched),
                       "the test animals (used in no choice; each run's best checkpoint), at the matched rates: "
                       + paired_verdict(*matched.matched_lr, test, "test exact match"), matched.surety()])
 
@@ -372,8 +372,16 @@ class EmbeddingLook:
                                  "lora-all: here the low-rank update itself goes with more forgetting",
                   "lora-all": "Is it the rank? lora-all forgot less than full-linear, its own matrices at full rank: the "
                               "low-rank update itself goes with less forgetting here"}[self.linear.less_forgetful]
+        surely = self.full.answer_loss
+        caveat = ""
+        if len(surely) == 2 and self.full.less_forgetful is not None:
+            surer, other = sorted(surely, key=surely.get)
+            caveat = (f" Exact match was near its ceiling, and {surer}'s validation answer loss was lower ({surely[surer]:.3f} "
+                      f"against {surely[other]:.3f}): 'as much' holds on exact match only, and "
+                      + ("the one that forgot less also learned the answers more surely."
+                         if surer == self.full.less_forgetful else "the one that forgot less learned the answers less surely."))
         return (f"{first} on the held-out loss ({loss['full']} against {loss['lora-all']}, after all {self.full.step} steps; "
-                f"part of that loss is the JSON format leaking in, appendix C). {second}.")
+                f"part of that loss is the JSON format leaking in, appendix C).{caveat} {second}.")
 
     def curve_finding(self, width: int, val_animals: int) -> tuple[str, str, str]:
         """Row "learning-forgetting curve" of the summary: (claim, word, evidence). ``width``: the model's d."""

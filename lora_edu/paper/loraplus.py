@@ -211,7 +211,8 @@ class LoRAPlusStudy:
             reached = [s for s in steps if s is not None]
             middle = statistics.median_low([math.inf if s is None else s for s in steps])  # a seed that never got there counts as slowest
             medians[label] = None if middle == math.inf else middle
-            lines.append(f"  {label:<9} median {f'{middle:g}' if medians[label] else f'more than {last}'} steps, "
+            lines.append(f"  {label:<9} median {f'{middle:g}' if medians[label] else f'more than {last}'} steps (the lower middle "
+                         f"seed in order, number {(len(steps) + 1) // 2} of {len(steps)}), "
                          f"{len(reached)} of {len(steps)} seeds got there")
         past = self.past_the_end()
         lines.append("each LoRA+ median over plain LoRA's (95% interval by redrawing the seeds in pairs; below 1: faster; a seed "
