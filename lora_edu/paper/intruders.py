@@ -106,13 +106,17 @@ class IntruderNull:
                 + ("no intruders in Wq and Wv" if most == 0 else f"at most {most} intruder{'s' if most > 1 else ''} per seed in Wq and Wv")
                 + f", has held-out loss {self.forgot['full-linear']}, lora-all at {lora.lr:g} {self.forgot['lora-all']}"]
 
+    def lora_reading_otherwise(self) -> list[NullRun]:
+        """lora-all's runs at its other rates whose count lies on another side of the null than at its chosen rate."""
+        chosen = self.run("lora-all")
+        return [run for (label, lr), run in self.runs.items() if label == "lora-all" and lr != chosen.lr and run.side != chosen.side]
+
     def picture(self) -> str:
         """What the null says about the picture's question (the method, or how far the weights moved?), read at
         lora-all's chosen rate; a lora-all rate where the null reads otherwise is named after it."""
         chosen = self.run("lora-all")
         other = "".join(f"; but at {run.lr:g} its own count is {run.side} the random count, so this reading holds at the chosen "
-                        "rate only" for (label, lr), run in self.runs.items() if label == "lora-all" and lr != chosen.lr
-                        and run.side != chosen.side)
+                        "rate only" for run in self.lora_reading_otherwise())
         return "back to the picture: " + {
             "not told apart from": "LoRA's own count is not told apart from what random directions with its singular values give "
                                    f"(own minus random {chosen.difference.mean:+.1f} [{chosen.difference.low:+.1f}, "
@@ -160,8 +164,7 @@ class IntruderNull:
         lora, full = self.run("lora-all"), self.run("full")
         lean = {"fewer than": "while LoRA's own directions lean toward W's", "not told apart from": "more than where LoRA points",
                 "more than": "and LoRA's directions add to it"}[lora.side]
-        lean += "".join(f"; at {run.lr:g} LoRA's own count is {run.side} the random one" for (label, lr), run in self.runs.items()
-                        if label == "lora-all" and lr != lora.lr and run.side != lora.side)
+        lean += "".join(f"; at {run.lr:g} LoRA's own count is {run.side} the random one" for run in self.lora_reading_otherwise())
         word = (self.raw_word(counts) + "; but random directions with LoRA's own singular values give about "
                 f"{np.mean(lora.random):.0f} (LoRA's own: {np.mean(lora.own):.0f}), with full's {np.mean(full.random):.0f}: the "
                 f"count follows the update's shape, a few large directions, {lean} (ε = 0.5, d = {width}, {seeds} seeds at the "

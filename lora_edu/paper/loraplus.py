@@ -35,6 +35,12 @@ def speed_word(low: float, high: float) -> str | None:
     return "faster" if high < 1 else "slower" if low > 1 else None
 
 
+def median_steps(steps: list[int | None]) -> float:
+    """The lower median of the seeds' steps to a target, a seed that never got there (None) counting as the slowest
+    (inf): the median ``steps_ratio`` also reads."""
+    return statistics.median_low([math.inf if s is None else s for s in steps])
+
+
 def steps_to_reach(report: Report, target: float, key: str = "val_loss") -> int | None:
     """The first evaluation step at which the run's ``key`` (validation answer loss) was at or below ``target``, or
     None if it never got there."""
@@ -209,7 +215,7 @@ class LoRAPlusStudy:
         for label in ["LoRA", *self.compared]:
             steps = [steps_to_reach(run, target) for run in fresh.runs(label)]
             reached = [s for s in steps if s is not None]
-            middle = statistics.median_low([math.inf if s is None else s for s in steps])  # a seed that never got there counts as slowest
+            middle = median_steps(steps)
             medians[label] = None if middle == math.inf else middle
             lines.append(f"  {label:<9} median {f'{middle:g}' if medians[label] else f'more than {last}'} steps (the lower middle "
                          f"seed in order, number {(len(steps) + 1) // 2} of {len(steps)}), "
@@ -220,7 +226,7 @@ class LoRAPlusStudy:
         for label in self.compared:
             ratio, low, high = self.steps_ratio(label, target, past)
             word = speed_word(low, high) or "not told apart from plain LoRA"
-            bound = " (its median seed never got there: a lower bound)" if self.median_censored(label, target) else ""
+            bound = " (its median seed never got there: a lower bound)" if medians[label] is None else ""
             lines.append(f"  {label:<9} {'at least ' if bound else ''}{ratio:.2f} [{low:.2f}, {high:.2f}]: {word}{bound}")
         return "\n".join(lines)
 
@@ -265,8 +271,7 @@ class LoRAPlusStudy:
     def median_censored(self, label: str, target: float) -> bool:
         """Whether ``label``'s median fresh seed (the lower median, as ``steps_ratio``'s) never reached ``target``: then its
         step ratio, which counts such a seed one evaluation past the end, is a lower bound."""
-        steps = [steps_to_reach(run, target) for run in self._fresh().runs(label)]
-        return statistics.median_low([math.inf if s is None else s for s in steps]) == math.inf
+        return median_steps([steps_to_reach(run, target) for run in self._fresh().runs(label)]) == math.inf
 
     def past_the_end(self) -> int:
         """One evaluation after the fresh runs' last: where ``steps_ratio`` puts a seed that never reached the target."""
